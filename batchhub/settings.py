@@ -1,0 +1,295 @@
+"""BatchHub settings: one module, everything from the environment.
+
+The defaults give the embedded setup (SQLite + kombu's filesystem broker under ./var), so
+`make run` works on a machine with no servers. Production sets DATABASE_URL (PostgreSQL),
+CELERY_BROKER_URL (Redis) and CACHE_URL (Redis).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from .envconfig import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("BATCHHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DEBUG", False)
+TESTING = "pytest" in sys.modules or env_bool("BATCHHUB_TESTING", False)
+
+
+def _secret_key() -> str:
+    configured = env_str("SECRET_KEY", "")
+    if configured:
+        return configured
+    # Embedded default: a key generated once and kept beside the data, so sessions and API key
+    # digests survive restarts without anyone having to invent a secret.
+    key_file = DATA_DIR / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "jobs",
+    "apikeys",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "batchhub.urls"
+WSGI_APPLICATION = "batchhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "batchhub.context_processors.site",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'batchhub.sqlite3'}")
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))
+except Exception as exc:  # dj-database-url raises several types for a bad URL
+    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}") from exc
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker share the file: WAL lets readers run beside the one writer, IMMEDIATE
+    # transactions queue writers instead of failing with "database is locked" on upgrade.
+    _db["CONN_MAX_AGE"] = 0
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    if not TESTING:
+        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["CONN_HEALTH_CHECKS"] = True
+else:
+    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL or SQLite.")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (rate limits, shared across processes) ---------------------------------------------
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL in ("", "file") or CACHE_URL.startswith("file://"):
+    _cache_dir = urlparse(CACHE_URL).path if CACHE_URL.startswith("file://") else DATA_DIR / "cache"
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(_cache_dir),
+        }
+    }
+elif CACHE_URL == "locmem":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r}: use redis://…, file://PATH or locmem.")
+
+# --- Auth, i18n, static, media ------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "jobs:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
+MEDIA_URL = "media/"
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if TESTING or DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+if env_str("BATCHHUB_STORAGE", "local") == "s3":
+    # Several machines: uploads must be visible to every worker, so they go to S3-compatible storage.
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME", ""),
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            "location": env_str("BATCHHUB_S3_PREFIX", "uploads"),
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+    if not STORAGES["default"]["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("BATCHHUB_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+elif env_str("BATCHHUB_STORAGE", "local") != "local":
+    raise ImproperlyConfigured("BATCHHUB_STORAGE must be 'local' or 's3'.")
+
+# Uploads over this many bytes go to a temporary file instead of memory (Django's default, spelt out).
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHHUB_MAX_JSON_BYTES", 20 * 1024 * 1024, minimum=1024)
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BATCHHUB_BEHIND_PROXY", False) else None
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- BatchHub limits ----------------------------------------------------------------------------
+BATCHHUB_MAX_UPLOAD_BYTES = env_int("BATCHHUB_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1024)
+BATCHHUB_MAX_ROWS = env_int("BATCHHUB_MAX_ROWS", 1_000_000, minimum=1)
+BATCHHUB_MAX_ACTIVE_JOBS = env_int("BATCHHUB_MAX_ACTIVE_JOBS", 10, minimum=1)
+BATCHHUB_MAX_FIELD_BYTES = env_int("BATCHHUB_MAX_FIELD_BYTES", 128 * 1024, minimum=16)
+BATCHHUB_MAX_COLUMNS = env_int("BATCHHUB_MAX_COLUMNS", 500, minimum=1)
+BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)
+BATCHHUB_ALLOW_SIGNUP = env_bool("BATCHHUB_ALLOW_SIGNUP", False)
+BATCHHUB_DEFAULT_CONCURRENCY = env_int("BATCHHUB_DEFAULT_CONCURRENCY", 4, minimum=1)
+BATCHHUB_MAX_CONCURRENCY = env_int("BATCHHUB_MAX_CONCURRENCY", 256, minimum=1)
+# Rows a worker claims at once for cheap (CPU) processors; I/O processors use a multiple of their
+# concurrency instead (jobs/runner.py).
+BATCHHUB_CHUNK_ROWS = env_int("BATCHHUB_CHUNK_ROWS", 1000, minimum=1)
+# A claimed chunk must be finished (or its lease renewed) within this time, else it is reclaimed.
+BATCHHUB_LEASE_SECONDS = env_int("BATCHHUB_LEASE_SECONDS", 120, minimum=5)
+BATCHHUB_ROW_MAX_ATTEMPTS = env_int("BATCHHUB_ROW_MAX_ATTEMPTS", 3, minimum=1)
+BATCHHUB_AUTOPAUSE_AFTER = env_int("BATCHHUB_AUTOPAUSE_AFTER", 10, minimum=1)
+BATCHHUB_WEBHOOK_ALLOW_PRIVATE = env_str("BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "")
+BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0.1)
+BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
+
+# --- Celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = DATA_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    if not TESTING:
+        (_broker_dir / "out").mkdir(parents=True, exist_ok=True)
+        (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+else:
+    # Far above any task's run time (a task handles one chunk), so Redis never redelivers a task
+    # that is still running; a dead worker's chunk comes back through its lease instead.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "batchhub")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-work": {"task": "jobs.tasks.reap", "schedule": BATCHHUB_REAPER_INTERVAL},
+    "expire-jobs": {"task": "jobs.tasks.expire_jobs", "schedule": 3600.0},
+}
+
+# --- REST framework -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apikeys.auth.APIKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "batchhub.api.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "batchhub.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["batchhub.api.GroupRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "read": env_str("BATCHHUB_RATE_READ", "1200/min"),
+        "create": env_str("BATCHHUB_RATE_CREATE", "60/min"),
+        "control": env_str("BATCHHUB_RATE_CONTROL", "300/min"),
+        "download": env_str("BATCHHUB_RATE_DOWNLOAD", "120/min"),
+    },
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BatchHub API",
+    "DESCRIPTION": "Upload a table, process every row with a processor, download the results.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .ids import new_id
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING, JobStatus.PAUSED, JobStatus.FINALIZING})
+
+
+class RowStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
+
+
+class JobQuerySet(models.QuerySet):
+    def visible(self):
+        """Jobs a user may still see: expired ones are gone even before housekeeping deletes them."""
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+
+    def active(self):
+        return self.filter(status__in=ACTIVE)
+
+
+def upload_path(job: Job, filename: str) -> str:
+    return f"uploads/{job.public_id}/{filename}"
+
+
+class Job(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, editable=False, default=partial(new_id, "job"))
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200, blank=True)
+    processor = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+
+    input_file = models.FileField(upload_to=upload_path, blank=True, max_length=300)
+    input_format = models.CharField(max_length=10, default="csv")  # csv | jsonl | rows
+    input_size = models.BigIntegerField(default=0)
+    encoding = models.CharField(max_length=40, blank=True)
+    delimiter = models.CharField(max_length=4, blank=True)
+    columns = models.JSONField(default=list, blank=True)
+    id_column = models.CharField(max_length=200, blank=True, null=True)
+    column_map = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    total = models.IntegerField(default=0)
+    pending = models.IntegerField(default=0)
+    running = models.IntegerField(default=0)
+    succeeded = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+
+    concurrency = models.PositiveIntegerField(default=4)
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)  # requests per minute, all workers
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    # Consecutive rate-limit answers from the outside service; auto-pause trips on a run of them.
+    throttle_streak = models.PositiveIntegerField(default=0)
+    resume_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=300, blank=True)
+    usage = models.JSONField(default=dict, blank=True)  # e.g. LLM token totals
+    # [[unix seconds, rows done], …] sampled as chunks commit: the rate, the ETA and the chart.
+    samples = models.JSONField(default=list, blank=True)
+
+    error_code = models.CharField(max_length=60, blank=True)
+    error_message = models.TextField(blank=True)
+    webhook_url = models.URLField(max_length=1000, blank=True, null=True)
+
+    idempotency_key = models.CharField(max_length=200, blank=True, null=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="job_unique_idempotency_key",
+            )
+        ]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name or self.public_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def progress(self) -> float:
+        return round(self.done / self.total, 4) if self.total else (1.0 if self.is_terminal else 0.0)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"total": self.total, **{name: getattr(self, name) for name in COUNTERS}}
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rate over the last ~30 s of samples (the recent rate, not the lifetime average)."""
+        samples = self.samples or []
+        if len(samples) < 2:
+            return 0.0
+        last_t, last_done = samples[-1]
+        if self.status != JobStatus.PROCESSING:
+            pass
+        elif timezone.now().timestamp() - last_t > 30:
+            return 0.0
+        first = next((s for s in samples if last_t - s[0] <= 30), samples[0])
+        if first is samples[-1]:
+            first = samples[-2]
+        span = last_t - first[0]
+        return round((last_done - first[1]) / span, 2) if span > 0 else 0.0
+
+    @property
+    def estimated_completion(self):
+        if self.status != JobStatus.PROCESSING:
+            return None
+        rate = self.rows_per_second
+        remaining = self.total - self.done
+        if rate <= 0 or remaining <= 0:
+            return None
+        return timezone.now() + timedelta(seconds=remaining / rate)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        if not self.error_code:
+            return None
+        return {"code": self.error_code, "message": self.error_message}
+
+
+class Chunk(models.Model):
+    """A range of row indexes [start, end) that one worker loop claims and processes at a time."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.IntegerField()
+    start = models.IntegerField()
+    end = models.IntegerField()
+    done = models.BooleanField(default=False)
+    # Set while a worker holds the chunk; a chunk whose lease ran out is free again.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Earliest time the chunk may be claimed (backoff of retried rows).
+    available_at = models.DateTimeField(null=True, blank=True)
+    # Claims so far: a chunk that kills its worker every time must not loop forever.
+    claims = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="chunk_unique_seq")]
+        indexes = [models.Index(fields=["job", "done", "seq"])]
+
+
+class Row(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="rows")
+    index = models.IntegerField()
+    ref = models.CharField(max_length=200)
+    # Values in the order of job.columns (a list, not a dict: the keys would repeat on every row).
+    data = models.JSONField()
+    status = models.CharField(max_length=10, choices=RowStatus.choices, default=RowStatus.PENDING)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    # Times the row was started; a row that keeps killing its worker fails at the limit.
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="row_unique_index")]
+        indexes = [models.Index(fields=["job", "status", "index"])]
+
+    @property
+    def public_id(self) -> str:
+        return f"row_{self.index + 1}"
+
+    def as_dict(self, columns: list[str]) -> dict:
+        values = self.data or []
+        return {
+            "row": self.index + 1,
+            "ref": self.ref,
+            "status": self.status,
+            "input": {c: (values[i] if i < len(values) else None) for i, c in enumerate(columns)},
+            "output": self.output,
+            "error": self.error,
+        }
+
+
+class JobEvent(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    type = models.CharField(max_length=40)
+    message = models.TextField(blank=True)
+    actor = models.CharField(max_length=150, blank=True)  # a username, "system" or "api:<key>"
+    data = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["job", "at"])]
+
+
+class ProviderCredential(models.Model):
+    """A user's secret for an outside service (an LLM provider's API key), encrypted at rest.
+
+    Processors name it in their params (``"credential": "openai"``); the secret itself never
+    appears in a job's params, the API or a page (jobs/credentials.py encrypts and decrypts).
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="provider_credentials")
+    name = models.SlugField(max_length=50)
+    secret = models.TextField()  # a Fernet token, never the plaintext
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="credential_unique_owner_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: "whsec_" + base64 of 32 random bytes (the HMAC key)."""
+    import base64
+    import secrets
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class UserSettings(models.Model):
+    """Per-user settings; today the webhook signing secret (jobs/webhooks.py signs with it)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batchhub_settings")
+    webhook_secret = models.CharField(max_length=100, default=new_webhook_secret)
+    # After a rotation deliveries are signed with both secrets for a while (Standard Webhooks allows
+    # several signatures), so retries in flight still verify at receivers not yet updated.
+    previous_webhook_secret = models.CharField(max_length=100, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "user settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user}"
+
+    @classmethod
+    def get_or_create_for(cls, user) -> UserSettings:
+        obj, _ = cls.objects.get_or_create(user=user)
+        return obj
+
+    def rotate_webhook_secret(self) -> str:
+        self.previous_webhook_secret = self.webhook_secret
+        self.webhook_secret = new_webhook_secret()
+        self.rotated_at = timezone.now()
+        self.save(update_fields=["webhook_secret", "previous_webhook_secret", "rotated_at"])
+        return self.webhook_secret
+
+    def signing_secrets(self, grace: timedelta = timedelta(hours=24)) -> list[str]:
+        """The secrets to sign with now: the current one, plus the previous within `grace`."""
+        secrets_ = [self.webhook_secret]
+        if self.previous_webhook_secret and self.rotated_at and timezone.now() - self.rotated_at < grace:
+            secrets_.append(self.previous_webhook_secret)
+        return secrets_

@@ -1,0 +1,231 @@
+"""The processor interface and registry.
+
+A processor turns one row into output columns. Built-ins live beside this module; third-party
+packages add their own through the entry-point group ``batchhub.processors`` (the entry point
+names a Processor subclass). The engine (jobs/runner.py) calls ``process(batch)`` for CPU-bound
+processors and ``run_one(row)`` from a thread pool for I/O-bound ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from jsonschema import Draft202012Validator, validators
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "batchhub.processors"
+
+
+class RowError(Exception):
+    """Bad data in this row: the row fails with this message, the job goes on."""
+
+
+class RetryableError(Exception):
+    """A transient failure (timeout, 429, 5xx): the row is tried again later, up to the job's limit.
+
+    ``rate_limited`` marks answers that say "slow down" (429, quota); a run of them auto-pauses
+    the job. ``retry_after`` is the wait the service asked for, in seconds.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, rate_limited: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class ParamsError(ValueError):
+    """The job's params do not fit the processor's schema."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.errors = errors or []
+
+
+@dataclass(slots=True, frozen=True)
+class ProcessorContext:
+    """Who the processor works for: lets it read the owner's saved provider credentials."""
+
+    owner_id: int | None = None
+    job_id: str | None = None  # the job's public id
+    concurrency: int = 1  # rows in flight at once for this processor instance
+
+
+@dataclass(slots=True)
+class RowInput:
+    index: int  # 0-based position in the input
+    ref: str
+    values: dict[str, Any]  # every column of the row
+    inputs: dict[str, Any]  # the processor's inputs, through the job's column map
+
+
+@dataclass(slots=True)
+class RowResult:
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    retry: bool = False
+    retry_after: float | None = None
+    rate_limited: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def ok(cls, output: dict[str, Any], usage: dict[str, int] | None = None) -> RowResult:
+        return cls(output=output, usage=usage or {})
+
+
+def _with_defaults(validator_class):
+    """A validator that also fills in schema defaults, so processors see complete params."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+class Processor:
+    """Subclass this. Set the class attributes and implement ``process_row`` (or ``process``)."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    # Logical inputs, e.g. ["text"]: the job's column_map says which column feeds each one;
+    # without a mapping, the column of the same name is used.
+    inputs: ClassVar[list[str]] = []
+    outputs: ClassVar[list[str]] = []
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    # I/O-bound processors (network calls) run rows concurrently in threads, `concurrency` at a time.
+    io_bound: ClassVar[bool] = False
+
+    def __init__(self, params: dict[str, Any] | None = None, *, context: ProcessorContext | None = None):
+        self.params = self.validate_params(params or {})
+        self.context = context or ProcessorContext()
+
+    # --- description -------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name,
+            "title": cls.title,
+            "description": cls.description,
+            "inputs": list(cls.inputs),
+            "outputs": list(cls.outputs),
+            "params_schema": cls.params_schema,
+        }
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise ParamsError("params must be a JSON object.")
+        params = dict(params)
+        validator = _DefaultingValidator(cls.params_schema)
+        errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        if errors:
+            described = [
+                {"param": ".".join(str(p) for p in e.absolute_path) or "(params)", "message": e.message}
+                for e in errors
+            ]
+            first = described[0]
+            raise ParamsError(f"params.{first['param']}: {first['message']}", described)
+        cls.check_params(params)
+        return params
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Checks a JSON Schema cannot express; raise ParamsError."""
+
+    def output_columns(self) -> list[str]:
+        """The output columns for these params (an LLM in JSON mode names its own)."""
+        return list(self.outputs)
+
+    def required_columns(self, column_map: dict[str, str]) -> list[str]:
+        """Columns the input must have, after the column map."""
+        return [column_map.get(name, name) for name in self.inputs]
+
+    # --- work ------------------------------------------------------------------------------------
+    def process_row(self, row: RowInput) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run_one(self, row: RowInput) -> RowResult:
+        """One row, with the processor's errors turned into results (never raises)."""
+        try:
+            output = self.process_row(row)
+        except RowError as exc:
+            return RowResult(error=str(exc) or exc.__class__.__name__)
+        except RetryableError as exc:
+            return RowResult(
+                error=str(exc), retry=True, retry_after=exc.retry_after, rate_limited=exc.rate_limited
+            )
+        except Exception as exc:  # a processor bug must fail the row, not the worker loop
+            logger.exception("processor %s raised on row %s", self.name, row.index)
+            return RowResult(error=f"{exc.__class__.__name__}: {exc}")
+        if isinstance(output, RowResult):
+            return output
+        return RowResult.ok(output)
+
+    def process(self, batch: list[RowInput]) -> list[RowResult]:
+        return [self.run_one(row) for row in batch]
+
+    def close(self) -> None:
+        """Release what the processor holds (HTTP clients, …) when the worker loop ends."""
+
+
+@cache
+def _registry() -> dict[str, type[Processor]]:
+    from . import builtin_processors
+
+    found: dict[str, type[Processor]] = {cls.name: cls for cls in builtin_processors()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception:
+            logger.exception("could not load processor entry point %s", ep.value)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Processor) and cls.name):
+            logger.error("entry point %s is not a named Processor subclass", ep.value)
+            continue
+        if cls.name in found:
+            logger.warning("processor %s from %s hides an earlier one", cls.name, ep.value)
+        found[cls.name] = cls
+    return found
+
+
+def registry() -> dict[str, type[Processor]]:
+    return _registry()
+
+
+def reload_registry() -> None:
+    _registry.cache_clear()
+
+
+def get_processor_class(name: str) -> type[Processor] | None:
+    return _registry().get(name)
+
+
+def all_processors() -> Iterable[type[Processor]]:
+    return sorted(_registry().values(), key=lambda cls: cls.name)
+
+
+__all__ = [
+    "Processor",
+    "ProcessorContext",
+    "ParamsError",
+    "RetryableError",
+    "RowError",
+    "RowInput",
+    "RowResult",
+    "all_processors",
+    "get_processor_class",
+]

@@ -1,0 +1,524 @@
+"""Claim and process rows: the worker loop of the job engine.
+
+A job's rows are split into chunks (ranges of row indexes). A worker loop claims one chunk with
+a lease (SKIP LOCKED on PostgreSQL; SQLite serialises writers so a plain claim is exclusive),
+processes its rows and releases it. Progress is committed at "sync points": one transaction that
+writes the finished rows' outputs (one multi-row UPDATE), bumps the job's counters, marks the
+next rows running (attempts + 1), renews the lease and reads the job's status, so pause and
+cancel are seen within a fraction of a second. A worker killed mid-chunk loses at most the rows
+it had started; they come back when the lease runs out, and a row that was running when its
+worker died is retried alone, so a row that kills its worker every time fails by itself after
+the attempts limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from . import states
+from .models import Chunk, Job, JobStatus, Row, RowStatus
+from .processors import Processor, ProcessorContext, RowInput, RowResult, get_processor_class
+
+logger = logging.getLogger(__name__)
+
+CPU_GROUP_ROWS = 500  # rows per sync point for CPU processors: keeps pause well under a second
+SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
+MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
+SAMPLE_EVERY = 1.0  # seconds between throughput samples
+MAX_SAMPLES = 240
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    loops: int  # worker loops (Celery tasks in flight) for the job
+    threads: int  # rows in flight inside one loop
+    chunk_rows: int
+
+
+def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
+    processor_cls = processor_cls or get_processor_class(job.processor)
+    concurrency = max(1, job.concurrency)
+    if processor_cls is not None and processor_cls.io_bound:
+        # Requests in flight are threads of one loop: `concurrency` is a promise to the service
+        # being called, so it is not multiplied by a number of loops.
+        loops, threads = 1, concurrency
+        chunk_rows = max(50, threads * 20)
+    else:
+        loops, threads = concurrency, 1
+        chunk_rows = settings.BATCHHUB_CHUNK_ROWS
+    if job.total:
+        # Small jobs still spread over every loop.
+        chunk_rows = max(1, min(chunk_rows, math.ceil(job.total / loops)))
+    return Plan(loops=loops, threads=threads, chunk_rows=chunk_rows)
+
+
+def make_chunks(job: Job, chunk_rows: int) -> int:
+    chunks = [
+        Chunk(job=job, seq=seq, start=start, end=min(start + chunk_rows, job.total))
+        for seq, start in enumerate(range(0, job.total, chunk_rows))
+    ]
+    Chunk.objects.bulk_create(chunks, batch_size=1000)
+    return len(chunks)
+
+
+def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, or what the service asked for."""
+    if retry_after is not None and retry_after >= 0:
+        return min(float(retry_after), 3600.0)
+    ceiling = min(300.0, 2.0 * 2 ** max(0, attempts - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# --- claiming ---------------------------------------------------------------------------------------
+
+
+def _claimable(job_pk: int, now: datetime):
+    return (
+        Chunk.objects.filter(job_id=job_pk, done=False)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
+    )
+
+
+def claim_chunk(job_pk: int) -> Chunk | None:
+    now = timezone.now()
+    with transaction.atomic():
+        qs = _claimable(job_pk, now).order_by("seq")
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True)
+        chunk = qs.first()
+        if chunk is None:
+            return None
+        chunk.lease_until = now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
+        chunk.claims += 1
+        chunk.save(update_fields=["lease_until", "claims"])
+    return chunk
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Done:
+    """A finished row on its way to the database."""
+
+    index: int
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    attempts: int
+
+
+def write_rows(job_pk: int, done: list[Done]) -> None:
+    """One UPDATE for many rows (never a statement per row)."""
+    if not done:
+        return
+    table = Row._meta.db_table
+    params: list[Any] = []
+    for d in done:
+        output = None if d.output is None else json.dumps(d.output, ensure_ascii=False, default=str)
+        params.extend((d.index, d.status, output, d.error, d.attempts))
+    with connection.cursor() as cursor:
+        for start in range(0, len(done), 1000):
+            part = done[start : start + 1000]
+            values_params = params[start * 5 : (start + len(part)) * 5]
+            if connection.vendor == "postgresql":
+                values = ",".join(["(%s::int, %s::text, %s::jsonb, %s::text, %s::int)"] * len(part))
+                sql = (
+                    f'UPDATE {table} AS r SET status = v.status, output = v.output, error = v.error, '
+                    f'attempts = v.attempts FROM (VALUES {values}) AS v(idx, status, output, error, attempts) '
+                    f'WHERE r.job_id = %s AND r."index" = v.idx'
+                )
+            else:
+                values = ",".join(["(%s, %s, %s, %s, %s)"] * len(part))
+                sql = (
+                    f"WITH v(idx, status, output, error, attempts) AS (VALUES {values}) "
+                    f"UPDATE {table} SET status = v.status, output = v.output, error = v.error, "
+                    f'attempts = v.attempts FROM v WHERE {table}.job_id = %s AND {table}."index" = v.idx'
+                )
+            cursor.execute(sql, [*values_params, job_pk])
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkRun:
+    job: Job
+    chunk: Chunk
+    processor: Processor
+    plan: Plan
+    finished: list[Done] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    succeeded_any: bool = False
+    retry_after: float | None = None
+    next_available: datetime | None = None
+    last_sync: float = field(default_factory=time.monotonic)
+    status: str = JobStatus.PROCESSING
+
+    # -- turning results into rows --
+    def collect(self, item: _Item, result: RowResult) -> None:
+        if result.usage:
+            for key, value in result.usage.items():
+                if isinstance(value, (int, float)):
+                    self.usage[key] = self.usage.get(key, 0) + int(value)
+        if result.retry:
+            if result.rate_limited:
+                self.rate_limited += 1
+                if result.retry_after is not None:
+                    self.retry_after = max(self.retry_after or 0.0, result.retry_after)
+            if item.attempts < self.job.max_attempts:
+                wait_s = backoff_seconds(item.attempts, result.retry_after)
+                at = timezone.now() + timedelta(seconds=wait_s)
+                self.next_available = at if self.next_available is None else min(self.next_available, at)
+                self.finished.append(Done(item.index, RowStatus.PENDING, None, result.error, item.attempts))
+                return
+            message = f"{result.error} (gave up after {item.attempts} attempts)"
+            self.finished.append(Done(item.index, RowStatus.FAILED, None, message, item.attempts))
+            return
+        if result.error is not None:
+            self.finished.append(Done(item.index, RowStatus.FAILED, None, result.error, item.attempts))
+        else:
+            self.succeeded_any = True
+            self.finished.append(Done(item.index, RowStatus.SUCCEEDED, result.output or {}, None, item.attempts))
+
+    def unstart(self, item: _Item) -> None:
+        """A row that was marked running but never began (pause/cancel came first)."""
+        self.finished.append(Done(item.index, RowStatus.PENDING, None, None, item.attempts - 1))
+
+    # -- the sync point --
+    def sync(self, to_start: list[_Item]) -> list[_Item]:
+        """Commit finished rows, start `to_start` if the job is still processing. Returns the started."""
+        finished, self.finished = self.finished, []
+        started: list[_Item] = []
+        now = timezone.now()
+        with transaction.atomic():
+            job = Job.objects.select_for_update().get(pk=self.job.pk)
+            if job.status == JobStatus.CANCELLED:
+                # Rows that would wait for another try will never get one.
+                for d in finished:
+                    if d.status == RowStatus.PENDING:
+                        d.status = RowStatus.CANCELLED
+            write_rows(job.pk, finished)
+            for d in finished:
+                job.running -= 1
+                if d.status == RowStatus.SUCCEEDED:
+                    job.succeeded += 1
+                elif d.status == RowStatus.FAILED:
+                    job.failed += 1
+                elif d.status == RowStatus.CANCELLED:
+                    job.cancelled += 1
+                else:
+                    job.pending += 1
+            update = ["running", "succeeded", "failed", "pending", "cancelled", "updated_at", "throttle_streak"]
+            if self.usage:
+                usage = dict(job.usage or {})
+                for key, value in self.usage.items():
+                    usage[key] = usage.get(key, 0) + value
+                job.usage = usage
+                self.usage = {}
+                update.append("usage")
+            if self.succeeded_any:
+                job.throttle_streak = 0
+            job.throttle_streak += self.rate_limited
+            self.rate_limited, self.succeeded_any = 0, False
+            if finished and _add_sample(job, now):
+                update.append("samples")
+            if to_start and job.status == JobStatus.PROCESSING:
+                started = to_start
+                fresh = [i.index for i in started if not i.suspect]
+                Row.objects.filter(job_id=job.pk, index__in=[i.index for i in started]).update(
+                    status=RowStatus.RUNNING, attempts=F("attempts") + 1
+                )
+                for item in started:
+                    item.attempts += 1
+                job.pending -= len(fresh)
+                job.running += len(fresh)
+                for item in started:
+                    item.suspect = False
+            job.save(update_fields=update)
+            Chunk.objects.filter(pk=self.chunk.pk).update(
+                lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
+            )
+            if (
+                job.status == JobStatus.PROCESSING
+                and job.throttle_streak >= settings.BATCHHUB_AUTOPAUSE_AFTER
+            ):
+                wait_s = max(self.retry_after or 0.0, 30.0)
+                job = states.transition(
+                    job,
+                    JobStatus.PAUSED,
+                    event_type="auto_paused",
+                    message=(
+                        f"The service answered 'slow down' (429 or quota) {job.throttle_streak} times in a row; "
+                        f"paused, resuming by itself in {int(wait_s)} s."
+                    ),
+                    pause_reason=f"Auto-paused: the service kept answering 429 (rate limited). Resumes at "
+                    f"{(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC.",
+                    resume_at=now + timedelta(seconds=wait_s),
+                    throttle_streak=0,
+                )
+        self.status = job.status
+        self.job = job
+        self.last_sync = time.monotonic()
+        return started
+
+
+def _add_sample(job: Job, now: datetime) -> bool:
+    samples = job.samples or []
+    ts = now.timestamp()
+    if samples and ts - samples[-1][0] < SAMPLE_EVERY:
+        return False
+    samples.append([round(ts, 2), job.succeeded + job.failed + job.cancelled])
+    if len(samples) > MAX_SAMPLES:
+        # Keep the recent half at full resolution and thin the older half.
+        half = len(samples) // 2
+        samples = samples[:half:2] + samples[half:]
+    job.samples = samples
+    return True
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int
+    ref: str
+    data: list[Any]
+    attempts: int
+    suspect: bool  # was running when a previous worker died
+
+
+def _row_input(job: Job, item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
+    data = item.data or []
+    values = {c: (data[i] if i < len(data) else None) for i, c in enumerate(column_names)}
+    inputs = {name: values.get(column) for name, column in input_map.items()}
+    return RowInput(index=item.index, ref=item.ref, values=values, inputs=inputs)
+
+
+def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> ChunkRun:
+    run = ChunkRun(job=job, chunk=chunk, processor=processor, plan=plan)
+    rows = list(
+        Row.objects.filter(
+            job_id=job.pk,
+            index__gte=chunk.start,
+            index__lt=chunk.end,
+            status__in=(RowStatus.PENDING, RowStatus.RUNNING),
+        )
+        .order_by("index")
+        .values_list("index", "ref", "data", "attempts", "status")
+    )
+    columns = list(job.columns or [])
+    input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
+    queue: deque[_Item] = deque()
+    suspects: list[_Item] = []
+    for index, ref, data, attempts, status in rows:
+        item = _Item(index, ref, data, attempts, status == RowStatus.RUNNING)
+        if item.suspect and attempts >= job.max_attempts:
+            # It was running every time its worker died: fail it instead of killing another one.
+            run.finished.append(
+                Done(index, RowStatus.FAILED, None, f"The worker died while processing this row ({attempts} attempts).", attempts)
+            )
+        elif item.suspect:
+            suspects.append(item)
+        else:
+            queue.append(item)
+
+    def to_input(item: _Item) -> RowInput:
+        return _row_input(job, item, columns, input_map)
+
+    # Rows that were running when a worker died go one at a time, each committed before the
+    # next starts, so only the row that kills the worker accumulates attempts.
+    for item in suspects:
+        if not run.sync([item]):
+            break
+        run.collect(item, processor.run_one(to_input(item)))
+    if run.status == JobStatus.PROCESSING:
+        if processor.io_bound and plan.threads > 1:
+            _run_threaded(run, queue, to_input)
+        else:
+            while queue and run.status == JobStatus.PROCESSING:
+                group = [queue.popleft() for _ in range(min(CPU_GROUP_ROWS, len(queue)))]
+                started = run.sync(group)
+                if not started:
+                    break
+                results = processor.process([to_input(i) for i in started])
+                for item, result in zip(started, results, strict=True):
+                    run.collect(item, result)
+    run.sync([])
+    return run
+
+
+_NOT_STARTED = object()
+
+
+def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
+    job, processor, threads = run.job, run.processor, run.plan.threads
+    stop = threading.Event()
+    limiter = None
+    if job.rate_limit:
+        from .ratelimit import acquire
+
+        def limiter() -> None:
+            acquire(job.public_id, job.rate_limit)
+
+    def call(item: _Item):
+        # Rows are marked running in groups ahead of the pool; one that has not begun when a
+        # pause arrives goes back to pending untouched.
+        if stop.is_set():
+            return _NOT_STARTED
+        if limiter is not None:
+            limiter()
+            if stop.is_set():
+                return _NOT_STARTED
+        return processor.run_one(to_input(item))
+
+    inflight: dict[Future, _Item] = {}
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
+        while True:
+            now = time.monotonic()
+            room = 0 if stop.is_set() else 2 * threads - len(inflight)
+            # Top up when the backlog queued ahead of the threads has run low, so that one sync
+            # point starts many rows rather than one.
+            want_start = room > 0 and bool(queue) and len(inflight) <= threads * 1.5
+            want_commit = bool(run.finished) and (now - run.last_sync >= SYNC_INTERVAL or not inflight)
+            if want_start or want_commit or now - run.last_sync >= MAX_SYNC_GAP:
+                group = [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []
+                started = run.sync(group)
+                if group and not started:
+                    queue.extendleft(reversed(group))
+                if run.status != JobStatus.PROCESSING:
+                    stop.set()
+                for item in started:
+                    inflight[pool.submit(call, item)] = item
+            if not inflight:
+                if stop.is_set() or not queue:
+                    break
+                continue
+            done, _ = wait(list(inflight), timeout=SYNC_INTERVAL, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = inflight.pop(future)
+                result = future.result()
+                if result is _NOT_STARTED:
+                    run.unstart(item)
+                else:
+                    run.collect(item, result)
+
+
+def release_chunk(run: ChunkRun) -> None:
+    chunk = run.chunk
+    remaining = Row.objects.filter(
+        job_id=run.job.pk,
+        index__gte=chunk.start,
+        index__lt=chunk.end,
+        status__in=(RowStatus.PENDING, RowStatus.RUNNING),
+    ).exists()
+    Chunk.objects.filter(pk=chunk.pk).update(
+        lease_until=None,
+        done=not remaining,
+        available_at=run.next_available if remaining else None,
+    )
+
+
+# --- one step of a worker loop -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    action: str  # "continue": claim again; "wait": come back after `delay`; "stop"
+    delay: float = 0.0
+
+
+def work_once(job_pk: int) -> Step:
+    """Claim one chunk of the job and process it; say what the loop should do next."""
+    job = Job.objects.filter(pk=job_pk).first()
+    if job is None or job.status != JobStatus.PROCESSING:
+        return Step("stop")
+    processor_cls = get_processor_class(job.processor)
+    if processor_cls is None:
+        states.transition(
+            job,
+            JobStatus.FAILED,
+            error=("processor_missing", f"The processor '{job.processor}' is not installed on the workers."),
+            message=f"Processor '{job.processor}' is not installed on the workers.",
+        )
+        return Step("stop")
+    chunk = claim_chunk(job.pk)
+    if chunk is None:
+        return _no_chunk(job)
+    plan = plan_for(job, processor_cls)
+    processor = processor_cls(
+        job.params, context=ProcessorContext(owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads)
+    )
+    try:
+        run = process_chunk(job, chunk, processor, plan)
+    finally:
+        processor.close()
+    release_chunk(run)
+    if run.status != JobStatus.PROCESSING:
+        return Step("stop")
+    return Step("continue")
+
+
+def _no_chunk(job: Job) -> Step:
+    """Nothing to claim: finish the job, wait for backed-off rows, or leave it to other loops."""
+    now = timezone.now()
+    open_chunks = Chunk.objects.filter(job_id=job.pk, done=False)
+    if not open_chunks.exists():
+        finalize(job.pk)
+        return Step("stop")
+    leased = open_chunks.filter(lease_until__gte=now).exists()
+    if leased:
+        return Step("stop")  # another loop holds work; it finalizes when it is done
+    next_at = open_chunks.order_by("available_at").values_list("available_at", flat=True).first()
+    if next_at is not None and next_at > now:
+        return Step("wait", min(60.0, (next_at - now).total_seconds() + 0.05))
+    return Step("continue")
+
+
+def recount(job: Job) -> dict[str, int]:
+    counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
+    for status, n in Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("id")).order_by():
+        counts[status] = n
+    return counts
+
+
+def finalize(job_pk: int) -> Job | None:
+    """Processing → finalizing → completed/partial, exactly once (under the job lock)."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_pk)
+        if job.status != JobStatus.PROCESSING:
+            return None
+        if Chunk.objects.filter(job_id=job.pk, done=False).exists():
+            return None
+        counts = recount(job)
+        drift = {k: v for k, v in counts.items() if getattr(job, k) != v}
+        if drift:
+            # Counters are kept per chunk for O(1) polls; this one full count at the end makes
+            # sure the finished job's numbers are exact even after crashes.
+            logger.warning("job %s counters corrected at finalize: %s", job.public_id, drift)
+        for name, value in counts.items():
+            setattr(job, name, value)
+        _add_sample(job, timezone.now())
+        job.save(update_fields=[*counts, "samples", "updated_at"])
+        job = states.transition(job, JobStatus.FINALIZING)
+        unfinished = job.failed + job.cancelled + job.pending + job.running
+        final = JobStatus.PARTIAL if unfinished else JobStatus.COMPLETED
+        summary = f"{job.succeeded} succeeded, {job.failed} failed"
+        if job.cancelled:
+            summary += f", {job.cancelled} cancelled"
+        return states.transition(job, final, message=summary + ".")

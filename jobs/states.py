@@ -1,0 +1,108 @@
+"""The job state machine: the one place a job's status changes.
+
+Web views, API views and tasks all call ``transition``; it locks the job row, refuses a move the
+table below does not allow, stamps the timestamps, records a JobEvent and, on a terminal status,
+hands the job to the webhook sender.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import TERMINAL, Job, JobEvent, JobStatus
+
+S = JobStatus
+
+ALLOWED: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.VALIDATING, S.FAILED, S.CANCELLED}),
+    S.VALIDATING: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
+    S.PROCESSING: frozenset({S.PAUSED, S.FINALIZING, S.CANCELLED, S.FAILED}),
+    S.PAUSED: frozenset({S.PROCESSING, S.CANCELLED, S.FAILED}),
+    S.FINALIZING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED}),
+    # Retry sends a finished job with failed rows back to work.
+    S.COMPLETED: frozenset(),
+    S.PARTIAL: frozenset({S.PROCESSING}),
+    S.FAILED: frozenset({S.PROCESSING}),
+    S.CANCELLED: frozenset({S.PROCESSING}),
+}
+
+# The event type recorded for each target status, when the caller names none.
+EVENT_TYPES: dict[str, str] = {
+    S.VALIDATING: "validating",
+    S.PROCESSING: "processing",
+    S.PAUSED: "paused",
+    S.FINALIZING: "finalizing",
+    S.COMPLETED: "completed",
+    S.PARTIAL: "partial",
+    S.FAILED: "failed",
+    S.CANCELLED: "cancelled",
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, job: Job, target: str):
+        self.job = job
+        self.current = job.status
+        self.target = target
+        super().__init__(f"A {job.status} job cannot become {target}.")
+
+
+def can_transition(job: Job, target: str) -> bool:
+    return target in ALLOWED[job.status]
+
+
+def record(job: Job, type: str, message: str = "", *, actor: str = "system", data: Any = None) -> JobEvent:
+    return JobEvent.objects.create(job=job, type=type, message=message, actor=actor, data=data)
+
+
+def transition(
+    job: Job | int,
+    target: str,
+    *,
+    actor: str = "system",
+    message: str = "",
+    event_type: str | None = None,
+    data: Any = None,
+    error: tuple[str, str] | None = None,
+    **fields: Any,
+) -> Job:
+    """Move a job to `target`, or raise IllegalTransition. Returns the fresh, locked-and-saved job.
+
+    Extra keyword fields are set on the job in the same save (e.g. pause_reason, resume_at).
+    """
+    pk = job.pk if isinstance(job, Job) else job
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=pk)
+        if target not in ALLOWED[locked.status]:
+            raise IllegalTransition(locked, target)
+        now = timezone.now()
+        previous = locked.status
+        locked.status = target
+        if target == S.PROCESSING and locked.started_at is None:
+            locked.started_at = now
+        if target in TERMINAL:
+            locked.finished_at = now
+            locked.expires_at = now + timedelta(days=settings.BATCHHUB_RETENTION_DAYS)
+        elif previous in TERMINAL:
+            # Back to work after a retry: the job is no longer finished or due to expire.
+            locked.finished_at = None
+            locked.expires_at = None
+        if target != S.PAUSED:
+            locked.pause_reason = ""
+            locked.resume_at = None
+        if error is not None:
+            locked.error_code, locked.error_message = error
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save()
+        record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
+        if target in TERMINAL:
+            from . import webhooks
+
+            webhooks.on_terminal(locked)
+    return locked

@@ -1,0 +1,49 @@
+"""Thin Celery entry points: they take ids, call the engine, and are safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from . import runner, services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="jobs.ingest", acks_late=True)
+def ingest_job(job_pk: int) -> None:
+    services.ingest(job_pk)
+
+
+@shared_task(name="jobs.work", acks_late=True)
+def work(job_pk: int) -> None:
+    """One step of a worker loop: one chunk, then the loop goes on as a fresh task.
+
+    Short tasks keep every message far inside the broker's visibility timeout and let several
+    jobs share the workers fairly.
+    """
+    step = runner.work_once(job_pk)
+    if step.action == "continue":
+        work.delay(job_pk)
+    elif step.action == "wait":
+        work.apply_async((job_pk,), countdown=step.delay)
+
+
+@shared_task(name="jobs.reap")
+def reap() -> None:
+    services.reap()
+
+
+@shared_task(name="jobs.expire_jobs")
+def expire_jobs() -> None:
+    from .housekeeping import expire_jobs as expire
+
+    count = expire()
+    if count:
+        logger.info("expired %d jobs", count)
+
+
+# The webhook sender's task lives in its own module; importing it here registers it with the
+# workers through autodiscovery of jobs.tasks.
+from . import webhook_tasks  # noqa: E402,F401
