@@ -1,0 +1,221 @@
+"""What the network processors (llm, http, scrape) share: one pooled httpx client per processor
+instance, the mapping of HTTP answers and transport failures onto row errors and retries,
+Retry-After parsing, dotted paths into JSON and column templates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .base import ParamsError, RetryableError, RowError
+from .template import template_fields
+
+DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
+# A service asking for more than a day is treated as a day: the job pauses, it does not vanish.
+MAX_RETRY_AFTER = 86_400.0
+
+
+def make_client(
+    *,
+    concurrency: int,
+    timeout: float,
+    follow_redirects: bool = False,
+    max_redirects: int = 20,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Client:
+    """A thread-safe client whose pool holds as many connections as rows run at once.
+
+    The engine calls ``run_one`` from ``concurrency`` threads; one shared client reuses
+    keep-alive connections between rows instead of a TCP (and TLS) handshake per row.
+    """
+    size = max(1, int(concurrency))
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        follow_redirects=follow_redirects,
+        max_redirects=max_redirects,
+        headers={"User-Agent": DEFAULT_USER_AGENT, **(headers or {})},
+        # Workers must not pick up a proxy or netrc credentials from whoever started them.
+        trust_env=False,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def check_response(response: httpx.Response, *, service: str) -> None:
+    """Map a non-2xx answer: 429 slows the job down, 5xx is retried, any other status fails the row."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 429:
+        raise RetryableError(
+            f"{service} answered 429 Too Many Requests" + _after(retry_after),
+            retry_after=retry_after,
+            rate_limited=True,
+        )
+    if status >= 500:
+        message = f"{service} answered {status} {response.reason_phrase}".rstrip()
+        raise RetryableError(message + _after(retry_after), retry_after=retry_after)
+    message = f"{service} answered {status} {response.reason_phrase}".rstrip()
+    raise RowError(message + _snippet(response))
+
+
+def _after(retry_after: float | None) -> str:
+    return f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
+
+
+def _snippet(response: httpx.Response, limit: int = 200) -> str:
+    try:
+        text = response.text.strip()
+    except Exception:  # an undecodable or unread body is not worth failing over
+        return ""
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return ": " + (text[:limit] + "…" if len(text) > limit else text)
+
+
+@contextmanager
+def transport_errors(service: str) -> Iterator[None]:
+    """Turn httpx's failures into the engine's vocabulary.
+
+    Timeouts and dropped connections are the other side's trouble and may pass: retry. A URL
+    that cannot be requested at all, or a redirect loop, will fail the same way every time: row error.
+    """
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"{service} timed out ({exc.__class__.__name__})") from None
+    except httpx.TooManyRedirects:
+        raise RowError(f"{service}: too many redirects") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise RowError(f"{service}: the URL cannot be requested ({exc})") from None
+    except httpx.DecodingError as exc:
+        raise RowError(f"{service}: the answer could not be decoded ({exc})") from None
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{service}: connection failed ({exc.__class__.__name__}: {exc})") from None
+
+
+_MISSING = object()
+
+
+def dotted_get(data: Any, path: str) -> Any:
+    """``data.items.0.name``: object keys by name, list items by index; None when absent."""
+    current = data
+    for part in path.split("."):
+        if isinstance(current, Mapping):
+            current = current.get(part, _MISSING)
+        elif isinstance(current, list) and (part.isdigit() or (part.startswith("-") and part[1:].isdigit())):
+            index = int(part)
+            current = current[index] if -len(current) <= index < len(current) else _MISSING
+        else:
+            current = _MISSING
+        if current is _MISSING:
+            return None
+    return current
+
+
+def cell(value: Any) -> Any:
+    """An output cell: scalars as they are, objects and lists as compact JSON text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_template(template: str, param: str) -> list[str]:
+    """Column names in a template, with errors naming the param they came from."""
+    try:
+        return template_fields(template)
+    except ParamsError as exc:
+        raise ParamsError(str(exc).replace("params.template", f"params.{param}", 1)) from None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    # Numbers and booleans as JSON spells them (true, not True), objects as compact JSON.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def fill(template: str, values: Mapping[str, Any], *, url_encode: bool = False) -> str:
+    """Fill a checked template with the row's columns (absent or empty cells become "")."""
+    names = template_fields(template)
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise RowError(f"The row has no column {missing[0]!r} (used in a template).")
+    filled = {
+        name: quote(_text(values[name]), safe="") if url_encode else _text(values[name]) for name in names
+    }
+    try:
+        return template.format_map(filled)
+    except (ValueError, TypeError) as exc:
+        raise RowError(f"The template could not be filled: {exc}") from None
+
+
+def json_template_strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value (keys included): each is a template."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_template_strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from json_template_strings(item)
+
+
+def fill_json(value: Any, values: Mapping[str, Any]) -> Any:
+    """A JSON body whose strings are templates. A string that is exactly one placeholder keeps the
+    cell's own type (a number stays a number), so ``{"n": "{count}"}`` sends ``{"n": 3}``."""
+    if isinstance(value, str):
+        names = template_fields(value)
+        if len(names) == 1 and value == "{" + names[0] + "}":
+            if names[0] not in values:
+                raise RowError(f"The row has no column {names[0]!r} (used in the body).")
+            return values[names[0]]
+        return fill(value, values)
+    if isinstance(value, list):
+        return [fill_json(item, values) for item in value]
+    if isinstance(value, dict):
+        return {fill(key, values): fill_json(item, values) for key, item in value.items()}
+    return value
+
+
+def env_value(name: str, *, what: str) -> str:
+    """A value from an environment variable on the worker; missing is a row error (fix and retry)."""
+    value = os.environ.get(name)
+    if not value:
+        raise RowError(f"The environment variable {name} ({what}) is not set on the worker.")
+    return value
