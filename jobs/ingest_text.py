@@ -1,0 +1,249 @@
+"""Bytes to text for ingest: gzip, encoding detection, streamed decoding, and locating bad bytes.
+
+Nothing here holds a whole file: the sample is at most SAMPLE_BYTES, and the streams decode as
+they are read. Checks that would cost a Python call per row (NUL bytes) are done per chunk of
+bytes instead, and the slow search for *where* a problem is only runs once one was seen.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import charset_normalizer
+
+SAMPLE_BYTES = 64 * 1024
+# TextIOWrapper reads 8 KB at a time by default; bigger reads mean fewer decoder calls.
+READ_CHUNK = 64 * 1024
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# In these encodings a 0 byte is part of ordinary characters, so NUL has to be found in the text.
+WIDE_ENCODINGS = frozenset({"utf-16", "utf-32"})
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class TextProblem(Exception):
+    """A problem found while reading: the message is ready for a person; line may be None."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _NulByte(Exception):
+    pass
+
+
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    # Like surrogateescape, but works with every codec: each bad byte becomes U+DC00 + byte, a
+    # lone surrogate that no strict decoder ever produces, so it can be found in the text later.
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(chr(0xDC00 + b) for b in bad), exc.end
+
+
+codecs.register_error("batchhub.mark", _mark_undecodable)
+_BAD_CHAR = re.compile("[\x00\udc00-\udcff]")
+
+
+class _Guarded(io.BufferedIOBase):
+    """A read-only view of any object with read(n): refuses NUL bytes, never closes the inner one.
+
+    TextIOWrapper closes its buffer when it is closed or collected; the caller's file must stay
+    open (the engine reads it twice), so the wrapper owns this object, not the caller's file.
+    """
+
+    def __init__(self, inner, check_nul: bool):
+        self._inner = inner
+        self._check_nul = check_nul
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._inner.read(-1 if size is None else size)
+        if self._check_nul and b"\x00" in data:
+            raise _NulByte
+        return data
+
+    read1 = read
+
+
+def is_gzip(fileobj: BinaryIO) -> bool:
+    pos = fileobj.tell()
+    try:
+        return fileobj.read(2) == b"\x1f\x8b"
+    finally:
+        fileobj.seek(pos)
+
+
+def open_binary(fileobj: BinaryIO, compressed: bool):
+    return gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
+
+
+def read_sample(fileobj: BinaryIO, compressed: bool) -> tuple[bytes, bool]:
+    """The first SAMPLE_BYTES of the (decompressed) content, and whether that is all of it."""
+    raw = open_binary(fileobj, compressed)
+    try:
+        sample = raw.read(SAMPLE_BYTES + 1)
+    except _GZIP_ERRORS as exc:
+        raise TextProblem(
+            f"The file looks gzip-compressed but could not be decompressed ({exc})."
+        ) from None
+    finally:
+        if compressed:
+            raw.close()
+    return sample[:SAMPLE_BYTES], len(sample) <= SAMPLE_BYTES
+
+
+def _normalise(name: str) -> str:
+    return codecs.lookup(name).name
+
+
+def detect_encoding(sample: bytes, complete: bool) -> str:
+    for bom, name in _BOMS:
+        if sample.startswith(bom):
+            return name
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=complete)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    matches = charset_normalizer.from_bytes(sample)
+    best = matches.best()
+    if best is None:
+        raise TextProblem(
+            "The file is not text in any encoding we recognise; upload a CSV or JSONL file."
+        )
+    # On a short sample charset-normalizer can't tell cp1252 from its many cousins (cp775, cp1006,
+    # mac_roman…) and picks one at random; most legacy CSVs come from Excel on Western Windows, so
+    # cp1252 wins whenever it reads the sample about as cleanly as the best guess.
+    for match in matches:
+        if "cp1252" in match.could_be_from_charset and match.chaos - best.chaos <= 0.2:
+            return "cp1252"
+    return _normalise(best.encoding)
+
+
+def decode_sample(sample: bytes, encoding: str, complete: bool) -> str:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        return decoder.decode(sample, final=complete)
+    except UnicodeDecodeError as exc:
+        prefix = sample[: exc.start].decode(encoding, "replace")
+        line = prefix.count("\n") + 1
+        raise TextProblem(_undecodable_message(line, encoding, sample[exc.start]), line) from None
+
+
+def _undecodable_message(line: int, encoding: str, byte: int, char: int | None = None) -> str:
+    where = f" at character {char}" if char else ""
+    return (
+        f"Line {line} has bytes that are not valid {encoding} text (0x{byte:02X}{where}). "
+        "Save the file as UTF-8 and upload it again."
+    )
+
+
+def _nul_checked(lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        if "\x00" in line:
+            raise _NulByte
+        yield line
+
+
+class TextStream:
+    """The decoded lines of a file (physical lines, newlines kept), for csv.reader or JSONL.
+
+    Iterating raises TextProblem for bytes that don't decode, NUL characters, and broken gzip
+    data, naming the line. Use as a context manager: it closes only what it opened.
+    """
+
+    def __init__(self, fileobj: BinaryIO, encoding: str, compressed: bool):
+        self._fileobj = fileobj
+        self._start = fileobj.tell()
+        self.encoding = encoding
+        self.compressed = compressed
+        self._raw = open_binary(fileobj, compressed)
+        wide = encoding in WIDE_ENCODINGS
+        self._text = io.TextIOWrapper(
+            _Guarded(self._raw, check_nul=not wide), encoding=encoding, errors="strict", newline=""
+        )
+        self._text._CHUNK_SIZE = READ_CHUNK
+        self.lines: Iterator[str] = _nul_checked(self._text) if wide else self._text
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._text.close()
+        if self.compressed:
+            self._raw.close()
+
+    def problem(self, exc: BaseException, lines_read: int) -> TextProblem:
+        """Turn an exception raised while reading into a TextProblem that names the line."""
+        if isinstance(exc, TextProblem):
+            return exc
+        if isinstance(exc, (UnicodeDecodeError, _NulByte)):
+            found = self._locate()
+            if found:
+                return found
+            return TextProblem(
+                f"The file has bytes that are not valid {self.encoding} text "
+                f"after line {lines_read}.",
+                lines_read + 1,
+            )
+        if isinstance(exc, _GZIP_ERRORS):
+            return TextProblem(
+                f"The gzip data is damaged or cut short after line {lines_read} ({exc}).",
+                lines_read + 1,
+            )
+        raise exc
+
+    def _locate(self) -> TextProblem | None:
+        # Only on the error path: read the file again from the start, marking bad bytes instead of
+        # failing, and report the first line holding one.
+        self._fileobj.seek(self._start)
+        raw = open_binary(self._fileobj, self.compressed)
+        text = io.TextIOWrapper(
+            _Guarded(raw, check_nul=False),
+            encoding=self.encoding,
+            errors="batchhub.mark",
+            newline="",
+        )
+        try:
+            for number, line in enumerate(text, 1):
+                match = _BAD_CHAR.search(line)
+                if match is None:
+                    continue
+                char = match.start() + 1
+                if match.group() == "\x00":
+                    return TextProblem(
+                        f"Line {number} contains a NUL character (at character {char}); "
+                        "is this really a text file?",
+                        number,
+                    )
+                return TextProblem(
+                    _undecodable_message(number, self.encoding, ord(match.group()) - 0xDC00, char),
+                    number,
+                )
+        except _GZIP_ERRORS:
+            return None
+        finally:
+            text.close()
+            if self.compressed:
+                raw.close()
+        return None
