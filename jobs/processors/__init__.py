@@ -15,10 +15,23 @@ from .base import (
 
 def builtin_processors() -> list[type[Processor]]:
     # Imported here so that a processor module's optional heavy imports load only when asked for.
+    from .extract import ExtractProcessor
+    from .http_api import HTTPProcessor
+    from .language import LanguageProcessor
+    from .llm import LLMProcessor
+    from .scrape import ScrapeProcessor
     from .sentiment import SentimentProcessor
     from .template import TemplateProcessor
 
-    return [SentimentProcessor, TemplateProcessor]
+    return [
+        SentimentProcessor,
+        TemplateProcessor,
+        LLMProcessor,
+        HTTPProcessor,
+        ScrapeProcessor,
+        LanguageProcessor,
+        ExtractProcessor,
+    ]
 
 
 __all__ = [

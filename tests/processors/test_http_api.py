@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.processors.base import ParamsError, ProcessorContext
+from jobs.processors.http_api import HTTPProcessor
+
+from .conftest import make_row
+
+
+def http(**params):
+    return HTTPProcessor({"timeout": 0.5, **params}, context=ProcessorContext(concurrency=4))
+
+
+def test_templated_url_body_and_headers(echo_server, monkeypatch):
+    monkeypatch.setenv("ECHO_TOKEN", "s3cret-token")
+    proc = http(
+        method="POST",
+        url=echo_server.url + "/echo/users/{user_id}?q={query}",
+        headers={"X-Customer": "{customer_id}", "Authorization": {"$env": "ECHO_TOKEN"}},
+        body={"name": "{name}", "count": "{count}", "note": "hello {name}", "tags": ["{city}", 1]},
+        fields={"method": "method", "path": "path", "q": "query.q", "sent": "json", "customer": "headers.x-customer"},
+    )
+    row = {"user_id": "a/b 1", "query": "café & tea", "name": "Zoë", "count": 3, "city": "Paris", "customer_id": "c-42"}
+    result = proc.run_one(make_row(row))
+    assert result.error is None, result.error
+    out = result.output
+    assert out["method"] == "POST"
+    assert out["path"] == "/echo/users/a%2Fb%201"  # placeholders are URL-encoded
+    assert out["q"] == "café & tea"
+    assert json.loads(out["sent"]) == {"name": "Zoë", "count": 3, "note": "hello Zoë", "tags": ["Paris", 1]}
+    assert out["customer"] == "c-42"
+    bad = proc.run_one(make_row({**row, "customer_id": "Zoë"}))
+    assert bad.error == "The header X-Customer would contain non-ASCII characters; HTTP headers are ASCII."
+    assert echo_server.requests[0]["headers"]["authorization"] == "s3cret-token"
+    assert echo_server.requests[0]["headers"]["user-agent"].startswith("BatchHub/")
+
+
+def test_dotted_paths_into_lists(echo_server):
+    proc = http(url=echo_server.url + "/items", fields={"first": "data.items.0.name", "second": "data.items.1.name", "tags": "data.items.0.tags", "missing": "data.items.5.name", "count": "data.count"})
+    assert proc.output_columns() == ["first", "second", "tags", "missing", "count"]
+    result = proc.run_one(make_row({}))
+    assert result.output == {"first": "first", "second": "second", "tags": '["a","b"]', "missing": None, "count": 2}
+
+
+def test_default_output_is_status_and_truncated_body(echo_server):
+    proc = http(url=echo_server.url + "/text", max_body_chars=5)
+    assert proc.output_columns() == ["status_code", "body"]
+    assert proc.run_one(make_row({})).output == {"status_code": 200, "body": "plain"}
+
+
+def test_whole_url_from_a_column_without_encoding(echo_server):
+    proc = http(url="{link}", url_encode=False, fields={"path": "path"})
+    assert proc.run_one(make_row({"link": echo_server.url + "/echo/x"})).output == {"path": "/echo/x"}
+    assert "not an http(s) URL" in proc.run_one(make_row({"link": "file:///etc/passwd"})).error
+
+
+def test_404_is_a_row_error_with_status(echo_server):
+    result = http(url=echo_server.url + "/status/404").run_one(make_row({}))
+    assert not result.retry
+    assert result.error == 'The API answered 404 Not Found: {"error": "no such user"}'
+
+
+def test_429_is_rate_limited_with_retry_after(echo_server):
+    result = http(url=echo_server.url + "/status/429").run_one(make_row({}))
+    assert result.retry and result.rate_limited and result.retry_after == 3
+
+
+def test_503_is_retried_honouring_an_http_date(echo_server):
+    result = http(url=echo_server.url + "/status/503").run_one(make_row({}))
+    assert result.retry and not result.rate_limited
+    assert 110 <= result.retry_after <= 121
+
+
+def test_timeout_is_retryable(echo_server):
+    result = http(url=echo_server.url + "/slow", timeout=0.2).run_one(make_row({}))
+    assert result.retry and "timed out" in result.error
+
+
+def test_fields_on_a_non_json_answer_is_a_row_error(echo_server):
+    result = http(url=echo_server.url + "/text", fields={"a": "b"}).run_one(make_row({}))
+    assert "not JSON" in result.error and not result.retry
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"url": "ftp://example.com/{x}"}, "params.url"),
+        ({"url": "https://example.com/{x.y}"}, "params.url"),
+        ({"url": "https://example.com/", "method": "GET", "body": {"a": 1}}, "params.body"),
+        ({"url": "https://example.com/", "headers": {"Bad Header": "x"}}, "params.headers"),
+        ({"url": "https://example.com/", "headers": {"X": {"$env": "lower-case-ok?"}}}, "params.headers"),
+        ({"url": "https://example.com/", "fields": {"a": "data..x"}}, "params.fields"),
+        ({"url": "https://example.com/", "bogus": 1}, "Additional properties"),
+    ],
+)
+def test_bad_params(params, message):
+    with pytest.raises(ParamsError) as info:
+        HTTPProcessor.validate_params(params)
+    assert message in str(info.value)
