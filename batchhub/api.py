@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions, pagination, status, throttling
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,18 @@ def _message_and_details(exc: exceptions.APIException) -> tuple[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    # Imported here: rest_framework.views reads the throttle setting, which names this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django's own body limit (DATA_UPLOAD_MAX_MEMORY_SIZE): a 413 like the upload limit.
+        exc = FileTooLarge("The request body is larger than the limit.")
+    elif isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        exc = APIError(str(exc) or "The request has too many fields or files.")
 
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -126,6 +134,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
     default_limit = 50
     max_limit = 500
+    # Far beyond any list, and small enough for every database's integer (a huge ?offset= would
+    # otherwise overflow the query and end in a 500).
+    max_offset = 2**53
+
+    def get_offset(self, request) -> int:
+        return min(super().get_offset(request), self.max_offset)
 
 
 class GroupRateThrottle(throttling.SimpleRateThrottle):
@@ -134,6 +148,11 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
     A view names its group with `throttle_group`, or per action with `throttle_groups`; reads
     otherwise. Counts live in the shared cache so they hold across web processes.
     """
+
+    def __init__(self) -> None:
+        # The scope (hence the rate) depends on the view, so allow_request reads it;
+        # SimpleRateThrottle.__init__ would demand a class-level scope and fail.
+        pass
 
     def get_scope(self, request, view) -> str:
         groups = getattr(view, "throttle_groups", {}) or {}

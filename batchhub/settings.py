@@ -118,7 +118,7 @@ DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (rate limits, shared across processes) ---------------------------------------------
-CACHE_URL = env_str("CACHE_URL", "")
+CACHE_URL = env_str("CACHE_URL", "locmem" if TESTING else "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL in ("", "file") or CACHE_URL.startswith("file://"):
@@ -139,6 +139,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+if TESTING:
+    # Tests create users by the hundred; the production hasher costs ~0.5 s each.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "jobs:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -209,10 +212,14 @@ BATCHHUB_ROW_MAX_ATTEMPTS = env_int("BATCHHUB_ROW_MAX_ATTEMPTS", 3, minimum=1)
 BATCHHUB_AUTOPAUSE_AFTER = env_int("BATCHHUB_AUTOPAUSE_AFTER", 10, minimum=1)
 BATCHHUB_WEBHOOK_ALLOW_PRIVATE = env_str("BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "")
 BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0.1)
+# The site's public address (https://batchhub.example.com) for absolute links outside a request,
+# e.g. in webhook payloads; empty: such links are relative to the site.
+BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
 
 # --- Celery ---------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://" if TESTING else "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -272,6 +279,8 @@ REST_FRAMEWORK = {
     },
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # `?format=` is the results download's own parameter (csv|jsonl|json), not a renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "BatchHub API",
@@ -283,6 +292,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Several models have a `status` field; name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.JobStatus",
+        "RowStatusEnum": "jobs.models.RowStatus",
+        "APIKeyStatusEnum": "apikeys.models.APIKeyStatus",
+    },
 }
 
 LOGGING = {

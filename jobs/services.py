@@ -262,7 +262,7 @@ def create_job(
         name=(name or source.filename)[:200],
         processor=proc.name,
         params=proc.params,
-        id_column=id_column or report.info.__dict__.get("id_column") or None,
+        id_column=id_column or report.info.id_column or None,
         column_map=column_map or {},
         columns=report.columns,
         input_format=report.info.format,
@@ -405,7 +405,11 @@ def pause(job: Job, *, actor: str) -> Job:
 
 def resume(job: Job, *, actor: str, event_type: str = "resumed") -> Job:
     with transaction.atomic():
-        job = _guarded(job, JobStatus.PROCESSING, actor=actor, event_type=event_type, message=f"Resumed by {actor}.", throttle_streak=0)
+        # processing is reachable from finished states too, but only through retry.
+        job = _guarded(
+            job, JobStatus.PROCESSING, actor=actor, event_type=event_type, message=f"Resumed by {actor}.",
+            throttle_streak=0, only_from=frozenset({JobStatus.PAUSED}),
+        )
         transaction.on_commit(lambda: start_loops(job))
     return job
 

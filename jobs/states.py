@@ -69,16 +69,18 @@ def transition(
     event_type: str | None = None,
     data: Any = None,
     error: tuple[str, str] | None = None,
+    only_from: frozenset[str] | None = None,
     **fields: Any,
 ) -> Job:
     """Move a job to `target`, or raise IllegalTransition. Returns the fresh, locked-and-saved job.
 
     Extra keyword fields are set on the job in the same save (e.g. pause_reason, resume_at).
+    `only_from` narrows the allowed starting states (resume: only from paused).
     """
     pk = job.pk if isinstance(job, Job) else job
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=pk)
-        if target not in ALLOWED[locked.status]:
+        if target not in ALLOWED[locked.status] or (only_from is not None and locked.status not in only_from):
             raise IllegalTransition(locked, target)
         now = timezone.now()
         previous = locked.status

@@ -1,0 +1,46 @@
+# BatchHub: `make run` starts the site on the embedded default; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench screenshots lint clean install
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)/"
+	BATCHHUB_BIND="$(HOST):$(PORT)" PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
+
+test: $(STAMP)
+	bash scripts/services.sh install
+	bash scripts/test.sh
+
+# Unit tests only, on SQLite: no servers needed.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not e2e and not browser and not slow" -n 2
+
+bench: $(STAMP)
+	bash scripts/services.sh install
+	bash scripts/bench.sh
+
+screenshots: $(STAMP)
+	bash scripts/services.sh install
+	BATCHHUB_SCREENSHOTS=1 bash scripts/test.sh tests/browser
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var .test-services *.egg-info

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the whole suite: throwaway PostgreSQL + Redis on loopback, then
+#   1. unit and API tests on PostgreSQL (broker in memory, the engine driven in-process),
+#   2. end-to-end and browser tests with real celery worker processes on PostgreSQL + Redis,
+#   3. the unit tests again on SQLite, the embedded default.
+# Extra arguments replace the test selection of step 2 (e.g. `scripts/test.sh tests/browser`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+SERVICES_DIR="$PWD/.test-services"
+
+bash scripts/services.sh start "$SERVICES_DIR"
+trap 'bash scripts/services.sh stop "$SERVICES_DIR"' EXIT
+# shellcheck disable=SC1091
+source "$SERVICES_DIR/env"
+export BATCHHUB_DATA_DIR="$SERVICES_DIR/data"
+export BATCHHUB_SHARED_DIR="${BATCHHUB_SHARED_DIR:-$(cd .. && pwd)/shared}"
+
+status=0
+if [ $# -gt 0 ]; then
+  CELERY_BROKER_URL="$CELERY_BROKER_URL" $BIN/pytest -p no:cacheprovider "$@" || status=$?
+  exit $status
+fi
+
+echo "== 1/3 unit + API tests on PostgreSQL"
+env -u CELERY_BROKER_URL $BIN/pytest -p no:cacheprovider -q -n 2 -m "not e2e and not browser" || status=$?
+
+echo "== 2/3 end-to-end and browser tests (real workers, PostgreSQL + Redis)"
+$BIN/pytest -p no:cacheprovider -q -m "e2e or browser" || status=$?
+
+echo "== 3/3 unit tests on SQLite (the embedded default)"
+env -u DATABASE_URL -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 \
+  -m "not e2e and not browser and not postgres" || status=$?
+
+exit $status

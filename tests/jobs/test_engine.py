@@ -1,0 +1,296 @@
+"""The job engine driven in-process: states, processing, pause/resume/cancel/retry, crash recovery."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from batchhub.api import InvalidState
+from jobs import results, runner, services, states
+from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
+from jobs.processors import Processor, RetryableError, RowError, base
+from tests.conftest import drive, make_job, rows_text
+
+pytestmark = pytest.mark.django_db
+
+
+class FlakyProcessor(Processor):
+    """Fails rows whose name ends in 7, asks for a retry once on rows ending in 3."""
+
+    name = "flaky"
+    inputs = ["name"]
+    outputs = ["upper"]
+    seen: dict[str, int] = {}
+
+    def process_row(self, row):
+        name = row.inputs["name"]
+        FlakyProcessor.seen[name] = FlakyProcessor.seen.get(name, 0) + 1
+        if name.endswith("7"):
+            raise RowError(f"{name} is unlucky")
+        if name.endswith("3") and FlakyProcessor.seen[name] == 1:
+            raise RetryableError("try later", retry_after=0)
+        return {"upper": name.upper()}
+
+
+class ThrottledProcessor(Processor):
+    name = "throttled"
+    inputs = ["name"]
+    outputs = ["x"]
+
+    def process_row(self, row):
+        raise RetryableError("429 Too Many Requests", retry_after=90, rate_limited=True)
+
+
+@pytest.fixture
+def extra_processors(monkeypatch):
+    FlakyProcessor.seen = {}
+    monkeypatch.setitem(base.registry(), "flaky", FlakyProcessor)
+    monkeypatch.setitem(base.registry(), "throttled", ThrottledProcessor)
+
+
+def result_rows(job: Job) -> list[dict[str, str]]:
+    body = b"".join(results.stream(job, "csv")).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+# --- states ------------------------------------------------------------------------------------------
+
+LEGAL = [(a, b) for a, targets in states.ALLOWED.items() for b in targets]
+ILLEGAL = [(a, b) for a in JobStatus.values for b in JobStatus.values if b not in states.ALLOWED[a]]
+
+
+@pytest.mark.parametrize(("current", "target"), LEGAL)
+def test_legal_transition_applies_and_records_an_event(alice, current, target):
+    job = Job.objects.create(owner=alice, processor="template", params={"template": "x"}, status=current)
+    moved = states.transition(job, target, actor="alice", message="because")
+    assert moved.status == target
+    assert Job.objects.get(pk=job.pk).status == target
+    event = JobEvent.objects.filter(job=job).last()
+    assert (event.actor, event.message) == ("alice", "because")
+    if target in (JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED):
+        assert moved.finished_at is not None and moved.expires_at > moved.finished_at
+
+
+@pytest.mark.parametrize(("current", "target"), ILLEGAL)
+def test_illegal_transition_is_refused_and_changes_nothing(alice, current, target):
+    job = Job.objects.create(owner=alice, processor="template", params={"template": "x"}, status=current)
+    with pytest.raises(states.IllegalTransition):
+        states.transition(job, target)
+    assert Job.objects.get(pk=job.pk).status == current
+    assert not JobEvent.objects.filter(job=job).exists()
+
+
+# --- processing ---------------------------------------------------------------------------------------
+
+
+def test_template_job_runs_to_completed_with_outputs_in_input_order(alice):
+    job = drive(make_job(alice, rows_text(2500), params={"template": "{name}: {text}"}))
+    assert job.status == JobStatus.COMPLETED
+    assert job.counts == {"total": 2500, "pending": 0, "running": 0, "succeeded": 2500, "failed": 0, "cancelled": 0}
+    assert job.progress == 1.0 and job.finished_at and job.started_at
+    rows = result_rows(job)
+    assert [r["name"] for r in rows] == [f"person{i}" for i in range(2500)]
+    # The output column is named like an input column, so it is told apart in the header.
+    assert list(rows[0]) == ["name", "text", "output.text", "_status", "_error"]
+    assert rows[7]["output.text"] == "person7: I love item 7"
+    assert {r["_status"] for r in rows} == {"succeeded"}
+    assert Row.objects.filter(job=job, attempts=1).count() == 2500
+
+
+def test_sentiment_job_labels_rows(alice):
+    job = drive(make_job(alice, "text\nI love this and it is wonderful!\nThis is terrible and I hate it.\nThe sky.\n", processor="sentiment"))
+    rows = result_rows(job)
+    assert [r["sentiment_label"] for r in rows] == ["positive", "negative", "neutral"]
+    assert float(rows[0]["sentiment_score"]) > 0.5 > -0.5 > float(rows[1]["sentiment_score"])
+
+
+def test_failed_and_retried_rows_end_partial_then_retry_fixes_them(alice, extra_processors):
+    job = drive(make_job(alice, rows_text(40), processor="flaky"))
+    assert job.status == JobStatus.PARTIAL
+    assert (job.succeeded, job.failed) == (36, 4)
+    rows = {r["name"]: r for r in result_rows(job)}
+    assert rows["person17"]["_error"] == "person17 is unlucky"
+    assert rows["person13"]["upper"] == "PERSON13"  # the retryable error was retried
+    assert Row.objects.get(job=job, index=13).attempts == 2
+
+    # Retry: failed rows go back to pending in the same job; new outputs replace the failures.
+    FlakyProcessor.seen = {}
+    monkey_ok = Processor.run_one
+
+    def no_unlucky(self, row):
+        return base.RowResult.ok({"upper": row.inputs["name"].upper()})
+
+    FlakyProcessor.run_one = no_unlucky
+    try:
+        job = services.retry(job, actor="alice")
+        assert job.status == JobStatus.PROCESSING and job.failed == 0 and job.pending == 4
+        job = drive(job)
+    finally:
+        FlakyProcessor.run_one = monkey_ok
+    assert job.status == JobStatus.COMPLETED and job.succeeded == 40
+    assert {r["name"]: r for r in result_rows(job)}["person17"]["upper"] == "PERSON17"
+    assert JobEvent.objects.filter(job=job, type="retry", actor="alice").exists()
+
+
+def test_retry_is_refused_while_processing_and_with_nothing_failed(alice):
+    job = make_job(alice, rows_text(10))
+    services.ingest(job.pk)
+    with pytest.raises(InvalidState):
+        services.retry(Job.objects.get(pk=job.pk), actor="alice")
+    job = drive(job)
+    with pytest.raises(InvalidState, match="no failed rows"):
+        services.retry(job, actor="alice")
+
+
+def test_pause_stops_new_rows_and_resume_finishes_every_row_exactly_once(alice, settings):
+    settings.BATCHHUB_CHUNK_ROWS = 100
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    assert runner.work_once(job.pk).action == "continue"  # one chunk done
+    job = services.pause(Job.objects.get(pk=job.pk), actor="alice")
+    assert runner.work_once(job.pk).action == "stop"
+    job.refresh_from_db()
+    assert job.status == JobStatus.PAUSED and job.succeeded == 100 and job.pending == 900
+    with pytest.raises(InvalidState):
+        services.pause(job, actor="alice")
+    job = services.resume(job, actor="bob-the-operator")
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED and job.succeeded == 1000
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+    types = list(JobEvent.objects.filter(job=job).values_list("type", flat=True))
+    assert types.index("paused") < types.index("resumed") < types.index("completed")
+
+
+def test_pause_seen_inside_a_chunk_leaves_unstarted_rows_pending(alice, settings, monkeypatch):
+    settings.BATCHHUB_CHUNK_ROWS = 5000
+    monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 50)
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    calls = {"n": 0}
+    real = base.Processor.process
+
+    def pause_after_two_groups(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            services.pause(Job.objects.get(pk=job.pk), actor="alice")
+        return real(self, batch)
+
+    monkeypatch.setattr(base.Processor, "process", pause_after_two_groups)
+    assert runner.work_once(job.pk).action == "stop"
+    job.refresh_from_db()
+    # The group running when the pause came finished and kept its output; nothing else started.
+    assert job.status == JobStatus.PAUSED
+    assert (job.succeeded, job.running, job.pending) == (100, 0, 900)
+    chunk = Chunk.objects.get(job=job)
+    assert chunk.lease_until is None and not chunk.done
+
+
+def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
+    settings.BATCHHUB_CHUNK_ROWS = 100
+    job = make_job(alice, rows_text(500), concurrency=1)
+    services.ingest(job.pk)
+    runner.work_once(job.pk)
+    job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    assert runner.work_once(job.pk).action == "stop"
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert (job.succeeded, job.cancelled, job.pending) == (100, 400, 0)
+    rows = result_rows(job)
+    assert [r["_status"] for r in rows[:100]] == ["succeeded"] * 100
+    assert rows[0]["output.text"] == "person0!"
+    assert {r["_status"] for r in rows[100:]} == {"cancelled"}
+    with pytest.raises(InvalidState):
+        services.resume(job, actor="alice")
+
+
+def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(alice, settings):
+    settings.BATCHHUB_CHUNK_ROWS = 10
+    job = make_job(alice, rows_text(10), max_attempts=3)
+    services.ingest(job.pk)
+    # As if a worker died twice in the middle of rows 3..5: they are running, row 4 three times.
+    Row.objects.filter(job=job, index__in=[3, 5]).update(status=RowStatus.RUNNING, attempts=1)
+    Row.objects.filter(job=job, index=4).update(status=RowStatus.RUNNING, attempts=3)
+    Job.objects.filter(pk=job.pk).update(pending=7, running=3)
+    job = drive(job)
+    assert job.status == JobStatus.PARTIAL
+    assert (job.succeeded, job.failed, job.running, job.pending) == (9, 1, 0, 0)
+    row = Row.objects.get(job=job, index=4)
+    assert row.status == RowStatus.FAILED and "worker died" in row.error
+    assert Row.objects.get(job=job, index=3).attempts == 2
+
+
+def test_expired_lease_makes_a_chunk_claimable_again(alice):
+    job = make_job(alice, rows_text(10))
+    services.ingest(job.pk)
+    chunk = runner.claim_chunk(job.pk)
+    assert chunk is not None and runner.claim_chunk(job.pk) is None or Chunk.objects.filter(job=job).count() > 1
+    Chunk.objects.filter(pk=chunk.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    again = runner.claim_chunk(job.pk)
+    assert again is not None and again.pk == chunk.pk and again.claims == 2
+
+
+def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(alice, extra_processors, settings):
+    settings.BATCHHUB_AUTOPAUSE_AFTER = 5
+    job = make_job(alice, rows_text(20), processor="throttled", concurrency=1)
+    services.ingest(job.pk)
+    runner.work_once(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PAUSED
+    assert "429" in job.pause_reason and job.resume_at > timezone.now() + timedelta(seconds=80)
+    assert JobEvent.objects.filter(job=job, type="auto_paused").exists()
+    assert services.reap()["resumed"] == 0  # not yet
+    assert services.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.resume_at is None
+    assert JobEvent.objects.filter(job=job, type="auto_resumed", actor="system").exists()
+
+
+def test_reaper_restarts_a_job_whose_loops_died(alice, settings, django_capture_on_commit_callbacks):
+    job = make_job(alice, rows_text(10))
+    services.ingest(job.pk)
+    later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 5)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.reap(now=later)["restarted"] == 1
+    assert callbacks  # loops were enqueued
+    assert JobEvent.objects.filter(job=job, type="recovered").exists()
+
+
+def test_results_neutralise_formulas_but_not_numbers(alice):
+    job = drive(make_job(alice, "name,n\n=HYPERLINK(\"x\"),-3.5\n@SUM(A1),+7\n", params={"template": "{name}"}))
+    rows = result_rows(job)
+    assert rows[0]["name"] == "'=HYPERLINK(\"x\")" and rows[0]["n"] == "-3.5"
+    assert rows[1]["name"] == "'@SUM(A1)" and rows[1]["n"] == "+7"
+    assert rows[0]["text"] == "'=HYPERLINK(\"x\")"  # the template's output, neutralised too
+
+
+def test_results_jsonl_and_status_filter(alice, extra_processors):
+    import json
+
+    job = drive(make_job(alice, rows_text(20), processor="flaky"))
+    lines = b"".join(results.stream(job, "jsonl", "failed")).decode().splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert [o["row"] for o in objs] == [8, 18]
+    assert objs[0] == {
+        "row": 8, "ref": "8", "status": "failed", "input": {"name": "person7", "text": "I love item 7"},
+        "output": None, "error": "person7 is unlucky",
+    }
+    whole = json.loads(b"".join(results.stream(job, "json")).decode())
+    assert len(whole) == 20 and whole[0]["output"] == {"upper": "PERSON0"}
+
+
+def test_counters_stay_consistent_at_every_step(alice, settings):
+    settings.BATCHHUB_CHUNK_ROWS = 50
+    job = make_job(alice, rows_text(300))
+    services.ingest(job.pk)
+    while True:
+        step = runner.work_once(job.pk)
+        job.refresh_from_db()
+        assert sum(job.counts[k] for k in ("pending", "running", "succeeded", "failed", "cancelled")) == 300
+        assert job.counts == {"total": 300, **runner.recount(job)}
+        if step.action == "stop":
+            break
+    assert job.status == JobStatus.COMPLETED

@@ -1,0 +1,126 @@
+"""Real celery worker processes for end-to-end tests, on the test database and a real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def require_real_services() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("end-to-end tests need PostgreSQL (DATABASE_URL); `make test` starts one")
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("end-to-end tests need Redis as broker (CELERY_BROKER_URL); `make test` starts one")
+
+
+def flush_broker() -> None:
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CACHE_URL": os.environ.get("CACHE_URL", ""),
+            "BATCHHUB_LEASE_SECONDS": str(settings.BATCHHUB_LEASE_SECONDS),
+            "BATCHHUB_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+            "BATCHHUB_TESTING": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """`celery -A batchhub worker` in its own process group, with its log in a file."""
+
+    def __init__(self, log_dir: Path, *, concurrency: int = 2, name: str = "w1", **env: str):
+        self.log_path = log_dir / f"celery-{name}.log"
+        self.name = name
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "batchhub", "worker",
+            "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
+            f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.tail()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready in {timeout}s: {self.tail()}")
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def kill_child(self) -> int | None:
+        """SIGKILL one pool process (the one doing the work); the main process replaces it."""
+        kids = self.children()
+        if not kids:
+            return None
+        os.kill(kids[0], signal.SIGKILL)
+        return kids[0]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool, no goodbye."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
