@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from functools import cache
 from typing import Any
 
 from .base import ParamsError, Processor, RowError, RowInput
 
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()
 
 
 @cache
 def _identifier(languages: tuple[str, ...] | None):
-    # Loading the model takes most of a second; once per process (and per language subset).
+    # Loading the model takes most of a second: once per process. A language subset is a shallow
+    # copy: set_languages rebinds the copy's arrays and leaves the full model's alone.
     with _LOAD_LOCK:
+        if languages:
+            subset = copy.copy(_identifier(None))
+            subset.set_languages(list(languages))
+            return subset
         from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-        identifier = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
-        if languages:
-            identifier.set_languages(list(languages))
-        return identifier
+        return LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE, norm_probs=True)
 
 
 @cache
