@@ -1,0 +1,63 @@
+"""The upload size limit, enforced while the upload arrives instead of after it is on disk.
+
+`UploadLimit` is a Django upload handler put first in the request's chain (before the memory and
+temporary-file handlers), so it sees every chunk before anyone stores it:
+
+- a request whose declared Content-Length is already far over the limit is refused before a single
+  byte of the body is read (`handle_raw_input`);
+- otherwise the bytes of each file are counted as they arrive; at the first chunk over the limit the
+  handler records it and stops the upload. Django then closes (and so deletes) the partial temporary
+  file and reads the rest of the body into nowhere (`connection_reset=False`), so the client, still
+  sending, gets a clean response instead of a reset connection.
+
+The view calls `raise_if_exceeded()` after parsing to turn the stop into the contract's 413.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+
+from batchhub.api import FileTooLarge
+
+# Room for the multipart framing and the form fields beside the file (params can hold a long
+# prompt template). A body larger than limit + this cannot hold a file within the limit.
+FORM_ALLOWANCE = 1024 * 1024
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+def too_large(limit: int) -> FileTooLarge:
+    return FileTooLarge(
+        f"The upload is larger than the limit of {_megabytes(limit)}.",
+        details={"max_bytes": limit},
+    )
+
+
+class UploadLimit(FileUploadHandler):
+    def __init__(self, request=None, limit: int | None = None):
+        super().__init__(request)
+        self.limit = settings.BATCHHUB_MAX_UPLOAD_BYTES if limit is None else limit
+        self.exceeded = False
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        if content_length and content_length > self.limit + FORM_ALLOWANCE:
+            # Nothing read yet: refuse at once rather than receive a body that cannot be kept.
+            self.exceeded = True
+            raise too_large(self.limit)
+        return None  # let the other handlers parse as usual
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        if start + len(raw_data) > self.limit:
+            self.exceeded = True
+            raise StopUpload(connection_reset=False)
+        return raw_data  # pass the chunk on to the handler that stores it
+
+    def file_complete(self, file_size: int):
+        return None  # another handler builds the file object
+
+    def raise_if_exceeded(self) -> None:
+        if self.exceeded:
+            raise too_large(self.limit)

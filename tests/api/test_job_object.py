@@ -1,0 +1,230 @@
+"""The job object field by field, GET/PATCH/DELETE of one job, and the job list."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.api import job_representation
+from jobs.models import Job, JobStatus, Row
+
+from .conftest import API, assert_error, create_json
+
+pytestmark = pytest.mark.django_db
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+CONTRACT_FIELDS = [
+    "id", "name", "processor", "params", "status", "counts", "progress", "rows_per_second",
+    "estimated_completion", "columns", "id_column", "column_map", "error", "webhook_url",
+    "created_at", "started_at", "finished_at", "updated_at", "expires_at", "links",
+]
+EXTRA_FIELDS = [
+    "encoding", "delimiter", "concurrency", "rate_limit", "max_attempts", "usage", "pause_reason", "resume_at",
+]
+
+
+def test_a_finished_job_has_every_contract_field(api_alice, alice, new_job, run_job):
+    job = new_job(alice, "name,text\nann,a\nbob,b\n", id_column="name")
+    job = run_job(job)
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+
+    assert list(body) == CONTRACT_FIELDS + EXTRA_FIELDS
+    assert body["id"] == job.public_id and body["id"].startswith("job_")
+    assert body["name"] == "input.csv"
+    assert body["processor"] == "template"
+    assert body["params"] == {"template": "{name}!", "output_column": "text"}
+    assert body["status"] == "completed"
+    assert body["counts"] == {"total": 2, "pending": 0, "running": 0, "succeeded": 2, "failed": 0, "cancelled": 0}
+    assert body["progress"] == 1.0
+    assert isinstance(body["rows_per_second"], float)
+    assert body["estimated_completion"] is None  # only while processing
+    assert body["columns"] == ["name", "text"]
+    assert body["id_column"] == "name"
+    assert body["column_map"] == {}
+    assert body["error"] is None
+    assert body["webhook_url"] is None
+    for name in ("created_at", "started_at", "finished_at", "updated_at", "expires_at"):
+        assert TIMESTAMP.match(body[name]), (name, body[name])
+    base = f"http://testserver{API}/jobs/{job.public_id}"
+    assert body["links"] == {
+        "self": base,
+        "results": f"{base}/results",
+        "rows": f"{base}/rows",
+        "events": f"{base}/events",
+    }
+    assert body["encoding"] == "utf-8"
+    assert body["delimiter"] == ","
+    assert (body["concurrency"], body["rate_limit"], body["max_attempts"]) == (4, None, 3)
+    assert body["usage"] == {}
+    assert (body["pause_reason"], body["resume_at"]) == ("", None)
+
+
+def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\nb\nc\nd\n")
+    now = timezone.now().timestamp()
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING, total=4, pending=3, succeeded=1, samples=[[now - 10, 0], [now, 1]]
+    )
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+
+    assert body["status"] == "processing"
+    assert body["progress"] == 0.25
+    assert body["rows_per_second"] == 0.1
+    assert TIMESTAMP.match(body["estimated_completion"])
+
+
+def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\n")
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error_code="invalid_csv", error_message="Bad file.")
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+
+    assert body["error"] == {"code": "invalid_csv", "message": "Bad file."}
+
+
+def test_job_representation_without_a_request_uses_the_base_url(alice, new_job, settings):
+    job = new_job(alice, "name\na\n")
+    settings.BATCHHUB_BASE_URL = "https://batch.example.com"
+
+    body = job_representation(job)
+
+    assert body["links"]["self"] == f"https://batch.example.com{API}/jobs/{job.public_id}"
+    assert TIMESTAMP.match(body["created_at"])
+
+
+def test_timestamps_are_utc_even_if_the_server_zone_is_not(api_alice, alice, new_job, settings):
+    settings.TIME_ZONE = "America/New_York"
+    job = new_job(alice, "name\na\n")
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.UTC))
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+
+    assert body["created_at"] == "2026-01-02T03:04:05.000006Z"
+
+
+def test_get_an_unknown_job_is_404(api_alice):
+    assert_error(api_alice.get(f"{API}/jobs/job_nope"), 404, "not_found")
+
+
+def test_an_expired_job_is_gone(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\n")
+    Job.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert_error(api_alice.get(f"{API}/jobs/{job.public_id}"), 404, "not_found")
+
+
+# --- PATCH / DELETE ----------------------------------------------------------------------------------
+
+
+def test_patch_renames(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\n")
+
+    response = api_alice.patch(f"{API}/jobs/{job.public_id}", {"name": "  Renamed  "}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "Renamed"
+    job.refresh_from_db()
+    assert job.name == "Renamed"
+
+
+@pytest.mark.parametrize("body", [{"status": "paused"}, {"name": "x", "processor": "sentiment"}, {"params": {}}])
+def test_patch_of_anything_but_the_name_is_400(api_alice, alice, new_job, body):
+    job = new_job(alice, "name\na\n")
+
+    error = assert_error(api_alice.patch(f"{API}/jobs/{job.public_id}", body, format="json"), 400, "invalid_request")
+
+    assert set(error["details"]) == set(body) - {"name"}
+    job.refresh_from_db()
+    assert job.name == "input.csv"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201])
+def test_patch_with_a_bad_name_is_400(api_alice, alice, new_job, name):
+    job = new_job(alice, "name\na\n")
+    assert_error(api_alice.patch(f"{API}/jobs/{job.public_id}", {"name": name}, format="json"), 400, "invalid_request")
+
+
+def test_put_is_not_allowed(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\n")
+    assert_error(api_alice.put(f"{API}/jobs/{job.public_id}", {"name": "x"}, format="json"), 405, "method_not_allowed")
+
+
+def test_delete_removes_the_job_its_rows_and_files(api_alice, alice, new_job, run_job, settings):
+    job = run_job(new_job(alice, "name\na\nb\n"))
+    stored = settings.MEDIA_ROOT / job.input_file.name
+    assert stored.exists() and Row.objects.filter(job=job).count() == 2
+
+    response = api_alice.delete(f"{API}/jobs/{job.public_id}")
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not Row.objects.filter(job_id=job.pk).exists()
+    assert not stored.exists()
+    assert_error(api_alice.get(f"{API}/jobs/{job.public_id}"), 404, "not_found")
+
+
+def test_delete_of_a_running_job_cancels_it_first(api_alice, alice, new_job):
+    job = new_job(alice, "name\na\n")
+
+    assert api_alice.delete(f"{API}/jobs/{job.public_id}").status_code == 204
+    assert not Job.objects.filter(pk=job.pk).exists()
+
+
+# --- list ---------------------------------------------------------------------------------------------
+
+
+def test_list_is_paginated_newest_first_and_only_mine(api_alice, alice, bob, new_job):
+    mine = [new_job(alice, f"name\n{i}\n") for i in range(3)]
+    new_job(bob, "name\nb\n")
+    for i, job in enumerate(mine):
+        Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=10 - i))
+
+    body = api_alice.get(f"{API}/jobs?limit=2").json()
+
+    assert body["count"] == 3
+    assert [j["id"] for j in body["results"]] == [mine[2].public_id, mine[1].public_id]
+    assert body["previous"] is None
+    assert body["next"].startswith(f"http://testserver{API}/jobs?")
+    second = api_alice.get(body["next"]).json()
+    assert [j["id"] for j in second["results"]] == [mine[0].public_id]
+    assert second["next"] is None
+    assert list(second["results"][0]) == CONTRACT_FIELDS + EXTRA_FIELDS
+
+
+def test_list_default_and_max_page_size(api_alice, alice, new_job):
+    for i in range(3):
+        new_job(alice, f"name\n{i}\n")
+    body = api_alice.get(f"{API}/jobs?limit=100000").json()
+    assert len(body["results"]) == 3  # capped at 500, so all of them
+
+
+def test_list_filters_by_status_active_and_processor(api_alice, alice, new_job, run_job):
+    done = run_job(new_job(alice, "name\na\n"))
+    queued = new_job(alice, "name\nb\n")
+    sentiment = new_job(alice, "text\nnice\n", processor="sentiment")
+
+    def ids(query: str) -> set[str]:
+        response = api_alice.get(f"{API}/jobs?{query}")
+        assert response.status_code == 200
+        return {j["id"] for j in response.json()["results"]}
+
+    assert ids("status=completed") == {done.public_id}
+    assert ids("status=active") == {queued.public_id, sentiment.public_id}
+    assert ids("processor=sentiment") == {sentiment.public_id}
+    assert ids("status=queued&processor=template") == {queued.public_id}
+
+
+def test_list_with_an_unknown_status_is_400(api_alice):
+    error = assert_error(api_alice.get(f"{API}/jobs?status=bogus"), 400, "invalid_request")
+    assert "active" in error["details"]["status"]
+
+
+def test_json_created_job_is_listed(api_alice):
+    created = create_json(api_alice, [{"name": "ann"}]).json()
+    assert api_alice.get(f"{API}/jobs").json()["results"][0]["id"] == created["id"]

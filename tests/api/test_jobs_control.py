@@ -1,0 +1,110 @@
+"""pause / resume / cancel / retry: 200 with the job object, 409 invalid_state when not allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
+
+from .conftest import API, assert_error, create_json
+
+pytestmark = pytest.mark.django_db
+
+
+def _processing(job) -> Job:
+    from jobs import services
+
+    services.ingest(job.pk)  # reads the rows and moves the job to processing
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING
+    return job
+
+
+def test_pause_then_resume(api_alice, alice, new_job):
+    job = _processing(new_job(alice, "name\na\nb\n"))
+
+    paused = api_alice.post(f"{API}/jobs/{job.public_id}/pause")
+    assert paused.status_code == 200
+    assert paused.json()["status"] == "paused"
+    assert paused.json()["pause_reason"]
+
+    resumed = api_alice.post(f"{API}/jobs/{job.public_id}/resume")
+    assert resumed.status_code == 200
+    assert resumed.json()["status"] == "processing"
+    actors = list(JobEvent.objects.filter(job=job, type__in=["paused", "resumed"]).values_list("type", "actor"))
+    assert actors == [("paused", "alice (API key tests)"), ("resumed", "alice (API key tests)")]
+
+
+def test_cancel_cancels_pending_rows(api_alice, alice, new_job):
+    job = _processing(new_job(alice, "name\na\nb\n"))
+
+    response = api_alice.post(f"{API}/jobs/{job.public_id}/cancel")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "cancelled"
+    assert body["counts"]["cancelled"] == 2 and body["counts"]["pending"] == 0
+    assert body["finished_at"] is not None
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "cancel"])
+def test_control_of_a_completed_job_is_409(api_alice, alice, new_job, run_job, action):
+    job = run_job(new_job(alice, "name\na\n"))
+
+    error = assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/{action}"), 409, "invalid_state")
+    assert error["details"] == {"status": "completed"}
+
+
+def test_resume_of_a_job_that_is_not_paused_is_409(api_alice, alice, new_job):
+    job = _processing(new_job(alice, "name\na\n"))
+    assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/resume"), 409, "invalid_state")
+
+
+def _partial_job(api, run_job):
+    """A finished job whose 2nd and 4th rows failed (sentiment fails a null text)."""
+    created = create_json(
+        api, [{"text": "good"}, {"text": None}, {"text": "bad"}, {"text": None}], processor="sentiment", params={}
+    ).json()
+    job = run_job(Job.objects.get(public_id=created["id"]))
+    assert job.status == JobStatus.PARTIAL
+    return job
+
+
+def test_retry_all_failed_rows(api_alice, run_job):
+    job = _partial_job(api_alice, run_job)
+
+    response = api_alice.post(f"{API}/jobs/{job.public_id}/retry")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "processing"
+    assert body["counts"]["failed"] == 0 and body["counts"]["pending"] == 2
+    assert body["finished_at"] is None
+
+
+def test_retry_named_rows(api_alice, run_job):
+    job = _partial_job(api_alice, run_job)
+
+    response = api_alice.post(f"{API}/jobs/{job.public_id}/retry", {"rows": ["row_4"]}, format="json")
+
+    assert response.status_code == 200
+    statuses = dict(Row.objects.filter(job=job).values_list("index", "status"))
+    assert statuses[1] == RowStatus.FAILED and statuses[3] == RowStatus.PENDING
+
+
+def test_retry_of_a_running_job_is_409(api_alice, alice, new_job):
+    job = _processing(new_job(alice, "name\na\n"))
+    assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry"), 409, "invalid_state")
+
+
+def test_retry_without_failed_rows_is_409(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\na\n"))
+    assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry"), 409, "invalid_state")
+
+
+@pytest.mark.parametrize("rows", [["row_99"], ["nonsense"], [], "row_1", [{"id": 1}]])
+def test_retry_with_bad_row_ids_is_400(api_alice, run_job, rows):
+    job = _partial_job(api_alice, run_job)
+
+    assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry", {"rows": rows}, format="json"), 400, "invalid_request")
+    assert Job.objects.get(pk=job.pk).status == JobStatus.PARTIAL
