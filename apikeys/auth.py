@@ -1,0 +1,43 @@
+"""DRF authentication with API keys: `X-API-Key: <key>` or `Authorization: Bearer <key>`.
+
+No key header: returns None, so the next class (session authentication) gets its turn. A key header
+that is present but wrong (malformed, bad checksum, unknown, wrong secret, expired, revoked, owner
+deactivated) is a 401, never a silent fall-through to an anonymous request.
+"""
+
+from __future__ import annotations
+
+from rest_framework import authentication, exceptions
+
+from . import services
+from .models import APIKey
+
+
+class APIKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "bearer"
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request) -> tuple[object, APIKey] | None:
+        raw = self._presented_key(request)
+        if raw is None:
+            return None
+        check = services.check_key(raw)
+        if check.key is None:
+            raise exceptions.AuthenticationFailed(check.reason)
+        if not check.key.owner.is_active:
+            raise exceptions.AuthenticationFailed("The owner of this API key is deactivated.")
+        return (check.key.owner, check.key)
+
+    def _presented_key(self, request) -> str | None:
+        meta = request.META
+        if "HTTP_X_API_KEY" in meta:
+            return meta["HTTP_X_API_KEY"].strip()
+        header = meta.get("HTTP_AUTHORIZATION", "")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != self.keyword:
+            return None  # e.g. Basic: not ours
+        return value.strip()
+
+    def authenticate_header(self, request) -> str:
+        # Any value here makes DRF answer 401 (not 403) to unauthenticated requests.
+        return f'Bearer realm="{self.www_authenticate_realm}"'
