@@ -1,0 +1,141 @@
+"""The throughput chart on the job page: inline SVG drawn on the server, no JavaScript.
+
+Input is ``job.samples``: [[unix seconds, rows done], …] appended as chunks commit. The chart
+shows the rate between consecutive samples (rows per second) over the job's run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH = 600
+HEIGHT = 160
+PAD_LEFT = 48
+PAD_BOTTOM = 22
+PAD_TOP = 10
+PAD_RIGHT = 8
+MAX_POINTS = 120
+
+
+def rates(samples: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
+    """(seconds since the first sample, rows/s over the interval ending there)."""
+    clean = sorted((float(t), float(d)) for t, d in (s[:2] for s in samples if len(s) >= 2))
+    if len(clean) < 2:
+        return []
+    t0 = clean[0][0]
+    points: list[tuple[float, float]] = [(0.0, 0.0)]
+    for (ta, da), (tb, db) in zip(clean, clean[1:], strict=False):
+        span = tb - ta
+        if span <= 0:
+            continue
+        points.append((tb - t0, max(0.0, (db - da) / span)))
+    return _thin(points) if len(points) > 1 else []
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """At most MAX_POINTS points: average neighbours so a long job's chart stays small."""
+    if len(points) <= MAX_POINTS:
+        return points
+    step = len(points) / MAX_POINTS
+    out = []
+    for i in range(MAX_POINTS):
+        group = points[int(i * step) : max(int((i + 1) * step), int(i * step) + 1)]
+        out.append((group[-1][0], sum(r for _, r in group) / len(group)))
+    return out
+
+
+def _nice(value: float) -> float:
+    """A round axis maximum at or above value (1, 2, 5 × 10^n)."""
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** len(str(int(value))) / 10
+    for factor in (1, 2, 5, 10):
+        if value <= factor * magnitude:
+            return factor * magnitude
+    return 10 * magnitude
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s" if sec else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def throughput_svg(samples: Sequence[Sequence[float]], *, title: str = "Throughput") -> SafeString:
+    """An accessible inline SVG, or a short note when there is not enough data yet."""
+    points = rates(samples or [])
+    if not points:
+        return format_html(
+            '<p class="chart-empty muted">{}</p>', "The chart appears once rows are done."
+        )
+    span = max(points[-1][0], 1.0)
+    top = _nice(max(r for _, r in points))
+    peak = max(r for _, r in points)
+    average = (float(samples[-1][1]) - float(samples[0][1])) / span if len(samples) > 1 else 0.0
+    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def xy(t: float, r: float) -> str:
+        x = PAD_LEFT + plot_w * (t / span)
+        y = PAD_TOP + plot_h * (1 - r / top)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(t, r) for t, r in points)
+    base_y = PAD_TOP + plot_h
+    end_x = PAD_LEFT + plot_w * (points[-1][0] / span)
+    area = f"{PAD_LEFT:.1f},{base_y:.1f} {line} {end_x:.1f},{base_y:.1f}"
+    summary = (
+        f"{title}: peak {_rate(peak)} rows per second, average {_rate(average)} rows per second "
+        f"over {_duration(span)}."
+    )
+    grid = "".join(
+        format_html(
+            '<line x1="{}" y1="{}" x2="{}" y2="{}" class="grid"/>'
+            '<text x="{}" y="{}" class="axis" text-anchor="end">{}</text>',
+            PAD_LEFT,
+            y,
+            WIDTH - PAD_RIGHT,
+            y,
+            PAD_LEFT - 6,
+            y + 4,
+            _rate(value),
+        )
+        for value, y in ((top * f, PAD_TOP + plot_h * (1 - f)) for f in (0, 0.5, 1))
+    )
+    svg = format_html(
+        '<svg class="chart" viewBox="0 0 {w} {h}" role="img" '
+        'aria-labelledby="chart-title chart-desc" '
+        'xmlns="http://www.w3.org/2000/svg">'
+        '<title id="chart-title">{title}</title><desc id="chart-desc">{summary}</desc>'
+        "{grid}"
+        '<polygon class="area" points="{area}"/>'
+        '<polyline class="line" points="{line}" fill="none"/>'
+        '<text x="{x0}" y="{ty}" class="axis">0 s</text>'
+        '<text x="{x1}" y="{ty}" class="axis" text-anchor="end">{span}</text>'
+        "</svg>"
+        '<p class="chart-caption muted">{summary}</p>',
+        w=WIDTH,
+        h=HEIGHT,
+        title=title,
+        summary=summary,
+        grid=mark_safe(grid),
+        area=area,
+        line=line,
+        x0=PAD_LEFT,
+        x1=WIDTH - PAD_RIGHT,
+        ty=HEIGHT - 6,
+        span=_duration(span),
+    )
+    return svg

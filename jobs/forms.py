@@ -1,0 +1,280 @@
+"""Forms of the dashboard: the upload, the job settings, and a params form built from a JSON Schema.
+
+The forms only shape what the browser sends; every rule about a job (params against the
+processor's schema, the column map, limits, the webhook URL) is checked by jobs.services, whose
+errors the views attach back to these fields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from .processors import all_processors
+
+PARAM_PREFIX = "param"
+MAP_PREFIX = "map"
+# Strings allowed to be longer than this get a textarea (prompts, templates).
+TEXTAREA_ABOVE = 300
+
+
+class UploadForm(forms.Form):
+    label_suffix = ""
+    file = forms.FileField(
+        label="CSV or JSONL file",
+        help_text=(
+            "Comma, semicolon, tab or pipe separated; UTF-8 or another common encoding; "
+            "gzip is fine."
+        ),
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".csv,.tsv,.txt,.jsonl,.ndjson,.gz,text/csv"}
+        ),
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.BATCHHUB_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {_size(upload.size)}; the limit is {_size(limit)}.",
+                code="file_too_large",
+            )
+        if upload.size == 0:
+            raise forms.ValidationError("The file is empty.", code="empty")
+        return upload
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def processor_choices() -> list[tuple[str, str]]:
+    return [(cls.name, cls.title or cls.name) for cls in all_processors()]
+
+
+class JobForm(forms.Form):
+    """Everything about a new job except its params and column map (built per processor)."""
+
+    label_suffix = ""
+    draft = forms.CharField(widget=forms.HiddenInput)
+    name = forms.CharField(label="Job name", max_length=200, required=False)
+    processor = forms.ChoiceField(label="Processor", choices=())
+    id_column = forms.ChoiceField(
+        label="Id column",
+        required=False,
+        help_text=(
+            "A column whose values name each row in the results; by default rows are numbered."
+        ),
+    )
+    webhook_url = forms.URLField(
+        label="Webhook URL",
+        required=False,
+        max_length=1000,
+        assume_scheme="https",
+        help_text="Optional: BatchHub POSTs a signed event here when the job ends.",
+    )
+    concurrency = forms.IntegerField(
+        label="Concurrency",
+        min_value=1,
+        required=False,
+        help_text="Rows processed at the same time.",
+    )
+    rate_limit = forms.IntegerField(
+        label="Rate limit (requests per minute)",
+        min_value=1,
+        required=False,
+        help_text="Optional: a ceiling across all workers, for services with quotas.",
+    )
+
+    def __init__(self, *args: Any, columns: list[str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["processor"].choices = processor_choices()
+        self.fields["id_column"].choices = [("", "(row number)"), *[(c, c) for c in columns or []]]
+        self.fields["concurrency"].max_value = settings.BATCHHUB_MAX_CONCURRENCY
+        self.fields["concurrency"].widget.attrs.update(max=settings.BATCHHUB_MAX_CONCURRENCY)
+        self.fields["concurrency"].initial = settings.BATCHHUB_DEFAULT_CONCURRENCY
+        self.fields["processor"].widget.attrs.update({"data-testid": "processor"})
+
+
+class ColumnMapForm(forms.Form):
+    """One select per processor input: which column feeds it (blank: the same-named column)."""
+
+    label_suffix = ""
+
+    def __init__(self, *args: Any, inputs: list[str], columns: list[str], **kwargs: Any):
+        kwargs.setdefault("prefix", MAP_PREFIX)
+        super().__init__(*args, **kwargs)
+        for name in inputs:
+            same = name in columns
+            blank = f"(the column “{name}”)" if same else "(choose a column)"
+            self.fields[name] = forms.ChoiceField(
+                label=f"Column for “{name}”",
+                required=not same,
+                choices=[("", blank), *[(c, c) for c in columns]],
+                initial=name if same else "",
+            )
+
+    def column_map(self) -> dict[str, str]:
+        return {name: value for name, value in self.cleaned_data.items() if value}
+
+
+def _types(schema: dict[str, Any]) -> list[str]:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return [k for k in kind if k != "null"]
+    return [kind] if kind else []
+
+
+class ParamsForm(forms.Form):
+    """A form generated from a processor's params JSON Schema (the top-level properties).
+
+    string → text input or textarea, number / integer → number input, boolean → checkbox,
+    enum → select, anything else (objects, arrays, unions) → a JSON textarea.
+    """
+
+    label_suffix = ""
+
+    def __init__(self, *args: Any, schema: dict[str, Any], **kwargs: Any):
+        kwargs.setdefault("prefix", PARAM_PREFIX)
+        super().__init__(*args, **kwargs)
+        self.schema = schema or {}
+        required = set(self.schema.get("required", []))
+        for name, prop in (self.schema.get("properties") or {}).items():
+            if isinstance(prop, dict):
+                self.fields[name] = _field_for(name, prop, name in required)
+
+    def params(self) -> dict[str, Any]:
+        """The cleaned values, leaving out empty optional ones so the schema's defaults apply."""
+        out: dict[str, Any] = {}
+        for name, value in self.cleaned_data.items():
+            if value is None or value == "":
+                continue
+            out[name] = value
+        return out
+
+
+def _label(name: str, prop: dict[str, Any]) -> str:
+    return str(prop.get("title") or name.replace("_", " ").capitalize())
+
+
+class JSONTextField(forms.JSONField):
+    """JSON typed by hand; an empty box means "not given" rather than null."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return value  # what the user typed, kept on an error
+        return json.dumps(value, indent=2, ensure_ascii=False) if value is not None else ""
+
+
+def _field_for(name: str, prop: dict[str, Any], required: bool) -> forms.Field:
+    common: dict[str, Any] = {
+        "label": _label(name, prop),
+        "required": required,
+        "help_text": prop.get("description", ""),
+    }
+    default = prop.get("default")
+    types = _types(prop)
+    if "enum" in prop and all(isinstance(v, (str, int, float)) for v in prop["enum"]):
+        choices = [(str(v), str(v)) for v in prop["enum"]]
+        if not required and default is None:
+            choices.insert(0, ("", "(default)"))
+        kind = types[0] if len(types) == 1 else "string"
+        coerce = {"integer": int, "number": float}.get(kind, str)
+        return forms.TypedChoiceField(
+            choices=choices, coerce=coerce, empty_value=None, initial=default, **common
+        )
+    if types == ["boolean"]:
+        common["required"] = False  # an unticked box is false, not missing
+        return forms.BooleanField(initial=bool(default), **common)
+    if types == ["integer"]:
+        return forms.IntegerField(
+            min_value=prop.get("minimum"), max_value=prop.get("maximum"), initial=default, **common
+        )
+    if types == ["number"]:
+        return forms.FloatField(
+            min_value=prop.get("minimum"), max_value=prop.get("maximum"), initial=default, **common
+        )
+    if types == ["string"]:
+        max_length = prop.get("maxLength")
+        long_text = max_length is None or max_length > TEXTAREA_ABOVE
+        widget = forms.Textarea(attrs={"rows": 4}) if long_text else forms.TextInput()
+        return forms.CharField(
+            max_length=max_length,
+            min_length=prop.get("minLength"),
+            strip=False,  # a template's spacing is meaningful
+            widget=widget,
+            initial=default,
+            empty_value="",
+            **common,
+        )
+    # Objects, arrays and unions: JSON, checked against the schema by the service.
+    common["help_text"] = (common["help_text"] + " " if common["help_text"] else "") + "JSON."
+    return JSONTextField(
+        widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false"}), initial=default, **common
+    )
+
+
+def params_form(name: str | None, *, data: Any = None) -> ParamsForm:
+    from .processors import get_processor_class
+
+    cls = get_processor_class(name or "")
+    schema = cls.params_schema if cls is not None else {}
+    return ParamsForm(data, schema=schema)
+
+
+def attach_api_errors(
+    details: Any, *, job_form: forms.Form, params: ParamsForm, mapping: ColumnMapForm
+) -> list[str]:
+    """Put a service error's details next to the fields they name; return what fits nowhere."""
+    loose: list[str] = []
+    if not isinstance(details, dict):
+        return loose
+    for key, value in details.items():
+        items = value if isinstance(value, list) else [value]
+        if key == "params":
+            for item in items:
+                field, message = _param_error(item)
+                if field in params.fields:
+                    _add(params, field, message)
+                else:
+                    loose.append(message)
+        elif key == "column_map":
+            for item in items:
+                if str(item) in mapping.fields:
+                    _add(mapping, str(item), "This is not an input of the processor.")
+        elif key in job_form.fields and key != "draft":
+            for item in items:
+                if isinstance(item, str):
+                    _add(job_form, key, item)
+    return loose
+
+
+def _param_error(item: Any) -> tuple[str, str]:
+    """("field", "message") from {"param", "message"} or from the text "params.field: message"."""
+    if isinstance(item, dict):
+        return str(item.get("param", "")).split(".", 1)[0], str(item.get("message", ""))
+    text = str(item)
+    if text.startswith("params.") and ": " in text:
+        path, message = text[len("params.") :].split(": ", 1)
+        return path.split(".", 1)[0], message
+    return "", text
+
+
+def _add(form: forms.Form, field: str, message: str) -> None:
+    if not hasattr(form, "cleaned_data"):
+        form.is_valid()
+    if field in form.errors and message in form.errors[field]:
+        return
+    form.add_error(field, message)

@@ -1,0 +1,738 @@
+"""The dashboard's HTML views: jobs list, new job, job detail, their live partials and actions.
+
+Views stay thin: every read and action goes through jobs.services (the API calls the same
+functions), and a job URL always starts with services.get_job, so another user's job is a 404.
+Every page works without JavaScript; with htmx the same views answer partial requests
+(``request.htmx``) and polling partials return HTTP 286 once there is nothing left to watch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from batchhub.api import APIError
+
+from . import charts, drafts, results, services, states
+from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
+from .models import TERMINAL, Job, JobStatus
+from .processors import ParamsError, all_processors, get_processor_class
+
+PAGE_SIZE = 25
+PREVIEW_RESULTS = 50
+SAMPLE_ROWS = 10
+# HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
+STOP_POLLING = 286
+
+STAGES = [
+    ("queued", "Queued"),
+    ("validating", "Validating"),
+    ("processing", "Processing"),
+    ("finalizing", "Finalizing"),
+    ("done", "Done"),
+]
+_STAGE_OF = {
+    JobStatus.QUEUED: 0,
+    JobStatus.VALIDATING: 1,
+    JobStatus.PROCESSING: 2,
+    JobStatus.PAUSED: 2,
+    JobStatus.FINALIZING: 3,
+}
+STATUS_FILTERS = [("", "All"), ("active", "Active"), *[(s.value, s.label) for s in JobStatus]]
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: a missing job and another user's job look exactly the same."""
+    return render(request, "404.html", {}, status=404)
+
+
+# --- jobs list -----------------------------------------------------------------------------------
+
+
+def _list_context(request: HttpRequest) -> dict[str, Any]:
+    status = request.GET.get("status", "")
+    error = ""
+    try:
+        qs = services.list_jobs(request.user, status=status or None)
+    except APIError as exc:
+        error, status = str(exc.detail), ""
+        qs = services.list_jobs(request.user)
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = {"status": status} if status else {}
+    if page.number > 1:
+        query["page"] = page.number
+    return {
+        "nav": "jobs",
+        "page": page,
+        "jobs": list(page.object_list),
+        "status": status,
+        "status_filters": STATUS_FILTERS,
+        "filter_error": error,
+        "any_active": any(job.is_active for job in page.object_list),
+        "rows_query": "&".join(f"{k}={v}" for k, v in query.items()),
+    }
+
+
+@login_required
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    context = _list_context(request)
+    return render(
+        request, "jobs/list.html", context, status=400 if context["filter_error"] else 200
+    )
+
+
+@login_required
+@require_GET
+def list_rows(request: HttpRequest) -> HttpResponse:
+    """The table body of the jobs list, polled while any job on the page is active."""
+    context = _list_context(request)
+    response = render(request, "jobs/list.html#rows", context)
+    if not context["any_active"]:
+        response.status_code = STOP_POLLING
+    return response
+
+
+# --- job detail ----------------------------------------------------------------------------------
+
+
+def _stages(job: Job) -> list[dict[str, Any]]:
+    current = _STAGE_OF.get(job.status, len(STAGES) - 1)
+    out = []
+    for i, (key, label) in enumerate(STAGES):
+        if key == "done" and job.status in TERMINAL:
+            label = job.get_status_display()
+        elif key == "processing" and job.status == JobStatus.PAUSED:
+            label = "Processing (paused)"
+        state = "done" if i < current else "current" if i == current else "todo"
+        if i == current and job.status in TERMINAL:
+            state = "done" if job.status == JobStatus.COMPLETED else job.status
+        out.append({"key": key, "label": label, "state": state, "current": i == current})
+    return out
+
+
+def _controls(job: Job) -> dict[str, bool]:
+    return {
+        "pause": states.can_transition(job, JobStatus.PAUSED),
+        "resume": job.status == JobStatus.PAUSED
+        and states.can_transition(job, JobStatus.PROCESSING),
+        "cancel": states.can_transition(job, JobStatus.CANCELLED),
+        # services.retry takes failed rows of a finished or paused job back to work.
+        "retry": job.failed > 0 and (job.is_terminal or job.status == JobStatus.PAUSED),
+    }
+
+
+def _redeliver_url(job: Job) -> str | None:
+    """The "send again" endpoint for the job's webhook, if the webhook views are installed."""
+    if not job.webhook_url or not job.is_terminal:
+        return None
+    for name in ("jobs:webhook-redeliver", "webhook-redeliver", "webhook_redeliver"):
+        try:
+            return reverse(name, args=[job.public_id])
+        except NoReverseMatch:
+            continue
+    return None
+
+
+def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
+    eta = job.estimated_completion
+    return {
+        "job": job,
+        "stages": _stages(job),
+        "controls": _controls(job),
+        "counts": job.counts,
+        "done": job.done,
+        "percent": round(job.progress * 100, 1),
+        "rate": job.rows_per_second,
+        "eta": eta,
+        "eta_in": (eta - timezone.now()) if eta else None,
+        "chart": charts.throughput_svg(job.samples or []),
+        "seen": f"{job.status}-{job.done}",
+        "announce": announce,
+        "poll_every": "1s",
+    }
+
+
+def _preview_rows(job: Job, status: str) -> list[dict[str, Any]]:
+    rows = []
+    # Closed explicitly: on PostgreSQL the iterator is a COPY that must be cancelled, not drained.
+    with contextlib.closing(results.iter_rows(job, status)) as it:
+        for index, ref, row_status, data, output, error in itertools.islice(it, PREVIEW_RESULTS):
+            rows.append(
+                {
+                    "number": index + 1,
+                    "ref": ref,
+                    "status": row_status,
+                    "data": list(data or []),
+                    "output": output or {},
+                    "error": error,
+                }
+            )
+    return rows
+
+
+def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
+    rows = _preview_rows(job, "failed" if failed_only else "all")
+    outputs = results.output_columns(job)
+    for row in rows:
+        row["outputs"] = [row["output"].get(name) for name in outputs]
+    return {
+        "job": job,
+        "failed_only": failed_only,
+        "result_rows": rows,
+        "columns": list(job.columns or []),
+        "output_columns": outputs,
+        "preview_limit": PREVIEW_RESULTS,
+    }
+
+
+def _events(job: Job) -> list[Any]:
+    return list(job.events.order_by("-at", "-id")[:100])
+
+
+def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
+    return {
+        "nav": "jobs",
+        **_progress_context(job),
+        **_results_context(job, failed_only),
+        "events": _events(job),
+        "redeliver_url": _redeliver_url(job),
+        "downloads": [
+            ("csv", "all", "CSV"),
+            ("jsonl", "all", "JSONL"),
+            ("csv", "failed", "CSV, failed rows"),
+            ("jsonl", "failed", "JSONL, failed rows"),
+        ],
+    }
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = services.get_job(request.user, public_id)
+    failed_only = request.GET.get("failed") == "1"
+    return render(request, "jobs/detail.html", _detail_context(job, failed_only))
+
+
+def _progress_response(
+    request: HttpRequest, job: Job, *, polling: bool, announce: str = "", action_error: str = ""
+) -> HttpResponse:
+    seen = request.GET.get("seen", "")
+    now = f"{job.status}-{job.done}"
+    seen_status = seen.rsplit("-", 1)[0] if seen else job.status
+    if not announce and seen_status != job.status:
+        announce = f"Job {job.get_status_display().lower()}."
+    context = _progress_context(job, announce=announce)
+    context["action_error"] = action_error
+    response = render(request, "jobs/detail.html#progress", context)
+    if seen and seen != now:
+        # Other parts of the page (results, timeline) reload on this event instead of polling.
+        response["HX-Trigger"] = "job-changed"
+    if polling and not job.is_active:
+        response.status_code = STOP_POLLING
+    return response
+
+
+@login_required
+@require_GET
+def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The live part of the job page, polled every second while the job is active."""
+    job = services.get_job(request.user, public_id)
+    return _progress_response(request, job, polling=True)
+
+
+@login_required
+@require_GET
+def job_rows(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The results preview table (first 50 rows; all or failed only)."""
+    job = services.get_job(request.user, public_id)
+    failed_only = request.GET.get("failed") == "1"
+    if not request.htmx:
+        return redirect(
+            reverse("jobs:detail", args=[job.public_id]) + ("?failed=1" if failed_only else "")
+        )
+    return render(request, "jobs/detail.html#results", _results_context(job, failed_only))
+
+
+@login_required
+@require_GET
+def job_events(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = services.get_job(request.user, public_id)
+    if not request.htmx:
+        return redirect("jobs:detail", job.public_id)
+    return render(
+        request,
+        "jobs/detail.html#timeline",
+        {"job": job, "events": _events(job), "redeliver_url": _redeliver_url(job)},
+    )
+
+
+def _act(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
+    job = services.get_job(request.user, public_id)
+    actor = services.actor_for(request)
+    before = job.status
+    try:
+        if action == "pause":
+            job = services.pause(job, actor=actor)
+            done = "Job paused."
+        elif action == "resume":
+            job = services.resume(job, actor=actor)
+            done = "Job resumed."
+        elif action == "cancel":
+            job = services.cancel(job, actor=actor)
+            done = "Job cancelled."
+        elif action == "retry":
+            job = services.retry(job, actor=actor)
+            done = "Failed rows sent back to work."
+        else:  # pragma: no cover - the URLconf names the actions
+            raise Http404
+    except APIError as exc:
+        if request.htmx:
+            job.refresh_from_db()
+            response = _progress_response(request, job, polling=False, action_error=str(exc.detail))
+            response["HX-Trigger"] = "job-changed"
+            return response
+        messages.error(request, str(exc.detail))
+        return redirect("jobs:detail", job.public_id)
+    if request.htmx:
+        job.refresh_from_db()
+        announce = done if job.status != before or action == "retry" else ""
+        response = _progress_response(request, job, polling=False, announce=announce)
+        response["HX-Trigger"] = "job-changed"
+        return response
+    messages.success(request, done)
+    return redirect("jobs:detail", job.public_id)
+
+
+@login_required
+@require_POST
+def job_pause(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, "pause")
+
+
+@login_required
+@require_POST
+def job_resume(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, "resume")
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, "retry")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Cancel after a confirmation: htmx asks with hx-confirm, without JS a page asks."""
+    job = services.get_job(request.user, public_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        return _act(request, public_id, "cancel")
+    return render(
+        request,
+        "jobs/confirm.html",
+        {
+            "nav": "jobs",
+            "job": job,
+            "title": f"Cancel “{job}”?",
+            "question": "Rows not started yet will not run. Rows already done keep their results "
+            "and stay downloadable.",
+            "action_url": reverse("jobs:cancel", args=[job.public_id]),
+            "confirm_label": "Cancel job",
+            "back_label": "Keep it running",
+            "allowed": states.can_transition(job, JobStatus.CANCELLED),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    job = services.get_job(request.user, public_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        name = str(job)
+        services.delete(job, actor=services.actor_for(request))
+        messages.success(request, f"Deleted “{name}” and its results.")
+        return redirect("jobs:list")
+    return render(
+        request,
+        "jobs/confirm.html",
+        {
+            "nav": "jobs",
+            "job": job,
+            "title": f"Delete “{job}”?",
+            "question": "The job, its input file and all its results are deleted. "
+            "This cannot be undone.",
+            "action_url": reverse("jobs:delete", args=[job.public_id]),
+            "confirm_label": "Delete job",
+            "back_label": "Keep it",
+            "allowed": True,
+        },
+    )
+
+
+@login_required
+@require_GET
+def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHttpResponse:
+    job = services.get_job(request.user, public_id)
+    if fmt not in ("csv", "jsonl", "json"):
+        raise Http404("No such format.")
+    status = request.GET.get("status", "all")
+    if status not in results.STATUS_FILTERS:
+        status = "all"
+    response = StreamingHttpResponse(
+        results.stream(job, fmt, status), content_type=results.FORMATS[fmt]
+    )
+    response["Content-Disposition"] = content_disposition_header(
+        True, results.filename_for(job, fmt, status)
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- new job -------------------------------------------------------------------------------------
+
+
+def _sample_available() -> bool:
+    try:
+        from . import sample  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(sample, "run_sample")
+
+
+def _processor_info(name: str | None) -> dict[str, Any] | None:
+    cls = get_processor_class(name or "")
+    return cls.describe() if cls is not None else None
+
+
+def _default_processor(columns: list[str]) -> str:
+    names = [cls.name for cls in all_processors()]
+    # A processor whose inputs the file already has is the likeliest choice.
+    for cls in all_processors():
+        if cls.inputs and all(i in columns for i in cls.inputs):
+            return cls.name
+    return "template" if "template" in names else (names[0] if names else "")
+
+
+def _processor_forms(
+    processor: str | None, draft: drafts.Draft, data: Any = None, *, bind_params: bool = True
+) -> tuple[ParamsForm, ColumnMapForm]:
+    cls = get_processor_class(processor or "")
+    schema = cls.params_schema if cls is not None else {}
+    inputs = list(cls.inputs) if cls is not None else []
+    if data is not None and bind_params:
+        return (
+            ParamsForm(data, schema=schema),
+            ColumnMapForm(data, inputs=inputs, columns=draft.columns),
+        )
+    # Not bound (first view, or another processor picked): keep what was typed where it still fits.
+    initial_params = {}
+    initial_map = {}
+    if data is not None:
+        keys = {k.split("-", 1)[1]: data.get(k) for k in data if k.startswith("param-")}
+        initial_params = {k: v for k, v in keys.items() if v not in (None, "")}
+        initial_map = {
+            k.split("-", 1)[1]: data.get(k) for k in data if k.startswith("map-") and data.get(k)
+        }
+    return (
+        ParamsForm(schema=schema, initial=initial_params),
+        ColumnMapForm(inputs=inputs, columns=draft.columns, initial=initial_map),
+    )
+
+
+def _new_context(
+    request: HttpRequest,
+    draft: drafts.Draft,
+    job_form: JobForm,
+    params: ParamsForm,
+    mapping: ColumnMapForm,
+    processor: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    report = draft.report
+    info = report.get("info") or {}
+    return {
+        "nav": "new",
+        "step": 2,
+        "draft": draft,
+        "report": report,
+        "info": info,
+        "delimiter_name": {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}.get(
+            info.get("delimiter") or "", info.get("delimiter") or "—"
+        ),
+        "preview_columns": report.get("columns") or [],
+        "preview_rows": [
+            [row.get(c) for c in report.get("columns") or []] for row in report.get("preview") or []
+        ],
+        "form": job_form,
+        "params_form": params,
+        "map_form": mapping,
+        "processor": _processor_info(processor),
+        "processor_name": processor or "",
+        "sample_available": _sample_available(),
+        "errors": [],
+        "error_message": "",
+        **extra,
+    }
+
+
+def _upload_page(
+    request: HttpRequest, form: UploadForm, *, status: int = 200, message: str = ""
+) -> HttpResponse:
+    return render(
+        request,
+        "jobs/new.html",
+        {
+            "nav": "new",
+            "step": 1,
+            "upload_form": form,
+            "error_message": message,
+            "max_upload": settings.BATCHHUB_MAX_UPLOAD_BYTES,
+        },
+        status=status,
+    )
+
+
+def _handle_upload(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _upload_page(request, form, status=400)
+    upload = form.cleaned_data["file"]
+    token, stored = drafts.create(request.user, upload)
+    draft_file = drafts.open_file(request.user, drafts.Draft(token, stored, upload.size, {}))
+    try:
+        report = services.Source(upload=draft_file).report(max_rows=settings.BATCHHUB_MAX_ROWS)
+    except APIError as exc:
+        drafts.delete(request.user, token)
+        return _upload_page(request, form, status=400, message=str(exc.detail))
+    finally:
+        draft_file.close()
+    drafts.save_report(request.user, token, report)
+    # Post/redirect/get: a reload shows the preview again instead of re-sending the file.
+    return redirect(f"{reverse('jobs:new')}?draft={token}")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def new_job(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST" and (
+        "file" in request.FILES or request.POST.get("action") == "upload"
+    ):
+        return _handle_upload(request)
+    token = request.POST.get("draft") or request.GET.get("draft") or ""
+    if not token:
+        return _upload_page(request, UploadForm())
+    draft = drafts.load(request.user, token)
+    if draft is None:
+        return _upload_page(
+            request,
+            UploadForm(),
+            status=400 if request.method == "POST" else 200,
+            message="That upload is no longer available (drafts are kept for a day). "
+            "Please upload the file again.",
+        )
+
+    if request.method == "GET":
+        processor = _default_processor(draft.columns)
+        job_form = JobForm(
+            initial={"draft": draft.token, "processor": processor, "name": draft.filename},
+            columns=draft.columns,
+        )
+        params, mapping = _processor_forms(processor, draft)
+        return render(
+            request,
+            "jobs/new.html",
+            _new_context(request, draft, job_form, params, mapping, processor),
+        )
+
+    action = request.POST.get("action", "start")
+    processor = request.POST.get("processor", "")
+    # The params fields on the page were built for this processor; another one means a fresh form.
+    same_processor = request.POST.get("params_for", processor) == processor
+    if action == "update" or not same_processor:
+        job_form = JobForm(initial=request.POST.dict(), columns=draft.columns)
+        params, mapping = _processor_forms(processor, draft, request.POST, bind_params=False)
+        context = _new_context(request, draft, job_form, params, mapping, processor)
+        if action == "update":
+            return render(request, "jobs/new.html", context)
+        context["error_message"] = (
+            "You picked another processor: check its settings below, then start again."
+        )
+        return render(request, "jobs/new.html", context, status=400)
+
+    job_form = JobForm(request.POST, columns=draft.columns)
+    params, mapping = _processor_forms(processor, draft, request.POST)
+    forms_ok = job_form.is_valid() & params.is_valid() & mapping.is_valid()
+    if action == "sample":
+        return _sample(request, draft, job_form, params, mapping, processor, forms_ok)
+    if not forms_ok:
+        context = _new_context(
+            request,
+            draft,
+            job_form,
+            params,
+            mapping,
+            processor,
+            error_message="Please correct the fields marked below.",
+        )
+        return render(request, "jobs/new.html", context, status=400)
+
+    data = job_form.cleaned_data
+    source_file = drafts.open_file(request.user, draft)
+    try:
+        job, _created = services.create_job(
+            request.user,
+            processor=processor,
+            params=params.params(),
+            source=services.Source(upload=source_file),
+            name=data.get("name") or draft.filename,
+            id_column=data.get("id_column") or None,
+            column_map=mapping.column_map(),
+            webhook_url=data.get("webhook_url") or None,
+            concurrency=data.get("concurrency"),
+            rate_limit=data.get("rate_limit"),
+            actor=services.actor_for(request),
+        )
+    except APIError as exc:
+        loose = attach_api_errors(exc.details, job_form=job_form, params=params, mapping=mapping)
+        details = exc.details if isinstance(exc.details, dict) else {}
+        context = _new_context(
+            request,
+            draft,
+            job_form,
+            params,
+            mapping,
+            processor,
+            error_message=str(exc.detail),
+            errors=details.get("errors") or [],
+            loose_errors=[m for m in loose if m != str(exc.detail)],
+        )
+        return render(request, "jobs/new.html", context, status=exc.status_code)
+    finally:
+        source_file.close()
+    drafts.delete(request.user, draft.token)
+    messages.success(request, f"Job “{job}” created: {job.get_status_display().lower()}.")
+    return redirect("jobs:detail", job.public_id)
+
+
+def _sample(
+    request: HttpRequest,
+    draft: drafts.Draft,
+    job_form: JobForm,
+    params: ParamsForm,
+    mapping: ColumnMapForm,
+    processor: str,
+    forms_ok: bool,
+) -> HttpResponse:
+    sample_rows: list[dict[str, Any]] = []
+    sample_error = ""
+    output_names: list[str] = []
+    if not _sample_available():
+        sample_error = "Trying a sample is not available on this server."
+    elif not forms_ok:
+        sample_error = "Please correct the fields marked below first."
+    else:
+        from .sample import run_sample
+
+        rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
+        try:
+            outcome = run_sample(
+                processor,
+                params.params(),
+                rows,
+                column_map=mapping.column_map(),
+                owner_id=request.user.pk,
+                limit=SAMPLE_ROWS,
+            )
+        except APIError as exc:
+            sample_error = str(exc.detail)
+            attach_api_errors(exc.details, job_form=job_form, params=params, mapping=mapping)
+        except ParamsError as exc:
+            sample_error = str(exc)
+            attach_api_errors(
+                {"params": exc.errors or [str(exc)]},
+                job_form=job_form,
+                params=params,
+                mapping=mapping,
+            )
+        else:
+            sample_rows, output_names = _sample_table(outcome, rows)
+    context = _new_context(
+        request,
+        draft,
+        job_form,
+        params,
+        mapping,
+        processor,
+        sample_rows=sample_rows,
+        sample_outputs=output_names,
+        sample_error=sample_error,
+        sample_ran=True,
+    )
+    template = "jobs/new.html#sample" if request.htmx else "jobs/new.html"
+    return render(
+        request, template, context, status=200 if not sample_error or request.htmx else 400
+    )
+
+
+def _sample_table(
+    outcome: Any, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Normalise run_sample's answer: results as objects or dicts, with output and error."""
+    if isinstance(outcome, dict) and "results" in outcome:
+        outcome = outcome["results"]
+    table: list[dict[str, Any]] = []
+    names: list[str] = []
+    for i, item in enumerate(outcome or []):
+        if isinstance(item, dict) and ("output" in item or "error" in item):
+            output, error = item.get("output"), item.get("error")
+        elif isinstance(item, dict):
+            output, error = item, None
+        else:
+            output, error = getattr(item, "output", None), getattr(item, "error", None)
+        output = (
+            output if isinstance(output, dict) else ({} if output is None else {"output": output})
+        )
+        for key in output:
+            if key not in names:
+                names.append(key)
+        source = (
+            item.get("input")
+            if isinstance(item, dict) and isinstance(item.get("input"), dict)
+            else None
+        )
+        if source is None:
+            source = rows[i] if i < len(rows) else {}
+        table.append({"number": i + 1, "input": source, "output": output, "error": error})
+    for row in table:
+        row["cells"] = [row["output"].get(n) for n in names]
+    return table, names
+
+
+@login_required
+@require_GET
+def new_job_params(request: HttpRequest) -> HttpResponse:
+    """The processor-dependent part of the new-job form, swapped in when the processor changes."""
+    draft = drafts.load(request.user, request.GET.get("draft", ""))
+    if draft is None:
+        raise Http404("No such upload.")
+    processor = request.GET.get("processor", "")
+    params, mapping = _processor_forms(processor, draft)
+    context = _new_context(
+        request, draft, JobForm(columns=draft.columns), params, mapping, processor
+    )
+    return render(request, "jobs/new.html#processor-fields", context)
