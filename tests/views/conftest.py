@@ -1,0 +1,16 @@
+"""Fixtures for the dashboard view tests: uploaded files land in a temporary MEDIA_ROOT."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.BATCHHUB_ALLOW_SIGNUP = False
+    # Tests use the plain static storage: no collectstatic manifest needed.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

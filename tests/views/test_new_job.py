@@ -1,0 +1,341 @@
+"""The new-job flow through the Django test client: upload → preview → options → start → results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs import drafts
+from jobs.models import Job, JobStatus
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+CSV_TEXT = "id;name;text\nA1;Ann;I love it\nB2;Bob;I hate it\nC3;Cy;It is a chair\n"
+
+
+def _upload(client, text: str = CSV_TEXT, name: str = "people.csv"):
+    return client.post(
+        reverse("jobs:new"),
+        {"file": SimpleUploadedFile(name, text.encode("utf-8")), "action": "upload"},
+    )
+
+
+def _token(response) -> str:
+    match = re.search(r"draft=([A-Za-z0-9_-]+)", response["Location"])
+    assert match, response["Location"]
+    return match.group(1)
+
+
+def test_upload_page_works_without_js(client_alice):
+    body = client_alice.get(reverse("jobs:new")).content.decode()
+    assert 'enctype="multipart/form-data"' in body
+    assert '<input type="file"' in body
+    assert '<label for="id_file"' in body
+
+
+def test_upload_shows_the_preview(client_alice, alice):
+    response = _upload(client_alice)
+    assert response.status_code == 302
+    token = _token(response)
+    draft = drafts.load(alice, token)
+    assert draft is not None and draft.filename == "people.csv"
+
+    page = client_alice.get(response["Location"])
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert 'data-testid="row-count">3<' in body
+    assert 'data-testid="delimiter">semicolon<' in body
+    assert 'data-testid="encoding">utf-8' in body
+    assert "<td>Ann</td>" in body and "<td>It is a chair</td>" in body
+    assert f'name="draft" value="{token}"' in body
+    # The params form is generated from the processor's schema, the mapping from its inputs.
+    assert 'name="processor"' in body
+    assert "Update form" in body  # the no-JS way to change the processor
+
+
+def test_a_draft_belongs_to_its_uploader(client_alice, client_bob):
+    token = _token(_upload(client_alice))
+    page = client_bob.get(reverse("jobs:new"), {"draft": token})
+    assert "no longer available" in page.content.decode()
+    assert "Ann" not in page.content.decode()
+    assert (
+        client_bob.get(
+            reverse("jobs:new_params"), {"draft": token, "processor": "template"}
+        ).status_code
+        == 404
+    )
+    started = client_bob.post(
+        reverse("jobs:new"), {"draft": token, "processor": "template", "action": "start"}
+    )
+    assert started.status_code == 400
+    assert not Job.objects.exists()
+
+
+def test_a_token_cannot_walk_the_storage(client_alice, alice):
+    for token in ("../1", "..", "a/b", ""):
+        assert drafts.load(alice, token) is None
+
+
+def test_upload_errors_are_reported_by_line(client_alice):
+    broken = 'name,text\n"Ann,unterminated\n'
+    response = _upload(client_alice, broken)
+    page = client_alice.get(response["Location"]) if response.status_code == 302 else response
+    body = page.content.decode()
+    assert 'data-testid="file-errors"' in body or 'data-testid="form-error"' in body
+    assert "Line " in body
+
+
+def test_empty_and_missing_files_are_refused(client_alice):
+    response = _upload(client_alice, "")
+    assert response.status_code == 400
+    assert "The submitted file is empty." in response.content.decode()
+    response = client_alice.post(reverse("jobs:new"), {"action": "upload"})
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+
+
+def test_too_large_upload_is_refused(client_alice, settings):
+    settings.BATCHHUB_MAX_UPLOAD_BYTES = 1024
+    response = _upload(client_alice, "name\n" + "x\n" * 2000)
+    assert response.status_code == 400
+    assert "the limit is 1.0 KB" in response.content.decode()
+
+
+def test_params_partial_swaps_with_the_processor(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.get(
+        reverse("jobs:new_params"), {"draft": token, "processor": "sentiment"}, **HTMX
+    )
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert text.lstrip().startswith('<div id="processor-fields">')
+    assert 'name="param-threshold"' in text and 'type="number"' in text
+    assert 'name="map-text"' in text  # sentiment reads "text"; the file has a "text" column
+    assert 'name="params_for" value="sentiment"' in text
+
+    text = client_alice.get(
+        reverse("jobs:new_params"), {"draft": token, "processor": "template"}, **HTMX
+    ).content.decode()
+    assert 'name="param-template"' in text and "<textarea" in text
+    assert 'name="param-output_column"' in text and 'value="text"' in text  # the schema default
+
+
+def test_update_form_without_js_keeps_what_was_typed(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "sentiment",
+            "params_for": "template",
+            "param-template": "{name}",
+            "name": "Kept name",
+            "action": "update",
+        },
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'name="param-threshold"' in body
+    assert 'value="Kept name"' in body
+
+
+def test_start_with_bad_params_keeps_the_input_and_marks_the_field(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "template",
+            "params_for": "template",
+            "param-template": "{nope.__class__}",
+            "param-output_column": "greeting",
+            "name": "My job",
+            "webhook_url": "",
+            "concurrency": "2",
+            "action": "start",
+        },
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "attribute or index access" in body
+    assert "{nope.__class__}</textarea>" in body  # what was typed is still there
+    assert 'value="greeting"' in body and 'value="My job"' in body
+    assert not Job.objects.exists()
+
+
+def test_start_with_missing_required_param(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "template",
+            "params_for": "template",
+            "param-template": "",
+            "action": "start",
+        },
+    )
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_start_with_a_missing_mapped_column(client_alice):
+    token = _token(_upload(client_alice, "name,body\nAnn,hi\n"))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "sentiment",
+            "params_for": "sentiment",
+            "param-threshold": "0.05",
+            "map-text": "",
+            "action": "start",
+        },
+    )
+    assert response.status_code == 400
+    assert not Job.objects.exists()
+    # Mapping "text" to the "body" column fixes it.
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "sentiment",
+            "params_for": "sentiment",
+            "param-threshold": "0.05",
+            "map-text": "body",
+            "action": "start",
+        },
+    )
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert job.column_map == {"text": "body"}
+
+
+def test_a_bad_webhook_url_is_shown_next_to_the_field(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "template",
+            "params_for": "template",
+            "param-template": "{name}",
+            "webhook_url": "http://127.0.0.1/hook",
+            "action": "start",
+        },
+    )
+    assert response.status_code == 400
+    assert not Job.objects.exists()
+    assert 'value="http://127.0.0.1/hook"' in response.content.decode()
+
+
+def test_new_job_end_to_end(client_alice, alice, run_job):
+    upload = _upload(client_alice)
+    token = _token(upload)
+    assert client_alice.get(upload["Location"]).status_code == 200
+
+    start = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "template",
+            "params_for": "template",
+            "param-template": "Hello {name}",
+            "param-output_column": "greeting",
+            "name": "Greetings",
+            "id_column": "id",
+            "webhook_url": "",
+            "concurrency": "2",
+            "rate_limit": "",
+            "action": "start",
+        },
+    )
+    assert start.status_code == 302
+    job = Job.objects.get(owner=alice)
+    assert start["Location"] == reverse("jobs:detail", args=[job.public_id])
+    assert job.name == "Greetings" and job.id_column == "id" and job.concurrency == 2
+    assert job.params["template"] == "Hello {name}"
+    assert drafts.load(alice, token) is None  # the draft is gone once the job has its own copy
+
+    job = run_job(job)
+    assert job.status == JobStatus.COMPLETED
+    page = client_alice.get(start["Location"]).content.decode()
+    assert 'data-testid="status">Completed' in page
+    assert 'data-testid="succeeded">3<' in page
+    assert "Hello Ann" in page
+
+    download = client_alice.get(reverse("jobs:download", args=[job.public_id, "csv"]))
+    rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode())))
+    assert rows[0] == ["id", "name", "text", "greeting", "_status", "_error"]
+    assert rows[1:] == [
+        ["A1", "Ann", "I love it", "Hello Ann", "succeeded", ""],
+        ["B2", "Bob", "I hate it", "Hello Bob", "succeeded", ""],
+        ["C3", "Cy", "It is a chair", "Hello Cy", "succeeded", ""],
+    ]
+
+
+def test_try_on_first_rows(client_alice):
+    token = _token(_upload(client_alice))
+    data = {
+        "draft": token,
+        "processor": "template",
+        "params_for": "template",
+        "param-template": "Hi {name}",
+        "action": "sample",
+    }
+    response = client_alice.post(reverse("jobs:new"), data, **HTMX)
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert text.lstrip().startswith('<section id="sample"')
+    assert "Hi Ann" in text and "Hi Cy" in text
+    assert not Job.objects.exists()
+
+    bad = client_alice.post(reverse("jobs:new"), {**data, "param-template": "{x.y}"}, **HTMX)
+    assert 'role="alert"' in bad.content.decode()
+
+    without_js = client_alice.post(reverse("jobs:new"), data)
+    assert "Hi Bob" in without_js.content.decode() and "<html" in without_js.content.decode()
+
+
+def test_old_drafts_are_cleaned(client_alice, alice, monkeypatch):
+    token = _token(_upload(client_alice))
+    later = timezone.now() + timedelta(days=2)
+    assert drafts.cleanup(now=later) == 1
+    assert drafts.load(alice, token) is None
+    assert not default_storage.exists(f"drafts/{alice.pk}/{token}/people.csv")
+
+
+def test_signup_is_off_by_default(client):
+    assert client.get(reverse("signup")).status_code == 404
+
+
+def test_signup_when_allowed(client, settings, django_user_model):
+    settings.BATCHHUB_ALLOW_SIGNUP = True
+    assert client.get(reverse("signup")).status_code == 200
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "carol",
+            "password1": "a much longer passphrase",
+            "password2": "a much longer passphrase",
+        },
+    )
+    assert response.status_code == 302
+    assert django_user_model.objects.filter(username="carol").exists()
+    assert client.get(reverse("jobs:list")).status_code == 200
+
+
+def test_login_page_renders(client):
+    body = client.get(reverse("login")).content.decode()
+    assert 'name="username"' in body and 'name="password"' in body
+    assert '<label for="id_username">' in body
