@@ -1,0 +1,178 @@
+"""Playwright against a live server: Debian's Chromium, a logged-in page, and a job driver.
+
+The job driver moves jobs forward while the browser watches. Today it is a background thread in
+this process calling the engine (ingest, then runner.work_once) with a pause between steps so a
+person — or a test — can see the progress bar move; `job_driver` is the one place to swap it for
+real celery worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = os.environ.get("BATCHHUB_SCREENSHOTS") == "1"
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+# Playwright's sync API runs an event loop in this thread; Django must not refuse ORM calls here.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings):
+    """On SQLite, a file database: the live server and the driver thread each need a connection."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3") and not db.get("TEST", {}).get("NAME"):
+        data_dir = Path(settings.DATA_DIR)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db.setdefault("TEST", {})["NAME"] = str(data_dir / f"browser-test-{os.getpid()}.sqlite3")
+
+
+def chromium_path() -> str | None:
+    path = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    return path if Path(path).exists() else shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    path = chromium_path()
+    if not path:
+        pytest.skip("Chromium is not installed (apt-get install chromium, or set CHROMIUM_PATH)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def page(browser, live_server, media):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def login(page, live_server, alice):
+    from tests.conftest import PASSWORD
+
+    def do(username: str = "alice", password: str = PASSWORD):
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{live_server.url}/")
+        return page
+
+    return do
+
+
+def screenshot(page, name: str) -> None:
+    if SCREENSHOTS:
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / name), full_page=True)
+
+
+class ThreadDriver:
+    """Works every unfinished job like a worker would, one chunk per step, `delay` seconds apart."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-driver", daemon=True)
+
+    def start(self) -> ThreadDriver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.is_set():
+                self.step()
+                self._stop.wait(self.delay)
+        except BaseException as exc:  # surfaced by the fixture: a silent driver would hang the test
+            self.errors.append(exc)
+        finally:
+            connection.close()
+
+    def step(self) -> None:
+        from jobs import runner, services
+        from jobs.models import Chunk, Job, JobStatus
+
+        for job in Job.objects.filter(
+            status__in=[JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING]
+        ):
+            if job.status != JobStatus.PROCESSING:
+                services.ingest(job.pk)
+                continue
+            step = runner.work_once(job.pk)
+            if step.action == "wait":
+                Chunk.objects.filter(job_id=job.pk).update(available_at=None)
+            elif step.action == "stop":
+                # Only this thread works: a lease still held after a pause is stale.
+                Chunk.objects.filter(job_id=job.pk, done=False).update(lease_until=None)
+
+
+@pytest.fixture
+def job_driver(transactional_db, settings):
+    """Jobs move on their own while the test runs (swap this for real celery workers)."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite" and "memory" in str(connection.settings_dict.get("NAME", "")):
+        pytest.skip(
+            "browser tests need a database the driver thread can share: "
+            "PostgreSQL, or run tests/browser alone"
+        )
+    # Small chunks and a pause between them: 3,000 rows take several seconds, long enough to watch.
+    settings.BATCHHUB_CHUNK_ROWS = 100
+    driver = ThreadDriver(delay=float(os.environ.get("BATCHHUB_DRIVER_DELAY", "0.3"))).start()
+    yield driver
+    driver.stop()
+    if driver.errors:
+        raise driver.errors[0]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")
