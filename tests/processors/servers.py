@@ -8,6 +8,7 @@ small web site, and a JSON echo API. Markers in the request (``[429]`` in a prom
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from email.utils import formatdate
@@ -65,6 +66,12 @@ class LocalServer:
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive: a pooled client reuses connections, as it would with a real API.
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # http.server writes the headers and the body in two sends; with Nagle's algorithm and the
+        # client's delayed ACK the second one waits ~40 ms, which would swamp a 50 ms latency.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
@@ -251,6 +258,10 @@ class EchoHandler(_Handler):
     /slow sleeps 1 s; /latency sleeps the server's ``latency`` (the benchmark's endpoint)."""
 
     def _any(self) -> None:
+        if self.path == "/__times":  # for a server in another process: what it saw, when
+            with self.state["lock"]:
+                self.send(200, list(self.state["times"]))
+            return
         entry = self._record(self._read_body())
         split = urlsplit(self.path)
         path = split.path
