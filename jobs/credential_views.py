@@ -59,8 +59,13 @@ def credentials(request: HttpRequest) -> HttpResponse:
     form = CredentialForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         name = form.cleaned_data["name"]
-        _credential, created = service.save_credential(request.user, name, form.cleaned_data["secret"])
-        messages.success(request, f"Saved credential “{name}”." if created else f"Replaced the secret of “{name}”.")
+        _credential, created = service.save_credential(
+            request.user, name, form.cleaned_data["secret"]
+        )
+        messages.success(
+            request,
+            f"Saved credential “{name}”." if created else f"Replaced the secret of “{name}”.",
+        )
         return redirect(_list_url(request))
     context = {
         "nav": "settings",

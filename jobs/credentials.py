@@ -44,7 +44,9 @@ class CredentialInfo:
 
 
 def _derive(material: str) -> bytes:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(material.encode())
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
+        material.encode()
+    )
     return base64.urlsafe_b64encode(key)
 
 
@@ -59,11 +61,17 @@ def _as_fernet_key(configured: str) -> bytes:
 
 
 def _configured_keys() -> tuple[str, ...]:
-    explicit = getattr(settings, "BATCHHUB_ENCRYPTION_KEY", None) or os.environ.get("BATCHHUB_ENCRYPTION_KEY", "")
+    explicit = getattr(settings, "BATCHHUB_ENCRYPTION_KEY", None) or os.environ.get(
+        "BATCHHUB_ENCRYPTION_KEY", ""
+    )
     fallbacks = tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ())
     if explicit:
         # SECRET_KEY still decrypts what was saved before an explicit key was configured.
-        return (f"explicit:{explicit}", f"derived:{settings.SECRET_KEY}", *(f"derived:{k}" for k in fallbacks))
+        return (
+            f"explicit:{explicit}",
+            f"derived:{settings.SECRET_KEY}",
+            *(f"derived:{k}" for k in fallbacks),
+        )
     return (f"derived:{settings.SECRET_KEY}", *(f"derived:{k}" for k in fallbacks))
 
 
@@ -72,7 +80,9 @@ def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     fernets = []
     for entry in keys:
         kind, _, material = entry.partition(":")
-        fernets.append(Fernet(_as_fernet_key(material) if kind == "explicit" else _derive(material)))
+        fernets.append(
+            Fernet(_as_fernet_key(material) if kind == "explicit" else _derive(material))
+        )
     return MultiFernet(fernets)
 
 
@@ -141,7 +151,9 @@ def list_credentials(owner) -> list[CredentialInfo]:
         except CredentialError:
             hint, readable = "", False
         infos.append(
-            CredentialInfo(credential.name, hint, readable, credential.created_at, credential.updated_at)
+            CredentialInfo(
+                credential.name, hint, readable, credential.created_at, credential.updated_at
+            )
         )
     return infos
 
@@ -151,8 +163,12 @@ def get_secret(owner_id: int | None, name: str) -> str:
     if owner_id is None:
         raise CredentialError(f"The credential {name!r} needs a job owner; none is known here.")
     token = (
-        ProviderCredential.objects.filter(owner_id=owner_id, name=name).values_list("secret", flat=True).first()
+        ProviderCredential.objects.filter(owner_id=owner_id, name=name)
+        .values_list("secret", flat=True)
+        .first()
     )
     if token is None:
-        raise CredentialError(f"You have no saved credential named {name!r} (Settings → Provider credentials).")
+        raise CredentialError(
+            f"You have no saved credential named {name!r} (Settings → Provider credentials)."
+        )
     return decrypt(token)

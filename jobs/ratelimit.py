@@ -95,6 +95,8 @@ def _take(key: str, per_minute: int, slot: int, p: Plan) -> bool:
     cache.add(cache_key, 0, timeout=expiry)
     try:
         taken = cache.incr(cache_key)
-    except ValueError:  # expired or evicted between add and incr: count it as full, try the next slot
+    except (
+        ValueError
+    ):  # expired or evicted between add and incr: count it as full, try the next slot
         return False
     return taken <= p.capacity

@@ -51,7 +51,9 @@ def run_sample(
     sample = list(rows[: max(0, min(limit, MAX_SAMPLE_ROWS))])
     deadline = time.monotonic() + timeout
     concurrency = max(1, len(sample))
-    processor = cls(params, context=ProcessorContext(owner_id=owner_id, job_id=None, concurrency=concurrency))
+    processor = cls(
+        params, context=ProcessorContext(owner_id=owner_id, job_id=None, concurrency=concurrency)
+    )
     inputs = [_row_input(cls, index, row, column_map) for index, row in enumerate(sample)]
     results: list[RowResult | None] = [None] * len(inputs)
     try:
@@ -62,18 +64,27 @@ def run_sample(
         if cls.io_bound:
             _run_concurrently(processor, runnable, results, deadline, concurrency)
         elif runnable:
-            for (i, _), result in zip(runnable, processor.process([row for _, row in runnable]), strict=True):
+            for (i, _), result in zip(
+                runnable, processor.process([row for _, row in runnable]), strict=True
+            ):
                 results[i] = result
     finally:
         # Closing the client also cuts short the requests still running after the deadline.
         processor.close()
-    return [_describe(index, row, result, timeout) for index, (row, result) in enumerate(zip(sample, results, strict=True))]
+    return [
+        _describe(index, row, result, timeout)
+        for index, (row, result) in enumerate(zip(sample, results, strict=True))
+    ]
 
 
-def _row_input(cls: type[Processor], index: int, row: dict, column_map: dict) -> RowInput | RowResult:
+def _row_input(
+    cls: type[Processor], index: int, row: dict, column_map: dict
+) -> RowInput | RowResult:
     if not isinstance(row, dict):
         return RowResult(error="A row must be an object of column → value.")
-    missing = [column_map.get(name, name) for name in cls.inputs if column_map.get(name, name) not in row]
+    missing = [
+        column_map.get(name, name) for name in cls.inputs if column_map.get(name, name) not in row
+    ]
     if missing:
         return RowResult(error=f"The input has no column {missing[0]!r}.")
     return RowInput(
@@ -105,7 +116,12 @@ def _run_concurrently(
 
 
 def _describe(index: int, row: Any, result: RowResult | None, timeout: float) -> dict:
-    entry: dict[str, Any] = {"row": index + 1, "input": row if isinstance(row, dict) else {}, "output": None, "error": None}
+    entry: dict[str, Any] = {
+        "row": index + 1,
+        "input": row if isinstance(row, dict) else {},
+        "output": None,
+        "error": None,
+    }
     if result is None:
         entry["error"] = f"Did not finish within the sample's {timeout:g} s."
     elif result.error is not None:

@@ -122,7 +122,9 @@ def transport_errors(service: str) -> Iterator[None]:
     except httpx.DecodingError as exc:
         raise RowError(f"{service}: the answer could not be decoded ({exc})") from None
     except httpx.TransportError as exc:
-        raise RetryableError(f"{service}: connection failed ({exc.__class__.__name__}: {exc})") from None
+        raise RetryableError(
+            f"{service}: connection failed ({exc.__class__.__name__}: {exc})"
+        ) from None
 
 
 _MISSING = object()
@@ -134,7 +136,9 @@ def dotted_get(data: Any, path: str) -> Any:
     for part in path.split("."):
         if isinstance(current, Mapping):
             current = current.get(part, _MISSING)
-        elif isinstance(current, list) and (part.isdigit() or (part.startswith("-") and part[1:].isdigit())):
+        elif isinstance(current, list) and (
+            part.isdigit() or (part.startswith("-") and part[1:].isdigit())
+        ):
             index = int(part)
             current = current[index] if -len(current) <= index < len(current) else _MISSING
         else:
@@ -175,7 +179,8 @@ def fill(template: str, values: Mapping[str, Any], *, url_encode: bool = False) 
     if missing:
         raise RowError(f"The row has no column {missing[0]!r} (used in a template).")
     filled = {
-        name: quote(_text(values[name]), safe="") if url_encode else _text(values[name]) for name in names
+        name: quote(_text(values[name]), safe="") if url_encode else _text(values[name])
+        for name in names
     }
     try:
         return template.format_map(filled)

@@ -18,10 +18,14 @@ KINDS = ["emails", "phones", "urls"]
 MAX_PATTERN_LENGTH = 500
 _COLUMN_NAME = r"^[^\s{}][^{}]{0,99}$"
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+)
 _URL = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"'`{}|\\^]+")
 # Candidates: an optional +country code, then digits with spaces, dots, dashes or one (area code).
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d(?:[\s.-]?\d){5,16}(?![\w])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d(?:[\s.-]?\d){5,16}(?![\w])"
+)
 _DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 _URL_TRAILING = ".,;:!?'\")]}>"
 # Cheap screen for the classic catastrophic shapes: an innermost group, repeated, whose body
@@ -50,8 +54,14 @@ def _phones(text: str) -> list[str]:
         candidate = match.group(0).strip(" .-")
         digits = sum(ch.isdigit() for ch in candidate)
         # 7–15 digits (E.164 allows 15); dates and plain long numbers are not phone numbers.
-        if 7 <= digits <= 15 and not _DATE_LIKE.match(candidate) and (
-            candidate.startswith(("+", "(")) or any(sep in candidate for sep in " .-") or digits >= 10
+        if (
+            7 <= digits <= 15
+            and not _DATE_LIKE.match(candidate)
+            and (
+                candidate.startswith(("+", "("))
+                or any(sep in candidate for sep in " .-")
+                or digits >= 10
+            )
         ):
             found.append(candidate)
     return found
@@ -75,7 +85,7 @@ class ExtractProcessor(Processor):
     title = "Extract emails, phones, URLs or a pattern"
     description = (
         "Finds email addresses, phone numbers and URLs, and/or the matches of your own regular "
-        "expression, in a text column. Each kind gets a column: the matches joined with \"; \" "
+        'expression, in a text column. Each kind gets a column: the matches joined with "; " '
         "(the default) or as a JSON list."
     )
     inputs = ["text"]
@@ -170,7 +180,9 @@ class ExtractProcessor(Processor):
             try:
                 regex.compile(pattern, regex.IGNORECASE if params["ignore_case"] else 0)
             except regex.error as exc:
-                raise ParamsError(f"params.pattern: not a valid regular expression ({exc}).") from None
+                raise ParamsError(
+                    f"params.pattern: not a valid regular expression ({exc})."
+                ) from None
             if params["pattern_column"] in params["kinds"]:
                 raise ParamsError("params.pattern_column: that name is already a kind's column.")
 
@@ -209,7 +221,9 @@ class ExtractProcessor(Processor):
                 if len(found) >= self.params["max_matches"] * 4:
                     break
         except TimeoutError:
-            raise RowError(f"The pattern ran longer than {self.params['timeout']:g} s on this row.") from None
+            raise RowError(
+                f"The pattern ran longer than {self.params['timeout']:g} s on this row."
+            ) from None
         return found
 
     def _cell(self, found: list[str]) -> str:

@@ -70,7 +70,9 @@ class HTTPProcessor(Processor):
                         },
                         {
                             "type": "object",
-                            "properties": {"$credential": {"type": "string", "pattern": _CREDENTIAL_NAME}},
+                            "properties": {
+                                "$credential": {"type": "string", "pattern": _CREDENTIAL_NAME}
+                            },
                             "required": ["$credential"],
                             "additionalProperties": False,
                         },
@@ -123,7 +125,9 @@ class HTTPProcessor(Processor):
     def check_params(cls, params: dict[str, Any]) -> None:
         url = params["url"]
         # "{link}" (a whole URL from a column) is allowed unencoded; each filled URL is checked per row.
-        whole_url_column = url.startswith("{") and not url.startswith("{{") and not params["url_encode"]
+        whole_url_column = (
+            url.startswith("{") and not url.startswith("{{") and not params["url_encode"]
+        )
         if not (re.match(r"(?i)^https?://", url) or whole_url_column):
             raise ParamsError(
                 "params.url: must start with http:// or https:// (or be a column such as {link} with url_encode off)."
@@ -143,8 +147,17 @@ class HTTPProcessor(Processor):
         self.fields_used = list(
             dict.fromkeys(
                 net.template_fields(p["url"])
-                + [f for v in p["headers"].values() if isinstance(v, str) for f in net.template_fields(v)]
-                + [f for text in net.json_template_strings(p["body"]) for f in net.template_fields(text)]
+                + [
+                    f
+                    for v in p["headers"].values()
+                    if isinstance(v, str)
+                    for f in net.template_fields(v)
+                ]
+                + [
+                    f
+                    for text in net.json_template_strings(p["body"])
+                    for f in net.template_fields(text)
+                ]
             )
         )
         self.static_headers, self.header_error = self._resolve_headers()
@@ -190,7 +203,9 @@ class HTTPProcessor(Processor):
                 if any(ch in filled for ch in "\r\n"):
                     raise RowError(f"The header {name} would contain a line break.")
                 if not filled.isascii():
-                    raise RowError(f"The header {name} would contain non-ASCII characters; HTTP headers are ASCII.")
+                    raise RowError(
+                        f"The header {name} would contain non-ASCII characters; HTTP headers are ASCII."
+                    )
                 headers[name] = filled
         kwargs: dict[str, Any] = {"headers": headers}
         if p["body"] is not None:
@@ -208,7 +223,9 @@ class HTTPProcessor(Processor):
             raise RowError(
                 f"{SERVICE} answered {response.status_code} with a body that is not JSON, so no field can be read."
             ) from None
-        return {column: net.cell(net.dotted_get(data, path)) for column, path in p["fields"].items()}
+        return {
+            column: net.cell(net.dotted_get(data, path)) for column, path in p["fields"].items()
+        }
 
     def close(self) -> None:
         self.client.close()

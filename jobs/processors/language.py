@@ -51,8 +51,8 @@ class LanguageProcessor(Processor):
                 "uniqueItems": True,
                 "maxItems": 200,
                 "default": [],
-                "description": "Restrict the answer to these ISO 639-1 codes, e.g. [\"en\", \"fr\", "
-                "\"de\"]; more accurate when you know the candidates. Empty: every language the model knows.",
+                "description": 'Restrict the answer to these ISO 639-1 codes, e.g. ["en", "fr", '
+                '"de"]; more accurate when you know the candidates. Empty: every language the model knows.',
             },
             "min_confidence": {
                 "type": "number",
@@ -78,7 +78,9 @@ class LanguageProcessor(Processor):
     def check_params(cls, params: dict[str, Any]) -> None:
         unknown = [code for code in params["languages"] if code not in known_languages()]
         if unknown:
-            raise ParamsError(f"params.languages: {unknown[0]!r} is not a language the model knows.")
+            raise ParamsError(
+                f"params.languages: {unknown[0]!r} is not a language the model knows."
+            )
 
     def __init__(self, params: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(params, **kwargs)

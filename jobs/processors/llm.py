@@ -120,10 +120,14 @@ class LLMProcessor(Processor):
                         "propertyNames": {"pattern": COLUMN_NAME},
                         "additionalProperties": {
                             "type": "object",
-                            "properties": {"type": {"anyOf": [
-                                {"enum": _JSON_TYPES},
-                                {"type": "array", "items": {"enum": _JSON_TYPES}},
-                            ]}},
+                            "properties": {
+                                "type": {
+                                    "anyOf": [
+                                        {"enum": _JSON_TYPES},
+                                        {"type": "array", "items": {"enum": _JSON_TYPES}},
+                                    ]
+                                }
+                            },
                         },
                     },
                     "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
@@ -180,9 +184,13 @@ class LLMProcessor(Processor):
                 Draft202012Validator.check_schema(schema)
             except SchemaError as exc:
                 raise ParamsError(f"params.json_schema: {exc.message}") from None
-            unknown = [name for name in schema.get("required", []) if name not in schema["properties"]]
+            unknown = [
+                name for name in schema.get("required", []) if name not in schema["properties"]
+            ]
             if unknown:
-                raise ParamsError(f"params.json_schema.required: {unknown[0]!r} is not in properties.")
+                raise ParamsError(
+                    f"params.json_schema.required: {unknown[0]!r} is not in properties."
+                )
 
     def __init__(self, params: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(params, **kwargs)
@@ -190,13 +198,20 @@ class LLMProcessor(Processor):
         self.url = p["base_url"].rstrip("/") + "/chat/completions"
         self.prompt: str = p["prompt"]
         self.system: str = p["system"]
-        self.fields = list(dict.fromkeys(net.check_template(self.prompt, "prompt") + net.check_template(self.system, "system")))
+        self.fields = list(
+            dict.fromkeys(
+                net.check_template(self.prompt, "prompt")
+                + net.check_template(self.system, "system")
+            )
+        )
         self.json_mode = p["output_mode"] == "json"
         self.schema = {"type": "object", **p["json_schema"]} if self.json_mode else None
         self.validator = Draft202012Validator(self.schema) if self.schema else None
         self.api_key, self.key_error = self._resolve_key()
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self.client = net.make_client(concurrency=self.context.concurrency, timeout=p["timeout"], headers=headers)
+        self.client = net.make_client(
+            concurrency=self.context.concurrency, timeout=p["timeout"], headers=headers
+        )
 
     def _resolve_key(self) -> tuple[str | None, str | None]:
         # Resolved once, in the thread that builds the processor: run_one's pool threads then
@@ -229,7 +244,9 @@ class LLMProcessor(Processor):
         if self.schema:
             # OpenAI refuses json_object mode unless a message mentions JSON; the keys help any model.
             keys = ", ".join(self.schema["properties"])
-            system = (system + "\n\n" if system else "") + f"Answer with a JSON object with the keys: {keys}."
+            system = (
+                system + "\n\n" if system else ""
+            ) + f"Answer with a JSON object with the keys: {keys}."
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": net.fill(self.prompt, row.values)})
@@ -260,8 +277,12 @@ class LLMProcessor(Processor):
         errors = sorted(self.validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
         if errors:
             where = ".".join(str(p) for p in errors[0].absolute_path)
-            raise RowError(f"The model's JSON does not match the schema{' at ' + where if where else ''}: {errors[0].message}")
-        return RowResult.ok({key: net.cell(answer.get(key)) for key in self.schema["properties"]}, usage=usage)
+            raise RowError(
+                f"The model's JSON does not match the schema{' at ' + where if where else ''}: {errors[0].message}"
+            )
+        return RowResult.ok(
+            {key: net.cell(answer.get(key)) for key in self.schema["properties"]}, usage=usage
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -272,7 +293,9 @@ def _content(data: Any) -> str:
         raise RowError(f"{SERVICE} answered with JSON that is not a chat completion.")
     if "error" in data and not data.get("choices"):
         # Some proxies and local servers report quota and overload errors in a 200 body.
-        error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+        error = (
+            data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+        )
         text = " ".join(str(error.get(k, "")) for k in ("type", "code", "message")).strip()
         if re.search(r"(?i)rate.?limit|quota|too many requests", text):
             raise RetryableError(f"{SERVICE}: {text}", rate_limited=True)
@@ -286,7 +309,9 @@ def _content(data: Any) -> str:
         raise RowError(f"{SERVICE} answered without choices[0].message.") from None
     if content is None:
         refusal = message.get("refusal") if isinstance(message, dict) else None
-        raise RowError(f"The model refused: {refusal}" if refusal else "The model's answer is empty.")
+        raise RowError(
+            f"The model refused: {refusal}" if refusal else "The model's answer is empty."
+        )
     if isinstance(content, list):  # content parts: join the text ones
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
     return str(content)

@@ -13,7 +13,9 @@ from .base import ParamsError, Processor, RowError, RowInput
 
 SERVICE = "The page"
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE
+)
 _COLUMN_NAME = r"^[^\s{}][^{}]{0,99}$"
 BASE_OUTPUTS = ["final_url", "status", "title", "description", "language", "text"]
 
@@ -22,7 +24,9 @@ def _check_selector(selector: str) -> None:
     try:
         LexborHTMLParser("<html></html>").css_first(selector)
     except (SelectolaxError, ValueError) as exc:
-        raise ParamsError(f"params.selectors: {selector!r} is not a CSS selector ({exc}).") from None
+        raise ParamsError(
+            f"params.selectors: {selector!r} is not a CSS selector ({exc})."
+        ) from None
 
 
 class ScrapeProcessor(Processor):
@@ -122,7 +126,10 @@ class ScrapeProcessor(Processor):
             timeout=p["timeout"],
             follow_redirects=True,
             max_redirects=p["max_redirects"],
-            headers={"User-Agent": p["user_agent"], "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"},
+            headers={
+                "User-Agent": p["user_agent"],
+                "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+            },
         )
 
     def output_columns(self) -> list[str]:
@@ -138,7 +145,9 @@ class ScrapeProcessor(Processor):
         limit = self.params["max_bytes"]
         with net.transport_errors(SERVICE), self.client.stream("GET", url) as response:
             status = response.status_code
-            if not (400 <= status < 500 and status != 429 and self.params["client_errors"] == "keep"):
+            if not (
+                400 <= status < 500 and status != 429 and self.params["client_errors"] == "keep"
+            ):
                 net.check_response(response, service=SERVICE)
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
@@ -157,17 +166,29 @@ class ScrapeProcessor(Processor):
         html = _decode(bytes(body), charset)
         if content_type == "text/plain":
             output |= {"title": None, "description": None, "language": None}
-            output["text"] = html[: self.params["max_text_chars"]] if self.params["include_text"] else None
+            output["text"] = (
+                html[: self.params["max_text_chars"]] if self.params["include_text"] else None
+            )
             return output | {column: None for column in self.params["selectors"]}
         return output | self._extract(html, final_url)
 
     def _extract(self, html: str, url: str) -> dict[str, Any]:
         tree = LexborHTMLParser(html)
         title = _text(tree.css_first("title")) or _meta(tree, 'meta[property="og:title"]')
-        description = _meta(tree, 'meta[name="description" i]') or _meta(tree, 'meta[property="og:description"]')
+        description = _meta(tree, 'meta[name="description" i]') or _meta(
+            tree, 'meta[property="og:description"]'
+        )
         root = tree.css_first("html")
-        language = (root.attributes.get("lang") or root.attributes.get("xml:lang") or "").strip() if root else ""
-        out: dict[str, Any] = {"title": title, "description": description, "language": language or None}
+        language = (
+            (root.attributes.get("lang") or root.attributes.get("xml:lang") or "").strip()
+            if root
+            else ""
+        )
+        out: dict[str, Any] = {
+            "title": title,
+            "description": description,
+            "language": language or None,
+        }
         for column, selector in self.params["selectors"].items():
             out[column] = _text(tree.css_first(selector))
         text = None
@@ -176,7 +197,10 @@ class ScrapeProcessor(Processor):
             text = text[: self.params["max_text_chars"]] if text else None
         out["text"] = text
         # Keep the column order stable: base outputs first, then the selectors.
-        return {key: out[key] for key in ["title", "description", "language", "text", *self.params["selectors"]]}
+        return {
+            key: out[key]
+            for key in ["title", "description", "language", "text", *self.params["selectors"]]
+        }
 
     def close(self) -> None:
         self.client.close()
@@ -235,5 +259,7 @@ def _body_text(tree: LexborHTMLParser) -> str | None:
     body = tree.body
     if body is None:
         return None
-    text = "\n".join(line.strip() for line in body.text(separator="\n").splitlines() if line.strip())
+    text = "\n".join(
+        line.strip() for line in body.text(separator="\n").splitlines() if line.strip()
+    )
     return text or None

@@ -38,7 +38,9 @@ import django  # noqa: E402
 import httpx  # noqa: E402
 
 django.setup()
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would drown the output
+logging.getLogger("httpx").setLevel(
+    logging.WARNING
+)  # one INFO line per request would drown the output
 
 from jobs import ratelimit  # noqa: E402
 from jobs.processors.base import ProcessorContext, RowInput  # noqa: E402
@@ -151,7 +153,11 @@ def rate_limited(per_minute: int, seconds: float, concurrency: int, latency: flo
     window = min(60.0, seconds)
     plan = ratelimit.plan(per_minute)
     # For a window shorter than a minute the bound is whole slots: capacity × slots it can meet.
-    bound = per_minute if window >= 60 else plan.capacity * (math.floor(window / plan.slot_seconds + ratelimit.OPEN_FRACTION) + 1)
+    bound = (
+        per_minute
+        if window >= 60
+        else plan.capacity * (math.floor(window / plan.slot_seconds + ratelimit.OPEN_FRACTION) + 1)
+    )
     worst = max_in_window(times, window)
     return {
         "bench": "rate_limit",
@@ -173,7 +179,9 @@ def rate_limited(per_minute: int, seconds: float, concurrency: int, latency: flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 15 s rate-limit run instead of 62 s")
+    parser.add_argument(
+        "--quick", action="store_true", help="a 15 s rate-limit run instead of 62 s"
+    )
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.05)
@@ -188,7 +196,10 @@ def main() -> None:
     result["ratio_vs_reachable"] = round(result["rows_per_s"] / reachable, 3)
     print(json.dumps(result), flush=True)
     seconds = 15.0 if args.quick else 62.0
-    print(json.dumps(rate_limited(args.per_minute, seconds, args.concurrency, args.latency)), flush=True)
+    print(
+        json.dumps(rate_limited(args.per_minute, seconds, args.concurrency, args.latency)),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,12 @@ def echo_server():
 
 @pytest.fixture
 def locmem_cache(settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "processors-tests"}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "processors-tests",
+        }
+    }
     from django.core.cache import cache
 
     cache.clear()
@@ -37,5 +42,12 @@ def locmem_cache(settings):
     cache.clear()
 
 
-def make_row(values: dict[str, Any], inputs: dict[str, Any] | None = None, index: int = 0) -> RowInput:
-    return RowInput(index=index, ref=str(index + 1), values=values, inputs=inputs if inputs is not None else values)
+def make_row(
+    values: dict[str, Any], inputs: dict[str, Any] | None = None, index: int = 0
+) -> RowInput:
+    return RowInput(
+        index=index,
+        ref=str(index + 1),
+        values=values,
+        inputs=inputs if inputs is not None else values,
+    )

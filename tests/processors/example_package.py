@@ -22,7 +22,18 @@ def ensure_example_installed() -> None:
         distribution(DIST_NAME)
     except PackageNotFoundError:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(EXAMPLE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "-e",
+                str(EXAMPLE),
+            ],
             check=True,
             capture_output=True,
             timeout=120,

@@ -37,7 +37,9 @@ class LocalServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler], **state: Any):
         self.httpd = _Server(("127.0.0.1", 0), handler)
         self.httpd.state = {"requests": [], "times": [], "lock": threading.Lock(), **state}  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -100,7 +102,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.state["times"].append(time.time())
         return entry
 
-    def send(self, status: int, body: bytes | str | dict | list, *, content_type: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes | str | dict | list,
+        *,
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if isinstance(body, dict | list):
             body = json.dumps(body).encode()
             content_type = content_type or "application/json"
@@ -137,16 +146,30 @@ class OpenAIHandler(_Handler):
         body = entry["json"] or {}
         prompt = body["messages"][-1]["content"]
         if "[429]" in prompt:
-            self.send(429, {"error": {"type": "rate_limit_exceeded", "message": "slow down"}}, headers={"Retry-After": "7"})
+            self.send(
+                429,
+                {"error": {"type": "rate_limit_exceeded", "message": "slow down"}},
+                headers={"Retry-After": "7"},
+            )
             return
         if "[429-date]" in prompt:
-            self.send(429, {"error": {"message": "slow down"}}, headers={"Retry-After": http_date(30)})
+            self.send(
+                429, {"error": {"message": "slow down"}}, headers={"Retry-After": http_date(30)}
+            )
             return
         if "[500]" in prompt:
             self.send(500, {"error": {"message": "boom"}})
             return
         if "[quota]" in prompt:
-            self.send(200, {"error": {"type": "insufficient_quota", "message": "You exceeded your current quota"}})
+            self.send(
+                200,
+                {
+                    "error": {
+                        "type": "insufficient_quota",
+                        "message": "You exceeded your current quota",
+                    }
+                },
+            )
             return
         if "[slow]" in prompt:
             time.sleep(1.0)
@@ -167,7 +190,13 @@ class OpenAIHandler(_Handler):
                 "id": "chatcmpl-test",
                 "object": "chat.completion",
                 "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -249,7 +278,11 @@ class SiteHandler(_Handler):
         elif path == "/ftp-redirect":
             self.send(302, "", headers={"Location": "ftp://127.0.0.1/file"})
         else:
-            self.send(404, "<html><head><title>Not found</title></head><body>nope</body></html>", content_type="text/html")
+            self.send(
+                404,
+                "<html><head><title>Not found</title></head><body>nope</body></html>",
+                content_type="text/html",
+            )
 
 
 # --- a JSON echo API -------------------------------------------------------------------------------
@@ -266,9 +299,24 @@ class EchoHandler(_Handler):
         split = urlsplit(self.path)
         path = split.path
         if path.startswith("/echo"):
-            self.send(200, {**entry, "path": path, "query": {k: v[0] for k, v in parse_qs(split.query).items()}})
+            self.send(
+                200,
+                {
+                    **entry,
+                    "path": path,
+                    "query": {k: v[0] for k, v in parse_qs(split.query).items()},
+                },
+            )
         elif path == "/items":
-            self.send(200, {"data": {"items": [{"name": "first", "tags": ["a", "b"]}, {"name": "second"}], "count": 2}})
+            self.send(
+                200,
+                {
+                    "data": {
+                        "items": [{"name": "first", "tags": ["a", "b"]}, {"name": "second"}],
+                        "count": 2,
+                    }
+                },
+            )
         elif path == "/status/404":
             self.send(404, {"error": "no such user"})
         elif path == "/status/429":

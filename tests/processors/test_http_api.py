@@ -21,28 +21,64 @@ def test_templated_url_body_and_headers(echo_server, monkeypatch):
         url=echo_server.url + "/echo/users/{user_id}?q={query}",
         headers={"X-Customer": "{customer_id}", "Authorization": {"$env": "ECHO_TOKEN"}},
         body={"name": "{name}", "count": "{count}", "note": "hello {name}", "tags": ["{city}", 1]},
-        fields={"method": "method", "path": "path", "q": "query.q", "sent": "json", "customer": "headers.x-customer"},
+        fields={
+            "method": "method",
+            "path": "path",
+            "q": "query.q",
+            "sent": "json",
+            "customer": "headers.x-customer",
+        },
     )
-    row = {"user_id": "a/b 1", "query": "café & tea", "name": "Zoë", "count": 3, "city": "Paris", "customer_id": "c-42"}
+    row = {
+        "user_id": "a/b 1",
+        "query": "café & tea",
+        "name": "Zoë",
+        "count": 3,
+        "city": "Paris",
+        "customer_id": "c-42",
+    }
     result = proc.run_one(make_row(row))
     assert result.error is None, result.error
     out = result.output
     assert out["method"] == "POST"
     assert out["path"] == "/echo/users/a%2Fb%201"  # placeholders are URL-encoded
     assert out["q"] == "café & tea"
-    assert json.loads(out["sent"]) == {"name": "Zoë", "count": 3, "note": "hello Zoë", "tags": ["Paris", 1]}
+    assert json.loads(out["sent"]) == {
+        "name": "Zoë",
+        "count": 3,
+        "note": "hello Zoë",
+        "tags": ["Paris", 1],
+    }
     assert out["customer"] == "c-42"
     bad = proc.run_one(make_row({**row, "customer_id": "Zoë"}))
-    assert bad.error == "The header X-Customer would contain non-ASCII characters; HTTP headers are ASCII."
+    assert (
+        bad.error
+        == "The header X-Customer would contain non-ASCII characters; HTTP headers are ASCII."
+    )
     assert echo_server.requests[0]["headers"]["authorization"] == "s3cret-token"
     assert echo_server.requests[0]["headers"]["user-agent"].startswith("BatchHub/")
 
 
 def test_dotted_paths_into_lists(echo_server):
-    proc = http(url=echo_server.url + "/items", fields={"first": "data.items.0.name", "second": "data.items.1.name", "tags": "data.items.0.tags", "missing": "data.items.5.name", "count": "data.count"})
+    proc = http(
+        url=echo_server.url + "/items",
+        fields={
+            "first": "data.items.0.name",
+            "second": "data.items.1.name",
+            "tags": "data.items.0.tags",
+            "missing": "data.items.5.name",
+            "count": "data.count",
+        },
+    )
     assert proc.output_columns() == ["first", "second", "tags", "missing", "count"]
     result = proc.run_one(make_row({}))
-    assert result.output == {"first": "first", "second": "second", "tags": '["a","b"]', "missing": None, "count": 2}
+    assert result.output == {
+        "first": "first",
+        "second": "second",
+        "tags": '["a","b"]',
+        "missing": None,
+        "count": 2,
+    }
 
 
 def test_default_output_is_status_and_truncated_body(echo_server):
@@ -53,7 +89,9 @@ def test_default_output_is_status_and_truncated_body(echo_server):
 
 def test_whole_url_from_a_column_without_encoding(echo_server):
     proc = http(url="{link}", url_encode=False, fields={"path": "path"})
-    assert proc.run_one(make_row({"link": echo_server.url + "/echo/x"})).output == {"path": "/echo/x"}
+    assert proc.run_one(make_row({"link": echo_server.url + "/echo/x"})).output == {
+        "path": "/echo/x"
+    }
     assert "not an http(s) URL" in proc.run_one(make_row({"link": "file:///etc/passwd"})).error
 
 
@@ -91,7 +129,10 @@ def test_fields_on_a_non_json_answer_is_a_row_error(echo_server):
         ({"url": "https://example.com/{x.y}"}, "params.url"),
         ({"url": "https://example.com/", "method": "GET", "body": {"a": 1}}, "params.body"),
         ({"url": "https://example.com/", "headers": {"Bad Header": "x"}}, "params.headers"),
-        ({"url": "https://example.com/", "headers": {"X": {"$env": "lower-case-ok?"}}}, "params.headers"),
+        (
+            {"url": "https://example.com/", "headers": {"X": {"$env": "lower-case-ok?"}}},
+            "params.headers",
+        ),
         ({"url": "https://example.com/", "fields": {"a": "data..x"}}, "params.fields"),
         ({"url": "https://example.com/", "bogus": 1}, "Additional properties"),
     ],

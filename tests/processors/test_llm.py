@@ -11,19 +11,35 @@ from .conftest import make_row
 
 SCHEMA = {
     "type": "object",
-    "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative"]}, "score": {"type": "number"}},
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative"]},
+        "score": {"type": "number"},
+    },
     "required": ["sentiment", "score"],
 }
 
 
 def llm(server, **params):
-    base = {"base_url": server.url + "/v1", "model": "test-model", "prompt": "Review: {review}", "timeout": 0.5}
-    return LLMProcessor({**base, **params}, context=ProcessorContext(owner_id=None, job_id="job_x", concurrency=4))
+    base = {
+        "base_url": server.url + "/v1",
+        "model": "test-model",
+        "prompt": "Review: {review}",
+        "timeout": 0.5,
+    }
+    return LLMProcessor(
+        {**base, **params}, context=ProcessorContext(owner_id=None, job_id="job_x", concurrency=4)
+    )
 
 
 def test_text_mode_sends_prompt_and_records_usage(openai_server, monkeypatch):
     monkeypatch.setenv("TEST_LLM_KEY", "sk-test-123")
-    proc = llm(openai_server, system="You rate {product} reviews.", temperature=0.2, max_tokens=50, api_key_env="TEST_LLM_KEY")
+    proc = llm(
+        openai_server,
+        system="You rate {product} reviews.",
+        temperature=0.2,
+        max_tokens=50,
+        api_key_env="TEST_LLM_KEY",
+    )
     result = proc.run_one(make_row({"review": "good coffee", "product": "café"}))
     proc.close()
 
@@ -73,7 +89,10 @@ def test_json_mode_answer_not_matching_schema_is_a_row_error(openai_server):
     proc = llm(openai_server, output_mode="json", json_schema=SCHEMA)
     result = proc.run_one(make_row({"review": "good [wrongtype]"}))
     assert result.retry is False
-    assert result.error == "The model's JSON does not match the schema at score: 'high' is not of type 'number'"
+    assert (
+        result.error
+        == "The model's JSON does not match the schema at score: 'high' is not of type 'number'"
+    )
 
 
 def test_429_with_retry_after_is_rate_limited(openai_server):
@@ -111,7 +130,9 @@ def test_timeout_is_retryable(openai_server):
 
 
 def test_connection_refused_is_retryable():
-    proc = LLMProcessor({"base_url": "http://127.0.0.1:9/v1", "model": "m", "prompt": "{x}", "timeout": 0.5})
+    proc = LLMProcessor(
+        {"base_url": "http://127.0.0.1:9/v1", "model": "m", "prompt": "{x}", "timeout": 0.5}
+    )
     result = proc.run_one(make_row({"x": "hi"}))
     assert result.retry and "connection failed" in result.error
 
@@ -125,7 +146,10 @@ def test_missing_column_is_a_row_error(openai_server):
 def test_missing_env_key_fails_rows_with_a_clear_message(openai_server, monkeypatch):
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     result = llm(openai_server, api_key_env="NOT_SET_ANYWHERE").run_one(make_row({"review": "x"}))
-    assert result.error == "The environment variable NOT_SET_ANYWHERE (the LLM API key) is not set on the worker."
+    assert (
+        result.error
+        == "The environment variable NOT_SET_ANYWHERE (the LLM API key) is not set on the worker."
+    )
     assert openai_server.requests == []
 
 
@@ -141,8 +165,24 @@ def test_secrets_in_params_are_refused(field):
     [
         ({"model": "m", "prompt": "{x.__class__}"}, "params.prompt"),
         ({"model": "m", "prompt": "{x}", "output_mode": "json"}, "params.json_schema"),
-        ({"model": "m", "prompt": "{x}", "output_mode": "json", "json_schema": {"properties": {"a": {"type": "str"}}}}, "params.json_schema"),
-        ({"model": "m", "prompt": "{x}", "output_mode": "json", "json_schema": {"properties": {"a": {"type": "string"}}, "required": ["b"]}}, "params.json_schema.required"),
+        (
+            {
+                "model": "m",
+                "prompt": "{x}",
+                "output_mode": "json",
+                "json_schema": {"properties": {"a": {"type": "str"}}},
+            },
+            "params.json_schema",
+        ),
+        (
+            {
+                "model": "m",
+                "prompt": "{x}",
+                "output_mode": "json",
+                "json_schema": {"properties": {"a": {"type": "string"}}, "required": ["b"]},
+            },
+            "params.json_schema.required",
+        ),
         ({"model": "m", "prompt": "{x}", "api_key_env": "A", "credential": "b"}, "not both"),
         ({"model": "m", "prompt": "{x}", "base_url": "ftp://x"}, "params.base_url"),
         ({"model": "m", "prompt": "{x}", "temperature": 3}, "params.temperature"),
@@ -160,7 +200,12 @@ def test_saved_credential_is_sent_as_bearer(openai_server, alice):
 
     save_credential(alice, "my-llm", "sk-live-abcdefghijkl")
     proc = LLMProcessor(
-        {"base_url": openai_server.url + "/v1", "model": "m", "prompt": "{x}", "credential": "my-llm"},
+        {
+            "base_url": openai_server.url + "/v1",
+            "model": "m",
+            "prompt": "{x}",
+            "credential": "my-llm",
+        },
         context=ProcessorContext(owner_id=alice.pk, job_id="job_1", concurrency=2),
     )
     assert proc.run_one(make_row({"x": "hi"})).error is None
@@ -173,7 +218,12 @@ def test_unknown_credential_fails_rows_without_calling(openai_server, alice, bob
 
     save_credential(bob, "my-llm", "sk-bobs-key-000000")  # bob's credential is not alice's
     proc = LLMProcessor(
-        {"base_url": openai_server.url + "/v1", "model": "m", "prompt": "{x}", "credential": "my-llm"},
+        {
+            "base_url": openai_server.url + "/v1",
+            "model": "m",
+            "prompt": "{x}",
+            "credential": "my-llm",
+        },
         context=ProcessorContext(owner_id=alice.pk),
     )
     result = proc.run_one(make_row({"x": "hi"}))

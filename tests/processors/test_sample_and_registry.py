@@ -42,7 +42,10 @@ def test_sample_bounds_slow_services(echo_server):
     started = time.monotonic()
     result = run_sample("http", params, [{}, {}], timeout=0.3)
     assert time.monotonic() - started < 0.9
-    assert all(r["output"] is None and "Did not finish within the sample's 0.3 s" in r["error"] for r in result)
+    assert all(
+        r["output"] is None and "Did not finish within the sample's 0.3 s" in r["error"]
+        for r in result
+    )
 
 
 def test_sample_reports_row_errors_and_retries(echo_server):
@@ -53,7 +56,12 @@ def test_sample_reports_row_errors_and_retries(echo_server):
 
 
 def test_sample_cpu_processor_with_column_map():
-    result = run_sample("extract", {"kinds": ["emails"]}, [{"body": "write to a@example.com"}, {"other": 1}], column_map={"text": "body"})
+    result = run_sample(
+        "extract",
+        {"kinds": ["emails"]},
+        [{"body": "write to a@example.com"}, {"other": 1}],
+        column_map={"text": "body"},
+    )
     assert result[0]["output"] == {"emails": "a@example.com"}
     assert result[1]["error"] == "The input has no column 'body'."
 

@@ -18,7 +18,17 @@ def fetch(proc, url):
 
 def test_extracts_title_description_language_text_and_selectors(site_server):
     proc = scrape(selectors={"price": "span.amount", "heading": "article h1", "absent": ".nope"})
-    assert proc.output_columns() == ["final_url", "status", "title", "description", "language", "text", "price", "heading", "absent"]
+    assert proc.output_columns() == [
+        "final_url",
+        "status",
+        "title",
+        "description",
+        "language",
+        "text",
+        "price",
+        "heading",
+        "absent",
+    ]
     result = fetch(proc, site_server.url + "/page")
     assert result.error is None, result.error
     out = result.output
@@ -29,8 +39,15 @@ def test_extracts_title_description_language_text_and_selectors(site_server):
     assert out["language"] == "fr"
     assert "torréfié sur place depuis 1987" in out["text"]
     assert "tracking" not in out["text"]
-    assert out["price"] == "2,10 €" and out["heading"] == "Bienvenue au Café du Coin" and out["absent"] is None
-    assert site_server.requests[0]["headers"]["user-agent"] == "BatchHub/0.1 (+self-hosted batch processing)"
+    assert (
+        out["price"] == "2,10 €"
+        and out["heading"] == "Bienvenue au Café du Coin"
+        and out["absent"] is None
+    )
+    assert (
+        site_server.requests[0]["headers"]["user-agent"]
+        == "BatchHub/0.1 (+self-hosted batch processing)"
+    )
 
 
 def test_og_description_and_body_text_fallback(site_server):
@@ -73,13 +90,18 @@ def test_oversized_declared_length_fails_before_reading(site_server):
 
 
 def test_non_html_is_a_row_error_and_plain_text_is_kept(site_server):
-    assert fetch(scrape(), site_server.url + "/image.png").error == "Not an HTML page (Content-Type: image/png)."
+    assert (
+        fetch(scrape(), site_server.url + "/image.png").error
+        == "Not an HTML page (Content-Type: image/png)."
+    )
     out = fetch(scrape(), site_server.url + "/notes.txt").output
     assert out["text"] == "Just some plain text." and out["title"] is None
 
 
 def test_404_fails_unless_kept(site_server):
-    assert fetch(scrape(), site_server.url + "/missing").error.startswith("The page answered 404 Not Found")
+    assert fetch(scrape(), site_server.url + "/missing").error.startswith(
+        "The page answered 404 Not Found"
+    )
     out = fetch(scrape(client_errors="keep"), site_server.url + "/missing").output
     assert out["status"] == 404 and out["title"] == "Not found"
 

@@ -38,7 +38,10 @@ def test_language_restricted_set_and_min_confidence():
     assert out["language"] == "fr"
     unsure = proc.run_one(text_row("ok")).output
     assert unsure["language"] is None and unsure["confidence"] < 0.99
-    assert proc.run_one(text_row("1234 !!")).error == "The text has no letters to identify a language from."
+    assert (
+        proc.run_one(text_row("1234 !!")).error
+        == "The text has no letters to identify a language from."
+    )
     with pytest.raises(ParamsError):
         LanguageProcessor.validate_params({"languages": ["xx"]})
 
@@ -55,25 +58,50 @@ def test_extract_all_kinds_joined():
     out = proc.run_one(text_row(TEXT)).output
     assert out["emails"] == "jane.doe@example.com; sales@shop.example.co.uk"
     assert out["phones"] == "+33 1 42 68 53 00; (555) 123-4567"
-    assert out["urls"] == "https://example.com/path?q=1; www.example.org; https://en.wikipedia.org/wiki/Python_(language)"
+    assert (
+        out["urls"]
+        == "https://example.com/path?q=1; www.example.org; https://en.wikipedia.org/wiki/Python_(language)"
+    )
 
 
 def test_extract_pattern_as_json_list():
-    proc = ExtractProcessor({"pattern": r"ref (\d+)|order ([\d-]+)", "output_format": "json", "pattern_column": "refs"})
+    proc = ExtractProcessor(
+        {"pattern": r"ref (\d+)|order ([\d-]+)", "output_format": "json", "pattern_column": "refs"}
+    )
     assert proc.output_columns() == ["refs"]
-    assert json.loads(proc.run_one(text_row(TEXT)).output["refs"]) == ["order 2024-01-15", "ref 12345"]
-    one_group = ExtractProcessor({"pattern": r"(\w+)@example\.com", "kinds": ["emails"], "output_format": "json", "unique": False})
+    assert json.loads(proc.run_one(text_row(TEXT)).output["refs"]) == [
+        "order 2024-01-15",
+        "ref 12345",
+    ]
+    one_group = ExtractProcessor(
+        {
+            "pattern": r"(\w+)@example\.com",
+            "kinds": ["emails"],
+            "output_format": "json",
+            "unique": False,
+        }
+    )
     out = one_group.run_one(text_row(TEXT)).output
     assert json.loads(out["matches"]) == ["doe", "doe"]
-    assert json.loads(out["emails"]) == ["jane.doe@example.com", "sales@shop.example.co.uk", "jane.doe@example.com"]
+    assert json.loads(out["emails"]) == [
+        "jane.doe@example.com",
+        "sales@shop.example.co.uk",
+        "jane.doe@example.com",
+    ]
 
 
 def test_extract_no_match_is_empty():
-    out = ExtractProcessor({"kinds": ["emails"], "output_format": "json"}).run_one(text_row("nothing here")).output
+    out = (
+        ExtractProcessor({"kinds": ["emails"], "output_format": "json"})
+        .run_one(text_row("nothing here"))
+        .output
+    )
     assert out == {"emails": "[]"}
 
 
-@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(\w*)*x", r"(x|x+){2,}", r"(\d+\s?)+$", r"(?:[a-z]{1,}\.?)*@"])
+@pytest.mark.parametrize(
+    "pattern", [r"(a+)+$", r"(\w*)*x", r"(x|x+){2,}", r"(\d+\s?)+$", r"(?:[a-z]{1,}\.?)*@"]
+)
 def test_catastrophic_patterns_are_refused(pattern):
     with pytest.raises(ParamsError) as info:
         ExtractProcessor.validate_params({"pattern": pattern})

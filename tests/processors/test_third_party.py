@@ -18,10 +18,15 @@ def test_installed_package_appears_in_the_registry_and_processes_rows():
         assert "wordcount" in [c.name for c in all_processors()]
         assert cls.describe()["outputs"] == ["words", "characters"]
         proc = cls({"min_length": 3})
-        results = proc.process([
-            make_row({"t": "The cat sat on the mat, purring."}, inputs={"text": "The cat sat on the mat, purring."}),
-            make_row({"t": None}, inputs={"text": None}, index=1),
-        ])
+        results = proc.process(
+            [
+                make_row(
+                    {"t": "The cat sat on the mat, purring."},
+                    inputs={"text": "The cat sat on the mat, purring."},
+                ),
+                make_row({"t": None}, inputs={"text": None}, index=1),
+            ]
+        )
         assert results[0].output == {"words": 6, "characters": 32}
         assert results[1].error == "The text is empty."
     finally:
@@ -31,5 +36,14 @@ def test_installed_package_appears_in_the_registry_and_processes_rows():
 def test_a_fresh_interpreter_lists_it_through_the_entry_point():
     ensure_example_installed()
     code = "import json; from jobs.processors.base import all_processors; print(json.dumps([c.name for c in all_processors()]))"
-    names = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=EXAMPLE.parents[1], timeout=60).stdout)
+    names = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=EXAMPLE.parents[1],
+            timeout=60,
+        ).stdout
+    )
     assert "wordcount" in names and "llm" in names
