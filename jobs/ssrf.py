@@ -1,0 +1,275 @@
+"""Keep webhook deliveries away from the server's own network (SSRF).
+
+A webhook URL is typed by a user but fetched by our workers, which sit inside the operator's
+network: without a check, `http://169.254.169.254/` or `http://10.0.0.5:6379/` would make the
+worker talk to the cloud metadata service or an internal Redis on the user's behalf.
+
+Two layers use the same rules:
+- `validate_webhook_url()` when a job is created, so a bad URL is a 400 at once;
+- `GuardedTransport` at every delivery, which resolves the host once, checks every address and
+  connects to the checked address itself. Checking a name and then letting the HTTP client resolve
+  it again would leave a window for DNS rebinding (public answer for the check, 127.0.0.1 for the
+  connection); here the address checked is the address connected to.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import ssl
+import typing
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from httpcore._backends.sync import SyncStream  # the stream type SyncBackend returns
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Cloud instance metadata endpoints. "all" in the allowlist does not cover them: an operator who
+# wants them must list their network explicitly, since they hand out the machine's credentials.
+METADATA = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+
+# Ranges Python's ipaddress flags imperfectly or that we name explicitly for a clear message.
+_NAMED: tuple[tuple[str, Network], ...] = tuple(
+    (label, ipaddress.ip_network(net))
+    for label, net in (
+        ("loopback", "127.0.0.0/8"),
+        ("private", "10.0.0.0/8"),
+        ("private", "172.16.0.0/12"),
+        ("private", "192.168.0.0/16"),
+        ("carrier-grade NAT", "100.64.0.0/10"),
+        ("link-local", "169.254.0.0/16"),
+        ("unspecified", "0.0.0.0/8"),
+        ("multicast", "224.0.0.0/4"),
+        ("reserved", "240.0.0.0/4"),
+        ("loopback", "::1/128"),
+        ("unspecified", "::/128"),
+        ("private", "fc00::/7"),
+        ("link-local", "fe80::/10"),
+        ("site-local", "fec0::/10"),
+        ("multicast", "ff00::/8"),
+    )
+)
+
+_ALL = {"all", "1", "true", "yes", "on", "*"}
+_NONE = {"", "0", "false", "no", "off", "none"}
+
+
+class UnsafeURL(ValidationError):
+    """A webhook URL the server refuses to call; the message says why, in a user's words."""
+
+
+class UnresolvableHost(OSError):
+    """DNS gave no answer: maybe temporary, so a delivery retries instead of giving up."""
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_allowlist(raw: str) -> tuple[bool, tuple[Network, ...]]:
+    value = raw.strip().lower()
+    if value in _NONE:
+        return False, ()
+    if value in _ALL:
+        return True, ()
+    networks = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"BATCHHUB_WEBHOOK_ALLOW_PRIVATE: {part!r} is not a network "
+                "(use '', 'all' or a comma-separated list such as '127.0.0.0/8,10.0.0.0/8')."
+            ) from None
+    return False, tuple(networks)
+
+
+def allowlist() -> tuple[bool, tuple[Network, ...]]:
+    """(allow every non-public address except metadata, explicitly allowed networks).
+
+    Parsed once per distinct setting value (cached), and re-read so test overrides take effect.
+    """
+    return _parse_allowlist(getattr(settings, "BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "") or "")
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address actually reaches, for the forms that tunnel to one."""
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # 2002:aabb:ccdd::/48
+        return ip.sixtofour
+    if ip.teredo is not None:  # 2001::/32: (server, client); the client is the far end
+        return ip.teredo[1]
+    packed = ip.packed
+    if packed[:12] == bytes(12) and ip not in (
+        ipaddress.IPv6Address("::"),
+        ipaddress.IPv6Address("::1"),
+    ):
+        return ipaddress.IPv4Address(packed[12:])  # deprecated IPv4-compatible ::a.b.c.d
+    if ip in ipaddress.ip_network("64:ff9b::/96"):  # NAT64 well-known prefix
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+def non_public_reason(ip: IPAddress) -> str | None:
+    """Why an address is not on the public internet, or None when it is."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return "link-local"
+        inner = _embedded_v4(ip)
+        if inner is not None:
+            reason = non_public_reason(inner)
+            return f"{reason} (IPv4 {inner} inside IPv6)" if reason else None
+    if ip in METADATA:
+        return "cloud metadata"
+    for label, network in _NAMED:
+        if ip.version == network.version and ip in network:
+            return label
+    if not ip.is_global or ip.is_reserved or ip.is_multicast:
+        return "reserved"
+    return None
+
+
+def refusal(ip: IPAddress) -> str | None:
+    """Why a delivery to `ip` is refused under the current allowlist, or None if it may go."""
+    reason = non_public_reason(ip)
+    if reason is None:
+        return None
+    allow_all, networks = allowlist()
+    # ::ffff:127.0.0.1 is allowed by "127.0.0.0/8" as much as it is refused by it.
+    embedded = _embedded_v4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    candidates = [a for a in (ip, embedded) if a is not None]
+    if any(a.version == n.version and a in n for a in candidates for n in networks):
+        return None
+    if allow_all and not any(a in METADATA for a in candidates):
+        return None
+    return reason
+
+
+def _split(url: str) -> tuple[str, str, int]:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"The webhook URL is not valid: {exc}.", code="invalid_url") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeURL("Webhook URLs must start with http:// or https://.", code="bad_scheme")
+    host = parts.hostname
+    if not host:
+        raise UnsafeURL("The webhook URL has no host.", code="no_host")
+    return host, scheme, port or (443 if scheme == "https" else 80)
+
+
+def resolve(host: str, port: int) -> list[tuple]:
+    """getaddrinfo for TCP; a failure is a user-facing message, not a socket error."""
+    try:
+        # Called through the module so tests can stand in for DNS with monkeypatch.
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnresolvableHost(
+            f"The webhook host {host!r} could not be resolved ({exc})."
+        ) from None
+
+
+def check_addresses(host: str, infos: list[tuple]) -> None:
+    if not infos:
+        raise UnresolvableHost(f"The webhook host {host!r} has no addresses.")
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0])
+        reason = refusal(ip)
+        if reason:
+            shown = host if host == str(ip) else f"{host} ({ip})"
+            raise UnsafeURL(
+                f"Webhook URLs must point at a public address; {shown} is {reason}.",
+                code="private_address",
+            )
+
+
+def validate_webhook_url(url: str) -> None:
+    """Raise ValidationError unless `url` is http(s) and every address its host has is allowed."""
+    host, _scheme, port = _split(url)
+    try:
+        infos = resolve(host, port)
+    except UnresolvableHost as exc:
+        raise UnsafeURL(str(exc), code="unresolvable") from None
+    check_addresses(host, infos)
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Resolves, checks and connects in one place, so the checked address is the one used.
+
+    httpcore asks the backend for a TCP stream to (host, port) and then does TLS itself with the
+    request's host as SNI and certificate name; only the socket's peer changes here, so Host, SNI
+    and certificate verification all still use the name from the URL.
+    """
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        infos = resolve(host, port)
+        check_addresses(host, infos)
+        last_error: OSError | None = None
+        for family, _type, proto, _canon, sockaddr in infos:
+            sock = socket.socket(family, socket.SOCK_STREAM, proto)
+            try:
+                sock.settimeout(timeout)
+                # sockaddr holds the checked IP: no second lookup can swap the address.
+                sock.connect(sockaddr)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            return SyncStream(sock)
+        raise httpcore.ConnectError(str(last_error))
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of milliseconds: once per process, not once per delivery.
+    return httpx.create_ssl_context(verify=True, trust_env=False)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx transport whose connections only ever reach allowed addresses.
+
+    httpx has no public hook for the network backend, so this builds the connection pool that
+    HTTPTransport.__init__ would (it sets nothing else), with our backend in it. No proxy: a proxy
+    would move the connection, and so the check, to the proxy instead of the receiver.
+    """
+
+    def __init__(self) -> None:  # noqa: B027 — deliberately not calling HTTPTransport.__init__
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=10,
+            max_keepalive_connections=0,  # one delivery per client: nothing to keep alive
+            network_backend=_GuardedBackend(),
+        )
+
+
+def guarded_client(timeout: float) -> httpx.Client:
+    return httpx.Client(
+        transport=GuardedTransport(),
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,  # a redirect could point anywhere, including inside
+        trust_env=False,
+    )
