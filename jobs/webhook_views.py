@@ -1,0 +1,86 @@
+""" "Send again" for a job's webhook: a button on the job page and an API endpoint.
+
+Mount `webhook_urlpatterns` in the jobs URLconf (namespace "jobs") and `webhook_api_urlpatterns`
+under /api/v1/.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path
+from django.views.decorators.http import require_POST
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from batchhub.api import InvalidState
+
+from .models import Job
+from .webhooks import CannotRedeliver, redeliver
+
+
+def _actor(request) -> str:
+    auth = getattr(request, "auth", None)
+    key_id = getattr(auth, "public_id", None)
+    return f"api:{key_id}" if key_id else request.user.get_username()
+
+
+@login_required
+@require_POST
+def redeliver_view(request, public_id: str):
+    # Another user's job, or an expired one, is a 404 like a missing one.
+    job = get_object_or_404(Job.objects.visible(), public_id=public_id, owner=request.user)
+    try:
+        redeliver(job, actor=request.user.get_username())
+    except CannotRedeliver as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, "The webhook will be sent again in a moment; attempts appear in the timeline."
+        )
+    return redirect("jobs:detail", job.public_id)
+
+
+class RedeliverWebhookAPIView(APIView):
+    throttle_group = "control"
+
+    @extend_schema(
+        operation_id="jobs_webhook_redeliver",
+        summary="Send the job's webhook again",
+        description=(
+            "Queues a new delivery of the job's terminal event (a new `webhook-id`). "
+            "409 `invalid_state` if the job has not finished or has no webhook URL."
+        ),
+        request=None,
+        responses={
+            202: inline_serializer(
+                "WebhookRedelivery",
+                {"webhook_id": serializers.CharField(), "type": serializers.CharField()},
+            )
+        },
+        tags=["jobs"],
+    )
+    def post(self, request, public_id: str) -> Response:
+        job = get_object_or_404(Job.objects.visible(), public_id=public_id, owner=request.user)
+        try:
+            webhook_id = redeliver(job, actor=_actor(request))
+        except CannotRedeliver as exc:
+            raise InvalidState(str(exc)) from None
+        return Response(
+            {"webhook_id": webhook_id, "type": f"job.{job.status}"}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+webhook_urlpatterns = [
+    path("jobs/<str:public_id>/webhook/redeliver/", redeliver_view, name="webhook-redeliver"),
+]
+webhook_api_urlpatterns = [
+    path(
+        "jobs/<str:public_id>/webhook/redeliver",
+        RedeliverWebhookAPIView.as_view(),
+        name="api-webhook-redeliver",
+    ),
+]

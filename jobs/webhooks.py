@@ -1,0 +1,344 @@
+"""Job webhooks: the event a receiver gets when a job ends, signed to the Standard Webhooks spec.
+
+Flow: `states.transition()` calls `on_terminal(job)` inside its transaction; after commit a Celery
+task (`webhook_tasks.deliver_webhook`) makes one attempt per run with `deliver_once()` and
+reschedules itself by `retry_delay()` until the receiver answers 2xx, answers 410, or 24 hours
+have passed. Every attempt is a JobEvent, so the job page and `/events` show the history.
+
+Spec: https://www.standardwebhooks.com/ — headers webhook-id / webhook-timestamp /
+webhook-signature, the signature being `v1,` + base64(HMAC-SHA256(key, f"{id}.{ts}.{body}"))
+where the key is the base64-decoded part of the `whsec_…` secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+
+from . import ssrf
+from .ids import new_id
+from .models import TERMINAL, Job, JobEvent, UserSettings
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "BatchHub-Webhooks/1.0"
+# Rows ride along in the event only for small jobs; bigger ones are fetched from /results.
+MAX_INLINE_ROWS = 1000
+# Waits before attempt 2, 3, …; the last one repeats until the window is spent.
+RETRY_DELAYS = (5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800)
+RETRY_WINDOW = 24 * 3600
+JITTER = 0.2  # up to +20 %: spreads a burst of retries; only ever adds, so the window still holds
+EXCERPT_BYTES = 300  # of the receiver's answer kept in the event, to help debug a failing receiver
+
+
+# --- the event ------------------------------------------------------------------------------------
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_payload(job: Job) -> dict:
+    """The contract's job object: the API serializer when present, else the same fields."""
+    try:
+        from .api import job_representation  # written by the API module's owner
+    except ImportError:
+        try:
+            from .serializers_public import job_representation
+        except ImportError:
+            job_representation = None
+    if job_representation is not None:
+        return job_representation(job, request=None)
+    base = f"/api/v1/jobs/{job.public_id}"
+    return {
+        "id": job.public_id,
+        "name": job.name,
+        "processor": job.processor,
+        "params": job.params,
+        "status": job.status,
+        "counts": job.counts,
+        "progress": job.progress,
+        "rows_per_second": job.rows_per_second,
+        "estimated_completion": _iso(job.estimated_completion),
+        "columns": job.columns,
+        "id_column": job.id_column,
+        "column_map": job.column_map,
+        "error": job.error,
+        "webhook_url": job.webhook_url,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "updated_at": _iso(job.updated_at),
+        "expires_at": _iso(job.expires_at),
+        "links": {
+            "self": base,
+            "results": f"{base}/results",
+            "rows": f"{base}/rows",
+            "events": f"{base}/events",
+        },
+    }
+
+
+def event_type_for(job: Job) -> str:
+    return f"job.{job.status}"
+
+
+def build_event(job: Job, event_type: str) -> dict:
+    event = {
+        "type": event_type,
+        "timestamp": _iso(job.finished_at or job.updated_at),
+        "job": job_payload(job),
+    }
+    if job.total <= MAX_INLINE_ROWS:
+        columns = job.columns or []
+        event["data"] = [row.as_dict(columns) for row in job.rows.order_by("index")]
+    return event
+
+
+def encode(event: dict) -> bytes:
+    return json.dumps(
+        event, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """One `v1,<base64>` signature of id.timestamp.body under a `whsec_…` secret."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def signed_headers(
+    secrets: list[str], webhook_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        # Several signatures are space-separated (spec): during a rotation both secrets sign.
+        "webhook-signature": " ".join(sign(s, webhook_id, timestamp, body) for s in secrets),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+# --- scheduling -----------------------------------------------------------------------------------
+
+
+def retry_delay(attempt: int, elapsed: float, rand: float | None = None) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (1-based), or None to give up.
+
+    `elapsed` is the time since the first attempt. Retries continue while it is under 24 h, so the
+    last attempt happens at or after the 24 h mark: receivers get at least a day to come back.
+    """
+    if elapsed >= RETRY_WINDOW:
+        return None
+    base = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1]
+    return round(base * (1 + JITTER * (random.random() if rand is None else rand)), 1)
+
+
+def nominal_schedule() -> list[float]:
+    """Seconds after the first attempt at which each retry runs, without jitter (for docs/tests)."""
+    at, times, attempt = 0.0, [], 1
+    while (delay := retry_delay(attempt, at, rand=0.0)) is not None:
+        at += delay
+        times.append(at)
+        attempt += 1
+    return times
+
+
+# --- one attempt ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """What one POST did. `retry` tells the task whether another attempt may help."""
+
+    attempt: int
+    url: str
+    status_code: int | None = None
+    duration_ms: int = 0
+    error: str | None = None
+    retry: bool = False
+    delivered: bool = False
+    excerpt: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str:
+        if self.status_code is not None:
+            text = f"{self.status_code} in {self.duration_ms} ms"
+            return f"{text} ({self.error})" if self.error else text
+        return f"{self.error} after {self.duration_ms} ms"
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> None:
+    client = ssrf.guarded_client(
+        settings.BATCHHUB_WEBHOOK_TIMEOUT
+    )  # set-up is not the receiver's time
+    started = time.monotonic()
+    try:
+        with client, client.stream("POST", url, content=body, headers=headers) as response:
+            attempt.status_code = response.status_code
+            # Only the start of the answer: a receiver could stream forever.
+            chunk = next(response.iter_bytes(EXCERPT_BYTES), b"")
+            attempt.excerpt = chunk[:EXCERPT_BYTES].decode("utf-8", "replace")
+    except ssrf.UnsafeURL as exc:
+        attempt.error = exc.messages[0]
+        attempt.retry = False  # the address will not become public by waiting
+    except ssrf.UnresolvableHost as exc:
+        attempt.error = str(exc)
+        attempt.retry = True
+    except httpx.TimeoutException:
+        attempt.error = f"timed out ({settings.BATCHHUB_WEBHOOK_TIMEOUT:g} s)"
+        attempt.retry = True
+    except httpx.HTTPError as exc:
+        attempt.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        attempt.retry = True
+    finally:
+        attempt.duration_ms = round((time.monotonic() - started) * 1000)
+
+    code = attempt.status_code
+    if code is None:
+        return
+    if 200 <= code < 300:
+        attempt.delivered = True
+    elif code == 410:
+        attempt.error = "receiver answered 410 Gone: no more retries"
+    elif 300 <= code < 400:
+        attempt.error = "redirects are not followed"
+        attempt.retry = True
+    else:
+        attempt.retry = True
+
+
+def deliver_once(job: Job, event_type: str, webhook_id: str, attempt_number: int) -> Attempt:
+    """POST the event once and return what happened (no event is recorded here)."""
+    url = job.webhook_url or ""
+    attempt = Attempt(attempt=attempt_number, url=url)
+    try:
+        # Early, friendly refusal; the transport checks again against the address it connects to.
+        ssrf.validate_webhook_url(url)
+    except ValidationError as exc:
+        unresolvable = getattr(exc, "code", None) == "unresolvable"
+        attempt.error = exc.messages[0]
+        attempt.retry = unresolvable
+        return attempt
+    body = encode(build_event(job, event_type))
+    secrets = UserSettings.get_or_create_for(job.owner).signing_secrets()
+    headers = signed_headers(secrets, webhook_id, int(time.time()), body)
+    _post(url, body, headers, attempt)
+    return attempt
+
+
+def _pretty_wait(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def record_attempt(
+    job: Job, webhook_id: str, event_type: str, attempt: Attempt, next_in: float | None
+) -> JobEvent:
+    """The JobEvent for one attempt: delivered, attempt (another will follow) or failed (final)."""
+    message = f"POST {attempt.url} → {attempt.outcome} (attempt {attempt.attempt})"
+    if attempt.delivered:
+        kind = "webhook.delivered"
+    elif next_in is not None:
+        kind = "webhook.attempt"
+        message += f"; retrying in {_pretty_wait(next_in)}"
+    else:
+        kind = "webhook.failed"
+        message += "; giving up"
+    return JobEvent.objects.create(
+        job=job,
+        type=kind,
+        message=message,
+        actor="system",
+        data={
+            "webhook_id": webhook_id,
+            "event": event_type,
+            "attempt": attempt.attempt,
+            "status_code": attempt.status_code,
+            "duration_ms": attempt.duration_ms,
+            "error": attempt.error,
+            "response": attempt.excerpt or None,
+            "next_retry_in": next_in,
+        },
+    )
+
+
+def run_attempt(
+    job_pk: int, event_type: str, webhook_id: str, attempt_number: int, first_attempt_at: float
+) -> float | None:
+    """One attempt, recorded; returns seconds until the next one, or None when done."""
+    job = Job.objects.select_related("owner").filter(pk=job_pk).first()
+    if job is None or not job.webhook_url:
+        return None  # deleted or expired meanwhile, or the URL was removed: nobody to tell
+    attempt = deliver_once(job, event_type, webhook_id, attempt_number)
+    next_in = None
+    if attempt.retry:
+        next_in = retry_delay(attempt_number, time.time() - first_attempt_at)
+    record_attempt(job, webhook_id, event_type, attempt, next_in)
+    logger.info("webhook %s for %s: %s", webhook_id, job.public_id, attempt.outcome)
+    return next_in
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def _enqueue(job_pk: int, event_type: str, webhook_id: str) -> None:
+    from .webhook_tasks import deliver_webhook
+
+    transaction.on_commit(lambda: deliver_webhook.delay(job_pk, event_type, webhook_id))
+
+
+def on_terminal(job: Job) -> None:
+    """Called by states.transition() inside its transaction when `job` reaches a terminal status.
+
+    Sends after commit only (a rolled-back transition must not notify anyone), from a task (a slow
+    receiver must not hold a request or a worker loop). The id is fixed here and reused by every
+    retry, so receivers can drop duplicates by `webhook-id`.
+    """
+    if not job.webhook_url or job.status not in TERMINAL:
+        return
+    _enqueue(job.pk, event_type_for(job), new_id("msg"))
+
+
+class CannotRedeliver(Exception):
+    """The job has no terminal event to send again (no webhook URL, or not finished)."""
+
+
+def redeliver(job: Job, actor: str) -> str:
+    """Send the job's current terminal event again, as a new message; returns its webhook id."""
+    if not job.webhook_url:
+        raise CannotRedeliver("This job has no webhook URL.")
+    if job.status not in TERMINAL:
+        raise CannotRedeliver("The job has not finished yet: there is no event to send again.")
+    event_type = event_type_for(job)
+    webhook_id = new_id("msg")
+    JobEvent.objects.create(
+        job=job,
+        type="webhook.redeliver",
+        message=f"{event_type} sent again to {job.webhook_url}",
+        actor=actor,
+        data={"webhook_id": webhook_id, "event": event_type},
+    )
+    _enqueue(job.pk, event_type, webhook_id)
+    return webhook_id

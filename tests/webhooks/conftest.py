@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from jobs.models import Job, Row, RowStatus
+
+
+@pytest.fixture(autouse=True)
+def _webhook_env(settings):
+    settings.ROOT_URLCONF = "tests.webhooks.urls"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = ""
+    settings.BATCHHUB_WEBHOOK_TIMEOUT = 2.0
+
+
+@pytest.fixture
+def wh_alice(db):
+    return get_user_model().objects.create_user("wh-alice", "a@example.com", "pw-alice-123")
+
+
+@pytest.fixture
+def wh_bob(db):
+    return get_user_model().objects.create_user("wh-bob", "b@example.com", "pw-bob-123")
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1; answers the next status in `statuses` (the last repeats)."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    requests: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def receiver():
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            index = len(state.requests)
+            state.requests.append(
+                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
+            status = state.statuses[min(index, len(state.statuses) - 1)]
+            payload = b"ok" if status < 300 else b"receiver says no"
+            try:
+                self.send_response(status)
+                for name, value in state.extra_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except ConnectionError:
+                pass  # the sender gave up first (the timeout test)
+
+        def do_GET(self):  # noqa: N802 — a followed redirect would arrive here
+            state.requests.append(Received(self.path, dict(self.headers), b""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.port = server.server_address[1]
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def make_job(wh_alice):
+    def make(*, owner=None, rows=3, status="completed", webhook_url=None, **fields) -> Job:
+        job = Job.objects.create(
+            owner=owner or wh_alice,
+            processor="template",
+            params={"template": "{a}"},
+            columns=["a", "b"],
+            status=status,
+            total=rows,
+            succeeded=rows,
+            webhook_url=webhook_url,
+            **fields,
+        )
+        Row.objects.bulk_create(
+            Row(
+                job=job,
+                index=i,
+                ref=str(i + 1),
+                data=[f"a{i}", f"b{i}"],
+                status=RowStatus.SUCCEEDED,
+                output={"text": f"a{i}"},
+            )
+            for i in range(rows)
+        )
+        return job
+
+    return make
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    """Map host names to addresses for socket.getaddrinfo; other names resolve for real.
+
+    `fake_dns["name"] = ["127.0.0.1"]`, or a callable returning the list (for rebinding tests).
+    """
+    table: dict[str, object] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host in table:
+            entry = table[host]
+            addresses = entry() if callable(entry) else entry
+            out = []
+            for address in addresses:
+                if ":" in address:
+                    out.append(
+                        (
+                            socket.AF_INET6,
+                            socket.SOCK_STREAM,
+                            6,
+                            "",
+                            (address, int(port or 0), 0, 0),
+                        )
+                    )
+                else:
+                    out.append(
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))
+                    )
+            return out
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return table
+
+
+@pytest.fixture(autouse=True)
+def _eager_retries_inline():
+    """Let `task.apply()` run Celery's retries inline (Celery does so in eager mode), instead of
+    re-raising the Retry as the project's task_eager_propagates=True would."""
+    from jobs.webhook_tasks import deliver_webhook
+
+    conf = deliver_webhook.app.conf
+    before = conf.task_eager_propagates
+    conf.task_eager_propagates = False
+    yield
+    conf.task_eager_propagates = before
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def run_task():
+    """Run deliver_webhook eagerly, retries inline, and fail the test if the task itself failed
+    (with propagation off for the retries, an error would otherwise pass silently)."""
+    from jobs.webhook_tasks import deliver_webhook
+
+    def run(*args, **kwargs):
+        result = deliver_webhook.apply(args=args, kwargs=kwargs)
+        if result.state != "SUCCESS":
+            raise AssertionError(f"task ended {result.state}: {result.result!r}") from (
+                result.result if isinstance(result.result, BaseException) else None
+            )
+        return result
+
+    return run
