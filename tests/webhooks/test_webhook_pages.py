@@ -1,0 +1,135 @@
+"""The settings page (signing secret, rotation) and the "send again" button and endpoint."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from django.contrib.messages import get_messages
+from rest_framework.test import APIClient
+
+from jobs.models import JobEvent, UserSettings
+from jobs.webhook_tasks import deliver_webhook
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    calls = []
+    monkeypatch.setattr(deliver_webhook, "delay", lambda *args: calls.append(args))
+    return calls
+
+
+def test_settings_page_shows_masked_secret_and_reveal(client, wh_alice):
+    client.force_login(wh_alice)
+    response = client.get("/settings/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    secret = UserSettings.objects.get(user=wh_alice).webhook_secret  # created on first visit
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    masked = re.search(r'data-testid="secret-masked">([^<]+)<', html).group(1)
+    assert secret not in masked and masked.startswith(secret[:10])
+    assert re.search(r"<details>\s*<summary>Reveal secret</summary>", html)
+    assert f'data-testid="secret">{secret}<' in html
+    assert "Rotate secret" in html and "hmac.compare_digest" in html
+    assert "Provider credentials" not in html  # no credentials page mounted in this urlconf
+
+
+def test_settings_page_links_credentials_when_mounted(client, wh_alice, settings):
+    settings.ROOT_URLCONF = "tests.webhooks.urls_with_credentials"
+    client.force_login(wh_alice)
+    html = client.get("/settings/").content.decode()
+    assert '<a href="/settings/credentials/">Provider credentials</a>' in html
+
+
+def test_settings_page_needs_login(client, db):
+    response = client.get("/settings/")
+    assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_rotate_needs_confirmation(client, wh_alice):
+    client.force_login(wh_alice)
+    before = UserSettings.get_or_create_for(wh_alice).webhook_secret
+    response = client.post("/settings/webhook-secret/rotate/", follow=True)
+    assert "Tick the box to confirm" in response.content.decode()
+    assert UserSettings.objects.get(user=wh_alice).webhook_secret == before
+
+
+def test_rotate_changes_the_secret(client, wh_alice, wh_bob):
+    client.force_login(wh_alice)
+    before = UserSettings.get_or_create_for(wh_alice).webhook_secret
+    bobs = UserSettings.get_or_create_for(wh_bob).webhook_secret
+    response = client.post("/settings/webhook-secret/rotate/", {"confirm": "yes"}, follow=True)
+    prefs = UserSettings.objects.get(user=wh_alice)
+    assert prefs.webhook_secret != before and prefs.rotated_at is not None
+    assert prefs.signing_secrets() == [prefs.webhook_secret, before]
+    html = response.content.decode()
+    assert "New signing secret created" in html and prefs.webhook_secret in html
+    assert UserSettings.objects.get(user=wh_bob).webhook_secret == bobs
+
+
+def test_rotate_is_post_only(client, wh_alice):
+    client.force_login(wh_alice)
+    assert client.get("/settings/webhook-secret/rotate/").status_code == 405
+
+
+# --- send again -----------------------------------------------------------------------------------
+
+
+def test_redeliver_button(client, wh_alice, make_job, enqueued, django_capture_on_commit_callbacks):
+    job = make_job(status="partial", webhook_url="https://hooks.example.com/x")
+    client.force_login(wh_alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/jobs/{job.public_id}/webhook/redeliver/")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.public_id}/"
+    ((pk, event_type, webhook_id),) = enqueued
+    assert (pk, event_type) == (job.pk, "job.partial") and webhook_id.startswith("msg_")
+    event = JobEvent.objects.get(job=job, type="webhook.redeliver")
+    assert event.actor == "wh-alice" and event.data["webhook_id"] == webhook_id
+
+
+def test_redeliver_button_on_unfinished_job(client, wh_alice, make_job, enqueued):
+    job = make_job(status="processing", webhook_url="https://hooks.example.com/x")
+    client.force_login(wh_alice)
+    response = client.post(f"/jobs/{job.public_id}/webhook/redeliver/")
+    assert response.status_code == 302
+    (message,) = get_messages(response.wsgi_request)
+    assert message.level_tag == "error" and "has not finished yet" in message.message
+    assert enqueued == [] and not JobEvent.objects.filter(job=job).exists()
+
+
+def test_redeliver_button_other_users_job_is_404(client, wh_bob, make_job, enqueued):
+    job = make_job(webhook_url="https://hooks.example.com/x")
+    client.force_login(wh_bob)
+    assert client.post(f"/jobs/{job.public_id}/webhook/redeliver/").status_code == 404
+    assert enqueued == []
+
+
+def test_redeliver_api(wh_alice, wh_bob, make_job, enqueued, django_capture_on_commit_callbacks):
+    job = make_job(status="failed", webhook_url="https://hooks.example.com/x")
+    api = APIClient()
+    url = f"/api/v1/jobs/{job.public_id}/webhook/redeliver"
+    assert api.post(url).status_code in (401, 403)
+
+    api.force_authenticate(wh_bob)
+    response = api.post(url)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+    api.force_authenticate(wh_alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(url)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["type"] == "job.failed" and body["webhook_id"] == enqueued[0][2]
+
+
+def test_redeliver_api_conflicts(wh_alice, make_job, enqueued):
+    api = APIClient()
+    api.force_authenticate(wh_alice)
+    running = make_job(status="processing", webhook_url="https://hooks.example.com/x")
+    response = api.post(f"/api/v1/jobs/{running.public_id}/webhook/redeliver")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "invalid_state"
+    no_url = make_job(status="completed")
+    response = api.post(f"/api/v1/jobs/{no_url.public_id}/webhook/redeliver")
+    assert response.status_code == 409 and "no webhook URL" in response.json()["error"]["message"]
+    assert enqueued == []
