@@ -12,8 +12,10 @@ item's position in the list) and 1-based column numbers where a column is involv
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -383,29 +385,45 @@ def _raise(line: int | None, column: int | None, message: str) -> None:
     raise InputError([_error(line, column, message)])
 
 
-def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+def _open_csv(fileobj: BinaryIO, info: TableInfo) -> tuple[TextStream, Any]:
     # The csv module's limit is global; it is set on every read so a changed setting applies.
     csv.field_size_limit(settings.BATCHHUB_MAX_FIELD_BYTES)
-    with TextStream(fileobj, info.encoding, info.compressed) as stream:
-        reader = csv.reader(stream.lines, **_dialect(info.delimiter))
-        last = 0
+    stream = TextStream(fileobj, info.encoding, info.compressed)
+    return stream, csv.reader(stream.lines, **_dialect(info.delimiter))
+
+
+def _skip_header(stream: TextStream, reader) -> int:
+    """Check the bytes, read past the header (and blank lines before it); returns its line."""
+    stream.check_nul()
+    for record in reader:
+        if record:
+            break
+    return reader.line_num
+
+
+def _read_failure(stream: TextStream, exc: Exception, last: int) -> InputError:
+    """The InputError for an exception raised while reading records (after line `last`)."""
+    if isinstance(exc, InputError):
+        return exc
+    if isinstance(exc, csv.Error):
+        return InputError([_error(last + 1, None, _csv_message(exc, last + 1))])
+    problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
+    return InputError([_error(problem.line, None, problem.message)])
+
+
+def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+    stream, reader = _open_csv(fileobj, info)
+    last = 0
+    with stream:
         try:
-            for record in reader:  # the header, after any blank lines
-                last = reader.line_num
-                if record:
-                    break
+            last = _skip_header(stream, reader)
             for record in reader:
                 start = last + 1
                 last = reader.line_num
                 if record:  # blank lines are skipped
                     yield start, record
-        except csv.Error as exc:
-            _raise(last + 1, None, _csv_message(exc, last + 1))
-        except InputError:
-            raise
-        except Exception as exc:  # decoding, NUL bytes, broken gzip: located by TextStream
-            problem = stream.problem(exc, reader.line_num)
-            _raise(problem.line, None, problem.message)
+        except Exception as exc:
+            raise _read_failure(stream, exc, last) from None
 
 
 def _kind(obj: Any) -> str:
@@ -558,7 +576,9 @@ class _Scan:
     """One pass over the rows: yields (line, ref, values) for good rows, records problems.
 
     ref is the row's id as a string, or None when there is no id column. Raises InputError only
-    for a problem that stops reading (the caller merges it into the errors).
+    for a problem that stops reading (the caller merges it into the errors). The CSV loop is
+    written out for speed: it runs per row at csv.reader's pace, so it holds no per-row call
+    beyond the reader itself except on rows with a problem.
     """
 
     def __init__(
@@ -571,71 +591,114 @@ class _Scan:
         self.max_rows = max_rows
         self.count = 0
         self.finished = False
+        self.what = "Row" if info.format == "rows" else "Line"
+        self.ref_max = _ref_max_length()
 
     def __iter__(self) -> Iterator[tuple[int, str | None, list]]:
-        info, add = self.info, self.errors.add
-        columns = info.columns
-        width = len(columns) if info.format == "csv" else None
-        id_column = self.id_column
-        id_index = columns.index(id_column) if id_column in columns else None
-        ref_max = _ref_max_length()
+        return self._csv() if self.info.format == "csv" else self._objects()
+
+    # Problems, one method each so the loops stay short.
+
+    def _too_many(self, line: int, count: int) -> None:
+        self.errors.add(
+            line,
+            None,
+            f"The file has more than {self.max_rows:,} rows, the limit; "
+            f"line {line} is row {count:,}.",
+        )
+
+    def _ragged(self, line: int, got: int, width: int) -> None:
+        self.errors.add(
+            line,
+            min(got, width) + 1,
+            f"Line {line} has {got} fields, expected {width} (one per header column).",
+        )
+
+    def _bad_id(self, line: int, index: int | None, ref: str | None, duplicate: bool) -> None:
+        column = index + 1 if index is not None else None
+        name = _quote(self.id_column)
+        if duplicate:
+            message = (
+                f"{self.what} {line} repeats the id {_quote(ref)} (column {name}); "
+                "ids must be unique."
+            )
+        elif not ref:
+            message = f"{self.what} {line} has no value in the id column {name}."
+        else:
+            message = f"{self.what} {line} has an id longer than {self.ref_max} characters."
+        self.errors.add(line, column, message)
+
+    def _csv(self) -> Iterator[tuple[int, str | None, list]]:
+        columns = self.info.columns
+        width, max_rows, ref_max = len(columns), self.max_rows, self.ref_max
+        id_index = columns.index(self.id_column) if self.id_column in columns else None
+        # Ids are kept as 64-bit hashes (SipHash, via hash()), not strings: a million long ids
+        # would otherwise stay in memory for the whole pass.
         seen: set[int] = set()
-        max_rows = self.max_rows
-        what = "Row" if info.format == "rows" else "Line"
+        seen_add = seen.add
+        count = last = 0
+        stream, reader = _open_csv(self.source, self.info)
+        with stream:
+            try:
+                last = _skip_header(stream, reader)
+                for record in reader:
+                    start = last + 1
+                    last = reader.line_num
+                    if not record:
+                        continue  # a blank line
+                    count += 1
+                    if count > max_rows:
+                        self._too_many(start, count)
+                        break
+                    if len(record) != width:
+                        self._ragged(start, len(record), width)
+                        continue
+                    if id_index is None:
+                        yield start, None, record
+                        continue
+                    ref = record[id_index]
+                    if not ref or len(ref) > ref_max:
+                        self._bad_id(start, id_index, ref, False)
+                        continue
+                    size = len(seen)
+                    seen_add(hash(ref))
+                    if len(seen) == size:
+                        self._bad_id(start, id_index, ref, True)
+                        continue
+                    yield start, ref, record
+                self.finished = True
+            except Exception as exc:
+                raise _read_failure(stream, exc, last) from None
+            finally:
+                self.count = count
+
+    def _objects(self) -> Iterator[tuple[int, str | None, list]]:
+        columns, id_column = self.info.columns, self.id_column
+        max_rows, ref_max = self.max_rows, self.ref_max
+        id_index = columns.index(id_column) if id_column in columns else None
+        seen: set[int] = set()
         count = 0
         try:
-            for line, values in _iter_source(self.source, info, add):
+            for line, values in _iter_source(self.source, self.info, self.errors.add):
                 count += 1
                 if count > max_rows:
-                    add(
-                        line,
-                        None,
-                        f"The file has more than {max_rows:,} rows, the limit; "
-                        f"line {line} is row {count:,}.",
-                    )
+                    self._too_many(line, count)
                     break
-                if width is not None and len(values) != width:
-                    got = len(values)
-                    add(
-                        line,
-                        min(got, width) + 1,
-                        f"Line {line} has {got} fields, expected {width} (one per header column).",
-                    )
-                    continue
                 if id_column is None:
                     yield line, None, values
                     continue
-                if id_index is None and width is None and id_column in columns:
-                    id_index = columns.index(id_column)  # JSON: the key may first appear now
+                if id_index is None and id_column in columns:
+                    id_index = columns.index(id_column)  # the key may first appear now
                 value = (
                     values[id_index] if id_index is not None and id_index < len(values) else None
                 )
-                if value is None or value == "":
-                    column = id_index + 1 if id_index is not None else None
-                    add(
-                        line,
-                        column,
-                        f"{what} {line} has no value in the id column {_quote(id_column)}.",
-                    )
+                ref = "" if value is None else value if type(value) is str else str(value)
+                if not ref or len(ref) > ref_max:
+                    self._bad_id(line, id_index, ref, False)
                     continue
-                ref = value if type(value) is str else str(value)
-                if len(ref) > ref_max:
-                    add(
-                        line,
-                        id_index + 1,
-                        f"{what} {line} has an id longer than {ref_max} characters.",
-                    )
-                    continue
-                # Ids are kept as 64-bit hashes (SipHash via hash()), not strings: a million long
-                # ids would otherwise stay in memory for the whole pass.
                 digest = hash(ref)
                 if digest in seen:
-                    add(
-                        line,
-                        id_index + 1,
-                        f"{what} {line} repeats the id {_quote(ref)} (column {_quote(id_column)}); "
-                        "ids must be unique.",
-                    )
+                    self._bad_id(line, id_index, ref, True)
                     continue
                 seen.add(digest)
                 yield line, ref, values
@@ -734,11 +797,11 @@ def validate(
         id_column=_check_header(info, errors, id_column, required_columns),
         max_rows=settings.BATCHHUB_MAX_ROWS if max_rows is None else max_rows,
     )
+    rows = iter(scan)
     kept: list[list] = []
     try:
-        for _line, _ref, values in scan:
-            if len(kept) < preview_rows:
-                kept.append(values)
+        kept = [values for _line, _ref, values in itertools.islice(rows, preview_rows)]
+        collections.deque(rows, maxlen=0)  # the rest of the pass, at C speed
     except InputError as exc:
         errors.extend(exc)
     scan.check_not_empty()

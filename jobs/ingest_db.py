@@ -47,7 +47,14 @@ def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list
 def _executemany(
     cursor, connection, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]
 ) -> int:
-    prep = Row._meta.get_field("data").get_db_prep_save
+    if connection.vendor == "sqlite":
+        # What JSONField.get_db_prep_save does there, without its per-value layers.
+        dumps = json.JSONEncoder().encode
+
+        def prep(values, _connection):
+            return dumps(values)
+    else:
+        prep = Row._meta.get_field("data").get_db_prep_save
     pending = RowStatus.PENDING.value
     batch: list[tuple] = []
     written = 0

@@ -60,24 +60,20 @@ _BAD_CHAR = re.compile("[\x00\udc00-\udcff]")
 
 
 class _Guarded(io.BufferedIOBase):
-    """A read-only view of any object with read(n): refuses NUL bytes, never closes the inner one.
+    """A read-only view of any object with read(n), for file objects that aren't io classes.
 
     TextIOWrapper closes its buffer when it is closed or collected; the caller's file must stay
     open (the engine reads it twice), so the wrapper owns this object, not the caller's file.
     """
 
-    def __init__(self, inner, check_nul: bool):
+    def __init__(self, inner):
         self._inner = inner
-        self._check_nul = check_nul
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self._inner.read(-1 if size is None else size)
-        if self._check_nul and b"\x00" in data:
-            raise _NulByte
-        return data
+        return self._inner.read(-1 if size is None else size)
 
     read1 = read
 
@@ -165,8 +161,9 @@ def _nul_checked(lines: Iterator[str]) -> Iterator[str]:
 class TextStream:
     """The decoded lines of a file (physical lines, newlines kept), for csv.reader or JSONL.
 
-    Iterating raises TextProblem for bytes that don't decode, NUL characters, and broken gzip
-    data, naming the line. Use as a context manager: it closes only what it opened.
+    Reading may raise UnicodeDecodeError, a gzip error, or (from check_nul) _NulByte: pass any of
+    them to problem() for a TextProblem naming the line. Use as a context manager: it closes only
+    what it opened.
     """
 
     def __init__(self, fileobj: BinaryIO, encoding: str, compressed: bool):
@@ -174,13 +171,14 @@ class TextStream:
         self._start = fileobj.tell()
         self.encoding = encoding
         self.compressed = compressed
+        self._wide = encoding in WIDE_ENCODINGS
         self._raw = open_binary(fileobj, compressed)
-        wide = encoding in WIDE_ENCODINGS
-        self._text = io.TextIOWrapper(
-            _Guarded(self._raw, check_nul=not wide), encoding=encoding, errors="strict", newline=""
-        )
+        # TextIOWrapper reads ~15% faster from a native buffered file than from any Python-level
+        # wrapper, so io objects are used as they are (and detached, not closed, at the end).
+        buffer = self._raw if isinstance(self._raw, io.BufferedIOBase) else _Guarded(self._raw)
+        self._text = io.TextIOWrapper(buffer, encoding=encoding, errors="strict", newline="")
         self._text._CHUNK_SIZE = READ_CHUNK
-        self.lines: Iterator[str] = _nul_checked(self._text) if wide else self._text
+        self.lines: Iterator[str] = _nul_checked(self._text) if self._wide else self._text
 
     def __enter__(self) -> TextStream:
         return self
@@ -189,9 +187,34 @@ class TextStream:
         self.close()
 
     def close(self) -> None:
-        self._text.close()
+        if isinstance(self._text.buffer, _Guarded):
+            self._text.close()
+        elif not self._raw.closed:
+            self._text.detach()  # leaves the caller's file open
         if self.compressed:
             self._raw.close()
+
+    def check_nul(self) -> None:
+        """Raise if the file holds a NUL byte (which no database text column can store).
+
+        A separate pass over the bytes before parsing: memchr over 1 MB blocks costs ~0.3 ms per
+        MB (~2 ms decompressed from gzip), far less than checking every line while parsing.
+        UTF-16/32 text is full of 0 bytes, so there the lines themselves are checked.
+        """
+        if self._wide:
+            return
+        self._fileobj.seek(self._start)
+        raw = open_binary(self._fileobj, self.compressed)
+        try:
+            while block := raw.read(1 << 20):
+                if b"\x00" in block:
+                    raise _NulByte
+        except _GZIP_ERRORS:
+            pass  # the parsing pass reports broken gzip data with its line
+        finally:
+            if self.compressed:
+                raw.close()
+            self._fileobj.seek(self._start)
 
     def problem(self, exc: BaseException, lines_read: int) -> TextProblem:
         """Turn an exception raised while reading into a TextProblem that names the line."""
@@ -219,7 +242,7 @@ class TextStream:
         self._fileobj.seek(self._start)
         raw = open_binary(self._fileobj, self.compressed)
         text = io.TextIOWrapper(
-            _Guarded(raw, check_nul=False),
+            _Guarded(raw),
             encoding=self.encoding,
             errors="batchhub.mark",
             newline="",

@@ -1,0 +1,155 @@
+"""Benchmark: ingest throughput and memory against a bare csv.reader loop over the same file.
+
+Run: `python tests/bench/bench_ingest.py [ROWS]` (default 200,000). It writes a ROWS-row, 6-column
+UTF-8 CSV in a temporary directory, then prints one JSON line per figure:
+
+- `csv_reader`: rows/s of `for row in csv.reader(open(path, newline=""))`, the yardstick;
+- `validate`: rows/s of `jobs.ingest.validate()` (detection, decoding, field counts, preview),
+  without and with an id column (duplicate check), and the time ratio to the yardstick;
+- `validate_memory`: peak RSS growth (ru_maxrss) over the validate runs, and tracemalloc's peak
+  for one validate without and one with an id column (only the id digest set grows with rows);
+- `write_rows_<vendor>`: rows/s of `write_rows()` into a throwaway database (wall time).
+
+Throughput figures are the best of 3 runs in CPU time.
+Set BENCH_DATABASE_URL to use another database you can throw away (e.g. PostgreSQL, for COPY).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+_tmp = tempfile.TemporaryDirectory(prefix="bench-ingest-")
+os.environ["DJANGO_SETTINGS_MODULE"] = "batchhub.settings"
+os.environ["DATABASE_URL"] = os.environ.get(
+    "BENCH_DATABASE_URL", f"sqlite:///{Path(_tmp.name) / 'bench.sqlite3'}"
+)
+os.environ["BATCHHUB_DATA_DIR"] = _tmp.name  # nothing is written beside the project
+os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
+os.environ["CACHE_URL"] = "locmem"
+os.environ["CELERY_BROKER_URL"] = "memory://"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+
+from jobs.ingest import validate, write_rows  # noqa: E402
+
+ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+
+
+def emit(**figures) -> None:
+    print(json.dumps({"bench": "ingest", "rows": ROWS, **figures}), flush=True)
+
+
+def make_csv(path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "name", "email", "city", "score", "comment"])
+        for i in range(ROWS):
+            writer.writerow(
+                [
+                    f"cust-{i:07d}",
+                    f"Customer {i}",
+                    f"user{i}@example.com",
+                    ("Zürich", "Lyon", "Oslo", "São Paulo")[i % 4],
+                    str(i % 100),
+                    f'Said "great, thanks" on order {i}' if i % 7 == 0 else "ok",
+                ]
+            )
+
+
+def best_of(runs: int, fn) -> float:
+    # CPU time, not wall time: the loops are single-threaded, and CPU time doesn't move with
+    # whatever else the (2-core) machine is running.
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def bare_reader(path: Path) -> None:
+    with path.open(newline="", encoding="utf-8") as fh:
+        for _row in csv.reader(fh):
+            pass
+
+
+def run_validate(path: Path, id_column: str | None) -> None:
+    with path.open("rb") as fh:
+        report = validate(fh, filename=path.name, id_column=id_column, max_rows=ROWS)
+    assert report.valid and report.row_count == ROWS, report.errors[:3]
+
+
+def max_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main() -> None:
+    path = Path(_tmp.name) / "input.csv"
+    make_csv(path)
+    size_mb = round(path.stat().st_size / 1e6, 1)
+
+    bare = best_of(3, lambda: bare_reader(path))
+    emit(figure="csv_reader", file_mb=size_mb, rows_per_s=round(ROWS / bare))
+
+    rss_before = max_rss_kb()
+    for id_column in (None, "id"):
+        took = best_of(3, lambda c=id_column: run_validate(path, c))
+        emit(
+            figure="validate",
+            id_column=id_column,
+            rows_per_s=round(ROWS / took),
+            seconds=round(took, 3),
+            ratio_to_csv_reader=round(took / bare, 2),
+        )
+    rss_growth_mb = round((max_rss_kb() - rss_before) / 1024, 1)
+
+    peaks = {}
+    for id_column in (None, "id"):
+        tracemalloc.start()
+        run_validate(path, id_column)
+        peaks[id_column] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    emit(
+        figure="validate_memory",
+        file_mb=size_mb,
+        peak_rss_growth_mb=rss_growth_mb,
+        tracemalloc_peak_mb=round(peaks[None] / 1e6, 2),
+        tracemalloc_peak_mb_with_id_column=round(peaks["id"] / 1e6, 1),
+    )
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    from django.contrib.auth import get_user_model
+
+    from jobs.models import Job, Row
+
+    owner = get_user_model().objects.create_user("bench-ingest")
+    job = Job.objects.create(owner=owner, processor="template", id_column="id")
+    start = time.perf_counter()
+    with transaction.atomic(), path.open("rb") as fh:
+        write_rows(job, fh, filename=path.name)
+    took = time.perf_counter() - start
+    assert Row.objects.filter(job=job).count() == ROWS
+    emit(
+        figure=f"write_rows_{connection.vendor}",
+        rows_per_s=round(ROWS / took),
+        seconds=round(took, 2),
+    )
+
+
+if __name__ == "__main__":
+    main()
