@@ -133,3 +133,41 @@ def test_redeliver_api_conflicts(wh_alice, make_job, enqueued):
     response = api.post(f"/api/v1/jobs/{no_url.public_id}/webhook/redeliver")
     assert response.status_code == 409 and "no webhook URL" in response.json()["error"]["message"]
     assert enqueued == []
+
+
+# --- in the project's own URLconf -----------------------------------------------------------------
+
+
+def test_in_the_project_the_job_page_button_sends_again_and_shows_attempts(
+    client,
+    wh_alice,
+    make_job,
+    settings,
+    receiver,
+    run_task,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    settings.ROOT_URLCONF = "batchhub.urls"
+    settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = "127.0.0.1/32"
+    monkeypatch.setattr(deliver_webhook, "delay", lambda *args: run_task(*args))
+    job = make_job(webhook_url=receiver.url)
+    client.force_login(wh_alice)
+
+    html = client.get("/settings/").content.decode()
+    assert "Rotate secret" in html and 'href="/settings/credentials/"' in html
+
+    page = client.get(f"/jobs/{job.public_id}/").content.decode()
+    action = re.search(
+        r'<form method="post" action="([^"]+)"[^>]*>\s*<input[^>]*>\s*'
+        r"<button[^>]*>Send the webhook again",
+        page,
+    ).group(1)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(action)
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.public_id}/"
+    assert len(receiver.requests) == 1
+
+    page = client.get(f"/jobs/{job.public_id}/").content.decode()
+    assert f"POST {receiver.url} → 200 in" in page
+    assert "job.completed sent again" in page
