@@ -6,6 +6,7 @@ Retry-After parsing, dotted paths into JSON and column templates.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -19,6 +20,11 @@ import httpx
 
 from .base import ParamsError, RetryableError, RowError
 from .template import template_fields
+
+# httpx logs every request at INFO: one line per row on the workers, with URLs whose query strings
+# may carry tokens. Quiet it unless the operator configured that logger explicitly.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
 # A service asking for more than a day is treated as a day: the job pauses, it does not vanish.

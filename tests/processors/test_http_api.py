@@ -141,3 +141,16 @@ def test_bad_params(params, message):
     with pytest.raises(ParamsError) as info:
         HTTPProcessor.validate_params(params)
     assert message in str(info.value)
+
+
+def test_retry_after_parsing_and_dotted_paths():
+    from jobs.processors._httpclient import dotted_get, parse_retry_after
+
+    assert parse_retry_after("12") == 12
+    assert parse_retry_after("-5") == 0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 60) == 60
+    assert parse_retry_after("999999999") == 86_400
+    doc = {"a": {"b": [{"c": 1}, {"c": 2}]}}
+    assert dotted_get(doc, "a.b.1.c") == 2 and dotted_get(doc, "a.b.-1.c") == 2
+    assert dotted_get(doc, "a.x.c") is None and dotted_get(doc, "a.b.c") is None
