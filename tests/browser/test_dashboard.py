@@ -78,6 +78,8 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     page.wait_for_function(
         "document.querySelector('[data-testid=status]').innerText.trim() === 'Paused'"
     )
+    # Screen readers hear it through the live region (an out-of-band swap into #job-announce).
+    assert page.locator("#job-announce").inner_text() == "Job paused."
     page.wait_for_timeout(1500)  # a chunk already in flight may still land
     paused_at = _progress(page)
     page.wait_for_timeout(2500)
