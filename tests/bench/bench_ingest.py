@@ -132,6 +132,8 @@ def main() -> None:
         tracemalloc_peak_mb_with_id_column=round(peaks["id"] / 1e6, 1),
     )
 
+    # auth first: PostgreSQL checks the jobs tables' foreign keys as soon as syncdb makes them.
+    call_command("migrate", "auth", verbosity=0)
     call_command("migrate", run_syncdb=True, verbosity=0)
     from django.contrib.auth import get_user_model
 
