@@ -215,6 +215,8 @@ BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0
 # The site's public address (https://batchhub.example.com) for absolute links outside a request,
 # e.g. in webhook payloads; empty: such links are relative to the site.
 BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
+# Extra processor classes by dotted path ("package.module:Class"), beside entry points.
+BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -249,8 +251,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "batchhub")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-work": {"task": "jobs.tasks.reap", "schedule": BATCHHUB_REAPER_INTERVAL},
-    "expire-jobs": {"task": "jobs.tasks.expire_jobs", "schedule": 3600.0},
+    "reap-stale-work": {"task": "jobs.reap", "schedule": BATCHHUB_REAPER_INTERVAL},
+    "expire-jobs": {"task": "jobs.expire_jobs", "schedule": 3600.0},
 }
 
 # --- REST framework -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
 SAMPLE_EVERY = 1.0  # seconds between throughput samples
 MAX_SAMPLES = 240
+IO_THREADS_PER_LOOP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +55,12 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
     processor_cls = processor_cls or get_processor_class(job.processor)
     concurrency = max(1, job.concurrency)
     if processor_cls is not None and processor_cls.io_bound:
-        # Requests in flight are threads of one loop: `concurrency` is a promise to the service
-        # being called, so it is not multiplied by a number of loops.
-        loops, threads = 1, concurrency
+        # `concurrency` is a promise to the service being called: the requests in flight over all
+        # loops add up to it. Loops of up to IO_THREADS_PER_LOOP threads let a busy job spread
+        # over several worker processes.
+        loops = math.ceil(concurrency / IO_THREADS_PER_LOOP)
+        threads = concurrency // loops
+        loops = concurrency // threads  # every loop gets `threads`; none exceeds the total
         chunk_rows = max(50, threads * 20)
     else:
         loops, threads = concurrency, 1
@@ -348,7 +352,7 @@ def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> C
             break
         run.collect(item, processor.run_one(to_input(item)))
     if run.status == JobStatus.PROCESSING:
-        if processor.io_bound and plan.threads > 1:
+        if processor.io_bound:
             _run_threaded(run, queue, to_input)
         else:
             while queue and run.status == JobStatus.PROCESSING:

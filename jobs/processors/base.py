@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+from django.conf import settings
 from jsonschema import Draft202012Validator, validators
 
 logger = logging.getLogger(__name__)
@@ -187,19 +189,28 @@ def _registry() -> dict[str, type[Processor]]:
     from . import builtin_processors
 
     found: dict[str, type[Processor]] = {cls.name: cls for cls in builtin_processors()}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    # Installed packages announce processors through entry points; an operator can also name
+    # classes directly (BATCHHUB_PROCESSORS=package.module:Class,…) without packaging them.
+    sources = [(ep.value, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    sources += [(path, partial(_load_path, path)) for path in settings.BATCHHUB_PROCESSORS]
+    for where, load in sources:
         try:
-            cls = ep.load()
+            cls = load()
         except Exception:
-            logger.exception("could not load processor entry point %s", ep.value)
+            logger.exception("could not load processor %s", where)
             continue
         if not (isinstance(cls, type) and issubclass(cls, Processor) and cls.name):
-            logger.error("entry point %s is not a named Processor subclass", ep.value)
+            logger.error("%s is not a named Processor subclass", where)
             continue
         if cls.name in found:
-            logger.warning("processor %s from %s hides an earlier one", cls.name, ep.value)
+            logger.warning("processor %s from %s hides an earlier one", cls.name, where)
         found[cls.name] = cls
     return found
+
+
+def _load_path(path: str) -> type[Processor]:
+    module_name, _, attr = path.partition(":")
+    return getattr(import_module(module_name), attr)
 
 
 def registry() -> dict[str, type[Processor]]:

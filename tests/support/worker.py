@@ -39,6 +39,7 @@ def worker_env(**extra: str) -> dict[str, str]:
             "CACHE_URL": os.environ.get("CACHE_URL", ""),
             "BATCHHUB_LEASE_SECONDS": str(settings.BATCHHUB_LEASE_SECONDS),
             "BATCHHUB_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+            "BATCHHUB_PROCESSORS": "tests.support.fault_processors:CrashProcessor",
             "BATCHHUB_TESTING": "0",
             "PYTHONUNBUFFERED": "1",
         }
@@ -50,7 +51,7 @@ def worker_env(**extra: str) -> dict[str, str]:
 class Worker:
     """`celery -A batchhub worker` in its own process group, with its log in a file."""
 
-    def __init__(self, log_dir: Path, *, concurrency: int = 2, name: str = "w1", **env: str):
+    def __init__(self, log_dir: Path, *, concurrency: int = 2, name: str = "w1", beat: bool = False, **env: str):
         self.log_path = log_dir / f"celery-{name}.log"
         self.name = name
         cmd = [
@@ -59,6 +60,10 @@ class Worker:
             f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
+        if beat:
+            # The embedded beat runs the reaper, as `celery beat` does in production.
+            cmd += ["--beat", f"--schedule={log_dir / f'beat-{name}'}"]
+            env.setdefault("BATCHHUB_REAPER_INTERVAL", "1")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
