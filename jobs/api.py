@@ -56,11 +56,13 @@ def _has_nul(value: Any) -> bool:
 def _query(request: Request, name: str) -> str | None:
     value = request.query_params.get(name) or None
     if value is not None and "\x00" in value:
-        raise APIError(f"{name} must not contain NUL characters.", details={name: ["NUL character"]})
+        raise APIError(
+            f"{name} must not contain NUL characters.", details={name: ["NUL character"]}
+        )
     return value
 
 
-# --- fields ---------------------------------------------------------------------------------------
+# --- fields --------------------------------------------------------------------------------------
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -86,7 +88,7 @@ class JSONObjectField(serializers.Field):
         if not isinstance(data, dict):
             self.fail("not_object")
         if _has_nul(data):
-            # PostgreSQL cannot store U+0000 in text or jsonb: refuse it here rather than fail there.
+            # PostgreSQL cannot store U+0000 in text or jsonb: refuse it here, not fail there.
             self.fail("nul")
         return data
 
@@ -94,7 +96,9 @@ class JSONObjectField(serializers.Field):
         return value
 
 
-@extend_schema_field({"type": "string", "description": "A JSON object, encoded as a string.", "example": "{}"})
+@extend_schema_field(
+    {"type": "string", "description": "A JSON object, encoded as a string.", "example": "{}"}
+)
 class JSONObjectStringField(JSONObjectField):
     """A JSON object sent as a string: how a multipart form carries one."""
 
@@ -111,7 +115,7 @@ class JSONObjectStringField(JSONObjectField):
         return super().to_internal_value(data)
 
 
-# --- output serializers ---------------------------------------------------------------------------
+# --- output serializers --------------------------------------------------------------------------
 
 
 class CountsSerializer(serializers.Serializer):
@@ -144,7 +148,12 @@ def _base_url(request: Request | None) -> str:
 
 def job_links(public_id: str, request: Request | None = None) -> dict[str, str]:
     base = f"{_base_url(request)}{API_PREFIX}/jobs/{public_id}"
-    return {"self": base, "results": f"{base}/results", "rows": f"{base}/rows", "events": f"{base}/events"}
+    return {
+        "self": base,
+        "results": f"{base}/results",
+        "rows": f"{base}/rows",
+        "events": f"{base}/events",
+    }
 
 
 class JobSerializer(serializers.Serializer):
@@ -168,17 +177,23 @@ class JobSerializer(serializers.Serializer):
     started_at = UTCDateTimeField(allow_null=True)
     finished_at = UTCDateTimeField(allow_null=True)
     updated_at = UTCDateTimeField()
-    expires_at = UTCDateTimeField(allow_null=True, help_text="When the job and its results are deleted.")
+    expires_at = UTCDateTimeField(
+        allow_null=True, help_text="When the job and its results are deleted."
+    )
     links = serializers.SerializerMethodField()
     # Extras beyond the contract's shape.
     encoding = serializers.CharField(help_text="Detected text encoding of the input, e.g. utf-8.")
     delimiter = serializers.CharField(help_text="Detected CSV delimiter; empty for JSONL and rows.")
     concurrency = serializers.IntegerField()
-    rate_limit = serializers.IntegerField(allow_null=True, help_text="Requests per minute, all workers; null: none.")
+    rate_limit = serializers.IntegerField(
+        allow_null=True, help_text="Requests per minute, all workers; null: none."
+    )
     max_attempts = serializers.IntegerField()
     usage = JSONObjectField(help_text="Usage totals the processor reports, e.g. LLM tokens.")
     pause_reason = serializers.CharField()
-    resume_at = UTCDateTimeField(allow_null=True, help_text="When an auto-paused job resumes by itself.")
+    resume_at = UTCDateTimeField(
+        allow_null=True, help_text="When an auto-paused job resumes by itself."
+    )
 
     @extend_schema_field(JobLinksSerializer)
     def get_links(self, job) -> dict[str, str]:
@@ -194,8 +209,13 @@ class ProcessorSerializer(serializers.Serializer):
     name = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
-    inputs = serializers.ListField(child=serializers.CharField(), help_text="Logical inputs; map columns to them with column_map.")
-    outputs = serializers.ListField(child=serializers.CharField(), help_text="Output columns added to the results.")
+    inputs = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Logical inputs; map columns to them with column_map.",
+    )
+    outputs = serializers.ListField(
+        child=serializers.CharField(), help_text="Output columns added to the results."
+    )
     params_schema = JSONObjectField(help_text="JSON Schema of the processor's params.")
 
 
@@ -234,7 +254,9 @@ class ValidationReportSerializer(serializers.Serializer):
         ),
         help_text="At most 100 problems, in input order.",
     )
-    preview = serializers.ListField(child=JSONObjectField(), help_text="The first 10 rows as objects.")
+    preview = serializers.ListField(
+        child=JSONObjectField(), help_text="The first 10 rows as objects."
+    )
     format = serializers.CharField(help_text="csv, jsonl or rows.")
     encoding = serializers.CharField(allow_null=True)
     delimiter = serializers.CharField(allow_null=True)
@@ -253,45 +275,90 @@ class ValidationReportSerializer(serializers.Serializer):
     )
 
 
-# --- input serializers ----------------------------------------------------------------------------
+# --- input serializers ---------------------------------------------------------------------------
 
 
 class _JobInputBase(serializers.Serializer):
-    processor = serializers.CharField(max_length=100, help_text="A processor name from GET /processors.")
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, help_text="Defaults to the file name.")
+    processor = serializers.CharField(
+        max_length=100, help_text="A processor name from GET /processors."
+    )
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Defaults to the file name."
+    )
     id_column = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, allow_null=True,
-        help_text="A column whose values identify rows (unique, non-empty); becomes each row's ref.",
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="A column whose values identify rows (unique, non-empty): each row's ref.",
     )
     webhook_url = serializers.CharField(
-        max_length=1000, required=False, allow_blank=True, allow_null=True,
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
         help_text="POSTed to when the job finishes (public http/https URL).",
     )
-    concurrency = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="Rows in flight at once (extra).")
-    rate_limit = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="Requests per minute across all workers (extra).")
-    max_attempts = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=20, help_text="Tries per row before it fails (extra)."
+    concurrency = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Rows in flight at once (extra)."
     )
-    sample = serializers.IntegerField(
-        required=False, min_value=0, max_value=MAX_SAMPLE, default=0,
-        help_text="Validate only: run the processor on this many of the first rows (0 to 10).",
+    rate_limit = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="Requests per minute across all workers (extra).",
+    )
+    max_attempts = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=20,
+        help_text="Tries per row before it fails (extra).",
     )
 
 
 class JobCreateJSONSerializer(_JobInputBase):
-    params = JSONObjectField(required=False, default=dict, help_text="The processor's params (see its params_schema).")
+    params = JSONObjectField(
+        required=False, default=dict, help_text="The processor's params (see its params_schema)."
+    )
     column_map = serializers.DictField(
-        child=serializers.CharField(), required=False, default=dict, help_text="Processor input → column name."
+        child=serializers.CharField(),
+        required=False,
+        default=dict,
+        help_text="Processor input → column name.",
     )
     rows = serializers.ListField(
-        child=serializers.DictField(), help_text="The table: a list of row objects (column → value)."
+        child=serializers.DictField(),
+        help_text="The table: a list of row objects (column → value).",
     )
 
 
 class JobCreateFormSerializer(_JobInputBase):
     file = serializers.FileField(help_text="CSV, gzip-compressed CSV, or JSONL.")
-    params = JSONObjectStringField(required=False, default=dict, help_text="The processor's params as a JSON string.")
-    column_map = JSONObjectStringField(required=False, default=dict, help_text="Processor input → column name, as a JSON string.")
+    params = JSONObjectStringField(
+        required=False, default=dict, help_text="The processor's params as a JSON string."
+    )
+    column_map = JSONObjectStringField(
+        required=False, default=dict, help_text="Processor input → column name, as a JSON string."
+    )
+
+
+def _sample_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SAMPLE,
+        default=0,
+        help_text="Run the processor on this many first rows and return its output (0 to 10).",
+    )
+
+
+class JobValidateJSONSerializer(JobCreateJSONSerializer):
+    sample = _sample_field()
+
+
+class JobValidateFormSerializer(JobCreateFormSerializer):
+    sample = _sample_field()
 
 
 class JobRenameSerializer(serializers.Serializer):
@@ -317,30 +384,48 @@ def _err(description: str) -> OpenApiResponse:
 
 COMMON_ERRORS = {
     401: _err("not_authenticated: missing, unknown, expired or revoked key."),
-    429: _err("rate_limited: too many requests in this endpoint group; see the Retry-After header."),
+    429: _err(
+        "rate_limited: too many requests in this endpoint group; see the Retry-After header."
+    ),
 }
 NOT_FOUND = {404: _err("not_found: no such job (or not yours).")}
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429], description="Seconds to wait."
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds to wait.",
 )
-JOB_ID = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The job's id (job_…).")
+JOB_ID = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The job's id (job_…)."
+)
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
-    description="Repeat-safe creation: the same key and body within 24 hours returns the first job (200); "
+    description="Repeat-safe creation: the same key and body within 24 hours returns the first "
+    "job (200); "
     "the same key with a different body is a 409.",
 )
-JOB_INPUT_REQUEST = {"multipart/form-data": JobCreateFormSerializer, "application/json": JobCreateJSONSerializer}
+JOB_INPUT_REQUEST = {
+    "multipart/form-data": JobCreateFormSerializer,
+    "application/json": JobCreateJSONSerializer,
+}
+VALIDATE_REQUEST = {
+    "multipart/form-data": JobValidateFormSerializer,
+    "application/json": JobValidateJSONSerializer,
+}
 INPUT_ERRORS = {
-    400: _err("invalid_csv (unreadable or invalid input; details.errors lists the problems) or "
-              "invalid_request (unknown processor, bad params or fields)."),
+    400: _err(
+        "invalid_csv (unreadable or invalid input; details.errors lists the problems) or "
+        "invalid_request (unknown processor, bad params or fields)."
+    ),
     413: _err("file_too_large: the upload is over the size limit."),
     415: _err("unsupported_media_type: send multipart/form-data or application/json."),
 }
 
 
-# --- views ----------------------------------------------------------------------------------------
+# --- views ---------------------------------------------------------------------------------------
 
 
 class ProcessorViewSet(viewsets.ViewSet):
@@ -361,7 +446,11 @@ class ProcessorViewSet(viewsets.ViewSet):
         operation_id="processors_retrieve",
         summary="Describe a processor",
         parameters=[OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH)],
-        responses={200: ProcessorSerializer, 404: _err("not_found: no such processor."), **COMMON_ERRORS},
+        responses={
+            200: ProcessorSerializer,
+            404: _err("not_found: no such processor."),
+            **COMMON_ERRORS,
+        },
         tags=["processors"],
     )
     def retrieve(self, request: Request, name: str) -> Response:
@@ -372,13 +461,30 @@ class ProcessorViewSet(viewsets.ViewSet):
 
 
 class _KnownCountPagination(LimitOffsetPagination):
-    """Offset pagination whose total comes from the job's counters, not a COUNT(*) over rows."""
+    """Offset pagination over a job's rows whose total comes from the job's counters.
 
-    def __init__(self, count: int):
+    With `by_index`, the page is the rows whose index is in [offset, offset + limit): a range scan
+    of the (job, index) index, as fast at the end of a million rows as at the start, where an
+    SQL OFFSET would walk past every earlier row.
+    """
+
+    def __init__(self, count: int, *, by_index: bool = False):
         self.known_count = count
+        self.by_index = by_index
 
     def get_count(self, queryset) -> int:
         return self.known_count
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if not self.by_index:
+            return super().paginate_queryset(queryset, request, view)
+        self.limit = self.get_limit(request)
+        self.count = self.get_count(queryset)
+        self.offset = self.get_offset(request)
+        self.request = request
+        if self.count == 0 or self.offset >= self.count:
+            return []
+        return list(queryset.filter(index__gte=self.offset, index__lt=self.offset + self.limit))
 
 
 class JobViewSet(viewsets.GenericViewSet):
@@ -426,21 +532,25 @@ class JobViewSet(viewsets.GenericViewSet):
     def _respond(self, job, code: int = status.HTTP_200_OK) -> Response:
         return Response(job_representation(job, self.request), status=code)
 
-    def _input(self, request: Request) -> dict[str, Any]:
+    def _input(self, request: Request, *, validate: bool = False) -> dict[str, Any]:
         """The job input (files included), checked against the serializer for its media type."""
         is_json = (request.content_type or "").split(";")[0].strip().lower() == "application/json"
         if is_json:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
             if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
                 raise FileTooLarge(
-                    f"The JSON body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes; "
+                    "The JSON body is larger than the limit of "
+                    f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes; "
                     "upload a file instead.",
                     details={"max_bytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE},
                 )
         data = request.data
         if self.upload_limit is not None:
             self.upload_limit.raise_if_exceeded()
-        serializer_class = JobCreateJSONSerializer if is_json else JobCreateFormSerializer
+        if validate:
+            serializer_class = JobValidateJSONSerializer if is_json else JobValidateFormSerializer
+        else:
+            serializer_class = JobCreateJSONSerializer if is_json else JobCreateFormSerializer
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
@@ -459,12 +569,20 @@ class JobViewSet(viewsets.GenericViewSet):
         description="Your jobs, newest first.",
         parameters=[
             OpenApiParameter(
-                "status", OpenApiTypes.STR, enum=[*JobStatus.values, "active"],
+                "status",
+                OpenApiTypes.STR,
+                enum=[*JobStatus.values, "active"],
                 description="A status, or `active` for every status that is not terminal.",
             ),
-            OpenApiParameter("processor", OpenApiTypes.STR, description="Only jobs of this processor."),
+            OpenApiParameter(
+                "processor", OpenApiTypes.STR, description="Only jobs of this processor."
+            ),
         ],
-        responses={200: JobSerializer(many=True), 400: _err("invalid_request: unknown status."), **COMMON_ERRORS},
+        responses={
+            200: JobSerializer(many=True),
+            400: _err("invalid_request: unknown status."),
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def list(self, request: Request) -> Response:
@@ -481,18 +599,25 @@ class JobViewSet(viewsets.GenericViewSet):
         summary="Create a job",
         description=(
             "Creates a job from an uploaded file (multipart) or a list of row objects (JSON) and "
-            "starts it. Invalid input creates nothing. `concurrency`, `rate_limit` and `max_attempts` "
+            "starts it. Invalid input creates nothing. `concurrency`, `rate_limit` and "
+            "`max_attempts` "
             "are optional extras."
         ),
         parameters=[IDEMPOTENCY_KEY],
         request=JOB_INPUT_REQUEST,
         responses={
             201: OpenApiResponse(JobSerializer, description="Created and started."),
-            200: OpenApiResponse(JobSerializer, description="An Idempotency-Key repeat: the first job."),
+            200: OpenApiResponse(
+                JobSerializer, description="An Idempotency-Key repeat: the first job."
+            ),
             **INPUT_ERRORS,
-            409: _err("idempotency_conflict: the Idempotency-Key was used with a different request."),
+            409: _err(
+                "idempotency_conflict: the Idempotency-Key was used with a different request."
+            ),
             **COMMON_ERRORS,
-            429: _err("rate_limited (see Retry-After) or quota_exceeded (active jobs, rows per job)."),
+            429: _err(
+                "rate_limited (see Retry-After) or quota_exceeded (active jobs, rows per job)."
+            ),
         },
         examples=[
             OpenApiExample(
@@ -513,7 +638,10 @@ class JobViewSet(viewsets.GenericViewSet):
         data = self._input(request)
         key = (request.headers.get("Idempotency-Key") or "").strip() or None
         if key is not None and len(key) > 200:
-            raise APIError("Idempotency-Key must be at most 200 characters.", details={"Idempotency-Key": ["too long"]})
+            raise APIError(
+                "Idempotency-Key must be at most 200 characters.",
+                details={"Idempotency-Key": ["too long"]},
+            )
         kwargs = dict(
             processor=data["processor"],
             params=data.get("params") or {},
@@ -543,16 +671,17 @@ class JobViewSet(viewsets.GenericViewSet):
         operation_id="jobs_validate",
         summary="Check input without creating a job",
         description=(
-            "Reads and checks the input exactly as job creation would, and creates nothing. Invalid "
+            "Reads and checks the input exactly as job creation would, and creates nothing. "
+            "Invalid "
             "input is a 200 with `valid: false` and the problems in `errors`. With `sample: N` "
             "(1 to 10) the processor also runs on the first N rows."
         ),
-        request=JOB_INPUT_REQUEST,
+        request=VALIDATE_REQUEST,
         responses={200: ValidationReportSerializer, **INPUT_ERRORS, **COMMON_ERRORS},
         tags=["jobs"],
     )
     def validate(self, request: Request) -> Response:
-        data = self._input(request)
+        data = self._input(request, validate=True)
         report, proc = services.validate_input(
             request.user,
             processor=data["processor"],
@@ -607,8 +736,13 @@ class JobViewSet(viewsets.GenericViewSet):
         description="Only `name` can be changed; any other field is a 400.",
         parameters=[JOB_ID],
         request=JobRenameSerializer,
-        responses={200: JobSerializer, 400: _err("invalid_request: bad name, or a field other than name."),
-                   **NOT_FOUND, 415: _err("unsupported_media_type: send application/json."), **COMMON_ERRORS},
+        responses={
+            200: JobSerializer,
+            400: _err("invalid_request: bad name, or a field other than name."),
+            **NOT_FOUND,
+            415: _err("unsupported_media_type: send application/json."),
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def partial_update(self, request: Request, id: str) -> Response:
@@ -624,7 +758,9 @@ class JobViewSet(viewsets.GenericViewSet):
             )
         given = JobRenameSerializer(data=data)
         given.is_valid(raise_exception=True)
-        return self._respond(services.rename(job, given.validated_data["name"], actor=services.actor_for(request)))
+        return self._respond(
+            services.rename(job, given.validated_data["name"], actor=services.actor_for(request))
+        )
 
     @extend_schema(
         operation_id="jobs_destroy",
@@ -647,7 +783,12 @@ class JobViewSet(viewsets.GenericViewSet):
         description="No new rows start; rows already running finish and keep their results.",
         parameters=[JOB_ID],
         request=None,
-        responses={200: JobSerializer, 409: _err("invalid_state: the job cannot be paused now."), **NOT_FOUND, **COMMON_ERRORS},
+        responses={
+            200: JobSerializer,
+            409: _err("invalid_state: the job cannot be paused now."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def pause(self, request: Request, id: str) -> Response:
@@ -658,7 +799,12 @@ class JobViewSet(viewsets.GenericViewSet):
         summary="Resume a paused job",
         parameters=[JOB_ID],
         request=None,
-        responses={200: JobSerializer, 409: _err("invalid_state: the job is not paused."), **NOT_FOUND, **COMMON_ERRORS},
+        responses={
+            200: JobSerializer,
+            409: _err("invalid_state: the job is not paused."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def resume(self, request: Request, id: str) -> Response:
@@ -667,10 +813,16 @@ class JobViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="jobs_cancel",
         summary="Cancel a job",
-        description="Rows not started are cancelled; rows already running finish and keep their results.",
+        description="Rows not started are cancelled; rows already running finish and keep "
+        "their results.",
         parameters=[JOB_ID],
         request=None,
-        responses={200: JobSerializer, 409: _err("invalid_state: the job has already finished."), **NOT_FOUND, **COMMON_ERRORS},
+        responses={
+            200: JobSerializer,
+            409: _err("invalid_state: the job has already finished."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def cancel(self, request: Request, id: str) -> Response:
@@ -697,9 +849,13 @@ class JobViewSet(viewsets.GenericViewSet):
     )
     def retry(self, request: Request, id: str) -> Response:
         job = self._job()
-        given = RetrySerializer(data=request.data if isinstance(request.data, dict) else {"rows": request.data})
+        given = RetrySerializer(
+            data=request.data if isinstance(request.data, dict) else {"rows": request.data}
+        )
         given.is_valid(raise_exception=True)
-        job = services.retry(job, actor=services.actor_for(request), row_ids=given.validated_data.get("rows"))
+        job = services.retry(
+            job, actor=services.actor_for(request), row_ids=given.validated_data.get("rows")
+        )
         return self._respond(job)
 
     # --- a job's data -----------------------------------------------------------------------------
@@ -709,19 +865,26 @@ class JobViewSet(viewsets.GenericViewSet):
         summary="Download results",
         description=(
             "Streams every row in input order, at any time (partial while the job runs). CSV: the "
-            "input columns, then the processor's output columns, then `_status` and `_error`; cells "
+            "input columns, then the processor's output columns, then `_status` and `_error`; "
+            "cells "
             "a spreadsheet would run as formulas get a leading apostrophe. JSONL/JSON: one row "
             "object per row."
         ),
         parameters=[
             JOB_ID,
             OpenApiParameter("format", OpenApiTypes.STR, enum=[*results.FORMATS], default="csv"),
-            OpenApiParameter("status", OpenApiTypes.STR, enum=[*results.STATUS_FILTERS], default="all"),
+            OpenApiParameter(
+                "status", OpenApiTypes.STR, enum=[*results.STATUS_FILTERS], default="all"
+            ),
         ],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="format=csv"),
-            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="format=jsonl: one row object per line."),
-            (200, "application/json"): OpenApiResponse(RowObjectSerializer(many=True), description="format=json"),
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="format=jsonl: one row object per line."
+            ),
+            (200, "application/json"): OpenApiResponse(
+                RowObjectSerializer(many=True), description="format=json"
+            ),
             (400, "application/json"): _err("invalid_request: unknown format or status."),
             (404, "application/json"): NOT_FOUND[404],
             (401, "application/json"): COMMON_ERRORS[401],
@@ -736,9 +899,15 @@ class JobViewSet(viewsets.GenericViewSet):
         if fmt not in results.FORMATS:
             raise APIError(f"Unknown format '{fmt}'.", details={"format": list(results.FORMATS)})
         if wanted not in results.STATUS_FILTERS:
-            raise APIError(f"Unknown status '{wanted}'.", details={"status": list(results.STATUS_FILTERS)})
-        response = StreamingHttpResponse(results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt])
-        response["Content-Disposition"] = f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
+            raise APIError(
+                f"Unknown status '{wanted}'.", details={"status": list(results.STATUS_FILTERS)}
+            )
+        response = StreamingHttpResponse(
+            results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
+        )
         response["Cache-Control"] = "no-store"
         return response
 
@@ -750,25 +919,37 @@ class JobViewSet(viewsets.GenericViewSet):
             JOB_ID,
             OpenApiParameter("status", OpenApiTypes.STR, enum=[*ROW_STATUS_FILTERS], default="all"),
         ],
-        responses={200: RowObjectSerializer(many=True), 400: _err("invalid_request: unknown status."),
-                   **NOT_FOUND, **COMMON_ERRORS},
+        responses={
+            200: RowObjectSerializer(many=True),
+            400: _err("invalid_request: unknown status."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def rows(self, request: Request, id: str) -> Response:
         job = self._job()
         wanted = _query(request, "status") or "all"
         if wanted not in ROW_STATUS_FILTERS:
-            raise APIError(f"Unknown status '{wanted}'.", details={"status": list(ROW_STATUS_FILTERS)})
+            raise APIError(
+                f"Unknown status '{wanted}'.", details={"status": list(ROW_STATUS_FILTERS)}
+            )
         qs = Row.objects.filter(job=job)
+        by_index = False
         if wanted == "all":
             count = job.total
+            # Rows are written once with unique indexes from 0 and `total` is their count, so
+            # when the last index is present the indexes are exactly 0..total-1: position = index.
+            by_index = count > 0 and qs.filter(index=count - 1).exists()
         else:
             qs = qs.filter(status=wanted)
             count = getattr(job, wanted)
         # The counters on the job give the total in O(1); only the page's rows are read.
-        paginator = _KnownCountPagination(count)
+        paginator = _KnownCountPagination(count, by_index=by_index)
         page = paginator.paginate_queryset(
-            qs.order_by("index").values_list("index", "ref", "status", "data", "output", "error"), request, self
+            qs.order_by("index").values_list("index", "ref", "status", "data", "output", "error"),
+            request,
+            self,
         )
         columns = list(job.columns or [])
         return paginator.get_paginated_response([results.row_object(columns, *row) for row in page])
@@ -776,7 +957,8 @@ class JobViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="jobs_events",
         summary="A job's timeline",
-        description="Stage changes, pause/resume/cancel with who asked, retries and webhook deliveries, oldest first.",
+        description="Stage changes, pause/resume/cancel with who asked, retries and webhook "
+        "deliveries, oldest first.",
         parameters=[JOB_ID],
         responses={200: JobEventSerializer(many=True), **NOT_FOUND, **COMMON_ERRORS},
         tags=["jobs"],
@@ -787,7 +969,7 @@ class JobViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(JobEventSerializer(page, many=True).data)
 
 
-# --- unknown URLs under /api/v1/ -------------------------------------------------------------------
+# --- unknown URLs under /api/v1/ -----------------------------------------------------------------
 
 
 def api_not_found(request, rest: str = "") -> JsonResponse:

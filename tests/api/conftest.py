@@ -25,7 +25,9 @@ def upload(text: str | bytes, name: str = "input.csv") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, body, content_type="text/csv")
 
 
-def create_form(client, csv_text: str, *, processor: str = "template", params: dict | None = None, **extra: Any):
+def create_form(
+    client, csv_text: str, *, processor: str = "template", params: dict | None = None, **extra: Any
+):
     """POST /jobs as multipart, the way a script uploads a file."""
     if params is None and processor == "template":
         params = {"template": "{name}!"}
@@ -35,7 +37,14 @@ def create_form(client, csv_text: str, *, processor: str = "template", params: d
     return client.post(f"{API}/jobs", data, format="multipart", headers=headers)
 
 
-def create_json(client, rows: list[dict], *, processor: str = "template", params: dict | None = None, **extra: Any):
+def create_json(
+    client,
+    rows: list[dict],
+    *,
+    processor: str = "template",
+    params: dict | None = None,
+    **extra: Any,
+):
     if params is None and processor == "template":
         params = {"template": "{name}!"}
     headers = extra.pop("headers", {})

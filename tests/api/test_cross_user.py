@@ -26,12 +26,19 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize("method,suffix", ENDPOINTS)
-def test_bob_gets_404_on_alices_job_and_changes_nothing(api_bob, alice, new_job, run_job, method, suffix):
+def test_bob_gets_404_on_alices_job_and_changes_nothing(
+    api_bob, alice, new_job, run_job, method, suffix
+):
     job = run_job(new_job(alice, "name\na\n"))
     before = Job.objects.filter(pk=job.pk).values().get()
 
-    response = getattr(api_bob, method)(f"{API}/jobs/{job.public_id}{suffix}", {"name": "mine now"}, format="json") \
-        if method == "patch" else getattr(api_bob, method)(f"{API}/jobs/{job.public_id}{suffix}")
+    response = (
+        getattr(api_bob, method)(
+            f"{API}/jobs/{job.public_id}{suffix}", {"name": "mine now"}, format="json"
+        )
+        if method == "patch"
+        else getattr(api_bob, method)(f"{API}/jobs/{job.public_id}{suffix}")
+    )
 
     error = assert_error(response, 404, "not_found")
     # The same answer as for an id that does not exist at all.
@@ -50,7 +57,12 @@ def test_bob_cannot_touch_alices_running_job(api_bob, alice, new_job, method, su
 
 def test_bob_does_not_see_alices_jobs_in_the_list(api_bob, alice, new_job):
     new_job(alice, "name\na\n")
-    assert api_bob.get(f"{API}/jobs").json() == {"count": 0, "next": None, "previous": None, "results": []}
+    assert api_bob.get(f"{API}/jobs").json() == {
+        "count": 0,
+        "next": None,
+        "previous": None,
+        "results": [],
+    }
 
 
 def test_a_session_user_gets_404_on_anothers_job(client_bob, alice, new_job):

@@ -37,7 +37,9 @@ def test_a_session_works_for_reads(client_alice):
 def test_a_session_post_needs_csrf(alice):
     c = APIClient(enforce_csrf_checks=True)
     c.force_login(alice)
-    response = c.post(f"{API}/jobs", {"processor": "template", "rows": [{"name": "a"}]}, format="json")
+    response = c.post(
+        f"{API}/jobs", {"processor": "template", "rows": [{"name": "a"}]}, format="json"
+    )
     assert_error(response, 403, "permission_denied")
 
 
@@ -91,7 +93,9 @@ def rates(monkeypatch):
     """Set tiny rates (DRF reads DEFAULT_THROTTLE_RATES once, into the throttle class)."""
 
     def set_rates(**given: str) -> None:
-        monkeypatch.setattr(GroupRateThrottle, "THROTTLE_RATES", {**GroupRateThrottle.THROTTLE_RATES, **given})
+        monkeypatch.setattr(
+            GroupRateThrottle, "THROTTLE_RATES", {**GroupRateThrottle.THROTTLE_RATES, **given}
+        )
 
     return set_rates
 

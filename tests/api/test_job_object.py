@@ -17,12 +17,36 @@ pytestmark = pytest.mark.django_db
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 CONTRACT_FIELDS = [
-    "id", "name", "processor", "params", "status", "counts", "progress", "rows_per_second",
-    "estimated_completion", "columns", "id_column", "column_map", "error", "webhook_url",
-    "created_at", "started_at", "finished_at", "updated_at", "expires_at", "links",
+    "id",
+    "name",
+    "processor",
+    "params",
+    "status",
+    "counts",
+    "progress",
+    "rows_per_second",
+    "estimated_completion",
+    "columns",
+    "id_column",
+    "column_map",
+    "error",
+    "webhook_url",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "expires_at",
+    "links",
 ]
 EXTRA_FIELDS = [
-    "encoding", "delimiter", "concurrency", "rate_limit", "max_attempts", "usage", "pause_reason", "resume_at",
+    "encoding",
+    "delimiter",
+    "concurrency",
+    "rate_limit",
+    "max_attempts",
+    "usage",
+    "pause_reason",
+    "resume_at",
 ]
 
 
@@ -38,7 +62,14 @@ def test_a_finished_job_has_every_contract_field(api_alice, alice, new_job, run_
     assert body["processor"] == "template"
     assert body["params"] == {"template": "{name}!", "output_column": "text"}
     assert body["status"] == "completed"
-    assert body["counts"] == {"total": 2, "pending": 0, "running": 0, "succeeded": 2, "failed": 0, "cancelled": 0}
+    assert body["counts"] == {
+        "total": 2,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "cancelled": 0,
+    }
     assert body["progress"] == 1.0
     assert isinstance(body["rows_per_second"], float)
     assert body["estimated_completion"] is None  # only while processing
@@ -67,7 +98,11 @@ def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job)
     job = new_job(alice, "name\na\nb\nc\nd\n")
     now = timezone.now().timestamp()
     Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING, total=4, pending=3, succeeded=1, samples=[[now - 10, 0], [now, 1]]
+        status=JobStatus.PROCESSING,
+        total=4,
+        pending=3,
+        succeeded=1,
+        samples=[[now - 10, 0], [now, 1]],
     )
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
@@ -80,7 +115,9 @@ def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job)
 
 def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
     job = new_job(alice, "name\na\n")
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, error_code="invalid_csv", error_message="Bad file.")
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, error_code="invalid_csv", error_message="Bad file."
+    )
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
 
@@ -100,7 +137,9 @@ def test_job_representation_without_a_request_uses_the_base_url(alice, new_job, 
 def test_timestamps_are_utc_even_if_the_server_zone_is_not(api_alice, alice, new_job, settings):
     settings.TIME_ZONE = "America/New_York"
     job = new_job(alice, "name\na\n")
-    Job.objects.filter(pk=job.pk).update(created_at=timezone.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.UTC))
+    Job.objects.filter(pk=job.pk).update(
+        created_at=timezone.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.UTC)
+    )
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
 
@@ -118,13 +157,15 @@ def test_an_expired_job_is_gone(api_alice, alice, new_job):
     assert_error(api_alice.get(f"{API}/jobs/{job.public_id}"), 404, "not_found")
 
 
-# --- PATCH / DELETE ----------------------------------------------------------------------------------
+# --- PATCH / DELETE ------------------------------------------------------------------------------
 
 
 def test_patch_renames(api_alice, alice, new_job):
     job = new_job(alice, "name\na\n")
 
-    response = api_alice.patch(f"{API}/jobs/{job.public_id}", {"name": "  Renamed  "}, format="json")
+    response = api_alice.patch(
+        f"{API}/jobs/{job.public_id}", {"name": "  Renamed  "}, format="json"
+    )
 
     assert response.status_code == 200
     assert response.json()["name"] == "Renamed"
@@ -132,11 +173,15 @@ def test_patch_renames(api_alice, alice, new_job):
     assert job.name == "Renamed"
 
 
-@pytest.mark.parametrize("body", [{"status": "paused"}, {"name": "x", "processor": "sentiment"}, {"params": {}}])
+@pytest.mark.parametrize(
+    "body", [{"status": "paused"}, {"name": "x", "processor": "sentiment"}, {"params": {}}]
+)
 def test_patch_of_anything_but_the_name_is_400(api_alice, alice, new_job, body):
     job = new_job(alice, "name\na\n")
 
-    error = assert_error(api_alice.patch(f"{API}/jobs/{job.public_id}", body, format="json"), 400, "invalid_request")
+    error = assert_error(
+        api_alice.patch(f"{API}/jobs/{job.public_id}", body, format="json"), 400, "invalid_request"
+    )
 
     assert set(error["details"]) == set(body) - {"name"}
     job.refresh_from_db()
@@ -146,12 +191,20 @@ def test_patch_of_anything_but_the_name_is_400(api_alice, alice, new_job, body):
 @pytest.mark.parametrize("name", ["", "   ", "x" * 201])
 def test_patch_with_a_bad_name_is_400(api_alice, alice, new_job, name):
     job = new_job(alice, "name\na\n")
-    assert_error(api_alice.patch(f"{API}/jobs/{job.public_id}", {"name": name}, format="json"), 400, "invalid_request")
+    assert_error(
+        api_alice.patch(f"{API}/jobs/{job.public_id}", {"name": name}, format="json"),
+        400,
+        "invalid_request",
+    )
 
 
 def test_put_is_not_allowed(api_alice, alice, new_job):
     job = new_job(alice, "name\na\n")
-    assert_error(api_alice.put(f"{API}/jobs/{job.public_id}", {"name": "x"}, format="json"), 405, "method_not_allowed")
+    assert_error(
+        api_alice.put(f"{API}/jobs/{job.public_id}", {"name": "x"}, format="json"),
+        405,
+        "method_not_allowed",
+    )
 
 
 def test_delete_removes_the_job_its_rows_and_files(api_alice, alice, new_job, run_job, settings):
@@ -176,7 +229,7 @@ def test_delete_of_a_running_job_cancels_it_first(api_alice, alice, new_job):
     assert not Job.objects.filter(pk=job.pk).exists()
 
 
-# --- list ---------------------------------------------------------------------------------------------
+# --- list ----------------------------------------------------------------------------------------
 
 
 def test_list_is_paginated_newest_first_and_only_mine(api_alice, alice, bob, new_job):

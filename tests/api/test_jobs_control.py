@@ -31,7 +31,11 @@ def test_pause_then_resume(api_alice, alice, new_job):
     resumed = api_alice.post(f"{API}/jobs/{job.public_id}/resume")
     assert resumed.status_code == 200
     assert resumed.json()["status"] == "processing"
-    actors = list(JobEvent.objects.filter(job=job, type__in=["paused", "resumed"]).values_list("type", "actor"))
+    actors = list(
+        JobEvent.objects.filter(job=job, type__in=["paused", "resumed"]).values_list(
+            "type", "actor"
+        )
+    )
     assert actors == [("paused", "alice (API key tests)"), ("resumed", "alice (API key tests)")]
 
 
@@ -51,7 +55,9 @@ def test_cancel_cancels_pending_rows(api_alice, alice, new_job):
 def test_control_of_a_completed_job_is_409(api_alice, alice, new_job, run_job, action):
     job = run_job(new_job(alice, "name\na\n"))
 
-    error = assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/{action}"), 409, "invalid_state")
+    error = assert_error(
+        api_alice.post(f"{API}/jobs/{job.public_id}/{action}"), 409, "invalid_state"
+    )
     assert error["details"] == {"status": "completed"}
 
 
@@ -63,7 +69,10 @@ def test_resume_of_a_job_that_is_not_paused_is_409(api_alice, alice, new_job):
 def _partial_job(api, run_job):
     """A finished job whose 2nd and 4th rows failed (sentiment fails a null text)."""
     created = create_json(
-        api, [{"text": "good"}, {"text": None}, {"text": "bad"}, {"text": None}], processor="sentiment", params={}
+        api,
+        [{"text": "good"}, {"text": None}, {"text": "bad"}, {"text": None}],
+        processor="sentiment",
+        params={},
     ).json()
     job = run_job(Job.objects.get(public_id=created["id"]))
     assert job.status == JobStatus.PARTIAL
@@ -85,7 +94,9 @@ def test_retry_all_failed_rows(api_alice, run_job):
 def test_retry_named_rows(api_alice, run_job):
     job = _partial_job(api_alice, run_job)
 
-    response = api_alice.post(f"{API}/jobs/{job.public_id}/retry", {"rows": ["row_4"]}, format="json")
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/retry", {"rows": ["row_4"]}, format="json"
+    )
 
     assert response.status_code == 200
     statuses = dict(Row.objects.filter(job=job).values_list("index", "status"))
@@ -106,5 +117,9 @@ def test_retry_without_failed_rows_is_409(api_alice, alice, new_job, run_job):
 def test_retry_with_bad_row_ids_is_400(api_alice, run_job, rows):
     job = _partial_job(api_alice, run_job)
 
-    assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry", {"rows": rows}, format="json"), 400, "invalid_request")
+    assert_error(
+        api_alice.post(f"{API}/jobs/{job.public_id}/retry", {"rows": rows}, format="json"),
+        400,
+        "invalid_request",
+    )
     assert Job.objects.get(pk=job.pk).status == JobStatus.PARTIAL

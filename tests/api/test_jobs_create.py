@@ -14,7 +14,9 @@ pytestmark = pytest.mark.django_db
 
 
 def test_multipart_upload_creates_a_queued_job(api_alice, alice):
-    response = create_form(api_alice, "name,text\nann,hello\nbob,bye\n", name="greetings", id_column="name")
+    response = create_form(
+        api_alice, "name,text\nann,hello\nbob,bye\n", name="greetings", id_column="name"
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -126,12 +128,16 @@ def test_empty_rows_are_invalid_csv(api_alice):
 
 
 def test_unknown_processor_is_invalid_request(api_alice):
-    error = assert_error(create_json(api_alice, [{"a": 1}], processor="nope", params={}), 400, "invalid_request")
+    error = assert_error(
+        create_json(api_alice, [{"a": 1}], processor="nope", params={}), 400, "invalid_request"
+    )
     assert "nope" in error["message"]
 
 
 def test_bad_params_are_invalid_request(api_alice):
-    response = create_json(api_alice, [{"text": "x"}], processor="sentiment", params={"threshold": 5})
+    response = create_json(
+        api_alice, [{"text": "x"}], processor="sentiment", params={"threshold": 5}
+    )
 
     error = assert_error(response, 400, "invalid_request")
     assert "threshold" in error["message"]
@@ -150,7 +156,9 @@ def test_params_that_are_not_json_are_invalid_request(api_alice):
 
 
 def test_missing_file_and_rows_is_invalid_request(api_alice):
-    response = api_alice.post(f"{API}/jobs", {"processor": "template", "params": "{}"}, format="multipart")
+    response = api_alice.post(
+        f"{API}/jobs", {"processor": "template", "params": "{}"}, format="multipart"
+    )
 
     error = assert_error(response, 400, "invalid_request")
     assert "file" in error["details"]
@@ -227,7 +235,7 @@ def test_a_json_body_over_its_limit_is_413(api_alice, settings):
     assert_error(create_json(api_alice, rows), 413, "file_too_large")
 
 
-# --- quotas ----------------------------------------------------------------------------------------
+# --- quotas --------------------------------------------------------------------------------------
 
 
 def test_too_many_active_jobs_is_quota_exceeded(api_alice, settings):
@@ -249,7 +257,9 @@ def test_too_many_rows_is_quota_exceeded(api_alice, settings):
 
 
 def test_multipart_extras_must_be_numbers(api_alice):
-    error = assert_error(create_form(api_alice, "name\nann\n", concurrency="lots"), 400, "invalid_request")
+    error = assert_error(
+        create_form(api_alice, "name\nann\n", concurrency="lots"), 400, "invalid_request"
+    )
     assert "concurrency" in error["details"]
 
 

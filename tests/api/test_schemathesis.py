@@ -18,11 +18,30 @@ MAX_EXAMPLES = 10
 
 
 @pytest.fixture
-def api_key(alice, new_job, monkeypatch) -> str:
+def keep_connection():
+    """Requests go through the real WSGI handler, which closes the database connection when a
+    response ends; the test's transaction lives on that connection, so keep it open (as Django's
+    own test client does)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def api_key(keep_connection, alice, new_job, monkeypatch) -> str:
     from apikeys.services import create_key
 
     # Generated requests come fast; rate limits are tested elsewhere.
-    monkeypatch.setattr(GroupRateThrottle, "THROTTLE_RATES", dict.fromkeys(GroupRateThrottle.THROTTLE_RATES, "100000/min"))
+    monkeypatch.setattr(
+        GroupRateThrottle,
+        "THROTTLE_RATES",
+        dict.fromkeys(GroupRateThrottle.THROTTLE_RATES, "100000/min"),
+    )
     new_job(alice, "name\nann\n")  # something to list
     _key, raw = create_key(alice, "schemathesis")
     return raw

@@ -14,8 +14,9 @@ with an API key, reading the stream as it comes. For each download it prints one
 
 The baseline is PostgreSQL's `COPY (SELECT … ORDER BY index) TO STDOUT` of the same rows read by
 this process: the fastest the rows can leave the database at all. The CSV line also gives
-`results.stream()` run in this process without HTTP, to show what the web layer adds. "Flat memory" means the server's
-peak RSS (VmHWM of the worker process) grows by a few MB at most, whatever the number of rows.
+`results.stream()` run in this process without HTTP, to show what the web layer adds.
+"Flat memory" means the server's peak RSS (VmHWM of the worker process) grows by a few MB at
+most, whatever the number of rows.
 A last line times one page of `GET /rows` at the end of the job (deep offset).
 """
 
@@ -37,14 +38,19 @@ sys.path.insert(0, str(ROOT))
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
-    print(json.dumps({"bench": "results_download", "skipped": "needs DATABASE_URL pointing at PostgreSQL"}))
+    print(
+        json.dumps(
+            {"bench": "results_download", "skipped": "needs DATABASE_URL pointing at PostgreSQL"}
+        )
+    )
     sys.exit(0)
 
 _tmp = tempfile.TemporaryDirectory(prefix="bench-results-")
 ENV = {
     "DJANGO_SETTINGS_MODULE": "batchhub.settings",
     "BATCHHUB_DATA_DIR": _tmp.name,  # nothing is written beside the project
-    "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(40),  # the server must share it
+    "SECRET_KEY": os.environ.get("SECRET_KEY")
+    or secrets.token_urlsafe(40),  # the server must share it
     "CACHE_URL": os.environ.get("CACHE_URL") or "locmem",
     "CELERY_BROKER_URL": "memory://",
     "BATCHHUB_RATE_DOWNLOAD": "100000/min",
@@ -107,9 +113,14 @@ def make_job(n: int) -> Job:
     for i in range(n):
         failed = i % 10 == 9
         data = json.dumps([f"id{i}", f"I really liked item number {i}, thanks", i * 0.5])
-        output = "\\N" if failed else json.dumps({"sentiment_label": "positive", "sentiment_score": 0.6908})
+        output = (
+            "\\N"
+            if failed
+            else json.dumps({"sentiment_label": "positive", "sentiment_score": 0.6908})
+        )
         error = "The text is empty." if failed else "\\N"
-        buf.write(f"{job.pk}\t{i}\tid{i}\t{data}\t{'failed' if failed else 'succeeded'}\t{output}\t{error}\t1\n")
+        status = "failed" if failed else "succeeded"
+        buf.write(f"{job.pk}\t{i}\tid{i}\t{data}\t{status}\t{output}\t{error}\t1\n")
     table = Row._meta.db_table
     with connection.cursor() as cursor:
         with cursor.copy(
@@ -121,7 +132,8 @@ def make_job(n: int) -> Job:
 
 def copy_baseline(job: Job) -> tuple[float, int]:
     sql = (
-        f'COPY (SELECT "index", ref, status, data::text, output::text, error FROM {Row._meta.db_table} '
+        'COPY (SELECT "index", ref, status, data::text, output::text, error '
+        f"FROM {Row._meta.db_table} "
         f'WHERE job_id = {int(job.pk)} ORDER BY "index") TO STDOUT'
     )
     size = 0
@@ -152,8 +164,18 @@ def main() -> None:
     port = _free_port()
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "batchhub.wsgi:application",
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", "sync", "--timeout", "300",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "batchhub.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "sync",
+            "--timeout",
+            "300",
         ],
         cwd=ROOT,
         env={**os.environ, **ENV},
@@ -178,12 +200,14 @@ def main() -> None:
             assert in_process_bytes > 0
             baseline_rate = N / baseline_s
             for fmt in ("csv", "jsonl"):
-                # Reset the worker's peak (VmHWM) to its current RSS, so the peak is this download's.
+                # Reset the worker's peak (VmHWM) to its RSS now: the peak is this download's.
                 Path(f"/proc/{worker}/clear_refs").write_text("5")
                 rss_before = _status_kb(worker, "VmRSS")
                 size = lines = 0
                 start = time.perf_counter()
-                with client.stream("GET", f"{base}/jobs/{job.public_id}/results", params={"format": fmt}) as r:
+                with client.stream(
+                    "GET", f"{base}/jobs/{job.public_id}/results", params={"format": fmt}
+                ) as r:
                     r.raise_for_status()
                     for block in r.iter_bytes():
                         size += len(block)
@@ -192,38 +216,56 @@ def main() -> None:
                 peak = _status_kb(worker, "VmHWM")
                 expected = N + (1 if fmt == "csv" else 0)
                 assert lines == expected, (fmt, lines, expected)
-                print(json.dumps({
-                    "bench": "results_download",
-                    "format": fmt,
-                    "rows": N,
-                    "seconds": round(seconds, 3),
-                    "rows_per_second": round(N / seconds),
-                    "bytes": size,
-                    "baseline": "copy_to_stdout",
-                    "baseline_rows_per_second": round(baseline_rate),
-                    "ratio": round((N / seconds) / baseline_rate, 3),
-                    **({"in_process_stream_rows_per_second": round(N / in_process_s),
-                        "http_vs_in_process": round(in_process_s / seconds, 3)} if fmt == "csv" else {}),
-                    "server_rss_before_kb": rss_before,
-                    "server_peak_kb": peak,
-                    "server_peak_growth_kb": peak - rss_before,
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "bench": "results_download",
+                            "format": fmt,
+                            "rows": N,
+                            "seconds": round(seconds, 3),
+                            "rows_per_second": round(N / seconds),
+                            "bytes": size,
+                            "baseline": "copy_to_stdout",
+                            "baseline_rows_per_second": round(baseline_rate),
+                            "ratio": round((N / seconds) / baseline_rate, 3),
+                            **(
+                                {
+                                    "in_process_stream_rows_per_second": round(N / in_process_s),
+                                    "http_vs_in_process": round(in_process_s / seconds, 3),
+                                }
+                                if fmt == "csv"
+                                else {}
+                            ),
+                            "server_rss_before_kb": rss_before,
+                            "server_peak_kb": peak,
+                            "server_peak_growth_kb": peak - rss_before,
+                        }
+                    ),
+                    flush=True,
+                )
 
             offset = max(0, N - 50)
             timings = []
             for _ in range(5):
                 start = time.perf_counter()
-                page = client.get(f"{base}/jobs/{job.public_id}/rows", params={"offset": offset, "limit": 50})
+                page = client.get(
+                    f"{base}/jobs/{job.public_id}/rows", params={"offset": offset, "limit": 50}
+                )
                 timings.append(time.perf_counter() - start)
                 page.raise_for_status()
             assert len(page.json()["results"]) == 50
-            print(json.dumps({
-                "bench": "rows_page_deep_offset",
-                "rows": N,
-                "offset": offset,
-                "limit": 50,
-                "median_ms": round(sorted(timings)[2] * 1000, 1),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "bench": "rows_page_deep_offset",
+                        "rows": N,
+                        "offset": offset,
+                        "limit": 50,
+                        "median_ms": round(sorted(timings)[2] * 1000, 1),
+                    }
+                ),
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,0 +1,83 @@
+"""The OpenAPI schema describes what the views do; the docs page is served without a CDN."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def schema(client) -> dict:
+    response = client.get("/api/v1/schema/")
+    assert response.status_code == 200
+    return yaml.safe_load(response.content)
+
+
+def test_every_endpoint_of_the_contract_is_described(schema):
+    paths = schema["paths"]
+    expected = {
+        "/api/v1/processors": {"get"},
+        "/api/v1/processors/{name}": {"get"},
+        "/api/v1/jobs": {"get", "post"},
+        "/api/v1/jobs/validate": {"post"},
+        "/api/v1/jobs/{id}": {"get", "patch", "delete"},
+        "/api/v1/jobs/{id}/pause": {"post"},
+        "/api/v1/jobs/{id}/resume": {"post"},
+        "/api/v1/jobs/{id}/cancel": {"post"},
+        "/api/v1/jobs/{id}/retry": {"post"},
+        "/api/v1/jobs/{id}/results": {"get"},
+        "/api/v1/jobs/{id}/rows": {"get"},
+        "/api/v1/jobs/{id}/events": {"get"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+
+
+def test_job_creation_takes_multipart_and_json_and_documents_its_errors(schema):
+    create = schema["paths"]["/api/v1/jobs"]["post"]
+    content = create["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "application/json"}
+    form = schema["components"]["schemas"][
+        content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    ]
+    assert form["properties"]["file"]["format"] == "binary"
+    assert {"200", "201", "400", "401", "409", "413", "415", "429"} <= set(create["responses"])
+    error_ref = create["responses"]["413"]["content"]["application/json"]["schema"]["$ref"]
+    error = schema["components"]["schemas"][error_ref.rsplit("/", 1)[1]]
+    assert error["required"] == ["error"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])
+
+
+def test_the_job_object_component_has_the_contract_fields(schema):
+    job = schema["components"]["schemas"]["Job"]
+    for name in ("id", "status", "counts", "progress", "links", "error", "expires_at"):
+        assert name in job["properties"]
+    assert (
+        job["properties"]["error"].get("nullable") is True or "oneOf" in job["properties"]["error"]
+    )
+
+
+def test_results_lists_its_media_types(schema):
+    results = schema["paths"]["/api/v1/jobs/{id}/results"]["get"]
+    assert set(results["responses"]["200"]["content"]) == {
+        "text/csv",
+        "application/x-ndjson",
+        "application/json",
+    }
+
+
+def test_api_keys_are_the_security_schemes(schema):
+    schemes = schema["components"]["securitySchemes"]
+    key = schemes["apiKeyHeader"]
+    assert (key["type"], key["in"], key["name"]) == ("apiKey", "header", "X-API-Key")
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_the_docs_page_uses_local_static_files(client):
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "swagger-ui" in page
+    assert "cdn." not in page and "unpkg" not in page
