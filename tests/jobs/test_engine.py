@@ -59,7 +59,8 @@ def result_rows(job: Job) -> list[dict[str, str]]:
 
 # --- states ------------------------------------------------------------------------------------------
 
-LEGAL = [(a, b) for a, targets in states.ALLOWED.items() for b in targets]
+# Sorted: set order differs between processes, and xdist workers must collect the same tests.
+LEGAL = sorted((a, b) for a, targets in states.ALLOWED.items() for b in targets)
 ILLEGAL = [(a, b) for a in JobStatus.values for b in JobStatus.values if b not in states.ALLOWED[a]]
 
 
