@@ -23,7 +23,7 @@ if [ $# -gt 0 ]; then
 fi
 
 echo "== 1/3 unit + API tests on PostgreSQL"
-env -u CELERY_BROKER_URL $BIN/pytest -p no:cacheprovider -q -n 2 -m "not e2e and not browser" || status=$?
+env -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 -m "not e2e and not browser" || status=$?
 
 echo "== 2/3 end-to-end and browser tests (real workers, PostgreSQL + Redis)"
 $BIN/pytest -p no:cacheprovider -q -m "e2e or browser" || status=$?
