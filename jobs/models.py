@@ -187,8 +187,12 @@ class Chunk(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     # Earliest time the chunk may be claimed (backoff of retried rows).
     available_at = models.DateTimeField(null=True, blank=True)
-    # Claims so far: a chunk that kills its worker every time must not loop forever.
+    # Claims so far (diagnostics: a chunk claimed far more often than others has a crashing row).
     claims = models.PositiveIntegerField(default=0)
+    # Rows [inflight_start, inflight_end) started by the holder of a CPU processor's chunk without
+    # writing each row: if the holder dies, the next one treats them as suspects.
+    inflight_start = models.IntegerField(null=True, blank=True)
+    inflight_end = models.IntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="chunk_unique_seq")]

@@ -169,6 +169,7 @@ def test_pause_stops_new_rows_and_resume_finishes_every_row_exactly_once(alice, 
 def test_pause_seen_inside_a_chunk_leaves_unstarted_rows_pending(alice, settings, monkeypatch):
     settings.BATCHHUB_CHUNK_ROWS = 5000
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 50)
+    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 50)
     job = make_job(alice, rows_text(1000), concurrency=1)
     services.ingest(job.pk)
     calls = {"n": 0}
@@ -222,6 +223,30 @@ def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_li
     row = Row.objects.get(job=job, index=4)
     assert row.status == RowStatus.FAILED and "worker died" in row.error
     assert Row.objects.get(job=job, index=3).attempts == 2
+
+
+def test_a_group_in_flight_when_its_worker_died_becomes_suspects(alice, settings, monkeypatch):
+    settings.BATCHHUB_CHUNK_ROWS = 10
+    job = make_job(alice, rows_text(10), concurrency=1)
+    services.ingest(job.pk)
+    # As if a worker died while processing rows 3..5 of a fast (CPU) group: the rows are still
+    # pending, but the chunk says they were in flight and the counters count them as running.
+    Chunk.objects.filter(job=job).update(inflight_start=3, inflight_end=6)
+    Job.objects.filter(pk=job.pk).update(pending=7, running=3)
+    singles: list[int] = []
+    real = runner.mark_running
+
+    def spy(job_pk, items):
+        if len(items) == 1:
+            singles.append(items[0].index)
+        return real(job_pk, items)
+
+    monkeypatch.setattr(runner, "mark_running", spy)
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED
+    assert (job.succeeded, job.running, job.pending) == (10, 0, 0)
+    assert singles == [3, 4, 5]  # retried one at a time, each committed before the next
+    assert Chunk.objects.get(job=job).inflight_start is None
 
 
 def test_expired_lease_makes_a_chunk_claimable_again(alice):
