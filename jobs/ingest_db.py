@@ -7,6 +7,7 @@ Measured on this project's machines: COPY ≈ 145–165k rows/s against ≈ 11�
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from collections.abc import Iterable
 
 from django.db import connections, router
@@ -31,16 +32,45 @@ def insert_rows(job, rows: Iterable[tuple[int, str, list]]) -> int:
         return _executemany(cursor, connection, sql, job.pk, rows)
 
 
+# COPY's text format gives meaning to these four characters; everything else goes as it is.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_WRITE_BYTES = 256 * 1024
+
+
 def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
-    # Text-format COPY: psycopg escapes each value; jsonb parses the JSON text on the server.
+    """Text-format COPY with the lines built here and sent in large blocks.
+
+    psycopg's write_row formats and escapes value by value in Python; most rows here are lists
+    of strings whose JSON the C encoder writes directly, so building the line is cheaper.
+    JSON text never holds a raw tab or newline (it escapes control characters), so only its
+    backslashes need doubling for COPY.
+    """
+    quote = encode_basestring
     dumps = json.JSONEncoder(ensure_ascii=False).encode
-    pending = RowStatus.PENDING.value
+    backslash, two_backslashes = "\\", "\\\\"
+    head = f"{job_id}\t"
+    tail = f"\t{RowStatus.PENDING.value}\t0\n"
     written = 0
+    block: list[str] = []
+    size = 0
     with raw_cursor.copy(sql) as copy:
-        write_row = copy.write_row
         for index, ref, values in rows:
-            write_row((job_id, index, ref, dumps(values), pending, 0))
+            try:
+                data = "[" + ",".join(map(quote, values)) + "]"
+            except TypeError:  # numbers, nulls, nested values (JSONL)
+                data = dumps(values)
+            if not ref.isalnum():
+                ref = ref.translate(_COPY_ESCAPES)
+            line = f"{head}{index}\t{ref}\t{data.replace(backslash, two_backslashes)}{tail}"
+            block.append(line)
+            size += len(line)
             written += 1
+            if size >= _WRITE_BYTES:
+                copy.write("".join(block))
+                block.clear()
+                size = 0
+        if block:
+            copy.write("".join(block))
     return written
 
 

@@ -200,7 +200,13 @@ class Chunk(models.Model):
 
 
 class Row(models.Model):
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="rows")
+    # No index of its own: the unique (job, index) index serves every lookup by job. No database
+    # foreign-key constraint either: its per-row trigger cost as much as the COPY of the row
+    # itself; rows are only written by the engine for a job it holds, and deleted with it
+    # (housekeeping.purge_job, and Django's cascade).
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="rows", db_index=False, db_constraint=False
+    )
     index = models.IntegerField()
     ref = models.CharField(max_length=200)
     # Values in the order of job.columns (a list, not a dict: the keys would repeat on every row).
@@ -213,7 +219,9 @@ class Row(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="row_unique_index")]
-        indexes = [models.Index(fields=["job", "status", "index"])]
+        # Failed rows are the ones looked up by status (retry, "failed only" downloads); a
+        # partial index keeps them at hand without every status change rewriting a full index.
+        indexes = [models.Index(fields=["job", "index"], condition=Q(status="failed"), name="row_failed_idx")]
 
     @property
     def public_id(self) -> str:

@@ -153,7 +153,10 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
             cursor.execute(
                 f"UPDATE {table} AS r SET status = v.status, output = v.output::jsonb, error = v.error, "
                 f"attempts = v.attempts FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::int[]) "
-                f'AS v(idx, status, output, error, attempts) WHERE r.job_id = %s AND r."index" = v.idx',
+                f'AS v(idx, status, output, error, attempts) WHERE r.job_id = %s AND r."index" = v.idx '
+                # The range keeps the plan on the few index entries of these rows even when the
+                # planner's statistics think the job is tiny (they lag behind a fresh ingest).
+                f'AND r."index" BETWEEN %s AND %s',
                 [
                     [d.index for d in done],
                     [d.status for d in done],
@@ -161,6 +164,8 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
                     [d.error for d in done],
                     [d.attempts for d in done],
                     job_pk,
+                    min(d.index for d in done),
+                    max(d.index for d in done),
                 ],
             )
         return

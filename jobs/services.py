@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.http import Http404
 from django.utils import timezone
@@ -343,6 +343,11 @@ def ingest(job_pk: int) -> None:
             job.input_format = info.format
             job.save()
             runner.make_chunks(job, runner.plan_for(job).chunk_rows)
+            if connection.vendor == "postgresql":
+                # Fresh statistics for the rows just loaded, so the workers' queries get
+                # index plans from their first chunk (autovacuum would catch up only later).
+                with connection.cursor() as cursor:
+                    cursor.execute(f"ANALYZE {Row._meta.db_table}")
             job = states.transition(
                 job,
                 JobStatus.PROCESSING,

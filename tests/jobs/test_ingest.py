@@ -652,7 +652,7 @@ def gzip_file(data: bytes) -> io.BytesIO:
 
 class _RecordingCopy:
     def __init__(self):
-        self.rows = []
+        self.text = ""
 
     def __enter__(self):
         return self
@@ -660,8 +660,8 @@ class _RecordingCopy:
     def __exit__(self, *exc):
         return False
 
-    def write_row(self, row):
-        self.rows.append(row)
+    def write(self, data):
+        self.text += data
 
 
 class _RecordingCursor:
@@ -674,15 +674,27 @@ class _RecordingCursor:
         return self.copy_obj
 
 
-def test_copy_writes_one_text_row_per_input_row():
+def _copy_text_fields(line: str) -> list[str]:
+    """Undo COPY's text-format escaping, the way PostgreSQL reads a line."""
+    fields = line.split("\t")
+    out = []
+    for f in fields:
+        out.append(
+            f.replace("\\\\", "\0").replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r").replace("\0", "\\")
+        )
+    return out
+
+
+def test_copy_writes_one_text_line_per_input_row_escaped_for_copy():
     from jobs.ingest_db import _copy
 
     cursor = _RecordingCursor()
-    written = _copy(
-        cursor, "COPY t FROM STDIN", 42, iter([(0, "a", ["x", "é"]), (1, "b", [None, 2])])
-    )
-    assert written == 2 and cursor.sql == "COPY t FROM STDIN"
-    assert cursor.copy_obj.rows == [
-        (42, 0, "a", '["x", "é"]', "pending", 0),
-        (42, 1, "b", "[null, 2]", "pending", 0),
-    ]
+    rows = [(0, "a", ["x", "é"]), (1, "b\tc", [None, 2]), (2, "3", ['back\\slash "q"', "line\nbreak"])]
+    written = _copy(cursor, "COPY t FROM STDIN", 42, iter(rows))
+    assert written == 3 and cursor.sql == "COPY t FROM STDIN"
+    lines = cursor.copy_obj.text.split("\n")
+    assert lines[-1] == "" and len(lines) == 4  # one line per row, newline-terminated
+    parsed = [_copy_text_fields(line) for line in lines[:-1]]
+    assert [p[:3] for p in parsed] == [["42", "0", "a"], ["42", "1", "b\tc"], ["42", "2", "3"]]
+    assert [json.loads(p[3]) for p in parsed] == [r[2] for r in rows]
+    assert {tuple(p[4:]) for p in parsed} == {("pending", "0")}
