@@ -175,6 +175,9 @@ if env_str("BATCHHUB_STORAGE", "local") == "s3":
             "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME", ""),
             "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "") or None,
             "region_name": env_str("AWS_S3_REGION_NAME", "") or None,
+            # Empty: boto3 finds credentials itself (instance role, ~/.aws).
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
             "location": env_str("BATCHHUB_S3_PREFIX", "uploads"),
             "file_overwrite": False,
             "default_acl": None,
