@@ -6,3 +6,9 @@ from django.apps import AppConfig
 class JobsConfig(AppConfig):
     name = "jobs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # A malformed BATCHHUB_WEBHOOK_ALLOW_PRIVATE stops start-up instead of the first delivery.
+        from .ssrf import allowlist
+
+        allowlist()

@@ -427,10 +427,16 @@ def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
     stop = threading.Event()
     limiter = None
     if job.rate_limit:
-        from .ratelimit import acquire
+        from .ratelimit import RateLimitTimeout, acquire
 
         def limiter() -> None:
-            acquire(job.public_id, job.rate_limit)
+            # Wait in short steps so that a pause is seen even at a low rate limit.
+            while not stop.is_set():
+                try:
+                    acquire(job.public_id, job.rate_limit, timeout=0.5)
+                    return
+                except RateLimitTimeout:
+                    continue
 
     def call(item: _Item):
         # Rows are marked running in groups ahead of the pool; one that has not begun when a
