@@ -135,7 +135,7 @@ class Done:
 
 
 def write_rows(job_pk: int, done: list[Done]) -> None:
-    """One UPDATE for many rows, with the values passed as a handful of arrays.
+    """One UPDATE for many rows, with all their values passed as one JSON document.
 
     Never a statement per row, and never a parameter per value either: thousands of placeholders
     cost more to bind and parse than the update itself.
@@ -144,31 +144,25 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         return
     table = Row._meta.db_table
     dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-    outputs = [None if d.output is None else dumps(d.output) for d in done]
     if connection.vendor == "postgresql":
+        # One JSON document for the whole batch: the C encoder writes it, PostgreSQL's C parser
+        # reads it (arrays of text would be escaped element by element in Python).
+        batch = dumps(
+            [{"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts} for d in done]
+        )
         connection.ensure_connection()
-        # A server-side-binding cursor sends the arrays as parameters instead of quoting every
-        # element into the SQL text (Django's psycopg cursors bind on the client).
         with PgCursor(connection.connection) as cursor:
             cursor.execute(
-                f"UPDATE {table} AS r SET status = v.status, output = v.output::jsonb, error = v.error, "
-                f"attempts = v.attempts FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::int[]) "
-                f'AS v(idx, status, output, error, attempts) WHERE r.job_id = %s AND r."index" = v.idx '
+                f"UPDATE {table} AS r SET status = v.s, output = v.o, error = v.e, attempts = v.a "
+                f"FROM json_to_recordset(%s::json) AS v(i int, s text, o jsonb, e text, a int) "
+                f'WHERE r.job_id = %s AND r."index" = v.i '
                 # The range keeps the plan on the few index entries of these rows even when the
                 # planner's statistics think the job is tiny (they lag behind a fresh ingest).
                 f'AND r."index" BETWEEN %s AND %s',
-                [
-                    [d.index for d in done],
-                    [d.status for d in done],
-                    outputs,
-                    [d.error for d in done],
-                    [d.attempts for d in done],
-                    job_pk,
-                    min(d.index for d in done),
-                    max(d.index for d in done),
-                ],
+                [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
             )
         return
+    outputs = [None if d.output is None else dumps(d.output) for d in done]
     payload = dumps([[d.index, d.status, o, d.error, d.attempts] for d, o in zip(done, outputs, strict=True)])
     with connection.cursor() as cursor:
         cursor.execute(
@@ -352,24 +346,32 @@ class _Item:
 
 
 def _row_input(job: Job, item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
-    data = item.data or []
-    values = {c: (data[i] if i < len(data) else None) for i, c in enumerate(column_names)}
+    # Rows shorter than the header (JSONL rows without the later keys) just lack those keys.
+    values = dict(zip(column_names, item.data or (), strict=False))
     inputs = {name: values.get(column) for name, column in input_map.items()}
     return RowInput(index=item.index, ref=item.ref, values=values, inputs=inputs)
 
 
+def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, int, str]]:
+    """(index, ref, data, attempts, status) of the rows still to do in [start, end), in order.
+
+    Plain SQL and one json.loads per row: the ORM's per-row converters cost more than the query.
+    """
+    table = Row._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "index", ref, data, attempts, status FROM {table} WHERE job_id = %s '
+            f'AND "index" >= %s AND "index" < %s AND status IN (%s, %s) ORDER BY "index"',
+            [job_pk, start, end, RowStatus.PENDING, RowStatus.RUNNING],
+        )
+        raw = cursor.fetchall()
+    loads = json.loads
+    return [(i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st) for i, ref, data, a, st in raw]
+
+
 def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> ChunkRun:
     run = ChunkRun(job=job, chunk=chunk, processor=processor, plan=plan)
-    rows = list(
-        Row.objects.filter(
-            job_id=job.pk,
-            index__gte=chunk.start,
-            index__lt=chunk.end,
-            status__in=(RowStatus.PENDING, RowStatus.RUNNING),
-        )
-        .order_by("index")
-        .values_list("index", "ref", "data", "attempts", "status")
-    )
+    rows = fetch_rows(job.pk, chunk.start, chunk.end)
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
     queue: deque[_Item] = deque()

@@ -150,9 +150,23 @@ class ThreadDriver:
 
 
 @pytest.fixture
-def job_driver(transactional_db, settings):
-    """Jobs move on their own while the test runs (swap this for real celery workers)."""
+def job_driver(transactional_db, settings, tmp_path):
+    """Jobs move on their own while the test runs: a real celery worker on PostgreSQL + Redis
+    (as `make test` runs them), else a thread in this process stepping the same engine."""
     from django.db import connection
+
+    if connection.vendor == "postgresql" and settings.CELERY_BROKER_URL.startswith("redis"):
+        from tests.support.worker import Worker, flush_broker
+
+        flush_broker()
+        worker = Worker(
+            tmp_path,
+            BATCHHUB_CHUNK_ROWS="100",
+            BATCHHUB_PROCESSORS="tests.support.slow_processors:WatchableTemplateProcessor",
+        )
+        yield worker
+        worker.stop()
+        return
 
     if connection.vendor == "sqlite" and "memory" in str(connection.settings_dict.get("NAME", "")):
         pytest.skip(
