@@ -38,6 +38,8 @@ def worker_env(**extra: str) -> dict[str, str]:
             "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
             "CACHE_URL": os.environ.get("CACHE_URL", ""),
             "BATCHHUB_LEASE_SECONDS": str(settings.BATCHHUB_LEASE_SECONDS),
+            # Uploads are read by the worker from the storage the test process wrote them to.
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "BATCHHUB_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
             "BATCHHUB_PROCESSORS": "tests.support.fault_processors:CrashProcessor",
             "BATCHHUB_TESTING": "0",
