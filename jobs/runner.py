@@ -302,7 +302,8 @@ class ChunkRun:
                 job.status == JobStatus.PROCESSING
                 and job.throttle_streak >= settings.BATCHHUB_AUTOPAUSE_AFTER
             ):
-                wait_s = max(self.retry_after or 0.0, 30.0)
+                # The wait the service asked for, else a minute.
+                wait_s = max(1.0, self.retry_after if self.retry_after is not None else 60.0)
                 job = states.transition(
                     job,
                     JobStatus.PAUSED,
