@@ -427,8 +427,17 @@ def cancel(job: Job, *, actor: str) -> Job:
 
 
 def _cancel_pending(job: Job) -> None:
-    # Rows already running finish and keep their output; the rest will not start.
-    n = Row.objects.filter(job=job, status=RowStatus.PENDING).update(status=RowStatus.CANCELLED)
+    # Rows already running finish and keep their output; the rest will not start. A CPU
+    # processor's rows in flight are still `pending` in the table (their chunk records the
+    # range instead): they are running, so they are left to finish too.
+    in_flight = Chunk.objects.filter(
+        job=job, inflight_start__lte=OuterRef("index"), inflight_end__gt=OuterRef("index")
+    )
+    n = (
+        Row.objects.filter(job=job, status=RowStatus.PENDING)
+        .exclude(Exists(in_flight))
+        .update(status=RowStatus.CANCELLED)
+    )
     Chunk.objects.filter(job=job, done=False).update(done=True, lease_until=None)
     if n:
         Job.objects.filter(pk=job.pk).update(pending=0, cancelled=job.cancelled + n)

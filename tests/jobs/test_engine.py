@@ -209,6 +209,30 @@ def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
         services.resume(job, actor="alice")
 
 
+def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(alice, settings, monkeypatch):
+    settings.BATCHHUB_CHUNK_ROWS = 1000
+    monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 100)
+    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 100)
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    calls = {"n": 0}
+    real = base.Processor.process
+
+    def cancel_during_second_group(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+        return real(self, batch)
+
+    monkeypatch.setattr(base.Processor, "process", cancel_during_second_group)
+    runner.work_once(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    # The group in flight when the cancel came finished and kept its output; the rest cancelled.
+    assert (job.succeeded, job.cancelled, job.pending, job.running) == (200, 800, 0, 0)
+    assert job.counts == {"total": 1000, **runner.recount(job)}
+
+
 def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(alice, settings):
     settings.BATCHHUB_CHUNK_ROWS = 10
     job = make_job(alice, rows_text(10), max_attempts=3)
