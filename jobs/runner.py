@@ -245,13 +245,21 @@ class ChunkRun:
         started: list[_Item] = []
         now = timezone.now()
         with transaction.atomic():
+            # The rows first, before the job's lock: they belong to this chunk, which only its
+            # holder writes, so loops of other worker processes are not kept waiting behind this
+            # UPDATE. (Cancel, which writes rows under the job lock, leaves rows in flight alone,
+            # so the two never wait on each other.)
+            write_rows(self.job.pk, finished)
             job = Job.objects.select_for_update().get(pk=self.job.pk)
             if job.status == JobStatus.CANCELLED:
                 # Rows that would wait for another try will never get one.
-                for d in finished:
-                    if d.status == RowStatus.PENDING:
-                        d.status = RowStatus.CANCELLED
-            write_rows(job.pk, finished)
+                again = [d for d in finished if d.status == RowStatus.PENDING]
+                for d in again:
+                    d.status = RowStatus.CANCELLED
+                if again:
+                    Row.objects.filter(job_id=job.pk, index__in=[d.index for d in again]).update(
+                        status=RowStatus.CANCELLED
+                    )
             for d in finished:
                 job.running -= 1
                 if d.status == RowStatus.SUCCEEDED:
