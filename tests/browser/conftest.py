@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.worker import wait_for as _wait_for
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -183,10 +185,4 @@ def job_driver(transactional_db, settings, tmp_path):
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {message}")
+    return _wait_for(predicate, timeout=timeout, interval=interval, message=message)

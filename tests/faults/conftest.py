@@ -2,30 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.worker import Worker, flush_broker, require_real_services
-
-
-@pytest.fixture
-def worker_factory(transactional_db, tmp_path, settings):
-    """Start real celery workers against the test database; all are stopped at the end."""
-    require_real_services()
-    settings.BATCHHUB_LEASE_SECONDS = 5
-    flush_broker()
-    started: list[Worker] = []
-
-    def start(**kwargs) -> Worker:
-        worker = Worker(tmp_path, name=f"w{len(started) + 1}", **kwargs)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-
-
-@pytest.fixture
-def worker(worker_factory):
-    return worker_factory()
+# The same real-worker fixtures as the end-to-end tests.
+from tests.e2e.conftest import worker, worker_factory  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
