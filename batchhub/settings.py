@@ -231,11 +231,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast (pidbox) messages; kombu's default is ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
     if not TESTING:
         (_broker_dir / "out").mkdir(parents=True, exist_ok=True)
         (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+        (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
 else:
     # Far above any task's run time (a task handles one chunk), so Redis never redelivers a task
     # that is still running; a dead worker's chunk comes back through its lease instead.

@@ -103,3 +103,5 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     # The embedded default really was used: a SQLite file and the filesystem broker's folders.
     var = log_path.parent / "var"
     assert (var / "batchhub.sqlite3").exists() and (var / "broker").is_dir()
+    # …and nothing was written into the checkout itself (kombu's pidbox folder defaults to ./control).
+    assert not (ROOT / "control").exists()
