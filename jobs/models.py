@@ -142,9 +142,9 @@ class Job(models.Model):
         if len(samples) < 2:
             return 0.0
         last_t, last_done = samples[-1]
-        if self.status != JobStatus.PROCESSING:
-            pass
-        elif timezone.now().timestamp() - last_t > 30:
+        # A running job with no sample for 30 s is stalled: its recent rate is zero. A finished
+        # or paused job keeps the rate of its last stretch of work.
+        if self.status == JobStatus.PROCESSING and timezone.now().timestamp() - last_t > 30:
             return 0.0
         first = next((s for s in samples if last_t - s[0] <= 30), samples[0])
         if first is samples[-1]:
@@ -226,17 +226,6 @@ class Row(models.Model):
     @property
     def public_id(self) -> str:
         return f"row_{self.index + 1}"
-
-    def as_dict(self, columns: list[str]) -> dict:
-        values = self.data or []
-        return {
-            "row": self.index + 1,
-            "ref": self.ref,
-            "status": self.status,
-            "input": {c: (values[i] if i < len(values) else None) for i, c in enumerate(columns)},
-            "output": self.output,
-            "error": self.error,
-        }
 
 
 class JobEvent(models.Model):

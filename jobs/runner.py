@@ -97,7 +97,8 @@ def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
 # --- claiming ---------------------------------------------------------------------------------------
 
 
-def _claimable(job_pk: int, now: datetime):
+def claimable_chunks(job_pk: int, now: datetime):
+    """Chunks of the job a loop could claim now: not done, not leased, not backing off."""
     return (
         Chunk.objects.filter(job_id=job_pk, done=False)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
@@ -108,7 +109,7 @@ def _claimable(job_pk: int, now: datetime):
 def claim_chunk(job_pk: int) -> Chunk | None:
     now = timezone.now()
     with transaction.atomic():
-        qs = _claimable(job_pk, now).order_by("seq")
+        qs = claimable_chunks(job_pk, now).order_by("seq")
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
         chunk = qs.first()
@@ -354,7 +355,7 @@ class _Item:
     suspect: bool  # was running when a previous worker died
 
 
-def _row_input(job: Job, item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
+def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
     # Rows shorter than the header (JSONL rows without the later keys) just lack those keys.
     values = dict(zip(column_names, item.data or (), strict=False))
     inputs = {name: values.get(column) for name, column in input_map.items()}
@@ -402,7 +403,7 @@ def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> C
             queue.append(item)
 
     def to_input(item: _Item) -> RowInput:
-        return _row_input(job, item, columns, input_map)
+        return _row_input(item, columns, input_map)
 
     # Rows that were running when a worker died go one at a time, each committed before the
     # next starts, so only the row that kills the worker accumulates attempts.

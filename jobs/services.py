@@ -517,7 +517,7 @@ def reap(now=None) -> dict[str, int]:
 
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - lease)
     for job in stale:
-        claimable = runner._claimable(job.pk, now).exists()
+        claimable = runner.claimable_chunks(job.pk, now).exists()
         if claimable:
             states.record(job, "recovered", "No progress for a while: work restarted (a worker stopped).")
             Job.objects.filter(pk=job.pk).update(updated_at=now)

@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from . import ssrf
+from . import results, ssrf
 from .ids import new_id
 from .models import TERMINAL, Job, JobEvent, UserSettings
 
@@ -48,50 +48,17 @@ EXCERPT_BYTES = 300  # of the receiver's answer kept in the event, to help debug
 
 
 def _iso(dt: datetime | None) -> str | None:
+    # The API's timestamp format (microseconds and Z), so a receiver parses one format.
     if dt is None:
         return None
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def job_payload(job: Job) -> dict:
-    """The contract's job object: the API serializer when present, else the same fields."""
-    try:
-        from .api import job_representation  # written by the API module's owner
-    except ImportError:
-        try:
-            from .serializers_public import job_representation
-        except ImportError:
-            job_representation = None
-    if job_representation is not None:
-        return job_representation(job, request=None)
-    base = f"/api/v1/jobs/{job.public_id}"
-    return {
-        "id": job.public_id,
-        "name": job.name,
-        "processor": job.processor,
-        "params": job.params,
-        "status": job.status,
-        "counts": job.counts,
-        "progress": job.progress,
-        "rows_per_second": job.rows_per_second,
-        "estimated_completion": _iso(job.estimated_completion),
-        "columns": job.columns,
-        "id_column": job.id_column,
-        "column_map": job.column_map,
-        "error": job.error,
-        "webhook_url": job.webhook_url,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "updated_at": _iso(job.updated_at),
-        "expires_at": _iso(job.expires_at),
-        "links": {
-            "self": base,
-            "results": f"{base}/results",
-            "rows": f"{base}/rows",
-            "events": f"{base}/events",
-        },
-    }
+    """The contract's job object, exactly as the API renders it."""
+    from .api import job_representation  # the API module imports the engine: import it late
+
+    return job_representation(job, request=None)
 
 
 def event_type_for(job: Job) -> str:
@@ -105,8 +72,8 @@ def build_event(job: Job, event_type: str) -> dict:
         "job": job_payload(job),
     }
     if job.total <= MAX_INLINE_ROWS:
-        columns = job.columns or []
-        event["data"] = [row.as_dict(columns) for row in job.rows.order_by("index")]
+        columns = list(job.columns or [])
+        event["data"] = [results.row_object(columns, *row) for row in results.iter_rows(job)]
     return event
 
 

@@ -274,10 +274,11 @@ def test_a_group_in_flight_when_its_worker_died_becomes_suspects(alice, settings
 
 
 def test_expired_lease_makes_a_chunk_claimable_again(alice):
-    job = make_job(alice, rows_text(10))
+    job = make_job(alice, rows_text(10), concurrency=1)
     services.ingest(job.pk)
     chunk = runner.claim_chunk(job.pk)
-    assert chunk is not None and runner.claim_chunk(job.pk) is None or Chunk.objects.filter(job=job).count() > 1
+    assert chunk is not None and Chunk.objects.filter(job=job).count() == 1
+    assert runner.claim_chunk(job.pk) is None  # leased: nobody else gets it
     Chunk.objects.filter(pk=chunk.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     again = runner.claim_chunk(job.pk)
     assert again is not None and again.pk == chunk.pk and again.claims == 2
