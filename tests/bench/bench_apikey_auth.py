@@ -21,25 +21,11 @@ import os
 import secrets
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-_tmp = tempfile.TemporaryDirectory(prefix="bench-apikeys-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "batchhub.settings"
-os.environ["DATABASE_URL"] = os.environ.get(
-    "BENCH_DATABASE_URL", f"sqlite:///{Path(_tmp.name) / 'bench.sqlite3'}"
-)
-os.environ["BATCHHUB_DATA_DIR"] = _tmp.name  # nothing is written beside the project
-os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
-os.environ["CACHE_URL"] = "locmem"
-os.environ["CELERY_BROKER_URL"] = "memory://"
+from benchenv import setup  # noqa: E402  (sets up Django)
 
-import django  # noqa: E402
-
-django.setup()
+setup("bench-apikeys-")
 
 from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402

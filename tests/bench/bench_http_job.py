@@ -16,23 +16,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-TMP = Path(tempfile.mkdtemp(prefix="bench-http-"))
-os.environ["DJANGO_SETTINGS_MODULE"] = "batchhub.settings"
-os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{TMP / 'bench.sqlite3'}"
-os.environ["BATCHHUB_DATA_DIR"] = str(TMP)
-os.environ["CELERY_BROKER_URL"] = "memory://"
-os.environ["CACHE_URL"] = "locmem"
+from benchenv import setup  # noqa: E402  (sets up Django)
 
-import django  # noqa: E402
-
-django.setup()
+setup("bench-http-")
 
 from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402

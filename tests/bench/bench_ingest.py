@@ -18,29 +18,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-_tmp = tempfile.TemporaryDirectory(prefix="bench-ingest-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "batchhub.settings"
-os.environ["DATABASE_URL"] = os.environ.get(
-    "BENCH_DATABASE_URL", f"sqlite:///{Path(_tmp.name) / 'bench.sqlite3'}"
-)
-os.environ["BATCHHUB_DATA_DIR"] = _tmp.name  # nothing is written beside the project
-os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
-os.environ["CACHE_URL"] = "locmem"
-os.environ["CELERY_BROKER_URL"] = "memory://"
+from benchenv import setup  # noqa: E402  (sets up Django)
 
-import django  # noqa: E402
-
-django.setup()
+_tmp = setup("bench-ingest-")
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
@@ -99,7 +85,7 @@ def max_rss_kb() -> int:
 
 
 def main() -> None:
-    path = Path(_tmp.name) / "input.csv"
+    path = _tmp / "input.csv"
     make_csv(path)
     size_mb = round(path.stat().st_size / 1e6, 1)
 
