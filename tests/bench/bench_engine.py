@@ -28,7 +28,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +110,7 @@ from django.db import connection  # noqa: E402
 
 from jobs import results, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
+from tests.support.worker import Worker  # noqa: E402
 
 
 # --- input ---------------------------------------------------------------------------------------
@@ -130,68 +130,6 @@ def make_csv(path: Path, rows: int) -> None:
             writer.writerow(
                 [i + 1, f"Customer {i}", f"user{i}@example.com", cities[i % 8], f"{rng.random() * 100:.2f}", comment]
             )
-
-
-# --- worker processes ----------------------------------------------------------------------------
-
-
-class Worker:
-    """`celery -A batchhub worker` on the bench database, with the naive per-row task loaded."""
-
-    def __init__(self, log_dir: Path, concurrency: int = 2):
-        self.log_path = log_dir / "celery-bench.log"
-        env = dict(os.environ, BATCHHUB_TESTING="0", PYTHONUNBUFFERED="1")
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "batchhub", "worker", "--loglevel=INFO",
-            f"--concurrency={concurrency}", "--hostname=bench@%h", f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
-            "--include=tests.bench.naive_tasks", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited: {self.tail()}")
-            if b" ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery worker not ready: {self.tail()}")
-
-    def children(self) -> list[int]:
-        try:
-            return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
-        except OSError:
-            return []
-
-    def peak_rss_mb(self) -> dict[str, float]:
-        def hwm(pid: int) -> float:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-            except OSError:
-                pass
-            return 0.0
-
-        kids = {pid: hwm(pid) for pid in self.children()}
-        return {"main": hwm(self.proc.pid), "children": list(kids.values())}
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log_path.read_bytes()[-n:].decode(errors="replace")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -353,7 +291,8 @@ def main() -> None:
 
     # 2. processing with 2 worker processes
     bare_s = bare_loop(big_csv, tmp / "bare-out.csv")
-    worker = Worker(tmp, concurrency=2)
+    # The naive per-row task is loaded into the same worker, for the baseline.
+    worker = Worker(tmp, concurrency=2, name="bench", extra_args=("--include=tests.bench.naive_tasks",))
     try:
         start = time.perf_counter()
         real_start_loops(job)

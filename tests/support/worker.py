@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -17,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def require_real_services() -> None:
+    import pytest  # here, so that benchmarks can use Worker without pytest
+
     if connection.vendor != "postgresql":
         pytest.skip("end-to-end tests need PostgreSQL (DATABASE_URL); `make test` starts one")
     if not settings.CELERY_BROKER_URL.startswith("redis"):
@@ -53,7 +54,16 @@ def worker_env(**extra: str) -> dict[str, str]:
 class Worker:
     """`celery -A batchhub worker` in its own process group, with its log in a file."""
 
-    def __init__(self, log_dir: Path, *, concurrency: int = 2, name: str = "w1", beat: bool = False, **env: str):
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        concurrency: int = 2,
+        name: str = "w1",
+        beat: bool = False,
+        extra_args: tuple[str, ...] = (),
+        **env: str,
+    ):
         self.log_path = log_dir / f"celery-{name}.log"
         self.name = name
         cmd = [
@@ -61,6 +71,7 @@ class Worker:
             "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
             f"--queues={settings.CELERY_TASK_DEFAULT_QUEUE}",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
+            *extra_args,
         ]
         if beat:
             # The embedded beat runs the reaper, as `celery beat` does in production.
@@ -88,6 +99,20 @@ class Worker:
             return [int(p) for p in path.read_text().split()]
         except OSError:
             return []
+
+    def peak_rss_mb(self) -> dict[str, object]:
+        """VmHWM of the main process and of each pool child, in MB."""
+
+        def hwm(pid: int) -> float:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+            except OSError:
+                pass
+            return 0.0
+
+        return {"main": hwm(self.proc.pid), "children": [hwm(pid) for pid in self.children()]}
 
     def kill_child(self) -> int | None:
         """SIGKILL one pool process (the one doing the work); the main process replaces it."""
