@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from psycopg import Cursor as PgCursor
 from django.db import connection, transaction
@@ -45,9 +46,17 @@ CPU_GROUP_MAX = 5000
 GROUP_SECONDS = 0.25
 SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
+# A worker task goes on to the job's next chunk until it has run this long: the processor (and its
+# HTTP connections) and the measured group size carry over, and the task round trip through the
+# broker is paid once per few chunks instead of once per chunk. Tasks stay short.
+TASK_SECONDS = 2.0
 SAMPLE_EVERY = 1.0  # seconds between throughput samples
 MAX_SAMPLES = 240
 IO_THREADS_PER_LOOP = 16
+
+# Rows per CPU group last measured in this process, per job: the next chunk starts at the right
+# size instead of measuring again from CPU_GROUP_ROWS (one sync point fewer per chunk).
+_group_rows: dict[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +144,15 @@ class Done:
     attempts: int
 
 
+def dumps_json(value: Any) -> str:
+    """JSON text of a processor's outputs: orjson (≈ 15× the stdlib here), else the stdlib for
+    what orjson refuses (integers beyond 64 bits); anything else unknown becomes its str()."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def write_rows(job_pk: int, done: list[Done]) -> None:
     """One UPDATE for many rows, with all their values passed as one JSON document.
 
@@ -146,9 +164,9 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     table = Row._meta.db_table
     dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
     if connection.vendor == "postgresql":
-        # One JSON document for the whole batch: the C encoder writes it, PostgreSQL's C parser
-        # reads it (arrays of text would be escaped element by element in Python).
-        batch = dumps(
+        # One JSON document for the whole batch: orjson writes it, PostgreSQL's C parser reads it
+        # (arrays of text would be escaped element by element in Python).
+        batch = dumps_json(
             [{"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts} for d in done]
         )
         connection.ensure_connection()
@@ -357,15 +375,16 @@ class _Item:
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
     # Rows shorter than the header (JSONL rows without the later keys) just lack those keys.
-    values = dict(zip(column_names, item.data or (), strict=False))
-    inputs = {name: values.get(column) for name, column in input_map.items()}
-    return RowInput(index=item.index, ref=item.ref, values=values, inputs=inputs)
+    values = dict(zip(column_names, item.data or ()))
+    inputs = {name: values.get(column) for name, column in input_map.items()} if input_map else {}
+    return RowInput(item.index, item.ref, values, inputs)
 
 
 def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, int, str]]:
     """(index, ref, data, attempts, status) of the rows still to do in [start, end), in order.
 
-    Plain SQL and one json.loads per row: the ORM's per-row converters cost more than the query.
+    Plain SQL and one orjson.loads per row: the ORM's per-row converters cost more than the query,
+    and the stdlib's json.loads about four times as much as orjson's for these short arrays.
     """
     table = Row._meta.db_table
     with connection.cursor() as cursor:
@@ -375,7 +394,7 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
             [job_pk, start, end, RowStatus.PENDING, RowStatus.RUNNING],
         )
         raw = cursor.fetchall()
-    loads = json.loads
+    loads = orjson.loads
     return [(i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st) for i, ref, data, a, st in raw]
 
 
@@ -415,7 +434,7 @@ def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> C
         if processor.io_bound:
             _run_threaded(run, queue, to_input)
         else:
-            size = CPU_GROUP_ROWS
+            size = min(CPU_GROUP_MAX, _group_rows.get(job.public_id, CPU_GROUP_ROWS))
             while queue and run.status == JobStatus.PROCESSING:
                 group = [queue.popleft() for _ in range(min(size, len(queue)))]
                 started = run.sync(group, mark_rows=False)
@@ -425,6 +444,9 @@ def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> C
                 results = processor.process([to_input(i) for i in started])
                 per_row = (time.monotonic() - began) / len(started)
                 size = max(1, min(CPU_GROUP_MAX, int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX))
+                if len(_group_rows) > 1000:
+                    _group_rows.clear()  # jobs long gone
+                _group_rows[job.public_id] = size
                 for item, result in zip(started, results, strict=True):
                     run.collect(item, result)
     run.sync([])
@@ -517,8 +539,9 @@ class Step:
     delay: float = 0.0
 
 
-def work_once(job_pk: int) -> Step:
-    """Claim one chunk of the job and process it; say what the loop should do next."""
+def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
+    """Claim a chunk of the job and process it, and go on to the next one while less than
+    `seconds` have passed; say what the loop should do next."""
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
@@ -531,21 +554,29 @@ def work_once(job_pk: int) -> Step:
             message=f"Processor '{job.processor}' is not installed on the workers.",
         )
         return Step("stop")
-    chunk = claim_chunk(job.pk)
-    if chunk is None:
-        return _no_chunk(job)
-    plan = plan_for(job, processor_cls)
-    processor = processor_cls(
-        job.params, context=ProcessorContext(owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads)
-    )
+    began = time.monotonic()
+    processor: Processor | None = None
     try:
-        run = process_chunk(job, chunk, processor, plan)
+        while True:
+            chunk = claim_chunk(job.pk)
+            if chunk is None:
+                return _no_chunk(job)
+            if processor is None:
+                plan = plan_for(job, processor_cls)
+                processor = processor_cls(
+                    job.params,
+                    context=ProcessorContext(owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads),
+                )
+            run = process_chunk(job, chunk, processor, plan)
+            release_chunk(run)
+            if run.status != JobStatus.PROCESSING:
+                return Step("stop")
+            if time.monotonic() - began >= seconds:
+                return Step("continue")
+            job = run.job  # as read at the chunk's last sync point
     finally:
-        processor.close()
-    release_chunk(run)
-    if run.status != JobStatus.PROCESSING:
-        return Step("stop")
-    return Step("continue")
+        if processor is not None:
+            processor.close()
 
 
 def _no_chunk(job: Job) -> Step:

@@ -18,12 +18,13 @@ def ingest_job(job_pk: int) -> None:
 
 @shared_task(name="jobs.work", acks_late=True)
 def work(job_pk: int) -> None:
-    """One step of a worker loop: one chunk, then the loop goes on as a fresh task.
+    """One step of a worker loop: a chunk or a few (up to runner.TASK_SECONDS), then the loop
+    goes on as a fresh task.
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
     jobs share the workers fairly.
     """
-    step = runner.work_once(job_pk)
+    step = runner.work_once(job_pk, seconds=runner.TASK_SECONDS)
     if step.action == "continue":
         work.delay(job_pk)
     elif step.action == "wait":

@@ -82,7 +82,8 @@ class TemplateProcessor(Processor):
         return list(self.fields)
 
     def process_row(self, row: RowInput) -> dict[str, Any]:
-        values = {name: ("" if row.values.get(name) is None else row.values.get(name)) for name in self.fields}
+        get = row.values.get
+        values = {name: ("" if (value := get(name)) is None else value) for name in self.fields}
         try:
             return {self.output_column: self.template.format_map(values)}
         except (ValueError, TypeError) as exc:
