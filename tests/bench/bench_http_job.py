@@ -13,6 +13,7 @@ benchmark) and Redis (CELERY_BROKER_URL); without them it prints a "skipped" lin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -36,7 +37,6 @@ from django.core.management import call_command  # noqa: E402
 
 from jobs import runner, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus  # noqa: E402
-from tests.processors.servers import EchoHandler, LocalServer  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
 # Loops are sent to the worker by hand, when the clock starts (not by ingest, which runs here).
@@ -51,25 +51,61 @@ def emit(**line) -> None:
     print(json.dumps(line), flush=True)
 
 
-class EndTimes(EchoHandler):
-    def _any(self) -> None:
-        if self.path == "/__ends":
-            with self.state["lock"]:
-                self.send(200, list(self.state["ends"]))
-            return
-        super()._any()
-        with self.state["lock"]:
-            self.state["ends"].append(time.time())
+class StandInAPI:
+    """The outside API: every request answered after LATENCY, on keep-alive connections.
 
-    do_GET = _any  # noqa: N815
+    asyncio in a process of its own, so that the stand-in costs the shared CPU as little as a
+    remote service would (a thread per connection and full header parsing, as in the tests'
+    http.server stand-ins, cost about as much CPU per request as the client). It records when
+    each answer went out (GET /__ends) and the most requests it held at once (GET /__peak).
+    """
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.inflight = 0
+        self.peak = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1]
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                if target == b"/__ends":
+                    body = json.dumps(self.ends).encode()
+                elif target == b"/__peak":
+                    body = json.dumps(self.peak).encode()
+                    self.peak = 0
+                else:
+                    self.inflight += 1
+                    self.peak = max(self.peak, self.inflight)
+                    await asyncio.sleep(LATENCY)
+                    self.inflight -= 1
+                    self.ends.append(time.time())
+                    body = b'{"ok": true}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the benchmark is over
+        finally:
+            writer.close()
+
+    async def serve(self) -> None:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0, backlog=256)
+        print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)  # until the benchmark closes the pipe
 
 
 def serve_forever() -> None:
-    """The stand-in API in a process of its own, as a real one would be: its threads must not
-    compete with the worker's for this process's interpreter lock."""
-    with LocalServer(EndTimes, latency=LATENCY, ends=[]) as server:
-        print(server.url, flush=True)
-        sys.stdin.read()  # until the benchmark closes the pipe
+    asyncio.run(StandInAPI().serve())
 
 
 class RemoteServer:
@@ -84,6 +120,12 @@ class RemoteServer:
         import httpx
 
         return httpx.get(self.url + "/__ends", timeout=10).json()
+
+    def peak(self) -> int:
+        """Most requests held at once since the last call."""
+        import httpx
+
+        return httpx.get(self.url + "/__peak", timeout=10).json()
 
     def __exit__(self, *exc):
         self.proc.stdin.close()
@@ -138,6 +180,7 @@ def main() -> None:
 def run(user, server: RemoteServer, worker: Worker) -> None:
     for concurrency in (8, 32):
         job = new_job(user, server.url, ROWS, concurrency)
+        server.peak()
         began = time.perf_counter()
         _send_loops(job)
         job = wait_for(lambda pk=job.pk: terminal(pk), worker)
@@ -147,7 +190,8 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
         emit(bench="http_job_throughput", value=round(ROWS / elapsed, 1), unit="rows/s",
              baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}", baseline_value=ideal,
              ratio=round(ROWS / elapsed / ideal, 3), goal="ratio >= 0.9 at C = 32", rows=ROWS,
-             concurrency=concurrency, loops=runner.plan_for(job).loops, worker_processes=2)
+             concurrency=concurrency, loops=runner.plan_for(job).loops, worker_processes=2,
+             peak_in_flight_at_server=server.peak())
 
     latencies = []
     job = new_job(user, server.url, 20 * 400, 16)
