@@ -62,6 +62,8 @@ class TableInfo:
     compressed: bool
     # The id column the input itself implies (PromptLoop's data_uuid), for when the caller has none.
     id_column: str | None = None
+    # Rows stored by write_rows (None before): the ingest need not count them again.
+    rows_written: int | None = None
 
 
 @dataclass
@@ -835,7 +837,8 @@ def write_rows(job, source, *, filename: str | None = None) -> TableInfo:
     index is the 0-based input order, ref the id column's value (job.id_column, else the one the
     input implies) or the 1-based row number. Raises InputError with every problem found (and
     writes no row after the first): call it inside a transaction so the caller can roll back.
-    Returns the TableInfo with the final columns; the caller updates the job from it.
+    Returns the TableInfo with the final columns and rows_written; the caller updates the job
+    from it.
     """
     from .ingest_db import insert_rows
 
@@ -861,5 +864,5 @@ def write_rows(job, source, *, filename: str | None = None) -> TableInfo:
             # Raised from inside the writer's loop, so a COPY in progress is aborted, not completed.
             raise errors.error()
 
-    insert_rows(job, rows())
+    info.rows_written = insert_rows(job, rows())
     return info

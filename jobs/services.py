@@ -325,7 +325,7 @@ def ingest(job_pk: int) -> None:
             Row.objects.filter(job=job).delete()
             with job.input_file.open("rb") as fh:
                 info = ingest_mod.write_rows(job, fh, filename=job.input_file.name)
-            total = Row.objects.filter(job=job).count()
+            total = info.rows_written
             missing = [c for c in proc.required_columns(job.column_map or {}) if c not in info.columns]
             if missing:
                 raise ingest_mod.InputError(
