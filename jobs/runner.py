@@ -493,10 +493,11 @@ def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
         while True:
             now = time.monotonic()
-            room = 0 if stop.is_set() else 2 * threads - len(inflight)
-            # Top up when the backlog queued ahead of the threads has run low, so that one sync
-            # point starts many rows rather than one.
-            want_start = room > 0 and bool(queue) and len(inflight) <= threads * 1.5
+            room = 0 if stop.is_set() else 3 * threads - len(inflight)
+            # Top up when the backlog queued ahead of the threads has run low (a backlog of one
+            # to two rows per thread), so that one sync point starts at least `threads` rows:
+            # sync points, not requests, are most of the engine's own CPU per row.
+            want_start = room > 0 and bool(queue) and len(inflight) <= threads * 2
             want_commit = bool(run.finished) and (now - run.last_sync >= SYNC_INTERVAL or not inflight)
             if want_start or want_commit or now - run.last_sync >= MAX_SYNC_GAP:
                 group = [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []

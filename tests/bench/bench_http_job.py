@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from benchenv import setup  # noqa: E402  (sets up Django)
 
@@ -177,21 +179,62 @@ def main() -> None:
             worker.stop()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def bare_client(url: str, concurrency: int, requests: int) -> tuple[float, float]:
+    """The yardstick for the engine's own cost: the same requests from `concurrency` threads
+    sharing one pooled httpx client, as the processor makes them, with no engine around them.
+    Returns (requests/s, CPU ms per request in this process)."""
+    import httpx
+
+    with httpx.Client(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as client:
+        def one(i: int) -> None:
+            client.get(f"{url}/latency?r=n{i}").raise_for_status()
+
+        cpu, began = time.process_time(), time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(requests)))
+        return requests / (time.perf_counter() - began), (time.process_time() - cpu) * 1000 / requests
+
+
 def run(user, server: RemoteServer, worker: Worker) -> None:
+    # A first small job, so that the pool processes have imported the processors and opened
+    # their database connections before anything is timed.
+    warm = new_job(user, server.url, 200, 32)
+    _send_loops(warm)
+    wait_for(lambda: terminal(warm.pk), worker)
     for concurrency in (8, 32):
+        bare_rps, bare_cpu_ms = bare_client(server.url, concurrency, min(ROWS, concurrency * 100))
+        emit(bench="http_bare_client", value=round(bare_rps, 1), unit="requests/s",
+             baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}", baseline_value=concurrency / LATENCY,
+             ratio=round(bare_rps / (concurrency / LATENCY), 3), goal="none (what one process of threads "
+             "with an httpx client reaches on this machine, no engine)", concurrency=concurrency,
+             cpu_ms_per_request=round(bare_cpu_ms, 2))
         job = new_job(user, server.url, ROWS, concurrency)
         server.peak()
+        pids = [worker.proc.pid, *worker.children()]
+        cpu = cpu_seconds(pids)
         began = time.perf_counter()
         _send_loops(job)
         job = wait_for(lambda pk=job.pk: terminal(pk), worker)
         elapsed = time.perf_counter() - began
+        cpu = cpu_seconds(pids) - cpu
         assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (job.status, job.succeeded)
         ideal = concurrency / LATENCY
         emit(bench="http_job_throughput", value=round(ROWS / elapsed, 1), unit="rows/s",
              baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}", baseline_value=ideal,
              ratio=round(ROWS / elapsed / ideal, 3), goal="ratio >= 0.9 at C = 32", rows=ROWS,
              concurrency=concurrency, loops=runner.plan_for(job).loops, worker_processes=2,
-             peak_in_flight_at_server=server.peak())
+             peak_in_flight_at_server=server.peak(), worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2))
 
     latencies = []
     job = new_job(user, server.url, 20 * 400, 16)
