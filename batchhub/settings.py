@@ -120,7 +120,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (rate limits, shared across processes) ---------------------------------------------
 CACHE_URL = env_str("CACHE_URL", "locmem" if TESTING else "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {"default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL in ("", "file") or CACHE_URL.startswith("file://"):
     _cache_dir = urlparse(CACHE_URL).path if CACHE_URL.startswith("file://") else DATA_DIR / "cache"
     CACHES = {
