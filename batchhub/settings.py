@@ -225,6 +225,9 @@ BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
 # Extra processor classes by dotted path ("package.module:Class"), beside entry points.
 BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
+# CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
+# database come first (batchhub/priority.py). 0 leaves the priority alone.
+BATCHHUB_WORKER_NICE = min(env_int("BATCHHUB_WORKER_NICE", 10, minimum=0), 19)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.
