@@ -117,7 +117,7 @@ else:
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (rate limits, shared across processes) ---------------------------------------------
+# --- Cache (rate limits and sessions, shared across processes) --------------------------------
 CACHE_URL = env_str("CACHE_URL", "locmem" if TESTING else "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": CACHE_URL}}
