@@ -8,9 +8,10 @@ workers are alone anyway and the setting changes nothing.
 
 Linux autogroups (on by default in most distributions) complicate this: nice only weighs the
 processes of one session against each other, and every session gets an equal share. honcho
-starts each Procfile process in a session of its own, so a worker that leads its session lowers
-the session's group as well (/proc/self/autogroup). A worker started from a shell shares the
-shell's session and leaves the group alone.
+starts each Procfile process in a session of its own (the Procfile `exec`s the worker, so that it
+leads that session rather than a shell), and a worker that leads its session lowers the
+session's group as well (/proc/self/autogroup). A worker started from a shell shares the shell's
+session and leaves the group alone.
 """
 
 from __future__ import annotations
