@@ -117,10 +117,10 @@ else:
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (rate limits, shared across processes) ---------------------------------------------
+# --- Cache (rate limits and sessions, shared across processes) --------------------------------
 CACHE_URL = env_str("CACHE_URL", "locmem" if TESTING else "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {"default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": CACHE_URL}}
 elif CACHE_URL in ("", "file") or CACHE_URL.startswith("file://"):
     _cache_dir = urlparse(CACHE_URL).path if CACHE_URL.startswith("file://") else DATA_DIR / "cache"
     CACHES = {
@@ -142,6 +142,10 @@ AUTH_PASSWORD_VALIDATORS = [
 if TESTING:
     # Tests create users by the hundred; the production hasher costs ~0.5 s each.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Sessions are read through the cache (written through to the database): every page request,
+# and every second of an open job page's polling, reads its session, and a cache read costs a
+# fraction of a database query.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "jobs:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -224,6 +228,9 @@ BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
 # Extra processor classes by dotted path ("package.module:Class"), beside entry points.
 BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
+# CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
+# database come first (batchhub/priority.py). 0 leaves the priority alone.
+BATCHHUB_WORKER_NICE = min(env_int("BATCHHUB_WORKER_NICE", 10, minimum=0), 19)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.

@@ -111,6 +111,39 @@ def test_reads_over_the_rate_are_429_with_retry_after(api_alice, rates):
     assert 1 <= int(response["Retry-After"]) <= 60
 
 
+def test_a_window_opens_with_its_first_request_and_ends_after_the_period(
+    api_alice, rates, monkeypatch
+):
+    rates(read="2/min")
+    clock = [1000.0]
+    monkeypatch.setattr(GroupRateThrottle, "timer", lambda self: clock[0])
+    assert api_alice.get(f"{API}/jobs").status_code == 200
+    clock[0] = 1010.0
+    assert api_alice.get(f"{API}/jobs").status_code == 200
+
+    clock[0] = 1030.0
+    response = api_alice.get(f"{API}/jobs")
+    assert_error(response, 429, "rate_limited")
+    assert response["Retry-After"] == "30"  # the window opened at 1000 and lasts 60 s
+
+    clock[0] = 1060.0
+    assert api_alice.get(f"{API}/jobs").status_code == 200
+
+
+def test_the_cached_count_stays_small_however_many_requests(api_alice, alice, rates):
+    """DRF's own throttle keeps every request's time; this one keeps (start, count)."""
+    from django.core.cache import cache
+
+    from apikeys.models import APIKey
+
+    rates(read="1000/min")
+    for _ in range(30):
+        assert api_alice.get(f"{API}/jobs").status_code == 200
+    key = APIKey.objects.get(owner=alice)
+    _start, count = cache.get(f"rate:read:key:{key.pk}")
+    assert count == 30
+
+
 def test_groups_are_separate_buckets(api_alice, alice, new_job, rates):
     rates(read="1/min", control="1/min", download="1/min", create="1/min")
     job = new_job(alice, "name\na\n")

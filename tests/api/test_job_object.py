@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -122,6 +123,49 @@ def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
 
     assert body["error"] == {"code": "invalid_csv", "message": "Bad file."}
+
+
+def _serialized(job, request=None) -> dict:
+    from jobs.api import JobSerializer
+
+    return JobSerializer(job, context={"request": request}).data
+
+
+@pytest.mark.parametrize("state", ["queued", "processing", "paused", "failed", "completed"])
+def test_job_representation_is_what_the_serializer_gives(
+    alice, new_job, rf, state, run_job, monkeypatch
+):
+    """job_representation builds the dict by hand (speed); JobSerializer is the schema's word."""
+    job = new_job(alice, "id,name\n1,a\n2,b\n", id_column="id")
+    Job.objects.filter(pk=job.pk).update(webhook_url="https://example.com/h")
+    now = timezone.now()
+    if state == "completed":
+        job = run_job(job)
+    elif state != "queued":
+        Job.objects.filter(pk=job.pk).update(
+            status=state,
+            total=2,
+            pending=1,
+            succeeded=1,
+            started_at=now - timedelta(seconds=30),
+            samples=[[now.timestamp() - 10, 0], [now.timestamp(), 1]],
+            usage={"tokens": 3},
+            column_map={"text": "name"},
+            rate_limit=30,
+            resume_at=now + timedelta(minutes=1) if state == "paused" else None,
+            pause_reason="Paused by alice." if state == "paused" else "",
+            error_code="invalid_csv" if state == "failed" else "",
+            error_message="Bad file." if state == "failed" else "",
+            expires_at=now + timedelta(days=3),
+        )
+    job = Job.objects.get(pk=job.pk)
+    request = rf.get("/api/v1/jobs", HTTP_HOST="testserver")
+    monkeypatch.setattr(timezone, "now", lambda: now)  # the same estimated completion for both
+
+    for req in (request, None):
+        fast, slow = job_representation(job, req), _serialized(job, req)
+        assert fast == slow
+        assert json.dumps(fast) == json.dumps(slow)  # same keys in the same order
 
 
 def test_job_representation_without_a_request_uses_the_base_url(alice, new_job, settings):

@@ -70,6 +70,11 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     output = log_path.read_text()
     assert f"BatchHub is starting at {base}/" in output
     assert "Log in as 'boss'" in output
+    # The worker yields the CPU to the web process (batchhub/priority.py); it leads its own
+    # session (the Procfile execs it), so on Linux its scheduling group is lowered too.
+    assert "worker runs at nice 10" in output
+    if Path("/proc/self/autogroup").exists():
+        assert "worker runs at nice 10 (and its session's scheduling group)" in output
 
     with httpx.Client(base_url=base, timeout=10, follow_redirects=True) as web:
         page = web.get("/accounts/login/")
