@@ -149,10 +149,13 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
     A view names its group with `throttle_group`, or per action with `throttle_groups`; reads
     otherwise. Counts live in the shared cache so they hold across web processes.
 
-    A bucket is a window that opens with its first request and lasts the rate's period; the
-    cache holds (window start, requests so far), a constant-size value. DRF's own throttle keeps
-    the time of every request in the period instead, so its read and write grow with the rate:
-    at 1,000 requests a minute that list is 8 KB, rewritten on every request.
+    A sliding-window counter: the cache holds (window number, requests in it, requests in the
+    window before), a constant-size value, and the requests of the last period are estimated as
+    this window's plus the previous window's weighted by how much of it the last period still
+    covers. So no burst of twice the rate gets through around a window's edge, as it would with
+    plain fixed windows. DRF's own throttle keeps the time of every request in the period
+    instead, so its read and write grow with the rate: at 1,000 requests a minute that list is
+    8 KB, rewritten on every request.
     """
 
     def __init__(self) -> None:
@@ -177,16 +180,29 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
         if self.key is None:
             return True
         now = self.timer()
-        start, count = self.cache.get(self.key) or (now, 0)
-        if now >= start + self.duration:
-            start, count = now, 0
-        if count >= self.num_requests:
-            self.wait_seconds = start + self.duration - now
+        limit, period = self.num_requests, self.duration
+        window, into = divmod(now, period)
+        stored, count, before = self.cache.get(self.key) or (window, 0, 0)
+        if stored != window:
+            # A new window: the one that just ended becomes "before" (older ones count nothing).
+            count, before = 0, (count if stored == window - 1 else 0)
+        used = before * (1 - into / period) + count
+        if used + 1 > limit:
+            self.wait_seconds = self._wait(count, before, into, period, limit)
             return False
         # Read then write, as DRF's throttle does: two requests at the same instant may be
         # counted once, which a limit meant to stop runaway scripts can live with.
-        self.cache.set(self.key, (start, count + 1), max(1, math.ceil(start + self.duration - now)))
+        self.cache.set(self.key, (window, count + 1, before), math.ceil(2 * period - into))
         return True
+
+    @staticmethod
+    def _wait(count: int, before: int, into: float, period: float, limit: int) -> float:
+        """Seconds until one more request fits, as the previous window's weight runs down."""
+        if count + 1 <= limit and before:
+            # Within this window: before * (1 - t / period) + count + 1 <= limit.
+            return max(0.0, (1 - (limit - count - 1) / before) * period - into)
+        # In the next window, this one's count is the weighted one.
+        return (period - into) + max(0.0, 1 - (limit - 1) / count) * period if count else period - into
 
     def wait(self) -> float | None:
         return self.wait_seconds
@@ -200,5 +216,5 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
             ident = f"user:{request.user.pk}"
         else:
             ident = f"ip:{self.get_ident(request)}"
-        # Not DRF's "throttle:" prefix: those keys held lists of times, not (start, count).
+        # Not DRF's "throttle:" prefix: those keys held lists of times, not counts.
         return f"rate:{self.scope}:{ident}"

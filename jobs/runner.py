@@ -20,18 +20,18 @@ import random
 import threading
 import time
 from collections import deque
-from queue import Empty, SimpleQueue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from queue import Empty, SimpleQueue
 from typing import Any
 
 import orjson
 from django.conf import settings
-from psycopg import Cursor as PgCursor
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
+from psycopg import Cursor as PgCursor
 
 from . import states
 from .models import Chunk, Job, JobStatus, Row, RowStatus
@@ -376,7 +376,7 @@ class _Item:
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
     # Rows shorter than the header (JSONL rows without the later keys) just lack those keys.
-    values = dict(zip(column_names, item.data or ()))
+    values = dict(zip(column_names, item.data or (), strict=False))
     inputs = {name: values.get(column) for name, column in input_map.items()} if input_map else {}
     return RowInput(item.index, item.ref, values, inputs)
 

@@ -17,13 +17,12 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
-from django.http import Http404
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded
 
 from . import ingest as ingest_mod
-from . import runner, states
+from . import lookup, runner, states
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -39,12 +38,11 @@ def jobs_for(user) -> Any:
     return Job.objects.visible().filter(owner=user)
 
 
-def get_job(user, public_id: str, *, for_update: bool = False) -> Job:
-    """The user's job, or 404: another user's job is indistinguishable from a missing one."""
-    job = jobs_for(user).filter(public_id=public_id).first()
-    if job is None:
-        raise Http404("No such job.")
-    return job
+def get_job(user, public_id: str) -> Job:
+    """The user's job, or 404: another user's job is indistinguishable from a missing one.
+
+    One precompiled query (jobs/lookup.py): it is the read behind every status poll."""
+    return lookup.get_job(user, public_id)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):
