@@ -40,7 +40,7 @@ waited for a CPU per request (run-queue time from /proc/PID/task/TID/schedstat).
 
 Knobs (defaults for BENCH_ROWS >= 1M; a quick run below that uses 8, 3, 3 s and 10 MB):
 BENCH_ROWS, BENCH_WEB_SECONDS (1 s windows, 40), BENCH_WEB_FAST_SECONDS (100 ms windows, 15; 0
-skips), BENCH_WEB_CLOSED_SECONDS (8; 0 skips), BENCH_WEB_BIG_JOBS (4), BENCH_WEB_UPLOAD_MB (100;
+skips), BENCH_WEB_CLOSED_SECONDS (8; 0 skips), BENCH_WEB_BIG_JOBS (10), BENCH_WEB_UPLOAD_MB (100;
 0 skips), BENCH_WEB_WORKER_NICE (default: BATCHHUB_WORKER_NICE).
 """
 
@@ -86,7 +86,7 @@ QUICK = ROWS < 1_000_000
 SLOW_SECONDS = float(os.environ.get("BENCH_WEB_SECONDS") or (8 if QUICK else 40))
 FAST_SECONDS = float(os.environ.get("BENCH_WEB_FAST_SECONDS", 3 if QUICK else 15))
 CLOSED_SECONDS = float(os.environ.get("BENCH_WEB_CLOSED_SECONDS", 3 if QUICK else 8))
-BIG_JOBS = int(os.environ.get("BENCH_WEB_BIG_JOBS") or 4)
+BIG_JOBS = int(os.environ.get("BENCH_WEB_BIG_JOBS") or 10)
 UPLOAD_MB = float(os.environ.get("BENCH_WEB_UPLOAD_MB", 10 if QUICK else 100))
 PROCFILE = {
     name: command.strip()
