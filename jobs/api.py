@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from apikeys.api import ErrorSerializer
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 
-from . import lookup, results, services
+from . import results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .upload import UploadLimit
@@ -570,10 +570,7 @@ class JobViewSet(viewsets.GenericViewSet):
         return super().perform_content_negotiation(request, force=force or self.action == "results")
 
     def _job(self):
-        public_id = self.kwargs["id"]
-        if "\x00" in public_id:
-            raise Http404("No such job.")  # no id has one, and PostgreSQL refuses it in a query
-        return services.get_job(self.request.user, public_id)
+        return services.get_job(self.request.user, self.kwargs["id"])
 
     def _respond(self, job, code: int = status.HTTP_200_OK) -> Response:
         return Response(job_representation(job, self.request), status=code)
@@ -774,8 +771,7 @@ class JobViewSet(viewsets.GenericViewSet):
         tags=["jobs"],
     )
     def retrieve(self, request: Request, id: str) -> Response:
-        # The status poll: one precompiled query instead of building the ORM's (jobs/lookup.py).
-        return self._respond(lookup.get_job(request.user, id))
+        return self._respond(self._job())
 
     @extend_schema(
         operation_id="jobs_partial_update",

@@ -55,10 +55,6 @@ SAMPLE_EVERY = 1.0  # seconds between throughput samples
 MAX_SAMPLES = 240
 IO_THREADS_PER_LOOP = 16
 
-# Rows per CPU group last measured in this process, per job: the next chunk starts at the right
-# size instead of measuring again from CPU_GROUP_ROWS (one sync point fewer per chunk).
-_group_rows: dict[str, int] = {}
-
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -163,7 +159,6 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     if not done:
         return
     table = Row._meta.db_table
-    dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
     if connection.vendor == "postgresql":
         # One JSON document for the whole batch: orjson writes it, PostgreSQL's C parser reads it
         # (arrays of text would be escaped element by element in Python).
@@ -182,8 +177,10 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
                 [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
             )
         return
-    outputs = [None if d.output is None else dumps(d.output) for d in done]
-    payload = dumps([[d.index, d.status, o, d.error, d.attempts] for d, o in zip(done, outputs, strict=True)])
+    # Each output travels as its JSON text (a string in the array), which is what the column holds.
+    payload = dumps_json(
+        [[d.index, d.status, None if d.output is None else dumps_json(d.output), d.error, d.attempts] for d in done]
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH v(idx, status, output, error, attempts) AS ("
@@ -227,6 +224,9 @@ class ChunkRun:
     next_available: datetime | None = None
     last_sync: float = field(default_factory=time.monotonic)
     status: str = JobStatus.PROCESSING
+    # Rows per CPU group, sized from the measured time per row; a task's next chunk starts at it
+    # instead of measuring again from CPU_GROUP_ROWS (one sync point fewer per chunk).
+    group_rows: int = CPU_GROUP_ROWS
 
     # -- turning results into rows --
     def collect(self, item: _Item, result: RowResult) -> None:
@@ -399,8 +399,10 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
     return [(i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st) for i, ref, data, a, st in raw]
 
 
-def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> ChunkRun:
-    run = ChunkRun(job=job, chunk=chunk, processor=processor, plan=plan)
+def process_chunk(
+    job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int = CPU_GROUP_ROWS
+) -> ChunkRun:
+    run = ChunkRun(job=job, chunk=chunk, processor=processor, plan=plan, group_rows=min(CPU_GROUP_MAX, group_rows))
     rows = fetch_rows(job.pk, chunk.start, chunk.end)
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
@@ -435,19 +437,15 @@ def process_chunk(job: Job, chunk: Chunk, processor: Processor, plan: Plan) -> C
         if processor.io_bound:
             _run_threaded(run, queue, to_input)
         else:
-            size = min(CPU_GROUP_MAX, _group_rows.get(job.public_id, CPU_GROUP_ROWS))
             while queue and run.status == JobStatus.PROCESSING:
-                group = [queue.popleft() for _ in range(min(size, len(queue)))]
+                group = [queue.popleft() for _ in range(min(run.group_rows, len(queue)))]
                 started = run.sync(group, mark_rows=False)
                 if not started:
                     break
                 began = time.monotonic()
                 results = processor.process([to_input(i) for i in started])
                 per_row = (time.monotonic() - began) / len(started)
-                size = max(1, min(CPU_GROUP_MAX, int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX))
-                if len(_group_rows) > 1000:
-                    _group_rows.clear()  # jobs long gone
-                _group_rows[job.public_id] = size
+                run.group_rows = max(1, min(CPU_GROUP_MAX, int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX))
                 for item, result in zip(started, results, strict=True):
                     run.collect(item, result)
     run.sync([])
@@ -573,6 +571,7 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
         return Step("stop")
     began = time.monotonic()
     processor: Processor | None = None
+    group_rows = CPU_GROUP_ROWS
     try:
         while True:
             chunk = claim_chunk(job.pk)
@@ -584,13 +583,13 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
                     job.params,
                     context=ProcessorContext(owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads),
                 )
-            run = process_chunk(job, chunk, processor, plan)
+            run = process_chunk(job, chunk, processor, plan, group_rows)
             release_chunk(run)
             if run.status != JobStatus.PROCESSING:
                 return Step("stop")
             if time.monotonic() - began >= seconds:
                 return Step("continue")
-            job = run.job  # as read at the chunk's last sync point
+            job, group_rows = run.job, run.group_rows  # as of the chunk's last sync point
     finally:
         if processor is not None:
             processor.close()

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from batchhub.api import APIError
 
-from . import charts, drafts, lookup, results, services, states
+from . import charts, drafts, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import TERMINAL, Job, JobStatus
 from .processors import ParamsError, all_processors, get_processor_class
@@ -249,9 +249,7 @@ def _progress_response(
 @require_GET
 def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """The live part of the job page, polled every second while the job is active."""
-    # The most frequent request of the site: one precompiled query instead of building the
-    # ORM's (jobs/lookup.py), same rule as services.get_job.
-    job = lookup.get_job(request.user, public_id)
+    job = services.get_job(request.user, public_id)
     return _progress_response(request, job, polling=True)
 
 
