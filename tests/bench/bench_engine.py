@@ -149,15 +149,11 @@ def create(user, path: Path, name: str) -> Job:
 
 
 def wait_terminal(job_pk: int, timeout: float, worker: Worker) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def terminal():
         job = Job.objects.get(pk=job_pk)
-        if job.status in TERMINAL:
-            return job
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker died: {worker.tail()}")
-        time.sleep(0.05)
-    raise RuntimeError(f"job {job_pk} not finished in {timeout}s (status {job.status}): {worker.tail()}")
+        return job if job.status in TERMINAL else None
+
+    return worker.wait_for(terminal, timeout, message=f"job {job_pk} to finish")
 
 
 def copy_from_baseline(path: Path) -> float:

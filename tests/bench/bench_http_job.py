@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from benchenv import setup  # noqa: E402  (sets up Django)
 
@@ -149,18 +148,6 @@ def new_job(user, url: str, rows: int, concurrency: int) -> Job:
     return Job.objects.get(pk=job.pk)
 
 
-def wait_for(check, worker: Worker, timeout: float = 600.0, what: str = "the job"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker died: {worker.tail()}")
-        time.sleep(0.01)
-    raise RuntimeError(f"{what} timed out: {worker.tail()}")
-
-
 def terminal(job_pk: int):
     job = Job.objects.get(pk=job_pk)
     return job if job.status in TERMINAL else None
@@ -177,17 +164,6 @@ def main() -> None:
             run(user, server, worker)
         finally:
             worker.stop()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def bare_client(url: str, concurrency: int, requests: int) -> tuple[float, float]:
@@ -211,7 +187,7 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
     # their database connections before anything is timed.
     warm = new_job(user, server.url, 200, 32)
     _send_loops(warm)
-    wait_for(lambda: terminal(warm.pk), worker)
+    worker.wait_for(lambda: terminal(warm.pk), message="the warm-up job")
     for concurrency in (8, 32):
         bare_rps, bare_cpu_ms = bare_client(server.url, concurrency, min(ROWS, concurrency * 100))
         emit(bench="http_bare_client", value=round(bare_rps, 1), unit="requests/s",
@@ -221,13 +197,12 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
              cpu_ms_per_request=round(bare_cpu_ms, 2))
         job = new_job(user, server.url, ROWS, concurrency)
         server.peak()
-        pids = [worker.proc.pid, *worker.children()]
-        cpu = cpu_seconds(pids)
+        cpu = worker.cpu_seconds()
         began = time.perf_counter()
         _send_loops(job)
-        job = wait_for(lambda pk=job.pk: terminal(pk), worker)
+        job = worker.wait_for(lambda pk=job.pk: terminal(pk), interval=0.01, message="the job")
         elapsed = time.perf_counter() - began
-        cpu = cpu_seconds(pids) - cpu
+        cpu = worker.cpu_seconds() - cpu
         assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (job.status, job.succeeded)
         ideal = concurrency / LATENCY
         emit(bench="http_job_throughput", value=round(ROWS / elapsed, 1), unit="rows/s",
@@ -245,7 +220,7 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
         paused_at = time.time()
         assert paused.status == JobStatus.PAUSED, paused.status
         # Paused for good when no row is running any more and the server has gone quiet.
-        wait_for(lambda: Job.objects.get(pk=job.pk).running == 0, worker, what="the pause")
+        worker.wait_for(lambda: Job.objects.get(pk=job.pk).running == 0, interval=0.01, message="the pause")
         time.sleep(0.2)
         last_end = max(server.ends())
         latencies.append(max(0.0, last_end - paused_at))

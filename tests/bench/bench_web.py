@@ -124,7 +124,7 @@ from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
 from jobs import services  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
-from tests.support.worker import Worker  # noqa: E402
+from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
 
 # The worker applies it itself (batchhub/priority.py); older code had no such setting.
 WORKER_NICE = getattr(settings, "BATCHHUB_WORKER_NICE", 0)
@@ -248,24 +248,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime + stime
-        except OSError:
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def runqueue_wait_seconds(pids: list[int]) -> float:
@@ -419,8 +401,8 @@ class BigJobs:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the first chunks committed: it is running
             job.refresh_from_db()
-            if job.done and len(job.samples or []) >= 2:
-                break
+            if (job.done and len(job.samples or []) >= 2) or job.status != JobStatus.PROCESSING:
+                break  # running, or (a quick run's small job) already finished
             if self.worker.proc.poll() is not None:
                 raise RuntimeError(f"worker died: {self.worker.tail()}")
             time.sleep(0.2)
@@ -521,7 +503,7 @@ def main() -> None:
         done_before, status_before = big.done, big.status
         cpu = {
             "web": cpu_seconds(target.pids()),
-            "worker": cpu_seconds([worker.proc.pid, *worker.children()]),
+            "worker": worker.cpu_seconds(),
             "postgres": cpu_seconds(postgres_pids()),
             "client": resource.getrusage(resource.RUSAGE_SELF),
             "machine": machine_busy_seconds(),
@@ -532,7 +514,7 @@ def main() -> None:
         big.refresh_from_db()
         used = {
             "web": cpu_seconds(target.pids()) - cpu["web"],
-            "worker": cpu_seconds([worker.proc.pid, *worker.children()]) - cpu["worker"],
+            "worker": worker.cpu_seconds() - cpu["worker"],
             "postgres": cpu_seconds(postgres_pids()) - cpu["postgres"],
             "client": client.ru_utime
             + client.ru_stime

@@ -166,22 +166,27 @@ def test_pause_stops_new_rows_and_resume_finishes_every_row_exactly_once(alice, 
     assert types.index("paused") < types.index("resumed") < types.index("completed")
 
 
+def during_group(monkeypatch, n: int, action) -> None:
+    """Run `action` while the CPU loop's n-th group is being processed (after it was started)."""
+    calls = {"n": 0}
+    real = base.Processor.process
+
+    def process(self, batch):
+        calls["n"] += 1
+        if calls["n"] == n:
+            action()
+        return real(self, batch)
+
+    monkeypatch.setattr(base.Processor, "process", process)
+
+
 def test_pause_seen_inside_a_chunk_leaves_unstarted_rows_pending(alice, settings, monkeypatch):
     settings.BATCHHUB_CHUNK_ROWS = 5000
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 50)
     monkeypatch.setattr(runner, "CPU_GROUP_MAX", 50)
     job = make_job(alice, rows_text(1000), concurrency=1)
     services.ingest(job.pk)
-    calls = {"n": 0}
-    real = base.Processor.process
-
-    def pause_after_two_groups(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            services.pause(Job.objects.get(pk=job.pk), actor="alice")
-        return real(self, batch)
-
-    monkeypatch.setattr(base.Processor, "process", pause_after_two_groups)
+    during_group(monkeypatch, 2, lambda: services.pause(Job.objects.get(pk=job.pk), actor="alice"))
     assert runner.work_once(job.pk).action == "stop"
     job.refresh_from_db()
     # The group running when the pause came finished and kept its output; nothing else started.
@@ -215,16 +220,7 @@ def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(ali
     monkeypatch.setattr(runner, "CPU_GROUP_MAX", 100)
     job = make_job(alice, rows_text(1000), concurrency=1)
     services.ingest(job.pk)
-    calls = {"n": 0}
-    real = base.Processor.process
-
-    def cancel_during_second_group(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            services.cancel(Job.objects.get(pk=job.pk), actor="alice")
-        return real(self, batch)
-
-    monkeypatch.setattr(base.Processor, "process", cancel_during_second_group)
+    during_group(monkeypatch, 2, lambda: services.cancel(Job.objects.get(pk=job.pk), actor="alice"))
     runner.work_once(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED

@@ -94,11 +94,24 @@ class Worker:
         raise RuntimeError(f"celery worker not ready in {timeout}s: {self.tail()}")
 
     def children(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return children(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the main process and the pool processes alive now."""
+        return cpu_seconds([self.proc.pid, *self.children()])
+
+    def wait_for(self, predicate, timeout: float = 600, interval: float = 0.05, message: str = "condition"):
+        """wait_for, giving up at once (with the log's tail) if the worker dies meanwhile."""
+
+        def alive_and(predicate=predicate):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker died while waiting for {message}: {self.tail()}")
+            return predicate()
+
         try:
-            return [int(p) for p in path.read_text().split()]
-        except OSError:
-            return []
+            return wait_for(alive_and, timeout, interval, message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.tail()}") from None
 
     def peak_rss_mb(self) -> dict[str, object]:
         """VmHWM of the main process and of each pool child, in MB."""
@@ -146,6 +159,25 @@ class Worker:
             return self.log_path.read_bytes()[-n:].decode(errors="replace")
         except OSError:
             return ""
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (Linux /proc); gone ones count nothing."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.2, message: str = "condition"):
