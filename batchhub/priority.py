@@ -34,7 +34,7 @@ def lower_priority(nice: int) -> None:
     group = ""
     if os.getsid(0) == os.getpid():
         try:
-            # "/autogroup-123 nice 0"
+            # "/autogroup-123 nice 0"; empty in the root group (a session begun at boot)
             if int(AUTOGROUP.read_text().split()[-1]) < nice:
                 AUTOGROUP.write_text(str(nice))
                 group = " (and its session's scheduling group)"

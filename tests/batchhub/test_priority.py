@@ -16,7 +16,8 @@ from pathlib import Path
 from batchhub.priority import lower_priority
 lower_priority({nice})
 group = Path("/proc/self/autogroup")
-print(os.getpriority(os.PRIO_PROCESS, 0), group.read_text().split()[-1] if group.exists() else "-")
+words = group.read_text().split() if group.exists() else []
+print(os.getpriority(os.PRIO_PROCESS, 0), words[-1] if words else "-")
 """
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="POSIX only")
@@ -37,15 +38,22 @@ def probe(nice: int, *, own_session: bool) -> tuple[str, str]:
 def test_a_worker_leading_its_session_lowers_itself_and_its_group():
     process, group = probe(7, own_session=True)
     assert process == "7"
-    assert group in ("7", "-")  # "-": no autogroups here (not Linux)
+    assert group in ("7", "-")  # "-": no autogroups here (not Linux, or disabled)
+
+
+def own_group_nice() -> str:
+    """This process's autogroup nice, or "-" where there is none to read.
+
+    The file is missing off Linux, and empty for a process in the root group (a session that
+    started at boot, as a CI runner's or a container's may be).
+    """
+    group = Path("/proc/self/autogroup")
+    words = group.read_text().split() if group.exists() else []
+    return words[-1] if words else "-"
 
 
 def test_a_worker_in_someone_elses_session_leaves_the_group_alone():
-    before = (
-        Path("/proc/self/autogroup").read_text().split()[-1]
-        if Path("/proc/self/autogroup").exists()
-        else "-"
-    )
+    before = own_group_nice()
     process, group = probe(7, own_session=False)
     assert process == "7"
     assert group == before
@@ -54,3 +62,29 @@ def test_a_worker_in_someone_elses_session_leaves_the_group_alone():
 def test_zero_changes_nothing():
     process, _group = probe(0, own_session=True)
     assert process == str(os.getpriority(os.PRIO_PROCESS, 0))
+
+
+def test_a_session_in_the_root_group_runs_at_nice_alone(tmp_path):
+    # A session begun at boot (a CI runner's, a container's) is in the root group, whose
+    # /proc/self/autogroup is empty; the worker must still start, at its nice, and write nothing.
+    empty = tmp_path / "autogroup"
+    empty.write_text("")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, pathlib, sys\n"
+            "import batchhub.priority as priority\n"
+            "priority.AUTOGROUP = pathlib.Path(sys.argv[1])\n"
+            "priority.lower_priority(7)\n"
+            "print(os.getpriority(os.PRIO_PROCESS, 0))\n",
+            str(empty),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    assert out.stdout.split() == ["7"]
+    assert empty.read_text() == ""
