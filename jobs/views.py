@@ -27,11 +27,12 @@ from batchhub.api import APIError
 
 from . import charts, drafts, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
-from .models import TERMINAL, Job, JobStatus
+from .models import TERMINAL, Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
 
 PAGE_SIZE = 25
 PREVIEW_RESULTS = 50
+FINAL_ROW_STATUSES = frozenset({RowStatus.SUCCEEDED, RowStatus.FAILED, RowStatus.CANCELLED})
 SAMPLE_ROWS = 10
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
@@ -146,8 +147,38 @@ def _redeliver_url(job: Job) -> str | None:
     return None
 
 
-def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
+def _last_event_id(job: Job) -> int:
+    """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves."""
+    return job.events.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def _seen(job: Job, last_event: int) -> str:
+    return f"{job.status}-{job.done}-{last_event}"
+
+
+def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
+    """What the page showed at its last poll: (status, rows done, newest event id or None).
+
+    A page loaded before the event id was part of it sends "status-done"; None means the
+    parameter is missing or mangled, and nothing is announced.
+    """
+    parts = seen.split("-")
+    try:
+        if len(parts) == 2:
+            return parts[0], int(parts[1]), None
+        if len(parts) == 3:
+            return parts[0], int(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    return None
+
+
+def _progress_context(
+    job: Job, *, announce: str = "", last_event: int | None = None
+) -> dict[str, Any]:
     eta = job.estimated_completion
+    if last_event is None:
+        last_event = _last_event_id(job)
     return {
         "job": job,
         "stages": _stages(job),
@@ -159,7 +190,7 @@ def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "eta": eta,
         "eta_in": (eta - timezone.now()) if eta else None,
         "chart": charts.throughput_svg(job.samples or []),
-        "seen": f"{job.status}-{job.done}",
+        "seen": _seen(job, last_event),
         "announce": announce,
         "poll_every": "1s",
     }
@@ -183,6 +214,20 @@ def _preview_rows(job: Job, status: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _preview_settled(job: Job, rows: list[dict[str, Any]], failed_only: bool) -> bool:
+    """Whether the preview can only change with the job's status (a retry, a cancel, the end).
+
+    Until then it reloads as rows finish. A job of 1M rows finishes its first 50 in a moment,
+    and from then on its page asks for the progress alone, once a second.
+    """
+    if not job.is_active:
+        return True
+    still_reading = job.status in (JobStatus.QUEUED, JobStatus.VALIDATING)
+    if len(rows) < PREVIEW_RESULTS and (failed_only or still_reading):
+        return False  # more rows may come: new failures, or rows still being read
+    return all(row["status"] in FINAL_ROW_STATUSES for row in rows)
+
+
 def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
     rows = _preview_rows(job, "failed" if failed_only else "all")
     outputs = results.output_columns(job)
@@ -192,6 +237,7 @@ def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
         "job": job,
         "failed_only": failed_only,
         "result_rows": rows,
+        "preview_settled": _preview_settled(job, rows, failed_only),
         "columns": list(job.columns or []),
         "output_columns": outputs,
         "preview_limit": PREVIEW_RESULTS,
@@ -229,17 +275,22 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 def _progress_response(
     request: HttpRequest, job: Job, *, polling: bool, announce: str = "", action_error: str = ""
 ) -> HttpResponse:
-    seen = request.GET.get("seen", "")
-    now = f"{job.status}-{job.done}"
-    seen_status = seen.rsplit("-", 1)[0] if seen else job.status
-    if not announce and seen_status != job.status:
+    seen = _parse_seen(request.GET.get("seen", ""))
+    last_event = _last_event_id(job)
+    if seen and not announce and seen[0] != job.status:
         announce = f"Job {job.get_status_display().lower()}."
-    context = _progress_context(job, announce=announce)
+    context = _progress_context(job, announce=announce, last_event=last_event)
     context["action_error"] = action_error
     response = render(request, "jobs/detail.html#progress", context)
-    if seen and seen != now:
-        # Other parts of the page (results, timeline) reload on this event instead of polling.
-        response["HX-Trigger"] = "job-changed"
+    # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
+    # the timeline and the results on "job-changed" (a new status or timeline entry), the results
+    # alone on "job-progressed" (more rows done), and only while their first rows can still change.
+    if seen:
+        status, done, event = seen
+        if status != job.status or (event is not None and event != last_event):
+            response["HX-Trigger"] = "job-changed"
+        elif done != job.done:
+            response["HX-Trigger"] = "job-progressed"
     if polling and not job.is_active:
         response.status_code = STOP_POLLING
     return response

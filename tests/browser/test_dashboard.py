@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -60,6 +61,8 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     assert page.evaluate("window.__stillHere") is True
     screenshot(page, "new-job-preview.png")
 
+    asked: list[str] = []  # the path of every request the page makes from here on
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
     page.get_by_test_id("start").click()
     page.wait_for_url(re.compile(r"/jobs/job_[^/]+/$"))
     job = Job.objects.get(owner=alice)
@@ -102,6 +105,17 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
         "document.querySelector('#results').innerText.includes('person0 was here')"
     )
     assert "Paused by alice" in page.locator("#timeline").inner_text()
+    # Only the progress polls every second. The timeline reloads when there is something new
+    # in it, and the results preview while its first rows are still being worked on.
+    polls = sum(path.endswith("/progress/") for path in asked)
+    timeline = sum(path.endswith("/events/") for path in asked)
+    preview = sum(path.endswith("/rows/") for path in asked)
+    entries = job.events.count()
+    # (Seen: 14 polls, 5 timeline and 5 preview reloads, 7 entries; before, every poll that saw
+    # a change reloaded both: 13, 13 and 13.)
+    assert polls > entries, (polls, entries)  # a run long enough to tell them apart
+    assert 1 <= timeline <= entries, (timeline, entries, polls)
+    assert 1 <= preview <= entries + 3, (preview, entries, polls)
 
     # Download the CSV and check its rows.
     with page.expect_download() as info:

@@ -193,6 +193,56 @@ def test_progress_partial_while_active_then_286_when_done(client_alice, job, run
     assert "Job completed." in text  # the live region's announcement
 
 
+def _trigger_attr(text: str) -> str:
+    return text.split('hx-trigger="', 1)[1].split('"', 1)[0]
+
+
+def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events(
+    client_alice, alice, settings
+):
+    from jobs import runner, states
+
+    settings.BATCHHUB_CHUNK_ROWS = 100
+    job = make_job(alice, rows_text(300))
+    services.ingest(job.pk)
+    job.refresh_from_db()
+    urls = _urls(job)
+    page = client_alice.get(urls["detail"]).content.decode()
+    seen = page.split("?seen=", 1)[1].split('"', 1)[0]
+    status, done, event = seen.split("-")
+    assert (status, done) == ("processing", "0") and int(event) > 0
+    # Nothing moved: no event, so no other part of the page asks for anything.
+    assert "HX-Trigger" not in client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    # No row done yet: the results preview listens for progress too.
+    rows = client_alice.get(urls["rows"], **HTMX).content.decode()
+    assert _trigger_attr(rows) == "job-changed from:body, job-progressed from:body"
+
+    runner.work_once(job.pk)  # one chunk (smaller for small jobs), the preview's 50 rows among them
+    response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    assert response["HX-Trigger"] == "job-progressed"  # the results reload, the timeline does not
+    seen = response.content.decode().split("?seen=", 1)[1].split('"', 1)[0]
+    status, done, same_event = seen.split("-")
+    assert status == "processing" and 50 <= int(done) < 300 and same_event == event
+    # The preview's rows are final now: it no longer reloads on progress, only on job-changed.
+    rows = client_alice.get(urls["rows"], **HTMX).content.decode()
+    assert rows.count('class="row-succeeded"') == 50
+    assert _trigger_attr(rows) == "job-changed from:body"
+    # The failed-only view can still gain rows while the job runs.
+    failed = client_alice.get(urls["rows"], {"failed": "1"}, **HTMX).content.decode()
+    assert "job-progressed" in _trigger_attr(failed)
+
+    # A timeline entry without a new status (a stalled worker's rows restarted) reloads both.
+    states.record(job, "recovered", "No progress for a while: work restarted.")
+    response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    assert response["HX-Trigger"] == "job-changed"
+    # A page loaded before the event id was in "seen" still gets its progress.
+    response = client_alice.get(urls["progress"], {"seen": "processing-0"}, **HTMX)
+    assert response["HX-Trigger"] == "job-progressed"
+    # A mangled "seen" is ignored rather than a 500.
+    response = client_alice.get(urls["progress"], {"seen": "processing-x-"}, **HTMX)
+    assert response.status_code == 200 and "HX-Trigger" not in response
+
+
 def test_detail_of_a_finished_job_shows_counts_results_and_timeline(client_alice, job, run_job):
     run_job(job)
     body = client_alice.get(_urls(job)["detail"]).content.decode()
