@@ -221,6 +221,10 @@ BATCHHUB_LEASE_SECONDS = env_int("BATCHHUB_LEASE_SECONDS", 120, minimum=5)
 BATCHHUB_ROW_MAX_ATTEMPTS = env_int("BATCHHUB_ROW_MAX_ATTEMPTS", 3, minimum=1)
 BATCHHUB_AUTOPAUSE_AFTER = env_int("BATCHHUB_AUTOPAUSE_AFTER", 10, minimum=1)
 BATCHHUB_WEBHOOK_ALLOW_PRIVATE = env_str("BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "")
+# The networks beyond the public internet that the http, scrape and llm processors may reach:
+# "" (none), "all" (all but cloud metadata) or a list such as "10.0.0.0/8,127.0.0.1/32" for an
+# internal API or a model served on this machine (jobs/ssrf.py).
+BATCHHUB_PROCESSOR_ALLOW_PRIVATE = env_str("BATCHHUB_PROCESSOR_ALLOW_PRIVATE", "")
 BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0.1)
 # The site's public address (https://batchhub.example.com) for absolute links outside a request,
 # e.g. in webhook payloads; empty: such links are relative to the site.

@@ -8,7 +8,8 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # A malformed BATCHHUB_WEBHOOK_ALLOW_PRIVATE stops start-up instead of the first delivery.
-        from .ssrf import allowlist
+        # A malformed BATCHHUB_*_ALLOW_PRIVATE stops start-up instead of the first request.
+        from .ssrf import PROCESSORS, WEBHOOKS, allowlist
 
-        allowlist()
+        allowlist(WEBHOOKS)
+        allowlist(PROCESSORS)

@@ -1,15 +1,20 @@
-"""Keep webhook deliveries away from the server's own network (SSRF).
+"""Keep outgoing requests away from the server's own network (SSRF).
 
-A webhook URL is typed by a user but fetched by our workers, which sit inside the operator's
-network: without a check, `http://169.254.169.254/` or `http://10.0.0.5:6379/` would make the
-worker talk to the cloud metadata service or an internal Redis on the user's behalf.
+Webhook URLs, and the URLs the network processors (http, scrape, llm) fill from a job's rows and
+params, are typed by users but fetched by our workers, which sit inside the operator's network:
+without a check, `http://169.254.169.254/` or `http://10.0.0.5:6379/` would make the worker talk to
+the cloud metadata service or an internal Redis on the user's behalf, and hand back the answer.
 
-Two layers use the same rules:
+Each kind of request has its own policy (`WEBHOOKS`, `PROCESSORS`): the setting that lets the
+operator allow some or all private networks (an internal API is a common processor target), and
+how a refusal reads. The same rules are applied in two layers:
 - `validate_webhook_url()` when a job is created, so a bad URL is a 400 at once;
-- `GuardedTransport` at every delivery, which resolves the host once, checks every address and
-  connects to the checked address itself. Checking a name and then letting the HTTP client resolve
-  it again would leave a window for DNS rebinding (public answer for the check, 127.0.0.1 for the
-  connection); here the address checked is the address connected to.
+- `open_socket()` at every connection (`GuardedTransport` for webhooks, the processors' urllib3
+  connections), which resolves the host once, checks every address and connects to the checked
+  address itself. Checking a name and then letting the HTTP client resolve it again would leave a
+  window for DNS rebinding (public answer for the check, 127.0.0.1 for the connection); here the
+  address checked is the address connected to. Redirects open new connections, so they are
+  checked too.
 """
 
 from __future__ import annotations
@@ -59,11 +64,27 @@ _NAMED: tuple[tuple[str, Network], ...] = tuple(
 )
 
 _ALL = {"all", "1", "true", "yes", "on", "*"}
+
+
+class Policy(typing.NamedTuple):
+    setting: str  # the Django setting (and environment variable) naming the allowed networks
+    refused: str  # the refusal, with {shown} (host and address) and {reason} ("loopback", …)
+
+
+WEBHOOKS = Policy(
+    "BATCHHUB_WEBHOOK_ALLOW_PRIVATE",
+    "Webhook URLs must point at a public address; {shown} is {reason}.",
+)
+PROCESSORS = Policy(
+    "BATCHHUB_PROCESSOR_ALLOW_PRIVATE",
+    "{shown} is {reason}: processors reach only public addresses unless the operator allows "
+    "others (BATCHHUB_PROCESSOR_ALLOW_PRIVATE).",
+)
 _NONE = {"", "0", "false", "no", "off", "none"}
 
 
 class UnsafeURL(ValidationError):
-    """A webhook URL the server refuses to call; the message says why, in a user's words."""
+    """A URL the server refuses to call; the message says why, in a user's words."""
 
 
 class UnresolvableHost(OSError):
@@ -71,7 +92,7 @@ class UnresolvableHost(OSError):
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_allowlist(raw: str) -> tuple[bool, tuple[Network, ...]]:
+def _parse_allowlist(raw: str, setting: str) -> tuple[bool, tuple[Network, ...]]:
     value = raw.strip().lower()
     if value in _NONE:
         return False, ()
@@ -86,18 +107,18 @@ def _parse_allowlist(raw: str) -> tuple[bool, tuple[Network, ...]]:
             networks.append(ipaddress.ip_network(part, strict=False))
         except ValueError:
             raise ImproperlyConfigured(
-                f"BATCHHUB_WEBHOOK_ALLOW_PRIVATE: {part!r} is not a network "
+                f"{setting}: {part!r} is not a network "
                 "(use '', 'all' or a comma-separated list such as '127.0.0.0/8,10.0.0.0/8')."
             ) from None
     return False, tuple(networks)
 
 
-def allowlist() -> tuple[bool, tuple[Network, ...]]:
+def allowlist(policy: Policy = WEBHOOKS) -> tuple[bool, tuple[Network, ...]]:
     """(allow every non-public address except metadata, explicitly allowed networks).
 
     Parsed once per distinct setting value (cached), and re-read so test overrides take effect.
     """
-    return _parse_allowlist(getattr(settings, "BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "") or "")
+    return _parse_allowlist(getattr(settings, policy.setting, "") or "", policy.setting)
 
 
 def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -138,12 +159,12 @@ def non_public_reason(ip: IPAddress) -> str | None:
     return None
 
 
-def refusal(ip: IPAddress) -> str | None:
-    """Why a delivery to `ip` is refused under the current allowlist, or None if it may go."""
+def refusal(ip: IPAddress, policy: Policy = WEBHOOKS) -> str | None:
+    """Why a connection to `ip` is refused under the policy's allowlist, or None if it may go."""
     reason = non_public_reason(ip)
     if reason is None:
         return None
-    allow_all, networks = allowlist()
+    allow_all, networks = allowlist(policy)
     # ::ffff:127.0.0.1 is allowed by "127.0.0.0/8" as much as it is refused by it.
     embedded = _embedded_v4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
     candidates = [a for a in (ip, embedded) if a is not None]
@@ -169,29 +190,62 @@ def _split(url: str) -> tuple[str, str, int]:
     return host, scheme, port or (443 if scheme == "https" else 80)
 
 
-def resolve(host: str, port: int) -> list[tuple]:
+def resolve(host: str, port: int, policy: Policy = WEBHOOKS) -> list[tuple]:
     """getaddrinfo for TCP; a failure is a user-facing message, not a socket error."""
+    what = "webhook host" if policy is WEBHOOKS else "host"
     try:
         # Called through the module so tests can stand in for DNS with monkeypatch.
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UnresolvableHost(
-            f"The webhook host {host!r} could not be resolved ({exc})."
-        ) from None
+        raise UnresolvableHost(f"The {what} {host!r} could not be resolved ({exc}).") from None
 
 
-def check_addresses(host: str, infos: list[tuple]) -> None:
+def check_addresses(host: str, infos: list[tuple], policy: Policy = WEBHOOKS) -> None:
     if not infos:
-        raise UnresolvableHost(f"The webhook host {host!r} has no addresses.")
+        what = "webhook host" if policy is WEBHOOKS else "host"
+        raise UnresolvableHost(f"The {what} {host!r} has no addresses.")
     for info in infos:
         ip = ipaddress.ip_address(info[4][0])
-        reason = refusal(ip)
+        reason = refusal(ip, policy)
         if reason:
             shown = host if host == str(ip) else f"{host} ({ip})"
             raise UnsafeURL(
-                f"Webhook URLs must point at a public address; {shown} is {reason}.",
-                code="private_address",
+                policy.refused.format(shown=shown, reason=reason), code="private_address"
             )
+
+
+def open_socket(
+    host: str,
+    port: int,
+    timeout: float | None,
+    policy: Policy,
+    socket_options: typing.Iterable[typing.Any] | None = None,
+) -> socket.socket:
+    """A TCP connection to `host`, made only to addresses the policy allows, the ones checked.
+
+    Raises UnsafeURL (never worth retrying), UnresolvableHost, TimeoutError or OSError.
+    """
+    infos = resolve(host, port, policy)
+    check_addresses(host, infos, policy)
+    last_error: OSError | None = None
+    for family, _type, proto, _canon, sockaddr in infos:
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        try:
+            sock.settimeout(timeout)
+            # sockaddr holds the checked IP: no second lookup can swap the address.
+            sock.connect(sockaddr)
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return sock
+    raise last_error or OSError(f"no address of {host!r} could be connected to")
 
 
 def validate_webhook_url(url: str) -> None:
@@ -220,27 +274,15 @@ class _GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.NetworkStream:
-        infos = resolve(host, port)
-        check_addresses(host, infos)
-        last_error: OSError | None = None
-        for family, _type, proto, _canon, sockaddr in infos:
-            sock = socket.socket(family, socket.SOCK_STREAM, proto)
-            try:
-                sock.settimeout(timeout)
-                # sockaddr holds the checked IP: no second lookup can swap the address.
-                sock.connect(sockaddr)
-            except TimeoutError as exc:
-                sock.close()
-                raise httpcore.ConnectTimeout(str(exc)) from exc
-            except OSError as exc:
-                sock.close()
-                last_error = exc
-                continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            return SyncStream(sock)
-        raise httpcore.ConnectError(str(last_error))
+        try:
+            sock = open_socket(host, port, timeout, WEBHOOKS, socket_options)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except (UnsafeURL, UnresolvableHost):
+            raise
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return SyncStream(sock)
 
 
 @functools.cache

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchhub.settings")
 os.environ.setdefault("CACHE_URL", "locmem")
+# The stand-in API listens on loopback, which processors may not reach unless allowed.
+os.environ.setdefault("BATCHHUB_PROCESSOR_ALLOW_PRIVATE", "127.0.0.0/8")
 
 import django  # noqa: E402
 import httpx  # noqa: E402

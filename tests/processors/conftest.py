@@ -9,6 +9,13 @@ from jobs.processors.base import RowInput
 from .servers import EchoHandler, LocalServer, OpenAIHandler, SiteHandler
 
 
+@pytest.fixture(autouse=True)
+def stand_ins_on_loopback(settings):
+    """The stand-ins for outside services listen on 127.0.0.1, a private address processors
+    may not reach by default (tests/processors/test_network_guard.py checks that refusal)."""
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.0/8"
+
+
 @pytest.fixture
 def openai_server():
     with LocalServer(OpenAIHandler) as server:

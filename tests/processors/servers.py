@@ -7,6 +7,7 @@ small web site, and a JSON echo API. Markers in the request (``[429]`` in a prom
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -96,6 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "json": parsed,
+            "client_port": self.client_address[1],  # one per connection
         }
         with self.state["lock"]:
             self.state["requests"].append(entry)
@@ -277,6 +279,17 @@ class SiteHandler(_Handler):
             self.send(200, PAGE, content_type="text/html")
         elif path == "/ftp-redirect":
             self.send(302, "", headers={"Location": "ftp://127.0.0.1/file"})
+        elif path == "/redirect":
+            # /redirect?to=URL: a page that sends the client wherever the query says.
+            self.send(302, "", headers={"Location": parse_qs(urlsplit(self.path).query)["to"][0]})
+        elif path == "/gzip":
+            body = gzip.compress(PAGE.encode())
+            self.send(
+                200,
+                body,
+                content_type="text/html; charset=utf-8",
+                headers={"Content-Encoding": "gzip"},
+            )
         else:
             self.send(
                 404,

@@ -41,7 +41,9 @@ def worker_env(**extra: str) -> dict[str, str]:
             "BATCHHUB_LEASE_SECONDS": str(settings.BATCHHUB_LEASE_SECONDS),
             # Uploads are read by the worker from the storage the test process wrote them to.
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            # The stand-ins for outside services (webhook receivers, APIs, sites) are on loopback.
             "BATCHHUB_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+            "BATCHHUB_PROCESSOR_ALLOW_PRIVATE": "127.0.0.0/8",
             "BATCHHUB_PROCESSORS": "tests.support.fault_processors:CrashProcessor",
             "BATCHHUB_TESTING": "0",
             "PYTHONUNBUFFERED": "1",

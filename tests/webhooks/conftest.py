@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,44 +123,6 @@ def make_job(wh_alice):
         return job
 
     return make
-
-
-@pytest.fixture
-def fake_dns(monkeypatch):
-    """Map host names to addresses for socket.getaddrinfo; other names resolve for real.
-
-    `fake_dns["name"] = ["127.0.0.1"]`, or a callable returning the list (for rebinding tests).
-    """
-    table: dict[str, object] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-        if isinstance(host, bytes):
-            host = host.decode()
-        if host in table:
-            entry = table[host]
-            addresses = entry() if callable(entry) else entry
-            out = []
-            for address in addresses:
-                if ":" in address:
-                    out.append(
-                        (
-                            socket.AF_INET6,
-                            socket.SOCK_STREAM,
-                            6,
-                            "",
-                            (address, int(port or 0), 0, 0),
-                        )
-                    )
-                else:
-                    out.append(
-                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))
-                    )
-            return out
-        return real(host, port, family, type, proto, flags)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return table
 
 
 @pytest.fixture(autouse=True)
