@@ -85,7 +85,10 @@ def _message_and_details(exc: exceptions.APIException) -> tuple[str, Any]:
         if isinstance(detail, dict):
             first_field, first = next(iter(detail.items()), ("", ""))
             first = first[0] if isinstance(first, list) and first else first
-            message = str(first) if first_field in ("non_field_errors", "") else f"{first_field}: {first}"
+            if first_field in ("non_field_errors", ""):
+                message = str(first)
+            else:
+                message = f"{first_field}: {first}"
             return message, detail
         if isinstance(detail, list):
             return (str(detail[0]) if detail else "Invalid request."), {"non_field_errors": detail}
@@ -202,7 +205,9 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
             # Within this window: before * (1 - t / period) + count + 1 <= limit.
             return max(0.0, (1 - (limit - count - 1) / before) * period - into)
         # In the next window, this one's count is the weighted one.
-        return (period - into) + max(0.0, 1 - (limit - 1) / count) * period if count else period - into
+        if not count:
+            return period - into
+        return (period - into) + max(0.0, 1 - (limit - 1) / count) * period
 
     def wait(self) -> float | None:
         return self.wait_seconds

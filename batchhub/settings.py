@@ -96,7 +96,9 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'batchhub.sqlite3
 try:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 600))
 except Exception as exc:  # dj-database-url raises several types for a bad URL
-    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}") from exc
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}"
+    ) from exc
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share the file: WAL lets readers run beside the one writer, IMMEDIATE
     # transactions queue writers instead of failing with "database is locked" on upgrade.
@@ -172,7 +174,8 @@ STORAGES = {
     },
 }
 if env_str("BATCHHUB_STORAGE", "local") == "s3":
-    # Several machines: uploads must be visible to every worker, so they go to S3-compatible storage.
+    # Several machines: uploads must be visible to every worker, so they go to S3-compatible
+    # storage.
     STORAGES["default"] = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
@@ -192,11 +195,14 @@ if env_str("BATCHHUB_STORAGE", "local") == "s3":
 elif env_str("BATCHHUB_STORAGE", "local") != "local":
     raise ImproperlyConfigured("BATCHHUB_STORAGE must be 'local' or 's3'.")
 
-# Uploads over this many bytes go to a temporary file instead of memory (Django's default, spelt out).
+# Uploads over this many bytes go to a temporary file instead of memory (Django's default,
+# spelt out).
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHHUB_MAX_JSON_BYTES", 20 * 1024 * 1024, minimum=1024)
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BATCHHUB_BEHIND_PROXY", False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BATCHHUB_BEHIND_PROXY", False) else None
+)
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
@@ -256,7 +262,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Far above any task's run time (a task handles one chunk), so Redis never redelivers a task
     # that is still running; a dead worker's chunk comes back through its lease instead.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+    }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

@@ -20,7 +20,9 @@ from . import credentials as service
 class CredentialForm(forms.Form):
     name = forms.CharField(
         max_length=50,
-        help_text="Lowercase letters, digits, '-' or '_'. Saving an existing name replaces its secret.",
+        help_text=(
+            "Lowercase letters, digits, '-' or '_'. Saving an existing name replaces its secret."
+        ),
     )
     secret = forms.CharField(
         max_length=service.MAX_SECRET_LENGTH,

@@ -112,7 +112,8 @@ def clean_name(name: str) -> str:
     name = (name or "").strip().lower()
     if not NAME_RE.match(name):
         raise CredentialError(
-            "A credential name has 1–50 lowercase letters, digits, '-' or '_', e.g. openai or my-vllm."
+            "A credential name has 1–50 lowercase letters, digits, '-' or '_', "
+            "e.g. openai or my-vllm."
         )
     return name
 

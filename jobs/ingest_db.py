@@ -7,8 +7,8 @@ Measured on this project's machines: COPY ≈ 145–165k rows/s against ≈ 11�
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring
 from collections.abc import Iterable
+from json.encoder import encode_basestring
 
 from django.db import connections, router
 

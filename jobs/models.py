@@ -23,8 +23,18 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
-ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING, JobStatus.PAUSED, JobStatus.FINALIZING})
+TERMINAL = frozenset(
+    {JobStatus.COMPLETED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+ACTIVE = frozenset(
+    {
+        JobStatus.QUEUED,
+        JobStatus.VALIDATING,
+        JobStatus.PROCESSING,
+        JobStatus.PAUSED,
+        JobStatus.FINALIZING,
+    }
+)
 
 
 class RowStatus(models.TextChoices):
@@ -40,7 +50,7 @@ COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
 
 class JobQuerySet(models.QuerySet):
     def visible(self):
-        """Jobs a user may still see: expired ones are gone even before housekeeping deletes them."""
+        """Jobs a user may still see: an expired one is gone before housekeeping deletes it."""
         return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
 
     def active(self):
@@ -52,8 +62,12 @@ def upload_path(job: Job, filename: str) -> str:
 
 
 class Job(models.Model):
-    public_id = models.CharField(max_length=40, unique=True, editable=False, default=partial(new_id, "job"))
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    public_id = models.CharField(
+        max_length=40, unique=True, editable=False, default=partial(new_id, "job")
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
     name = models.CharField(max_length=200, blank=True)
     processor = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True)
@@ -64,10 +78,13 @@ class Job(models.Model):
     encoding = models.CharField(max_length=40, blank=True)
     delimiter = models.CharField(max_length=4, blank=True)
     columns = models.JSONField(default=list, blank=True)
-    id_column = models.CharField(max_length=200, blank=True, null=True)
+    # NULL: no id column chosen (ingest may still detect one); the API returns it as null.
+    id_column = models.CharField(max_length=200, blank=True, null=True)  # noqa: DJ001
     column_map = models.JSONField(default=dict, blank=True)
 
-    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    status = models.CharField(
+        max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
     total = models.IntegerField(default=0)
     pending = models.IntegerField(default=0)
     running = models.IntegerField(default=0)
@@ -76,7 +93,8 @@ class Job(models.Model):
     cancelled = models.IntegerField(default=0)
 
     concurrency = models.PositiveIntegerField(default=4)
-    rate_limit = models.PositiveIntegerField(null=True, blank=True)  # requests per minute, all workers
+    # Requests per minute, all workers together.
+    rate_limit = models.PositiveIntegerField(null=True, blank=True)
     max_attempts = models.PositiveSmallIntegerField(default=3)
     # Consecutive rate-limit answers from the outside service; auto-pause trips on a run of them.
     throttle_streak = models.PositiveIntegerField(default=0)
@@ -88,9 +106,11 @@ class Job(models.Model):
 
     error_code = models.CharField(max_length=60, blank=True)
     error_message = models.TextField(blank=True)
-    webhook_url = models.URLField(max_length=1000, blank=True, null=True)
+    # NULL: no webhook; the API returns it as null.
+    webhook_url = models.URLField(max_length=1000, blank=True, null=True)  # noqa: DJ001
 
-    idempotency_key = models.CharField(max_length=200, blank=True, null=True)
+    # NULL, not "": a job without a key stays out of the partial unique constraint below.
+    idempotency_key = models.CharField(max_length=200, blank=True, null=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -129,7 +149,9 @@ class Job(models.Model):
 
     @property
     def progress(self) -> float:
-        return round(self.done / self.total, 4) if self.total else (1.0 if self.is_terminal else 0.0)
+        if not self.total:
+            return 1.0 if self.is_terminal else 0.0
+        return round(self.done / self.total, 4)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -198,6 +220,10 @@ class Chunk(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="chunk_unique_seq")]
         indexes = [models.Index(fields=["job", "done", "seq"])]
 
+    def __str__(self) -> str:
+        # job_id, not job.public_id: printing a chunk must not cost a query.
+        return f"chunk {self.seq} [{self.start}, {self.end}) of job {self.job_id}"
+
 
 class Row(models.Model):
     # No index of its own: the unique (job, index) index serves every lookup by job. No database
@@ -213,7 +239,8 @@ class Row(models.Model):
     data = models.JSONField()
     status = models.CharField(max_length=10, choices=RowStatus.choices, default=RowStatus.PENDING)
     output = models.JSONField(null=True, blank=True)
-    error = models.TextField(null=True, blank=True)
+    # NULL: the row has no error (the results write null); the engine writes NULL, not "".
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001
     # Times the row was started; a row that keeps killing its worker fails at the limit.
     attempts = models.PositiveSmallIntegerField(default=0)
 
@@ -221,7 +248,15 @@ class Row(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="row_unique_index")]
         # Failed rows are the ones looked up by status (retry, "failed only" downloads); a
         # partial index keeps them at hand without every status change rewriting a full index.
-        indexes = [models.Index(fields=["job", "index"], condition=Q(status="failed"), name="row_failed_idx")]
+        indexes = [
+            models.Index(
+                fields=["job", "index"], condition=Q(status="failed"), name="row_failed_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        # job_id, not job.public_id: printing a row must not cost a query.
+        return f"{self.public_id} of job {self.job_id}"
 
     @property
     def public_id(self) -> str:
@@ -240,6 +275,9 @@ class JobEvent(models.Model):
         ordering = ["at", "id"]
         indexes = [models.Index(fields=["job", "at"])]
 
+    def __str__(self) -> str:
+        return f"{self.type} at {self.at:%Y-%m-%d %H:%M:%S}"
+
 
 class ProviderCredential(models.Model):
     """A user's secret for an outside service (an LLM provider's API key), encrypted at rest.
@@ -248,7 +286,9 @@ class ProviderCredential(models.Model):
     appears in a job's params, the API or a page (jobs/credentials.py encrypts and decrypts).
     """
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="provider_credentials")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="provider_credentials"
+    )
     name = models.SlugField(max_length=50)
     secret = models.TextField()  # a Fernet token, never the plaintext
     created_at = models.DateTimeField(default=timezone.now)
@@ -256,7 +296,9 @@ class ProviderCredential(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="credential_unique_owner_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="credential_unique_owner_name")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -273,7 +315,9 @@ def new_webhook_secret() -> str:
 class UserSettings(models.Model):
     """Per-user settings; today the webhook signing secret (jobs/webhooks.py signs with it)."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batchhub_settings")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batchhub_settings"
+    )
     webhook_secret = models.CharField(max_length=100, default=new_webhook_secret)
     # After a rotation deliveries are signed with both secrets for a while (Standard Webhooks allows
     # several signatures), so retries in flight still verify at receivers not yet updated.
@@ -302,6 +346,10 @@ class UserSettings(models.Model):
     def signing_secrets(self, grace: timedelta = timedelta(hours=24)) -> list[str]:
         """The secrets to sign with now: the current one, plus the previous within `grace`."""
         secrets_ = [self.webhook_secret]
-        if self.previous_webhook_secret and self.rotated_at and timezone.now() - self.rotated_at < grace:
+        if (
+            self.previous_webhook_secret
+            and self.rotated_at
+            and timezone.now() - self.rotated_at < grace
+        ):
             secrets_.append(self.previous_webhook_secret)
         return secrets_

@@ -60,7 +60,7 @@ class Plan:
 
 
 def plan(per_minute: int) -> Plan:
-    """Slots of about a second (a burst of per_minute/60 each) or, under 60/min, one request per slot."""
+    """Slots of ~1 s (a burst of per_minute/60 each) or, under 60/min, one request per slot."""
     if per_minute < 1:
         raise ValueError("per_minute must be at least 1")
     capacity = max(1, per_minute // 60)

@@ -49,7 +49,10 @@ def output_columns(job: Job) -> list[str]:
         except Exception:  # params of an older processor version: fall back to what rows hold
             pass
     first = (
-        Row.objects.filter(job=job, output__isnull=False).order_by("index").values_list("output", flat=True).first()
+        Row.objects.filter(job=job, output__isnull=False)
+        .order_by("index")
+        .values_list("output", flat=True)
+        .first()
     )
     return list(first or {})
 
@@ -62,7 +65,9 @@ def _status_values(status: str) -> tuple[str, ...] | None:
     return None
 
 
-def iter_rows(job: Job, status: str = "all") -> Iterator[tuple[int, str, str, list, dict | None, str | None]]:
+def iter_rows(
+    job: Job, status: str = "all"
+) -> Iterator[tuple[int, str, str, list, dict | None, str | None]]:
     """(index, ref, status, data, output, error) in input order."""
     wanted = _status_values(status)
     if connection.vendor == "postgresql":
@@ -148,7 +153,9 @@ def _neutralise_sql(expr: str) -> str:
     )
 
 
-def _stream_csv_copy(job: Job, status: str, columns: list[str], outputs: list[str]) -> Iterator[bytes]:
+def _stream_csv_copy(
+    job: Job, status: str, columns: list[str], outputs: list[str]
+) -> Iterator[bytes]:
     """PostgreSQL writes the CSV itself (COPY … WITH (FORMAT csv)): no row passes through Python."""
     table = Row._meta.db_table
     cells = [_neutralise_sql(f"(data->>{i})") for i in range(len(columns))]
@@ -213,7 +220,9 @@ def stream_csv(job: Job, status: str = "all") -> Iterator[bytes]:
         yield buffer.take()
 
 
-def row_object(columns: list[str], index: int, ref: str, status: str, data: list, output, error) -> dict[str, Any]:
+def row_object(
+    columns: list[str], index: int, ref: str, status: str, data: list, output, error
+) -> dict[str, Any]:
     return {
         "row": index + 1,
         "ref": ref,
@@ -261,7 +270,8 @@ def stream(job: Job, fmt: str = "csv", status: str = "all") -> Iterator[bytes]:
 
 
 def filename_for(job: Job, fmt: str, status: str = "all") -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", (job.name or job.public_id).rsplit(".", 1)[0])[:80] or job.public_id
+    stem = (job.name or job.public_id).rsplit(".", 1)[0]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or job.public_id
     suffix = "" if status == "all" else f"-{status}"
     return f"{base}-results{suffix}.{fmt}"
 

@@ -100,7 +100,7 @@ def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-# --- claiming ---------------------------------------------------------------------------------------
+# --- claiming ------------------------------------------------------------------------------------
 
 
 def claimable_chunks(job_pk: int, now: datetime):
@@ -127,7 +127,7 @@ def claim_chunk(job_pk: int) -> Chunk | None:
     return chunk
 
 
-# --- writing -----------------------------------------------------------------------------------------
+# --- writing -------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -163,7 +163,10 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         # One JSON document for the whole batch: orjson writes it, PostgreSQL's C parser reads it
         # (arrays of text would be escaped element by element in Python).
         batch = dumps_json(
-            [{"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts} for d in done]
+            [
+                {"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts}
+                for d in done
+            ]
         )
         connection.ensure_connection()
         with PgCursor(connection.connection) as cursor:
@@ -179,13 +182,23 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         return
     # Each output travels as its JSON text (a string in the array), which is what the column holds.
     payload = dumps_json(
-        [[d.index, d.status, None if d.output is None else dumps_json(d.output), d.error, d.attempts] for d in done]
+        [
+            [
+                d.index,
+                d.status,
+                None if d.output is None else dumps_json(d.output),
+                d.error,
+                d.attempts,
+            ]
+            for d in done
+        ]
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH v(idx, status, output, error, attempts) AS ("
-            f"SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-            f"json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(%s)) "
+            f"SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+            f"json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
+            f"json_extract(value, '$[4]') FROM json_each(%s)) "
             f"UPDATE {table} SET status = v.status, output = v.output, error = v.error, "
             f'attempts = v.attempts FROM v WHERE {table}.job_id = %s AND {table}."index" = v.idx',
             [payload, job_pk],
@@ -207,7 +220,7 @@ def mark_running(job_pk: int, items: list[_Item]) -> None:
     rows.update(status=RowStatus.RUNNING, attempts=F("attempts") + 1)
 
 
-# --- the loop --------------------------------------------------------------------------------------
+# --- the loop ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -242,17 +255,25 @@ class ChunkRun:
             if item.attempts < self.job.max_attempts:
                 wait_s = backoff_seconds(item.attempts, result.retry_after)
                 at = timezone.now() + timedelta(seconds=wait_s)
-                self.next_available = at if self.next_available is None else min(self.next_available, at)
-                self.finished.append(Done(item.index, RowStatus.PENDING, None, result.error, item.attempts))
+                self.next_available = (
+                    at if self.next_available is None else min(self.next_available, at)
+                )
+                self.finished.append(
+                    Done(item.index, RowStatus.PENDING, None, result.error, item.attempts)
+                )
                 return
             message = f"{result.error} (gave up after {item.attempts} attempts)"
             self.finished.append(Done(item.index, RowStatus.FAILED, None, message, item.attempts))
             return
         if result.error is not None:
-            self.finished.append(Done(item.index, RowStatus.FAILED, None, result.error, item.attempts))
+            self.finished.append(
+                Done(item.index, RowStatus.FAILED, None, result.error, item.attempts)
+            )
         else:
             self.succeeded_any = True
-            self.finished.append(Done(item.index, RowStatus.SUCCEEDED, result.output or {}, None, item.attempts))
+            self.finished.append(
+                Done(item.index, RowStatus.SUCCEEDED, result.output or {}, None, item.attempts)
+            )
 
     def unstart(self, item: _Item) -> None:
         """A row that was marked running but never began (pause/cancel came first)."""
@@ -260,7 +281,9 @@ class ChunkRun:
 
     # -- the sync point --
     def sync(self, to_start: list[_Item], *, mark_rows: bool = True) -> list[_Item]:
-        """Commit finished rows, start `to_start` if the job is still processing. Returns the started."""
+        """Commit finished rows, start `to_start` if the job is still processing.
+
+        Returns the started."""
         finished, self.finished = self.finished, []
         started: list[_Item] = []
         now = timezone.now()
@@ -290,7 +313,15 @@ class ChunkRun:
                     job.cancelled += 1
                 else:
                     job.pending += 1
-            update = ["running", "succeeded", "failed", "pending", "cancelled", "updated_at", "throttle_streak"]
+            update = [
+                "running",
+                "succeeded",
+                "failed",
+                "pending",
+                "cancelled",
+                "updated_at",
+                "throttle_streak",
+            ]
             if self.usage:
                 usage = dict(job.usage or {})
                 for key, value in self.usage.items():
@@ -337,11 +368,14 @@ class ChunkRun:
                     JobStatus.PAUSED,
                     event_type="auto_paused",
                     message=(
-                        f"The service answered 'slow down' (429 or quota) {job.throttle_streak} times in a row; "
+                        f"The service answered 'slow down' (429 or quota) "
+                        f"{job.throttle_streak} times in a row; "
                         f"paused, resuming by itself in {int(wait_s)} s."
                     ),
-                    pause_reason=f"Auto-paused: the service kept answering 429 (rate limited). Resumes at "
-                    f"{(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC.",
+                    pause_reason=(
+                        "Auto-paused: the service kept answering 429 (rate limited). Resumes at "
+                        f"{(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC."
+                    ),
                     resume_at=now + timedelta(seconds=wait_s),
                     throttle_streak=0,
                 )
@@ -396,13 +430,22 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
         )
         raw = cursor.fetchall()
     loads = orjson.loads
-    return [(i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st) for i, ref, data, a, st in raw]
+    return [
+        (i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st)
+        for i, ref, data, a, st in raw
+    ]
 
 
 def process_chunk(
     job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int = CPU_GROUP_ROWS
 ) -> ChunkRun:
-    run = ChunkRun(job=job, chunk=chunk, processor=processor, plan=plan, group_rows=min(CPU_GROUP_MAX, group_rows))
+    run = ChunkRun(
+        job=job,
+        chunk=chunk,
+        processor=processor,
+        plan=plan,
+        group_rows=min(CPU_GROUP_MAX, group_rows),
+    )
     rows = fetch_rows(job.pk, chunk.start, chunk.end)
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
@@ -417,7 +460,13 @@ def process_chunk(
         if item.suspect and attempts >= job.max_attempts:
             # It was running every time its worker died: fail it instead of killing another one.
             run.finished.append(
-                Done(index, RowStatus.FAILED, None, f"The worker died while processing this row ({attempts} attempts).", attempts)
+                Done(
+                    index,
+                    RowStatus.FAILED,
+                    None,
+                    f"The worker died while processing this row ({attempts} attempts).",
+                    attempts,
+                )
             )
         elif item.suspect:
             suspects.append(item)
@@ -445,7 +494,13 @@ def process_chunk(
                 began = time.monotonic()
                 results = processor.process([to_input(i) for i in started])
                 per_row = (time.monotonic() - began) / len(started)
-                run.group_rows = max(1, min(CPU_GROUP_MAX, int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX))
+                run.group_rows = max(
+                    1,
+                    min(
+                        CPU_GROUP_MAX,
+                        int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX,
+                    ),
+                )
                 for item, result in zip(started, results, strict=True):
                     run.collect(item, result)
     run.sync([])
@@ -496,9 +551,13 @@ def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
             # to two rows per thread), so that one sync point starts at least `threads` rows:
             # sync points, not requests, are most of the engine's own CPU per row.
             want_start = room > 0 and bool(queue) and len(inflight) <= threads * 2
-            want_commit = bool(run.finished) and (now - run.last_sync >= SYNC_INTERVAL or not inflight)
+            want_commit = bool(run.finished) and (
+                now - run.last_sync >= SYNC_INTERVAL or not inflight
+            )
             if want_start or want_commit or now - run.last_sync >= MAX_SYNC_GAP:
-                group = [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []
+                group = (
+                    [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []
+                )
                 started = run.sync(group)
                 if group and not started:
                     queue.extendleft(reversed(group))
@@ -545,7 +604,7 @@ def release_chunk(run: ChunkRun) -> None:
     )
 
 
-# --- one step of a worker loop -------------------------------------------------------------------------
+# --- one step of a worker loop -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,7 +624,10 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
         states.transition(
             job,
             JobStatus.FAILED,
-            error=("processor_missing", f"The processor '{job.processor}' is not installed on the workers."),
+            error=(
+                "processor_missing",
+                f"The processor '{job.processor}' is not installed on the workers.",
+            ),
             message=f"Processor '{job.processor}' is not installed on the workers.",
         )
         return Step("stop")
@@ -581,7 +643,9 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
                 plan = plan_for(job, processor_cls)
                 processor = processor_cls(
                     job.params,
-                    context=ProcessorContext(owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads),
+                    context=ProcessorContext(
+                        owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
+                    ),
                 )
             run = process_chunk(job, chunk, processor, plan, group_rows)
             release_chunk(run)
@@ -613,7 +677,10 @@ def _no_chunk(job: Job) -> Step:
 
 def recount(job: Job) -> dict[str, int]:
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
-    for status, n in Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("id")).order_by():
+    by_status = (
+        Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("id")).order_by()
+    )
+    for status, n in by_status:
         counts[status] = n
     return counts
 

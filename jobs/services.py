@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
-# --- reading -----------------------------------------------------------------------------------------
+# --- reading -------------------------------------------------------------------------------------
 
 
 def jobs_for(user) -> Any:
@@ -51,7 +51,10 @@ def list_jobs(user, *, status: str | None = None, processor: str | None = None):
         qs = qs.filter(status__in=ACTIVE)
     elif status:
         if status not in JobStatus.values:
-            raise APIError(f"Unknown status '{status}'.", details={"status": sorted([*JobStatus.values, "active"])})
+            raise APIError(
+                f"Unknown status '{status}'.",
+                details={"status": sorted([*JobStatus.values, "active"])},
+            )
         qs = qs.filter(status=status)
     if processor:
         qs = qs.filter(processor=processor)
@@ -67,13 +70,15 @@ def row_index(row_id: str | int) -> int:
     return int(number) - 1
 
 
-# --- creating ----------------------------------------------------------------------------------------
+# --- creating ------------------------------------------------------------------------------------
 
 
 def processor_for(name: str, params: dict[str, Any] | None) -> Processor:
     cls = get_processor_class(name or "")
     if cls is None:
-        raise APIError(f"Unknown processor '{name}'.", details={"processor": [f"Unknown processor '{name}'."]})
+        raise APIError(
+            f"Unknown processor '{name}'.", details={"processor": [f"Unknown processor '{name}'."]}
+        )
     try:
         return cls(params or {})
     except ParamsError as exc:
@@ -101,13 +106,18 @@ class Source:
 
     def __init__(self, *, upload: File | None = None, rows: list[dict] | None = None):
         if (upload is None) == (rows is None):
-            raise APIError("Send either a file or rows.", details={"file": ["Send either a file or rows."]})
+            raise APIError(
+                "Send either a file or rows.", details={"file": ["Send either a file or rows."]}
+            )
         self.upload = upload
         self.rows = rows
         self.filename = getattr(upload, "name", None) or "rows.jsonl"
         if rows is not None:
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise APIError("rows must be a list of objects.", details={"rows": ["rows must be a list of objects."]})
+                raise APIError(
+                    "rows must be a list of objects.",
+                    details={"rows": ["rows must be a list of objects."]},
+                )
 
     def report(self, **kwargs: Any) -> ingest_mod.Report:
         if self.rows is not None:
@@ -207,7 +217,9 @@ def create_job(
             source.upload,
         )
         earlier = Job.objects.filter(
-            owner=user, idempotency_key=idempotency_key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW
+            owner=user,
+            idempotency_key=idempotency_key,
+            created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
         ).first()
         if earlier is not None:
             if earlier.request_hash != fingerprint:
@@ -233,9 +245,15 @@ def create_job(
             details={"concurrency": [f"between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}"]},
         )
     if rate_limit is not None and rate_limit < 1:
-        raise APIError("rate_limit must be a positive number of requests per minute.", details={"rate_limit": ["≥ 1"]})
+        raise APIError(
+            "rate_limit must be a positive number of requests per minute.",
+            details={"rate_limit": ["≥ 1"]},
+        )
     if max_attempts is not None and not 1 <= max_attempts <= 20:
-        raise APIError("max_attempts must be between 1 and 20.", details={"max_attempts": ["between 1 and 20"]})
+        raise APIError(
+            "max_attempts must be between 1 and 20.",
+            details={"max_attempts": ["between 1 and 20"]},
+        )
     if webhook_url:
         from .ssrf import validate_webhook_url
 
@@ -245,11 +263,17 @@ def create_job(
             raise APIError(exc.messages[0], details={"webhook_url": exc.messages}) from None
 
     report, proc = validate_input(
-        user, processor=processor, params=params, source=source, id_column=id_column, column_map=column_map
+        user,
+        processor=processor,
+        params=params,
+        source=source,
+        id_column=id_column,
+        column_map=column_map,
     )
     if report.row_count > settings.BATCHHUB_MAX_ROWS:
         raise QuotaExceeded(
-            f"The input has {report.row_count} rows; the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
+            f"The input has {report.row_count} rows; "
+            f"the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
             details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
         )
     if not report.valid:
@@ -302,7 +326,7 @@ def start_loops(job: Job) -> None:
         work.delay(job.pk)
 
 
-# --- ingest (task side) -------------------------------------------------------------------------------
+# --- ingest (task side) --------------------------------------------------------------------------
 
 
 def ingest(job_pk: int) -> None:
@@ -311,7 +335,9 @@ def ingest(job_pk: int) -> None:
         return
     if job.status == JobStatus.QUEUED:
         try:
-            job = states.transition(job, JobStatus.VALIDATING, message="Reading and checking the input.")
+            job = states.transition(
+                job, JobStatus.VALIDATING, message="Reading and checking the input."
+            )
         except states.IllegalTransition:
             return
     elif job.status != JobStatus.VALIDATING:
@@ -324,15 +350,14 @@ def ingest(job_pk: int) -> None:
             with job.input_file.open("rb") as fh:
                 info = ingest_mod.write_rows(job, fh, filename=job.input_file.name)
             total = info.rows_written
-            missing = [c for c in proc.required_columns(job.column_map or {}) if c not in info.columns]
+            required = proc.required_columns(job.column_map or {})
+            missing = [c for c in required if c not in info.columns]
             if missing:
-                raise ingest_mod.InputError(
-                    [{"line": 1, "column": None, "message": f"The input has no column '{missing[0]}', which {proc.name} needs."}]
-                )
+                message = f"The input has no column '{missing[0]}', which {proc.name} needs."
+                raise ingest_mod.InputError([{"line": 1, "column": None, "message": message}])
             if total > settings.BATCHHUB_MAX_ROWS:
-                raise ingest_mod.InputError(
-                    [{"line": None, "column": None, "message": f"The input has more than {settings.BATCHHUB_MAX_ROWS} rows."}]
-                )
+                message = f"The input has more than {settings.BATCHHUB_MAX_ROWS} rows."
+                raise ingest_mod.InputError([{"line": None, "column": None, "message": message}])
             job.total = job.pending = total
             job.running = job.succeeded = job.failed = job.cancelled = 0
             job.columns = info.columns
@@ -359,7 +384,9 @@ def ingest(job_pk: int) -> None:
     except states.IllegalTransition:
         return  # cancelled while reading: the rows were rolled back with the transaction
     except Exception as exc:
-        _fail(job_pk, "ingest_error", f"The input could not be read: {exc.__class__.__name__}.", None)
+        _fail(
+            job_pk, "ingest_error", f"The input could not be read: {exc.__class__.__name__}.", None
+        )
         raise
 
 
@@ -368,7 +395,8 @@ def _describe(info: ingest_mod.TableInfo) -> str:
     if info.encoding:
         parts.append(info.encoding)
     if info.delimiter:
-        parts.append({",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}.get(info.delimiter, info.delimiter) + "-separated")
+        names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+        parts.append(names.get(info.delimiter, info.delimiter) + "-separated")
     if info.compressed:
         parts.append("gzip")
     return ", ".join(parts)
@@ -376,12 +404,14 @@ def _describe(info: ingest_mod.TableInfo) -> str:
 
 def _fail(job_pk: int, code: str, message: str, details: Any) -> None:
     try:
-        states.transition(job_pk, JobStatus.FAILED, error=(code, message), message=message, data=details)
+        states.transition(
+            job_pk, JobStatus.FAILED, error=(code, message), message=message, data=details
+        )
     except states.IllegalTransition:
         pass
 
 
-# --- controls ------------------------------------------------------------------------------------------
+# --- controls ------------------------------------------------------------------------------------
 
 
 def _guarded(job: Job, target: str, **kwargs: Any) -> Job:
@@ -403,15 +433,26 @@ def _verb(target: str) -> str:
 
 
 def pause(job: Job, *, actor: str) -> Job:
-    return _guarded(job, JobStatus.PAUSED, actor=actor, message=f"Paused by {actor}.", pause_reason=f"Paused by {actor}.")
+    return _guarded(
+        job,
+        JobStatus.PAUSED,
+        actor=actor,
+        message=f"Paused by {actor}.",
+        pause_reason=f"Paused by {actor}.",
+    )
 
 
 def resume(job: Job, *, actor: str, event_type: str = "resumed") -> Job:
     with transaction.atomic():
         # processing is reachable from finished states too, but only through retry.
         job = _guarded(
-            job, JobStatus.PROCESSING, actor=actor, event_type=event_type, message=f"Resumed by {actor}.",
-            throttle_streak=0, only_from=frozenset({JobStatus.PAUSED}),
+            job,
+            JobStatus.PROCESSING,
+            actor=actor,
+            event_type=event_type,
+            message=f"Resumed by {actor}.",
+            throttle_streak=0,
+            only_from=frozenset({JobStatus.PAUSED}),
         )
         transaction.on_commit(lambda: start_loops(job))
     return job
@@ -458,26 +499,45 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
             )
             if missing:
                 raise APIError(
-                    f"No row row_{min(missing) + 1} in this job.", details={"rows": [f"row_{i + 1}" for i in sorted(missing)]}
+                    f"No row row_{min(missing) + 1} in this job.",
+                    details={"rows": [f"row_{i + 1}" for i in sorted(missing)]},
                 )
             rows = rows.filter(index__in=indexes)
         n = rows.update(status=RowStatus.PENDING, attempts=0, error=None, output=None)
         if not n:
-            raise InvalidState("There are no failed rows to retry.", details={"status": locked.status})
-        Job.objects.filter(pk=locked.pk).update(failed=locked.failed - n, pending=locked.pending + n)
+            raise InvalidState(
+                "There are no failed rows to retry.", details={"status": locked.status}
+            )
+        Job.objects.filter(pk=locked.pk).update(
+            failed=locked.failed - n, pending=locked.pending + n
+        )
         pending_in_chunk = Row.objects.filter(
-            job=locked, status=RowStatus.PENDING, index__gte=OuterRef("start"), index__lt=OuterRef("end")
+            job=locked,
+            status=RowStatus.PENDING,
+            index__gte=OuterRef("start"),
+            index__lt=OuterRef("end"),
         )
         Chunk.objects.filter(job=locked).filter(Exists(pending_in_chunk)).update(
             done=False, available_at=None, claims=0
         )
         message = f"{actor} retried {n} failed row{'s' if n != 1 else ''}."
         if locked.status == JobStatus.PAUSED:
-            states.record(locked, "retry", message + " They run when the job resumes.", actor=actor, data={"rows": n})
+            states.record(
+                locked,
+                "retry",
+                message + " They run when the job resumes.",
+                actor=actor,
+                data={"rows": n},
+            )
             locked.refresh_from_db()
             return locked
         locked = states.transition(
-            locked.pk, JobStatus.PROCESSING, actor=actor, event_type="retry", message=message, data={"rows": n},
+            locked.pk,
+            JobStatus.PROCESSING,
+            actor=actor,
+            event_type="retry",
+            message=message,
+            data={"rows": n},
             error=("", ""),
         )
         transaction.on_commit(lambda: start_loops(locked))
@@ -487,7 +547,9 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
 def rename(job: Job, name: str, *, actor: str) -> Job:
     name = (name or "").strip()
     if not name or len(name) > 200:
-        raise APIError("name must be 1 to 200 characters.", details={"name": ["1 to 200 characters"]})
+        raise APIError(
+            "name must be 1 to 200 characters.", details={"name": ["1 to 200 characters"]}
+        )
     Job.objects.filter(pk=job.pk).update(name=name, updated_at=timezone.now())
     job.refresh_from_db()
     return job
@@ -504,7 +566,7 @@ def delete(job: Job, *, actor: str) -> None:
     purge_job(job)
 
 
-# --- housekeeping ----------------------------------------------------------------------------------
+# --- housekeeping --------------------------------------------------------------------------------
 
 
 def reap(now=None) -> dict[str, int]:
@@ -517,7 +579,9 @@ def reap(now=None) -> dict[str, int]:
     for job in stale:
         claimable = runner.claimable_chunks(job.pk, now).exists()
         if claimable:
-            states.record(job, "recovered", "No progress for a while: work restarted (a worker stopped).")
+            states.record(
+                job, "recovered", "No progress for a while: work restarted (a worker stopped)."
+            )
             Job.objects.filter(pk=job.pk).update(updated_at=now)
             transaction.on_commit(lambda job=job: start_loops(job))
             done["restarted"] += 1

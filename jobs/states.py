@@ -56,7 +56,9 @@ def can_transition(job: Job, target: str) -> bool:
     return target in ALLOWED[job.status]
 
 
-def record(job: Job, type: str, message: str = "", *, actor: str = "system", data: Any = None) -> JobEvent:
+def record(
+    job: Job, type: str, message: str = "", *, actor: str = "system", data: Any = None
+) -> JobEvent:
     return JobEvent.objects.create(job=job, type=type, message=message, actor=actor, data=data)
 
 
@@ -80,7 +82,9 @@ def transition(
     pk = job.pk if isinstance(job, Job) else job
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=pk)
-        if target not in ALLOWED[locked.status] or (only_from is not None and locked.status not in only_from):
+        if target not in ALLOWED[locked.status] or (
+            only_from is not None and locked.status not in only_from
+        ):
             raise IllegalTransition(locked, target)
         now = timezone.now()
         previous = locked.status

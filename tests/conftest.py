@@ -63,11 +63,19 @@ def csv_upload(text: str, name: str = "input.csv") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, text.encode("utf-8"), content_type="text/csv")
 
 
-def make_job(user, csv_text: str, processor: str = "template", params: dict[str, Any] | None = None, **kwargs):
+def make_job(
+    user,
+    csv_text: str,
+    processor: str = "template",
+    params: dict[str, Any] | None = None,
+    **kwargs,
+):
     """Create a job through the service layer (validation included), without running it."""
     from jobs import services
 
-    params = {"template": "{name}!"} if params is None and processor == "template" else (params or {})
+    if params is None and processor == "template":
+        params = {"template": "{name}!"}
+    params = params or {}
     job, _ = services.create_job(
         user,
         processor=processor,

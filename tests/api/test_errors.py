@@ -112,7 +112,9 @@ def test_reads_over_the_rate_are_429_with_retry_after(api_alice, rates):
     assert 1 <= int(response["Retry-After"]) <= 90
 
 
-def test_the_rate_holds_over_any_period_not_only_within_fixed_windows(api_alice, rates, monkeypatch):
+def test_the_rate_holds_over_any_period_not_only_within_fixed_windows(
+    api_alice, rates, monkeypatch
+):
     rates(read="2/min")
     clock = [1020.0]  # the start of a minute-long window (1020 = 17 × 60)
     monkeypatch.setattr(GroupRateThrottle, "timer", lambda self: clock[0])

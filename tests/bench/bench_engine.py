@@ -47,7 +47,15 @@ TEMPLATE = "{name} <{email}> from {city} scored {score}"
 COLUMNS = ["id", "name", "email", "city", "score", "comment"]
 
 
-def emit(bench: str, value: float, unit: str, baseline: str | None, baseline_value: float | None, goal: str, **extra: Any) -> None:
+def emit(
+    bench: str,
+    value: float,
+    unit: str,
+    baseline: str | None,
+    baseline_value: float | None,
+    goal: str,
+    **extra: Any,
+) -> None:
     ratio = round(value / baseline_value, 4) if baseline_value else None
     line = {
         "bench": bench,
@@ -112,7 +120,6 @@ from jobs import results, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
-
 # --- input ---------------------------------------------------------------------------------------
 
 
@@ -128,7 +135,14 @@ def make_csv(path: Path, rows: int) -> None:
             if i % 9 == 0:
                 comment = f'said "{comment}, thanks"'
             writer.writerow(
-                [i + 1, f"Customer {i}", f"user{i}@example.com", cities[i % 8], f"{rng.random() * 100:.2f}", comment]
+                [
+                    i + 1,
+                    f"Customer {i}",
+                    f"user{i}@example.com",
+                    cities[i % 8],
+                    f"{rng.random() * 100:.2f}",
+                    comment,
+                ]
             )
 
 
@@ -209,14 +223,18 @@ def copy_into_rows_floor(job: Job) -> float:
 
 def bare_loop(path: Path, out: Path) -> float:
     start = time.perf_counter()
-    with path.open(newline="", encoding="utf-8") as src, out.open("w", newline="", encoding="utf-8") as dst:
+    with (
+        path.open(newline="", encoding="utf-8") as src,
+        out.open("w", newline="", encoding="utf-8") as dst,
+    ):
         reader = csv.reader(src)
         writer = csv.writer(dst)
         header = next(reader)
         writer.writerow([*header, "text"])
         fmt = TEMPLATE.format_map
         for row in reader:
-            writer.writerow([*row, fmt(dict(zip(header, row)))])
+            # make_csv writes every row with all the header's fields.
+            writer.writerow([*row, fmt(dict(zip(header, row, strict=True)))])
     return time.perf_counter() - start
 
 
@@ -261,7 +279,11 @@ def status_reads(job_pk: int, n: int) -> list[float]:
         from jobs.api import job_representation
     except ImportError:  # before the API existed: the model's own figures
         def job_representation(job, request=None):
-            return {"counts": job.counts, "progress": job.progress, "rows_per_second": job.rows_per_second}
+            return {
+                "counts": job.counts,
+                "progress": job.progress,
+                "rows_per_second": job.rows_per_second,
+            }
 
     times = []
     for _ in range(n):
@@ -281,7 +303,9 @@ def main() -> None:
     call_command("migrate", run_syncdb=True, verbosity=0)
     from django.contrib.auth import get_user_model
 
-    user = get_user_model().objects.create_user("bench-engine", "bench@example.com", "bench-engine-password")
+    user = get_user_model().objects.create_user(
+        "bench-engine", "bench@example.com", "bench-engine-password"
+    )
     tmp = Path(TMP.name)
     big_csv, small_csv, naive_csv = tmp / "big.csv", tmp / "small.csv", tmp / "naive.csv"
     make_csv(big_csv, ROWS)
@@ -304,11 +328,27 @@ def main() -> None:
     services.ingest(job.pk)
     ingest_s = time.perf_counter() - start
     job.refresh_from_db()
-    assert job.status == JobStatus.PROCESSING and job.total == ROWS, (job.status, job.total, job.error_message if hasattr(job, "error_message") else "")
-    emit("ingest", ROWS / ingest_s, "rows/s", "postgres_copy_from", ROWS / copy_s, "ratio >= 0.5", file_mb=file_mb, seconds=round(ingest_s, 2))
-    emit("ingest_validate", ROWS / validate_s, "rows/s", "postgres_copy_from", ROWS / copy_s, "none (create_job's validation pass, before the upload is accepted)", seconds=round(validate_s, 2))
+    assert job.status == JobStatus.PROCESSING and job.total == ROWS, (
+        job.status,
+        job.total,
+        job.error_message if hasattr(job, "error_message") else "",
+    )
+    emit(
+        "ingest", ROWS / ingest_s, "rows/s", "postgres_copy_from", ROWS / copy_s, "ratio >= 0.5",
+        file_mb=file_mb, seconds=round(ingest_s, 2),
+    )
+    emit(
+        "ingest_validate", ROWS / validate_s, "rows/s", "postgres_copy_from", ROWS / copy_s,
+        "none (create_job's validation pass, before the upload is accepted)",
+        seconds=round(validate_s, 2),
+    )
     floor_s = copy_into_rows_floor(job)
-    emit("ingest_table_floor", ROWS / floor_s, "rows/s", "postgres_copy_from", ROWS / copy_s, "none (what PostgreSQL alone needs to store these rows in BatchHub's row table: the ingest's ceiling)", seconds=round(floor_s, 2), ingest_ratio_to_floor=round(floor_s / ingest_s, 3))
+    emit(
+        "ingest_table_floor", ROWS / floor_s, "rows/s", "postgres_copy_from", ROWS / copy_s,
+        "none (what PostgreSQL alone needs to store these rows in BatchHub's row table: "
+        "the ingest's ceiling)",
+        seconds=round(floor_s, 2), ingest_ratio_to_floor=round(floor_s / ingest_s, 3),
+    )
 
     small = create(user, small_csv, "small.csv")
     services.ingest(small.pk)
@@ -318,13 +358,19 @@ def main() -> None:
     # 2. processing with 2 worker processes
     bare_s = bare_loop(big_csv, tmp / "bare-out.csv")
     # The naive per-row task is loaded into the same worker, for the baseline.
-    worker = Worker(tmp, concurrency=2, name="bench", extra_args=("--include=tests.bench.naive_tasks",))
+    worker = Worker(
+        tmp, concurrency=2, name="bench", extra_args=("--include=tests.bench.naive_tasks",)
+    )
     try:
         start = time.perf_counter()
         real_start_loops(job)
         job = wait_terminal(job.pk, timeout=max(600, ROWS / 200), worker=worker)
         process_s = time.perf_counter() - start
-        assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (job.status, job.succeeded, job.failed)
+        assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (
+            job.status,
+            job.succeeded,
+            job.failed,
+        )
         peak = worker.peak_rss_mb()
 
         real_start_loops(small)
@@ -336,7 +382,11 @@ def main() -> None:
 
         start = time.perf_counter()
         for pk in pks:
-            app.send_task("bench.naive_row", args=[pk, COLUMNS, TEMPLATE], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+            app.send_task(
+                "bench.naive_row",
+                args=[pk, COLUMNS, TEMPLATE],
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+            )
         deadline = time.monotonic() + 600
         while Row.objects.filter(job=naive, status=RowStatus.SUCCEEDED).count() < len(pks):
             if time.monotonic() > deadline or worker.proc.poll() is not None:
@@ -347,8 +397,14 @@ def main() -> None:
         worker.stop()
 
     engine_rps = ROWS / process_s
-    emit("processing_template", engine_rps, "rows/s", "bare_python_loop", ROWS / bare_s, "ratio >= 0.25", workers=2, seconds=round(process_s, 2))
-    emit("processing_vs_naive", engine_rps, "rows/s", "one_celery_task_per_row", NAIVE_ROWS / naive_s, "ratio >= 50", naive_rows=NAIVE_ROWS)
+    emit(
+        "processing_template", engine_rps, "rows/s", "bare_python_loop", ROWS / bare_s,
+        "ratio >= 0.25", workers=2, seconds=round(process_s, 2),
+    )
+    emit(
+        "processing_vs_naive", engine_rps, "rows/s", "one_celery_task_per_row",
+        NAIVE_ROWS / naive_s, "ratio >= 50", naive_rows=NAIVE_ROWS,
+    )
     total_mb = peak["main"] + sum(peak["children"])
     emit(
         "worker_peak_rss", total_mb, "MB", None, None, "each process < 150 MB",
@@ -366,8 +422,14 @@ def main() -> None:
         size += len(piece)
     download_s = time.perf_counter() - start
     growth = vm("VmHWM") - rss_before
-    emit("download_csv", ROWS / download_s, "rows/s", "postgres_copy_to_stdout", ROWS / copy_to_s, "ratio >= 0.5", mb=round(size / 1e6, 1), copy_mb=round(copy_bytes / 1e6, 1))
-    emit("download_peak_rss_growth", growth, "MB", None, None, "< 50 MB", in_process=True, exact_reset=exact)
+    emit(
+        "download_csv", ROWS / download_s, "rows/s", "postgres_copy_to_stdout", ROWS / copy_to_s,
+        "ratio >= 0.5", mb=round(size / 1e6, 1), copy_mb=round(copy_bytes / 1e6, 1),
+    )
+    emit(
+        "download_peak_rss_growth", growth, "MB", None, None, "< 50 MB",
+        in_process=True, exact_reset=exact,
+    )
 
     # 4. status reads, in-process
     status_reads(small.pk, 50)  # warm-up: imports, serializer setup, connection
@@ -377,9 +439,13 @@ def main() -> None:
         name = "p50" if q == 0.5 else "p99"
         emit(
             f"status_read_{name}", percentile(big_times, q), "ms", f"status_read_{name}_1k_rows",
-            percentile(small_times, q), "value < 20 ms and ratio < 1.2", in_process=True, reads=STATUS_READS,
+            percentile(small_times, q), "value < 20 ms and ratio < 1.2",
+            in_process=True, reads=STATUS_READS,
         )
-    emit("status_read_mean", statistics.fmean(big_times), "ms", "status_read_mean_1k_rows", statistics.fmean(small_times), "ratio < 1.2", in_process=True)
+    emit(
+        "status_read_mean", statistics.fmean(big_times), "ms", "status_read_mean_1k_rows",
+        statistics.fmean(small_times), "ratio < 1.2", in_process=True,
+    )
 
 
 if __name__ == "__main__":
@@ -388,7 +454,9 @@ if __name__ == "__main__":
     finally:
         connection.close()
         try:
-            recreate = __import__("psycopg").connect(with_dbname(SERVER_URL, "postgres"), autocommit=True)
+            recreate = __import__("psycopg").connect(
+                with_dbname(SERVER_URL, "postgres"), autocommit=True
+            )
             recreate.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
             recreate.close()
         except Exception as exc:  # the server may already be gone; nothing to keep

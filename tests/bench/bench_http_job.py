@@ -1,4 +1,4 @@
-"""I/O-bound jobs through the real engine: throughput against concurrency/latency, and pause latency.
+"""I/O-bound jobs through the real engine: throughput against concurrency/latency; pause latency.
 
 Prints JSON lines. A job of the `http` processor calls a local server (a process of its own) that
 answers after 50 ms; a real `celery worker` with 2 worker processes runs the job, as `make run`
@@ -112,7 +112,10 @@ def serve_forever() -> None:
 class RemoteServer:
     def __enter__(self):
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.url = self.proc.stdout.readline().strip()
         return self
@@ -136,8 +139,11 @@ class RemoteServer:
 def new_job(user, url: str, rows: int, concurrency: int) -> Job:
     text = "name\n" + "".join(f"n{i}\n" for i in range(rows))
     job, _ = services.create_job(
-        user, processor="http", params={"method": "GET", "url": url + "/latency?r={name}", "fields": {"ok": "ok"}},
-        source=services.Source(upload=SimpleUploadedFile("in.csv", text.encode())), concurrency=concurrency,
+        user,
+        processor="http",
+        params={"method": "GET", "url": url + "/latency?r={name}", "fields": {"ok": "ok"}},
+        source=services.Source(upload=SimpleUploadedFile("in.csv", text.encode())),
+        concurrency=concurrency,
         actor="bench",
     )
     services.start_loops = lambda job: None
@@ -172,14 +178,18 @@ def bare_client(url: str, concurrency: int, requests: int) -> tuple[float, float
     Returns (requests/s, CPU ms per request in this process)."""
     import httpx
 
-    with httpx.Client(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as client:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(limits=limits) as client:
         def one(i: int) -> None:
             client.get(f"{url}/latency?r=n{i}").raise_for_status()
 
         cpu, began = time.process_time(), time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(requests)))
-        return requests / (time.perf_counter() - began), (time.process_time() - cpu) * 1000 / requests
+        return (
+            requests / (time.perf_counter() - began),
+            (time.process_time() - cpu) * 1000 / requests,
+        )
 
 
 def run(user, server: RemoteServer, worker: Worker) -> None:
@@ -190,11 +200,18 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
     worker.wait_for(lambda: terminal(warm.pk), message="the warm-up job")
     for concurrency in (8, 32):
         bare_rps, bare_cpu_ms = bare_client(server.url, concurrency, min(ROWS, concurrency * 100))
-        emit(bench="http_bare_client", value=round(bare_rps, 1), unit="requests/s",
-             baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}", baseline_value=concurrency / LATENCY,
-             ratio=round(bare_rps / (concurrency / LATENCY), 3), goal="none (what one process of threads "
-             "with an httpx client reaches on this machine, no engine)", concurrency=concurrency,
-             cpu_ms_per_request=round(bare_cpu_ms, 2))
+        emit(
+            bench="http_bare_client",
+            value=round(bare_rps, 1),
+            unit="requests/s",
+            baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}",
+            baseline_value=concurrency / LATENCY,
+            ratio=round(bare_rps / (concurrency / LATENCY), 3),
+            goal="none (what one process of threads with an httpx client reaches on this machine, "
+            "no engine)",
+            concurrency=concurrency,
+            cpu_ms_per_request=round(bare_cpu_ms, 2),
+        )
         job = new_job(user, server.url, ROWS, concurrency)
         server.peak()
         cpu = worker.cpu_seconds()
@@ -203,13 +220,26 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
         job = worker.wait_for(lambda pk=job.pk: terminal(pk), interval=0.01, message="the job")
         elapsed = time.perf_counter() - began
         cpu = worker.cpu_seconds() - cpu
-        assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (job.status, job.succeeded)
+        assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (
+            job.status,
+            job.succeeded,
+        )
         ideal = concurrency / LATENCY
-        emit(bench="http_job_throughput", value=round(ROWS / elapsed, 1), unit="rows/s",
-             baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}", baseline_value=ideal,
-             ratio=round(ROWS / elapsed / ideal, 3), goal="ratio >= 0.9 at C = 32", rows=ROWS,
-             concurrency=concurrency, loops=runner.plan_for(job).loops, worker_processes=2,
-             peak_in_flight_at_server=server.peak(), worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2))
+        emit(
+            bench="http_job_throughput",
+            value=round(ROWS / elapsed, 1),
+            unit="rows/s",
+            baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}",
+            baseline_value=ideal,
+            ratio=round(ROWS / elapsed / ideal, 3),
+            goal="ratio >= 0.9 at C = 32",
+            rows=ROWS,
+            concurrency=concurrency,
+            loops=runner.plan_for(job).loops,
+            worker_processes=2,
+            peak_in_flight_at_server=server.peak(),
+            worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2),
+        )
 
     latencies = []
     job = new_job(user, server.url, 20 * 400, 16)
@@ -220,16 +250,26 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
         paused_at = time.time()
         assert paused.status == JobStatus.PAUSED, paused.status
         # Paused for good when no row is running any more and the server has gone quiet.
-        worker.wait_for(lambda: Job.objects.get(pk=job.pk).running == 0, interval=0.01, message="the pause")
+        worker.wait_for(
+            lambda: Job.objects.get(pk=job.pk).running == 0, interval=0.01, message="the pause"
+        )
         time.sleep(0.2)
         last_end = max(server.ends())
         latencies.append(max(0.0, last_end - paused_at))
         services.resume(Job.objects.get(pk=job.pk), actor="bench")
     latencies.sort()
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
-    emit(bench="pause_latency_p95", value=round(p95 * 1000, 1), unit="ms", baseline="request latency",
-         baseline_value=LATENCY * 1000, ratio=round(p95 / LATENCY, 2), goal="< 1000 ms",
-         pauses=len(latencies), median_ms=round(statistics.median(latencies) * 1000, 1))
+    emit(
+        bench="pause_latency_p95",
+        value=round(p95 * 1000, 1),
+        unit="ms",
+        baseline="request latency",
+        baseline_value=LATENCY * 1000,
+        ratio=round(p95 / LATENCY, 2),
+        goal="< 1000 ms",
+        pauses=len(latencies),
+        median_ms=round(statistics.median(latencies) * 1000, 1),
+    )
 
 
 if __name__ == "__main__":

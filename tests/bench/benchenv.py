@@ -26,7 +26,9 @@ def setup(prefix: str, **env: str) -> Path:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "batchhub.settings",
-            "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}",
+            "DATABASE_URL": (
+                os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
+            ),
             "BATCHHUB_DATA_DIR": str(tmp),  # nothing is written beside the project
             "CACHE_URL": "locmem",
             "CELERY_BROKER_URL": "memory://",

@@ -15,7 +15,8 @@ def naive_row(row_pk: int, columns: list[str], template: str) -> None:
     from jobs.models import Row, RowStatus
 
     row = Row.objects.get(pk=row_pk)
-    values = dict(zip(columns, row.data))
+    # Not strict: a JSONL row's data may be shorter than the job's columns (readers pad them).
+    values = dict(zip(columns, row.data, strict=False))
     Row.objects.filter(pk=row_pk).update(
         output={"text": template.format_map(values)}, status=RowStatus.SUCCEEDED, attempts=1
     )

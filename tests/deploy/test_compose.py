@@ -20,7 +20,8 @@ def settings_source() -> str:
 
 def test_topology_has_every_role():
     services = compose()["services"]
-    assert {"postgres", "redis", "minio", "migrate", "web", "worker", "beat", "proxy"} <= set(services)
+    roles = {"postgres", "redis", "minio", "migrate", "web", "worker", "beat", "proxy"}
+    assert roles <= set(services)
     assert services["beat"]["deploy"]["replicas"] == 1  # exactly one scheduler
     assert services["worker"]["deploy"]["replicas"] >= 2
     assert "celery" in services["worker"]["command"] and "worker" in services["worker"]["command"]

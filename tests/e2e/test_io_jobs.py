@@ -1,4 +1,4 @@
-"""I/O-bound jobs with real workers against local HTTP servers: concurrency, rate limit, auto-pause."""
+"""I/O-bound jobs, real workers, local HTTP servers: concurrency, rate limit, auto-pause."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ class CountingHandler(EchoHandler):
 
 @pytest.fixture
 def server():
-    with LocalServer(CountingHandler, inflight=0, max_inflight=0, latency=0.05, throttle_until=0.0) as s:
+    with LocalServer(
+        CountingHandler, inflight=0, max_inflight=0, latency=0.05, throttle_until=0.0
+    ) as s:
         yield s
 
 
@@ -59,7 +61,13 @@ def http_params(url: str) -> dict:
 
 def test_requests_in_flight_reach_but_never_exceed_the_concurrency(alice, worker_factory, server):
     worker_factory(concurrency=2)
-    job = make_job(alice, csv_of(600), processor="http", params=http_params(server.url + "/latency"), concurrency=16)
+    job = make_job(
+        alice,
+        csv_of(600),
+        processor="http",
+        params=http_params(server.url + "/latency"),
+        concurrency=16,
+    )
     job = finished(job)
     assert job.status == JobStatus.COMPLETED and job.succeeded == 600
     assert len(server.requests) == 600  # every row once
@@ -89,14 +97,20 @@ def test_rate_limit_holds_across_workers(alice, worker_factory, server):
     assert times[-1] - times[0] >= 8.0
 
 
-def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(alice, worker_factory, server, settings):
+def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
+    alice, worker_factory, server, settings
+):
     worker_factory(beat=True, BATCHHUB_AUTOPAUSE_AFTER="5")
     server.httpd.state["throttle_until"] = time.time() + 4
     job = make_job(
         alice, csv_of(40), processor="http", params=http_params(server.url + "/throttled"),
         concurrency=4, max_attempts=10,
     )
-    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.PAUSED, timeout=60, message="auto-pause")
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).status == JobStatus.PAUSED,
+        timeout=60,
+        message="auto-pause",
+    )
     paused = Job.objects.get(pk=job.pk)
     assert "429" in paused.pause_reason and paused.resume_at is not None
     job = finished(job)
@@ -106,6 +120,9 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(alice, worker_f
     assert types.index("auto_paused") < types.index("auto_resumed") < types.index("completed")
     # It may pause again if the service still says no after the first wait; each resume is the
     # system's own doing.
-    assert set(JobEvent.objects.filter(job=job, type="auto_resumed").values_list("actor", flat=True)) == {"system"}
+    resumed_by = JobEvent.objects.filter(job=job, type="auto_resumed").values_list(
+        "actor", flat=True
+    )
+    assert set(resumed_by) == {"system"}
 
 

@@ -1,4 +1,4 @@
-"""`make run` on the embedded default (SQLite + filesystem broker) serves the site and processes a job."""
+"""`make run` on the embedded default (SQLite, filesystem broker) serves the site and runs a job."""
 
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ def free_port() -> int:
 @pytest.fixture
 def make_run(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
+    }
     env.update(
         {
             "PORT": str(port),
@@ -41,7 +45,11 @@ def make_run(tmp_path):
     env.pop("DJANGO_SETTINGS_MODULE", None)
     log = open(tmp_path / "make-run.log", "wb")
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -54,7 +62,9 @@ def make_run(tmp_path):
         except httpx.HTTPError:
             time.sleep(0.5)
     else:
-        raise AssertionError("make run did not serve the site: " + (tmp_path / "make-run.log").read_text()[-3000:])
+        raise AssertionError(
+            "make run did not serve the site: " + (tmp_path / "make-run.log").read_text()[-3000:]
+        )
     yield base, tmp_path / "make-run.log"
     os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C does: honcho stops web, worker and beat
     try:
@@ -79,15 +89,30 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     with httpx.Client(base_url=base, timeout=10, follow_redirects=True) as web:
         page = web.get("/accounts/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        home = web.post("/accounts/login/", data={"username": "boss", "password": "a long test password",
-                                                  "csrfmiddlewaretoken": token})
+        home = web.post(
+            "/accounts/login/",
+            data={
+                "username": "boss",
+                "password": "a long test password",
+                "csrfmiddlewaretoken": token,
+            },
+        )
         assert "Jobs" in home.text and home.url.path == "/"
         csrf = {"X-CSRFToken": web.cookies["csrftoken"], "Referer": base + "/"}
         created = web.post(
             "/api/v1/jobs",
             headers=csrf,
-            files={"file": ("people.csv", b"first,last\nAda,Lovelace\nAlan,Turing\nGrace,Hopper\n", "text/csv")},
-            data={"processor": "template", "params": '{"template": "{first} {last}", "output_column": "full"}'},
+            files={
+                "file": (
+                    "people.csv",
+                    b"first,last\nAda,Lovelace\nAlan,Turing\nGrace,Hopper\n",
+                    "text/csv",
+                )
+            },
+            data={
+                "processor": "template",
+                "params": '{"template": "{first} {last}", "output_column": "full"}',
+            },
         )
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
@@ -108,5 +133,6 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     # The embedded default really was used: a SQLite file and the filesystem broker's folders.
     var = log_path.parent / "var"
     assert (var / "batchhub.sqlite3").exists() and (var / "broker").is_dir()
-    # …and nothing was written into the checkout itself (kombu's pidbox folder defaults to ./control).
+    # …and nothing was written into the checkout itself (kombu's pidbox folder defaults to
+    # ./control).
     assert not (ROOT / "control").exists()

@@ -32,7 +32,14 @@ def test_ten_thousand_rows_end_to_end(alice, worker):
     job = make_job(alice, rows_text(10_000), params={"template": "{name} says {text}"})
     job = finished(job)
     assert job.status == JobStatus.COMPLETED, worker.tail()
-    assert job.counts == {"total": 10_000, "pending": 0, "running": 0, "succeeded": 10_000, "failed": 0, "cancelled": 0}
+    assert job.counts == {
+        "total": 10_000,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 10_000,
+        "failed": 0,
+        "cancelled": 0,
+    }
     rows = csv_rows(job)
     assert len(rows) == 10_000
     assert [r["name"] for r in rows] == [f"person{i}" for i in range(10_000)]
@@ -42,7 +49,9 @@ def test_ten_thousand_rows_end_to_end(alice, worker):
 
 def test_pause_then_resume_finishes_every_row_exactly_once(alice, worker, settings):
     settings.BATCHHUB_CHUNK_ROWS = 200
-    job = make_job(alice, rows_text(30_000), processor="sentiment", concurrency=2, column_map={"text": "text"})
+    job = make_job(
+        alice, rows_text(30_000), processor="sentiment", concurrency=2, column_map={"text": "text"}
+    )
     wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 0, message="first rows")
     services.pause(Job.objects.get(pk=job.pk), actor="alice")
     time.sleep(2)  # rows already running finish
@@ -68,7 +77,10 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(alice, worker_fact
     job = make_job(alice, rows_text(20_000), processor="sentiment", concurrency=2)
     wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 0, message="first rows")
     assert first.kill_child() is not None  # a pool process dies mid-chunk; the worker replaces it
-    wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 2_000, message="progress after the child was killed")
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).succeeded > 2_000,
+        message="progress after the child was killed",
+    )
     first.kill()  # now the whole worker, main process included
     killed_at = Job.objects.get(pk=job.pk)
     assert not killed_at.is_terminal

@@ -1,4 +1,6 @@
-"""Fault tests: servers restarted and workers killed mid-job; the job finishes, nothing lost or doubled."""
+"""Fault tests: servers restarted and workers killed mid-job.
+
+The job finishes, with nothing lost or doubled."""
 
 from __future__ import annotations
 
@@ -37,8 +39,12 @@ def names_in_results(job: Job) -> list[str]:
 
 
 def services(cmd: str) -> None:
-    subprocess.run(["bash", os.environ["SERVICES_SCRIPT"], cmd, os.environ["SERVICES_DIR"]], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        ["bash", os.environ["SERVICES_SCRIPT"], cmd, os.environ["SERVICES_DIR"]],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def needs_services_script():
@@ -58,7 +64,11 @@ def test_a_row_that_kills_its_worker_every_time_fails_alone(alice, worker_factor
     assert job.status == JobStatus.PARTIAL, worker.tail()
     assert (job.succeeded, job.failed, job.running, job.pending) == (299, 1, 0, 0)
     poison = Row.objects.get(job=job, index=150)
-    assert poison.status == RowStatus.FAILED and "worker died" in poison.error and poison.attempts == 3
+    assert (
+        poison.status == RowStatus.FAILED
+        and "worker died" in poison.error
+        and poison.attempts == 3
+    )
     assert len(names_in_results(job)) == 300
 
 
@@ -89,7 +99,9 @@ def test_postgres_restart_mid_job_loses_nothing(alice, worker_factory, settings)
 
 
 def test_three_sigkills_then_a_fresh_worker_finish_the_job(alice, worker_factory, settings):
-    job = make_job(alice, rows_text(20_000), processor="crash_test", params={"delay": 0.0002}, concurrency=2)
+    job = make_job(
+        alice, rows_text(20_000), processor="crash_test", params={"delay": 0.0002}, concurrency=2
+    )
     for round_ in range(3):
         w = worker_factory(beat=True)
         started(job, 1000 * (round_ + 1))
@@ -100,4 +112,11 @@ def test_three_sigkills_then_a_fresh_worker_finish_the_job(alice, worker_factory
     job = finished(job)
     assert job.status == JobStatus.COMPLETED
     assert names_in_results(job) == [f"person{i}" for i in range(20_000)]
-    assert job.counts == {"total": 20_000, "pending": 0, "running": 0, "succeeded": 20_000, "failed": 0, "cancelled": 0}
+    assert job.counts == {
+        "total": 20_000,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 20_000,
+        "failed": 0,
+        "cancelled": 0,
+    }

@@ -1,4 +1,4 @@
-"""One job on one, two and four worker processes: the same results, and I/O throughput that scales."""
+"""One job on one, two and four worker processes: same results, I/O throughput that scales."""
 
 from __future__ import annotations
 
@@ -21,15 +21,20 @@ def run_with_workers(alice, worker_factory, n: int, url: str) -> tuple[Job, list
     # 64 requests in flight at most, in 4 loops of 16: one worker process runs one loop at a
     # time, four can run all of them.
     job = make_job(alice, csv_of(800), processor="http", params=http_params(url), concurrency=64)
-    job = wait_for(lambda: (j := Job.objects.get(pk=job.pk)).is_terminal and j, timeout=180, message="job")
+    job = wait_for(
+        lambda: (j := Job.objects.get(pk=job.pk)).is_terminal and j, timeout=180, message="job"
+    )
     for w in workers:
         w.stop()
-    rows = [json.loads(line) for line in b"".join(results.stream(job, "jsonl")).decode().splitlines()]
+    body = b"".join(results.stream(job, "jsonl")).decode()
+    rows = [json.loads(line) for line in body.splitlines()]
     return job, rows
 
 
 def test_two_and_four_workers_give_the_same_results_faster(alice, worker_factory):
-    with LocalServer(CountingHandler, inflight=0, max_inflight=0, latency=0.05, throttle_until=0.0) as server:
+    with LocalServer(
+        CountingHandler, inflight=0, max_inflight=0, latency=0.05, throttle_until=0.0
+    ) as server:
         url = server.url + "/latency"
         runs = {n: run_with_workers(alice, worker_factory, n, url) for n in (1, 2, 4)}
     outputs = {}
@@ -38,6 +43,8 @@ def test_two_and_four_workers_give_the_same_results_faster(alice, worker_factory
         # Same rows, same order, same inputs, every one succeeded (outputs carry no timing).
         outputs[n] = [(r["row"], r["input"], r["status"], r["output"]) for r in rows]
     assert outputs[1] == outputs[2] == outputs[4]
-    rate = {n: 800 / (job.finished_at - job.started_at).total_seconds() for n, (job, _) in runs.items()}
+    rate = {
+        n: 800 / (job.finished_at - job.started_at).total_seconds() for n, (job, _) in runs.items()
+    }
     # Each worker process adds a loop of 16 requests in flight: four workers must clearly beat one.
     assert rate[4] > 1.5 * rate[1], rate

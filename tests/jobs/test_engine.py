@@ -1,4 +1,4 @@
-"""The job engine driven in-process: states, processing, pause/resume/cancel/retry, crash recovery."""
+"""The job engine in-process: states, processing, pause/resume/cancel/retry, crash recovery."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def result_rows(job: Job) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body)))
 
 
-# --- states ------------------------------------------------------------------------------------------
+# --- states --------------------------------------------------------------------------------------
 
 # Sorted: set order differs between processes, and xdist workers must collect the same tests.
 LEGAL = sorted((a, b) for a, targets in states.ALLOWED.items() for b in targets)
@@ -66,7 +66,9 @@ ILLEGAL = [(a, b) for a in JobStatus.values for b in JobStatus.values if b not i
 
 @pytest.mark.parametrize(("current", "target"), LEGAL)
 def test_legal_transition_applies_and_records_an_event(alice, current, target):
-    job = Job.objects.create(owner=alice, processor="template", params={"template": "x"}, status=current)
+    job = Job.objects.create(
+        owner=alice, processor="template", params={"template": "x"}, status=current
+    )
     moved = states.transition(job, target, actor="alice", message="because")
     assert moved.status == target
     assert Job.objects.get(pk=job.pk).status == target
@@ -78,20 +80,29 @@ def test_legal_transition_applies_and_records_an_event(alice, current, target):
 
 @pytest.mark.parametrize(("current", "target"), ILLEGAL)
 def test_illegal_transition_is_refused_and_changes_nothing(alice, current, target):
-    job = Job.objects.create(owner=alice, processor="template", params={"template": "x"}, status=current)
+    job = Job.objects.create(
+        owner=alice, processor="template", params={"template": "x"}, status=current
+    )
     with pytest.raises(states.IllegalTransition):
         states.transition(job, target)
     assert Job.objects.get(pk=job.pk).status == current
     assert not JobEvent.objects.filter(job=job).exists()
 
 
-# --- processing ---------------------------------------------------------------------------------------
+# --- processing ----------------------------------------------------------------------------------
 
 
 def test_template_job_runs_to_completed_with_outputs_in_input_order(alice):
     job = drive(make_job(alice, rows_text(2500), params={"template": "{name}: {text}"}))
     assert job.status == JobStatus.COMPLETED
-    assert job.counts == {"total": 2500, "pending": 0, "running": 0, "succeeded": 2500, "failed": 0, "cancelled": 0}
+    assert job.counts == {
+        "total": 2500,
+        "pending": 0,
+        "running": 0,
+        "succeeded": 2500,
+        "failed": 0,
+        "cancelled": 0,
+    }
     assert job.progress == 1.0 and job.finished_at and job.started_at
     rows = result_rows(job)
     assert [r["name"] for r in rows] == [f"person{i}" for i in range(2500)]
@@ -103,7 +114,8 @@ def test_template_job_runs_to_completed_with_outputs_in_input_order(alice):
 
 
 def test_sentiment_job_labels_rows(alice):
-    job = drive(make_job(alice, "text\nI love this and it is wonderful!\nThis is terrible and I hate it.\nThe sky.\n", processor="sentiment"))
+    text = "text\nI love this and it is wonderful!\nThis is terrible and I hate it.\nThe sky.\n"
+    job = drive(make_job(alice, text, processor="sentiment"))
     rows = result_rows(job)
     assert [r["sentiment_label"] for r in rows] == ["positive", "negative", "neutral"]
     assert float(rows[0]["sentiment_score"]) > 0.5 > -0.5 > float(rows[1]["sentiment_score"])
@@ -214,7 +226,9 @@ def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
         services.resume(job, actor="alice")
 
 
-def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(alice, settings, monkeypatch):
+def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(
+    alice, settings, monkeypatch
+):
     settings.BATCHHUB_CHUNK_ROWS = 1000
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 100)
     monkeypatch.setattr(runner, "CPU_GROUP_MAX", 100)
@@ -229,7 +243,9 @@ def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(ali
     assert job.counts == {"total": 1000, **runner.recount(job)}
 
 
-def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(alice, settings):
+def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(
+    alice, settings
+):
     settings.BATCHHUB_CHUNK_ROWS = 10
     job = make_job(alice, rows_text(10), max_attempts=3)
     services.ingest(job.pk)
@@ -280,7 +296,9 @@ def test_expired_lease_makes_a_chunk_claimable_again(alice):
     assert again is not None and again.pk == chunk.pk and again.claims == 2
 
 
-def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(alice, extra_processors, settings):
+def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(
+    alice, extra_processors, settings
+):
     settings.BATCHHUB_AUTOPAUSE_AFTER = 5
     job = make_job(alice, rows_text(20), processor="throttled", concurrency=1)
     services.ingest(job.pk)
@@ -296,7 +314,9 @@ def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(alice, 
     assert JobEvent.objects.filter(job=job, type="auto_resumed", actor="system").exists()
 
 
-def test_reaper_restarts_a_job_whose_loops_died(alice, settings, django_capture_on_commit_callbacks):
+def test_reaper_restarts_a_job_whose_loops_died(
+    alice, settings, django_capture_on_commit_callbacks
+):
     job = make_job(alice, rows_text(10))
     services.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 5)
@@ -307,7 +327,8 @@ def test_reaper_restarts_a_job_whose_loops_died(alice, settings, django_capture_
 
 
 def test_results_neutralise_formulas_but_not_numbers(alice):
-    job = drive(make_job(alice, "name,n\n=HYPERLINK(\"x\"),-3.5\n@SUM(A1),+7\n", params={"template": "{name}"}))
+    csv_text = "name,n\n=HYPERLINK(\"x\"),-3.5\n@SUM(A1),+7\n"
+    job = drive(make_job(alice, csv_text, params={"template": "{name}"}))
     rows = result_rows(job)
     assert rows[0]["name"] == "'=HYPERLINK(\"x\")" and rows[0]["n"] == "-3.5"
     assert rows[1]["name"] == "'@SUM(A1)" and rows[1]["n"] == "+7"
@@ -322,8 +343,12 @@ def test_results_jsonl_and_status_filter(alice, extra_processors):
     objs = [json.loads(line) for line in lines]
     assert [o["row"] for o in objs] == [8, 18]
     assert objs[0] == {
-        "row": 8, "ref": "8", "status": "failed", "input": {"name": "person7", "text": "I love item 7"},
-        "output": None, "error": "person7 is unlucky",
+        "row": 8,
+        "ref": "8",
+        "status": "failed",
+        "input": {"name": "person7", "text": "I love item 7"},
+        "output": None,
+        "error": "person7 is unlucky",
     }
     whole = json.loads(b"".join(results.stream(job, "json")).decode())
     assert len(whole) == 20 and whole[0]["output"] == {"upper": "PERSON0"}
@@ -333,10 +358,11 @@ def test_counters_stay_consistent_at_every_step(alice, settings):
     settings.BATCHHUB_CHUNK_ROWS = 50
     job = make_job(alice, rows_text(300))
     services.ingest(job.pk)
+    counters = ("pending", "running", "succeeded", "failed", "cancelled")
     while True:
         step = runner.work_once(job.pk)
         job.refresh_from_db()
-        assert sum(job.counts[k] for k in ("pending", "running", "succeeded", "failed", "cancelled")) == 300
+        assert sum(job.counts[k] for k in counters) == 300
         assert job.counts == {"total": 300, **runner.recount(job)}
         if step.action == "stop":
             break

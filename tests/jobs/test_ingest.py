@@ -33,7 +33,9 @@ SPECTRUM_NAMES = [
     "comma_in_quotes", "empty", "empty_crlf", "escaped_quotes", "json", "location_coordinates",
     "newlines", "newlines_crlf", "quotes_and_newlines", "simple", "simple_crlf", "utf8",
 ]  # fmt: skip
-_SPECTRUM_MISSING = f"csv-spectrum not found at {SPECTRUM} (set BATCHHUB_SHARED_DIR to the shared/ folder)"
+_SPECTRUM_MISSING = (
+    f"csv-spectrum not found at {SPECTRUM} (set BATCHHUB_SHARED_DIR to the shared/ folder)"
+)
 if os.environ.get("CI") and not (SPECTRUM / "csvs").is_dir():
     # CI has shared/ beside the clone: missing data there is a broken setup, not a skip.
     raise RuntimeError(_SPECTRUM_MISSING)
@@ -681,7 +683,11 @@ def _copy_text_fields(line: str) -> list[str]:
     out = []
     for f in fields:
         out.append(
-            f.replace("\\\\", "\0").replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r").replace("\0", "\\")
+            f.replace("\\\\", "\0")
+            .replace("\\t", "\t")
+            .replace("\\n", "\n")
+            .replace("\\r", "\r")
+            .replace("\0", "\\")
         )
     return out
 
@@ -690,7 +696,11 @@ def test_copy_writes_one_text_line_per_input_row_escaped_for_copy():
     from jobs.ingest_db import _copy
 
     cursor = _RecordingCursor()
-    rows = [(0, "a", ["x", "é"]), (1, "b\tc", [None, 2]), (2, "3", ['back\\slash "q"', "line\nbreak"])]
+    rows = [
+        (0, "a", ["x", "é"]),
+        (1, "b\tc", [None, 2]),
+        (2, "3", ['back\\slash "q"', "line\nbreak"]),
+    ]
     written = _copy(cursor, "COPY t FROM STDIN", 42, iter(rows))
     assert written == 3 and cursor.sql == "COPY t FROM STDIN"
     lines = cursor.copy_obj.text.split("\n")

@@ -21,7 +21,9 @@ def require_real_services() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("end-to-end tests need PostgreSQL (DATABASE_URL); `make test` starts one")
     if not settings.CELERY_BROKER_URL.startswith("redis"):
-        pytest.skip("end-to-end tests need Redis as broker (CELERY_BROKER_URL); `make test` starts one")
+        pytest.skip(
+            "end-to-end tests need Redis as broker (CELERY_BROKER_URL); `make test` starts one"
+        )
 
 
 def flush_broker() -> None:
@@ -81,7 +83,12 @@ class Worker:
             env.setdefault("BATCHHUB_REAPER_INTERVAL", "1")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=worker_env(**env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.wait_ready()
 
@@ -102,7 +109,9 @@ class Worker:
         """CPU time used so far by the main process and the pool processes alive now."""
         return cpu_seconds([self.proc.pid, *self.children()])
 
-    def wait_for(self, predicate, timeout: float = 600, interval: float = 0.05, message: str = "condition"):
+    def wait_for(
+        self, predicate, timeout: float = 600, interval: float = 0.05, message: str = "condition"
+    ):
         """wait_for, giving up at once (with the log's tail) if the worker dies meanwhile."""
 
         def alive_and(predicate=predicate):

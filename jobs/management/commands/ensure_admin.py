@@ -21,11 +21,15 @@ class Command(BaseCommand):
             password = os.environ.get("BATCHHUB_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             User.objects.create_superuser(username, "", password)
             if os.environ.get("BATCHHUB_ADMIN_PASSWORD"):
-                lines.append(f"Log in as '{username}' with the password in BATCHHUB_ADMIN_PASSWORD.")
+                lines.append(
+                    f"Log in as '{username}' with the password in BATCHHUB_ADMIN_PASSWORD."
+                )
             else:
                 lines.append(f"Log in as '{username}' with password: {password}")
-                lines.append("(shown this once; change it with: .venv/bin/python manage.py changepassword "
-                             f"{username})")
+                lines.append(
+                    "(shown this once; change it with: "
+                    f".venv/bin/python manage.py changepassword {username})"
+                )
         else:
             lines.append(
                 "Log in with an existing account (reset a password with: "

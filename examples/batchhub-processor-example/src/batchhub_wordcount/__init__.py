@@ -17,7 +17,10 @@ _WORD = re.compile(r"\w+(?:['’-]\w+)*")
 class WordCountProcessor(Processor):
     name = "wordcount"
     title = "Word count"
-    description = "Counts the words and characters of a text column, optionally only words of a minimum length."
+    description = (
+        "Counts the words and characters of a text column, optionally only words of a minimum "
+        "length."
+    )
     inputs = ["text"]  # the job's column_map may point this at any column
     outputs = ["words", "characters"]
     params_schema = {
