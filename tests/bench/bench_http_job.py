@@ -172,17 +172,28 @@ def main() -> None:
             worker.stop()
 
 
-def bare_client(url: str, concurrency: int, requests: int) -> tuple[float, float]:
+def bare_client(
+    url: str, concurrency: int, requests: int, kind: str = "processors"
+) -> tuple[float, float]:
     """The yardstick for the engine's own cost: the same requests from `concurrency` threads
-    sharing one pooled httpx client, as the processor makes them, with no engine around them.
+    sharing one pooled client, with no engine around them: the processors' own client
+    (jobs/processors/_httpclient.py), or for comparison an httpx one, which they used before.
     Returns (requests/s, CPU ms per request in this process)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(limits=limits) as client:
-        def one(i: int) -> None:
-            client.get(f"{url}/latency?r=n{i}").raise_for_status()
+    from jobs.processors import _httpclient
 
+    if kind == "httpx":
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        client = httpx.Client(limits=limits)
+    else:
+        client = _httpclient.make_client(concurrency=concurrency, timeout=30)
+
+    def one(i: int) -> None:
+        response = client.request("GET", f"{url}/latency?r=n{i}")
+        assert response.status_code == 200, response.status_code
+
+    with client:
         cpu, began = time.process_time(), time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(one, range(requests)))
@@ -199,19 +210,23 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
     _send_loops(warm)
     worker.wait_for(lambda: terminal(warm.pk), message="the warm-up job")
     for concurrency in (8, 32):
-        bare_rps, bare_cpu_ms = bare_client(server.url, concurrency, min(ROWS, concurrency * 100))
-        emit(
-            bench="http_bare_client",
-            value=round(bare_rps, 1),
-            unit="requests/s",
-            baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}",
-            baseline_value=concurrency / LATENCY,
-            ratio=round(bare_rps / (concurrency / LATENCY), 3),
-            goal="none (what one process of threads with an httpx client reaches on this machine, "
-            "no engine)",
-            concurrency=concurrency,
-            cpu_ms_per_request=round(bare_cpu_ms, 2),
-        )
+        for kind in ("processors", "httpx"):
+            bare_rps, bare_cpu_ms = bare_client(
+                server.url, concurrency, min(ROWS, concurrency * 100), kind
+            )
+            emit(
+                bench="http_bare_client",
+                value=round(bare_rps, 1),
+                unit="requests/s",
+                baseline=f"ideal concurrency/latency = {concurrency}/{LATENCY}",
+                baseline_value=concurrency / LATENCY,
+                ratio=round(bare_rps / (concurrency / LATENCY), 3),
+                goal="none (what one process of threads sharing one client reaches on this "
+                "machine, no engine)",
+                client=kind,
+                concurrency=concurrency,
+                cpu_ms_per_request=round(bare_cpu_ms, 2),
+            )
         job = new_job(user, server.url, ROWS, concurrency)
         server.peak()
         cpu = worker.cpu_seconds()

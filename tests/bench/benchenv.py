@@ -32,6 +32,9 @@ def setup(prefix: str, **env: str) -> Path:
             "BATCHHUB_DATA_DIR": str(tmp),  # nothing is written beside the project
             "CACHE_URL": "locmem",
             "CELERY_BROKER_URL": "memory://",
+            # The stand-ins for outside services listen on loopback, which processors may not
+            # reach unless allowed.
+            "BATCHHUB_PROCESSOR_ALLOW_PRIVATE": "127.0.0.0/8",
             **env,
         }
     )
