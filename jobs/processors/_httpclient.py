@@ -287,7 +287,8 @@ def make_client(
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date
+    (RFC 9110 10.2.3)."""
     if not value:
         return None
     value = value.strip()
@@ -307,7 +308,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def check_response(response: Response, *, service: str) -> None:
-    """Map a non-2xx answer: 429 slows the job down, 5xx is retried, another status fails the row."""
+    """Map a non-2xx answer: 429 slows the job down, 5xx is retried, another status fails
+    the row."""
     status = response.status_code
     if 200 <= status < 300:
         return

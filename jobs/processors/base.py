@@ -35,7 +35,9 @@ class RetryableError(Exception):
     the job. ``retry_after`` is the wait the service asked for, in seconds.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, rate_limited: bool = False):
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
@@ -108,10 +110,13 @@ class Processor:
     inputs: ClassVar[list[str]] = []
     outputs: ClassVar[list[str]] = []
     params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
-    # I/O-bound processors (network calls) run rows concurrently in threads, `concurrency` at a time.
+    # I/O-bound processors (network calls) run rows concurrently in threads,
+    # `concurrency` at a time.
     io_bound: ClassVar[bool] = False
 
-    def __init__(self, params: dict[str, Any] | None = None, *, context: ProcessorContext | None = None):
+    def __init__(
+        self, params: dict[str, Any] | None = None, *, context: ProcessorContext | None = None
+    ):
         self.params = self.validate_params(params or {})
         self.context = context or ProcessorContext()
 
@@ -136,7 +141,10 @@ class Processor:
         errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
         if errors:
             described = [
-                {"param": ".".join(str(p) for p in e.absolute_path) or "(params)", "message": e.message}
+                {
+                    "param": ".".join(str(p) for p in e.absolute_path) or "(params)",
+                    "message": e.message,
+                }
                 for e in errors
             ]
             first = described[0]
@@ -168,7 +176,10 @@ class Processor:
             return RowResult(error=str(exc) or exc.__class__.__name__)
         except RetryableError as exc:
             return RowResult(
-                error=str(exc), retry=True, retry_after=exc.retry_after, rate_limited=exc.rate_limited
+                error=str(exc),
+                retry=True,
+                retry_after=exc.retry_after,
+                rate_limited=exc.rate_limited,
             )
         except Exception as exc:  # a processor bug must fail the row, not the worker loop
             logger.exception("processor %s raised on row %s", self.name, row.index)

@@ -71,7 +71,8 @@ def _urls(text: str) -> list[str]:
     found = []
     for match in _URL.finditer(text):
         url = match.group(0)
-        # Sentence punctuation after a URL is not part of it; a closing bracket is only when it opens in it.
+        # Sentence punctuation after a URL is not part of it; a closing bracket is only when it
+        # opens in it.
         while url and url[-1] in _URL_TRAILING:
             if url[-1] == ")" and url.count("(") >= url.count(")"):
                 break
@@ -98,8 +99,9 @@ class ExtractProcessor(Processor):
                 "title": "What to find",
                 "items": {"enum": KINDS},
                 "uniqueItems": True,
-                "description": "Any of emails, phones, urls; each becomes an output column of the same "
-                "name. Default: all three, unless you give a pattern (then only the pattern).",
+                "description": "Any of emails, phones, urls; each becomes an output column of the "
+                "same name. Default: all three, unless you give a pattern (then only the "
+                "pattern).",
             },
             "pattern": {
                 "type": "string",
@@ -174,8 +176,8 @@ class ExtractProcessor(Processor):
         if pattern:
             if nested_repeat(pattern):
                 raise ParamsError(
-                    "params.pattern: a repeated group that itself ends in a repeat, like (a+)+, can "
-                    "take exponential time; rewrite it without the nested repeat."
+                    "params.pattern: a repeated group that itself ends in a repeat, like (a+)+, "
+                    "can take exponential time; rewrite it without the nested repeat."
                 )
             try:
                 regex.compile(pattern, regex.IGNORECASE if params["ignore_case"] else 0)

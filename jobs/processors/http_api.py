@@ -44,14 +44,16 @@ class HTTPProcessor(Processor):
                 "title": "URL",
                 "minLength": 3,
                 "maxLength": 4000,
-                "description": "URL template, e.g. https://api.example.com/users/{user_id}?q={query}. "
+                "description": "URL template, e.g. "
+                "https://api.example.com/users/{user_id}?q={query}. "
                 "Placeholders are URL-encoded unless url_encode is off.",
             },
             "url_encode": {
                 "type": "boolean",
                 "title": "URL-encode placeholders",
                 "default": True,
-                "description": "Turn off when a column holds a whole URL or path, e.g. url = {link}.",
+                "description": "Turn off when a column holds a whole URL or path, "
+                "e.g. url = {link}.",
             },
             "headers": {
                 "type": "object",
@@ -78,17 +80,18 @@ class HTTPProcessor(Processor):
                         },
                     ]
                 },
-                "description": 'Header name → value template. Keep secrets out of the job: {"$env": '
-                '"NAME"} reads an environment variable on the workers, {"$credential": "name"} '
-                "one of your saved provider credentials (a value of the form 'Bearer …' is up to "
-                "you to store whole).",
+                "description": "Header name → value template. Keep secrets out of the job: "
+                '{"$env": "NAME"} reads an environment variable on the workers, '
+                '{"$credential": "name"} one of your saved provider credentials '
+                "(a value of the form 'Bearer …' is up to you to store whole).",
             },
             "body": {
                 "type": ["object", "array", "null"],
                 "title": "JSON body",
                 "default": None,
-                "description": "A JSON value sent as the request body; its strings are templates. A "
-                'string that is exactly one placeholder keeps the cell\'s type: {"n": "{count}"}.',
+                "description": "A JSON value sent as the request body; its strings are templates. "
+                "A string that is exactly one placeholder keeps the cell's type: "
+                '{"n": "{count}"}.',
             },
             "timeout": {
                 "type": "number",
@@ -124,13 +127,15 @@ class HTTPProcessor(Processor):
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         url = params["url"]
-        # "{link}" (a whole URL from a column) is allowed unencoded; each filled URL is checked per row.
+        # "{link}" (a whole URL from a column) is allowed unencoded; each filled URL is checked
+        # per row.
         whole_url_column = (
             url.startswith("{") and not url.startswith("{{") and not params["url_encode"]
         )
         if not (re.match(r"(?i)^https?://", url) or whole_url_column):
             raise ParamsError(
-                "params.url: must start with http:// or https:// (or be a column such as {link} with url_encode off)."
+                "params.url: must start with http:// or https:// "
+                "(or be a column such as {link} with url_encode off)."
             )
         net.check_template(url, "url")
         for name, value in params["headers"].items():
@@ -204,7 +209,8 @@ class HTTPProcessor(Processor):
                     raise RowError(f"The header {name} would contain a line break.")
                 if not filled.isascii():
                     raise RowError(
-                        f"The header {name} would contain non-ASCII characters; HTTP headers are ASCII."
+                        f"The header {name} would contain non-ASCII characters; "
+                        "HTTP headers are ASCII."
                     )
                 headers[name] = filled
         kwargs: dict[str, Any] = {"headers": headers}
@@ -221,7 +227,8 @@ class HTTPProcessor(Processor):
             data = response.json()
         except (ValueError, json.JSONDecodeError):
             raise RowError(
-                f"{SERVICE} answered {response.status_code} with a body that is not JSON, so no field can be read."
+                f"{SERVICE} answered {response.status_code} with a body that is not JSON, "
+                "so no field can be read."
             ) from None
         return {
             column: net.cell(net.dotted_get(data, path)) for column, path in p["fields"].items()

@@ -35,9 +35,9 @@ class LanguageProcessor(Processor):
     name = "language"
     title = "Language identification"
     description = (
-        "Identifies the language of a text column offline with py3langid (its model ships with the package): the ISO "
-        "639-1 code and a confidence from 0 to 1. Short or mixed texts get low confidence; "
-        "min_confidence turns those into an empty language."
+        "Identifies the language of a text column offline with py3langid (its model ships with "
+        "the package): the ISO 639-1 code and a confidence from 0 to 1. Short or mixed texts "
+        "get low confidence; min_confidence turns those into an empty language."
     )
     inputs = ["text"]
     outputs = ["language", "confidence"]
@@ -51,8 +51,9 @@ class LanguageProcessor(Processor):
                 "uniqueItems": True,
                 "maxItems": 200,
                 "default": [],
-                "description": 'Restrict the answer to these ISO 639-1 codes, e.g. ["en", "fr", '
-                '"de"]; more accurate when you know the candidates. Empty: every language the model knows.',
+                "description": "Restrict the answer to these ISO 639-1 codes, "
+                'e.g. ["en", "fr", "de"]; more accurate when you know the candidates. '
+                "Empty: every language the model knows.",
             },
             "min_confidence": {
                 "type": "number",
@@ -68,7 +69,8 @@ class LanguageProcessor(Processor):
                 "minimum": 10,
                 "maximum": 1_000_000,
                 "default": 10_000,
-                "description": "Only the start of long texts is read (enough to tell the language).",
+                "description": "Only the start of long texts is read "
+                "(enough to tell the language).",
             },
         },
         "additionalProperties": False,

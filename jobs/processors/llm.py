@@ -43,7 +43,8 @@ class LLMProcessor(Processor):
                 "pattern": "^https?://[^\\s@]+$",
                 "maxLength": 500,
                 "default": "https://api.openai.com/v1",
-                "description": "The API's base URL; the processor POSTs to {base_url}/chat/completions. "
+                "description": "The API's base URL; the processor POSTs to "
+                "{base_url}/chat/completions. "
                 "E.g. http://localhost:11434/v1 for Ollama, http://localhost:8000/v1 for vLLM.",
             },
             "model": {
@@ -51,7 +52,8 @@ class LLMProcessor(Processor):
                 "title": "Model",
                 "minLength": 1,
                 "maxLength": 200,
-                "description": "The model name the endpoint expects, e.g. gpt-4o-mini or llama3.1:8b.",
+                "description": "The model name the endpoint expects, "
+                "e.g. gpt-4o-mini or llama3.1:8b.",
             },
             "prompt": {
                 "type": "string",
@@ -80,7 +82,8 @@ class LLMProcessor(Processor):
                 "title": "Max tokens",
                 "minimum": 1,
                 "maximum": 1_000_000,
-                "description": "Upper bound on the answer's tokens; leave empty for the provider's default.",
+                "description": "Upper bound on the answer's tokens; "
+                "leave empty for the provider's default.",
             },
             "timeout": {
                 "type": "number",
@@ -95,8 +98,9 @@ class LLMProcessor(Processor):
                 "title": "Output",
                 "enum": ["text", "json"],
                 "default": "text",
-                "description": "text: the answer goes into one column. json: the answer must be a JSON "
-                "object; its keys (from json_schema) become the output columns.",
+                "description": "text: the answer goes into one column. "
+                "json: the answer must be a JSON object; "
+                "its keys (from json_schema) become the output columns.",
             },
             "output_column": {
                 "type": "string",
@@ -141,8 +145,8 @@ class LLMProcessor(Processor):
                 "type": "string",
                 "title": "API key environment variable",
                 "pattern": ENV_NAME,
-                "description": "Name of an environment variable on the workers holding the API key, "
-                "e.g. OPENAI_API_KEY.",
+                "description": "Name of an environment variable on the workers "
+                "holding the API key, e.g. OPENAI_API_KEY.",
             },
             "credential": {
                 "type": "string",
@@ -242,7 +246,8 @@ class LLMProcessor(Processor):
         messages = []
         system = net.fill(self.system, row.values) if self.system else ""
         if self.schema:
-            # OpenAI refuses json_object mode unless a message mentions JSON; the keys help any model.
+            # OpenAI refuses json_object mode unless a message mentions JSON;
+            # the keys help any model.
             keys = ", ".join(self.schema["properties"])
             system = (
                 system + "\n\n" if system else ""
@@ -278,7 +283,8 @@ class LLMProcessor(Processor):
         if errors:
             where = ".".join(str(p) for p in errors[0].absolute_path)
             raise RowError(
-                f"The model's JSON does not match the schema{' at ' + where if where else ''}: {errors[0].message}"
+                f"The model's JSON does not match the schema{' at ' + where if where else ''}: "
+                f"{errors[0].message}"
             )
         return RowResult.ok(
             {key: net.cell(answer.get(key)) for key in self.schema["properties"]}, usage=usage

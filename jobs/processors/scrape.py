@@ -50,7 +50,8 @@ class ScrapeProcessor(Processor):
                 "minimum": 0.1,
                 "maximum": 300,
                 "default": 15,
-                "description": "For each request (connect, and between bytes read); retried on timeout.",
+                "description": "For each request (connect, and between bytes read); "
+                "retried on timeout.",
             },
             "max_bytes": {
                 "type": "integer",
@@ -74,7 +75,8 @@ class ScrapeProcessor(Processor):
                 "minLength": 1,
                 "maxLength": 300,
                 "default": net.DEFAULT_USER_AGENT,
-                "description": "Sent with every request; say who you are so site owners can reach you.",
+                "description": "Sent with every request; "
+                "say who you are so site owners can reach you.",
             },
             "selectors": {
                 "type": "object",
@@ -83,7 +85,8 @@ class ScrapeProcessor(Processor):
                 "maxProperties": 50,
                 "propertyNames": {"pattern": _COLUMN_NAME},
                 "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 500},
-                "description": 'Output column → CSS selector; the first match\'s text is stored, e.g. {"price": "span.price"}.',
+                "description": "Output column → CSS selector; the first match's text is stored, "
+                'e.g. {"price": "span.price"}.',
             },
             "include_text": {
                 "type": "boolean",

@@ -31,7 +31,8 @@ class SentimentProcessor(Processor):
                 "minimum": 0,
                 "maximum": 1,
                 "default": 0.05,
-                "description": "Scores within ±threshold of 0 are neutral (VADER's authors use 0.05).",
+                "description": "Scores within ±threshold of 0 are neutral "
+                "(VADER's authors use 0.05).",
             }
         },
         "additionalProperties": False,
@@ -45,5 +46,7 @@ class SentimentProcessor(Processor):
             text = str(text)
         score = _analyzer().polarity_scores(text)["compound"]
         threshold = self.params["threshold"]
-        label = "positive" if score >= threshold else "negative" if score <= -threshold else "neutral"
+        label = (
+            "positive" if score >= threshold else "negative" if score <= -threshold else "neutral"
+        )
         return {"sentiment_label": label, "sentiment_score": score}

@@ -26,10 +26,13 @@ def template_fields(template: str) -> list[str]:
             raise ParamsError("params.template: name a column inside braces, e.g. {first_name}.")
         if any(ch in field_name for ch in ".[]"):
             raise ParamsError(
-                f"params.template: {{{field_name}}} uses attribute or index access; only column names are allowed."
+                f"params.template: {{{field_name}}} uses attribute or index access; "
+                "only column names are allowed."
             )
         if conversion or (format_spec and "{" in format_spec):
-            raise ParamsError(f"params.template: {{{field_name}}} uses a conversion or a nested field.")
+            raise ParamsError(
+                f"params.template: {{{field_name}}} uses a conversion or a nested field."
+            )
         if field_name not in names:
             names.append(field_name)
     return names
@@ -51,7 +54,8 @@ class TemplateProcessor(Processor):
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 10000,
-                "description": "Text with {column} placeholders. Double the braces for literal ones: {{ }}.",
+                "description": "Text with {column} placeholders. "
+                "Double the braces for literal ones: {{ }}.",
             },
             "output_column": {
                 "type": "string",

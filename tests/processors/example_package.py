@@ -17,7 +17,8 @@ DIST_NAME = "batchhub-processor-example"
 
 
 def ensure_example_installed() -> None:
-    """pip-install the example (editable, offline) unless it is there, and make this process see it."""
+    """pip-install the example (editable, offline) unless it is there, and make this process
+    see it."""
     try:
         distribution(DIST_NAME)
     except PackageNotFoundError:

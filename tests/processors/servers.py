@@ -245,7 +245,10 @@ class SiteHandler(_Handler):
         elif path == "/bare":
             self.send(200, BARE_PAGE, content_type="text/html")
         elif path == "/latin1":
-            html = '<html lang="de"><head><meta charset="iso-8859-1"><title>Größe</title></head><body><p>Grüße</p></body></html>'
+            html = (
+                '<html lang="de"><head><meta charset="iso-8859-1"><title>Größe</title></head>'
+                "<body><p>Grüße</p></body></html>"
+            )
             self.send(200, html.encode("latin-1"), content_type="text/html")
         elif path.startswith("/hop/"):
             # /hop/N redirects N more times, then lands on /page.
@@ -298,7 +301,7 @@ class SiteHandler(_Handler):
             )
 
 
-# --- a JSON echo API -------------------------------------------------------------------------------
+# --- a JSON echo API ----------------------------------------------------------------------------
 class EchoHandler(_Handler):
     """/echo/… returns what it received; /items a nested document; /status/N answers N;
     /slow sleeps 1 s; /latency sleeps the server's ``latency`` (the benchmark's endpoint)."""

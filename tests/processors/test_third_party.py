@@ -35,7 +35,10 @@ def test_installed_package_appears_in_the_registry_and_processes_rows():
 
 def test_a_fresh_interpreter_lists_it_through_the_entry_point():
     ensure_example_installed()
-    code = "import json; from jobs.processors.base import all_processors; print(json.dumps([c.name for c in all_processors()]))"
+    code = (
+        "import json; from jobs.processors.base import all_processors; "
+        "print(json.dumps([c.name for c in all_processors()]))"
+    )
     names = json.loads(
         subprocess.run(
             [sys.executable, "-c", code],
