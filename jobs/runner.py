@@ -54,6 +54,7 @@ TASK_SECONDS = 2.0
 SAMPLE_EVERY = 1.0  # seconds between throughput samples
 MAX_SAMPLES = 240
 IO_THREADS_PER_LOOP = 16
+IO_CHUNK_ROWS_PER_THREAD = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,10 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
         loops = math.ceil(concurrency / IO_THREADS_PER_LOOP)
         threads = concurrency // loops
         loops = concurrency // threads  # every loop gets `threads`; none exceeds the total
-        chunk_rows = max(50, threads * 20)
+        # 60 rows a thread: at the end of a chunk its last rows drain and the next one is
+        # claimed (~35 ms measured at 16 threads); with 20 a thread that cost 2% of an http job's
+        # throughput at C = 32.
+        chunk_rows = max(50, threads * IO_CHUNK_ROWS_PER_THREAD)
     else:
         loops, threads = concurrency, 1
         chunk_rows = settings.BATCHHUB_CHUNK_ROWS
@@ -83,10 +87,32 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
     return Plan(loops=loops, threads=threads, chunk_rows=chunk_rows)
 
 
-def make_chunks(job: Job, chunk_rows: int) -> int:
+def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int, int]]:
+    """(start, end) of each chunk: full chunks, then smaller ones toward the end of the job.
+
+    Loops claim chunks in order, so with equal chunks the last one can keep one loop busy for a
+    whole chunk's time while the others have nothing left (an http job's last 960 rows at 16
+    threads: 3 s at half its concurrency). As in guided scheduling, once fewer than two rounds of
+    full chunks are left, each chunk is a 2 x loops-th of what remains, down to a 16th of a
+    full chunk: the loops run out of work within about one small chunk of each other.
+    """
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    smallest = max(1, chunk_rows // 16)
+    while start < total:
+        remaining = total - start
+        size = chunk_rows
+        if loops > 1 and remaining < 2 * loops * chunk_rows:
+            size = max(smallest, min(chunk_rows, math.ceil(remaining / (2 * loops))))
+        bounds.append((start, min(start + size, total)))
+        start += size
+    return bounds
+
+
+def make_chunks(job: Job, plan: Plan) -> int:
     chunks = [
-        Chunk(job=job, seq=seq, start=start, end=min(start + chunk_rows, job.total))
-        for seq, start in enumerate(range(0, job.total, chunk_rows))
+        Chunk(job=job, seq=seq, start=start, end=end)
+        for seq, (start, end) in enumerate(chunk_bounds(job.total, plan.chunk_rows, plan.loops))
     ]
     Chunk.objects.bulk_create(chunks, batch_size=1000)
     return len(chunks)

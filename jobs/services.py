@@ -365,7 +365,7 @@ def ingest(job_pk: int) -> None:
             job.delimiter = info.delimiter or ""
             job.input_format = info.format
             job.save()
-            runner.make_chunks(job, runner.plan_for(job).chunk_rows)
+            runner.make_chunks(job, runner.plan_for(job))
             if connection.vendor == "postgresql":
                 # Fresh statistics for the rows just loaded, so the workers' queries get
                 # index plans from their first chunk (autovacuum would catch up only later).

@@ -172,6 +172,13 @@ def main() -> None:
             worker.stop()
 
 
+def steady_rate(ends: list[float]) -> float:
+    """Answers per second between the 10th and the 90th percentile of their times."""
+    ends = sorted(ends)
+    lo, hi = len(ends) // 10, len(ends) * 9 // 10
+    return (hi - lo) / (ends[hi] - ends[lo])
+
+
 def bare_client(
     url: str, concurrency: int, requests: int, kind: str = "processors"
 ) -> tuple[float, float]:
@@ -230,7 +237,7 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
         job = new_job(user, server.url, ROWS, concurrency)
         server.peak()
         cpu = worker.cpu_seconds()
-        began = time.perf_counter()
+        began, wall_began = time.perf_counter(), time.time()
         _send_loops(job)
         job = worker.wait_for(lambda pk=job.pk: terminal(pk), interval=0.01, message="the job")
         elapsed = time.perf_counter() - began
@@ -240,6 +247,8 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
             job.succeeded,
         )
         ideal = concurrency / LATENCY
+        ends = sorted(t for t in server.ends() if t >= wall_began)
+        steady = steady_rate(ends)
         emit(
             bench="http_job_throughput",
             value=round(ROWS / elapsed, 1),
@@ -254,6 +263,15 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
             worker_processes=2,
             peak_in_flight_at_server=server.peak(),
             worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2),
+            # Between the 10th and the 90th percentile of the answers: without the job's start
+            # (tasks picked up, processor built, first chunks claimed) and its end (the last
+            # rows, finalizing), which weigh more the smaller the job.
+            steady_rows_per_s=round(steady, 1),
+            steady_ratio=round(steady / ideal, 3),
+            # Where the rest goes: from sending the loops to the first answer (one latency of
+            # it is the request itself), and from the last answer to the job being completed.
+            first_answer_s=round(ends[0] - wall_began, 3),
+            completed_after_last_answer_s=round(wall_began + elapsed - ends[-1], 3),
         )
 
     latencies = []

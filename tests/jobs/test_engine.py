@@ -367,3 +367,28 @@ def test_counters_stay_consistent_at_every_step(alice, settings):
         if step.action == "stop":
             break
     assert job.status == JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("total", "chunk_rows", "loops"),
+    [
+        (10_000, 960, 2),
+        (1_000_000, 5000, 2),
+        (1000, 100, 1),
+        (7, 5, 3),
+        (0, 10, 2),
+        (12_345, 480, 4),
+    ],
+)
+def test_chunks_cover_every_row_once_and_shrink_toward_the_end(total, chunk_rows, loops):
+    bounds = runner.chunk_bounds(total, chunk_rows, loops)
+    assert [i for start, end in bounds for i in range(start, end)] == list(range(total))
+    sizes = [end - start for start, end in bounds]
+    assert all(0 < size <= chunk_rows for size in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # never growing again
+    if loops == 1:
+        assert set(sizes[:-1]) <= {chunk_rows}  # one loop: nothing to balance, full chunks
+    elif total >= 4 * loops * chunk_rows:
+        # The last chunks are small: the loops finish within about one small chunk of each other.
+        assert max(sizes[-loops:]) <= max(1, chunk_rows // 16)
+        assert sizes[0] == chunk_rows
