@@ -9,8 +9,8 @@ Each kind of request has its own policy (`WEBHOOKS`, `PROCESSORS`): the setting 
 operator allow some or all private networks (an internal API is a common processor target), and
 how a refusal reads. The same rules are applied in two layers:
 - `validate_webhook_url()` when a job is created, so a bad URL is a 400 at once;
-- `open_socket()` at every connection (`GuardedTransport` for webhooks, the processors' urllib3
-  connections), which resolves the host once, checks every address and connects to the checked
+- `open_socket()` at every connection (jobs/outbound.py's client, for webhooks and processors),
+  which resolves the host once, checks every address and connects to the checked
   address itself. Checking a name and then letting the HTTP client resolve it again would leave a
   window for DNS rebinding (public answer for the check, 127.0.0.1 for the connection); here the
   address checked is the address connected to. Redirects open new connections, so they are
@@ -22,15 +22,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-import ssl
 import typing
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from httpcore._backends.sync import SyncStream  # the stream type SyncBackend returns
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -256,62 +252,3 @@ def validate_webhook_url(url: str) -> None:
     except UnresolvableHost as exc:
         raise UnsafeURL(str(exc), code="unresolvable") from None
     check_addresses(host, infos)
-
-
-class _GuardedBackend(httpcore.SyncBackend):
-    """Resolves, checks and connects in one place, so the checked address is the one used.
-
-    httpcore asks the backend for a TCP stream to (host, port) and then does TLS itself with the
-    request's host as SNI and certificate name; only the socket's peer changes here, so Host, SNI
-    and certificate verification all still use the name from the URL.
-    """
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        try:
-            sock = open_socket(host, port, timeout, WEBHOOKS, socket_options)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except (UnsafeURL, UnresolvableHost):
-            raise
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return SyncStream(sock)
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes tens of milliseconds: once per process, not once per delivery.
-    return httpx.create_ssl_context(verify=True, trust_env=False)
-
-
-class GuardedTransport(httpx.HTTPTransport):
-    """httpx transport whose connections only ever reach allowed addresses.
-
-    httpx has no public hook for the network backend, so this builds the connection pool that
-    HTTPTransport.__init__ would (it sets nothing else), with our backend in it. No proxy: a proxy
-    would move the connection, and so the check, to the proxy instead of the receiver.
-    """
-
-    def __init__(self) -> None:  # noqa: B027 — deliberately not calling HTTPTransport.__init__
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(),
-            max_connections=10,
-            max_keepalive_connections=0,  # one delivery per client: nothing to keep alive
-            network_backend=_GuardedBackend(),
-        )
-
-
-def guarded_client(timeout: float) -> httpx.Client:
-    return httpx.Client(
-        transport=GuardedTransport(),
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,  # a redirect could point anywhere, including inside
-        trust_env=False,
-    )

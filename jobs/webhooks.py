@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import TimeoutError as UrllibTimeout
 
-from . import results, ssrf
+from . import outbound, results, ssrf
 from .ids import new_id
 from .models import TERMINAL, Job, JobEvent, UserSettings
 
@@ -154,28 +155,36 @@ class Attempt:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> None:
-    client = ssrf.guarded_client(
-        settings.BATCHHUB_WEBHOOK_TIMEOUT
-    )  # set-up is not the receiver's time
+    # One delivery, one connection: nothing to keep alive. Set-up is not the receiver's time.
+    client = outbound.Client(
+        policy=ssrf.WEBHOOKS,
+        concurrency=1,
+        timeout=settings.BATCHHUB_WEBHOOK_TIMEOUT,
+        keep_alive=False,
+    )
     started = time.monotonic()
     try:
-        with client, client.stream("POST", url, content=body, headers=headers) as response:
+        with client, client.stream("POST", url, body=body, headers=headers) as response:
             attempt.status_code = response.status_code
             # Only the start of the answer: a receiver could stream forever.
             chunk = next(response.iter_bytes(EXCERPT_BYTES), b"")
             attempt.excerpt = chunk[:EXCERPT_BYTES].decode("utf-8", "replace")
-    except ssrf.UnsafeURL as exc:
-        attempt.error = exc.messages[0]
-        attempt.retry = False  # the address will not become public by waiting
-    except ssrf.UnresolvableHost as exc:
-        attempt.error = str(exc)
-        attempt.retry = True
-    except httpx.TimeoutException:
-        attempt.error = f"timed out ({settings.BATCHHUB_WEBHOOK_TIMEOUT:g} s)"
-        attempt.retry = True
-    except httpx.HTTPError as exc:
-        attempt.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        attempt.retry = True
+    except HTTPError as exc:
+        reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
+        if isinstance(reason, outbound.UnsafeAddress):
+            attempt.error = reason.text
+            attempt.retry = False  # the address will not become public by waiting
+        elif isinstance(reason, outbound.Unresolvable):
+            attempt.error = reason.text
+            attempt.retry = True
+        elif isinstance(reason, UrllibTimeout) and not isinstance(reason, NewConnectionError):
+            attempt.error = f"timed out ({settings.BATCHHUB_WEBHOOK_TIMEOUT:g} s)"
+            attempt.retry = True
+        else:
+            attempt.error = (
+                f"connection failed ({type(reason).__name__}: {outbound.error_text(reason)})"
+            )
+            attempt.retry = True
     finally:
         attempt.duration_ms = round((time.monotonic() - started) * 1000)
 

@@ -1,37 +1,22 @@
 """What the network processors (llm, http, scrape) share: one pooled HTTP client per processor
-instance, the mapping of HTTP answers and transport failures onto row errors and retries,
-Retry-After parsing, dotted paths into JSON and column templates.
-
-The client is urllib3 behind a small surface of its own (request, post, stream). At C = 32 rows
-in flight the client's own CPU is what limits an I/O-bound job on a small machine: httpx spends
-about twice urllib3's CPU per request (its request and response models, h11 in pure Python), and
-an httpx client over a urllib3 transport keeps most of that. Every connection is opened through
-jobs/ssrf.py, so rows cannot make a worker reach the operator's private network.
+instance (jobs/outbound.py, under the processors' SSRF policy), the mapping of HTTP answers and
+transport failures onto row errors and retries, Retry-After parsing, dotted paths into JSON and
+column templates.
 """
 
 from __future__ import annotations
 
-import codecs
-import functools
 import json
-import logging
 import math
 import os
-import re
-import socket
-import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
-    ConnectTimeoutError,
     DecodeError,
     HTTPError,
     LocationValueError,
@@ -40,233 +25,17 @@ from urllib3.exceptions import (
     ResponseError,
 )
 from urllib3.exceptions import TimeoutError as UrllibTimeout
-from urllib3.util import make_headers
 
-from jobs import ssrf
+from jobs import outbound, ssrf
 
 from .base import ParamsError, RetryableError, RowError
 from .template import template_fields
 
-# urllib3 logs every redirect at INFO, with URLs whose query strings may carry tokens. Quiet it
-# unless the operator configured that logger explicitly.
-if logging.getLogger("urllib3").level == logging.NOTSET:
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
+DEFAULT_USER_AGENT = outbound.DEFAULT_USER_AGENT
 # A service asking for more than a day is treated as a day: the job pauses, it does not vanish.
 MAX_RETRY_AFTER = 86_400.0
-_CONNECTION_PREFIX = re.compile(r"^\w+\(host=.*?, port=\d+\): ")
-# What is decoded: gzip and deflate always, brotli and zstd when their packages are installed.
-_ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
-
-
-class UnsafeAddress(NewConnectionError):
-    """The host is (or resolves to) an address the processors may not reach."""
-
-
-class _GuardedConnection(HTTPConnection):
-    """Connects only to addresses jobs/ssrf.py allows, and to the very address it checked.
-
-    urllib3 then speaks HTTP (and, below, TLS with the URL's host name for SNI and the
-    certificate) over this socket, so only the socket's peer is decided here.
-    """
-
-    def _new_conn(self) -> socket.socket:
-        timeout = self.timeout if isinstance(self.timeout, int | float) else None
-        try:
-            return ssrf.open_socket(
-                self._dns_host, self.port, timeout, ssrf.PROCESSORS, self.socket_options
-            )
-        except ssrf.UnsafeURL as exc:
-            raise UnsafeAddress(self, exc.messages[0]) from None
-        except ssrf.UnresolvableHost as exc:
-            raise NewConnectionError(self, str(exc)) from None
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
-
-
-class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
-    pass
-
-
-class _GuardedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedConnection
-
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context per process, shared by every client.
-
-    Loading the CA bundle costs tens of milliseconds of CPU, and processors make a client per
-    worker task. A context is safe to share between clients and threads.
-    """
-    return ssl.create_default_context()
-
-
-class Response:
-    """What the processors read of an answer: status, headers, final URL and the body."""
-
-    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, *, streamed: bool):
-        self._raw = raw
-        self._streamed = streamed
-        self.status_code: int = raw.status
-        self.reason_phrase: str = raw.reason or ""
-        self.headers = raw.headers  # case-insensitive
-        self.url: str = _final_url(url, raw.retries)
-
-    @property
-    def content(self) -> bytes:
-        return self._raw.data
-
-    @property
-    def charset_encoding(self) -> str | None:
-        """The charset the Content-Type names, if Python knows it."""
-        for part in self.headers.get("Content-Type", "").split(";")[1:]:
-            name, _, value = part.partition("=")
-            if name.strip().lower() == "charset":
-                value = value.strip().strip("\"'")
-                try:
-                    return codecs.lookup(value).name
-                except LookupError:
-                    return None
-        return None
-
-    @property
-    def text(self) -> str:
-        if self._streamed:
-            return ""  # never read a streamed body whole just to quote it
-        return self.content.decode(self.charset_encoding or "utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    def iter_bytes(self, chunk_size: int = 65_536) -> Iterator[bytes]:
-        """The body, decompressed, piece by piece (streamed answers)."""
-        yield from self._raw.stream(chunk_size, decode_content=True)
-
-    def close(self) -> None:
-        if self._streamed:
-            # The body may be unread (a page too large, a wrong type): close the connection
-            # rather than read the rest to keep it.
-            self._raw.close()
-            self._raw.release_conn()
-
-
-def _final_url(url: str, retries: urllib3.Retry | None) -> str:
-    """The URL the answer came from: the request's, moved by each redirect followed."""
-    for step in retries.history if retries else ():
-        if step.redirect_location:
-            url = urljoin(url, step.redirect_location)
-    return url
-
-
-class Client:
-    """A thread-safe client whose pools hold as many connections as rows run at once.
-
-    The engine calls ``run_one`` from ``concurrency`` threads; one shared client reuses
-    keep-alive connections between rows instead of a TCP (and TLS) handshake per row.
-    """
-
-    def __init__(
-        self,
-        *,
-        concurrency: int,
-        timeout: float,
-        follow_redirects: bool = False,
-        max_redirects: int = 20,
-        headers: Mapping[str, str] | None = None,
-    ):
-        size = max(1, int(concurrency))
-        self.headers = {
-            "User-Agent": DEFAULT_USER_AGENT,
-            "Accept": "*/*",
-            "Accept-Encoding": _ACCEPT_ENCODING,
-            **(headers or {}),
-        }
-        # No retries here (the engine retries rows, with backoff); redirects only if asked for.
-        # Authorization and cookies are dropped when a redirect leaves the host (urllib3's default).
-        self._retries = urllib3.Retry(
-            total=None,
-            connect=0,
-            read=0,
-            status=0,
-            other=0,
-            redirect=max_redirects if follow_redirects else 0,
-            raise_on_redirect=follow_redirects,
-            raise_on_status=False,
-        )
-        self._follow = follow_redirects
-        # No proxy and no netrc: urllib3 reads neither from the environment.
-        self._pool = urllib3.PoolManager(
-            num_pools=max(10, size),
-            maxsize=size,
-            block=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            ssl_context=_tls_context(),
-        )
-        # urllib3's documented way for a PoolManager to use other pool classes.
-        self._pool.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None,
-        json_body: Any,
-        stream: bool,
-    ) -> Response:
-        merged = {**self.headers, **(headers or {})}
-        body = None
-        if json_body is not None:
-            try:
-                body = json.dumps(
-                    json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                ).encode()
-            except ValueError as exc:  # NaN or infinity has no JSON spelling
-                raise RowError(f"The body cannot be sent as JSON: {exc}") from None
-            merged["Content-Type"] = "application/json"
-        raw = self._pool.request(
-            method,
-            url,
-            body=body,
-            headers=merged,
-            retries=self._retries,
-            redirect=self._follow,
-            preload_content=not stream,
-        )
-        return Response(raw, url, streamed=stream)
-
-    def request(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None
-    ) -> Response:
-        return self._send(method, url, headers=headers, json_body=json, stream=False)
-
-    def post(self, url: str, *, json: Any = None) -> Response:
-        return self._send("POST", url, headers=None, json_body=json, stream=False)
-
-    @contextmanager
-    def stream(self, method: str, url: str) -> Iterator[Response]:
-        response = self._send(method, url, headers=None, json_body=None, stream=True)
-        try:
-            yield response
-        finally:
-            response.close()
-
-    def close(self) -> None:
-        self._pool.clear()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+Client = outbound.Client
+Response = outbound.Response
 
 
 def make_client(
@@ -277,7 +46,9 @@ def make_client(
     max_redirects: int = 20,
     headers: Mapping[str, str] | None = None,
 ) -> Client:
+    """A processor's client: public addresses only, unless BATCHHUB_PROCESSOR_ALLOW_PRIVATE."""
     return Client(
+        policy=ssrf.PROCESSORS,
         concurrency=concurrency,
         timeout=timeout,
         follow_redirects=follow_redirects,
@@ -344,11 +115,13 @@ def transport_errors(service: str) -> Iterator[None]:
     """Turn the client's failures into the engine's vocabulary.
 
     Timeouts and dropped connections are the other side's trouble and may pass: retry. A URL
-    that cannot be requested at all, a private address, or a redirect loop will fail the same way
-    every time: row error.
+    that cannot be requested at all, a private address, a body that cannot be sent, or a redirect
+    loop will fail the same way every time: row error.
     """
     try:
         yield
+    except outbound.BodyError as exc:
+        raise RowError(str(exc)) from None
     except HTTPError as exc:
         raise _mapped(exc, service) from None
 
@@ -360,8 +133,10 @@ def _mapped(exc: HTTPError, service: str) -> Exception:
         if exc.reason is not None:
             exc = exc.reason
     name = exc.__class__.__name__
-    if isinstance(exc, UnsafeAddress):
-        return RowError(f"{service}: {_message(exc)}")
+    if isinstance(exc, outbound.UnsafeAddress):
+        return RowError(f"{service}: {exc.text}")
+    if isinstance(exc, outbound.Unresolvable):
+        return RetryableError(f"{service}: {exc.text}")
     # urllib3's NewConnectionError is a ConnectTimeoutError (for history's sake): a refused
     # connection is not a timeout.
     if isinstance(exc, UrllibTimeout) and not isinstance(exc, NewConnectionError):
@@ -369,13 +144,8 @@ def _mapped(exc: HTTPError, service: str) -> Exception:
     if isinstance(exc, LocationValueError):  # no host, a bad port, an unknown scheme
         return RowError(f"{service}: the URL cannot be requested ({exc})")
     if isinstance(exc, DecodeError):
-        return RowError(f"{service}: the answer could not be decoded ({_message(exc)})")
-    return RetryableError(f"{service}: connection failed ({name}: {_message(exc)})")
-
-
-def _message(exc: HTTPError) -> str:
-    # urllib3 starts a connection's errors with the connection: "HTTPConnection(host=…, port=…): ".
-    return _CONNECTION_PREFIX.sub("", str(exc), count=1)
+        return RowError(f"{service}: the answer could not be decoded ({outbound.error_text(exc)})")
+    return RetryableError(f"{service}: connection failed ({name}: {outbound.error_text(exc)})")
 
 
 def env_value(name: str, *, what: str) -> str:

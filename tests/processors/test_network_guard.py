@@ -187,7 +187,7 @@ def tls_site(tmp_path, monkeypatch, fake_dns, settings):
     """SiteHandler over HTTPS as "site.test" (resolving to 127.0.0.1), trusted by the client."""
     import ssl
 
-    from jobs.processors import _httpclient
+    from jobs import outbound
 
     from .servers import LocalServer, SiteHandler
 
@@ -195,7 +195,7 @@ def tls_site(tmp_path, monkeypatch, fake_dns, settings):
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     client_context = ssl.create_default_context(cafile=str(ca))
-    monkeypatch.setattr(_httpclient, "_tls_context", lambda: client_context)
+    monkeypatch.setattr(outbound, "_tls_context", lambda: client_context)
     fake_dns["site.test"] = ["127.0.0.1"]
     fake_dns["other.test"] = ["127.0.0.1"]
     settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.1/32"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured, ValidationError
+from urllib3.exceptions import MaxRetryError
 
 from batchhub.api import APIError
-from jobs import services, ssrf, webhooks
+from jobs import outbound, services, ssrf, webhooks
 from jobs.models import Job, JobEvent
 
 REFUSED = [
@@ -166,13 +166,17 @@ def test_dns_rebinding_is_caught_at_the_connection(receiver, make_job, fake_dns)
     assert not attempt.retry
 
 
+def _client() -> outbound.Client:
+    return outbound.Client(policy=ssrf.WEBHOOKS, concurrency=1, timeout=2.0, keep_alive=False)
+
+
 def test_transport_connects_to_the_checked_address_with_the_original_host(
     receiver, fake_dns, settings
 ):
     settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = "127.0.0.0/8"
     fake_dns["receiver.test"] = ["127.0.0.1"]
-    with ssrf.guarded_client(2.0) as client:
-        response = client.post(f"http://receiver.test:{receiver.port}/hook", content=b"{}")
+    with _client() as client:
+        response = client.request("POST", f"http://receiver.test:{receiver.port}/hook")
     assert response.status_code == 200
     assert receiver.requests[0].headers["host"] == f"receiver.test:{receiver.port}"
 
@@ -182,10 +186,25 @@ def test_transport_refuses_loopback_names_and_ignores_proxy_settings(
 ):
     # A proxy from the environment would take the connection (and the check) elsewhere.
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{receiver.port}")
     fake_dns["receiver.test"] = ["127.0.0.1"]
-    with ssrf.guarded_client(2.0) as client, pytest.raises(ssrf.UnsafeURL):
-        client.post(f"http://receiver.test:{receiver.port}/hook", content=b"{}")
-    with ssrf.guarded_client(2.0) as client, pytest.raises(ssrf.UnsafeURL):
-        client.post(f"http://127.0.0.1:{receiver.port}/", content=b"{}")
+    for url in (f"http://receiver.test:{receiver.port}/hook", f"http://127.0.0.1:{receiver.port}/"):
+        with _client() as client, pytest.raises(MaxRetryError) as info:
+            client.request("POST", url)
+        assert isinstance(info.value.reason, outbound.UnsafeAddress)
+        assert "is loopback" in info.value.reason.text
     assert receiver.requests == []
-    assert isinstance(ssrf.guarded_client(1.0)._transport, httpx.HTTPTransport)
+
+
+def test_the_policies_are_apart(receiver, settings):
+    # Allowing private receivers for webhooks does not let processors in, nor the reverse.
+    settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = "127.0.0.0/8"
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = ""
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    with _client() as client:
+        assert client.request("POST", url).status_code == 200
+    processors = outbound.Client(policy=ssrf.PROCESSORS, concurrency=1, timeout=2.0)
+    with processors, pytest.raises(MaxRetryError) as info:
+        processors.request("POST", url)
+    assert "BATCHHUB_PROCESSOR_ALLOW_PRIVATE" in info.value.reason.text
+    assert len(receiver.requests) == 1

@@ -1,0 +1,288 @@
+"""HTTP out of the workers: a pooled urllib3 client whose every connection obeys an SSRF policy.
+
+The network processors (jobs/processors/_httpclient.py) and webhook deliveries (jobs/webhooks.py)
+both call URLs that users typed, from inside the operator's network. Each connection this client
+opens goes through jobs/ssrf.py's `open_socket` under the caller's policy: the host is resolved
+once, every address checked, and the socket connects to the address checked (no DNS rebinding);
+redirects open new connections, so they are checked too. urllib3 then speaks HTTP, and TLS with
+the URL's host name for SNI and the certificate, over that socket.
+
+Why urllib3: at 32 rows in flight the client's own CPU is what limits an I/O-bound job on a small
+machine, and httpx spends about twice urllib3's CPU per request (its request and response
+models, h11 in pure Python); an httpx client over a urllib3 transport keeps most of that. And
+urllib3's connection class is meant to be subclassed, where httpx needs its private network
+backend for the same check. No proxy and no netrc: urllib3 reads neither from the environment,
+and a proxy would move the connection, and so the check, elsewhere.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import json
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urljoin
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util import make_headers
+
+from . import ssrf
+
+# urllib3 logs every redirect at INFO, with URLs whose query strings may carry tokens. Quiet it
+# unless the operator configured that logger explicitly.
+if logging.getLogger("urllib3").level == logging.NOTSET:
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
+# What is decoded: gzip and deflate always, brotli and zstd when their packages are installed.
+_ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
+
+
+_CONNECTION_PREFIX = re.compile(r"^\w+\(host=.*?, port=\d+\): ")
+
+
+def error_text(exc: Exception) -> str:
+    """An error's message without urllib3's "HTTPConnection(host=…, port=…): " in front."""
+    return _CONNECTION_PREFIX.sub("", str(exc), count=1)
+
+
+class UnsafeAddress(NewConnectionError):
+    """The host is (or resolves to) an address the policy refuses; `text` says so to a user."""
+
+    def __init__(self, conn: HTTPConnection, text: str):
+        super().__init__(conn, text)
+        self.text = text
+
+
+class Unresolvable(NewConnectionError):
+    """DNS gave no answer (maybe for now); `text` says so to a user."""
+
+    def __init__(self, conn: HTTPConnection, text: str):
+        super().__init__(conn, text)
+        self.text = text
+
+
+class BodyError(ValueError):
+    """The JSON body cannot be encoded (NaN or infinity has no JSON spelling)."""
+
+
+class _GuardedConnection(HTTPConnection):
+    policy: ssrf.Policy  # set on the per-policy subclasses made by _pool_classes
+
+    def _new_conn(self) -> socket.socket:
+        timeout = self.timeout if isinstance(self.timeout, int | float) else None
+        try:
+            return ssrf.open_socket(
+                self._dns_host, self.port, timeout, self.policy, self.socket_options
+            )
+        except ssrf.UnsafeURL as exc:
+            raise UnsafeAddress(self, exc.messages[0]) from None
+        except ssrf.UnresolvableHost as exc:
+            raise Unresolvable(self, str(exc)) from None
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+
+
+@functools.cache
+def _pool_classes(policy: ssrf.Policy) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 pool classes whose connections obey `policy`, for http and https."""
+    plain = type("GuardedConnection", (_GuardedConnection,), {"policy": policy})
+    tls = type("GuardedHTTPSConnection", (plain, HTTPSConnection), {})
+    return {
+        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
+        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
+    }
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by every client.
+
+    Loading the CA bundle costs tens of milliseconds of CPU, and processors make a client per
+    worker task. A context is safe to share between clients and threads.
+    """
+    return ssl.create_default_context()
+
+
+class Response:
+    """What the processors read of an answer: status, headers, final URL and the body."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, *, streamed: bool):
+        self._raw = raw
+        self._streamed = streamed
+        self.status_code: int = raw.status
+        self.reason_phrase: str = raw.reason or ""
+        self.headers = raw.headers  # case-insensitive
+        self.url: str = _final_url(url, raw.retries)
+
+    @property
+    def content(self) -> bytes:
+        return self._raw.data
+
+    @property
+    def charset_encoding(self) -> str | None:
+        """The charset the Content-Type names, if Python knows it."""
+        for part in self.headers.get("Content-Type", "").split(";")[1:]:
+            name, _, value = part.partition("=")
+            if name.strip().lower() == "charset":
+                value = value.strip().strip("\"'")
+                try:
+                    return codecs.lookup(value).name
+                except LookupError:
+                    return None
+        return None
+
+    @property
+    def text(self) -> str:
+        if self._streamed:
+            return ""  # never read a streamed body whole just to quote it
+        return self.content.decode(self.charset_encoding or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def iter_bytes(self, chunk_size: int = 65_536) -> Iterator[bytes]:
+        """The body, decompressed, piece by piece (streamed answers)."""
+        yield from self._raw.stream(chunk_size, decode_content=True)
+
+    def close(self) -> None:
+        if self._streamed:
+            # The body may be unread (a page too large, a wrong type): close the connection
+            # rather than read the rest to keep it.
+            self._raw.close()
+            self._raw.release_conn()
+
+
+def _final_url(url: str, retries: urllib3.Retry | None) -> str:
+    """The URL the answer came from: the request's, moved by each redirect followed."""
+    for step in retries.history if retries else ():
+        if step.redirect_location:
+            url = urljoin(url, step.redirect_location)
+    return url
+
+
+class Client:
+    """A thread-safe client whose pools hold `concurrency` connections per host.
+
+    The engine calls a processor's ``run_one`` from ``concurrency`` threads; one shared client
+    reuses keep-alive connections between rows instead of a TCP (and TLS) handshake per row.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: ssrf.Policy,
+        concurrency: int,
+        timeout: float,
+        follow_redirects: bool = False,
+        max_redirects: int = 20,
+        headers: Mapping[str, str] | None = None,
+        keep_alive: bool = True,
+    ):
+        size = max(1, int(concurrency))
+        self.headers = {
+            "User-Agent": DEFAULT_USER_AGENT,
+            "Accept": "*/*",
+            "Accept-Encoding": _ACCEPT_ENCODING,
+            **(headers or {}),
+        }
+        # No retries here (callers retry with backoff); redirects only if asked for.
+        # Authorization and cookies are dropped when a redirect leaves the host (urllib3's default).
+        self._retries = urllib3.Retry(
+            total=None,
+            connect=0,
+            read=0,
+            status=0,
+            other=0,
+            redirect=max_redirects if follow_redirects else 0,
+            raise_on_redirect=follow_redirects,
+            raise_on_status=False,
+        )
+        self._follow = follow_redirects
+        self._pool = urllib3.PoolManager(
+            num_pools=max(10, size),
+            maxsize=size if keep_alive else 0,
+            block=False,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            ssl_context=_tls_context(),
+        )
+        # urllib3's documented way for a PoolManager to use other pool classes.
+        self._pool.pool_classes_by_scheme = _pool_classes(policy)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None,
+        json_body: Any,
+        stream: bool,
+        body: bytes | None = None,
+    ) -> Response:
+        merged = {**self.headers, **(headers or {})}
+        if json_body is not None:
+            try:
+                body = json.dumps(
+                    json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode()
+            except ValueError as exc:
+                raise BodyError(f"The body cannot be sent as JSON: {exc}") from None
+            merged["Content-Type"] = "application/json"
+        raw = self._pool.request(
+            method,
+            url,
+            body=body,
+            headers=merged,
+            retries=self._retries,
+            redirect=self._follow,
+            preload_content=not stream,
+        )
+        return Response(raw, url, streamed=stream)
+
+    def request(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None
+    ) -> Response:
+        return self._send(method, url, headers=headers, json_body=json, stream=False)
+
+    def post(self, url: str, *, json: Any = None) -> Response:
+        return self._send("POST", url, headers=None, json_body=json, stream=False)
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Iterator[Response]:
+        """The answer with its body unread: read it with iter_bytes(), as much as wanted."""
+        response = self._send(
+            method, url, headers=headers, json_body=None, stream=True, body=body
+        )
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
