@@ -18,7 +18,7 @@ from django.db import connections, router
 from django.http import Http404
 from django.utils import timezone
 
-from .models import Job
+from .models import Job, JobEvent
 
 
 class _Plan(NamedTuple):
@@ -29,7 +29,7 @@ class _Plan(NamedTuple):
 
 
 @cache
-def _plan(alias: str) -> _Plan:
+def _plan(alias: str, last_event: bool) -> _Plan:
     connection = connections[alias]
     qn = connection.ops.quote_name
     meta = Job._meta
@@ -39,8 +39,17 @@ def _plan(alias: str) -> _Plan:
     def column(name: str) -> str:
         return f"{table}.{qn(meta.get_field(name).column)}"
 
+    columns = ", ".join(f"{table}.{qn(f.column)}" for f in fields)
+    if last_event:
+        # The job page's poll also wants its newest timeline entry: same round trip.
+        events = qn(JobEvent._meta.db_table)
+        job_column = qn(JobEvent._meta.get_field("job").column)
+        columns += (
+            f", (SELECT max({events}.{qn('id')}) FROM {events} "
+            f"WHERE {events}.{job_column} = {table}.{qn(meta.pk.column)})"
+        )
     sql = (
-        f"SELECT {', '.join(f'{table}.{qn(f.column)}' for f in fields)} FROM {table} "
+        f"SELECT {columns} FROM {table} "
         f"WHERE {column('public_id')} = %s AND {column('owner')} = %s "
         f"AND ({column('expires_at')} IS NULL OR {column('expires_at')} > %s)"
     )
@@ -53,12 +62,15 @@ def _plan(alias: str) -> _Plan:
     return _Plan(sql, [f.attname for f in fields], converters)
 
 
-def get_job(user, public_id: str) -> Job:
-    """The user's job, or 404, like services.get_job."""
+def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
+    """The user's job, or 404, like services.get_job.
+
+    With `last_event`, the job also carries `last_event_id`: its newest JobEvent's id, 0 if none.
+    """
     if "\x00" in public_id:
         raise Http404("No such job.")  # no id has one, and PostgreSQL refuses it in a query
     alias = router.db_for_read(Job)
-    plan = _plan(alias)
+    plan = _plan(alias, last_event)
     connection = connections[alias]
     now = Job._meta.get_field("expires_at").get_db_prep_value(timezone.now(), connection)
     with connection.cursor() as cursor:
@@ -66,9 +78,15 @@ def get_job(user, public_id: str) -> Job:
         row = cursor.fetchone()
     if row is None:
         raise Http404("No such job.")
+    newest_event = row[-1] if last_event else None
+    if last_event:
+        row = row[:-1]
     values = []
     for value, (funcs, expression) in zip(row, plan.converters, strict=True):
         for func in funcs:
             value = func(value, expression, connection)
         values.append(value)
-    return Job.from_db(alias, plan.attnames, values)
+    job = Job.from_db(alias, plan.attnames, values)
+    if last_event:
+        job.last_event_id = newest_event or 0
+    return job

@@ -38,11 +38,12 @@ def jobs_for(user) -> Any:
     return Job.objects.visible().filter(owner=user)
 
 
-def get_job(user, public_id: str) -> Job:
+def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
     """The user's job, or 404: another user's job is indistinguishable from a missing one.
 
-    One precompiled query (jobs/lookup.py): it is the read behind every status poll."""
-    return lookup.get_job(user, public_id)
+    One precompiled query (jobs/lookup.py): it is the read behind every status poll. With
+    `last_event`, the job carries `last_event_id` (its newest timeline entry's, 0 if none)."""
+    return lookup.get_job(user, public_id, last_event=last_event)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):

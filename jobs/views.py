@@ -148,7 +148,12 @@ def _redeliver_url(job: Job) -> str | None:
 
 
 def _last_event_id(job: Job) -> int:
-    """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves."""
+    """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves.
+
+    A poll's job brings it along (services.get_job(..., last_event=True)); else one query."""
+    known = getattr(job, "last_event_id", None)
+    if known is not None:
+        return known
     return job.events.order_by("-id").values_list("id", flat=True).first() or 0
 
 
@@ -300,7 +305,7 @@ def _progress_response(
 @require_GET
 def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """The live part of the job page, polled every second while the job is active."""
-    job = services.get_job(request.user, public_id)
+    job = services.get_job(request.user, public_id, last_event=True)
     return _progress_response(request, job, polling=True)
 
 

@@ -62,3 +62,20 @@ def test_an_expired_job_is_404_and_one_expiring_later_is_not(alice, new_job):
 def test_unknown_or_impossible_ids_are_404(alice, public_id):
     with pytest.raises(Http404):
         lookup.get_job(alice, public_id)
+
+
+def test_the_newest_event_comes_in_the_same_query(alice, new_job, django_assert_num_queries):
+    from jobs import states
+
+    job = new_job(alice, "name\na\n")
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.PROCESSING)
+    with django_assert_num_queries(1):
+        found = lookup.get_job(alice, job.public_id, last_event=True)
+    newest = job.events.order_by("-id").first()
+    assert found.last_event_id == (newest.id if newest else 0)
+    event = states.record(job, "recovered", "restarted")
+    assert lookup.get_job(alice, job.public_id, last_event=True).last_event_id == event.id
+    assert _fields(lookup.get_job(alice, job.public_id, last_event=True)) == _fields(
+        lookup.get_job(alice, job.public_id)
+    )
+    assert not hasattr(lookup.get_job(alice, job.public_id), "last_event_id")
