@@ -159,6 +159,10 @@ def validate_input(
     column_map: dict[str, str] | None = None,
 ) -> tuple[ingest_mod.Report, Processor]:
     proc = processor_for(processor, params)
+    try:
+        proc.check_destinations()
+    except ParamsError as exc:
+        raise APIError(str(exc), details={"params": [str(exc)]}) from None
     column_map = check_column_map(proc, column_map)
     report = source.report(
         id_column=id_column or None,

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from urllib3.exceptions import (
     DecodeError,
@@ -55,6 +55,28 @@ def make_client(
         max_redirects=max_redirects,
         headers=headers,
     )
+
+
+def check_destination(url: str, param: str) -> None:
+    """ParamsError if `url`'s host is fixed (no placeholder in it) and resolves to an address the
+    processors may not reach. A name that does not resolve here passes: the workers may see
+    another DNS, and each row says so if they cannot resolve it either."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return  # each row will say what is wrong with the URL
+    if parts.scheme.lower() not in ("http", "https") or "{" in parts.netloc or not parts.hostname:
+        return
+    port = port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        infos = ssrf.resolve(parts.hostname, port, ssrf.PROCESSORS)
+    except ssrf.UnresolvableHost:
+        return
+    try:
+        ssrf.check_addresses(parts.hostname, infos, ssrf.PROCESSORS)
+    except ssrf.UnsafeURL as exc:
+        raise ParamsError(f"params.{param}: {exc.messages[0]}") from None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -156,6 +156,14 @@ class Processor:
     def check_params(cls, params: dict[str, Any]) -> None:
         """Checks a JSON Schema cannot express; raise ParamsError."""
 
+    def check_destinations(self) -> None:
+        """Raise ParamsError if the params alone name a host the workers may not connect to.
+
+        Called when a job is created (not on the workers), so that a fixed API host on the
+        operator's private network is a 400 at once rather than a job whose every row fails.
+        URLs that come from the rows are checked at each connection only.
+        """
+
     def output_columns(self) -> list[str]:
         """The output columns for these params (an LLM in JSON mode names its own)."""
         return list(self.outputs)

@@ -168,6 +168,9 @@ class HTTPProcessor(Processor):
         self.static_headers, self.header_error = self._resolve_headers()
         self.client = net.make_client(concurrency=self.context.concurrency, timeout=p["timeout"])
 
+    def check_destinations(self) -> None:
+        net.check_destination(self.params["url"], "url")
+
     def _resolve_headers(self) -> tuple[dict[str, str], str | None]:
         # Secrets are read once here, in the thread that builds the processor, never per row.
         resolved: dict[str, str] = {}

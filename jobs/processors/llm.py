@@ -217,6 +217,9 @@ class LLMProcessor(Processor):
             concurrency=self.context.concurrency, timeout=p["timeout"], headers=headers
         )
 
+    def check_destinations(self) -> None:
+        net.check_destination(self.params["base_url"], "base_url")
+
     def _resolve_key(self) -> tuple[str | None, str | None]:
         # Resolved once, in the thread that builds the processor: run_one's pool threads then
         # never touch the database.

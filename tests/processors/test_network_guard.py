@@ -215,3 +215,71 @@ def test_https_verifies_the_urls_name_on_the_checked_address(tls_site):
     result = fetch(scrape(), f"https://other.test:{port}/page")
     assert "connection failed" in result.error and "certificate" in result.error.lower()
     assert len(server.requests) == 1
+
+
+# --- at creation: a fixed host in the params is checked before the job exists ---------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("processor", "params", "message"),
+    [
+        (
+            "http",
+            {"url": "http://10.0.0.5/api/{name}"},
+            "params.url: 10.0.0.5 is private: " + HINT,
+        ),
+        (
+            "llm",
+            {"base_url": "http://127.0.0.1:11434/v1", "model": "m", "prompt": "{name}"},
+            "params.base_url: 127.0.0.1 is loopback: " + HINT,
+        ),
+        (
+            "http",
+            {"url": "http://metadata.test/latest/{name}"},
+            "params.url: metadata.test (169.254.169.254) is cloud metadata: " + HINT,
+        ),
+    ],
+)
+def test_a_fixed_private_host_is_a_400_at_creation(
+    api_alice, settings, fake_dns, processor, params, message
+):
+    import json
+
+    from jobs.models import Job
+
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = ""
+    fake_dns["metadata.test"] = ["169.254.169.254"]
+    response = api_alice.post(
+        "/api/v1/jobs",
+        {"rows": [{"name": "a"}], "processor": processor, "params": params},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert message in json.dumps(body, ensure_ascii=False)
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "allow"),
+    [
+        ("http://10.0.0.5/api/{name}", "10.0.0.0/8"),  # allowed by the operator
+        ("{link}", ""),  # the host comes from the rows: checked at each connection
+        ("http://{host}/api", ""),
+        ("http://no-such-host.invalid/api/{name}", ""),  # the workers' DNS may differ
+    ],
+)
+def test_hosts_not_known_to_be_private_are_accepted(api_alice, settings, url, allow):
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = allow
+    response = api_alice.post(
+        "/api/v1/jobs",
+        {
+            "rows": [{"name": "a", "link": "https://example.com/", "host": "example.com"}],
+            "processor": "http",
+            "params": {"url": url, "url_encode": url != "{link}"},
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
