@@ -188,7 +188,6 @@ class Client:
         follow_redirects: bool = False,
         max_redirects: int = 20,
         headers: Mapping[str, str] | None = None,
-        keep_alive: bool = True,
     ):
         size = max(1, int(concurrency))
         self.headers = {
@@ -212,7 +211,7 @@ class Client:
         self._follow = follow_redirects
         self._pool = urllib3.PoolManager(
             num_pools=max(10, size),
-            maxsize=size if keep_alive else 0,
+            maxsize=size,
             block=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
             ssl_context=_tls_context(),

@@ -155,12 +155,9 @@ class Attempt:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> None:
-    # One delivery, one connection: nothing to keep alive. Set-up is not the receiver's time.
+    # A client per delivery, closed after it (set-up is not the receiver's time).
     client = outbound.Client(
-        policy=ssrf.WEBHOOKS,
-        concurrency=1,
-        timeout=settings.BATCHHUB_WEBHOOK_TIMEOUT,
-        keep_alive=False,
+        policy=ssrf.WEBHOOKS, concurrency=1, timeout=settings.BATCHHUB_WEBHOOK_TIMEOUT
     )
     started = time.monotonic()
     try:

@@ -167,7 +167,7 @@ def test_dns_rebinding_is_caught_at_the_connection(receiver, make_job, fake_dns)
 
 
 def _client() -> outbound.Client:
-    return outbound.Client(policy=ssrf.WEBHOOKS, concurrency=1, timeout=2.0, keep_alive=False)
+    return outbound.Client(policy=ssrf.WEBHOOKS, concurrency=1, timeout=2.0)
 
 
 def test_transport_connects_to_the_checked_address_with_the_original_host(
