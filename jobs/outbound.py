@@ -158,8 +158,9 @@ class Response:
 
     def close(self) -> None:
         if self._streamed:
-            # The body may be unread (a page too large, a wrong type): close the connection
-            # rather than read the rest to keep it.
+            # A body read to its end has already given its connection back to the pool
+            # (tests/processors/test_network_guard.py); one left unread (a page too large, a
+            # wrong type, a webhook receiver's answer) is closed rather than read to the end.
             self._raw.close()
             self._raw.release_conn()
 

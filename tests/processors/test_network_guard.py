@@ -117,6 +117,18 @@ def test_connections_are_kept_alive_between_rows(echo_server):
     assert len(ports) == 1  # one connection, reused: no handshake per row
 
 
+def test_pages_read_to_the_end_keep_their_connection(site_server):
+    proc = scrape(include_text=False, max_bytes=50_000)
+    for _ in range(5):
+        assert fetch(proc, site_server.url + "/page").error is None
+    assert fetch(proc, site_server.url + "/big").error  # stopped reading: that connection goes
+    assert fetch(proc, site_server.url + "/page").error is None
+    proc.close()
+    ports = [r["client_port"] for r in site_server.requests]
+    assert len(set(ports[:5])) == 1  # one connection for the five pages read whole
+    assert ports[6] != ports[5]  # a new one after the page that was cut off
+
+
 def test_a_nan_in_a_json_body_is_a_row_error(echo_server):
     proc = http(echo_server.url + "/echo", method="POST", body={"n": "{n}"})
     result = proc.run_one(make_row({"n": float("nan")}))
