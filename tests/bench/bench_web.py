@@ -504,7 +504,7 @@ def main() -> None:
         cpu = {
             "web": cpu_seconds(target.pids()),
             "worker": worker.cpu_seconds(),
-            "postgres": cpu_seconds(postgres_pids()),
+            "postgres": cpu_seconds(postgres_pids(), reaped=True),
             "client": resource.getrusage(resource.RUSAGE_SELF),
             "machine": machine_busy_seconds(),
             "web_wait": runqueue_wait_seconds(target.workers()),
@@ -515,7 +515,7 @@ def main() -> None:
         used = {
             "web": cpu_seconds(target.pids()) - cpu["web"],
             "worker": worker.cpu_seconds() - cpu["worker"],
-            "postgres": cpu_seconds(postgres_pids()) - cpu["postgres"],
+            "postgres": cpu_seconds(postgres_pids(), reaped=True) - cpu["postgres"],
             "client": client.ru_utime
             + client.ru_stime
             - cpu["client"].ru_utime

@@ -179,8 +179,13 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes (Linux /proc); gone ones count nothing."""
+def cpu_seconds(pids: list[int], *, reaped: bool = False) -> float:
+    """User + system CPU seconds of these processes (Linux /proc); gone ones count nothing.
+
+    With `reaped`, also the time of their children that have exited: the kernel adds it to the
+    parent's cutime and cstime when the parent reaps them. That is how a PostgreSQL backend that
+    ends within a measured window still counts (in its postmaster's), instead of vanishing.
+    """
     ticks = 0
     for pid in pids:
         try:
@@ -188,6 +193,8 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        if reaped:
+            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
