@@ -336,11 +336,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # HTTP clients log requests and redirects at INFO: a line per row of an HTTP job, with URLs
-    # whose query strings may carry tokens.
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-        "urllib3": {"level": "WARNING"},
-        "httpx": {"level": "WARNING"},
-    },
+    # urllib3 (jobs/outbound.py) logs redirects and retries at INFO: up to a line per row of an
+    # HTTP job, with URLs whose query strings may carry tokens.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "urllib3": {"level": "WARNING"}},
 }

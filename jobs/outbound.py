@@ -20,27 +20,30 @@ from __future__ import annotations
 import codecs
 import functools
 import json
-import logging
 import re
 import socket
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    HTTPError,
+    LocationValueError,
+    MaxRetryError,
+    NewConnectionError,
+    ResponseError,
+)
+from urllib3.exceptions import TimeoutError as UrllibTimeout
 from urllib3.util import make_headers
 
 from . import ssrf
-
-# urllib3 logs every redirect at INFO, with URLs whose query strings may carry tokens. Quiet it
-# unless the operator configured that logger explicitly.
-if logging.getLogger("urllib3").level == logging.NOTSET:
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
 # What is decoded: gzip and deflate always, brotli and zstd when their packages are installed.
@@ -55,20 +58,54 @@ def error_text(exc: Exception) -> str:
     return _CONNECTION_PREFIX.sub("", str(exc), count=1)
 
 
-class UnsafeAddress(NewConnectionError):
-    """The host is (or resolves to) an address the policy refuses; `text` says so to a user."""
+class _Refused(NewConnectionError):
+    """No connection was tried, for a reason `text` gives in a user's words."""
 
     def __init__(self, conn: HTTPConnection, text: str):
         super().__init__(conn, text)
         self.text = text
 
 
-class Unresolvable(NewConnectionError):
-    """DNS gave no answer (maybe for now); `text` says so to a user."""
+class UnsafeAddress(_Refused):
+    """The host is (or resolves to) an address the policy refuses."""
 
-    def __init__(self, conn: HTTPConnection, text: str):
-        super().__init__(conn, text)
-        self.text = text
+
+class Unresolvable(_Refused):
+    """DNS gave no answer (maybe for now)."""
+
+
+class Failure(NamedTuple):
+    """What went wrong with a request, for its caller to word: one place that reads urllib3."""
+
+    kind: str  # unsafe, unresolvable, timeout, redirects, bad_url, decode, connection
+    text: str  # a user's words: the refusal, the exception's name, urllib3's message
+
+    @property
+    def permanent(self) -> bool:
+        """The same request fails the same way again: no point retrying it."""
+        return self.kind in ("unsafe", "redirects", "bad_url", "decode")
+
+
+def failure(exc: HTTPError) -> Failure:
+    """Classify what the client raised (it raises only urllib3's HTTPError family)."""
+    if isinstance(exc, MaxRetryError):  # with retries off, the error wrapped in it is the news
+        if isinstance(exc.reason, ResponseError):  # the only retry left on: redirects
+            return Failure("redirects", "too many redirects")
+        exc = exc.reason or exc
+    name = type(exc).__name__
+    if isinstance(exc, UnsafeAddress):
+        return Failure("unsafe", exc.text)
+    if isinstance(exc, Unresolvable):
+        return Failure("unresolvable", exc.text)
+    # urllib3's NewConnectionError is a ConnectTimeoutError (for history's sake): a refused
+    # connection is not a timeout.
+    if isinstance(exc, UrllibTimeout) and not isinstance(exc, NewConnectionError):
+        return Failure("timeout", name)
+    if isinstance(exc, LocationValueError):  # no host, a bad port, an unknown scheme
+        return Failure("bad_url", str(exc))
+    if isinstance(exc, DecodeError):
+        return Failure("decode", error_text(exc))
+    return Failure("connection", f"{name}: {error_text(exc)}")
 
 
 class BodyError(ValueError):

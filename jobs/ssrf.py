@@ -60,23 +60,26 @@ _NAMED: tuple[tuple[str, Network], ...] = tuple(
 )
 
 _ALL = {"all", "1", "true", "yes", "on", "*"}
+_NONE = {"", "0", "false", "no", "off", "none"}
 
 
 class Policy(typing.NamedTuple):
     setting: str  # the Django setting (and environment variable) naming the allowed networks
     refused: str  # the refusal, with {shown} (host and address) and {reason} ("loopback", …)
+    host: str  # what the host is called in a message ("The webhook host 'x' could not …")
 
 
 WEBHOOKS = Policy(
     "BATCHHUB_WEBHOOK_ALLOW_PRIVATE",
     "Webhook URLs must point at a public address; {shown} is {reason}.",
+    "webhook host",
 )
 PROCESSORS = Policy(
     "BATCHHUB_PROCESSOR_ALLOW_PRIVATE",
     "{shown} is {reason}: processors reach only public addresses unless the operator allows "
     "others (BATCHHUB_PROCESSOR_ALLOW_PRIVATE).",
+    "host",
 )
-_NONE = {"", "0", "false", "no", "off", "none"}
 
 
 class UnsafeURL(ValidationError):
@@ -171,7 +174,8 @@ def refusal(ip: IPAddress, policy: Policy = WEBHOOKS) -> str | None:
     return reason
 
 
-def _split(url: str) -> tuple[str, str, int]:
+def split_url(url: str) -> tuple[str, str, int]:
+    """(host, scheme, port) of an http(s) URL; UnsafeURL, in a webhook's words, for any other."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -188,18 +192,18 @@ def _split(url: str) -> tuple[str, str, int]:
 
 def resolve(host: str, port: int, policy: Policy = WEBHOOKS) -> list[tuple]:
     """getaddrinfo for TCP; a failure is a user-facing message, not a socket error."""
-    what = "webhook host" if policy is WEBHOOKS else "host"
     try:
         # Called through the module so tests can stand in for DNS with monkeypatch.
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UnresolvableHost(f"The {what} {host!r} could not be resolved ({exc}).") from None
+        raise UnresolvableHost(
+            f"The {policy.host} {host!r} could not be resolved ({exc})."
+        ) from None
 
 
 def check_addresses(host: str, infos: list[tuple], policy: Policy = WEBHOOKS) -> None:
     if not infos:
-        what = "webhook host" if policy is WEBHOOKS else "host"
-        raise UnresolvableHost(f"The {what} {host!r} has no addresses.")
+        raise UnresolvableHost(f"The {policy.host} {host!r} has no addresses.")
     for info in infos:
         ip = ipaddress.ip_address(info[4][0])
         reason = refusal(ip, policy)
@@ -208,6 +212,13 @@ def check_addresses(host: str, infos: list[tuple], policy: Policy = WEBHOOKS) ->
             raise UnsafeURL(
                 policy.refused.format(shown=shown, reason=reason), code="private_address"
             )
+
+
+def checked_addresses(host: str, port: int, policy: Policy) -> list[tuple]:
+    """Every address of `host`, each allowed by the policy; UnsafeURL or UnresolvableHost else."""
+    infos = resolve(host, port, policy)
+    check_addresses(host, infos, policy)
+    return infos
 
 
 def open_socket(
@@ -221,8 +232,7 @@ def open_socket(
 
     Raises UnsafeURL (never worth retrying), UnresolvableHost, TimeoutError or OSError.
     """
-    infos = resolve(host, port, policy)
-    check_addresses(host, infos, policy)
+    infos = checked_addresses(host, port, policy)
     last_error: OSError | None = None
     for family, _type, proto, _canon, sockaddr in infos:
         sock = socket.socket(family, socket.SOCK_STREAM, proto)
@@ -246,9 +256,8 @@ def open_socket(
 
 def validate_webhook_url(url: str) -> None:
     """Raise ValidationError unless `url` is http(s) and every address its host has is allowed."""
-    host, _scheme, port = _split(url)
+    host, _scheme, port = split_url(url)
     try:
-        infos = resolve(host, port)
+        checked_addresses(host, port, WEBHOOKS)
     except UnresolvableHost as exc:
         raise UnsafeURL(str(exc), code="unresolvable") from None
-    check_addresses(host, infos)

@@ -26,8 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
-from urllib3.exceptions import TimeoutError as UrllibTimeout
+from urllib3.exceptions import HTTPError
 
 from . import outbound, results, ssrf
 from .ids import new_id
@@ -167,21 +166,15 @@ def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> N
             chunk = next(response.iter_bytes(EXCERPT_BYTES), b"")
             attempt.excerpt = chunk[:EXCERPT_BYTES].decode("utf-8", "replace")
     except HTTPError as exc:
-        reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
-        if isinstance(reason, outbound.UnsafeAddress):
-            attempt.error = reason.text
-            attempt.retry = False  # the address will not become public by waiting
-        elif isinstance(reason, outbound.Unresolvable):
-            attempt.error = reason.text
-            attempt.retry = True
-        elif isinstance(reason, UrllibTimeout) and not isinstance(reason, NewConnectionError):
+        failure = outbound.failure(exc)
+        if failure.kind == "timeout":
             attempt.error = f"timed out ({settings.BATCHHUB_WEBHOOK_TIMEOUT:g} s)"
-            attempt.retry = True
+        elif failure.kind == "connection":
+            attempt.error = f"connection failed ({failure.text})"
         else:
-            attempt.error = (
-                f"connection failed ({type(reason).__name__}: {outbound.error_text(reason)})"
-            )
-            attempt.retry = True
+            attempt.error = failure.text
+        # An address that is not public will not become so by waiting; DNS and receivers may.
+        attempt.retry = not failure.permanent
     finally:
         attempt.duration_ms = round((time.monotonic() - started) * 1000)
 

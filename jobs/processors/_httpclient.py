@@ -16,15 +16,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from urllib3.exceptions import (
-    DecodeError,
-    HTTPError,
-    LocationValueError,
-    MaxRetryError,
-    NewConnectionError,
-    ResponseError,
-)
-from urllib3.exceptions import TimeoutError as UrllibTimeout
+from urllib3.exceptions import HTTPError
 
 from jobs import outbound, ssrf
 
@@ -34,8 +26,6 @@ from .template import template_fields
 DEFAULT_USER_AGENT = outbound.DEFAULT_USER_AGENT
 # A service asking for more than a day is treated as a day: the job pauses, it does not vanish.
 MAX_RETRY_AFTER = 86_400.0
-Client = outbound.Client
-Response = outbound.Response
 
 
 def make_client(
@@ -45,9 +35,9 @@ def make_client(
     follow_redirects: bool = False,
     max_redirects: int = 20,
     headers: Mapping[str, str] | None = None,
-) -> Client:
+) -> outbound.Client:
     """A processor's client: public addresses only, unless BATCHHUB_PROCESSOR_ALLOW_PRIVATE."""
-    return Client(
+    return outbound.Client(
         policy=ssrf.PROCESSORS,
         concurrency=concurrency,
         timeout=timeout,
@@ -62,21 +52,15 @@ def check_destination(url: str, param: str) -> None:
     processors may not reach. A name that does not resolve here passes: the workers may see
     another DNS, and each row says so if they cannot resolve it either."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return  # each row will say what is wrong with the URL
-    if parts.scheme.lower() not in ("http", "https") or "{" in parts.netloc or not parts.hostname:
-        return
-    port = port or (443 if parts.scheme.lower() == "https" else 80)
-    try:
-        infos = ssrf.resolve(parts.hostname, port, ssrf.PROCESSORS)
-    except ssrf.UnresolvableHost:
-        return
-    try:
-        ssrf.check_addresses(parts.hostname, infos, ssrf.PROCESSORS)
+        if "{" in urlsplit(url).netloc:
+            return  # the host comes from the rows: checked at each connection
+        host, _scheme, port = ssrf.split_url(url)
+        ssrf.checked_addresses(host, port, ssrf.PROCESSORS)
+    except (ValueError, ssrf.UnresolvableHost):
+        return  # not a URL a row could request (each row says why), or not resolvable here
     except ssrf.UnsafeURL as exc:
-        raise ParamsError(f"params.{param}: {exc.messages[0]}") from None
+        if exc.code == "private_address":
+            raise ParamsError(f"params.{param}: {exc.messages[0]}") from None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -100,7 +84,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def check_response(response: Response, *, service: str) -> None:
+def check_response(response: outbound.Response, *, service: str) -> None:
     """Map a non-2xx answer: 429 slows the job down, 5xx is retried, another status fails
     the row."""
     status = response.status_code
@@ -124,7 +108,7 @@ def _after(retry_after: float | None) -> str:
     return f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
 
 
-def _snippet(response: Response, limit: int = 200) -> str:
+def _snippet(response: outbound.Response, limit: int = 200) -> str:
     text = response.text.strip()
     if not text:
         return ""
@@ -149,25 +133,19 @@ def transport_errors(service: str) -> Iterator[None]:
 
 
 def _mapped(exc: HTTPError, service: str) -> Exception:
-    if isinstance(exc, MaxRetryError):
-        if isinstance(exc.reason, ResponseError):  # the only retry left on: redirects
-            return RowError(f"{service}: too many redirects")
-        if exc.reason is not None:
-            exc = exc.reason
-    name = exc.__class__.__name__
-    if isinstance(exc, outbound.UnsafeAddress):
-        return RowError(f"{service}: {exc.text}")
-    if isinstance(exc, outbound.Unresolvable):
-        return RetryableError(f"{service}: {exc.text}")
-    # urllib3's NewConnectionError is a ConnectTimeoutError (for history's sake): a refused
-    # connection is not a timeout.
-    if isinstance(exc, UrllibTimeout) and not isinstance(exc, NewConnectionError):
-        return RetryableError(f"{service} timed out ({name})")
-    if isinstance(exc, LocationValueError):  # no host, a bad port, an unknown scheme
-        return RowError(f"{service}: the URL cannot be requested ({exc})")
-    if isinstance(exc, DecodeError):
-        return RowError(f"{service}: the answer could not be decoded ({outbound.error_text(exc)})")
-    return RetryableError(f"{service}: connection failed ({name}: {outbound.error_text(exc)})")
+    failure = outbound.failure(exc)
+    kind, text = failure
+    if kind == "timeout":
+        message = f"{service} timed out ({text})"
+    elif kind == "bad_url":
+        message = f"{service}: the URL cannot be requested ({text})"
+    elif kind == "decode":
+        message = f"{service}: the answer could not be decoded ({text})"
+    elif kind == "connection":
+        message = f"{service}: connection failed ({text})"
+    else:  # unsafe, unresolvable, redirects: the text says it all
+        message = f"{service}: {text}"
+    return RowError(message) if failure.permanent else RetryableError(message)
 
 
 def env_value(name: str, *, what: str) -> str:
