@@ -150,15 +150,15 @@ def _redeliver_url(job: Job) -> str | None:
 def _last_event_id(job: Job) -> int:
     """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves.
 
-    A poll's job brings it along (services.get_job(..., last_event=True)); else one query."""
-    known = getattr(job, "last_event_id", None)
-    if known is not None:
-        return known
-    return job.events.order_by("-id").values_list("id", flat=True).first() or 0
+    The page's own reads bring it with the job (services.get_job(..., last_event=True)); a job
+    read otherwise (after an action) asks once."""
+    if getattr(job, "last_event_id", None) is None:
+        job.last_event_id = job.events.order_by("-id").values_list("id", flat=True).first() or 0
+    return job.last_event_id
 
 
-def _seen(job: Job, last_event: int) -> str:
-    return f"{job.status}-{job.done}-{last_event}"
+def _seen(job: Job) -> str:
+    return f"{job.status}-{job.done}-{_last_event_id(job)}"
 
 
 def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
@@ -178,12 +178,8 @@ def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
     return None
 
 
-def _progress_context(
-    job: Job, *, announce: str = "", last_event: int | None = None
-) -> dict[str, Any]:
+def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
     eta = job.estimated_completion
-    if last_event is None:
-        last_event = _last_event_id(job)
     return {
         "job": job,
         "stages": _stages(job),
@@ -195,7 +191,7 @@ def _progress_context(
         "eta": eta,
         "eta_in": (eta - timezone.now()) if eta else None,
         "chart": charts.throughput_svg(job.samples or []),
-        "seen": _seen(job, last_event),
+        "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",
     }
@@ -272,7 +268,7 @@ def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
-    job = services.get_job(request.user, public_id)
+    job = services.get_job(request.user, public_id, last_event=True)
     failed_only = request.GET.get("failed") == "1"
     return render(request, "jobs/detail.html", _detail_context(job, failed_only))
 
@@ -281,10 +277,9 @@ def _progress_response(
     request: HttpRequest, job: Job, *, polling: bool, announce: str = "", action_error: str = ""
 ) -> HttpResponse:
     seen = _parse_seen(request.GET.get("seen", ""))
-    last_event = _last_event_id(job)
     if seen and not announce and seen[0] != job.status:
         announce = f"Job {job.get_status_display().lower()}."
-    context = _progress_context(job, announce=announce, last_event=last_event)
+    context = _progress_context(job, announce=announce)
     context["action_error"] = action_error
     response = render(request, "jobs/detail.html#progress", context)
     # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
@@ -292,7 +287,7 @@ def _progress_response(
     # alone on "job-progressed" (more rows done), and only while their first rows can still change.
     if seen:
         status, done, event = seen
-        if status != job.status or (event is not None and event != last_event):
+        if status != job.status or (event is not None and event != _last_event_id(job)):
             response["HX-Trigger"] = "job-changed"
         elif done != job.done:
             response["HX-Trigger"] = "job-progressed"

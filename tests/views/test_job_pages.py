@@ -198,7 +198,7 @@ def _trigger_attr(text: str) -> str:
 
 
 def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events(
-    client_alice, alice, settings
+    client_alice, alice, settings, django_assert_num_queries
 ):
     from jobs import runner, states
 
@@ -211,8 +211,11 @@ def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events
     seen = page.split("?seen=", 1)[1].split('"', 1)[0]
     status, done, event = seen.split("-")
     assert (status, done) == ("processing", "0") and int(event) > 0
-    # Nothing moved: no event, so no other part of the page asks for anything.
-    assert "HX-Trigger" not in client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    # Nothing moved: no event, so no other part of the page asks for anything. A poll is two
+    # queries: the session's user, and the job with its newest timeline entry.
+    with django_assert_num_queries(2):
+        response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    assert "HX-Trigger" not in response
     # No row done yet: the results preview listens for progress too.
     rows = client_alice.get(urls["rows"], **HTMX).content.decode()
     assert _trigger_attr(rows) == "job-changed from:body, job-progressed from:body"
