@@ -178,6 +178,16 @@ def test_pause_stops_new_rows_and_resume_finishes_every_row_exactly_once(alice, 
     assert types.index("paused") < types.index("resumed") < types.index("completed")
 
 
+def grouped_job(alice, settings, monkeypatch, *, chunk: int, group: int) -> Job:
+    """An ingested 1,000-row job of one loop, processed in CPU groups of exactly `group` rows."""
+    settings.BATCHHUB_CHUNK_ROWS = chunk
+    monkeypatch.setattr(runner, "CPU_GROUP_ROWS", group)
+    monkeypatch.setattr(runner, "CPU_GROUP_MAX", group)
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    return job
+
+
 def during_group(monkeypatch, n: int, action) -> None:
     """Run `action` while the CPU loop's n-th group is being processed (after it was started)."""
     calls = {"n": 0}
@@ -193,11 +203,7 @@ def during_group(monkeypatch, n: int, action) -> None:
 
 
 def test_pause_seen_inside_a_chunk_leaves_unstarted_rows_pending(alice, settings, monkeypatch):
-    settings.BATCHHUB_CHUNK_ROWS = 5000
-    monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 50)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 50)
-    job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    job = grouped_job(alice, settings, monkeypatch, chunk=5000, group=50)
     during_group(monkeypatch, 2, lambda: services.pause(Job.objects.get(pk=job.pk), actor="alice"))
     assert runner.work_once(job.pk).action == "stop"
     job.refresh_from_db()
@@ -229,11 +235,7 @@ def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
 def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(
     alice, settings, monkeypatch
 ):
-    settings.BATCHHUB_CHUNK_ROWS = 1000
-    monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 100)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 100)
-    job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
     during_group(monkeypatch, 2, lambda: services.cancel(Job.objects.get(pk=job.pk), actor="alice"))
     runner.work_once(job.pk)
     job.refresh_from_db()

@@ -48,7 +48,7 @@ def test_a_name_that_resolves_inside_is_refused_at_connect(echo_server, settings
     # A public-looking name with a private answer: the address is checked, not the name, and
     # the check is made on the address the socket then connects to.
     settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = ""
-    port = echo_server.url.rsplit(":", 1)[1]
+    port = echo_server.port
     fake_dns["api.example.test"] = ["127.0.0.1"]
     result = http("{link}").run_one(make_row({"link": f"http://api.example.test:{port}/echo"}))
     assert result.error.startswith("The API: api.example.test (127.0.0.1) is loopback: ")
@@ -57,7 +57,7 @@ def test_a_name_that_resolves_inside_is_refused_at_connect(echo_server, settings
 
 def test_an_allowed_network_is_reached_with_the_name_in_host(echo_server, settings, fake_dns):
     settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.1/32"
-    port = echo_server.url.rsplit(":", 1)[1]
+    port = echo_server.port
     fake_dns["api.internal.test"] = ["127.0.0.1"]
     result = http("{link}").run_one(make_row({"link": f"http://api.internal.test:{port}/echo"}))
     assert result.error is None, result.error
@@ -68,7 +68,7 @@ def test_an_allowed_network_is_reached_with_the_name_in_host(echo_server, settin
 def test_a_redirect_into_the_private_network_is_refused(site_server, settings):
     # The first page is allowed; the redirect points at another loopback address, which is not.
     settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.1/32"
-    port = site_server.url.rsplit(":", 1)[1]
+    port = site_server.port
     result = fetch(scrape(), f"{site_server.url}/redirect?to=http://127.0.0.2:{port}/page")
     assert result.error.startswith("The page: 127.0.0.2 is loopback: ")
     assert not result.retry
@@ -213,7 +213,7 @@ def tls_site(tmp_path, monkeypatch, fake_dns, settings):
     settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.1/32"
     with LocalServer(SiteHandler) as server:
         server.httpd.socket = server_context.wrap_socket(server.httpd.socket, server_side=True)
-        yield server.httpd.server_address[1], server
+        yield server.port, server
 
 
 def test_https_verifies_the_urls_name_on_the_checked_address(tls_site):
