@@ -24,8 +24,12 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 
+from batchhub import jsonsafe
+
 from .ingest_text import (
     SAMPLE_BYTES,
+    WIDE_ENCODINGS,
+    Limits,
     TextProblem,
     TextStream,
     decode_sample,
@@ -266,8 +270,13 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
         info.encoding = detect_encoding(sample, complete)
         text = decode_sample(sample, info.encoding, complete)
         if "\x00" in text:
+            at = text.index("\x00")
+            line = text.count("\n", 0, at) + 1
+            char = at - (text.rfind("\n", 0, at) + 1) + 1
             raise TextProblem(
-                "This is not a text file (it contains NUL bytes); upload a CSV or JSONL file."
+                f"Line {line} contains a NUL byte (at character {char}): this is not a text "
+                "file; upload a CSV or JSONL file.",
+                line,
             )
         if not text.strip():
             raise TextProblem("The file is empty: it needs a header line and at least one row.")
@@ -331,7 +340,9 @@ def _inspect_jsonl(text: str, info: TableInfo, *, strict: bool) -> None:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = jsonsafe.loads(line)
+        except jsonsafe.JSONLimitError:
+            continue  # JSON, but out of bounds: the row scan reports it and where
         except ValueError:
             obj = None
         if type(obj) is dict:
@@ -387,10 +398,28 @@ def _raise(line: int | None, column: int | None, message: str) -> None:
     raise InputError([_error(line, column, message)])
 
 
+def read_limits(info: TableInfo) -> Limits:
+    """The bounds for reading this input: decompressed bytes, and bytes in one physical line.
+
+    A CSV line holds at most its header's columns, each at most the field size (a character
+    can take 4 bytes in UTF-8, and a quote doubles); a JSONL line at most the column limit's.
+    """
+    field = settings.BATCHHUB_MAX_FIELD_BYTES
+    columns = len(info.columns) if info.format == "csv" else settings.BATCHHUB_MAX_COLUMNS
+    line = min(settings.BATCHHUB_MAX_ROW_BYTES, max(columns, 1) * (4 * field + 3) + 2)
+    legacy = info.encoding not in (None, "utf-8", "utf-8-sig", *WIDE_ENCODINGS)
+    max_bytes = (
+        settings.BATCHHUB_MAX_DECOMPRESSED_BYTES
+        if info.compressed
+        else max(settings.BATCHHUB_MAX_UPLOAD_BYTES, settings.BATCHHUB_MAX_DECOMPRESSED_BYTES)
+    )
+    return Limits(max_bytes=max_bytes, max_line=line, utf8_check=legacy)
+
+
 def _open_csv(fileobj: BinaryIO, info: TableInfo) -> tuple[TextStream, Any]:
     # The csv module's limit is global; it is set on every read so a changed setting applies.
     csv.field_size_limit(settings.BATCHHUB_MAX_FIELD_BYTES)
-    stream = TextStream(fileobj, info.encoding, info.compressed)
+    stream = TextStream(fileobj, info.encoding, info.compressed, read_limits(info))
     return stream, csv.reader(stream.lines, **_dialect(info.delimiter))
 
 
@@ -493,34 +522,62 @@ class _Objects:
         return values
 
 
+def _limit_problem(
+    exc: jsonsafe.JSONLimitError, line: int, what: str, columns: list[str]
+) -> tuple[int, int | None, str]:
+    """(line, column, message) for JSON that breaks a bound; the column is its top-level key."""
+    key = exc.path[0] if exc.path and isinstance(exc.path[0], str) else None
+    if key is None:
+        return line, None, f"{what} {exc.phrase()}."
+    column = columns.index(key) + 1 if key in columns else None
+    inner = f" at {jsonsafe.format_path(exc.path)}" if len(exc.path) > 1 else ""
+    return line, column, f"{what} {exc.phrase(f'in column {_quote(key)}{inner}')}."
+
+
 def _iter_jsonl(fileobj: BinaryIO, info: TableInfo, report) -> Iterator[tuple[int, list]]:
     objects = _Objects(info, report)
-    loads = json.loads
-    number = 0
-    with TextStream(fileobj, info.encoding, info.compressed) as stream:
+    loads = jsonsafe.loads
+    number = skipped = 0
+    max_skipped = settings.BATCHHUB_MAX_ROWS
+    with TextStream(fileobj, info.encoding, info.compressed, read_limits(info)) as stream:
         try:
             for number, line in enumerate(stream.lines, 1):
-                if line.isspace():
-                    continue
-                try:
-                    obj = loads(line)
-                except ValueError as exc:
-                    detail = (
-                        f"{exc.msg} at character {exc.colno}" if hasattr(exc, "colno") else str(exc)
-                    )
-                    report(number, None, f"Line {number} is not valid JSON ({detail}).")
-                    continue
-                if "\\u0000" in line:
-                    report(
-                        number,
-                        None,
-                        f"Line {number} contains a NUL character (\\u0000), "
-                        "which cannot be stored.",
-                    )
-                    continue
-                values = objects.align(obj, number, f"Line {number}", len(line))
+                values = None
+                if not line.isspace():
+                    try:
+                        obj = loads(line)
+                    except jsonsafe.JSONLimitError as exc:
+                        report(*_limit_problem(exc, number, f"Line {number}", objects.columns))
+                    except ValueError as exc:
+                        detail = (
+                            f"{exc.msg} at character {exc.colno}"
+                            if hasattr(exc, "colno")
+                            else str(exc)
+                        )
+                        report(number, None, f"Line {number} is not valid JSON ({detail}).")
+                    else:
+                        if "\\u0000" in line:
+                            report(
+                                number,
+                                None,
+                                f"Line {number} contains a NUL character (\\u0000), "
+                                "which cannot be stored.",
+                            )
+                        else:
+                            values = objects.align(obj, number, f"Line {number}", len(line))
                 if values is not None:
                     yield number, values
+                    continue
+                # Blank lines and lines that are no row count against the row limit too, so a
+                # file of a billion of them is not read to its end.
+                skipped += 1
+                if skipped > max_skipped:
+                    _raise(
+                        number,
+                        None,
+                        f"The file has more than {max_skipped:,} lines that are blank or not "
+                        f"rows (line {number} is one); reading stopped there.",
+                    )
         except InputError:
             raise
         except Exception as exc:
@@ -534,9 +591,14 @@ def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]
         size = 0
         if type(obj) is dict:
             try:
-                dumped = json.dumps(obj)
-            except (TypeError, ValueError):
-                report(number, None, f"Row {number} holds a value that is not JSON.")
+                dumped = json.dumps(obj, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                try:
+                    jsonsafe.check_value(obj)
+                except jsonsafe.JSONLimitError as exc:
+                    report(*_limit_problem(exc, number, f"Row {number}", objects.columns))
+                else:
+                    report(number, None, f"Row {number} holds a value that is not JSON.")
                 continue
             if "\\u0000" in dumped:
                 report(
@@ -609,6 +671,14 @@ class _Scan:
             f"line {line} is row {count:,}.",
         )
 
+    def _too_many_blank(self, line: int) -> None:
+        self.errors.add(
+            line,
+            None,
+            f"The file has more than {self.max_rows:,} blank lines (line {line} is one); "
+            "reading stopped there. This does not look like a table.",
+        )
+
     def _ragged(self, line: int, got: int, width: int) -> None:
         self.errors.add(
             line,
@@ -638,7 +708,7 @@ class _Scan:
         # would otherwise stay in memory for the whole pass.
         seen: set[int] = set()
         seen_add = seen.add
-        count = last = 0
+        count = last = blank = 0
         stream, reader = _open_csv(self.source, self.info)
         with stream:
             try:
@@ -647,7 +717,11 @@ class _Scan:
                     start = last + 1
                     last = reader.line_num
                     if not record:
-                        continue  # a blank line
+                        blank += 1
+                        if blank > max_rows:
+                            self._too_many_blank(start)
+                            break
+                        continue
                     count += 1
                     if count > max_rows:
                         self._too_many(start, count)

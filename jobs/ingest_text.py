@@ -13,6 +13,7 @@ import io
 import re
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import charset_normalizer
@@ -44,6 +45,82 @@ class TextProblem(Exception):
 
 class _NulByte(Exception):
     pass
+
+
+class _OverLimit(Exception):
+    """Raised by _Bounded mid-read; TextStream.problem turns it into a TextProblem with a line."""
+
+    def __init__(self, kind: str, limit: int, line: int | None = None):
+        super().__init__(kind)
+        self.kind = kind  # "bytes" | "line" | "utf-8"
+        self.limit = limit
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on reading one input: decompressed bytes in all, and bytes in one physical line.
+
+    `utf8_check`: the start of the file was not UTF-8; text past the sample that is UTF-8 after
+    all means the encoding was guessed wrong, and is refused rather than read as mojibake.
+    """
+
+    max_bytes: int
+    max_line: int
+    utf8_check: bool = False
+
+
+class _Bounded(io.BufferedIOBase):
+    """A read-only view of a binary stream that enforces Limits chunk by chunk.
+
+    The checks are per block of bytes (memchr-speed searches), never per line, so a file within
+    the limits reads as fast as before; one past them stops after at most the limit is read.
+    """
+
+    def __init__(self, inner, limits: Limits, width: int = 1):
+        self._inner = inner
+        self._limits = limits
+        self._max_line = limits.max_line * width  # UTF-16/32 spend 2 or 4 bytes per character
+        self._total = 0
+        self._since_newline = 0
+        self._newlines = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = READ_CHUNK
+        data = self._inner.read(size)
+        if data:
+            self._check(data)
+        return data
+
+    read1 = read
+
+    def _check(self, data: bytes) -> None:
+        limits = self._limits
+        self._total += len(data)
+        if self._total > limits.max_bytes:
+            raise _OverLimit("bytes", limits.max_bytes)
+        last = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if last < 0:
+            self._since_newline += len(data)
+            if self._since_newline > self._max_line:
+                raise _OverLimit("line", limits.max_line)
+        else:
+            self._since_newline = len(data) - last - 1
+        if limits.utf8_check and not data.isascii():
+            try:
+                codecs.utf_8_decode(data, "strict", False)
+            except UnicodeDecodeError:
+                pass
+            else:
+                first = next(i for i, b in enumerate(data) if b > 0x7F)
+                line = self._newlines + data.count(b"\n", 0, first) + 1
+                raise _OverLimit("utf-8", 0, line)
+        if limits.utf8_check:
+            self._newlines += data.count(b"\n")
 
 
 def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
@@ -86,8 +163,13 @@ def is_gzip(fileobj: BinaryIO) -> bool:
         fileobj.seek(pos)
 
 
-def open_binary(fileobj: BinaryIO, compressed: bool):
-    return gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
+def open_binary(fileobj: BinaryIO, compressed: bool, limits: Limits | None = None, width: int = 1):
+    raw = gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
+    return raw if limits is None else _Bounded(raw, limits, width)
+
+
+def _char_width(encoding: str) -> int:
+    return {"utf-16": 2, "utf-32": 4}.get(encoding, 1)
 
 
 def read_sample(fileobj: BinaryIO, compressed: bool) -> tuple[bytes, bool]:
@@ -118,6 +200,8 @@ def detect_encoding(sample: bytes, complete: bool) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
+    if _mostly_utf8(sample):
+        return "utf-8"  # decode_sample then names the stray bytes' line and character
     matches = charset_normalizer.from_bytes(sample)
     best = matches.best()
     if best is None:
@@ -133,6 +217,20 @@ def detect_encoding(sample: bytes, complete: bool) -> str:
     return _normalise(best.encoding)
 
 
+def _mostly_utf8(sample: bytes) -> bool:
+    """UTF-8 but for a few stray bytes: more valid multi-byte characters than invalid bytes.
+
+    Legacy single-byte text (é as 0xE9 before a letter) almost never forms a valid UTF-8
+    sequence, so one that holds several and only a few bad bytes is UTF-8 with damage, and is
+    reported as such rather than re-read whole as cp1252 or cp932 mojibake.
+    """
+    text = sample.decode("utf-8", "surrogateescape")
+    bad = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
+    wide = sum(1 for ch in text if "\x80" <= ch and not "\udc80" <= ch <= "\udcff")
+    # A multi-byte character cut at the sample's end is not a bad byte.
+    return wide > 0 and bad <= max(3, wide // 10) and wide > bad
+
+
 def decode_sample(sample: bytes, encoding: str, complete: bool) -> str:
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
@@ -140,7 +238,10 @@ def decode_sample(sample: bytes, encoding: str, complete: bool) -> str:
     except UnicodeDecodeError as exc:
         prefix = sample[: exc.start].decode(encoding, "replace")
         line = prefix.count("\n") + 1
-        raise TextProblem(_undecodable_message(line, encoding, sample[exc.start]), line) from None
+        char = len(prefix) - (prefix.rfind("\n") + 1) + 1
+        raise TextProblem(
+            _undecodable_message(line, encoding, sample[exc.start], char), line
+        ) from None
 
 
 def _undecodable_message(line: int, encoding: str, byte: int, char: int | None = None) -> str:
@@ -166,13 +267,19 @@ class TextStream:
     what it opened.
     """
 
-    def __init__(self, fileobj: BinaryIO, encoding: str, compressed: bool):
+    def __init__(
+        self, fileobj: BinaryIO, encoding: str, compressed: bool, limits: Limits | None = None
+    ):
         self._fileobj = fileobj
         self._start = fileobj.tell()
         self.encoding = encoding
         self.compressed = compressed
+        self.limits = limits
         self._wide = encoding in WIDE_ENCODINGS
-        self._raw = open_binary(fileobj, compressed)
+        self._gzip = open_binary(fileobj, compressed)
+        self._raw = self._gzip
+        if limits is not None:
+            self._raw = _Bounded(self._gzip, limits, _char_width(encoding))
         # TextIOWrapper reads ~15% faster from a native buffered file than from any Python-level
         # wrapper, so io objects are used as they are (and detached, not closed, at the end).
         buffer = self._raw if isinstance(self._raw, io.BufferedIOBase) else _Guarded(self._raw)
@@ -187,12 +294,18 @@ class TextStream:
         self.close()
 
     def close(self) -> None:
-        if isinstance(self._text.buffer, _Guarded):
-            self._text.close()
+        if isinstance(self._text.buffer, (_Guarded, _Bounded)):
+            self._text.close()  # closes only the view, not the caller's file
         elif not self._raw.closed:
             self._text.detach()  # leaves the caller's file open
         if self.compressed:
-            self._raw.close()
+            self._gzip.close()
+
+    def _bytes_only(self) -> Limits | None:
+        # Re-reads check the total only: the parsing pass reports a long line with its number.
+        if self.limits is None:
+            return None
+        return Limits(self.limits.max_bytes, self.limits.max_bytes)
 
     def check_nul(self) -> None:
         """Raise if the file holds a NUL byte (which no database text column can store).
@@ -204,7 +317,9 @@ class TextStream:
         if self._wide:
             return
         self._fileobj.seek(self._start)
-        raw = open_binary(self._fileobj, self.compressed)
+        gz = open_binary(self._fileobj, self.compressed)
+        limits = self._bytes_only()
+        raw = gz if limits is None else _Bounded(gz, limits)
         try:
             while block := raw.read(1 << 20):
                 if b"\x00" in block:
@@ -213,7 +328,7 @@ class TextStream:
             pass  # the parsing pass reports broken gzip data with its line
         finally:
             if self.compressed:
-                raw.close()
+                gz.close()
             self._fileobj.seek(self._start)
 
     def problem(self, exc: BaseException, lines_read: int) -> TextProblem:
@@ -229,6 +344,8 @@ class TextStream:
                 f"after line {lines_read}.",
                 lines_read + 1,
             )
+        if isinstance(exc, _OverLimit):
+            return _over_limit_problem(exc, lines_read, self.compressed)
         if isinstance(exc, _GZIP_ERRORS):
             return TextProblem(
                 f"The gzip data is damaged or cut short after line {lines_read} ({exc}).",
@@ -241,8 +358,9 @@ class TextStream:
         # failing, and report the first line holding one.
         self._fileobj.seek(self._start)
         raw = open_binary(self._fileobj, self.compressed)
+        limits = self._bytes_only()
         text = io.TextIOWrapper(
-            _Guarded(raw),
+            _Guarded(raw) if limits is None else _Bounded(raw, limits),
             encoding=self.encoding,
             errors="batchhub.mark",
             newline="",
@@ -263,10 +381,37 @@ class TextStream:
                     _undecodable_message(number, self.encoding, ord(match.group()) - 0xDC00, char),
                     number,
                 )
-        except _GZIP_ERRORS:
+        except (*_GZIP_ERRORS, _OverLimit):
             return None
         finally:
             text.close()
             if self.compressed:
                 raw.close()
         return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):,.1f} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+def _over_limit_problem(exc: _OverLimit, lines_read: int, compressed: bool) -> TextProblem:
+    if exc.kind == "line":
+        line = lines_read + 1
+        return TextProblem(
+            f"Line {line} is longer than {_megabytes(exc.limit)}, the most a row can take "
+            "(its columns times the field size limit); reading stopped there. "
+            "Is this really a CSV or JSONL file?",
+            line,
+        )
+    if exc.kind == "utf-8":
+        return TextProblem(
+            f"Line {exc.line} is UTF-8 text, but the start of the file is not: the file mixes "
+            "encodings. Save the whole file as UTF-8 and upload it again.",
+            exc.line,
+        )
+    what = "decompresses to" if compressed else "holds"
+    return TextProblem(
+        f"The file {what} more than {_megabytes(exc.limit)} of text, the limit "
+        f"(reading stopped after line {lines_read}). Split it into smaller files.",
+        None,
+    )

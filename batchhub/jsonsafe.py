@@ -1,0 +1,191 @@
+"""JSON that comes from outside, read with bounds: nesting depth and finite numbers only.
+
+The stdlib parser recurses once per nesting level (a value nested 10,000 deep ends in a
+RecursionError) and accepts NaN, Infinity and numbers like 1e400 that become float infinity,
+none of which is JSON another program (or PostgreSQL's jsonb) will read back. Every JSON that
+enters the system (request bodies, form fields, JSONL lines) goes through `loads` here instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+# Far deeper than any table cell or processor params need, and far below the parser's recursion.
+MAX_DEPTH = 64
+
+
+class JSONLimitError(ValueError):
+    """JSON that parses but breaks a bound.
+
+    `problem` reads after a subject ("Line 3 " + problem) with a `{where}` slot; `path` (keys and
+    indexes) and `char` (1-based character in the text) say where, when known; `phrase()` fills
+    the slot.
+    """
+
+    def __init__(
+        self, problem: str, *, path: list[str | int] | None = None, char: int | None = None
+    ):
+        self.problem = problem
+        self.path = path
+        self.char = char
+        super().__init__(self.phrase())
+
+    def where(self) -> str:
+        if self.path:
+            return f"at {format_path(self.path)}"
+        if self.char is not None:
+            return f"at character {self.char}"
+        return ""
+
+    def phrase(self, where: str | None = None) -> str:
+        where = self.where() if where is None else where
+        return self.problem.format(where=f" {where}" if where else "")
+
+
+class _NonFinite(Exception):
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NonFinite(text)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+_SENTINEL = object()
+_TOO_DEEP = "is nested more than {} levels deep{{where}}"
+_NON_FINITE = (
+    "holds the number {}{{where}}; JSON numbers must be finite "
+    "(no NaN or Infinity, and within a 64-bit float's range)"
+)
+
+
+def _sentinel_float(text: str) -> Any:
+    value = float(text)
+    return _SENTINEL if math.isinf(value) else value
+
+
+def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """json.loads that refuses nesting deeper than `max_depth` and numbers that are not finite.
+
+    Raises json.JSONDecodeError for text that is not JSON and JSONLimitError (also a ValueError)
+    for the bounds, with the place (path of keys and indexes, and the character) when known.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    try:
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise _too_deep(text, max_depth) from None
+    except _NonFinite as exc:
+        raise _non_finite(text, exc.text) from None
+    # Counting brackets is C-speed; the walk only runs when the text could be too deep.
+    if text.count("[") + text.count("{") > max_depth and depth(value) > max_depth:
+        raise _too_deep(text, max_depth)
+    return value
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of a parsed value (a scalar is 0, [] or {} is 1), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """Apply the same bounds to a value already in memory (e.g. rows built in Python)."""
+    stack: list[tuple[Any, int, list]] = [(value, 0, [])]
+    while stack:
+        item, level, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise JSONLimitError(_NON_FINITE.format(item), path=path)
+        if isinstance(item, dict):
+            pairs = list(item.items())
+        elif isinstance(item, list):
+            pairs = list(enumerate(item))
+        else:
+            continue
+        if level + 1 > max_depth:
+            raise JSONLimitError(_TOO_DEEP.format(max_depth), path=path)
+        stack.extend((child, level + 1, [*path, key]) for key, child in pairs)
+
+
+def format_path(path: list[str | int]) -> str:
+    if not path:
+        return "the top level"
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_and_column(text: str, char: int) -> tuple[int, int]:
+    """1-based line and column of the 1-based character `char` in `text`."""
+    before = text[: char - 1]
+    line = before.count("\n") + 1
+    return line, char - (before.rfind("\n") + 1)
+
+
+def _too_deep(text: str, max_depth: int) -> JSONLimitError:
+    # Only on the error path: find where the nesting passes the bound, skipping strings.
+    level, in_string, escaped = 0, False, False
+    for position, ch in enumerate(text, 1):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            level += 1
+            if level > max_depth:
+                return JSONLimitError(_TOO_DEEP.format(max_depth), char=position)
+        elif ch in "]}":
+            level -= 1
+    return JSONLimitError(_TOO_DEEP.format(max_depth))
+
+
+def _non_finite(text: str, literal: str) -> JSONLimitError:
+    # Parse again with a marker in place of the bad number to say where it is.
+    try:
+        marked = json.loads(
+            text, parse_float=_sentinel_float, parse_constant=lambda _name: _SENTINEL
+        )
+    except (ValueError, RecursionError):
+        marked = None
+    path = _path_to(marked, _SENTINEL) if marked is not None else None
+    return JSONLimitError(_NON_FINITE.format(literal), path=path)
+
+
+def _path_to(value: Any, target: Any) -> list[str | int] | None:
+    stack: list[tuple[Any, list]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if item is target:
+            return path
+        if isinstance(item, dict):
+            stack.extend((child, [*path, key]) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((child, [*path, i]) for i, child in reversed(list(enumerate(item))))
+    return None
