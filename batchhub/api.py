@@ -79,16 +79,30 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def _first_error(detail: Any) -> tuple[str, str]:
+    """The first message in nested serializer errors and where it is ("rows[3]", "a.b")."""
+    where = ""
+    while isinstance(detail, (dict, list)) and detail:
+        if isinstance(detail, dict):
+            key, detail = next(iter(detail.items()))
+            if key == "non_field_errors":
+                continue
+            where += (
+                f"[{key}]"
+                if isinstance(key, int) or str(key).isdigit()
+                else (f".{key}" if where else str(key))
+            )
+        else:
+            detail = detail[0]
+    return where, str(detail) if detail not in ({}, []) else ""
+
+
 def _message_and_details(exc: exceptions.APIException) -> tuple[str, Any]:
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):
-            first_field, first = next(iter(detail.items()), ("", ""))
-            first = first[0] if isinstance(first, list) and first else first
-            if first_field in ("non_field_errors", ""):
-                message = str(first)
-            else:
-                message = f"{first_field}: {first}"
+            where, first = _first_error(detail)
+            message = f"{where}: {first}" if where else first
             return message, detail
         if isinstance(detail, list):
             return (str(detail[0]) if detail else "Invalid request."), {"non_field_errors": detail}

@@ -145,22 +145,32 @@ def line_and_column(text: str, char: int) -> tuple[int, int]:
 
 
 def _too_deep(text: str, max_depth: int) -> JSONLimitError:
-    # Only on the error path: find where the nesting passes the bound, skipping strings.
-    level, in_string, escaped = 0, False, False
+    # Only on the error path: find where the nesting passes the bound, skipping strings, and
+    # the last string seen at the top level of an object (the key holding the deep value).
+    level, start, key = 0, None, None
+    escaped = False
     for position, ch in enumerate(text, 1):
-        if in_string:
+        if start is not None:
             if escaped:
                 escaped = False
             elif ch == "\\":
                 escaped = True
             elif ch == '"':
-                in_string = False
+                if level == 1:
+                    key = text[start - 1 : position]
+                start = None
         elif ch == '"':
-            in_string = True
+            start = position
         elif ch in "[{":
             level += 1
             if level > max_depth:
-                return JSONLimitError(_TOO_DEEP.format(max_depth), char=position)
+                path = None
+                if key is not None and text.lstrip().startswith("{"):
+                    try:
+                        path = [json.loads(key)]
+                    except ValueError:
+                        path = None
+                return JSONLimitError(_TOO_DEEP.format(max_depth), path=path, char=position)
         elif ch in "]}":
             level -= 1
     return JSONLimitError(_TOO_DEEP.format(max_depth))

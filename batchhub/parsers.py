@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import codecs
 
+from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
-from rest_framework.settings import api_settings
 
 from . import jsonsafe
 
 
 class BoundedJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        encoding = (parser_context or {}).get("encoding", api_settings.DEFAULT_CHARSET)
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = codecs.getreader(encoding)(stream).read()
         except UnicodeDecodeError as exc:

@@ -24,12 +24,14 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status, viewsets
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys.api import ErrorSerializer
+from batchhub import jsonsafe
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
+from batchhub.parsers import BoundedJSONParser
 
 from . import results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
@@ -81,6 +83,7 @@ class JSONObjectField(serializers.Field):
     default_error_messages = {
         "not_object": "Must be a JSON object.",
         "not_json": "Not valid JSON: {error}.",
+        "bounds": "The JSON {error}.",
         "nul": "Must not contain NUL characters.",
     }
 
@@ -103,13 +106,13 @@ class JSONObjectStringField(JSONObjectField):
     """A JSON object sent as a string: how a multipart form carries one."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
-        import json
-
         if isinstance(data, str):
             if not data.strip():
                 return {}
             try:
-                data = json.loads(data)
+                data = jsonsafe.loads(data)
+            except jsonsafe.JSONLimitError as exc:
+                self.fail("bounds", error=exc.phrase())
             except ValueError as exc:
                 self.fail("not_json", error=exc)
         return super().to_internal_value(data)
@@ -535,7 +538,7 @@ class _KnownCountPagination(LimitOffsetPagination):
 
 class JobViewSet(viewsets.GenericViewSet):
     pagination_class = LimitOffsetPagination
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [BoundedJSONParser, MultiPartParser]
     serializer_class = JobSerializer
     throttle_groups = {
         "list": "read",
@@ -732,6 +735,10 @@ class JobViewSet(viewsets.GenericViewSet):
             source=self._source(data),
             id_column=data.get("id_column") or None,
             column_map=data.get("column_map") or {},
+            concurrency=data.get("concurrency"),
+            rate_limit=data.get("rate_limit"),
+            max_attempts=data.get("max_attempts"),
+            webhook_url=data.get("webhook_url") or None,
         )
         body: dict[str, Any] = {
             "valid": report.valid,

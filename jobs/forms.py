@@ -13,6 +13,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from batchhub import jsonsafe
+
 from .processors import all_processors
 
 PARAM_PREFIX = "param"
@@ -170,6 +172,15 @@ class JSONTextField(forms.JSONField):
     def to_python(self, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
             return None
+        if isinstance(value, str):
+            try:
+                jsonsafe.loads(value)  # the bounds; Django's own parse then gives its errors
+            except jsonsafe.JSONLimitError as exc:
+                raise forms.ValidationError(
+                    f"This JSON {exc.phrase()}.", code="invalid"
+                ) from None
+            except ValueError:
+                pass
         return super().to_python(value)
 
     def prepare_value(self, value: Any) -> Any:

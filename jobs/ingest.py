@@ -28,7 +28,6 @@ from batchhub import jsonsafe
 
 from .ingest_text import (
     SAMPLE_BYTES,
-    WIDE_ENCODINGS,
     Limits,
     TextProblem,
     TextStream,
@@ -36,6 +35,7 @@ from .ingest_text import (
     detect_encoding,
     is_gzip,
     read_sample,
+    single_byte,
 )
 
 MAX_ERRORS = 100
@@ -85,12 +85,17 @@ def _error(line: int | None, column: int | None, message: str) -> dict:
 
 
 class _Errors:
-    """Collects problems: keeps the first MAX_ERRORS and counts the rest."""
+    """Collects problems: keeps the first MAX_ERRORS and counts the rest.
 
-    __slots__ = ("items", "total")
+    The problem that stopped reading (a limit, broken bytes) is always kept, last, so a list
+    full of bad rows still says why the rest of the file was not read.
+    """
+
+    __slots__ = ("items", "stop", "total")
 
     def __init__(self) -> None:
         self.items: list[dict] = []
+        self.stop: dict | None = None
         self.total = 0
 
     def add(self, line: int | None, column: int | None, message: str) -> None:
@@ -100,14 +105,18 @@ class _Errors:
 
     def extend(self, exc: InputError) -> None:
         for item in exc.errors:
+            if len(self.items) >= MAX_ERRORS and self.stop is None and exc.total == 1:
+                self.stop = item
             self.add(item["line"], item["column"], item["message"])
         self.total += exc.total - len(exc.errors)
 
     def as_list(self) -> list[dict]:
         if self.total <= MAX_ERRORS:
             return list(self.items)
-        more = self.total - (MAX_ERRORS - 1)
-        return [*self.items[: MAX_ERRORS - 1], _error(None, None, f"… and {more:,} more problems.")]
+        kept = MAX_ERRORS - (2 if self.stop else 1)
+        more = self.total - kept - (1 if self.stop else 0)
+        tail = [_error(None, None, f"… and {more:,} more problems.")]
+        return [*self.items[:kept], *tail, *([self.stop] if self.stop else [])]
 
     def error(self) -> InputError:
         return InputError(self.as_list(), self.total)
@@ -407,7 +416,7 @@ def read_limits(info: TableInfo) -> Limits:
     field = settings.BATCHHUB_MAX_FIELD_BYTES
     columns = len(info.columns) if info.format == "csv" else settings.BATCHHUB_MAX_COLUMNS
     line = min(settings.BATCHHUB_MAX_ROW_BYTES, max(columns, 1) * (4 * field + 3) + 2)
-    legacy = info.encoding not in (None, "utf-8", "utf-8-sig", *WIDE_ENCODINGS)
+    legacy = info.encoding is not None and single_byte(info.encoding)
     max_bytes = (
         settings.BATCHHUB_MAX_DECOMPRESSED_BYTES
         if info.compressed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import importlib
 import io
 import re
 import zlib
@@ -107,20 +108,28 @@ class _Bounded(io.BufferedIOBase):
         if last < 0:
             self._since_newline += len(data)
             if self._since_newline > self._max_line:
-                raise _OverLimit("line", limits.max_line)
+                raise _OverLimit("line", limits.max_line, self._newlines + 1)
         else:
             self._since_newline = len(data) - last - 1
         if limits.utf8_check and not data.isascii():
+            self._check_utf8(data)
+        self._newlines += data.count(b"\n")
+
+    def _check_utf8(self, data: bytes) -> None:
+        # A line whose non-ASCII bytes are all valid UTF-8 sequences is UTF-8 text: in a
+        # single-byte legacy encoding such a line is (almost) only ever mojibake.
+        for match in _UTF8_SEQUENCE.finditer(data):
+            begin = max(data.rfind(b"\n", 0, match.start()), data.rfind(b"\r", 0, match.start()))
+            ends = [i for i in (data.find(b"\n", match.end()), data.find(b"\r", match.end()))]
+            end = min([i for i in ends if i >= 0], default=len(data))
+            if end == len(data):
+                return  # the line goes on in the next block; it is checked there
             try:
-                codecs.utf_8_decode(data, "strict", False)
+                data[begin + 1 : end].decode("utf-8")
             except UnicodeDecodeError:
-                pass
-            else:
-                first = next(i for i, b in enumerate(data) if b > 0x7F)
-                line = self._newlines + data.count(b"\n", 0, first) + 1
-                raise _OverLimit("utf-8", 0, line)
-        if limits.utf8_check:
-            self._newlines += data.count(b"\n")
+                continue
+            line = self._newlines + data.count(b"\n", 0, begin + 1) + 1
+            raise _OverLimit("utf-8", 0, line)
 
 
 def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
@@ -134,6 +143,10 @@ def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
 
 codecs.register_error("batchhub.mark", _mark_undecodable)
 _BAD_CHAR = re.compile("[\x00\udc00-\udcff]")
+# A multi-byte UTF-8 character (2 to 4 bytes, no overlong forms).
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
 
 
 class _Guarded(io.BufferedIOBase):
@@ -166,6 +179,18 @@ def is_gzip(fileobj: BinaryIO) -> bool:
 def open_binary(fileobj: BinaryIO, compressed: bool, limits: Limits | None = None, width: int = 1):
     raw = gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
     return raw if limits is None else _Bounded(raw, limits, width)
+
+
+def single_byte(encoding: str) -> bool:
+    """A legacy encoding with one byte per character (cp1252, latin-1, koi8-r…)."""
+    name = codecs.lookup(encoding).name
+    if name in ("latin-1", "iso8859-1", "ascii"):
+        return True
+    try:
+        module = importlib.import_module("encodings." + name.replace("-", "_"))
+    except ImportError:
+        return False
+    return hasattr(module, "decoding_table")
 
 
 def _char_width(encoding: str) -> int:
@@ -318,7 +343,9 @@ class TextStream:
             return
         self._fileobj.seek(self._start)
         gz = open_binary(self._fileobj, self.compressed)
-        limits = self._bytes_only()
+        limits = self.limits
+        if limits is not None and limits.utf8_check:
+            limits = Limits(limits.max_bytes, limits.max_line)  # the parsing pass checks that
         raw = gz if limits is None else _Bounded(gz, limits)
         try:
             while block := raw.read(1 << 20):
@@ -396,7 +423,7 @@ def _megabytes(n: int) -> str:
 
 def _over_limit_problem(exc: _OverLimit, lines_read: int, compressed: bool) -> TextProblem:
     if exc.kind == "line":
-        line = lines_read + 1
+        line = exc.line or lines_read + 1
         return TextProblem(
             f"Line {line} is longer than {_megabytes(exc.limit)}, the most a row can take "
             "(its columns times the field size limit); reading stopped there. "

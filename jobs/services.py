@@ -149,6 +149,38 @@ def _safe_filename(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base)[:100]
 
 
+def check_options(
+    *,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    max_attempts: int | None = None,
+    webhook_url: str | None = None,
+) -> None:
+    """The job's settings beside its input; validate and create both run these."""
+    if concurrency is not None and not 1 <= concurrency <= settings.BATCHHUB_MAX_CONCURRENCY:
+        raise APIError(
+            f"concurrency must be between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}.",
+            details={"concurrency": [f"between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}"]},
+        )
+    if rate_limit is not None and rate_limit < 1:
+        raise APIError(
+            "rate_limit must be a positive number of requests per minute.",
+            details={"rate_limit": ["≥ 1"]},
+        )
+    if max_attempts is not None and not 1 <= max_attempts <= 20:
+        raise APIError(
+            "max_attempts must be between 1 and 20.",
+            details={"max_attempts": ["between 1 and 20"]},
+        )
+    if webhook_url:
+        from .ssrf import validate_webhook_url
+
+        try:
+            validate_webhook_url(webhook_url)
+        except ValidationError as exc:
+            raise APIError(exc.messages[0], details={"webhook_url": exc.messages}) from None
+
+
 def validate_input(
     user,
     *,
@@ -157,7 +189,18 @@ def validate_input(
     source: Source,
     id_column: str | None = None,
     column_map: dict[str, str] | None = None,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    max_attempts: int | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[ingest_mod.Report, Processor]:
+    """Every check create_job makes on a request but the quotas, without creating anything."""
+    check_options(
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
+    )
     proc = processor_for(processor, params)
     try:
         proc.check_destinations()
@@ -244,29 +287,6 @@ def create_job(
             details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},
         )
     concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
-    if not 1 <= concurrency <= settings.BATCHHUB_MAX_CONCURRENCY:
-        raise APIError(
-            f"concurrency must be between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}.",
-            details={"concurrency": [f"between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}"]},
-        )
-    if rate_limit is not None and rate_limit < 1:
-        raise APIError(
-            "rate_limit must be a positive number of requests per minute.",
-            details={"rate_limit": ["≥ 1"]},
-        )
-    if max_attempts is not None and not 1 <= max_attempts <= 20:
-        raise APIError(
-            "max_attempts must be between 1 and 20.",
-            details={"max_attempts": ["between 1 and 20"]},
-        )
-    if webhook_url:
-        from .ssrf import validate_webhook_url
-
-        try:
-            validate_webhook_url(webhook_url)
-        except ValidationError as exc:
-            raise APIError(exc.messages[0], details={"webhook_url": exc.messages}) from None
-
     report, proc = validate_input(
         user,
         processor=processor,
@@ -274,6 +294,10 @@ def create_job(
         source=source,
         id_column=id_column,
         column_map=column_map,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
     )
     if report.row_count > settings.BATCHHUB_MAX_ROWS:
         raise QuotaExceeded(

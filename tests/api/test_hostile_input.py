@@ -1,0 +1,262 @@
+"""Hostile input: every bad file or body is a 4xx naming the place, fast, and creates nothing.
+
+Deep nesting, numbers JSON cannot hold, wrong encodings, enormous lines and decompression
+bombs, through create (400 invalid_csv or invalid_request), validate (200, valid: false, or
+400 for a body that is not JSON) and the other JSON bodies of the API.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+
+from jobs.models import Job
+
+from .conftest import API, assert_error, upload
+
+pytestmark = pytest.mark.django_db
+
+DEEP = "[" * 10_000 + "]" * 10_000
+TEMPLATE = json.dumps({"template": "{name}"})
+
+
+def _multipart(client, path: str, body: bytes, name: str, **fields):
+    data = {"file": upload(body, name), "processor": "template", "params": TEMPLATE, **fields}
+    return client.post(f"{API}/{path}", data, format="multipart")
+
+
+def create_file(client, body: bytes, name: str = "input.csv", **fields):
+    return _multipart(client, "jobs", body, name, **fields)
+
+
+def validate_file(client, body: bytes, name: str = "input.csv", **fields):
+    return _multipart(client, "jobs/validate", body, name, **fields)
+
+
+def assert_refused_file(client, body: bytes, name: str, line: int | None, *words: str) -> dict:
+    """Create is a 400 invalid_csv whose first error names the line; validate agrees; no job."""
+    error = assert_error(create_file(client, body, name), 400, "invalid_csv")
+    first = error["details"]["errors"][0]
+    assert first["line"] == line, first
+    for word in words:
+        assert word in first["message"], first
+    report = validate_file(client, body, name)
+    assert report.status_code == 200
+    assert report.json()["valid"] is False
+    assert report.json()["errors"][0] == first
+    assert Job.objects.count() == 0
+    return first
+
+
+def _bomb(block: bytes, repeat: int, head: bytes = b"", tail: bytes = b"") -> bytes:
+    # Concatenated gzip members read as one stream: a gigabyte costs milliseconds to build.
+    member = gzip.compress(block, 9)
+    return gzip.compress(head, 9) + member * repeat + gzip.compress(tail, 9)
+
+
+# --- 1. deep nesting --------------------------------------------------------------------------
+
+
+def test_deep_jsonl_line_is_refused_naming_the_line(api_alice):
+    body = b'{"name": "ann"}\n{"name": ' + DEEP.encode() + b"}\n"
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "nested more than 64")
+    assert first["column"] == 1  # the column "name"
+
+
+def test_deep_jsonl_first_line_is_refused_too(api_alice):
+    body = b'{"name": ' + DEEP.encode() + b'}\n{"name": "ann"}\n'
+    assert_refused_file(api_alice, body, "in.jsonl", 1, "Line 1", "nested")
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+def test_deep_rows_body_is_a_400_naming_line_and_column(api_alice, path):
+    body = '{"processor": "template", "params": {}, "rows": [{"name": ' + DEEP + "}]}"
+    response = api_alice.post(f"{API}/{path}", body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert "nested more than 64 levels deep at line 1, column" in error["message"]
+    assert Job.objects.count() == 0
+
+
+def test_deep_params_string_is_a_400(api_alice):
+    response = create_file(api_alice, b"name\nann\n", params='{"template": ' + DEEP + "}")
+    error = assert_error(response, 400, "invalid_request")
+    assert "params" in error["message"] and "nested more than 64" in error["message"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("patch", "jobs/{id}"), ("post", "jobs/{id}/retry"), ("post", "keys")],
+)
+def test_deep_bodies_elsewhere_are_400(api_alice, alice_job, method, path):
+    url = f"{API}/{path.format(id=alice_job.public_id)}"
+    response = getattr(api_alice, method)(
+        url, '{"name": ' + DEEP + "}", content_type="application/json"
+    )
+    error = assert_error(response, 400, "invalid_request")
+    assert "nested more than 64 levels deep at line 1, column" in error["message"]
+
+
+def test_deep_params_in_the_html_form_is_a_field_error(client_alice):
+    from jobs.forms import JSONTextField
+
+    field = JSONTextField()
+    with pytest.raises(Exception) as caught:
+        field.clean(DEEP)
+    assert "nested more than 64" in str(caught.value)
+
+
+# --- 2. numbers JSON cannot hold ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("literal", ["1e400", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_number_in_jsonl_is_refused_with_line_and_column(api_alice, literal):
+    body = f'{{"name": "ann", "score": 1}}\n{{"name": "bob", "score": {literal}}}\n'.encode()
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", literal, "finite")
+    assert first["column"] == 2
+    assert '"score"' in first["message"]
+
+
+@pytest.mark.parametrize("literal", ["1e400", "NaN", "-Infinity"])
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+def test_non_finite_number_in_rows_is_a_400_naming_the_row(api_alice, literal, path):
+    body = (
+        '{"processor": "template", "params": {"template": "{name}"}, '
+        f'"rows": [{{"name": "a"}}, {{"name": "b", "score": [1, {literal}]}}]}}'
+    )
+    response = api_alice.post(f"{API}/{path}", body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert f"holds the number {literal} at rows[1].score[1]" in error["message"]
+    assert Job.objects.count() == 0
+
+
+# --- 3. encodings -------------------------------------------------------------------------------
+
+
+def test_utf8_with_one_stray_byte_is_utf8_and_the_byte_is_named(api_alice):
+    lines = ["name,city"] + [f"person{i},Zürich — café" for i in range(50)]
+    text = "\n".join(lines).encode()
+    at = text.index(b"person7,") + len("person7,Z")
+    body = text[:at] + b"\xff" + text[at:] + b"\n"
+    first = assert_refused_file(api_alice, body, "in.csv", 9, "Line 9", "utf-8", "0xFF")
+    assert "character 10" in first["message"]
+
+
+def test_jsonl_utf8_with_one_stray_byte_is_not_read_as_cp1252(api_alice):
+    lines = [
+        json.dumps({"name": f"Zoë {i}", "city": "Köln"}, ensure_ascii=False) for i in range(40)
+    ]
+    body = "\n".join(lines).encode() + b'\n{"name": "x\x81y"}\n'
+    assert_refused_file(api_alice, body, "in.jsonl", 41, "Line 41", "utf-8")
+
+
+def test_utf8_after_a_cp1252_start_is_refused_with_its_line(api_alice):
+    head = "name,city\n" + "".join(f"p{i},Café\n" for i in range(8000))
+    tail = "".join(f"q{i},Zürich\n" for i in range(100))
+    body = head.encode("cp1252") + tail.encode("utf-8")
+    assert len(head) > 64 * 1024  # the UTF-8 part is past the detection sample
+    first = assert_refused_file(api_alice, body, "in.csv", 8002, "Line 8002", "UTF-8")
+    assert "mixes encodings" in first["message"]
+
+
+def test_plain_cp1252_file_still_reads(api_alice):
+    body = "name,city\nann,Café\nbob,Köln\n".encode("cp1252")
+    report = validate_file(api_alice, body).json()
+    assert report["valid"] is True, report
+    assert report["encoding"] == "cp1252"
+    assert report["preview"][0]["city"] == "Café"
+
+
+# --- 5/6. enormous lines and decompression bombs ---------------------------------------------
+
+
+def _refused_fast(client, body: bytes, name: str, *words: str) -> tuple[float, dict]:
+    started = time.monotonic()
+    response = create_file(client, body, name)
+    elapsed = time.monotonic() - started
+    error = assert_error(response, 400, "invalid_csv")
+    first = error["details"]["errors"][0]
+    for word in words:
+        assert word in first["message"], first
+    assert Job.objects.count() == 0
+    return elapsed, first
+
+
+def test_a_300_mb_csv_line_is_refused_fast(api_alice):
+    body = _bomb(b"x" * (1 << 20), 300, head=b"name,text\nann,hi\n", tail=b"\n")
+    assert len(body) < 1 << 20
+    elapsed, first = _refused_fast(api_alice, body, "in.csv.gz", "Line 3 is longer than")
+    assert first["line"] == 3
+    assert elapsed < 5, elapsed
+
+
+def test_a_300_mb_jsonl_line_is_refused_fast(api_alice):
+    body = _bomb(b"x" * (1 << 20), 300, head=b'{"name": "ann"}\n{"name": "', tail=b'"}\n')
+    elapsed, first = _refused_fast(api_alice, body, "in.jsonl.gz", "Line 2 is longer than")
+    assert first["line"] == 2
+    assert elapsed < 5, elapsed
+
+
+def test_a_gigabyte_of_blank_lines_is_refused_fast(api_alice):
+    body = _bomb(b"\n" * (1 << 20), 1100, head=b"name,text\nann,hi\n")
+    assert len(body) < 2 << 20
+    elapsed, first = _refused_fast(api_alice, body, "in.csv.gz", "decompresses to more than")
+    assert elapsed < 5, elapsed
+
+
+def test_a_gigabyte_of_long_rows_is_refused_at_the_decompressed_limit(api_alice, settings):
+    row = b"x" * 100_000 + b"\n"
+    body = _bomb(row * 10, 1100, head=b"name\n")
+    elapsed, _first = _refused_fast(api_alice, body, "in.csv.gz", "decompresses to more than")
+    assert elapsed < 5, elapsed
+
+
+def test_blank_lines_past_the_row_limit_stop_reading(api_alice, settings):
+    settings.BATCHHUB_MAX_ROWS = 1000
+    body = b"name\nann\n" + b"\n" * 5000 + b"bob\n"
+    first = assert_refused_file(api_alice, body, "in.csv", 1003, "blank lines")
+    assert "1,000" in first["message"]
+
+
+def test_bad_jsonl_lines_past_the_row_limit_stop_reading(api_alice, settings):
+    settings.BATCHHUB_MAX_ROWS = 1000
+    body = b'{"name": "ann"}\n' + b"1\n" * 5000
+    response = create_file(api_alice, body, "in.jsonl")
+    error = assert_error(response, 400, "invalid_csv")
+    assert any("blank or not rows" in e["message"] for e in error["details"]["errors"])
+    assert Job.objects.count() == 0
+
+
+# --- 12. smaller ones -------------------------------------------------------------------------
+
+
+def test_nul_byte_in_the_sample_names_its_line(api_alice):
+    body = b"name,text\nann,hi\nbob,h\x00i\n"
+    first = assert_refused_file(api_alice, body, "in.csv", 3, "Line 3", "NUL", "character 6")
+    assert first["line"] == 3
+
+
+def test_rows_error_is_a_sentence_not_a_python_repr(api_alice):
+    body = {"processor": "template", "params": {"template": "{name}"}, "rows": [{"name": "a"}, 5]}
+    response = api_alice.post(f"{API}/jobs", body, format="json")
+    error = assert_error(response, 400, "invalid_request")
+    assert "ErrorDetail" not in error["message"] and "{" not in error["message"]
+    assert error["message"].startswith("rows[1]: "), error["message"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("concurrency", 100_000), ("rate_limit", 0), ("max_attempts", 50)],
+)
+def test_validate_refuses_what_create_refuses(api_alice, settings, field, value):
+    rows = {"processor": "template", "params": {"template": "{name}"}, "rows": [{"name": "a"}]}
+    created = api_alice.post(f"{API}/jobs", {**rows, field: value}, format="json")
+    checked = api_alice.post(f"{API}/jobs/validate", {**rows, field: value}, format="json")
+    assert_error(created, 400, "invalid_request")
+    error = assert_error(checked, 400, "invalid_request")
+    assert field in error["message"]
+    assert Job.objects.count() == 0
