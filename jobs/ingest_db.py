@@ -46,7 +46,9 @@ def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list
     backslashes need doubling for COPY.
     """
     quote = encode_basestring
-    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    # allow_nan=False: ingest refuses non-finite numbers; should one get here, the COPY fails
+    # rather than store text no JSON reader accepts.
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
     backslash, two_backslashes = "\\", "\\\\"
     head = f"{job_id}\t"
     tail = f"\t{RowStatus.PENDING.value}\t0\n"
@@ -79,7 +81,7 @@ def _executemany(
 ) -> int:
     if connection.vendor == "sqlite":
         # What JSONField.get_db_prep_save does there, without its per-value layers.
-        dumps = json.JSONEncoder().encode
+        dumps = json.JSONEncoder(allow_nan=False).encode
 
         def prep(values, _connection):
             return dumps(values)

@@ -103,7 +103,7 @@ class _Bounded(io.BufferedIOBase):
         limits = self._limits
         self._total += len(data)
         if self._total > limits.max_bytes:
-            raise _OverLimit("bytes", limits.max_bytes)
+            raise _OverLimit("bytes", limits.max_bytes, self._newlines + 1)
         last = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if last < 0:
             self._since_newline += len(data)
@@ -437,8 +437,9 @@ def _over_limit_problem(exc: _OverLimit, lines_read: int, compressed: bool) -> T
             exc.line,
         )
     what = "decompresses to" if compressed else "holds"
+    line = exc.line or lines_read + 1
     return TextProblem(
-        f"The file {what} more than {_megabytes(exc.limit)} of text, the limit "
-        f"(reading stopped after line {lines_read}). Split it into smaller files.",
-        None,
+        f"The file {what} more than {_megabytes(exc.limit)} of text, the limit; reading "
+        f"stopped in line {line:,}. Split it into smaller files.",
+        line,
     )

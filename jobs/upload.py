@@ -10,7 +10,9 @@ temporary-file handlers), so it sees every chunk before anyone stores it:
   file and reads the rest of the body into nowhere (`connection_reset=False`), so the client, still
   sending, gets a clean response instead of a reset connection.
 
-The view calls `raise_if_exceeded()` after parsing to turn the stop into the contract's 413.
+The API view calls `raise_if_exceeded()` after parsing to turn the stop into the contract's 413;
+the dashboard's upload view (`guard_upload`) checks the declared length before anything reads the
+body (the CSRF check included) and shows the same message on the page with a 413.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ class UploadLimit(FileUploadHandler):
         self.limit = settings.BATCHHUB_MAX_UPLOAD_BYTES if limit is None else limit
         self.exceeded = False
 
+    def declared_too_large(self, content_length: int | None) -> bool:
+        """The body's declared length alone rules out a file within the limit."""
+        return bool(content_length) and content_length > self.limit + FORM_ALLOWANCE
+
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        if content_length and content_length > self.limit + FORM_ALLOWANCE:
+        if self.declared_too_large(content_length):
             # Nothing read yet: refuse at once rather than receive a body that cannot be kept.
             self.exceeded = True
             raise too_large(self.limit)
@@ -61,3 +67,38 @@ class UploadLimit(FileUploadHandler):
     def raise_if_exceeded(self) -> None:
         if self.exceeded:
             raise too_large(self.limit)
+
+
+def guard_upload(refuse):
+    """Decorate a form view so UploadLimit comes first on its POSTs, before the CSRF check.
+
+    The CSRF check reads the body (its token is a form field), so the wrapper is CSRF-exempt
+    only to run first: a body whose declared length is over the limit is refused with
+    `refuse(request, limit)` before a byte is read (a refusal changes nothing); anything else
+    goes to the view under the usual CSRF protection, with `request.upload_limit` set for it
+    to check after parsing (a body that lied about its length stops at the limit).
+    """
+    from functools import wraps
+
+    from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+    def decorate(view):
+        protected = csrf_protect(view)
+
+        @csrf_exempt
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            request.upload_limit = None
+            if request.method == "POST":
+                limit = UploadLimit(request)
+                request.upload_handlers.insert(0, limit)
+                request.upload_limit = limit
+                length = str(request.META.get("CONTENT_LENGTH") or "")
+                if limit.declared_too_large(int(length) if length.isdigit() else None):
+                    limit.exceeded = True
+                    return refuse(request, limit)
+            return protected(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -29,6 +29,7 @@ from . import charts, drafts, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import TERMINAL, Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
+from .upload import UploadLimit, guard_upload, too_large
 
 PAGE_SIZE = 25
 PREVIEW_RESULTS = 50
@@ -577,9 +578,20 @@ def _handle_upload(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('jobs:new')}?draft={token}")
 
 
+def _upload_too_large(request: HttpRequest, limit: UploadLimit) -> HttpResponse:
+    return _upload_page(
+        request, UploadForm(), status=413, message=str(too_large(limit.limit).detail)
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
+@guard_upload(_upload_too_large)
 def new_job(request: HttpRequest) -> HttpResponse:
+    if request.upload_limit is not None:
+        request.FILES  # noqa: B018 -- parse now: the limit is known only once the body is read
+        if request.upload_limit.exceeded:
+            return _upload_too_large(request, request.upload_limit)
     if request.method == "POST" and (
         "file" in request.FILES or request.POST.get("action") == "upload"
     ):
