@@ -73,6 +73,11 @@ def _sentinel_float(text: str) -> Any:
     return _SENTINEL if math.isinf(value) else value
 
 
+# Built once: json.loads with any hook builds a new decoder per call, which costs more than the
+# parse of a short JSONL line.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     """json.loads that refuses nesting deeper than `max_depth` and numbers that are not finite.
 
@@ -82,7 +87,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
     try:
-        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise _too_deep(text, max_depth) from None
     except _NonFinite as exc:

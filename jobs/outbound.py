@@ -43,6 +43,8 @@ from urllib3.exceptions import (
 from urllib3.exceptions import TimeoutError as UrllibTimeout
 from urllib3.util import make_headers
 
+from batchhub import jsonsafe
+
 from . import ssrf
 
 DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
@@ -187,7 +189,8 @@ class Response:
         return self.content.decode(self.charset_encoding or "utf-8", errors="replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        # Bounded: an answer nested thousands deep is a ValueError (a row error), not a crash.
+        return jsonsafe.loads(self.content)
 
     def iter_bytes(self, chunk_size: int = 65_536) -> Iterator[bytes]:
         """The body, decompressed, piece by piece (streamed answers)."""

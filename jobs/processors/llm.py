@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+
+from batchhub import jsonsafe
 
 from . import _httpclient as net
 from .base import ParamsError, Processor, RetryableError, RowError, RowInput, RowResult
@@ -346,12 +347,12 @@ def _parse_object(content: str) -> dict[str, Any]:
     if fenced:
         text = fenced.group(1).strip()
     try:
-        value = json.loads(text)
+        value = jsonsafe.loads(text)
     except ValueError:
         # Chatty models wrap the object in a sentence: try the outermost braces before giving up.
         start, end = text.find("{"), text.rfind("}")
         try:
-            value = json.loads(text[start : end + 1]) if 0 <= start < end else None
+            value = jsonsafe.loads(text[start : end + 1]) if 0 <= start < end else None
         except ValueError:
             value = None
         if value is None:

@@ -346,6 +346,8 @@ class EchoHandler(_Handler):
             self.send(500, "oops")
         elif path == "/text":
             self.send(200, "plain words, not JSON")
+        elif path == "/deep":
+            self.send(200, '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}")
         elif path == "/slow":
             time.sleep(1.0)
             self.send(200, {"ok": True})

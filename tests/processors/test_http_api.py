@@ -122,6 +122,11 @@ def test_fields_on_a_non_json_answer_is_a_row_error(echo_server):
     assert "not JSON" in result.error and not result.retry
 
 
+def test_fields_on_a_deeply_nested_answer_is_a_row_error_not_a_crash(echo_server):
+    result = http(url=echo_server.url + "/deep", fields={"a": "a"}).run_one(make_row({}))
+    assert "not JSON" in result.error and not result.retry
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
