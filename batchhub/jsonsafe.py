@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Far deeper than any table cell or processor params need, and far below the parser's recursion.
@@ -149,24 +150,20 @@ def line_and_column(text: str, char: int) -> tuple[int, int]:
     return line, char - (before.rfind("\n") + 1)
 
 
+# A JSON string (skipped whole, at C speed) or a bracket.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
 def _too_deep(text: str, max_depth: int) -> JSONLimitError:
-    # Only on the error path: find where the nesting passes the bound, skipping strings, and
-    # the last string seen at the top level of an object (the key holding the deep value).
-    level, start, key = 0, None, None
-    escaped = False
-    for position, ch in enumerate(text, 1):
-        if start is not None:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                if level == 1:
-                    key = text[start - 1 : position]
-                start = None
-        elif ch == '"':
-            start = position
-        elif ch in "[{":
+    # Only on the error path: find where the nesting passes the bound, and the last string seen
+    # at the top level of an object (the key holding the deep value).
+    level, key = 0, None
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == '"':
+            if level == 1:
+                key = token
+        elif token in "[{":
             level += 1
             if level > max_depth:
                 path = None
@@ -175,8 +172,10 @@ def _too_deep(text: str, max_depth: int) -> JSONLimitError:
                         path = [json.loads(key)]
                     except ValueError:
                         path = None
-                return JSONLimitError(_TOO_DEEP.format(max_depth), path=path, char=position)
-        elif ch in "]}":
+                return JSONLimitError(
+                    _TOO_DEEP.format(max_depth), path=path, char=match.start() + 1
+                )
+        else:
             level -= 1
     return JSONLimitError(_TOO_DEEP.format(max_depth))
 

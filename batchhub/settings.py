@@ -212,13 +212,16 @@ BATCHHUB_MAX_ROWS = env_int("BATCHHUB_MAX_ROWS", 1_000_000, minimum=1)
 BATCHHUB_MAX_ACTIVE_JOBS = env_int("BATCHHUB_MAX_ACTIVE_JOBS", 10, minimum=1)
 BATCHHUB_MAX_FIELD_BYTES = env_int("BATCHHUB_MAX_FIELD_BYTES", 128 * 1024, minimum=16)
 BATCHHUB_MAX_COLUMNS = env_int("BATCHHUB_MAX_COLUMNS", 500, minimum=1)
-# A gzip upload may hold this much text once decompressed; past it reading stops (a small file
-# that inflates to gigabytes would otherwise hold a web thread for minutes).
+# A gzip upload may hold this much text once decompressed (by default what an uncompressed one
+# may: gzip saves the transfer, it does not raise the limit); past it reading stops, so a small
+# file that inflates to gigabytes cannot hold a web thread for minutes.
 BATCHHUB_MAX_DECOMPRESSED_BYTES = env_int(
-    "BATCHHUB_MAX_DECOMPRESSED_BYTES", 2 * BATCHHUB_MAX_UPLOAD_BYTES, minimum=1024
+    "BATCHHUB_MAX_DECOMPRESSED_BYTES", BATCHHUB_MAX_UPLOAD_BYTES, minimum=1024
 )
 # One physical line of input: never more than its columns times the field size, nor this.
 BATCHHUB_MAX_ROW_BYTES = env_int("BATCHHUB_MAX_ROW_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Checking an upload (validate, create, the dashboard's preview) stops after this many seconds.
+BATCHHUB_VALIDATE_SECONDS = env_int("BATCHHUB_VALIDATE_SECONDS", 60, minimum=1)
 BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)
 BATCHHUB_ALLOW_SIGNUP = env_bool("BATCHHUB_ALLOW_SIGNUP", False)
 BATCHHUB_DEFAULT_CONCURRENCY = env_int("BATCHHUB_DEFAULT_CONCURRENCY", 4, minimum=1)

@@ -176,9 +176,7 @@ class JSONTextField(forms.JSONField):
             try:
                 jsonsafe.loads(value)  # the bounds; Django's own parse then gives its errors
             except jsonsafe.JSONLimitError as exc:
-                raise forms.ValidationError(
-                    f"This JSON {exc.phrase()}.", code="invalid"
-                ) from None
+                raise forms.ValidationError(f"This JSON {exc.phrase()}.", code="invalid") from None
             except ValueError:
                 pass
         return super().to_python(value)

@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -407,7 +408,7 @@ def _raise(line: int | None, column: int | None, message: str) -> None:
     raise InputError([_error(line, column, message)])
 
 
-def read_limits(info: TableInfo) -> Limits:
+def read_limits(info: TableInfo, deadline: float | None = None) -> Limits:
     """The bounds for reading this input: decompressed bytes, and bytes in one physical line.
 
     A CSV line holds at most its header's columns, each at most the field size (a character
@@ -422,13 +423,21 @@ def read_limits(info: TableInfo) -> Limits:
         if info.compressed
         else max(settings.BATCHHUB_MAX_UPLOAD_BYTES, settings.BATCHHUB_MAX_DECOMPRESSED_BYTES)
     )
-    return Limits(max_bytes=max_bytes, max_line=line, utf8_check=legacy)
+    return Limits(
+        max_bytes=max_bytes,
+        max_line=line,
+        utf8_check=legacy,
+        deadline=deadline,
+        max_blank=settings.BATCHHUB_MAX_ROWS,
+    )
 
 
-def _open_csv(fileobj: BinaryIO, info: TableInfo) -> tuple[TextStream, Any]:
+def _open_csv(
+    fileobj: BinaryIO, info: TableInfo, deadline: float | None = None
+) -> tuple[TextStream, Any]:
     # The csv module's limit is global; it is set on every read so a changed setting applies.
     csv.field_size_limit(settings.BATCHHUB_MAX_FIELD_BYTES)
-    stream = TextStream(fileobj, info.encoding, info.compressed, read_limits(info))
+    stream = TextStream(fileobj, info.encoding, info.compressed, read_limits(info, deadline))
     return stream, csv.reader(stream.lines, **_dialect(info.delimiter))
 
 
@@ -543,12 +552,15 @@ def _limit_problem(
     return line, column, f"{what} {exc.phrase(f'in column {_quote(key)}{inner}')}."
 
 
-def _iter_jsonl(fileobj: BinaryIO, info: TableInfo, report) -> Iterator[tuple[int, list]]:
+def _iter_jsonl(
+    fileobj: BinaryIO, info: TableInfo, report, deadline: float | None = None
+) -> Iterator[tuple[int, list]]:
     objects = _Objects(info, report)
     loads = jsonsafe.loads
     number = skipped = 0
     max_skipped = settings.BATCHHUB_MAX_ROWS
-    with TextStream(fileobj, info.encoding, info.compressed, read_limits(info)) as stream:
+    limits = read_limits(info, deadline)
+    with TextStream(fileobj, info.encoding, info.compressed, limits) as stream:
         try:
             for number, line in enumerate(stream.lines, 1):
                 values = None
@@ -622,11 +634,13 @@ def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]
             yield number, values
 
 
-def _iter_source(source, info: TableInfo, report) -> Iterator[tuple[int, list]]:
+def _iter_source(
+    source, info: TableInfo, report, deadline: float | None = None
+) -> Iterator[tuple[int, list]]:
     if info.format == "rows":
         return _iter_list(source, info, report)
     if info.format == "jsonl":
-        return _iter_jsonl(source, info, report)
+        return _iter_jsonl(source, info, report, deadline)
     return _iter_csv(source, info)
 
 
@@ -655,9 +669,17 @@ class _Scan:
     """
 
     def __init__(
-        self, source, info: TableInfo, errors: _Errors, *, id_column: str | None, max_rows: int
+        self,
+        source,
+        info: TableInfo,
+        errors: _Errors,
+        *,
+        id_column: str | None,
+        max_rows: int,
+        deadline: float | None = None,
     ):
         self.source = source
+        self.deadline = deadline
         self.info = info
         self.errors = errors
         self.id_column = id_column
@@ -718,7 +740,7 @@ class _Scan:
         seen: set[int] = set()
         seen_add = seen.add
         count = last = blank = 0
-        stream, reader = _open_csv(self.source, self.info)
+        stream, reader = _open_csv(self.source, self.info, self.deadline)
         with stream:
             try:
                 last = _skip_header(stream, reader)
@@ -764,7 +786,9 @@ class _Scan:
         seen: set[int] = set()
         count = 0
         try:
-            for line, values in _iter_source(self.source, self.info, self.errors.add):
+            for line, values in _iter_source(
+                self.source, self.info, self.errors.add, self.deadline
+            ):
                 count += 1
                 if count > max_rows:
                     self._too_many(line, count)
@@ -860,6 +884,8 @@ def validate(
     BATCHHUB_MAX_ROWS; reading stops at the first row over it.
     """
     required_columns = list(required_columns)
+    # Someone is waiting for this answer: reading stops at the deadline, whatever the input.
+    deadline = time.monotonic() + settings.BATCHHUB_VALIDATE_SECONDS
     errors = _Errors()
     try:
         info, problems = _prepare(source, filename)
@@ -881,6 +907,7 @@ def validate(
         errors,
         id_column=_check_header(info, errors, id_column, required_columns),
         max_rows=settings.BATCHHUB_MAX_ROWS if max_rows is None else max_rows,
+        deadline=deadline,
     )
     rows = iter(scan)
     kept: list[list] = []

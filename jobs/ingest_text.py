@@ -12,6 +12,7 @@ import gzip
 import importlib
 import io
 import re
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,11 +65,14 @@ class Limits:
 
     `utf8_check`: the start of the file was not UTF-8; text past the sample that is UTF-8 after
     all means the encoding was guessed wrong, and is refused rather than read as mojibake.
+    `deadline`: for a check made while someone waits (validation in a web request).
     """
 
     max_bytes: int
     max_line: int
     utf8_check: bool = False
+    deadline: float | None = None  # time.monotonic() past which reading stops
+    max_blank: int | None = None  # blank lines, counted in blocks that hold nothing else
 
 
 class _Bounded(io.BufferedIOBase):
@@ -85,13 +89,14 @@ class _Bounded(io.BufferedIOBase):
         self._total = 0
         self._since_newline = 0
         self._newlines = 0
+        self._blank = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            size = READ_CHUNK
+            return b"".join(iter(lambda: self.read(READ_CHUNK), b""))
         data = self._inner.read(size)
         if data:
             self._check(data)
@@ -104,6 +109,14 @@ class _Bounded(io.BufferedIOBase):
         self._total += len(data)
         if self._total > limits.max_bytes:
             raise _OverLimit("bytes", limits.max_bytes, self._newlines + 1)
+        if limits.deadline is not None and time.monotonic() > limits.deadline:
+            raise _OverLimit("time", 0, self._newlines + 1)
+        if data.isspace():
+            # A whole block of blank lines: counted here, at C speed, so that a gigabyte of
+            # them stops after a megabyte instead of being inflated and parsed to its end.
+            self._blank += data.count(b"\n") or data.count(b"\r")
+            if limits.max_blank is not None and self._blank > limits.max_blank:
+                raise _OverLimit("blank", limits.max_blank, self._newlines + 1)
         last = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if last < 0:
             self._since_newline += len(data)
@@ -345,7 +358,13 @@ class TextStream:
         gz = open_binary(self._fileobj, self.compressed)
         limits = self.limits
         if limits is not None and limits.utf8_check:
-            limits = Limits(limits.max_bytes, limits.max_line)  # the parsing pass checks that
+            # The parsing pass checks that.
+            limits = Limits(
+                limits.max_bytes,
+                limits.max_line,
+                deadline=limits.deadline,
+                max_blank=limits.max_blank,
+            )
         raw = gz if limits is None else _Bounded(gz, limits)
         try:
             while block := raw.read(1 << 20):
@@ -436,8 +455,20 @@ def _over_limit_problem(exc: _OverLimit, lines_read: int, compressed: bool) -> T
             "encodings. Save the whole file as UTF-8 and upload it again.",
             exc.line,
         )
-    what = "decompresses to" if compressed else "holds"
     line = exc.line or lines_read + 1
+    if exc.kind == "blank":
+        return TextProblem(
+            f"The file has more than {exc.limit:,} blank lines; reading stopped in line "
+            f"{line:,}. This does not look like a table.",
+            line,
+        )
+    if exc.kind == "time":
+        return TextProblem(
+            "Reading the file took longer than the time allowed for checking an upload; "
+            f"reading stopped in line {line:,}. Split it into smaller files.",
+            line,
+        )
+    what = "decompresses to" if compressed else "holds"
     return TextProblem(
         f"The file {what} more than {_megabytes(exc.limit)} of text, the limit; reading "
         f"stopped in line {line:,}. Split it into smaller files.",

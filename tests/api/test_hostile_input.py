@@ -203,14 +203,16 @@ def test_a_300_mb_jsonl_line_is_refused_fast(api_alice):
 def test_a_gigabyte_of_blank_lines_is_refused_fast(api_alice):
     body = _bomb(b"\n" * (1 << 20), 1100, head=b"name,text\nann,hi\n")
     assert len(body) < 2 << 20
-    elapsed, first = _refused_fast(api_alice, body, "in.csv.gz", "decompresses to more than")
+    elapsed, first = _refused_fast(api_alice, body, "in.csv.gz", "more than 1,000,000 blank")
     assert elapsed < 5, elapsed
 
 
 def test_a_gigabyte_of_long_rows_is_refused_at_the_decompressed_limit(api_alice, settings):
     row = b"x" * 100_000 + b"\n"
     body = _bomb(row * 10, 1100, head=b"name\n")
-    elapsed, _first = _refused_fast(api_alice, body, "in.csv.gz", "decompresses to more than")
+    elapsed, _first = _refused_fast(
+        api_alice, body, "in.csv.gz", "decompresses to more than 100.0 MB"
+    )
     assert elapsed < 5, elapsed
 
 
@@ -260,3 +262,18 @@ def test_validate_refuses_what_create_refuses(api_alice, settings, field, value)
     error = assert_error(checked, 400, "invalid_request")
     assert field in error["message"]
     assert Job.objects.count() == 0
+
+
+def test_checking_an_upload_stops_at_its_deadline(api_alice, settings):
+    settings.BATCHHUB_VALIDATE_SECONDS = 0  # every read is past it
+    body = b"name\n" + b"ann\n" * 50_000
+    first = assert_refused_file(api_alice, body, "in.csv", 1, "took longer than the time allowed")
+    assert "line 1" in first["message"]
+
+
+def test_a_long_string_before_deep_nesting_is_located_fast(api_alice):
+    body = b'{"name": "ann"}\n{"s": "' + b"x" * 4_000_000 + b'", "name": ' + DEEP.encode() + b"}\n"
+    started = time.monotonic()
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "nested")
+    assert first["column"] == 1
+    assert time.monotonic() - started < 5

@@ -106,8 +106,8 @@ def test_empty_and_missing_files_are_refused(client_alice):
 def test_too_large_upload_is_refused(client_alice, settings):
     settings.BATCHHUB_MAX_UPLOAD_BYTES = 1024
     response = _upload(client_alice, "name\n" + "x\n" * 2000)
-    assert response.status_code == 400
-    assert "the limit is 1.0 KB" in response.content.decode()
+    assert response.status_code == 413  # as the API answers
+    assert "larger than the limit of 1,024 bytes" in response.content.decode()
 
 
 def test_params_partial_swaps_with_the_processor(client_alice):
