@@ -8,6 +8,7 @@ bytes instead, and the slow search for *where* a problem is only runs once one w
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
 import importlib
 import io
@@ -54,25 +55,26 @@ class _OverLimit(Exception):
 
     def __init__(self, kind: str, limit: int, line: int | None = None):
         super().__init__(kind)
-        self.kind = kind  # "bytes" | "line" | "utf-8"
+        self.kind = kind  # "bytes" | "line" | "blank" | "time" | "utf-8"
         self.limit = limit
         self.line = line
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on reading one input: decompressed bytes in all, and bytes in one physical line.
+    """Bounds on reading one input: decompressed bytes in all, bytes in one physical line.
 
     `utf8_check`: the start of the file was not UTF-8; text past the sample that is UTF-8 after
     all means the encoding was guessed wrong, and is refused rather than read as mojibake.
     `deadline`: for a check made while someone waits (validation in a web request).
+    `max_blank`: blank lines, counted in blocks that hold nothing else.
     """
 
     max_bytes: int
     max_line: int
     utf8_check: bool = False
-    deadline: float | None = None  # time.monotonic() past which reading stops
-    max_blank: int | None = None  # blank lines, counted in blocks that hold nothing else
+    deadline: float | None = None  # a time.monotonic() value
+    max_blank: int | None = None
 
 
 class _Bounded(io.BufferedIOBase):
@@ -133,10 +135,12 @@ class _Bounded(io.BufferedIOBase):
         # single-byte legacy encoding such a line is (almost) only ever mojibake.
         for match in _UTF8_SEQUENCE.finditer(data):
             begin = max(data.rfind(b"\n", 0, match.start()), data.rfind(b"\r", 0, match.start()))
-            ends = [i for i in (data.find(b"\n", match.end()), data.find(b"\r", match.end()))]
-            end = min([i for i in ends if i >= 0], default=len(data))
-            if end == len(data):
-                return  # the line goes on in the next block; it is checked there
+            ends = [
+                i for i in (data.find(b"\n", match.end()), data.find(b"\r", match.end())) if i >= 0
+            ]
+            if not ends:
+                return  # the line goes on in the next block, which checks the rest of it
+            end = min(ends)
             try:
                 data[begin + 1 : end].decode("utf-8")
             except UnicodeDecodeError:
@@ -189,9 +193,8 @@ def is_gzip(fileobj: BinaryIO) -> bool:
         fileobj.seek(pos)
 
 
-def open_binary(fileobj: BinaryIO, compressed: bool, limits: Limits | None = None, width: int = 1):
-    raw = gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
-    return raw if limits is None else _Bounded(raw, limits, width)
+def open_binary(fileobj: BinaryIO, compressed: bool):
+    return gzip.GzipFile(fileobj=fileobj, mode="rb") if compressed else fileobj
 
 
 def single_byte(encoding: str) -> bool:
@@ -357,15 +360,8 @@ class TextStream:
         self._fileobj.seek(self._start)
         gz = open_binary(self._fileobj, self.compressed)
         limits = self.limits
-        if limits is not None and limits.utf8_check:
-            # The parsing pass checks that.
-            limits = Limits(
-                limits.max_bytes,
-                limits.max_line,
-                deadline=limits.deadline,
-                max_blank=limits.max_blank,
-            )
-        raw = gz if limits is None else _Bounded(gz, limits)
+        # Encodings are the parsing pass's business: it knows the line to name.
+        raw = gz if limits is None else _Bounded(gz, dataclasses.replace(limits, utf8_check=False))
         try:
             while block := raw.read(1 << 20):
                 if b"\x00" in block:
