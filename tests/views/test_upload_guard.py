@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import time
 
@@ -107,4 +108,19 @@ def test_a_deep_jsonl_upload_shows_the_line_instead_of_a_500(client_alice, small
     assert response.status_code == 302
     page = client_alice.get(response["Location"]).content.decode()
     assert "Line 2 is nested more than 64 levels deep" in page
+    assert Job.objects.count() == 0
+
+
+def test_a_decompression_bomb_through_the_page_is_refused_fast(client_alice, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    member = gzip.compress(b"\n" * (1 << 20), 9)
+    body = gzip.compress(b"name,text\nann,hi\n") + member * 1100  # 1.1 GB of blank lines
+    started = time.monotonic()
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {"action": "upload", "file": SimpleUploadedFile("bomb.csv.gz", body)},
+    )
+    page = client_alice.get(response["Location"]).content.decode()
+    assert time.monotonic() - started < 5
+    assert "more than 1,000,000 blank lines" in page
     assert Job.objects.count() == 0
