@@ -28,7 +28,7 @@ CELLS = [
     "\n=1+1",
     "x\r=1+1",
     "x\n@SUM(A1)",
-    "\r\n=HYPERLINK(\"http://evil\")",
+    '\r\n=HYPERLINK("http://evil")',
     'say "hi", then go',
     '"quoted"',
     "=1+1",
