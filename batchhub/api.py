@@ -57,9 +57,23 @@ class FileTooLarge(APIError):
 
 
 class QuotaExceeded(APIError):
+    """A limit that frees up with time (active jobs): a 429 with the seconds to wait."""
+
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     error_code = "quota_exceeded"
     default_detail = "A quota was exceeded."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, details: Any = None):
+        super().__init__(message, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+
+class TooManyRows(APIError):
+    """The input has more rows than a job may hold: sending it again will not help, so no 429."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    error_code = "too_many_rows"
+    default_detail = "The input has more rows than a job may hold."
 
 
 _CODES: list[tuple[type[Exception], str]] = [
@@ -127,6 +141,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         message, details = _message_and_details(exc)  # type: ignore[arg-type]
         if isinstance(exc, exceptions.NotFound):
             message = "Not found."
+    if isinstance(exc, QuotaExceeded):
+        response["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
         message = f"Too many requests; try again in {response['Retry-After']} s."

@@ -50,6 +50,15 @@ def test_job_creation_takes_multipart_and_json_and_documents_its_errors(schema):
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])
 
 
+def test_job_creation_documents_its_quotas(schema):
+    create = schema["paths"]["/api/v1/jobs"]["post"]
+    responses = create["responses"]
+    assert "too_many_rows" in responses["413"]["description"]
+    assert "quota_exceeded" in responses["429"]["description"]
+    assert "rows per job" not in responses["429"]["description"]  # no longer a 429
+    assert responses["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
 def test_the_job_object_component_has_the_contract_fields(schema):
     job = schema["components"]["schemas"]["Job"]
     for name in ("id", "status", "counts", "progress", "links", "error", "expires_at"):
