@@ -200,20 +200,8 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
         limit, period = self.num_requests, self.duration
         outcome = sliding_window.hit(self.cache, self.key, limit, period, now)
         if not outcome.allowed:
-            into = now % period
-            self.wait_seconds = self._wait(outcome.count, outcome.before, into, period, limit)
+            self.wait_seconds = sliding_window.wait_seconds(outcome, limit, period, now)
         return outcome.allowed
-
-    @staticmethod
-    def _wait(count: int, before: int, into: float, period: float, limit: int) -> float:
-        """Seconds until one more request fits, as the previous window's weight runs down."""
-        if count + 1 <= limit and before:
-            # Within this window: before * (1 - t / period) + count + 1 <= limit.
-            return max(0.0, (1 - (limit - count - 1) / before) * period - into)
-        # In the next window, this one's count is the weighted one.
-        if not count:
-            return period - into
-        return (period - into) + max(0.0, 1 - (limit - 1) / count) * period
 
     def wait(self) -> float | None:
         return self.wait_seconds

@@ -200,9 +200,8 @@ elif env_str("BATCHHUB_STORAGE", "local") != "local":
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHHUB_MAX_JSON_BYTES", 20 * 1024 * 1024, minimum=1024)
 
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BATCHHUB_BEHIND_PROXY", False) else None
-)
+BATCHHUB_BEHIND_PROXY = env_bool("BATCHHUB_BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BATCHHUB_BEHIND_PROXY else None
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
@@ -214,6 +213,12 @@ BATCHHUB_MAX_FIELD_BYTES = env_int("BATCHHUB_MAX_FIELD_BYTES", 128 * 1024, minim
 BATCHHUB_MAX_COLUMNS = env_int("BATCHHUB_MAX_COLUMNS", 500, minimum=1)
 BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)
 BATCHHUB_ALLOW_SIGNUP = env_bool("BATCHHUB_ALLOW_SIGNUP", False)
+# Wrong passwords allowed per account and per client address within the window (seconds).
+BATCHHUB_LOGIN_MAX_FAILURES = env_int("BATCHHUB_LOGIN_MAX_FAILURES", 5, minimum=1)
+BATCHHUB_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int(
+    "BATCHHUB_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1
+)
+BATCHHUB_LOGIN_FAILURE_WINDOW = env_int("BATCHHUB_LOGIN_FAILURE_WINDOW", 900, minimum=1)
 BATCHHUB_DEFAULT_CONCURRENCY = env_int("BATCHHUB_DEFAULT_CONCURRENCY", 4, minimum=1)
 BATCHHUB_MAX_CONCURRENCY = env_int("BATCHHUB_MAX_CONCURRENCY", 256, minimum=1)
 # Rows a worker claims at once for cheap (CPU) processors; I/O processors use a multiple of their
@@ -301,6 +306,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "batchhub.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["batchhub.api.GroupRateThrottle"],
+    # The client's address for limits keyed on it: REMOTE_ADDR, or behind the proxy the address
+    # it appended to X-Forwarded-For (never what the client itself wrote there).
+    "NUM_PROXIES": 1 if BATCHHUB_BEHIND_PROXY else 0,
     "DEFAULT_THROTTLE_RATES": {
         "read": env_str("BATCHHUB_RATE_READ", "1200/min"),
         "create": env_str("BATCHHUB_RATE_CREATE", "60/min"),

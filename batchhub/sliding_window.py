@@ -83,6 +83,27 @@ def hit(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:
         return Outcome(True, count + 1, before)
 
 
+def peek(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:
+    """Whether one more request under ``key`` would fit, counting nothing."""
+    window, into = divmod(now, period)
+    stored, count, before = state(cache, key) or (window, 0, 0)
+    if stored != window:
+        count, before = 0, (count if stored == window - 1 else 0)
+    return Outcome(before * (1 - into / period) + count + 1 <= limit, count, before)
+
+
+def wait_seconds(outcome: Outcome, limit: int, period: float, now: float) -> float:
+    """Seconds until one more request fits, as the previous window's weight runs down."""
+    count, before, into = outcome.count, outcome.before, now % period
+    if count + 1 <= limit and before:
+        # Within this window: before * (1 - t / period) + count + 1 <= limit.
+        return max(0.0, (1 - (limit - count - 1) / before) * period - into)
+    # In the next window, this one's count is the weighted one.
+    if not count:
+        return period - into
+    return (period - into) + max(0.0, 1 - (limit - 1) / count) * period
+
+
 def state(cache: Any, key: str) -> tuple[int, int, int] | None:
     """(window, count, before) of a bucket, or None: what hit() stored, on any backend."""
     cache = backend(cache)
