@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apikeys.urls import api_urlpatterns as key_api_urls
 from batchhub.login_throttle import ThrottledAdminAuthenticationForm, ThrottledLoginView
@@ -29,7 +30,9 @@ urlpatterns = [
     path("accounts/signup/", signup, name="signup"),
     path("api/v1/", include(api_v1)),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    # Redoc fetches its logo from its vendor's site whatever its options: the offline docs are
+    # Swagger UI's; the old address still leads there.
+    path("api/redoc/", RedirectView.as_view(url="/api/docs/", permanent=True), name="api-redoc"),
     path("keys/", include("apikeys.urls")),
     path("settings/", include(settings_urlpatterns)),
     path("settings/credentials/", include(credential_urlpatterns)),

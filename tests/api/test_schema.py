@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -90,3 +92,18 @@ def test_the_docs_page_uses_local_static_files(client):
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "cdn." not in page and "unpkg" not in page
+
+
+def test_the_docs_page_runs_its_inline_code_by_nonce_only(client):
+    response = client.get("/api/docs/")
+    policy = response["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
+    page = response.content.decode()
+    assert f'<script nonce="{nonce}">' in page and f'<style nonce="{nonce}">' in page
+    assert "unsafe-inline" not in policy
+    assert "fonts.googleapis" not in page
+
+
+def test_redoc_leads_to_the_local_docs(client):
+    response = client.get("/api/redoc/")
+    assert response.status_code == 301 and response["Location"] == "/api/docs/"
