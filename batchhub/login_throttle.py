@@ -5,6 +5,10 @@ sliding-window counter of the API's rate limits, in the shared cache). While eit
 full, the login form refuses without checking the password, so guessing stops dead for that
 account and that address, and the answer says when to try again. API keys never pass through
 here: a script's requests are not slowed by someone guessing a password.
+
+The check comes before the password and the count after it, so attempts already in flight when
+a bucket fills still finish: at most as many extra guesses as the web server runs requests at
+once, after which every attempt is refused until the window slides.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ previous window's weighted by how much of it the last period still covers, so no
 the rate gets through around a window's edge, as it would with plain fixed windows.
 
 Reading the count and writing it back as two cache calls lets concurrent requests read the same
-count and all pass (8 clients got 1,500 requests through a limit of 1,200). So:
+count and all pass (docs/performance.md has the figures). So:
 - on Redis, one Lua script reads, decides and writes (one round trip, atomic on the server);
 - on the file cache of the embedded default, the read and write happen under an exclusive
   ``flock`` on a file beside the cache's entries, which every process on the machine shares;
