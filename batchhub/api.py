@@ -7,7 +7,6 @@ client needs one code path for failures.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -15,6 +14,8 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooMany
 from django.http import Http404
 from rest_framework import exceptions, pagination, status, throttling
 from rest_framework.response import Response
+
+from . import sliding_window
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,23 @@ class FileTooLarge(APIError):
 
 
 class QuotaExceeded(APIError):
+    """A limit that frees up with time (active jobs): a 429 with the seconds to wait."""
+
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     error_code = "quota_exceeded"
     default_detail = "A quota was exceeded."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, details: Any = None):
+        super().__init__(message, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+
+class TooManyRows(APIError):
+    """The input has more rows than a job may hold: sending it again will not help, so no 429."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    error_code = "too_many_rows"
+    default_detail = "The input has more rows than a job may hold."
 
 
 _CODES: list[tuple[type[Exception], str]] = [
@@ -140,6 +155,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         message, details = _message_and_details(exc)  # type: ignore[arg-type]
         if isinstance(exc, exceptions.NotFound):
             message = "Not found."
+    if isinstance(exc, QuotaExceeded):
+        response["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
         message = f"Too many requests; try again in {response['Retry-After']} s."
@@ -166,13 +183,10 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
     A view names its group with `throttle_group`, or per action with `throttle_groups`; reads
     otherwise. Counts live in the shared cache so they hold across web processes.
 
-    A sliding-window counter: the cache holds (window number, requests in it, requests in the
-    window before), a constant-size value, and the requests of the last period are estimated as
-    this window's plus the previous window's weighted by how much of it the last period still
-    covers. So no burst of twice the rate gets through around a window's edge, as it would with
-    plain fixed windows. DRF's own throttle keeps the time of every request in the period
-    instead, so its read and write grow with the rate: at 1,000 requests a minute that list is
-    8 KB, rewritten on every request.
+    A sliding-window counter checked and counted atomically (see sliding_window). DRF's own
+    throttle keeps the time of every request in the period instead, so its read and write grow
+    with the rate (at 1,000 requests a minute that list is 8 KB, rewritten on every request),
+    and it reads then writes, so concurrent requests all pass.
     """
 
     def __init__(self) -> None:
@@ -198,30 +212,10 @@ class GroupRateThrottle(throttling.SimpleRateThrottle):
             return True
         now = self.timer()
         limit, period = self.num_requests, self.duration
-        window, into = divmod(now, period)
-        stored, count, before = self.cache.get(self.key) or (window, 0, 0)
-        if stored != window:
-            # A new window: the one that just ended becomes "before" (older ones count nothing).
-            count, before = 0, (count if stored == window - 1 else 0)
-        used = before * (1 - into / period) + count
-        if used + 1 > limit:
-            self.wait_seconds = self._wait(count, before, into, period, limit)
-            return False
-        # Read then write, as DRF's throttle does: two requests at the same instant may be
-        # counted once, which a limit meant to stop runaway scripts can live with.
-        self.cache.set(self.key, (window, count + 1, before), math.ceil(2 * period - into))
-        return True
-
-    @staticmethod
-    def _wait(count: int, before: int, into: float, period: float, limit: int) -> float:
-        """Seconds until one more request fits, as the previous window's weight runs down."""
-        if count + 1 <= limit and before:
-            # Within this window: before * (1 - t / period) + count + 1 <= limit.
-            return max(0.0, (1 - (limit - count - 1) / before) * period - into)
-        # In the next window, this one's count is the weighted one.
-        if not count:
-            return period - into
-        return (period - into) + max(0.0, 1 - (limit - 1) / count) * period
+        outcome = sliding_window.hit(self.cache, self.key, limit, period, now)
+        if not outcome.allowed:
+            self.wait_seconds = sliding_window.wait_seconds(outcome, limit, period, now)
+        return outcome.allowed
 
     def wait(self) -> float | None:
         return self.wait_seconds

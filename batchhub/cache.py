@@ -8,6 +8,8 @@ connection pool and options, and is safe to share between threads.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.cache.backends import redis as django_redis
 
 
@@ -28,3 +30,21 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server, params) -> None:
         super().__init__(server, params)
         self._class = RedisCacheClient
+        self._scripts: dict[str, Any] = {}
+
+    def run_script(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a Lua script atomically on the server (EVALSHA, loading it the first time).
+
+        Keys are made with the cache's prefix and version like any other key; the values the
+        script touches are its own (not pickled by Django), so read them with the same client.
+        """
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._cache.get_client(write=True).register_script(
+                source
+            )
+        return script(
+            keys=[self.make_and_validate_key(k) for k in keys],
+            args=args,
+            client=self._cache.get_client(write=True),
+        )

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from .envconfig import env_bool, env_float, env_int, env_list, env_str
 
@@ -62,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -85,6 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
                 "batchhub.context_processors.site",
             ],
         },
@@ -200,11 +203,25 @@ elif env_str("BATCHHUB_STORAGE", "local") != "local":
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHHUB_MAX_JSON_BYTES", 20 * 1024 * 1024, minimum=1024)
 
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BATCHHUB_BEHIND_PROXY", False) else None
-)
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+BATCHHUB_BEHIND_PROXY = env_bool("BATCHHUB_BEHIND_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BATCHHUB_BEHIND_PROXY else None
+# Behind the proxy the site is served over HTTPS (the proxy terminates TLS): secure cookies.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", BATCHHUB_BEHIND_PROXY)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Only this site's own files run or style a page; an inline <script> or <style> needs the
+# request's nonce (the API docs pages), and htmx is told not to inject its indicator styles.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # --- BatchHub limits ----------------------------------------------------------------------------
 BATCHHUB_MAX_UPLOAD_BYTES = env_int("BATCHHUB_MAX_UPLOAD_BYTES", 100 * 1024 * 1024, minimum=1024)
@@ -224,6 +241,12 @@ BATCHHUB_MAX_ROW_BYTES = env_int("BATCHHUB_MAX_ROW_BYTES", 8 * 1024 * 1024, mini
 BATCHHUB_VALIDATE_SECONDS = env_int("BATCHHUB_VALIDATE_SECONDS", 60, minimum=1)
 BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)
 BATCHHUB_ALLOW_SIGNUP = env_bool("BATCHHUB_ALLOW_SIGNUP", False)
+# Wrong passwords allowed per account and per client address within the window (seconds).
+BATCHHUB_LOGIN_MAX_FAILURES = env_int("BATCHHUB_LOGIN_MAX_FAILURES", 5, minimum=1)
+BATCHHUB_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int(
+    "BATCHHUB_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1
+)
+BATCHHUB_LOGIN_FAILURE_WINDOW = env_int("BATCHHUB_LOGIN_FAILURE_WINDOW", 900, minimum=1)
 BATCHHUB_DEFAULT_CONCURRENCY = env_int("BATCHHUB_DEFAULT_CONCURRENCY", 4, minimum=1)
 BATCHHUB_MAX_CONCURRENCY = env_int("BATCHHUB_MAX_CONCURRENCY", 256, minimum=1)
 # Rows a worker claims at once for cheap (CPU) processors; I/O processors use a multiple of their
@@ -311,6 +334,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "batchhub.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["batchhub.api.GroupRateThrottle"],
+    # The client's address for limits keyed on it: REMOTE_ADDR, or behind the proxy the address
+    # it appended to X-Forwarded-For (never what the client itself wrote there).
+    "NUM_PROXIES": 1 if BATCHHUB_BEHIND_PROXY else 0,
     "DEFAULT_THROTTLE_RATES": {
         "read": env_str("BATCHHUB_RATE_READ", "1200/min"),
         "create": env_str("BATCHHUB_RATE_CREATE", "60/min"),
@@ -329,7 +355,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     # Several models have a `status` field; name each choice set after its model.

@@ -443,7 +443,7 @@ RETRY_AFTER = OpenApiParameter(
     OpenApiTypes.INT,
     OpenApiParameter.HEADER,
     response=[429],
-    description="Seconds to wait.",
+    description="Seconds to wait before trying again (rate_limited, quota_exceeded).",
 )
 JOB_ID = OpenApiParameter(
     "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The job's id (job_…)."
@@ -649,7 +649,7 @@ class JobViewSet(viewsets.GenericViewSet):
             "`max_attempts` "
             "are optional extras."
         ),
-        parameters=[IDEMPOTENCY_KEY],
+        parameters=[IDEMPOTENCY_KEY, RETRY_AFTER],
         request=JOB_INPUT_REQUEST,
         responses={
             201: OpenApiResponse(JobSerializer, description="Created and started."),
@@ -660,9 +660,15 @@ class JobViewSet(viewsets.GenericViewSet):
             409: _err(
                 "idempotency_conflict: the Idempotency-Key was used with a different request."
             ),
+            413: _err(
+                "file_too_large: the upload is over the size limit; or too_many_rows: the input "
+                "has more rows than a job may hold (details.max). Not retryable: split the input."
+            ),
             **COMMON_ERRORS,
             429: _err(
-                "rate_limited (see Retry-After) or quota_exceeded (active jobs, rows per job)."
+                "rate_limited: too many requests; or quota_exceeded: the user has as many active "
+                "jobs as allowed (details.max). Both carry Retry-After: for quota_exceeded, when "
+                "the soonest running job should end."
             ),
         },
         examples=[

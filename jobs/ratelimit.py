@@ -16,8 +16,8 @@ the limit: 119.5/min for a limit of 120, 5,975/min for 6,000.
 
 Limits of the guarantee: worker machines must keep their clocks in sync (NTP); skew between
 them adds up to ``skew / slot`` slots. The embedded default cache (FileBasedCache) has no atomic
-add/incr, so with several worker processes on it the limit is best-effort; use Redis
-(``CACHE_URL=redis://…``) when the limit matters. Call ``acquire`` right before the request
+add/incr of its own: there the two run under the file lock of ``batchhub.sliding_window``, which
+every process on the machine shares. Call ``acquire`` right before the request
 starts (in the thread that makes it): a row that waits in an executor queue after acquiring
 would start late and bunch up with later ones.
 """
@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
+
+from batchhub.sliding_window import atomic
 
 OPEN_FRACTION = 0.1
 SAFETY = 0.15
@@ -92,11 +94,10 @@ def _take(key: str, per_minute: int, slot: int, p: Plan) -> bool:
     cache_key = f"{KEY_PREFIX}:{key}:{per_minute}:{slot}"
     # The counter only has to outlive its slot; a generous expiry costs a few bytes.
     expiry = math.ceil(p.slot_seconds) + 60
-    cache.add(cache_key, 0, timeout=expiry)
-    try:
-        taken = cache.incr(cache_key)
-    except (
-        ValueError
-    ):  # expired or evicted between add and incr: count it as full, try the next slot
-        return False
+    with atomic(cache):
+        cache.add(cache_key, 0, timeout=expiry)
+        try:
+            taken = cache.incr(cache_key)
+        except ValueError:  # expired or evicted between add and incr: full, try the next slot
+            return False
     return taken <= p.capacity

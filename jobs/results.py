@@ -28,7 +28,8 @@ BUFFER_BYTES = 64 * 1024
 BATCH_ROWS = 5000
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A leading line break counts too: a reader that splits the cell on it would see a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def neutralise(value: str) -> str:
@@ -132,6 +133,21 @@ class _Buffer:
         return data
 
 
+class _CsvBuffer(_Buffer):
+    """The file of a csv writer whose records end with LF, with every field holding CR or LF quoted.
+
+    Python's csv quotes a field only for the characters of its line terminator: ending records
+    with LF alone leaves a bare CR unquoted, and readers split the record there. So the writer
+    ends records with CRLF and this turns each record's CRLF into LF (the writer writes a record
+    at a time), the terminator PostgreSQL's COPY uses.
+    """
+
+    def write(self, text: str) -> int:
+        if text.endswith("\r\n"):
+            text = text[:-2] + "\n"
+        return super().write(text)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -147,7 +163,7 @@ def _cell(value: Any) -> str:
 def _neutralise_sql(expr: str) -> str:
     """SQL twin of neutralise(): the same rule, evaluated by PostgreSQL while it writes the CSV."""
     return (
-        f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r', E'\\n') "
         f"AND {expr} !~ '^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?$' "
         f"THEN chr(39) || {expr} ELSE {expr} END"
     )
@@ -195,8 +211,8 @@ def stream_csv(job: Job, status: str = "all") -> Iterator[bytes]:
     columns = list(job.columns or [])
     outputs = output_columns(job)
     out_names = [name if name not in columns else f"output.{name}" for name in outputs]
-    buffer = _Buffer()
-    writer = csv.writer(buffer, lineterminator="\n")
+    buffer = _CsvBuffer()
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow([neutralise(c) for c in [*columns, *out_names, "_status", "_error"]])
     if connection.vendor == "postgresql":
         yield buffer.take()

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded
+from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
 from . import ingest as ingest_mod
 from . import lookup, runner, states
@@ -215,6 +215,25 @@ def validate_input(
     return report, proc
 
 
+QUOTA_RETRY_SECONDS = (5, 60, 3600)  # shortest, when nothing is estimated, longest
+
+
+def seconds_until_a_job_ends(user) -> int:
+    """A Retry-After for the active-jobs quota: when the user's soonest job should finish.
+
+    Only processing jobs have an estimate; a queued or paused one gives no hint, so then a
+    minute, and never so long that a client gives up on a quota a cancel frees at once.
+    """
+    shortest, unknown, longest = QUOTA_RETRY_SECONDS
+    now = timezone.now()
+    processing = Job.objects.filter(owner=user, status=JobStatus.PROCESSING)
+    ends = [job.estimated_completion for job in processing]
+    seconds = [(end - now).total_seconds() for end in ends if end is not None]
+    if not seconds:
+        return unknown
+    return int(min(max(min(seconds), shortest), longest))
+
+
 def request_fingerprint(payload: dict[str, Any], upload: File | None) -> str:
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     if upload is not None:
@@ -284,6 +303,7 @@ def create_job(
         raise QuotaExceeded(
             f"You have {active} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS}. "
             "Wait for one to finish or cancel one.",
+            retry_after=seconds_until_a_job_ends(user),
             details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},
         )
     concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
@@ -300,7 +320,7 @@ def create_job(
         webhook_url=webhook_url,
     )
     if report.row_count > settings.BATCHHUB_MAX_ROWS:
-        raise QuotaExceeded(
+        raise TooManyRows(
             f"The input has {report.row_count} rows; "
             f"the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
             details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.utils import timezone
 
 from jobs.models import Job, JobEvent
 
@@ -238,21 +239,63 @@ def test_a_json_body_over_its_limit_is_413(api_alice, settings):
 # --- quotas --------------------------------------------------------------------------------------
 
 
-def test_too_many_active_jobs_is_quota_exceeded(api_alice, settings):
+def test_too_many_active_jobs_is_quota_exceeded_with_retry_after(api_alice, settings):
     settings.BATCHHUB_MAX_ACTIVE_JOBS = 2
     assert create_json(api_alice, [{"name": "a"}]).status_code == 201
     assert create_json(api_alice, [{"name": "b"}]).status_code == 201
 
-    error = assert_error(create_json(api_alice, [{"name": "c"}]), 429, "quota_exceeded")
-    assert error["details"]["limit"] == "active_jobs"
-    assert "2" in error["message"]
+    response = create_json(api_alice, [{"name": "c"}])
+
+    error = assert_error(response, 429, "quota_exceeded")
+    assert error["details"] == {"limit": "active_jobs", "max": 2}
+    assert error["message"] == (
+        "You have 2 active jobs; the limit is 2. Wait for one to finish or cancel one."
+    )
+    # Queued jobs have no estimate yet: a minute.
+    assert response["Retry-After"] == "60"
+    assert Job.objects.count() == 2
 
 
-def test_too_many_rows_is_quota_exceeded(api_alice, settings):
+def test_the_quota_retry_after_is_when_the_soonest_job_should_end(api_alice, alice, settings):
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 1
+    assert create_json(api_alice, [{"name": "a"}]).status_code == 201
+    now = timezone.now().timestamp()
+    # 100 rows done in the last 10 s, 1,000 to go: 100 s at 10 rows/s.
+    Job.objects.filter(owner=alice).update(
+        status="processing",
+        total=1100,
+        pending=1000,
+        succeeded=100,
+        samples=[[now - 10, 0], [now, 100]],
+    )
+
+    response = create_json(api_alice, [{"name": "b"}])
+
+    assert_error(response, 429, "quota_exceeded")
+    assert 98 <= int(response["Retry-After"]) <= 100
+    assert Job.objects.count() == 1
+
+
+def test_too_many_rows_is_413_too_many_rows_not_retryable(api_alice, settings):
     settings.BATCHHUB_MAX_ROWS = 3
 
-    error = assert_error(create_form(api_alice, "name\na\nb\nc\nd\n"), 429, "quota_exceeded")
-    assert error["details"]["limit"] == "rows_per_job"
+    response = create_form(api_alice, "name\na\nb\nc\nd\n")
+
+    error = assert_error(response, 413, "too_many_rows")
+    assert error["details"] == {"limit": "rows_per_job", "max": 3}
+    assert error["message"] == "The input has 4 rows; the limit is 3 rows per job."
+    assert "Retry-After" not in response
+    assert Job.objects.count() == 0
+
+
+def test_too_many_json_rows_is_413_too_many_rows(api_alice, settings):
+    settings.BATCHHUB_MAX_ROWS = 2
+
+    response = create_json(api_alice, [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+
+    error = assert_error(response, 413, "too_many_rows")
+    assert error["message"] == "The input has 3 rows; the limit is 2 rows per job."
+    assert "Retry-After" not in response
     assert Job.objects.count() == 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -50,6 +52,15 @@ def test_job_creation_takes_multipart_and_json_and_documents_its_errors(schema):
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])
 
 
+def test_job_creation_documents_its_quotas(schema):
+    create = schema["paths"]["/api/v1/jobs"]["post"]
+    responses = create["responses"]
+    assert "too_many_rows" in responses["413"]["description"]
+    assert "quota_exceeded" in responses["429"]["description"]
+    assert "rows per job" not in responses["429"]["description"]  # no longer a 429
+    assert responses["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
 def test_the_job_object_component_has_the_contract_fields(schema):
     job = schema["components"]["schemas"]["Job"]
     for name in ("id", "status", "counts", "progress", "links", "error", "expires_at"):
@@ -81,3 +92,18 @@ def test_the_docs_page_uses_local_static_files(client):
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "cdn." not in page and "unpkg" not in page
+
+
+def test_the_docs_page_runs_its_inline_code_by_nonce_only(client):
+    response = client.get("/api/docs/")
+    policy = response["Content-Security-Policy"]
+    nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
+    page = response.content.decode()
+    assert f'<script nonce="{nonce}">' in page and f'<style nonce="{nonce}">' in page
+    assert "unsafe-inline" not in policy
+    assert "fonts.googleapis" not in page
+
+
+def test_redoc_leads_to_the_local_docs(client):
+    response = client.get("/api/redoc/")
+    assert response.status_code == 301 and response["Location"] == "/api/docs/"

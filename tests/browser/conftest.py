@@ -73,13 +73,26 @@ def media(settings, tmp_path):
     }
 
 
+def csp_violations(page) -> list[str]:
+    """Collects what Chromium says when the Content-Security-Policy blocks something."""
+    found: list[str] = []
+    page.on(
+        "console",
+        lambda msg: found.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    return found
+
+
 @pytest.fixture
 def page(browser, live_server, media):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(15_000)
+    violations = csp_violations(page)
     yield page
     context.close()
+    # Every browser test also checks that no page broke the CSP.
+    assert violations == [], violations
 
 
 @pytest.fixture

@@ -69,9 +69,9 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     page.evaluate("window.__stillHere = true")
 
     # The bar moves and the stage changes while the page stays the same page.
-    page.wait_for_function("document.querySelector('#job-progress').value > 0")
+    page.wait_for_function("() => document.querySelector('#job-progress').value > 0")
     first = _progress(page)
-    page.wait_for_function(f"document.querySelector('#job-progress').value > {first}")
+    page.wait_for_function(f"() => document.querySelector('#job-progress').value > {first}")
     assert page.locator(".stepper [aria-current=step]").get_attribute("data-stage") == "processing"
     assert page.evaluate("window.__stillHere") is True
     screenshot(page, "job-detail-running.png")
@@ -79,7 +79,7 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     # Pause: the status flips and progress stops.
     page.get_by_role("button", name="Pause").click()
     page.wait_for_function(
-        "document.querySelector('[data-testid=status]').innerText.trim() === 'Paused'"
+        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Paused'"
     )
     # Screen readers hear it through the live region (an out-of-band swap into #job-announce).
     assert page.locator("#job-announce").inner_text() == "Job paused."
@@ -94,7 +94,7 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     # Resume: it runs to the end, live.
     page.get_by_role("button", name="Resume").click()
     page.wait_for_function(
-        "document.querySelector('[data-testid=status]').innerText.trim() === 'Completed'",
+        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Completed'",
         timeout=60_000,
     )
     assert _progress(page) == ROWS
@@ -102,7 +102,7 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
     assert page.evaluate("window.__stillHere") is True
     # The results preview and timeline reloaded on their own when the job changed.
     page.wait_for_function(
-        "document.querySelector('#results').innerText.includes('person0 was here')"
+        "() => document.querySelector('#results').innerText.includes('person0 was here')"
     )
     assert "Paused by alice" in page.locator("#timeline").inner_text()
     # Only the progress polls every second. The timeline reloads when there is something new
@@ -137,7 +137,7 @@ def test_cancel_another_job(page, live_server, login, alice, job_driver):
     page.once("dialog", lambda dialog: dialog.accept())  # hx-confirm asks first
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_function(
-        "document.querySelector('[data-testid=status]').innerText.trim() === 'Cancelled'"
+        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Cancelled'"
     )
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
@@ -158,13 +158,13 @@ def test_jobs_list_updates_live(page, live_server, login, alice, job_driver):
     # The running job's row changes without a reload: its badge, then its counts.
     live.get_by_text("Processing").wait_for(timeout=30_000)
     page.wait_for_function(
-        "[...document.querySelectorAll('tr.job-row progress')]"
+        "() => [...document.querySelectorAll('tr.job-row progress')]"
         ".some(p => p.value > 0 && p.value < p.max)"
     )
     screenshot(page, "jobs-list.png")
     live.get_by_text("Completed").wait_for(timeout=60_000)
     # Once nothing is active, the table stops polling.
-    page.wait_for_function("!document.querySelector('#job-rows').hasAttribute('hx-trigger')")
+    page.wait_for_function("() => !document.querySelector('#job-rows').hasAttribute('hx-trigger')")
 
 
 def test_api_key_is_shown_once(page, live_server, login):
