@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from apikeys.urls import api_urlpatterns as key_api_urls
 from jobs.account_views import signup
+from jobs.api_links import link_api_urlpatterns
 from jobs.api_urls import urlpatterns as job_api_urls
 from jobs.credential_views import credential_urlpatterns
 from jobs.settings_views import settings_urlpatterns
@@ -16,6 +17,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     *key_api_urls,
     *webhook_api_urlpatterns,
+    *link_api_urlpatterns,
     *job_api_urls,
 ]
 

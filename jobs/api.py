@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from apikeys.api import ErrorSerializer
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 
-from . import results, services
+from . import links, results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .upload import UploadLimit
@@ -156,6 +156,25 @@ def job_links(public_id: str, request: Request | None = None) -> dict[str, str]:
     }
 
 
+def results_link(job, request: Request | None = None) -> tuple[str, str | None]:
+    """A signed download of the job's results (CSV) that needs no API key, and its expiry."""
+    token, expiry = links.results_token(job)
+    url = f"{_base_url(request)}{API_PREFIX}/jobs/{job.public_id}/download?token={token}"
+    return url, _utc(links.expires_at(expiry))
+
+
+def results_response(job, fmt: str, wanted: str) -> StreamingHttpResponse:
+    """The streamed results download (the keyed endpoint and the signed link both answer it)."""
+    response = StreamingHttpResponse(
+        results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class JobSerializer(serializers.Serializer):
     """The job object of the contract, plus a few read-only extras (after `links`)."""
 
@@ -194,10 +213,24 @@ class JobSerializer(serializers.Serializer):
     resume_at = UTCDateTimeField(
         allow_null=True, help_text="When an auto-paused job resumes by itself."
     )
+    results_url = serializers.SerializerMethodField(
+        help_text="Signed link to the results as CSV, usable without an API key until "
+        "results_url_expires_at (a new one with each read); revoke all with POST "
+        "/jobs/{id}/revoke-links."
+    )
+    results_url_expires_at = serializers.SerializerMethodField()
 
     @extend_schema_field(JobLinksSerializer)
     def get_links(self, job) -> dict[str, str]:
         return job_links(job.public_id, self.context.get("request"))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_results_url(self, job) -> str:
+        return results_link(job, self.context.get("request"))[0]
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_results_url_expires_at(self, job) -> str | None:
+        return results_link(job, self.context.get("request"))[1]
 
 
 def _utc(value: dt.datetime | None) -> str | None:
@@ -217,6 +250,7 @@ def job_representation(job, request: Request | None = None) -> dict[str, Any]:
     stays the description in the schema; tests/api/test_job_object.py checks the two agree.
     """
     error = job.error
+    url, url_expiry = results_link(job, request)
     return {
         "id": _str(job.public_id),
         "name": _str(job.name),
@@ -248,6 +282,8 @@ def job_representation(job, request: Request | None = None) -> dict[str, Any]:
         "usage": job.usage,
         "pause_reason": _str(job.pause_reason),
         "resume_at": _utc(job.resume_at),
+        "results_url": url,
+        "results_url_expires_at": url_expiry,
     }
 
 
@@ -945,14 +981,7 @@ class JobViewSet(viewsets.GenericViewSet):
             raise APIError(
                 f"Unknown status '{wanted}'.", details={"status": list(results.STATUS_FILTERS)}
             )
-        response = StreamingHttpResponse(
-            results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
-        )
-        response["Content-Disposition"] = (
-            f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
-        )
-        response["Cache-Control"] = "no-store"
-        return response
+        return results_response(job, fmt, wanted)
 
     @extend_schema(
         operation_id="jobs_rows",
