@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from apikeys.urls import api_urlpatterns as key_api_urls
 from jobs.account_views import signup
 from jobs.api_links import link_api_urlpatterns
+from jobs.api_uploads import upload_api_urlpatterns
 from jobs.api_urls import urlpatterns as job_api_urls
 from jobs.credential_views import credential_urlpatterns
 from jobs.settings_views import settings_urlpatterns
@@ -18,6 +19,7 @@ api_v1 = [
     *key_api_urls,
     *webhook_api_urlpatterns,
     *link_api_urlpatterns,
+    *upload_api_urlpatterns,
     *job_api_urls,
 ]
 

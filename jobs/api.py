@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from apikeys.api import ErrorSerializer
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 
-from . import links, results, services
+from . import input_shapes, links, results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .upload import UploadLimit
@@ -411,8 +411,38 @@ class JobCreateJSONSerializer(_JobInputBase):
     )
     rows = serializers.ListField(
         child=serializers.DictField(),
-        help_text="The table: a list of row objects (column → value).",
+        required=False,
+        help_text="The table: a list of row objects (column → value). Send exactly one of rows, "
+        "upload, csv_base64 or documents.",
     )
+    # The other input shapes (jobs/input_shapes.py turns each into a file or rows).
+    upload = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="The id (upl_…) of a two-step upload whose file was PUT to its upload_url.",
+    )
+    csv_base64 = serializers.CharField(
+        required=False, help_text="A whole CSV (or JSONL) file, base64-encoded."
+    )
+    documents = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Document objects (field → value), or strings (each becomes a `text` field).",
+    )
+    column_mapping = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Another name for column_map (processor input → field), as documents use.",
+    )
+    job_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="A client-chosen id for this request: a repeat with the same job_id and body "
+        "returns the first job, as the Idempotency-Key header does.",
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        return input_shapes.check_one_input(data)
 
 
 class JobCreateFormSerializer(_JobInputBase):
@@ -634,11 +664,8 @@ class JobViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
 
-    @staticmethod
-    def _source(data: dict[str, Any]) -> services.Source:
-        if "file" in data:
-            return services.Source(upload=data["file"])
-        return services.Source(rows=data["rows"])
+    def _source(self, data: dict[str, Any]) -> services.Source:
+        return input_shapes.source(self.request.user, data)
 
     # --- collection ------------------------------------------------------------------------------
 
@@ -715,16 +742,19 @@ class JobViewSet(viewsets.GenericViewSet):
     )
     def create(self, request: Request) -> Response:
         data = self._input(request)
-        key = (request.headers.get("Idempotency-Key") or "").strip() or None
+        key = input_shapes.idempotency_key(
+            data, (request.headers.get("Idempotency-Key") or "").strip() or None
+        )
         if key is not None and len(key) > 200:
             raise APIError(
                 "Idempotency-Key must be at most 200 characters.",
                 details={"Idempotency-Key": ["too long"]},
             )
+        source = self._source(data)
         kwargs = dict(
             processor=data["processor"],
             params=data.get("params") or {},
-            source=self._source(data),
+            source=source,
             name=data.get("name") or "",
             id_column=data.get("id_column") or None,
             column_map=data.get("column_map") or {},
@@ -742,6 +772,7 @@ class JobViewSet(viewsets.GenericViewSet):
                 raise
             # Two requests with the same key raced; the first one's job exists now.
             job, created = services.create_job(request.user, **kwargs)
+        input_shapes.after_create(data, source)
         response = self._respond(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         response["Location"] = job_links(job.public_id, request)["self"]
         return response
