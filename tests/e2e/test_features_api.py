@@ -230,3 +230,45 @@ def test_documents_with_column_mapping_and_job_id(api):
     finished(api, from_csv["id"])
     assert finished(api, first.json()["id"])["status"] == "completed"
     assert results_csv(api, first.json()["id"]) == results_csv(api, from_csv["id"])
+
+
+# --- documents and images ------------------------------------------------------------------------
+
+
+def test_a_generated_pdf_through_document_then_llm(api):
+    from tests.processors.servers import LocalServer, OpenAIHandler, SiteHandler
+
+    with LocalServer(SiteHandler) as site, LocalServer(OpenAIHandler) as model:
+        pdf = f"{site.url}/report.pdf"
+        read = create_multipart(api, f"url\n{pdf}\n{site.url}/broken.pdf\n",
+                                processor="document", params={"max_pages": 2})
+        body = finished(api, read["id"])
+        assert body["status"] == "partial"
+        rows = api.get(f"/jobs/{read['id']}/results", params={"format": "json"}).json()
+        assert rows[0]["output"]["title"] == "Quarterly Report"
+        assert rows[0]["output"]["page_count"] == 3
+        assert "revenue grew" in rows[0]["output"]["text"]
+        assert "Page three" not in rows[0]["output"]["text"]
+        assert rows[1]["status"] == "failed" and "PDF could not be read" in rows[1]["error"]
+
+        tag = create_multipart(
+            api,
+            f"name,doc,picture\nr1,{pdf},https://images.example.com/r1.png\n",
+            processor="llm",
+            params={
+                "base_url": f"{model.url}/v1",
+                "model": "vision-test",
+                "prompt": "Tag {name}",
+                "document_column": "doc",
+                "document_max_pages": 1,
+                "image_column": "picture",
+            },
+        )
+        assert finished(api, tag["id"])["status"] == "completed"
+        [row] = api.get(f"/jobs/{tag['id']}/results", params={"format": "json"}).json()
+        answer = row["output"]["answer"]
+        assert answer.startswith("ECHO: Tag r1\nDocument: Quarterly Report\n")
+        assert "revenue grew" in answer and "costs fell" not in answer
+        assert answer.endswith("[image: https://images.example.com/r1.png]")
+        parts = model.requests[0]["json"]["messages"][-1]["content"]
+        assert [p["type"] for p in parts] == ["text", "text", "image_url"]
