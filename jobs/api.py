@@ -31,7 +31,7 @@ from rest_framework.response import Response
 from apikeys.api import ErrorSerializer
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 
-from . import input_shapes, links, results, services
+from . import embed, input_shapes, links, results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .upload import UploadLimit
@@ -310,6 +310,12 @@ class RowObjectSerializer(serializers.Serializer):
     input = JSONObjectField()
     output = JSONObjectField(allow_null=True)
     error = serializers.CharField(allow_null=True)
+
+
+class JobWithResultsSerializer(JobSerializer):
+    results = RowObjectSerializer(
+        many=True, required=False, help_text="Only with ?include=results: every row object."
+    )
 
 
 class JobEventSerializer(serializers.ModelSerializer):
@@ -833,12 +839,27 @@ class JobViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="jobs_retrieve",
         summary="Get a job",
-        parameters=[JOB_ID],
-        responses={200: JobSerializer, **NOT_FOUND, **COMMON_ERRORS},
+        description="With `?include=results`, a job of at most 1,000 rows also carries `results`: "
+        "its row objects in input order, as in the JSON download (more rows: a 400).",
+        parameters=[
+            JOB_ID,
+            OpenApiParameter("include", OpenApiTypes.STR, enum=[*embed.INCLUDES]),
+        ],
+        responses={
+            200: JobWithResultsSerializer,
+            400: _err("invalid_request: unknown include, or results of over 1,000 rows."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def retrieve(self, request: Request, id: str) -> Response:
-        return self._respond(self._job())
+        wanted = embed.included(_query(request, "include"))
+        job = self._job()
+        body = job_representation(job, request)
+        if "results" in wanted:
+            body["results"] = embed.embedded_results(job)
+        return Response(body)
 
     @extend_schema(
         operation_id="jobs_partial_update",

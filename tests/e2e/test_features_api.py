@@ -194,6 +194,10 @@ def test_promptloop_jsonl_gives_what_the_csv_gives(api):
     assert b"https://example.com/a in red" in expected
     refs = [r["ref"] for r in api.get(f"/jobs/{from_jsonl['id']}/rows").json()["results"]]
     assert refs == ["1", "2"]
+    # A small job's rows come with its status when asked for.
+    embedded = api.get(f"/jobs/{from_jsonl['id']}", params={"include": "results"}).json()
+    assert [row["ref"] for row in embedded["results"]] == ["1", "2"]
+    assert embedded["results"][0]["output"] == {"text": "https://example.com/a in red"}
 
 
 def test_csv_base64_gives_what_the_csv_gives(api):
