@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
@@ -18,7 +19,7 @@ from rest_framework import status
 
 from batchhub.api import APIError
 
-from . import states
+from . import results, states
 from .models import Job
 
 RESULTS_SALT = "batchhub.links.results"
@@ -48,8 +49,20 @@ def expires_at(token_expiry: int) -> datetime:
 def results_token(job: Job, fmt: str = "csv", wanted: str = "all") -> tuple[str, int]:
     """(token, expiry as unix seconds) for downloading `job`'s results as `fmt`."""
     expiry = _expiry(settings.BATCHHUB_LINK_SECONDS)
-    payload = {"j": job.public_id, "f": fmt, "s": wanted, "v": job.link_version, "e": expiry}
-    return signing.Signer(salt=RESULTS_SALT).sign_object(payload, compress=True), expiry
+    return sign_results(job.public_id, fmt, wanted, job.link_version, expiry), expiry
+
+
+def sign_results(public_id: str, fmt: str, wanted: str, version: int, expiry: int) -> str:
+    return _signer(settings.SECRET_KEY, RESULTS_SALT).sign_object(
+        [public_id, fmt, wanted, version, expiry]
+    )
+
+
+@lru_cache(maxsize=8)
+def _signer(key: str, salt: str) -> signing.Signer:
+    # Built once per key: every status poll signs a link, and a Signer's set-up costs as much as
+    # the signature itself.
+    return signing.Signer(key=key, salt=salt)
 
 
 def open_results(public_id: str, token: str) -> tuple[Job, str, str]:
@@ -58,21 +71,24 @@ def open_results(public_id: str, token: str) -> tuple[Job, str, str]:
     A token that does not verify, names another job, or whose job is gone is a 404 (nothing tells
     a guesser which it was); a genuine one past its time or revoked is a 410."""
     try:
-        payload = signing.Signer(salt=RESULTS_SALT).unsign_object(token or "")
+        payload = _signer(settings.SECRET_KEY, RESULTS_SALT).unsign_object(token or "")
     except (signing.BadSignature, ValueError):
         raise Http404("No such link.") from None
-    if not isinstance(payload, dict) or payload.get("j") != public_id:
+    if not isinstance(payload, list) or len(payload) != 5 or payload[0] != public_id:
         raise Http404("No such link.")
-    if int(payload.get("e", 0)) <= time.time():
+    _id, fmt, wanted, version, expiry = payload
+    if fmt not in results.FORMATS or wanted not in results.STATUS_FILTERS:
+        raise Http404("No such link.")
+    if int(expiry) <= time.time():
         raise LinkGone()
     job = Job.objects.visible().filter(public_id=public_id).first()
     if job is None:
         raise Http404("No such link.")
-    if payload.get("v") != job.link_version:
+    if version != job.link_version:
         raise LinkGone(
             "This link was revoked; ask for a new one (GET the job).", code="link_revoked"
         )
-    return job, str(payload.get("f", "csv")), str(payload.get("s", "all"))
+    return job, fmt, wanted
 
 
 def revoke(job: Job, *, actor: str = "") -> Job:
@@ -89,13 +105,13 @@ def revoke(job: Job, *, actor: str = "") -> Job:
 
 
 def upload_token(upload_id: str, expiry: int) -> str:
-    return signing.Signer(salt=UPLOAD_SALT).sign_object({"u": upload_id, "e": expiry})
+    return _signer(settings.SECRET_KEY, UPLOAD_SALT).sign_object({"u": upload_id, "e": expiry})
 
 
 def open_upload_token(upload_id: str, token: str) -> None:
     """Nothing if `token` is a live PUT token for `upload_id`; 404 if it is not one, 410 if late."""
     try:
-        payload = signing.Signer(salt=UPLOAD_SALT).unsign_object(token or "")
+        payload = _signer(settings.SECRET_KEY, UPLOAD_SALT).unsign_object(token or "")
     except (signing.BadSignature, ValueError):
         raise Http404("No such upload.") from None
     if not isinstance(payload, dict) or payload.get("u") != upload_id:
