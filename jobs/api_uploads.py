@@ -20,6 +20,12 @@ from .api import API_PREFIX, COMMON_ERRORS, UTCDateTimeField, _base_url, _err, _
 from .models import Upload
 
 
+class LengthRequired(APIError):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    error_code = "length_required"
+    default_detail = "Send the body with a Content-Length header (chunked uploads are not read)."
+
+
 class UploadCreateSerializer(serializers.Serializer):
     filename = serializers.CharField(
         max_length=200,
@@ -143,6 +149,7 @@ class UploadContentView(APIView):
             404: _err("not_found: no such upload."),
             409: _err("invalid_state: the upload was already used by a job."),
             410: _err("link_expired: the upload URL has expired."),
+            411: _err("length_required: no Content-Length header."),
             413: _err("file_too_large: the body is over the upload limit."),
             429: COMMON_ERRORS[429],
         },
@@ -150,12 +157,12 @@ class UploadContentView(APIView):
     )
     def put(self, request: Request, id: str) -> Response:
         raw = request._request  # the Django request: its body is still unread, as a stream
-        length = raw.META.get("CONTENT_LENGTH") or ""
-        if length and not length.isdigit():
-            raise APIError("Content-Length is not a number.")
-        upload = uploads.receive(
-            id, request.query_params.get("token", ""), raw, int(length) if length else None
-        )
+        length = (raw.META.get("CONTENT_LENGTH") or "").strip()
+        if not length.isdigit():
+            # Django reads a WSGI body only as far as its declared length: without one (chunked
+            # transfer), it would read nothing and store an empty file.
+            raise LengthRequired()
+        upload = uploads.receive(id, request.query_params.get("token", ""), raw, int(length))
         return Response(upload_object(upload, request=request))
 
 

@@ -72,7 +72,7 @@ class _Body:
         return data
 
 
-def receive(upload_id: str, token: str, stream, content_length: int | None) -> Upload:
+def receive(upload_id: str, token: str, stream, content_length: int) -> Upload:
     """Store the body of the PUT at a signed upload URL; replaces what an earlier PUT stored."""
     links.open_upload_token(upload_id, token)
     upload = Upload.objects.filter(public_id=upload_id, expires_at__gt=timezone.now()).first()
@@ -81,7 +81,7 @@ def receive(upload_id: str, token: str, stream, content_length: int | None) -> U
     if upload.received_at is not None and not upload.file:
         raise InvalidState("This upload has already been used to create a job.")
     limit = settings.BATCHHUB_MAX_UPLOAD_BYTES
-    if content_length is not None and content_length > limit:
+    if content_length > limit:
         raise too_large(limit)  # refused before reading a byte
     old_name = upload.file.name if upload.file else ""
     body = _Body(stream, limit)

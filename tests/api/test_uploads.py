@@ -20,10 +20,10 @@ def _start(client, **body) -> dict:
     return response.json()
 
 
-def _put(url: str, body: bytes):
+def _put(url: str, body: bytes, content_type: str = "application/octet-stream"):
     split = urlsplit(url)
     return APIClient().generic(
-        "PUT", f"{split.path}?{split.query}", body, content_type="application/octet-stream"
+        "PUT", f"{split.path}?{split.query}", body, content_type=content_type
     )
 
 
@@ -81,7 +81,9 @@ def test_over_the_size_limit_is_413_and_nothing_is_kept(api_alice, settings):
 
 def test_empty_body_is_400(api_alice):
     started = _start(api_alice)
-    assert_error(_put(started["upload_url"], b""), 400, "invalid_request")
+    split = urlsplit(started["upload_url"])
+    response = APIClient().generic("PUT", f"{split.path}?{split.query}", b"", CONTENT_LENGTH="0")
+    assert_error(response, 400, "invalid_request")
 
 
 def test_a_forged_or_expired_upload_url(api_alice, settings, monkeypatch):
@@ -123,3 +125,44 @@ def test_one_input_at_a_time(api_alice):
         400,
         "invalid_request",
     )
+
+
+def test_curls_default_content_type_is_stored_as_bytes_too(api_alice):
+    # curl --data-binary sends application/x-www-form-urlencoded unless told otherwise.
+    started = _start(api_alice, filename="a.csv")
+    put = _put(started["upload_url"], b"text\na=b&c\n", "application/x-www-form-urlencoded")
+    assert put.status_code == 200 and put.json()["size"] == 11
+    upload = Upload.objects.get(public_id=started["id"])
+    assert upload.file.read() == b"text\na=b&c\n"
+
+
+def test_a_body_without_content_length_is_411(api_alice):
+    started = _start(api_alice)
+    split = urlsplit(started["upload_url"])
+    response = APIClient().generic(
+        "PUT",
+        f"{split.path}?{split.query}",
+        b"",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert_error(response, 411, "length_required")
+
+
+def test_unused_uploads_expire_with_their_files(api_alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.uploads import expire_uploads
+
+    started = _start(api_alice)
+    _put(started["upload_url"], b"text\nhi\n")
+    upload = Upload.objects.get(public_id=started["id"])
+    path = settings.MEDIA_ROOT / upload.file.name
+    assert path.exists()
+
+    assert expire_uploads(timezone.now()) == 0
+    assert expire_uploads(upload.expires_at + timedelta(seconds=1)) == 1
+
+    assert not path.exists() and not Upload.objects.filter(pk=upload.pk).exists()
