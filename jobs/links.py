@@ -46,9 +46,11 @@ def expires_at(token_expiry: int) -> datetime:
     return datetime.fromtimestamp(token_expiry, UTC)
 
 
-def results_token(job: Job, fmt: str = "csv", wanted: str = "all") -> tuple[str, int]:
+def results_token(
+    job: Job, fmt: str = "csv", wanted: str = "all", seconds: int | None = None
+) -> tuple[str, int]:
     """(token, expiry as unix seconds) for downloading `job`'s results as `fmt`."""
-    expiry = _expiry(settings.BATCHHUB_LINK_SECONDS)
+    expiry = _expiry(seconds or settings.BATCHHUB_LINK_SECONDS)
     return sign_results(job.public_id, fmt, wanted, job.link_version, expiry), expiry
 
 

@@ -96,3 +96,44 @@ def test_link_of_a_deleted_job_is_404(api_alice, alice, new_job, run_job):
     assert api_alice.delete(f"{API}/jobs/{job.public_id}").status_code == 204
 
     assert_error(APIClient().get(url), 404, "not_found")
+
+
+def test_results_link_in_another_format_and_status(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\n"))
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/results-link",
+        {"format": "jsonl", "status": "succeeded", "expires_in": 600},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["format"] == "jsonl" and body["status"] == "succeeded"
+
+    download = APIClient().get(body["url"])
+
+    assert download.status_code == 200
+    assert download["Content-Type"].startswith("application/x-ndjson")
+    lines = b"".join(download.streaming_content).decode().splitlines()
+    assert len(lines) == 1 and '"status": "succeeded"' in lines[0]
+
+
+def test_results_link_cannot_outlive_the_setting(api_alice, alice, new_job, settings):
+    job = new_job(alice, "name\nann\n")
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/results-link",
+        {"expires_in": settings.BATCHHUB_LINK_SECONDS + 1},
+        format="json",
+    )
+    assert_error(response, 400, "invalid_request")
+    assert_error(
+        api_alice.post(
+            f"{API}/jobs/{job.public_id}/results-link", {"format": "xls"}, format="json"
+        ),
+        400,
+        "invalid_request",
+    )
+
+
+def test_results_link_of_another_users_job_is_404(api_bob, alice, new_job):
+    job = new_job(alice, "name\nann\n")
+    assert_error(api_bob.post(f"{API}/jobs/{job.public_id}/results-link"), 404, "not_found")
