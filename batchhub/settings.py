@@ -239,6 +239,9 @@ BATCHHUB_MAX_DECOMPRESSED_BYTES = env_int(
 BATCHHUB_MAX_ROW_BYTES = env_int("BATCHHUB_MAX_ROW_BYTES", 8 * 1024 * 1024, minimum=1024)
 # Checking an upload (validate, create, the dashboard's preview) stops after this many seconds.
 BATCHHUB_VALIDATE_SECONDS = env_int("BATCHHUB_VALIDATE_SECONDS", 60, minimum=1)
+# How long a signed results link (results_url) and a two-step upload's upload_url stay valid.
+BATCHHUB_LINK_SECONDS = env_int("BATCHHUB_LINK_SECONDS", 4 * 3600, minimum=60)
+BATCHHUB_UPLOAD_URL_SECONDS = env_int("BATCHHUB_UPLOAD_URL_SECONDS", 3600, minimum=60)
 BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)
 BATCHHUB_ALLOW_SIGNUP = env_bool("BATCHHUB_ALLOW_SIGNUP", False)
 # Wrong passwords allowed per account and per client address within the window (seconds).

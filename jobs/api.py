@@ -33,7 +33,7 @@ from batchhub import jsonsafe
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 from batchhub.parsers import BoundedJSONParser
 
-from . import results, services
+from . import embed, input_shapes, links, results, services
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .upload import UploadLimit
@@ -159,6 +159,25 @@ def job_links(public_id: str, request: Request | None = None) -> dict[str, str]:
     }
 
 
+def results_link(job, request: Request | None = None) -> tuple[str, str | None]:
+    """A signed download of the job's results (CSV) that needs no API key, and its expiry."""
+    token, expiry = links.results_token(job)
+    url = f"{_base_url(request)}{API_PREFIX}/jobs/{job.public_id}/download?token={token}"
+    return url, _utc(links.expires_at(expiry))
+
+
+def results_response(job, fmt: str, wanted: str) -> StreamingHttpResponse:
+    """The streamed results download (the keyed endpoint and the signed link both answer it)."""
+    response = StreamingHttpResponse(
+        results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
+    )
+    response["Content-Disposition"] = (
+        f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class JobSerializer(serializers.Serializer):
     """The job object of the contract, plus a few read-only extras (after `links`)."""
 
@@ -197,10 +216,24 @@ class JobSerializer(serializers.Serializer):
     resume_at = UTCDateTimeField(
         allow_null=True, help_text="When an auto-paused job resumes by itself."
     )
+    results_url = serializers.SerializerMethodField(
+        help_text="Signed link to the results as CSV, usable without an API key until "
+        "results_url_expires_at (a new one with each read); revoke all with POST "
+        "/jobs/{id}/revoke-links."
+    )
+    results_url_expires_at = serializers.SerializerMethodField()
 
     @extend_schema_field(JobLinksSerializer)
     def get_links(self, job) -> dict[str, str]:
         return job_links(job.public_id, self.context.get("request"))
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_results_url(self, job) -> str:
+        return results_link(job, self.context.get("request"))[0]
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_results_url_expires_at(self, job) -> str | None:
+        return results_link(job, self.context.get("request"))[1]
 
 
 def _utc(value: dt.datetime | None) -> str | None:
@@ -220,6 +253,7 @@ def job_representation(job, request: Request | None = None) -> dict[str, Any]:
     stays the description in the schema; tests/api/test_job_object.py checks the two agree.
     """
     error = job.error
+    url, url_expiry = results_link(job, request)
     return {
         "id": _str(job.public_id),
         "name": _str(job.name),
@@ -251,6 +285,8 @@ def job_representation(job, request: Request | None = None) -> dict[str, Any]:
         "usage": job.usage,
         "pause_reason": _str(job.pause_reason),
         "resume_at": _utc(job.resume_at),
+        "results_url": url,
+        "results_url_expires_at": url_expiry,
     }
 
 
@@ -277,6 +313,12 @@ class RowObjectSerializer(serializers.Serializer):
     input = JSONObjectField()
     output = JSONObjectField(allow_null=True)
     error = serializers.CharField(allow_null=True)
+
+
+class JobWithResultsSerializer(JobSerializer):
+    results = RowObjectSerializer(
+        many=True, required=False, help_text="Only with ?include=results: every row object."
+    )
 
 
 class JobEventSerializer(serializers.ModelSerializer):
@@ -378,8 +420,38 @@ class JobCreateJSONSerializer(_JobInputBase):
     )
     rows = serializers.ListField(
         child=serializers.DictField(),
-        help_text="The table: a list of row objects (column → value).",
+        required=False,
+        help_text="The table: a list of row objects (column → value). Send exactly one of rows, "
+        "upload, csv_base64 or documents.",
     )
+    # The other input shapes (jobs/input_shapes.py turns each into a file or rows).
+    upload = serializers.CharField(
+        max_length=40,
+        required=False,
+        help_text="The id (upl_…) of a two-step upload whose file was PUT to its upload_url.",
+    )
+    csv_base64 = serializers.CharField(
+        required=False, help_text="A whole CSV (or JSONL) file, base64-encoded."
+    )
+    documents = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Document objects (field → value), or strings (each becomes a `text` field).",
+    )
+    column_mapping = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Another name for column_map (processor input → field), as documents use.",
+    )
+    job_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="A client-chosen id for this request: a repeat with the same job_id and body "
+        "returns the first job, as the Idempotency-Key header does.",
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        return input_shapes.check_one_input(data)
 
 
 class JobCreateFormSerializer(_JobInputBase):
@@ -601,11 +673,8 @@ class JobViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
 
-    @staticmethod
-    def _source(data: dict[str, Any]) -> services.Source:
-        if "file" in data:
-            return services.Source(upload=data["file"])
-        return services.Source(rows=data["rows"])
+    def _source(self, data: dict[str, Any]) -> services.Source:
+        return input_shapes.source(self.request.user, data)
 
     # --- collection ------------------------------------------------------------------------------
 
@@ -688,16 +757,19 @@ class JobViewSet(viewsets.GenericViewSet):
     )
     def create(self, request: Request) -> Response:
         data = self._input(request)
-        key = (request.headers.get("Idempotency-Key") or "").strip() or None
+        key = input_shapes.idempotency_key(
+            data, (request.headers.get("Idempotency-Key") or "").strip() or None
+        )
         if key is not None and len(key) > 200:
             raise APIError(
                 "Idempotency-Key must be at most 200 characters.",
                 details={"Idempotency-Key": ["too long"]},
             )
+        source = self._source(data)
         kwargs = dict(
             processor=data["processor"],
             params=data.get("params") or {},
-            source=self._source(data),
+            source=source,
             name=data.get("name") or "",
             id_column=data.get("id_column") or None,
             column_map=data.get("column_map") or {},
@@ -715,6 +787,7 @@ class JobViewSet(viewsets.GenericViewSet):
                 raise
             # Two requests with the same key raced; the first one's job exists now.
             job, created = services.create_job(request.user, **kwargs)
+        input_shapes.after_create(data, source)
         response = self._respond(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         response["Location"] = job_links(job.public_id, request)["self"]
         return response
@@ -779,12 +852,27 @@ class JobViewSet(viewsets.GenericViewSet):
     @extend_schema(
         operation_id="jobs_retrieve",
         summary="Get a job",
-        parameters=[JOB_ID],
-        responses={200: JobSerializer, **NOT_FOUND, **COMMON_ERRORS},
+        description="With `?include=results`, a job of at most 1,000 rows also carries `results`: "
+        "its row objects in input order, as in the JSON download (more rows: a 400).",
+        parameters=[
+            JOB_ID,
+            OpenApiParameter("include", OpenApiTypes.STR, enum=[*embed.INCLUDES]),
+        ],
+        responses={
+            200: JobWithResultsSerializer,
+            400: _err("invalid_request: unknown include, or results of over 1,000 rows."),
+            **NOT_FOUND,
+            **COMMON_ERRORS,
+        },
         tags=["jobs"],
     )
     def retrieve(self, request: Request, id: str) -> Response:
-        return self._respond(self._job())
+        wanted = embed.included(_query(request, "include"))
+        job = self._job()
+        body = job_representation(job, request)
+        if "results" in wanted:
+            body["results"] = embed.embedded_results(job)
+        return Response(body)
 
     @extend_schema(
         operation_id="jobs_partial_update",
@@ -958,14 +1046,7 @@ class JobViewSet(viewsets.GenericViewSet):
             raise APIError(
                 f"Unknown status '{wanted}'.", details={"status": list(results.STATUS_FILTERS)}
             )
-        response = StreamingHttpResponse(
-            results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
-        )
-        response["Content-Disposition"] = (
-            f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
-        )
-        response["Cache-Control"] = "no-store"
-        return response
+        return results_response(job, fmt, wanted)
 
     @extend_schema(
         operation_id="jobs_rows",

@@ -112,6 +112,8 @@ class Job(models.Model):
     # NULL, not "": a job without a key stays out of the partial unique constraint below.
     idempotency_key = models.CharField(max_length=200, blank=True, null=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64, blank=True)
+    # Signed results links carry this number; bumping it revokes every link handed out so far.
+    link_version = models.PositiveIntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -353,3 +355,31 @@ class UserSettings(models.Model):
         ):
             secrets_.append(self.previous_webhook_secret)
         return secrets_
+
+
+def staged_upload_path(upload: Upload, filename: str) -> str:
+    return f"staged/{upload.public_id}/{filename}"
+
+
+class Upload(models.Model):
+    """A file sent ahead of its job (two-step upload): created empty, filled by one signed PUT,
+    then named by `POST /jobs {"upload": id}`, which moves it into the job and deletes this."""
+
+    public_id = models.CharField(
+        max_length=40, unique=True, editable=False, default=partial(new_id, "upl")
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads"
+    )
+    filename = models.CharField(max_length=200, default="input.csv")
+    file = models.FileField(upload_to=staged_upload_path, blank=True, max_length=300)
+    size = models.BigIntegerField(default=0)
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.public_id

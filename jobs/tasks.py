@@ -39,10 +39,15 @@ def reap() -> None:
 @shared_task(name="jobs.expire_jobs")
 def expire_jobs() -> None:
     from .housekeeping import expire_jobs as expire
+    from .uploads import expire_uploads
 
     count = expire()
     if count:
         logger.info("expired %d jobs", count)
+    # Two-step uploads never turned into a job go with the same hourly sweep.
+    uploads = expire_uploads()
+    if uploads:
+        logger.info("expired %d unused uploads", uploads)
 
 
 # The webhook sender's task lives in its own module; importing it here registers it with the

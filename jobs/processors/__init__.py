@@ -15,6 +15,7 @@ from .base import (
 
 def builtin_processors() -> list[type[Processor]]:
     # Imported here so that a processor module's optional heavy imports load only when asked for.
+    from .document import DocumentProcessor
     from .extract import ExtractProcessor
     from .http_api import HTTPProcessor
     from .language import LanguageProcessor
@@ -31,6 +32,7 @@ def builtin_processors() -> list[type[Processor]]:
         ScrapeProcessor,
         LanguageProcessor,
         ExtractProcessor,
+        DocumentProcessor,
     ]
 
 

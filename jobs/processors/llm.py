@@ -30,7 +30,9 @@ class LLMProcessor(Processor):
         "endpoint (OpenAI, vLLM, Ollama, LM Studio, …) and stores the answer: as text in one "
         "column, or as a JSON object whose keys become columns (checked against your schema). "
         "The API key comes from an environment variable on the workers or from a credential you "
-        "saved under Settings; it is never part of the job. Token usage is summed on the job."
+        "saved under Settings; it is never part of the job. Token usage is summed on the job. "
+        "An image column is sent as an image_url part (vision models); a document column's PDF, "
+        "page or text file is fetched and its text sent after the prompt."
     )
     inputs: list[str] = []  # the prompt template names the columns it uses
     outputs = ["answer"]
@@ -142,6 +144,37 @@ class LLMProcessor(Processor):
                 "required": ["properties"],
                 "additionalProperties": False,
             },
+            "image_column": {
+                "type": "string",
+                "title": "Image column",
+                "pattern": COLUMN_NAME,
+                "description": "A column holding an image URL (https:// or data:image/…): sent "
+                "with the prompt as an image_url content part, for vision models.",
+            },
+            "document_column": {
+                "type": "string",
+                "title": "Document column",
+                "pattern": COLUMN_NAME,
+                "description": "A column holding the URL of a PDF, HTML page or text file: it is "
+                "fetched (same address policy and limits as the document processor), and the "
+                "text of its first pages is sent after the prompt.",
+            },
+            "document_max_pages": {
+                "type": "integer",
+                "title": "Document pages read",
+                "minimum": 1,
+                "maximum": 10_000,
+                "default": 20,
+                "description": "Text is taken from the first N pages of a PDF.",
+            },
+            "document_max_chars": {
+                "type": "integer",
+                "title": "Document characters sent",
+                "minimum": 1,
+                "maximum": 1_000_000,
+                "default": 50_000,
+                "description": "The document's text is cut to this many characters.",
+            },
             "api_key_env": {
                 "type": "string",
                 "title": "API key environment variable",
@@ -217,6 +250,18 @@ class LLMProcessor(Processor):
         self.client = net.make_client(
             concurrency=self.context.concurrency, timeout=p["timeout"], headers=headers
         )
+        # Documents come from other hosts: their own client, which never carries the API key.
+        self.documents = (
+            net.make_client(
+                concurrency=self.context.concurrency,
+                timeout=p["timeout"],
+                follow_redirects=True,
+                max_redirects=5,
+                headers={"User-Agent": net.DEFAULT_USER_AGENT},
+            )
+            if p.get("document_column")
+            else None
+        )
 
     def check_destinations(self) -> None:
         net.check_destination(self.params["base_url"], "base_url")
@@ -244,7 +289,8 @@ class LLMProcessor(Processor):
         return [self.params["output_column"]]
 
     def required_columns(self, column_map: dict[str, str]) -> list[str]:
-        return list(self.fields)
+        extra = [self.params.get("image_column"), self.params.get("document_column")]
+        return list(dict.fromkeys([*self.fields, *(c for c in extra if c)]))
 
     def _messages(self, row: RowInput) -> list[dict[str, str]]:
         messages = []
@@ -258,8 +304,39 @@ class LLMProcessor(Processor):
             ) + f"Answer with a JSON object with the keys: {keys}."
         if system:
             messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": net.fill(self.prompt, row.values)})
+        prompt = net.fill(self.prompt, row.values)
+        parts = self._attachments(row)
+        if parts:
+            messages.append({"role": "user", "content": [{"type": "text", "text": prompt}, *parts]})
+        else:
+            messages.append({"role": "user", "content": prompt})
         return messages
+
+    def _attachments(self, row: RowInput) -> list[dict[str, Any]]:
+        """Content parts after the prompt: the row's document text, then its image."""
+        parts: list[dict[str, Any]] = []
+        p = self.params
+        if p.get("document_column"):
+            from .document import fetch_document
+
+            doc = fetch_document(
+                self.documents,
+                row.values.get(p["document_column"]),
+                max_bytes=20_000_000,
+                max_pages=p["document_max_pages"],
+                max_text_chars=p["document_max_chars"],
+            )
+            heading = f"Document: {doc['title']}" if doc["title"] else "Document:"
+            parts.append({"type": "text", "text": f"{heading}\n{doc['text']}"})
+        if p.get("image_column"):
+            image = row.values.get(p["image_column"])
+            image = image.strip() if isinstance(image, str) else ""
+            if not image:
+                raise RowError(f"The image column {p['image_column']!r} is empty.")
+            if not re.match(r"(?i)^(https?://[^/?#\s]|data:image/[a-z0-9.+-]+;base64,)", image):
+                raise RowError(f"Not an image URL (http, https or data:image): {image[:200]}")
+            parts.append({"type": "image_url", "image_url": {"url": image}})
+        return parts
 
     def process_row(self, row: RowInput) -> RowResult:
         if self.key_error:
@@ -296,6 +373,8 @@ class LLMProcessor(Processor):
 
     def close(self) -> None:
         self.client.close()
+        if self.documents is not None:
+            self.documents.close()
 
 
 def _content(data: Any) -> str:

@@ -48,6 +48,8 @@ EXTRA_FIELDS = [
     "usage",
     "pause_reason",
     "resume_at",
+    "results_url",
+    "results_url_expires_at",
 ]
 
 

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .pdfs import make_pdf
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -135,6 +137,19 @@ def http_date(seconds_from_now: float) -> str:
 
 
 # --- an OpenAI-compatible chat-completions API --------------------------------------------------
+def _content_text(content: Any) -> str:
+    """A message's text; content parts (vision requests) are joined, an image as [image: URL]."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if part.get("type") == "text":
+            texts.append(part["text"])
+        elif part.get("type") == "image_url":
+            texts.append(f"[image: {part['image_url']['url']}]")
+    return "\n".join(texts)
+
+
 class OpenAIHandler(_Handler):
     """POST /v1/chat/completions. The last user message steers it:
     ``[429]`` → 429 Retry-After: 7, ``[429-date]`` → 429 with an HTTP-date, ``[500]`` → 500,
@@ -149,7 +164,7 @@ class OpenAIHandler(_Handler):
             self.send(404, {"error": {"message": "not found"}})
             return
         body = entry["json"] or {}
-        prompt = body["messages"][-1]["content"]
+        prompt = _content_text(body["messages"][-1]["content"])
         if "[429]" in prompt:
             self.send(
                 429,
@@ -187,7 +202,7 @@ class OpenAIHandler(_Handler):
             content = "```json\n" + json.dumps(answer) + "\n```"
         else:
             content = "ECHO: " + prompt
-        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        prompt_tokens = sum(len(_content_text(m["content"]).split()) for m in body["messages"])
         completion_tokens = len(content.split())
         self.send(
             200,
@@ -239,6 +254,12 @@ BARE_PAGE = """<html><head><meta property="og:description" content="Only OG here
 <body><div id="x">tiny</div><p>short body text</p></body></html>"""
 
 
+REPORT_PDF = make_pdf(
+    ["Quarterly report: revenue grew", "Page two: costs fell", "Page three: outlook good"],
+    title="Quarterly Report",
+)
+
+
 class SiteHandler(_Handler):
     def do_GET(self) -> None:  # noqa: N802
         self._record(b"")
@@ -276,6 +297,10 @@ class SiteHandler(_Handler):
             self.send(200, "<p>" + "y" * 200_000 + "</p>", content_type="text/html")
         elif path == "/image.png":
             self.send(200, b"\x89PNG\r\n\x1a\n" + b"\0" * 64, content_type="image/png")
+        elif path == "/report.pdf":
+            self.send(200, REPORT_PDF, content_type="application/pdf")
+        elif path == "/broken.pdf":
+            self.send(200, b"%PDF-1.4\nnot really a pdf", content_type="application/pdf")
         elif path == "/notes.txt":
             self.send(200, "Just some plain text.", content_type="text/plain; charset=utf-8")
         elif path == "/busy":

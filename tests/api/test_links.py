@@ -1,0 +1,139 @@
+"""Signed results links (results_url): valid, expired, tampered, another job's, revoked, deleted."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.api.conftest import API, assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def _path_and_token(url: str) -> tuple[str, str]:
+    split = urlsplit(url)
+    return split.path, parse_qs(split.query)["token"][0]
+
+
+def test_results_url_downloads_without_a_key(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\nbob\n"))
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    assert body["results_url"].startswith(f"http://testserver{API}/jobs/{job.public_id}/download?")
+    assert body["results_url_expires_at"].endswith("Z")
+
+    anonymous = APIClient()
+    response = anonymous.get(body["results_url"])
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert b"".join(response.streaming_content).decode() == (
+        "name,text,_status,_error\nann,ann!,succeeded,\nbob,bob!,succeeded,\n"
+    )
+    # The same bytes as the keyed download.
+    keyed = api_alice.get(f"{API}/jobs/{job.public_id}/results")
+    assert b"".join(keyed.streaming_content).decode().startswith("name,text,_status")
+
+
+def test_expired_link_is_410(api_alice, alice, new_job, run_job, settings, monkeypatch):
+    job = run_job(new_job(alice, "name\nann\n"))
+    settings.BATCHHUB_LINK_SECONDS = 60
+    url = api_alice.get(f"{API}/jobs/{job.public_id}").json()["results_url"]
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 61)
+
+    error = assert_error(APIClient().get(url), 410, "link_expired")
+
+    assert "expired" in error["message"]
+
+
+def test_tampered_token_is_404(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\n"))
+    url = api_alice.get(f"{API}/jobs/{job.public_id}").json()["results_url"]
+    path, token = _path_and_token(url)
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+
+    assert_error(APIClient().get(path, {"token": forged}), 404, "not_found")
+    assert_error(APIClient().get(path), 404, "not_found")
+
+
+def test_link_of_another_job_is_404(api_alice, alice, bob, new_job, run_job):
+    mine = run_job(new_job(alice, "name\nann\n"))
+    other = run_job(new_job(bob, "name\nsecret\n"))
+    url = api_alice.get(f"{API}/jobs/{mine.public_id}").json()["results_url"]
+    _path, token = _path_and_token(url)
+
+    response = APIClient().get(f"{API}/jobs/{other.public_id}/download", {"token": token})
+
+    assert_error(response, 404, "not_found")
+
+
+def test_revoke_links_makes_old_links_410_and_gives_a_new_one(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\n"))
+    old = api_alice.get(f"{API}/jobs/{job.public_id}").json()["results_url"]
+
+    response = api_alice.post(f"{API}/jobs/{job.public_id}/revoke-links")
+
+    assert response.status_code == 200
+    new = response.json()["results_url"]
+    assert new != old
+    assert_error(APIClient().get(old), 410, "link_revoked")
+    assert APIClient().get(new).status_code == 200
+    events = api_alice.get(f"{API}/jobs/{job.public_id}/events").json()["results"]
+    assert events[-1]["type"] == "links_revoked"
+
+
+def test_revoke_links_of_another_users_job_is_404(api_bob, alice, new_job):
+    job = new_job(alice, "name\nann\n")
+    assert_error(api_bob.post(f"{API}/jobs/{job.public_id}/revoke-links"), 404, "not_found")
+
+
+def test_link_of_a_deleted_job_is_404(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\n"))
+    url = api_alice.get(f"{API}/jobs/{job.public_id}").json()["results_url"]
+    assert api_alice.delete(f"{API}/jobs/{job.public_id}").status_code == 204
+
+    assert_error(APIClient().get(url), 404, "not_found")
+
+
+def test_results_link_in_another_format_and_status(api_alice, alice, new_job, run_job):
+    job = run_job(new_job(alice, "name\nann\n"))
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/results-link",
+        {"format": "jsonl", "status": "succeeded", "expires_in": 600},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["format"] == "jsonl" and body["status"] == "succeeded"
+
+    download = APIClient().get(body["url"])
+
+    assert download.status_code == 200
+    assert download["Content-Type"].startswith("application/x-ndjson")
+    lines = b"".join(download.streaming_content).decode().splitlines()
+    assert len(lines) == 1 and '"status": "succeeded"' in lines[0]
+
+
+def test_results_link_cannot_outlive_the_setting(api_alice, alice, new_job, settings):
+    job = new_job(alice, "name\nann\n")
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/results-link",
+        {"expires_in": settings.BATCHHUB_LINK_SECONDS + 1},
+        format="json",
+    )
+    assert_error(response, 400, "invalid_request")
+    assert_error(
+        api_alice.post(
+            f"{API}/jobs/{job.public_id}/results-link", {"format": "xls"}, format="json"
+        ),
+        400,
+        "invalid_request",
+    )
+
+
+def test_results_link_of_another_users_job_is_404(api_bob, alice, new_job):
+    job = new_job(alice, "name\nann\n")
+    assert_error(api_bob.post(f"{API}/jobs/{job.public_id}/results-link"), 404, "not_found")

@@ -1,0 +1,168 @@
+"""Two-step upload: POST /uploads, PUT the bytes to the signed upload_url, POST /jobs {"upload"}."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from rest_framework.test import APIClient
+
+from jobs.models import Job, Upload
+from tests.api.conftest import API, assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def _start(client, **body) -> dict:
+    response = client.post(f"{API}/uploads", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _put(url: str, body: bytes, content_type: str = "application/octet-stream"):
+    split = urlsplit(url)
+    return APIClient().generic(
+        "PUT", f"{split.path}?{split.query}", body, content_type=content_type
+    )
+
+
+def test_upload_then_create_a_job(api_alice, run_job):
+    started = _start(api_alice, filename="people.csv")
+    assert started["id"].startswith("upl_") and started["status"] == "waiting"
+    assert started["upload_url"].startswith(f"http://testserver{API}/uploads/{started['id']}/")
+
+    put = _put(started["upload_url"], b"name\nann\nbob\n")
+    assert put.status_code == 200, put.content
+    assert put.json()["status"] == "received" and put.json()["size"] == 13
+
+    created = api_alice.post(
+        f"{API}/jobs",
+        {"upload": started["id"], "processor": "template", "params": {"template": "{name}!"}},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    job = run_job(Job.objects.get(public_id=created.json()["id"]))
+    assert job.name == "people.csv" and job.succeeded == 2
+    download = api_alice.get(f"{API}/jobs/{job.public_id}/results")
+    assert b"".join(download.streaming_content) == (
+        b"name,text,_status,_error\nann,ann!,succeeded,\nbob,bob!,succeeded,\n"
+    )
+    # Used up: the staged copy is gone and a second job from it is refused.
+    assert api_alice.get(f"{API}/uploads/{started['id']}").json()["status"] == "used"
+    again = api_alice.post(
+        f"{API}/jobs", {"upload": started["id"], "processor": "sentiment"}, format="json"
+    )
+    assert_error(again, 409, "invalid_state")
+
+
+def test_an_invalid_file_is_refused_like_a_multipart_one(api_alice):
+    started = _start(api_alice, filename="bad.csv")
+    _put(started["upload_url"], b"name,name\n1,2\n")
+
+    response = api_alice.post(
+        f"{API}/jobs", {"upload": started["id"], "processor": "sentiment"}, format="json"
+    )
+
+    error = assert_error(response, 400, "invalid_csv")
+    assert error["details"]["errors"][0]["line"] == 1
+
+
+def test_over_the_size_limit_is_413_and_nothing_is_kept(api_alice, settings):
+    settings.BATCHHUB_MAX_UPLOAD_BYTES = 1024
+    started = _start(api_alice)
+
+    assert_error(_put(started["upload_url"], b"x" * 2000), 413, "file_too_large")
+
+    upload = Upload.objects.get(public_id=started["id"])
+    assert upload.received_at is None and not upload.file
+    assert not list((settings.MEDIA_ROOT / "staged" / started["id"]).glob("*"))
+
+
+def test_empty_body_is_400(api_alice):
+    started = _start(api_alice)
+    split = urlsplit(started["upload_url"])
+    response = APIClient().generic("PUT", f"{split.path}?{split.query}", b"", CONTENT_LENGTH="0")
+    assert_error(response, 400, "invalid_request")
+
+
+def test_a_forged_or_expired_upload_url(api_alice, settings, monkeypatch):
+    started = _start(api_alice)
+    split = urlsplit(started["upload_url"])
+    assert_error(APIClient().generic("PUT", f"{split.path}?token=x", b"a"), 404, "not_found")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + settings.BATCHHUB_UPLOAD_URL_SECONDS + 1)
+    assert_error(_put(started["upload_url"], b"name\na\n"), 410, "link_expired")
+
+
+def test_an_upload_not_yet_filled_cannot_make_a_job(api_alice):
+    started = _start(api_alice)
+    response = api_alice.post(
+        f"{API}/jobs", {"upload": started["id"], "processor": "sentiment"}, format="json"
+    )
+    assert_error(response, 409, "invalid_state")
+
+
+def test_another_users_upload_is_404(api_alice, api_bob):
+    started = _start(api_alice)
+    _put(started["upload_url"], b"text\nhi\n")
+    assert_error(api_bob.get(f"{API}/uploads/{started['id']}"), 404, "not_found")
+    response = api_bob.post(
+        f"{API}/jobs", {"upload": started["id"], "processor": "sentiment"}, format="json"
+    )
+    assert_error(response, 404, "not_found")
+
+
+def test_one_input_at_a_time(api_alice):
+    response = api_alice.post(
+        f"{API}/jobs",
+        {"upload": "upl_x", "rows": [{"text": "a"}], "processor": "sentiment"},
+        format="json",
+    )
+    assert_error(response, 400, "invalid_request")
+    assert_error(
+        api_alice.post(f"{API}/jobs", {"processor": "sentiment"}, format="json"),
+        400,
+        "invalid_request",
+    )
+
+
+def test_curls_default_content_type_is_stored_as_bytes_too(api_alice):
+    # curl --data-binary sends application/x-www-form-urlencoded unless told otherwise.
+    started = _start(api_alice, filename="a.csv")
+    put = _put(started["upload_url"], b"text\na=b&c\n", "application/x-www-form-urlencoded")
+    assert put.status_code == 200 and put.json()["size"] == 11
+    upload = Upload.objects.get(public_id=started["id"])
+    assert upload.file.read() == b"text\na=b&c\n"
+
+
+def test_a_body_without_content_length_is_411(api_alice):
+    started = _start(api_alice)
+    split = urlsplit(started["upload_url"])
+    response = APIClient().generic(
+        "PUT",
+        f"{split.path}?{split.query}",
+        b"",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert_error(response, 411, "length_required")
+
+
+def test_unused_uploads_expire_with_their_files(api_alice, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.uploads import expire_uploads
+
+    started = _start(api_alice)
+    _put(started["upload_url"], b"text\nhi\n")
+    upload = Upload.objects.get(public_id=started["id"])
+    path = settings.MEDIA_ROOT / upload.file.name
+    assert path.exists()
+
+    assert expire_uploads(timezone.now()) == 0
+    assert expire_uploads(upload.expires_at + timedelta(seconds=1)) == 1
+
+    assert not path.exists() and not Upload.objects.filter(pk=upload.pk).exists()
