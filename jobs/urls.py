@@ -23,5 +23,6 @@ urlpatterns = [
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),
     path("jobs/<str:public_id>/retry/", views.job_retry, name="retry"),
     path("jobs/<str:public_id>/delete/", views.job_delete, name="delete"),
+    path("jobs/<str:public_id>/again/", views.job_again, name="again"),
     path("jobs/<str:public_id>/download/<str:fmt>/", views.job_download, name="download"),
 ]

@@ -20,14 +20,14 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header
+from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
-from . import charts, drafts, results, services, states
+from . import charts, drafts, failures, progress, rerun, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
-from .models import TERMINAL, Job, JobStatus, RowStatus
+from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
 
 PAGE_SIZE = 25
@@ -37,20 +37,6 @@ SAMPLE_ROWS = 10
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
 
-STAGES = [
-    ("queued", "Queued"),
-    ("validating", "Validating"),
-    ("processing", "Processing"),
-    ("finalizing", "Finalizing"),
-    ("done", "Done"),
-]
-_STAGE_OF = {
-    JobStatus.QUEUED: 0,
-    JobStatus.VALIDATING: 1,
-    JobStatus.PROCESSING: 2,
-    JobStatus.PAUSED: 2,
-    JobStatus.FINALIZING: 3,
-}
 STATUS_FILTERS = [("", "All"), ("active", "Active"), *[(s.value, s.label) for s in JobStatus]]
 
 
@@ -64,25 +50,42 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 def _list_context(request: HttpRequest) -> dict[str, Any]:
     status = request.GET.get("status", "")
+    processor = request.GET.get("processor", "")
+    search = request.GET.get("q", "").strip()[:200]
+    processors = [(cls.name, cls.title or cls.name) for cls in all_processors()]
+    if processor not in {name for name, _ in processors}:
+        processor = ""
     error = ""
     try:
-        qs = services.list_jobs(request.user, status=status or None)
+        qs = services.list_jobs(request.user, status=status or None, processor=processor or None)
     except APIError as exc:
         error, status = str(exc.detail), ""
-        qs = services.list_jobs(request.user)
+        qs = services.list_jobs(request.user, processor=processor or None)
+    if search:
+        qs = qs.filter(name__icontains=search)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = {"status": status} if status else {}
+    jobs = list(page.object_list)
+    for job in jobs:
+        job.segments = progress.segments(job)
+        job.processed = progress.processed(job)
+    query = {k: v for k, v in (("q", search), ("status", status), ("processor", processor)) if v}
+    filter_query = urlencode(query)
     if page.number > 1:
         query["page"] = page.number
     return {
         "nav": "jobs",
         "page": page,
-        "jobs": list(page.object_list),
+        "jobs": jobs,
         "status": status,
+        "processor": processor,
+        "q": search,
+        "filtered": bool(status or processor or search),
         "status_filters": STATUS_FILTERS,
+        "processor_filters": processors,
         "filter_error": error,
-        "any_active": any(job.is_active for job in page.object_list),
-        "rows_query": "&".join(f"{k}={v}" for k, v in query.items()),
+        "any_active": any(job.is_active for job in jobs),
+        "rows_query": urlencode(query),
+        "filter_query": filter_query,
     }
 
 
@@ -107,21 +110,6 @@ def list_rows(request: HttpRequest) -> HttpResponse:
 
 
 # --- job detail ----------------------------------------------------------------------------------
-
-
-def _stages(job: Job) -> list[dict[str, Any]]:
-    current = _STAGE_OF.get(job.status, len(STAGES) - 1)
-    out = []
-    for i, (key, label) in enumerate(STAGES):
-        if key == "done" and job.status in TERMINAL:
-            label = job.get_status_display()
-        elif key == "processing" and job.status == JobStatus.PAUSED:
-            label = "Processing (paused)"
-        state = "done" if i < current else "current" if i == current else "todo"
-        if i == current and job.status in TERMINAL:
-            state = "done" if job.status == JobStatus.COMPLETED else job.status
-        out.append({"key": key, "label": label, "state": state, "current": i == current})
-    return out
 
 
 def _controls(job: Job) -> dict[str, bool]:
@@ -179,17 +167,21 @@ def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
 
 
 def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
-    eta = job.estimated_completion
+    rate = progress.recent_rate(job)
+    eta_in = progress.eta(job, rate)
     return {
         "job": job,
-        "stages": _stages(job),
+        "stages": progress.stages(job),
+        "segments": progress.segments(job),
         "controls": _controls(job),
         "counts": job.counts,
-        "done": job.done,
-        "percent": round(job.progress * 100, 1),
-        "rate": job.rows_per_second,
-        "eta": eta,
-        "eta_in": (eta - timezone.now()) if eta else None,
+        "processed": progress.processed(job),
+        "percent": progress.percent_processed(job),
+        "rate": rate,
+        "average_rate": progress.average_rate(job) if job.is_terminal else None,
+        "eta": (timezone.now() + eta_in) if eta_in else None,
+        "eta_in": eta_in,
+        "waiting_for": progress.waiting_for(job),
         "chart": charts.throughput_svg(job.samples or []),
         "seen": _seen(job),
         "announce": announce,
@@ -250,18 +242,16 @@ def _events(job: Job) -> list[Any]:
 
 
 def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
+    reasons, other = failures.reasons(job)
     return {
         "nav": "jobs",
         **_progress_context(job),
         **_results_context(job, failed_only),
         "events": _events(job),
         "redeliver_url": _redeliver_url(job),
-        "downloads": [
-            ("csv", "all", "CSV"),
-            ("jsonl", "all", "JSONL"),
-            ("csv", "failed", "CSV, failed rows"),
-            ("jsonl", "failed", "JSONL, failed rows"),
-        ],
+        "downloads": [("csv", "CSV"), ("jsonl", "JSONL"), ("json", "JSON")],
+        "failure_reasons": reasons,
+        "other_failures": other,
     }
 
 
@@ -436,6 +426,19 @@ def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def job_again(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Run again: the job's file becomes a new draft, and the new-job page opens filled in."""
+    job = services.get_job(request.user, public_id)
+    try:
+        token = rerun.draft_from(request.user, job)
+    except APIError as exc:
+        messages.error(request, str(exc.detail))
+        return redirect("jobs:detail", job.public_id)
+    return redirect(f"{reverse('jobs:new')}?{urlencode({'draft': token, 'from': job.public_id})}")
+
+
+@login_required
 @require_GET
 def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHttpResponse:
     job = services.get_job(request.user, public_id)
@@ -598,16 +601,26 @@ def new_job(request: HttpRequest) -> HttpResponse:
         )
 
     if request.method == "GET":
-        processor = _default_processor(draft.columns)
-        job_form = JobForm(
-            initial={"draft": draft.token, "processor": processor, "name": draft.filename},
-            columns=draft.columns,
-        )
-        params, mapping = _processor_forms(processor, draft)
+        source = request.GET.get("from", "")
+        if source:
+            # "Run again": the earlier job's settings, shown to be checked before Start.
+            copied = services.get_job(request.user, source)
+            data = rerun.form_data(copied)
+            processor = data["processor"]
+            job_form = JobForm(initial={"draft": draft.token, **data}, columns=draft.columns)
+            params, mapping = _processor_forms(processor, draft, data, bind_params=False)
+        else:
+            copied = None
+            processor = _default_processor(draft.columns)
+            job_form = JobForm(
+                initial={"draft": draft.token, "processor": processor, "name": draft.filename},
+                columns=draft.columns,
+            )
+            params, mapping = _processor_forms(processor, draft)
         return render(
             request,
             "jobs/new.html",
-            _new_context(request, draft, job_form, params, mapping, processor),
+            _new_context(request, draft, job_form, params, mapping, processor, copied_from=copied),
         )
 
     action = request.POST.get("action", "start")
@@ -676,7 +689,7 @@ def new_job(request: HttpRequest) -> HttpResponse:
     finally:
         source_file.close()
     drafts.delete(request.user, draft.token)
-    messages.success(request, f"Job “{job}” created: {job.get_status_display().lower()}.")
+    # No "created" message: the job page itself shows the job, its stage and what it waits for.
     return redirect("jobs:detail", job.public_id)
 
 

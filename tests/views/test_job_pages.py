@@ -169,7 +169,13 @@ def test_detail_of_a_queued_job_polls_and_offers_cancel(client_alice, job):
     assert "Pause" not in body  # a queued job cannot be paused
     assert "Retry failed rows" not in body
     assert reverse("jobs:download", args=[job.public_id, "csv"]) in body
-    assert reverse("jobs:download", args=[job.public_id, "jsonl"]) + "?status=failed" in body
+    assert reverse("jobs:download", args=[job.public_id, "json"]) in body
+    # Nothing has failed yet: no failed-rows download to offer.
+    assert "?status=failed" not in body
+    assert "No row has failed so far." in body
+    # A queued job says what it waits for, and shows no rate or ETA yet.
+    assert "Waiting for a worker to read the input file." in body
+    assert 'data-testid="rate">—<' in body
 
 
 def test_progress_partial_while_active_then_286_when_done(client_alice, job, run_job):
