@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from batchhub.api import APIError
 
-from . import charts, drafts, failures, progress, rerun, results, services, states
+from . import charts, drafts, estimate, failures, progress, rerun, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
@@ -488,10 +489,11 @@ def _processor_forms(
     cls = get_processor_class(processor or "")
     schema = cls.params_schema if cls is not None else {}
     inputs = list(cls.inputs) if cls is not None else []
+    preview = list(draft.report.get("preview") or [])
     if data is not None and bind_params:
         return (
             ParamsForm(data, schema=schema),
-            ColumnMapForm(data, inputs=inputs, columns=draft.columns),
+            ColumnMapForm(data, inputs=inputs, columns=draft.columns, preview=preview),
         )
     # Not bound (first view, or another processor picked): keep what was typed where it still fits.
     initial_params = {}
@@ -504,7 +506,7 @@ def _processor_forms(
         }
     return (
         ParamsForm(schema=schema, initial=initial_params),
-        ColumnMapForm(inputs=inputs, columns=draft.columns, initial=initial_map),
+        ColumnMapForm(inputs=inputs, columns=draft.columns, preview=preview, initial=initial_map),
     )
 
 
@@ -538,6 +540,9 @@ def _new_context(
         "processor": _processor_info(processor),
         "processor_name": processor or "",
         "sample_available": _sample_available(),
+        "estimate": estimate.from_history(request.user, processor, report.get("row_count") or 0)
+        if processor
+        else None,
         "errors": [],
         "error_message": "",
         **extra,
@@ -575,6 +580,13 @@ def _handle_upload(request: HttpRequest) -> HttpResponse:
         return _upload_page(request, form, status=400, message=str(exc.detail))
     finally:
         draft_file.close()
+    if report.row_count == 0:
+        # Nothing a job could run: say so once, here, instead of on a preview with a Start button.
+        drafts.delete(request.user, token)
+        first = report.errors[0] if report.errors else {}
+        where = f"Line {first['line']}: " if first.get("line") else ""
+        message = f"{where}{first['message']}" if first else "The file has a header but no rows."
+        return _upload_page(request, form, status=400, message=f"Nothing to process. {message}")
     drafts.save_report(request.user, token, report)
     # Post/redirect/get: a reload shows the preview again instead of re-sending the file.
     return redirect(f"{reverse('jobs:new')}?draft={token}")
@@ -652,6 +664,7 @@ def new_job(request: HttpRequest) -> HttpResponse:
             mapping,
             processor,
             error_message="Please correct the fields marked below.",
+            field_errors=_field_errors(job_form, params, mapping),
         )
         return render(request, "jobs/new.html", context, status=400)
 
@@ -703,16 +716,18 @@ def _sample(
     forms_ok: bool,
 ) -> HttpResponse:
     sample_rows: list[dict[str, Any]] = []
+    sample_seconds = 0.0
     sample_error = ""
     output_names: list[str] = []
     if not _sample_available():
         sample_error = "Trying a sample is not available on this server."
     elif not forms_ok:
-        sample_error = "Please correct the fields marked below first."
+        sample_error = "Please correct the fields marked above first."
     else:
         from .sample import run_sample
 
         rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
+        started = time.monotonic()
         try:
             outcome = run_sample(
                 processor,
@@ -735,6 +750,8 @@ def _sample(
             )
         else:
             sample_rows, output_names = _sample_table(outcome, rows)
+            sample_seconds = time.monotonic() - started
+    field_errors = _field_errors(job_form, params, mapping)
     context = _new_context(
         request,
         draft,
@@ -746,11 +763,60 @@ def _sample(
         sample_outputs=output_names,
         sample_error=sample_error,
         sample_ran=True,
+        sample_columns=_sample_columns(processor, mapping, draft.columns),
+        sample_seconds=sample_seconds,
+        sample_estimate=_sample_estimate(
+            processor, len(sample_rows), sample_seconds, draft, job_form
+        ),
+        sample_tokens=estimate.tokens(sample_rows, draft.report.get("row_count") or 0),
+        field_errors=field_errors,
+        # htmx swaps only the sample section: the fields come along to show their errors.
+        refresh_fields=bool(request.htmx and field_errors),
     )
     template = "jobs/new.html#sample" if request.htmx else "jobs/new.html"
     return render(
         request, template, context, status=200 if not sample_error or request.htmx else 400
     )
+
+
+def _sample_estimate(
+    processor: str, sample_rows: int, seconds: float, draft: drafts.Draft, job_form: JobForm
+) -> estimate.Estimate | None:
+    cls = get_processor_class(processor or "")
+    if cls is None or not sample_rows:
+        return None
+    chosen = job_form.cleaned_data.get("concurrency") if hasattr(job_form, "cleaned_data") else None
+    return estimate.from_sample(
+        draft.report.get("row_count") or 0,
+        sample_rows,
+        seconds,
+        io_bound=cls.io_bound,
+        concurrency=chosen or settings.BATCHHUB_DEFAULT_CONCURRENCY,
+    )
+
+
+def _sample_columns(processor: str, mapping: ColumnMapForm, columns: list[str]) -> list[str]:
+    """The input columns worth showing beside the outputs: the ones the processor reads."""
+    cls = get_processor_class(processor or "")
+    if cls is None or not cls.inputs:
+        return columns
+    chosen = mapping.cleaned_data if hasattr(mapping, "cleaned_data") else {}
+    used = [chosen.get(name) or name for name in cls.inputs]
+    return [c for c in columns if c in used] or columns
+
+
+def _field_errors(*forms: Any) -> list[dict[str, str]]:
+    """Each field in error as {id, label, message}, to link to it from the message."""
+    out = []
+    for form in forms:
+        if not form.is_bound or not hasattr(form, "cleaned_data"):
+            continue
+        for name, errors in form.errors.items():
+            if name == "__all__" or name not in form.fields:
+                continue
+            field = form[name]
+            out.append({"id": field.id_for_label, "label": field.label, "message": errors[0]})
+    return out
 
 
 def _sample_table(
@@ -781,7 +847,10 @@ def _sample_table(
         )
         if source is None:
             source = rows[i] if i < len(rows) else {}
-        table.append({"number": i + 1, "input": source, "output": output, "error": error})
+        usage = item.get("usage") if isinstance(item, dict) else None
+        table.append(
+            {"number": i + 1, "input": source, "output": output, "error": error, "usage": usage}
+        )
     for row in table:
         row["cells"] = [row["output"].get(n) for n in names]
     return table, names
