@@ -18,6 +18,7 @@ urlpatterns = [
     path("jobs/<str:public_id>/progress/", views.job_progress, name="progress"),
     path("jobs/<str:public_id>/rows/", views.job_rows, name="rows"),
     path("jobs/<str:public_id>/events/", views.job_events, name="events"),
+    path("jobs/<str:public_id>/downloads/", views.job_downloads, name="downloads"),
     path("jobs/<str:public_id>/pause/", views.job_pause, name="pause"),
     path("jobs/<str:public_id>/resume/", views.job_resume, name="resume"),
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),

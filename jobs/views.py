@@ -242,17 +242,24 @@ def _events(job: Job) -> list[Any]:
     return list(job.events.order_by("-at", "-id")[:100])
 
 
-def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
+def _downloads_context(job: Job) -> dict[str, Any]:
     reasons, other = failures.reasons(job)
+    return {
+        "job": job,
+        "downloads": [("csv", "CSV"), ("jsonl", "JSONL"), ("json", "JSON")],
+        "failure_reasons": reasons,
+        "other_failures": other,
+    }
+
+
+def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
     return {
         "nav": "jobs",
         **_progress_context(job),
         **_results_context(job, failed_only),
+        **_downloads_context(job),
         "events": _events(job),
         "redeliver_url": _redeliver_url(job),
-        "downloads": [("csv", "CSV"), ("jsonl", "JSONL"), ("json", "JSON")],
-        "failure_reasons": reasons,
-        "other_failures": other,
     }
 
 
@@ -306,6 +313,16 @@ def job_rows(request: HttpRequest, public_id: str) -> HttpResponse:
             reverse("jobs:detail", args=[job.public_id]) + ("?failed=1" if failed_only else "")
         )
     return render(request, "jobs/detail.html#results", _results_context(job, failed_only))
+
+
+@login_required
+@require_GET
+def job_downloads(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The downloads and failure reasons, reloaded when the job changes (e.g. it finishes)."""
+    job = services.get_job(request.user, public_id)
+    if not request.htmx:
+        return redirect("jobs:detail", job.public_id)
+    return render(request, "jobs/detail.html#downloads", _downloads_context(job))
 
 
 @login_required

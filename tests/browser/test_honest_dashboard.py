@@ -303,6 +303,14 @@ def test_no_horizontal_scroll_at_390px_on_every_page(
             inner = page.evaluate("window.innerWidth")
             if width > inner:
                 wide[name] = (width, page.evaluate(WIDEST))
+        # The keys page right after creating a key, its plaintext shown once.
+        page.goto(urls["keys"])
+        page.get_by_label("Name").fill("phone-key")
+        page.get_by_role("button", name="Create key").click()
+        page.locator("#new-key").wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        if width > PHONE["width"]:
+            wide["new key"] = (width, page.evaluate(WIDEST))
         assert not wide, f"wider than the {PHONE['width']}px phone: {wide}"
         page.goto(urls["job"])
         screenshot(page, "phone-job-detail-failures.png")

@@ -81,6 +81,12 @@ def test_failure_reasons_are_counted(client_alice, alice, run_job, monkeypatch):
     assert reasons == [("quota exceeded", "3"), ("&lt;b&gt;bad&lt;/b&gt; input", "1")]
     assert "?status=failed" in body and "Failed rows only, CSV" in body
     assert reverse("jobs:download", args=[job.public_id, "json"]) in body
+    # The section reloads itself when the job changes; alone, it is the same table.
+    url = reverse("jobs:downloads", args=[job.public_id])
+    assert 'hx-trigger="job-changed from:body"' in body and url in body
+    part = client_alice.get(url, **HTMX).content.decode()
+    assert part.lstrip().startswith('<section id="downloads"') and "quota exceeded" in part
+    assert client_alice.get(url).status_code == 302
 
 
 def test_run_again_opens_the_form_filled_in(client_alice, alice, client_bob, run_job):

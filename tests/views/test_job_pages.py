@@ -29,14 +29,15 @@ def _urls(job: Job) -> dict[str, str]:
         "progress": reverse("jobs:progress", args=[pid]),
         "rows": reverse("jobs:rows", args=[pid]),
         "events": reverse("jobs:events", args=[pid]),
+        "downloads": reverse("jobs:downloads", args=[pid]),
         "download": reverse("jobs:download", args=[pid, "csv"]),
         "cancel": reverse("jobs:cancel", args=[pid]),
         "delete": reverse("jobs:delete", args=[pid]),
     }
 
 
-GET_PAGES = ["detail", "progress", "rows", "events", "download", "cancel", "delete"]
-POST_ACTIONS = ["pause", "resume", "cancel", "retry", "delete"]
+GET_PAGES = ["detail", "progress", "rows", "events", "downloads", "download", "cancel", "delete"]
+POST_ACTIONS = ["pause", "resume", "cancel", "retry", "delete", "again"]
 
 
 # --- who may see what ----------------------------------------------------------------------------
