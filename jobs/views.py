@@ -167,6 +167,16 @@ def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
     return None
 
 
+def _chart_samples(job: Job) -> list[list[float]]:
+    """The samples count cancelled rows as done: capped at the rows processed, a cancel is not
+    drawn as a burst of thousands of rows a second."""
+    samples = job.samples or []
+    if not job.cancelled:
+        return samples
+    cap = progress.processed(job)
+    return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
+
+
 def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
     rate = progress.recent_rate(job)
     eta_in = progress.eta(job, rate)
@@ -183,7 +193,7 @@ def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "eta": (timezone.now() + eta_in) if eta_in else None,
         "eta_in": eta_in,
         "waiting_for": progress.waiting_for(job),
-        "chart": charts.throughput_svg(job.samples or []),
+        "chart": charts.throughput_svg(_chart_samples(job)),
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",

@@ -263,12 +263,13 @@ def _pages(live_server, alice) -> dict[str, str]:
     long_name = "quarterly-customer-feedback-export-from-the-crm-" * 2
     done = drive(make_job(alice, _with_failures(), name=long_name, params={"template": "{name}"}))
     assert done.failed
-    upload = csv_upload(
-        "id,a_rather_long_column_name,another_long_column_name_here,text\n"
-        + "".join(f"{i},{'x' * 60},{'y' * 60},some text {i}\n" for i in range(20))
+    text = "id,a_rather_long_column_name,another_long_column_name_here,review\n" + "".join(
+        f"{i},{'x' * 60},{'y' * 60},I liked item {i} more than I thought I would\n"
+        for i in range(20)
     )
-    token, _ = drafts.create(alice, upload)
-    report = services.Source(upload=csv_upload(upload.read().decode())).report(max_rows=1000)
+    token, _ = drafts.create(alice, csv_upload(text))
+    report = services.Source(upload=csv_upload(text)).report(max_rows=1000)
+    assert report.row_count == 20
     drafts.save_report(alice, token, report)
     key_services.create_key(alice, name="a-key-with-a-fairly-long-name-for-a-phone")
     base = live_server.url
@@ -312,12 +313,15 @@ def test_no_horizontal_scroll_at_390px_on_every_page(
         if width > PHONE["width"]:
             wide["new key"] = (width, page.evaluate(WIDEST))
         assert not wide, f"wider than the {PHONE['width']}px phone: {wide}"
+        # Phone screenshots show what fits on the screen, plus the failures section.
         page.goto(urls["job"])
-        screenshot(page, "phone-job-detail-failures.png")
+        screenshot(page, "phone-job-detail.png", full_page=False)
+        page.locator("#downloads").scroll_into_view_if_needed()
+        screenshot(page, "phone-job-failures.png", full_page=False)
         page.goto(urls["jobs"])
-        screenshot(page, "phone-jobs-list.png")
+        screenshot(page, "phone-jobs-list.png", full_page=False)
         page.goto(urls["new job preview"])
-        screenshot(page, "phone-new-job-preview.png")
+        screenshot(page, "phone-new-job-preview.png", full_page=False)
     finally:
         context.close()
 
