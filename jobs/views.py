@@ -797,8 +797,9 @@ def _sample(
         ),
         sample_tokens=estimate.tokens(sample_rows, draft.report.get("row_count") or 0),
         field_errors=field_errors,
-        # htmx swaps only the sample section: the fields come along to show their errors.
-        refresh_fields=bool(request.htmx and field_errors),
+        # htmx swaps only the sample section: the fields come along to show (or clear) their
+        # errors.
+        refresh_fields=bool(request.htmx),
     )
     template = "jobs/new.html#sample" if request.htmx else "jobs/new.html"
     return render(

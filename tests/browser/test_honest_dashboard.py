@@ -393,3 +393,45 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
         assert page.title().startswith("Completed · tell-me")
     finally:
         context.close()
+
+
+def test_sample_run_picks_the_column_marks_errors_and_fits(page, live_server, login):
+    long = "This chair is comfortable and sturdy and looks great in the living room. " * 3
+    text = "id,customer,review_body,stars\n" + "".join(
+        f"{i},customer number {i},{long}{i},{i % 5}\n" for i in range(12)
+    )
+    login()
+    page.goto(f"{live_server.url}/jobs/new/")
+    page.get_by_label("Choose a CSV or JSONL file").set_input_files(
+        {"name": "reviews.csv", "mimeType": "text/csv", "buffer": text.encode()}
+    )
+    page.get_by_role("button", name="Upload and preview").click()
+    page.wait_for_url(re.compile(r"/jobs/new/\?draft="))
+    page.get_by_test_id("processor").first.select_option("sentiment")
+    column = page.get_by_label("Column for “text”")
+    column.wait_for()
+    assert column.input_value() == "review_body"  # guessed from the name
+
+    # No column chosen: the message says which field, and the field itself is marked.
+    column.select_option("")
+    page.get_by_role("button", name="Try on the first 10 rows").click()
+    error = page.get_by_test_id("sample-error")
+    error.wait_for()
+    assert "Please correct the fields marked above first." in error.inner_text()
+    assert error.get_by_role("link", name="Column for “text”").count() == 1
+    column = page.get_by_label("Column for “text”")
+    assert column.get_attribute("aria-invalid") == "true"
+
+    column.select_option("review_body")
+    page.get_by_role("button", name="Try on the first 10 rows").click()
+    table = page.locator("#sample table")
+    table.wait_for()
+    assert page.get_by_label("Column for “text”").get_attribute("aria-invalid") is None
+    headers = [h.strip().lower() for h in table.locator("thead th").all_inner_texts()]
+    assert headers == ["row", "review_body", "sentiment_label", "sentiment_score", "error"]
+    # Every column is on screen: nothing cut off, nothing to scroll sideways to.
+    wrap = page.locator("#sample .table-wrap")
+    assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")
+    assert page.get_by_test_id("sample-estimate").inner_text().startswith("From this sample:")
+    page.locator("#sample").scroll_into_view_if_needed()
+    screenshot(page, "new-job-sample.png")
