@@ -169,7 +169,9 @@ def test_column_is_preselected_and_a_sample_marks_the_field_in_error(client_alic
 
     data["map-text"] = "review_body"
     ok = client_alice.post(reverse("jobs:new"), data, **HTMX).content.decode()
-    assert "has-error" not in ok and 'aria-invalid="true"' not in ok  # the marks are cleared
+    # The fields come along again, their marks cleared.
+    assert '<div id="processor-fields" hx-swap-oob="true">' in ok
+    assert "has-error" not in ok and 'aria-invalid="true"' not in ok
     # Only the column the processor reads is shown beside its outputs.
     head = ok.split("<thead>")[1].split("</thead>")[0]
     assert "review_body" in head and "stars" not in head and "sentiment_score" in head
