@@ -374,7 +374,7 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
     )
     page = context.new_page()
     try:
-        job = make_job(alice, _big(1500), name="tell-me")
+        job = make_job(alice, _big(3000), name="tell-me")
         page.goto(f"{live_server.url}/accounts/login/")
         page.get_by_label("Username").fill("alice")
         page.get_by_label("Password").fill(PASSWORD)
@@ -389,8 +389,20 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
         wait_for(lambda: page.evaluate("window.__notes.length") == 1, message="a notification")
         title, body = page.evaluate("window.__notes[0]")
         assert title == "tell-me: completed"
-        assert body == "1500 succeeded, 0 failed of 1500 rows."
+        assert body == "3000 succeeded, 0 failed of 3000 rows."
         assert page.title().startswith("Completed · tell-me")
+
+        # The jobs list does the same for every job on it that finishes while it is open.
+        other = make_job(alice, _big(3000), name="tell-me-too")
+        page.goto(f"{live_server.url}/")
+        page.get_by_role("button", name="Notify me when jobs finish").click()
+        page.wait_for_function("/^1 active · /.test(document.title)", timeout=30_000)
+        page.locator(f"tr[data-job='{other.public_id}']").get_by_text("Completed").wait_for(
+            timeout=60_000
+        )
+        wait_for(lambda: page.evaluate("window.__notes.length") == 1, message="a notification")
+        assert page.evaluate("window.__notes[0][0]") == "tell-me-too: completed"
+        assert not page.title().startswith("1 active")
     finally:
         context.close()
 
