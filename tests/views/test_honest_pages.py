@@ -139,6 +139,10 @@ def test_jobs_list_search_and_processor_filter(client_alice, alice, bob):
     assert '<option value="sentiment" selected>' in body
     body = client_alice.get(reverse("jobs:list"), {"q": "nothing"}).content.decode()
     assert "No jobs match “nothing”" in body
+    # A queued job says what it waits for instead of "0 / 0 / 0".
+    assert body.count("Waiting for a worker to read the file") == 0
+    queued = client_alice.get(reverse("jobs:list")).content.decode()
+    assert queued.count("Waiting for a worker to read the file") == 2
     # An unknown processor is ignored rather than an error.
     assert client_alice.get(reverse("jobs:list"), {"processor": "nope"}).status_code == 200
 
