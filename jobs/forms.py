@@ -15,6 +15,7 @@ from django.conf import settings
 
 from batchhub import jsonsafe
 
+from . import colmatch
 from .processors import all_processors
 
 PARAM_PREFIX = "param"
@@ -46,7 +47,39 @@ class UploadForm(forms.Form):
             )
         if upload.size == 0:
             raise forms.ValidationError("The file is empty.", code="empty")
+        kind = _binary_kind(upload)
+        if kind:
+            raise forms.ValidationError(
+                f"This is {kind}, not a CSV or JSONL file, whatever its name says. "
+                "Upload a text file with one row per line.",
+                code="not_text",
+            )
         return upload
+
+
+# The first bytes of files people pick by mistake (gzip is welcome: the ingest unpacks it).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Excel/Word file)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office document"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+
+
+def _binary_kind(upload: Any) -> str:
+    """What a non-text file is, from its first bytes; "" when it may be text."""
+    upload.seek(0)
+    head = upload.read(16)
+    upload.seek(0)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return ""
 
 
 def _size(n: int) -> str:
@@ -106,21 +139,32 @@ class JobForm(forms.Form):
 
 
 class ColumnMapForm(forms.Form):
-    """One select per processor input: which column feeds it (blank: the same-named column)."""
+    """One select per processor input: which column feeds it, pre-set to the likeliest column."""
 
     label_suffix = ""
 
-    def __init__(self, *args: Any, inputs: list[str], columns: list[str], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        inputs: list[str],
+        columns: list[str],
+        preview: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("prefix", MAP_PREFIX)
         super().__init__(*args, **kwargs)
         for name in inputs:
             same = name in columns
             blank = f"(the column “{name}”)" if same else "(choose a column)"
+            guess, why = ("", "") if same else colmatch.best_column(name, columns, preview or [])
             self.fields[name] = forms.ChoiceField(
                 label=f"Column for “{name}”",
                 required=not same,
                 choices=[("", blank), *[(c, c) for c in columns]],
-                initial=name if same else "",
+                initial=name if same else guess,
+                help_text=f"Picked for {why}; choose another if it is not the right one."
+                if guess
+                else "",
             )
 
     def column_map(self) -> dict[str, str]:

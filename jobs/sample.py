@@ -128,4 +128,6 @@ def _describe(index: int, row: Any, result: RowResult | None, timeout: float) ->
         entry["error"] = result.error + (" (the job would retry this row)" if result.retry else "")
     else:
         entry["output"] = result.output
+        if result.usage:
+            entry["usage"] = dict(result.usage)  # e.g. an LLM's tokens: the page's estimate
     return entry

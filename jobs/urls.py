@@ -18,10 +18,12 @@ urlpatterns = [
     path("jobs/<str:public_id>/progress/", views.job_progress, name="progress"),
     path("jobs/<str:public_id>/rows/", views.job_rows, name="rows"),
     path("jobs/<str:public_id>/events/", views.job_events, name="events"),
+    path("jobs/<str:public_id>/downloads/", views.job_downloads, name="downloads"),
     path("jobs/<str:public_id>/pause/", views.job_pause, name="pause"),
     path("jobs/<str:public_id>/resume/", views.job_resume, name="resume"),
     path("jobs/<str:public_id>/cancel/", views.job_cancel, name="cancel"),
     path("jobs/<str:public_id>/retry/", views.job_retry, name="retry"),
     path("jobs/<str:public_id>/delete/", views.job_delete, name="delete"),
+    path("jobs/<str:public_id>/again/", views.job_again, name="again"),
     path("jobs/<str:public_id>/download/<str:fmt>/", views.job_download, name="download"),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from typing import Any
 
 from django.conf import settings
@@ -20,14 +21,14 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header
+from django.utils.http import content_disposition_header, urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
-from . import charts, drafts, results, services, states
+from . import charts, drafts, estimate, failures, progress, rerun, results, services, states
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
-from .models import TERMINAL, Job, JobStatus, RowStatus
+from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
 from .upload import UploadLimit, guard_upload, too_large
 
@@ -38,20 +39,6 @@ SAMPLE_ROWS = 10
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
 
-STAGES = [
-    ("queued", "Queued"),
-    ("validating", "Validating"),
-    ("processing", "Processing"),
-    ("finalizing", "Finalizing"),
-    ("done", "Done"),
-]
-_STAGE_OF = {
-    JobStatus.QUEUED: 0,
-    JobStatus.VALIDATING: 1,
-    JobStatus.PROCESSING: 2,
-    JobStatus.PAUSED: 2,
-    JobStatus.FINALIZING: 3,
-}
 STATUS_FILTERS = [("", "All"), ("active", "Active"), *[(s.value, s.label) for s in JobStatus]]
 
 
@@ -65,25 +52,42 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 def _list_context(request: HttpRequest) -> dict[str, Any]:
     status = request.GET.get("status", "")
+    processor = request.GET.get("processor", "")
+    search = request.GET.get("q", "").strip()[:200]
+    processors = [(cls.name, cls.title or cls.name) for cls in all_processors()]
+    if processor not in {name for name, _ in processors}:
+        processor = ""
     error = ""
     try:
-        qs = services.list_jobs(request.user, status=status or None)
+        qs = services.list_jobs(request.user, status=status or None, processor=processor or None)
     except APIError as exc:
         error, status = str(exc.detail), ""
-        qs = services.list_jobs(request.user)
+        qs = services.list_jobs(request.user, processor=processor or None)
+    if search:
+        qs = qs.filter(name__icontains=search)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = {"status": status} if status else {}
+    jobs = list(page.object_list)
+    for job in jobs:
+        job.segments = progress.segments(job)
+        job.processed = progress.processed(job)
+    query = {k: v for k, v in (("q", search), ("status", status), ("processor", processor)) if v}
+    filter_query = urlencode(query)
     if page.number > 1:
         query["page"] = page.number
     return {
         "nav": "jobs",
         "page": page,
-        "jobs": list(page.object_list),
+        "jobs": jobs,
         "status": status,
+        "processor": processor,
+        "q": search,
+        "filtered": bool(status or processor or search),
         "status_filters": STATUS_FILTERS,
+        "processor_filters": processors,
         "filter_error": error,
-        "any_active": any(job.is_active for job in page.object_list),
-        "rows_query": "&".join(f"{k}={v}" for k, v in query.items()),
+        "any_active": any(job.is_active for job in jobs),
+        "rows_query": urlencode(query),
+        "filter_query": filter_query,
     }
 
 
@@ -108,21 +112,6 @@ def list_rows(request: HttpRequest) -> HttpResponse:
 
 
 # --- job detail ----------------------------------------------------------------------------------
-
-
-def _stages(job: Job) -> list[dict[str, Any]]:
-    current = _STAGE_OF.get(job.status, len(STAGES) - 1)
-    out = []
-    for i, (key, label) in enumerate(STAGES):
-        if key == "done" and job.status in TERMINAL:
-            label = job.get_status_display()
-        elif key == "processing" and job.status == JobStatus.PAUSED:
-            label = "Processing (paused)"
-        state = "done" if i < current else "current" if i == current else "todo"
-        if i == current and job.status in TERMINAL:
-            state = "done" if job.status == JobStatus.COMPLETED else job.status
-        out.append({"key": key, "label": label, "state": state, "current": i == current})
-    return out
 
 
 def _controls(job: Job) -> dict[str, bool]:
@@ -179,19 +168,33 @@ def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
     return None
 
 
+def _chart_samples(job: Job) -> list[list[float]]:
+    """The samples count cancelled rows as done: capped at the rows processed, a cancel is not
+    drawn as a burst of thousands of rows a second."""
+    samples = job.samples or []
+    if not job.cancelled:
+        return samples
+    cap = progress.processed(job)
+    return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
+
+
 def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
-    eta = job.estimated_completion
+    rate = progress.recent_rate(job)
+    eta_in = progress.eta(job, rate)
     return {
         "job": job,
-        "stages": _stages(job),
+        "stages": progress.stages(job),
+        "segments": progress.segments(job),
         "controls": _controls(job),
         "counts": job.counts,
-        "done": job.done,
-        "percent": round(job.progress * 100, 1),
-        "rate": job.rows_per_second,
-        "eta": eta,
-        "eta_in": (eta - timezone.now()) if eta else None,
-        "chart": charts.throughput_svg(job.samples or []),
+        "processed": progress.processed(job),
+        "percent": progress.percent_processed(job),
+        "rate": rate,
+        "average_rate": progress.average_rate(job) if job.is_terminal else None,
+        "eta": (timezone.now() + eta_in) if eta_in else None,
+        "eta_in": eta_in,
+        "waiting_for": progress.waiting_for(job),
+        "chart": charts.throughput_svg(_chart_samples(job)),
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",
@@ -250,19 +253,24 @@ def _events(job: Job) -> list[Any]:
     return list(job.events.order_by("-at", "-id")[:100])
 
 
+def _downloads_context(job: Job) -> dict[str, Any]:
+    reasons, other = failures.reasons(job)
+    return {
+        "job": job,
+        "downloads": [("csv", "CSV"), ("jsonl", "JSONL"), ("json", "JSON")],
+        "failure_reasons": reasons,
+        "other_failures": other,
+    }
+
+
 def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
     return {
         "nav": "jobs",
         **_progress_context(job),
         **_results_context(job, failed_only),
+        **_downloads_context(job),
         "events": _events(job),
         "redeliver_url": _redeliver_url(job),
-        "downloads": [
-            ("csv", "all", "CSV"),
-            ("jsonl", "all", "JSONL"),
-            ("csv", "failed", "CSV, failed rows"),
-            ("jsonl", "failed", "JSONL, failed rows"),
-        ],
     }
 
 
@@ -316,6 +324,16 @@ def job_rows(request: HttpRequest, public_id: str) -> HttpResponse:
             reverse("jobs:detail", args=[job.public_id]) + ("?failed=1" if failed_only else "")
         )
     return render(request, "jobs/detail.html#results", _results_context(job, failed_only))
+
+
+@login_required
+@require_GET
+def job_downloads(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The downloads and failure reasons, reloaded when the job changes (e.g. it finishes)."""
+    job = services.get_job(request.user, public_id)
+    if not request.htmx:
+        return redirect("jobs:detail", job.public_id)
+    return render(request, "jobs/detail.html#downloads", _downloads_context(job))
 
 
 @login_required
@@ -437,6 +455,19 @@ def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def job_again(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Run again: the job's file becomes a new draft, and the new-job page opens filled in."""
+    job = services.get_job(request.user, public_id)
+    try:
+        token = rerun.draft_from(request.user, job)
+    except APIError as exc:
+        messages.error(request, str(exc.detail))
+        return redirect("jobs:detail", job.public_id)
+    return redirect(f"{reverse('jobs:new')}?{urlencode({'draft': token, 'from': job.public_id})}")
+
+
+@login_required
 @require_GET
 def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHttpResponse:
     job = services.get_job(request.user, public_id)
@@ -486,10 +517,11 @@ def _processor_forms(
     cls = get_processor_class(processor or "")
     schema = cls.params_schema if cls is not None else {}
     inputs = list(cls.inputs) if cls is not None else []
+    preview = list(draft.report.get("preview") or [])
     if data is not None and bind_params:
         return (
             ParamsForm(data, schema=schema),
-            ColumnMapForm(data, inputs=inputs, columns=draft.columns),
+            ColumnMapForm(data, inputs=inputs, columns=draft.columns, preview=preview),
         )
     # Not bound (first view, or another processor picked): keep what was typed where it still fits.
     initial_params = {}
@@ -502,7 +534,7 @@ def _processor_forms(
         }
     return (
         ParamsForm(schema=schema, initial=initial_params),
-        ColumnMapForm(inputs=inputs, columns=draft.columns, initial=initial_map),
+        ColumnMapForm(inputs=inputs, columns=draft.columns, preview=preview, initial=initial_map),
     )
 
 
@@ -536,6 +568,9 @@ def _new_context(
         "processor": _processor_info(processor),
         "processor_name": processor or "",
         "sample_available": _sample_available(),
+        "estimate": estimate.from_history(request.user, processor, report.get("row_count") or 0)
+        if processor
+        else None,
         "errors": [],
         "error_message": "",
         **extra,
@@ -573,6 +608,13 @@ def _handle_upload(request: HttpRequest) -> HttpResponse:
         return _upload_page(request, form, status=400, message=str(exc.detail))
     finally:
         draft_file.close()
+    if report.row_count == 0:
+        # Nothing a job could run: say so once, here, instead of on a preview with a Start button.
+        drafts.delete(request.user, token)
+        first = report.errors[0] if report.errors else {}
+        where = f"Line {first['line']}: " if first.get("line") else ""
+        message = f"{where}{first['message']}" if first else "The file has a header but no rows."
+        return _upload_page(request, form, status=400, message=f"Nothing to process. {message}")
     drafts.save_report(request.user, token, report)
     # Post/redirect/get: a reload shows the preview again instead of re-sending the file.
     return redirect(f"{reverse('jobs:new')}?draft={token}")
@@ -610,16 +652,26 @@ def new_job(request: HttpRequest) -> HttpResponse:
         )
 
     if request.method == "GET":
-        processor = _default_processor(draft.columns)
-        job_form = JobForm(
-            initial={"draft": draft.token, "processor": processor, "name": draft.filename},
-            columns=draft.columns,
-        )
-        params, mapping = _processor_forms(processor, draft)
+        source = request.GET.get("from", "")
+        if source:
+            # "Run again": the earlier job's settings, shown to be checked before Start.
+            copied = services.get_job(request.user, source)
+            data = rerun.form_data(copied)
+            processor = data["processor"]
+            job_form = JobForm(initial={"draft": draft.token, **data}, columns=draft.columns)
+            params, mapping = _processor_forms(processor, draft, data, bind_params=False)
+        else:
+            copied = None
+            processor = _default_processor(draft.columns)
+            job_form = JobForm(
+                initial={"draft": draft.token, "processor": processor, "name": draft.filename},
+                columns=draft.columns,
+            )
+            params, mapping = _processor_forms(processor, draft)
         return render(
             request,
             "jobs/new.html",
-            _new_context(request, draft, job_form, params, mapping, processor),
+            _new_context(request, draft, job_form, params, mapping, processor, copied_from=copied),
         )
 
     action = request.POST.get("action", "start")
@@ -651,6 +703,7 @@ def new_job(request: HttpRequest) -> HttpResponse:
             mapping,
             processor,
             error_message="Please correct the fields marked below.",
+            field_errors=_field_errors(job_form, params, mapping),
         )
         return render(request, "jobs/new.html", context, status=400)
 
@@ -688,7 +741,7 @@ def new_job(request: HttpRequest) -> HttpResponse:
     finally:
         source_file.close()
     drafts.delete(request.user, draft.token)
-    messages.success(request, f"Job “{job}” created: {job.get_status_display().lower()}.")
+    # No "created" message: the job page itself shows the job, its stage and what it waits for.
     return redirect("jobs:detail", job.public_id)
 
 
@@ -702,16 +755,18 @@ def _sample(
     forms_ok: bool,
 ) -> HttpResponse:
     sample_rows: list[dict[str, Any]] = []
+    sample_seconds = 0.0
     sample_error = ""
     output_names: list[str] = []
     if not _sample_available():
         sample_error = "Trying a sample is not available on this server."
     elif not forms_ok:
-        sample_error = "Please correct the fields marked below first."
+        sample_error = "Please correct the fields marked above first."
     else:
         from .sample import run_sample
 
         rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
+        started = time.monotonic()
         try:
             outcome = run_sample(
                 processor,
@@ -734,6 +789,8 @@ def _sample(
             )
         else:
             sample_rows, output_names = _sample_table(outcome, rows)
+            sample_seconds = time.monotonic() - started
+    field_errors = _field_errors(job_form, params, mapping)
     context = _new_context(
         request,
         draft,
@@ -745,11 +802,61 @@ def _sample(
         sample_outputs=output_names,
         sample_error=sample_error,
         sample_ran=True,
+        sample_columns=_sample_columns(processor, mapping, draft.columns),
+        sample_seconds=sample_seconds,
+        sample_estimate=_sample_estimate(
+            processor, len(sample_rows), sample_seconds, draft, job_form
+        ),
+        sample_tokens=estimate.tokens(sample_rows, draft.report.get("row_count") or 0),
+        field_errors=field_errors,
+        # htmx swaps only the sample section: the fields come along to show (or clear) their
+        # errors.
+        refresh_fields=bool(request.htmx),
     )
     template = "jobs/new.html#sample" if request.htmx else "jobs/new.html"
     return render(
         request, template, context, status=200 if not sample_error or request.htmx else 400
     )
+
+
+def _sample_estimate(
+    processor: str, sample_rows: int, seconds: float, draft: drafts.Draft, job_form: JobForm
+) -> estimate.Estimate | None:
+    cls = get_processor_class(processor or "")
+    if cls is None or not sample_rows:
+        return None
+    chosen = job_form.cleaned_data.get("concurrency") if hasattr(job_form, "cleaned_data") else None
+    return estimate.from_sample(
+        draft.report.get("row_count") or 0,
+        sample_rows,
+        seconds,
+        io_bound=cls.io_bound,
+        concurrency=chosen or settings.BATCHHUB_DEFAULT_CONCURRENCY,
+    )
+
+
+def _sample_columns(processor: str, mapping: ColumnMapForm, columns: list[str]) -> list[str]:
+    """The input columns worth showing beside the outputs: the ones the processor reads."""
+    cls = get_processor_class(processor or "")
+    if cls is None or not cls.inputs:
+        return columns
+    chosen = mapping.cleaned_data if hasattr(mapping, "cleaned_data") else {}
+    used = [chosen.get(name) or name for name in cls.inputs]
+    return [c for c in columns if c in used] or columns
+
+
+def _field_errors(*forms: Any) -> list[dict[str, str]]:
+    """Each field in error as {id, label, message}, to link to it from the message."""
+    out = []
+    for form in forms:
+        if not form.is_bound or not hasattr(form, "cleaned_data"):
+            continue
+        for name, errors in form.errors.items():
+            if name == "__all__" or name not in form.fields:
+                continue
+            field = form[name]
+            out.append({"id": field.id_for_label, "label": field.label, "message": errors[0]})
+    return out
 
 
 def _sample_table(
@@ -780,7 +887,10 @@ def _sample_table(
         )
         if source is None:
             source = rows[i] if i < len(rows) else {}
-        table.append({"number": i + 1, "input": source, "output": output, "error": error})
+        usage = item.get("usage") if isinstance(item, dict) else None
+        table.append(
+            {"number": i + 1, "input": source, "output": output, "error": error, "usage": usage}
+        )
     for row in table:
         row["cells"] = [row["output"].get(n) for n in names]
     return table, names

@@ -110,10 +110,10 @@ def login(page, live_server, alice):
     return do
 
 
-def screenshot(page, name: str) -> None:
+def screenshot(page, name: str, *, full_page: bool = True) -> None:
     if SCREENSHOTS:
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT_DIR / name), full_page=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / name), full_page=full_page)
 
 
 class ThreadDriver:

@@ -29,14 +29,15 @@ def _urls(job: Job) -> dict[str, str]:
         "progress": reverse("jobs:progress", args=[pid]),
         "rows": reverse("jobs:rows", args=[pid]),
         "events": reverse("jobs:events", args=[pid]),
+        "downloads": reverse("jobs:downloads", args=[pid]),
         "download": reverse("jobs:download", args=[pid, "csv"]),
         "cancel": reverse("jobs:cancel", args=[pid]),
         "delete": reverse("jobs:delete", args=[pid]),
     }
 
 
-GET_PAGES = ["detail", "progress", "rows", "events", "download", "cancel", "delete"]
-POST_ACTIONS = ["pause", "resume", "cancel", "retry", "delete"]
+GET_PAGES = ["detail", "progress", "rows", "events", "downloads", "download", "cancel", "delete"]
+POST_ACTIONS = ["pause", "resume", "cancel", "retry", "delete", "again"]
 
 
 # --- who may see what ----------------------------------------------------------------------------
@@ -169,7 +170,13 @@ def test_detail_of_a_queued_job_polls_and_offers_cancel(client_alice, job):
     assert "Pause" not in body  # a queued job cannot be paused
     assert "Retry failed rows" not in body
     assert reverse("jobs:download", args=[job.public_id, "csv"]) in body
-    assert reverse("jobs:download", args=[job.public_id, "jsonl"]) + "?status=failed" in body
+    assert reverse("jobs:download", args=[job.public_id, "json"]) in body
+    # Nothing has failed yet: no failed-rows download to offer.
+    assert "?status=failed" not in body
+    assert "No row has failed so far." in body
+    # A queued job says what it waits for, and shows no rate or ETA yet.
+    assert "Waiting for a worker to read the input file." in body
+    assert 'data-testid="rate">—<' in body
 
 
 def test_progress_partial_while_active_then_286_when_done(client_alice, job, run_job):

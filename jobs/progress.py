@@ -1,0 +1,207 @@
+"""What the job page says about a job's progress: the bar's segments, the stepper, the rate.
+
+Everything here reads the job row alone (its counters and throughput samples), so a poll stays
+O(1) in job size. The numbers must not flatter: cancelled rows are not "done", a paused job has no
+ETA, and a finished job shows how long it took rather than its last instantaneous rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from .models import ACTIVE, TERMINAL, Job, JobStatus
+
+STAGES = [
+    ("queued", "Queued"),
+    ("validating", "Validating"),
+    ("processing", "Processing"),
+    ("finalizing", "Finalizing"),
+    ("done", "Done"),
+]
+_STAGE_OF = {
+    JobStatus.QUEUED: 0,
+    JobStatus.VALIDATING: 1,
+    JobStatus.PROCESSING: 2,
+    JobStatus.PAUSED: 2,
+    JobStatus.FINALIZING: 3,
+}
+# The rate is measured over this much recent working time; gaps longer than GAP_S between
+# samples (a pause, a stall, waiting for a worker) are not working time and are skipped.
+RATE_WINDOW_S = 30.0
+GAP_S = 10.0
+# Below this much measured time the rate is still too noisy to show (a first chunk lands at once).
+MIN_SPAN_S = 3.0
+# A processing job without a new sample for this long is stalled: its rate is zero.
+STALLED_S = 30.0
+# A queued job older than this is waiting on the workers, not just on the next moment.
+QUEUED_SLOW_S = 5.0
+
+SEGMENTS = (
+    ("succeeded", "Succeeded"),
+    ("failed", "Failed"),
+    ("cancelled", "Cancelled"),
+    ("running", "In flight"),
+    ("pending", "Pending"),
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str
+    label: str
+    rows: int
+    percent: float  # of the total: the bar's width
+    offset: float  # percent of the total before this segment: where it starts on the bar
+
+
+def segments(job: Job) -> list[Segment]:
+    """The bar: one segment per row state, widths in percent of the total (never over 100)."""
+    total = job.total or 0
+    out = []
+    offset = 0.0
+    for key, label in SEGMENTS:
+        rows = max(0, getattr(job, key) or 0)
+        percent = min(100.0 - offset, round(100 * rows / total, 2)) if total else 0.0
+        out.append(Segment(key, label, rows, percent, round(offset, 2)))
+        offset += percent
+    return out
+
+
+def processed(job: Job) -> int:
+    """Rows the processor actually finished (cancelled rows never ran)."""
+    return job.succeeded + job.failed
+
+
+def percent_processed(job: Job) -> float:
+    return round(100 * processed(job) / job.total, 1) if job.total else 0.0
+
+
+def _stop_stage(job: Job) -> int:
+    """Where a cancelled or failed job stopped: processing once it started, else reading."""
+    if job.started_at is not None:
+        return 2
+    return 1 if job.total or job.status == JobStatus.FAILED else 0
+
+
+def stages(job: Job) -> list[dict[str, Any]]:
+    """The stepper. A job that stopped early shows where it stopped and what it never reached."""
+    ended_badly = job.status in (JobStatus.CANCELLED, JobStatus.FAILED)
+    stop = _stop_stage(job) if ended_badly else None
+    current = _STAGE_OF.get(job.status, len(STAGES) - 1)
+    out = []
+    for i, (key, label) in enumerate(STAGES):
+        note = ""
+        if key == "done" and job.status in TERMINAL:
+            label = job.get_status_display()
+            if job.status == JobStatus.PARTIAL:
+                label = "Completed with failures"
+        elif key == "processing" and job.status == JobStatus.PAUSED:
+            note = "paused"
+        if stop is not None:
+            if i < stop:
+                state = "done"
+            elif i == stop:
+                state, note = job.status, job.get_status_display().lower()
+            elif key == "done":
+                state = job.status
+            else:
+                state, note = "skipped", "not reached"
+        elif i < current:
+            state = "done"
+        elif i == current:
+            state = "current"
+            if job.status in TERMINAL:
+                state = "done" if job.status == JobStatus.COMPLETED else job.status
+        else:
+            state = "todo"
+        out.append(
+            {
+                "key": key,
+                "label": label,
+                "state": state,
+                "note": note,
+                "current": i == current,
+            }
+        )
+    return out
+
+
+def recent_rate(job: Job, now: float | None = None) -> float | None:
+    """Rows per second over the last RATE_WINDOW_S of working time; None while still unknown.
+
+    Samples count cancelled rows too (they are "done" for the engine), so a cancel would read as
+    a burst: only an active job has a recent rate, and a paused or queued one has none.
+    """
+    if job.status != JobStatus.PROCESSING:
+        return None
+    samples = [(float(s[0]), float(s[1])) for s in job.samples or [] if len(s) >= 2]
+    if len(samples) < 2:
+        return None
+    now = timezone.now().timestamp() if now is None else now
+    if now - samples[-1][0] > STALLED_S:
+        return 0.0
+    rows = seconds = 0.0
+    for (ta, da), (tb, db) in zip(reversed(samples[:-1]), reversed(samples[1:]), strict=True):
+        span = tb - ta
+        if span <= 0 or span > GAP_S:
+            if seconds:
+                break  # the recent stretch of work ends at the pause before it
+            continue
+        rows += max(0.0, db - da)
+        seconds += span
+        if seconds >= RATE_WINDOW_S:
+            break
+    if seconds < MIN_SPAN_S:
+        return None
+    return rows / seconds
+
+
+def average_rate(job: Job) -> float | None:
+    """A finished job's rows processed per second of its run (pauses included)."""
+    duration = job.duration
+    if duration is None or duration.total_seconds() <= 0:
+        return None
+    return processed(job) / duration.total_seconds()
+
+
+def eta(job: Job, rate: float | None) -> timedelta | None:
+    remaining = job.pending + job.running
+    if job.status != JobStatus.PROCESSING or not rate or remaining <= 0:
+        return None
+    return timedelta(seconds=remaining / rate)
+
+
+def waiting_for(job: Job, now=None) -> str:
+    """Why nothing moves yet, in words; "" when the job is moving or done."""
+    now = now or timezone.now()
+    if job.status == JobStatus.QUEUED:
+        waited = (now - job.created_at).total_seconds()
+        text = "Waiting for a worker to read the input file."
+        if waited > QUEUED_SLOW_S:
+            active = (
+                Job.objects.filter(owner_id=job.owner_id, status__in=ACTIVE)
+                .exclude(pk=job.pk)
+                .count()
+            )
+            text += (
+                f" Every worker is busy or none is running; you have {active} other active "
+                f"job{'s' if active != 1 else ''} (the limit is "
+                f"{settings.BATCHHUB_MAX_ACTIVE_JOBS} active jobs per account)."
+            )
+        return text
+    if job.status == JobStatus.VALIDATING:
+        return "Reading and checking the input file."
+    if job.status == JobStatus.PROCESSING and job.running == 0 and job.pending > 0:
+        samples = job.samples or []
+        last = samples[-1][0] if samples else (job.started_at or now).timestamp()
+        if now.timestamp() - last < QUEUED_SLOW_S:
+            return ""  # between two chunks, not waiting
+        return "Waiting for a free worker: the rows are queued and start when one is free."
+    if job.status == JobStatus.FINALIZING:
+        return "Finishing up: the last rows are being written."
+    return ""

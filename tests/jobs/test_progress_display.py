@@ -1,0 +1,147 @@
+"""What the job page says about progress (jobs/progress.py), the column guess and the estimates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs import colmatch, estimate, progress
+from jobs.models import Job, JobStatus
+
+
+def _job(**fields) -> Job:
+    base = {
+        "status": JobStatus.PROCESSING,
+        "total": 100,
+        "pending": 100,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    base.update(fields)
+    return Job(**base)
+
+
+def _stages(job: Job) -> dict[str, str]:
+    return {s["key"]: s["state"] for s in progress.stages(job)}
+
+
+def test_segments_of_a_cancelled_job_are_not_all_done():
+    job = _job(status=JobStatus.CANCELLED, pending=0, succeeded=10, failed=2, cancelled=88)
+    seg = {s.key: s for s in progress.segments(job)}
+    assert (seg["succeeded"].percent, seg["failed"].percent, seg["cancelled"].percent) == (
+        10.0,
+        2.0,
+        88.0,
+    )
+    assert seg["cancelled"].offset == 12.0 and seg["pending"].rows == 0
+    assert progress.processed(job) == 12
+    assert progress.percent_processed(job) == 12.0
+
+
+def test_segments_never_exceed_the_bar():
+    job = _job(total=10, pending=0, succeeded=7, running=6)  # counters mid-update
+    assert sum(s.percent for s in progress.segments(job)) <= 100.0
+
+
+def test_stepper_of_a_cancelled_job_shows_where_it_stopped():
+    started = _job(status=JobStatus.CANCELLED, started_at=timezone.now())
+    assert _stages(started) == {
+        "queued": "done",
+        "validating": "done",
+        "processing": "cancelled",
+        "finalizing": "skipped",
+        "done": "cancelled",
+    }
+    never_started = _job(status=JobStatus.CANCELLED, total=0)
+    assert _stages(never_started)["queued"] == "cancelled"
+    assert _stages(never_started)["validating"] == "skipped"
+    ingest_failed = _job(status=JobStatus.FAILED, total=0)
+    assert _stages(ingest_failed)["validating"] == "failed"
+    partial = _job(status=JobStatus.PARTIAL)
+    assert _stages(partial)["finalizing"] == "done"
+    assert progress.stages(partial)[-1]["label"] == "Completed with failures"
+
+
+def test_rate_is_smoothed_and_skips_pauses():
+    now = 1_000_000.0
+    # 10 rows/s for 20 s, a 60 s pause, then 20 rows/s for the last 10 s.
+    samples = [[now - 90 + t, 10 * t] for t in range(0, 21)]
+    samples += [[now - 10 + t, 200 + 20 * t] for t in range(0, 11)]
+    job = _job(samples=samples)
+    # The recent stretch only: the pause is not working time, the rows before it are not recent.
+    assert progress.recent_rate(job, now=now) == pytest.approx(20.0)
+
+
+def test_rate_needs_a_few_seconds_and_is_none_unless_processing():
+    now = 1_000_000.0
+    first_chunk = _job(samples=[[now - 1, 0], [now, 730]])  # one chunk landing at once
+    assert progress.recent_rate(first_chunk, now=now) is None
+    paused = _job(status=JobStatus.PAUSED, samples=[[now - 20 + t, 10 * t] for t in range(21)])
+    assert progress.recent_rate(paused, now=now) is None
+    assert progress.eta(paused, 10.0) is None
+    stalled = _job(samples=[[now - 100 + t, 10 * t] for t in range(21)])
+    assert progress.recent_rate(stalled, now=now) == 0.0
+
+
+def test_eta_counts_rows_still_to_run():
+    job = _job(pending=80, running=20, succeeded=0)
+    assert progress.eta(job, 10.0) == timedelta(seconds=10)
+    assert progress.eta(job, None) is None
+
+
+@pytest.mark.django_db
+def test_a_queued_job_says_what_it_waits_for(alice, settings):
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 7
+    job = Job.objects.create(owner=alice, processor="template", status=JobStatus.QUEUED)
+    assert progress.waiting_for(job) == "Waiting for a worker to read the input file."
+    later = progress.waiting_for(job, now=timezone.now() + timedelta(minutes=1))
+    assert "Every worker is busy or none is running" in later
+    assert "0 other active jobs (the limit is 7 active jobs per account)" in later
+    job.status = JobStatus.PROCESSING
+    job.pending, job.running, job.started_at = 10, 0, timezone.now() - timedelta(minutes=1)
+    assert "Waiting for a free worker" in progress.waiting_for(job)
+    job.running = 4
+    assert progress.waiting_for(job) == ""
+
+
+def test_column_guess_by_name_then_content():
+    preview = [{"id": "1", "site": "https://a.example", "body": "A long sentence here.", "n": "3"}]
+    assert colmatch.best_column("text", ["id", "text"], preview) == ("text", "same name")
+    assert colmatch.best_column("text", ["id", "Review Text"], preview)[0] == "Review Text"
+    assert colmatch.best_column("url", ["id", "homepage"], preview)[0] == "homepage"
+    cols = ["id", "site", "body", "n"]
+    assert colmatch.best_column("url", ["id", "site2", "n"], [{"site2": "http://x"}])[0] == "site2"
+    assert colmatch.best_column("text", cols, preview)[0] == "body"
+    assert colmatch.best_column("url", ["id", "n"], [{"id": "1", "n": "2"}]) == ("", "")
+
+
+@pytest.mark.django_db
+def test_estimate_from_history_and_from_sample(alice):
+    now = timezone.now()
+    Job.objects.create(
+        owner=alice,
+        processor="sentiment",
+        status=JobStatus.COMPLETED,
+        total=1000,
+        succeeded=990,
+        failed=10,
+        started_at=now - timedelta(seconds=10),
+        finished_at=now,
+    )
+    got = estimate.from_history(alice, "sentiment", 5000)
+    assert got.rate == pytest.approx(100.0)
+    assert got.duration == timedelta(seconds=50)
+    assert got.source == "your last 1 sentiment job"
+    assert estimate.from_history(alice, "llm", 5000) is None
+
+    io = estimate.from_sample(1000, 10, 2.0, io_bound=True, concurrency=8)
+    assert io.rate == pytest.approx(4.0)  # 8 side by side, 2 s each
+    cpu = estimate.from_sample(1000, 10, 0.5, io_bound=False, concurrency=8)
+    assert cpu.rate == pytest.approx(20.0)
+    rows = [{"usage": {"total_tokens": 100}}, {"usage": {"total_tokens": 140}}, {"usage": None}]
+    assert estimate.tokens(rows, 1000) == {"per_row": 120, "total": 120_000}
+    assert estimate.tokens([{"usage": None}], 1000) is None
