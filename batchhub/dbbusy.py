@@ -15,10 +15,19 @@ Three places see such an error, depending on where it is raised:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
@@ -95,3 +104,42 @@ def handler500(request: HttpRequest) -> HttpResponse:
     from django.views.defaults import server_error
 
     return server_error(request)
+
+
+def try_write(write: Callable[[], object], *, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Run a write that is nice to have (a "last used" stamp) only if it needs no waiting.
+
+    On a busy database it is skipped at once instead of queueing behind the lock (SQLite's busy
+    timeout is 0 for it), and any database error is swallowed: a request must never fail or slow
+    down for it. Returns whether it was written.
+    """
+    connection = connections[using]
+    try:
+        if connection.in_atomic_block:
+            # Inside a caller's transaction a failed statement must not poison it.
+            with transaction.atomic(using=using):
+                _write_without_waiting(connection, write)
+        else:
+            _write_without_waiting(connection, write)
+        return True
+    except DatabaseError as exc:
+        logger.info("skipped a best-effort write: %s: %s", type(exc).__name__, exc)
+        return False
+
+
+def _write_without_waiting(connection, write: Callable[[], object]) -> None:
+    if connection.vendor != "sqlite":
+        # PostgreSQL locks rows, not the database: a one-row update waits only for another
+        # writer of that very row, which is itself a one-row update.
+        write()
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    waited_ms = int(float(connection.settings_dict["OPTIONS"].get("timeout", 5)) * 1000)
+    # On the driver's connection: a setting of this connection, not a query worth logging.
+    raw.execute("PRAGMA busy_timeout = 0")
+    try:
+        write()
+    finally:
+        with contextlib.suppress(Exception):  # a broken connection is the caller's to see
+            raw.execute(f"PRAGMA busy_timeout = {waited_ms}")
