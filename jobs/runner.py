@@ -206,28 +206,25 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
                 [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
             )
         return
-    # Each output travels as its JSON text (a string in the array), which is what the column holds.
-    payload = dumps_json(
-        [
-            [
-                d.index,
-                d.status,
-                None if d.output is None else dumps_json(d.output),
-                d.error,
-                d.attempts,
-            ]
-            for d in done
-        ]
-    )
+    # SQLite: one prepared UPDATE run for each row (executemany, in C), each a lookup in the
+    # unique (job, index) index. A join against the batch (UPDATE … FROM json_each) was planned
+    # as a search of the job's rows for every batch row: rows-in-job × rows-in-batch a sync.
+    values = [
+        (
+            d.status,
+            None if d.output is None else dumps_json(d.output),
+            d.error,
+            d.attempts,
+            job_pk,
+            d.index,
+        )
+        for d in done
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH v(idx, status, output, error, attempts) AS ("
-            f"SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-            f"json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-            f"json_extract(value, '$[4]') FROM json_each(%s)) "
-            f"UPDATE {table} SET status = v.status, output = v.output, error = v.error, "
-            f'attempts = v.attempts FROM v WHERE {table}.job_id = %s AND {table}."index" = v.idx',
-            [payload, job_pk],
+        cursor.executemany(
+            f"UPDATE {table} SET status = %s, output = %s, error = %s, attempts = %s "
+            f'WHERE job_id = %s AND "index" = %s',
+            values,
         )
 
 
