@@ -670,7 +670,11 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
                         owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
                     ),
                 )
-            run = process_chunk(job, chunk, processor, plan, group_rows)
+            try:
+                run = process_chunk(job, chunk, processor, plan, group_rows)
+            except Exception:
+                _cancel_leftovers_after_failure(job.pk)
+                raise
             release_chunk(run)
             if run.status != JobStatus.PROCESSING:
                 return Step("stop")
@@ -696,6 +700,49 @@ def _no_chunk(job: Job) -> Step:
     if next_at is not None and next_at > now:
         return Step("wait", min(60.0, (next_at - now).total_seconds() + 0.05))
     return Step("continue")
+
+
+# Rows changed per statement when a whole job's rows change at once (cancel, cleanup): each batch
+# is its own short transaction, so the write lock is never held for the whole job.
+BULK_ROWS = 10_000
+
+
+def cancel_leftovers(job_pk: int) -> int:
+    """Rows of a cancelled or failed job left `pending` or `running` become `cancelled`.
+
+    They will never run: a worker died or failed mid-chunk after the job was cancelled, or a
+    cancel was cut short. Done in index ranges of BULK_ROWS rows, one short transaction each,
+    then the counters are set from one count of the rows. Returns the rows changed.
+    """
+    job = Job.objects.filter(pk=job_pk).first()
+    if job is None or job.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
+        return 0
+    changed = 0
+    for start in range(0, job.total, BULK_ROWS):
+        changed += Row.objects.filter(
+            job_id=job_pk,
+            index__gte=start,
+            index__lt=start + BULK_ROWS,
+            status__in=(RowStatus.PENDING, RowStatus.RUNNING),
+        ).update(status=RowStatus.CANCELLED)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_pk)
+        counts = recount(job)
+        for name, value in counts.items():
+            setattr(job, name, value)
+        job.save(update_fields=[*counts, "updated_at"])
+    if changed:
+        logger.info("job %s: %d rows left behind cancelled", job.public_id, changed)
+    return changed
+
+
+def _cancel_leftovers_after_failure(job_pk: int) -> None:
+    """A loop failed mid-chunk: if the job was cancelled meanwhile, nobody will run its rows."""
+    try:
+        if Job.objects.filter(pk=job_pk, status=JobStatus.CANCELLED).exists():
+            cancel_leftovers(job_pk)
+    except Exception:  # the database may be what failed; the reaper finishes this later
+        logger.warning("job %s: leftover rows not cancelled yet", job_pk, exc_info=True)
 
 
 def recount(job: Job) -> dict[str, int]:
