@@ -256,6 +256,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Broadcast (pidbox) messages; kombu's default is ./control in the working directory.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the folder (default every 1 s): a job's loops are chains of ~2 s tasks, so
+        # each would otherwise wait up to half its run time for its next message.
+        "polling_interval": 0.1,
     }
     if not TESTING:
         (_broker_dir / "out").mkdir(parents=True, exist_ok=True)
