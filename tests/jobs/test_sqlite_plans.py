@@ -175,7 +175,7 @@ def write_transactions(conn):
 
 @pytest.mark.django_db(transaction=True)
 def test_write_transactions_of_a_large_job_stay_short(alice, settings):
-    # Each sync point writes one CPU group (at most runner.CPU_GROUP_MAX rows) and commits, so
+    # Each sync point writes one CPU group (at most runner.SQLITE_GROUP_MAX rows) and commits, so
     # the slowest write transaction does not grow with the job and stays far under the 200 ms
     # that a web request could be kept waiting for the lock.
     settings.BATCHHUB_CHUNK_ROWS = 5000
@@ -193,4 +193,4 @@ def test_write_transactions_of_a_large_job_stay_short(alice, settings):
         for statement in statements
         if (m := re.search(rf"^UPDATE {ROW_TABLE} SET status.*\((\d+)x\)$", statement))
     ]
-    assert sum(written) == 60_000 and max(written) <= runner.CPU_GROUP_MAX
+    assert sum(written) == 60_000 and max(written) <= runner.SQLITE_GROUP_MAX
