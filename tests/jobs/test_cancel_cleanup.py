@@ -131,3 +131,23 @@ def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, m
     runner.cancel_leftovers(job.pk)  # what the task does
     assert_settled(job)
     assert not Chunk.objects.filter(job=job, done=False).exists()
+
+
+def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, monkeypatch):
+    from django.core.management import call_command
+
+    job = make_job(alice, rows_text(300), concurrency=1)
+    services.ingest(job.pk)
+    runner.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
+    assert Chunk.objects.filter(job=job, lease_until__isnull=False).count() == 1
+    cancelled = make_job(alice, rows_text(50), concurrency=1)
+    services.ingest(cancelled.pk)
+    Row.objects.filter(job=cancelled, index__lt=5).update(status=RowStatus.RUNNING)
+    Job.objects.filter(pk=cancelled.pk).update(pending=45, running=5)
+    services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")
+    started = []
+    monkeypatch.setattr(services, "start_loops", lambda j: started.append(j.pk))
+    call_command("recover_work")
+    assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
+    assert started == [job.pk]
+    assert_settled(cancelled)
