@@ -173,10 +173,19 @@ def test_ctrl_c_mid_job_and_make_run_again_finishes_every_row_once(tmp_path):
     finally:
         run.stop()
     run.start()
+    poller = None
     try:
         web = run.login()
+        key = web.post("/api/v1/keys", json={"name": "poller"}).json()["key"]
+        poller = Poller(run.base, key, job["id"])
+        poller.start()
         job = wait(web, job["id"], lambda j: j["status"] in TERMINAL, 600, "finished after restart")
         assert job["status"] == "completed" and job["counts"]["succeeded"] == ROWS, job
         assert_every_row_once(web, job["id"], ROWS)
     finally:
+        if poller is not None:
+            poller.stop.set()
+            poller.join()
         run.stop()
+    # The site answered all along while the job was taken up again.
+    assert poller.answers and all(status < 500 for status, _took in poller.answers)
