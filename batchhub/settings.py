@@ -107,7 +107,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {}).update(
         {
-            "timeout": 30,
+            # Seconds a web request waits for the write lock before answering 503 (dbbusy.py);
+            # engine transactions hold it for milliseconds. Workers wait longer (celery.py).
+            "timeout": env_float("BATCHHUB_SQLITE_TIMEOUT", 5.0, minimum=0.1),
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }

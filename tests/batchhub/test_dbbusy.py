@@ -81,3 +81,18 @@ def test_other_errors_stay_500(alice, monkeypatch):
     client.force_login(alice)
     monkeypatch.setattr("jobs.services.list_jobs", raising(RuntimeError("a bug")))
     assert client.get("/").status_code == 500
+
+
+def test_web_waits_seconds_for_the_sqlite_lock_and_workers_longer():
+    from django.conf import settings
+
+    from batchhub.celery import WORKER_SQLITE_TIMEOUT, patient_sqlite
+
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3", "OPTIONS": {"timeout": 5.0}}}
+    patient_sqlite(databases)
+    assert databases["default"]["OPTIONS"]["timeout"] == WORKER_SQLITE_TIMEOUT == 30.0
+    postgres = {"default": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {}}}
+    patient_sqlite(postgres)
+    assert postgres["default"]["OPTIONS"] == {}
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        assert settings.DATABASES["default"]["OPTIONS"]["timeout"] <= 5.0
