@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from jobs import results, runner, services
-from jobs.models import Job, JobStatus, Row
+from jobs.models import Chunk, Job, JobStatus, Row
 from jobs.processors import base
 from tests.conftest import drive, make_job, rows_text
 from tests.jobs.test_engine import FlakyProcessor
@@ -27,15 +27,17 @@ pytestmark = [
 ]
 
 ROW_TABLE = Row._meta.db_table
+CHUNK_TABLE = Chunk._meta.db_table
+JOB_TABLE = Job._meta.db_table
 
 
 @contextmanager
-def recorded_statements():
-    """(sql, params) of every statement run on the row table inside the block."""
+def recorded_statements(table: str = ROW_TABLE):
+    """(sql, params) of every statement run on `table` inside the block."""
     seen: list[tuple[str, object]] = []
 
     def record(execute, sql, params, many, context):
-        if ROW_TABLE in sql and not sql.lstrip().upper().startswith(("INSERT", "EXPLAIN")):
+        if table in sql and not sql.lstrip().upper().startswith(("INSERT", "EXPLAIN")):
             first = next(iter(params), None) if many else params
             seen.append((sql, first))
         return execute(sql, params, many, context)
@@ -69,7 +71,11 @@ def flaky(monkeypatch):
 
 def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, settings, flaky):
     settings.BATCHHUB_CHUNK_ROWS = 100
-    with recorded_statements() as hot:
+    with (
+        recorded_statements() as hot,
+        recorded_statements(CHUNK_TABLE) as chunks,
+        recorded_statements(JOB_TABLE) as jobs,
+    ):
         # Processing: claim, fetch, write outputs, mark running, counters, release.
         job = drive(make_job(alice, rows_text(400), processor="flaky", concurrency=2))
         paused = make_job(alice, rows_text(300), concurrency=1)
@@ -78,6 +84,10 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
         paused = services.pause(Job.objects.get(pk=paused.pk), actor="alice")
         drive(services.resume(paused, actor="alice"))
     assert job.status == JobStatus.PARTIAL
+    # The claim and the lease, the job's counters and status: by index too, never a scan.
+    explained = [(sql, plan(sql, params)) for sql, params in chunks + jobs]
+    scans = [(sql, details) for sql, details in explained if any("SCAN" in d for d in details)]
+    assert chunks and jobs and not scans, scans
     with recorded_statements() as whole_job:
         # Once per job or per request: these read or change the job's rows as a whole.
         cancelled = make_job(alice, rows_text(300), concurrency=1)
