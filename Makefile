@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)/"
+	$(BIN)/python manage.py recover_work
 	BATCHHUB_BIND="$(HOST):$(PORT)" PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
 test: $(STAMP)

@@ -17,6 +17,8 @@ from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
+from batchhub import dbbusy
+
 from . import keyformat
 from .lookup import key_with_owner
 from .models import APIKey
@@ -140,7 +142,12 @@ def _touch(key: APIKey, now: datetime) -> None:
     if key.last_used_at is not None and key.last_used_at >= threshold:
         return  # fresh enough as loaded: no query at all
     # The WHERE makes concurrent processes that all loaded a stale value write once between them.
-    APIKey.objects.filter(pk=key.pk).filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=threshold)
-    ).update(last_used_at=now)
-    key.last_used_at = now
+    # Best effort: on a busy database (a worker holding SQLite's write lock) the stamp is skipped
+    # rather than making a read wait for the lock or fail.
+    written = dbbusy.try_write(
+        lambda: APIKey.objects.filter(pk=key.pk)
+        .filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=threshold))
+        .update(last_used_at=now)
+    )
+    if written:
+        key.last_used_at = now

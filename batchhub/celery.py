@@ -20,3 +20,17 @@ def _lower_priority(**_kwargs) -> None:
     from .priority import lower_priority
 
     lower_priority(settings.BATCHHUB_WORKER_NICE)
+    patient_sqlite(settings.DATABASES)
+
+
+# A worker waits this long for SQLite's write lock: giving up fails a task mid-chunk, which costs
+# far more than waiting, while a web request gives up sooner and answers 503.
+WORKER_SQLITE_TIMEOUT = 30.0
+
+
+def patient_sqlite(databases: dict) -> None:
+    """Before any connection is opened in the worker: a longer busy timeout on SQLite."""
+    for db in databases.values():
+        if db["ENGINE"] == "django.db.backends.sqlite3":
+            options = db.setdefault("OPTIONS", {})
+            options["timeout"] = max(float(options.get("timeout", 5)), WORKER_SQLITE_TIMEOUT)

@@ -72,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so its process_exception sees a view's database error first: 503, not 500.
+    "batchhub.dbbusy.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "batchhub.urls"
@@ -108,7 +110,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {}).update(
         {
-            "timeout": 30,
+            # Seconds a web request waits for the write lock before answering 503 (dbbusy.py);
+            # engine transactions hold it for milliseconds. Workers wait longer (celery.py).
+            "timeout": env_float("BATCHHUB_SQLITE_TIMEOUT", 5.0, minimum=0.1),
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
@@ -290,6 +294,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Broadcast (pidbox) messages; kombu's default is ./control in the working directory.
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu polls the folder (default every 1 s): a job's loops are chains of ~2 s tasks, so
+        # each would otherwise wait up to half its run time for its next message.
+        "polling_interval": 0.1,
     }
     if not TESTING:
         (_broker_dir / "out").mkdir(parents=True, exist_ok=True)

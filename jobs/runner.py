@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 # and cheap processors commit thousands of rows per statement.
 CPU_GROUP_ROWS = 100
 CPU_GROUP_MAX = 5000
+# SQLite has one write lock for the whole database: a smaller most rows per sync point keeps each
+# of the engine's write transactions short, so a web request's write finds the lock free sooner.
+SQLITE_GROUP_MAX = 1000
 GROUP_SECONDS = 0.25
 SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
@@ -206,28 +209,25 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
                 [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
             )
         return
-    # Each output travels as its JSON text (a string in the array), which is what the column holds.
-    payload = dumps_json(
-        [
-            [
-                d.index,
-                d.status,
-                None if d.output is None else dumps_json(d.output),
-                d.error,
-                d.attempts,
-            ]
-            for d in done
-        ]
-    )
+    # SQLite: one prepared UPDATE run for each row (executemany, in C), each a lookup in the
+    # unique (job, index) index. A join against the batch (UPDATE … FROM json_each) was planned
+    # as a search of the job's rows for every batch row: rows-in-job × rows-in-batch a sync.
+    values = [
+        (
+            d.status,
+            None if d.output is None else dumps_json(d.output),
+            d.error,
+            d.attempts,
+            job_pk,
+            d.index,
+        )
+        for d in done
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH v(idx, status, output, error, attempts) AS ("
-            f"SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-            f"json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-            f"json_extract(value, '$[4]') FROM json_each(%s)) "
-            f"UPDATE {table} SET status = v.status, output = v.output, error = v.error, "
-            f'attempts = v.attempts FROM v WHERE {table}.job_id = %s AND {table}."index" = v.idx',
-            [payload, job_pk],
+        cursor.executemany(
+            f"UPDATE {table} SET status = %s, output = %s, error = %s, attempts = %s "
+            f'WHERE job_id = %s AND "index" = %s',
+            values,
         )
 
 
@@ -462,6 +462,10 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
     ]
 
 
+def _group_max() -> int:
+    return min(CPU_GROUP_MAX, SQLITE_GROUP_MAX) if connection.vendor == "sqlite" else CPU_GROUP_MAX
+
+
 def process_chunk(
     job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int = CPU_GROUP_ROWS
 ) -> ChunkRun:
@@ -470,9 +474,10 @@ def process_chunk(
         chunk=chunk,
         processor=processor,
         plan=plan,
-        group_rows=min(CPU_GROUP_MAX, group_rows),
+        group_rows=min(_group_max(), group_rows),
     )
     rows = fetch_rows(job.pk, chunk.start, chunk.end)
+    group_max = _group_max()
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
     queue: deque[_Item] = deque()
@@ -523,8 +528,8 @@ def process_chunk(
                 run.group_rows = max(
                     1,
                     min(
-                        CPU_GROUP_MAX,
-                        int(GROUP_SECONDS / per_row) if per_row > 0 else CPU_GROUP_MAX,
+                        group_max,
+                        int(GROUP_SECONDS / per_row) if per_row > 0 else group_max,
                     ),
                 )
                 for item, result in zip(started, results, strict=True):
@@ -673,7 +678,11 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
                         owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
                     ),
                 )
-            run = process_chunk(job, chunk, processor, plan, group_rows)
+            try:
+                run = process_chunk(job, chunk, processor, plan, group_rows)
+            except Exception:
+                _cancel_leftovers_after_failure(job.pk)
+                raise
             release_chunk(run)
             if run.status != JobStatus.PROCESSING:
                 return Step("stop")
@@ -699,6 +708,49 @@ def _no_chunk(job: Job) -> Step:
     if next_at is not None and next_at > now:
         return Step("wait", min(60.0, (next_at - now).total_seconds() + 0.05))
     return Step("continue")
+
+
+# Rows changed per statement when a whole job's rows change at once (cancel, cleanup): each batch
+# is its own short transaction, so the write lock is never held for the whole job.
+BULK_ROWS = 10_000
+
+
+def cancel_leftovers(job_pk: int) -> int:
+    """Rows of a cancelled or failed job left `pending` or `running` become `cancelled`.
+
+    They will never run: a worker died or failed mid-chunk after the job was cancelled, or a
+    cancel was cut short. Done in index ranges of BULK_ROWS rows, one short transaction each,
+    then the counters are set from one count of the rows. Returns the rows changed.
+    """
+    job = Job.objects.filter(pk=job_pk).first()
+    if job is None or job.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
+        return 0
+    changed = 0
+    for start in range(0, job.total, BULK_ROWS):
+        changed += Row.objects.filter(
+            job_id=job_pk,
+            index__gte=start,
+            index__lt=start + BULK_ROWS,
+            status__in=(RowStatus.PENDING, RowStatus.RUNNING),
+        ).update(status=RowStatus.CANCELLED)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_pk)
+        counts = recount(job)
+        for name, value in counts.items():
+            setattr(job, name, value)
+        job.save(update_fields=[*counts, "updated_at"])
+    if changed:
+        logger.info("job %s: %d rows left behind cancelled", job.public_id, changed)
+    return changed
+
+
+def _cancel_leftovers_after_failure(job_pk: int) -> None:
+    """A loop failed mid-chunk: if the job was cancelled meanwhile, nobody will run its rows."""
+    try:
+        if Job.objects.filter(pk=job_pk, status=JobStatus.CANCELLED).exists():
+            cancel_leftovers(job_pk)
+    except Exception:  # the database may be what failed; the reaper finishes this later
+        logger.warning("job %s: leftover rows not cancelled yet", job_pk, exc_info=True)
 
 
 def recount(job: Job) -> dict[str, int]:

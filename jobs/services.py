@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
@@ -510,26 +511,49 @@ def resume(job: Job, *, actor: str, event_type: str = "resumed") -> Job:
 def cancel(job: Job, *, actor: str) -> Job:
     with transaction.atomic():
         job = _guarded(job, JobStatus.CANCELLED, actor=actor, message=f"Cancelled by {actor}.")
-        _cancel_pending(job)
+        Chunk.objects.filter(job=job, done=False).update(done=True, lease_until=None)
+    # The status is committed first, so loops stop at their next sync point; then the pending
+    # rows, in short batches that never hold the write lock for the whole job.
+    _cancel_pending(job)
+    job.refresh_from_db()
     return job
+
+
+# The cancel request cancels pending rows for at most this long; the rest is done by a task.
+CANCEL_SECONDS = 0.5
 
 
 def _cancel_pending(job: Job) -> None:
     # Rows already running finish and keep their output; the rest will not start. A CPU
     # processor's rows in flight are still `pending` in the table (their chunk records the
-    # range instead): they are running, so they are left to finish too.
-    in_flight = Chunk.objects.filter(
-        job=job, inflight_start__lte=OuterRef("index"), inflight_end__gt=OuterRef("index")
+    # range instead): they are running, so they are left to finish too. Those ranges are one
+    # per loop at most, so they are read first and excluded by index range.
+    in_flight = list(
+        Chunk.objects.filter(job=job, inflight_start__isnull=False).values_list(
+            "inflight_start", "inflight_end"
+        )
     )
-    n = (
-        Row.objects.filter(job=job, status=RowStatus.PENDING)
-        .exclude(Exists(in_flight))
-        .update(status=RowStatus.CANCELLED)
-    )
-    Chunk.objects.filter(job=job, done=False).update(done=True, lease_until=None)
-    if n:
-        Job.objects.filter(pk=job.pk).update(pending=0, cancelled=job.cancelled + n)
-        job.refresh_from_db()
+    began = time.monotonic()
+    for start in range(0, job.total, runner.BULK_ROWS):
+        if time.monotonic() - began > CANCEL_SECONDS:
+            from .tasks import cancel_leftovers
+
+            cancel_leftovers.delay(job.pk)
+            return
+        rows = Row.objects.filter(
+            job=job,
+            status=RowStatus.PENDING,
+            index__gte=start,
+            index__lt=start + runner.BULK_ROWS,
+        )
+        for lo, hi in in_flight:
+            rows = rows.exclude(index__gte=lo, index__lt=hi)
+        with transaction.atomic():
+            n = rows.update(status=RowStatus.CANCELLED)
+            if n:
+                Job.objects.filter(pk=job.pk).update(
+                    pending=F("pending") - n, cancelled=F("cancelled") + n
+                )
 
 
 def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
@@ -644,6 +668,19 @@ def reap(now=None) -> dict[str, int]:
             done["resumed"] += 1
         except InvalidState:
             pass
+
+    # A cancelled or failed job never keeps rows pending or running: a loop that died or failed
+    # mid-chunk after the cancel, or a cancel cut short, left them; no loop will run them now.
+    # Only once no loop has synced for a lease's time (a loop's last group may still finish).
+    done["leftovers"] = 0
+    leftover = Job.objects.filter(
+        Q(pending__gt=0) | Q(running__gt=0),
+        status__in=(JobStatus.CANCELLED, JobStatus.FAILED),
+        updated_at__lt=now - lease,
+    )
+    for job in leftover:
+        if not Chunk.objects.filter(job=job, lease_until__gte=now).exists():
+            done["leftovers"] += runner.cancel_leftovers(job.pk)
 
     # An ingest whose task was lost (a worker killed while reading) is started again.
     lost = Job.objects.filter(

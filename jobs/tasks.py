@@ -31,6 +31,12 @@ def work(job_pk: int) -> None:
         work.apply_async((job_pk,), countdown=step.delay)
 
 
+@shared_task(name="jobs.cancel_leftovers", acks_late=True)
+def cancel_leftovers(job_pk: int) -> None:
+    """The pending rows of a cancelled job that its cancel request left (a very large job)."""
+    runner.cancel_leftovers(job_pk)
+
+
 @shared_task(name="jobs.reap")
 def reap() -> None:
     services.reap()

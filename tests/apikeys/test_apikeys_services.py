@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import OperationalError, connection
 from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -31,12 +32,55 @@ def test_create_key_returns_the_plaintext_and_stores_only_a_digest(alice):
     assert key.status == "active" and key.last_used_at is None and key.revoked_at is None
 
 
-def test_authenticate_key_loads_key_and_owner(key_a, alice, django_assert_max_num_queries):
+def test_authenticate_key_loads_key_and_owner(key_a, alice):
     key, raw = key_a
-    with django_assert_max_num_queries(2):  # one SELECT (key + owner), one UPDATE of last_used_at
+    with CaptureQueriesContext(connection) as ctx:
         found = services.authenticate_key(raw)
+    # One SELECT (key + owner), one UPDATE of last_used_at (in a savepoint inside a transaction).
+    statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
+    assert statements.count("SELECT") == 1 and statements.count("UPDATE") == 1
+    assert set(statements) <= {"SELECT", "UPDATE", "SAVEPOINT", "RELEASE"}
     assert found == key
     assert found.owner == alice
+
+
+def test_a_busy_database_skips_the_last_used_stamp_instead_of_failing(key_a, monkeypatch):
+    key, raw = key_a
+    from django.db.models import QuerySet
+
+    def locked(self, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(QuerySet, "update", locked)
+    started = time.monotonic()
+    found = services.authenticate_key(raw)
+    assert found == key and time.monotonic() - started < 0.5
+    monkeypatch.undo()
+    key.refresh_from_db()
+    assert key.last_used_at is None  # skipped, and tried again on the next request
+    assert services.authenticate_key(raw) == key
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's busy timeout")
+def test_the_stamp_does_not_wait_for_the_lock_and_the_timeout_is_restored(key_a):
+    from batchhub import dbbusy
+
+    key, _raw = key_a
+    seen = []
+
+    def write():
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            seen.append(cursor.fetchone()[0])
+
+    assert dbbusy.try_write(write)
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        after = cursor.fetchone()[0]
+    assert seen == [0]
+    assert after == int(connection.settings_dict["OPTIONS"]["timeout"] * 1000)
 
 
 @pytest.mark.parametrize(

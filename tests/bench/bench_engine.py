@@ -23,10 +23,8 @@ Each figure is one JSON line: value, baseline measured in the same run, ratio, g
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -43,8 +41,6 @@ NAIVE_ROWS = int(os.environ.get("BENCH_NAIVE_ROWS") or 2_000)
 SMALL_ROWS = 1_000
 STATUS_READS = int(os.environ.get("BENCH_STATUS_READS") or 500)
 BENCH_DB = "bench_batchhub"
-TEMPLATE = "{name} <{email}> from {city} scored {score}"
-COLUMNS = ["id", "name", "email", "city", "score", "comment"]
 
 
 def emit(
@@ -118,32 +114,10 @@ from django.db import connection  # noqa: E402
 
 from jobs import results, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
+from tests.bench.benchdata import COLUMNS, TEMPLATE, bare_loop, make_csv  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
 # --- input ---------------------------------------------------------------------------------------
-
-
-def make_csv(path: Path, rows: int) -> None:
-    rng = random.Random(8)
-    cities = ["Zürich", "Lyon", "Oslo", "São Paulo", "Kraków", "Nairobi", "Kyoto", "Lima"]
-    words = "fast slow great fine late early broken perfect cheap dear".split()
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(COLUMNS)
-        for i in range(rows):
-            comment = " ".join(rng.choice(words) for _ in range(4))
-            if i % 9 == 0:
-                comment = f'said "{comment}, thanks"'
-            writer.writerow(
-                [
-                    i + 1,
-                    f"Customer {i}",
-                    f"user{i}@example.com",
-                    cities[i % 8],
-                    f"{rng.random() * 100:.2f}",
-                    comment,
-                ]
-            )
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -219,23 +193,6 @@ def copy_into_rows_floor(job: Job) -> float:
     raw.rollback()
     path.unlink()
     return took
-
-
-def bare_loop(path: Path, out: Path) -> float:
-    start = time.perf_counter()
-    with (
-        path.open(newline="", encoding="utf-8") as src,
-        out.open("w", newline="", encoding="utf-8") as dst,
-    ):
-        reader = csv.reader(src)
-        writer = csv.writer(dst)
-        header = next(reader)
-        writer.writerow([*header, "text"])
-        fmt = TEMPLATE.format_map
-        for row in reader:
-            # make_csv writes every row with all the header's fields.
-            writer.writerow([*row, fmt(dict(zip(header, row, strict=True)))])
-    return time.perf_counter() - start
 
 
 def reset_peak_rss() -> bool:

@@ -2,77 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.makerun import ROOT, MakeRun
 
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def make_run(tmp_path):
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
-    }
-    env.update(
-        {
-            "PORT": str(port),
-            "BATCHHUB_DATA_DIR": str(tmp_path / "var"),
-            "BATCHHUB_ADMIN_USER": "boss",
-            "BATCHHUB_ADMIN_PASSWORD": "a long test password",
-            "MEDIA_ROOT": str(tmp_path / "var" / "media"),
-            "STATIC_ROOT": str(tmp_path / "var" / "static"),
-        }
-    )
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    log = open(tmp_path / "make-run.log", "wb")
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "make-run.log").read_text()
-        try:
-            if httpx.get(f"{base}/accounts/login/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        raise AssertionError(
-            "make run did not serve the site: " + (tmp_path / "make-run.log").read_text()[-3000:]
-        )
-    yield base, tmp_path / "make-run.log"
-    os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C does: honcho stops web, worker and beat
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("make run did not stop on SIGTERM") from None
-    log.close()
+    run = MakeRun(tmp_path)
+    run.start()
+    yield run.base, run.log_path
+    run.stop()
 
 
 def test_make_run_serves_the_site_and_processes_a_job(make_run):

@@ -1,0 +1,242 @@
+"""Benchmark: the embedded default (SQLite + kombu's filesystem broker) against PostgreSQL + Redis.
+
+Run: `python tests/bench/bench_sqlite.py` (`make bench` runs it with PostgreSQL and Redis from
+scripts/services.sh). BENCH_SQLITE_ROWS sets the big job (default 100,000 rows).
+
+The same generated CSV (tests/bench/benchdata.py, as bench_engine's) is processed by a `template`
+job on each database in a child process of its own (Django is set up once per process):
+- ingest: `services.ingest()` in-process, rows/s;
+- processing: a 1,000-row job, then the big job, on a real worker started with the Procfile's
+  `worker` line (as `make run` starts it), from the loops being sent to the job being completed;
+- on SQLite, a prober in this process takes the write lock (BEGIN IMMEDIATE … ROLLBACK) every
+  50 ms while the big job runs: its longest wait is the longest a web request's write could be
+  kept waiting by the engine's write transactions.
+Then one JSON line per figure: SQLite's rate against PostgreSQL's on the same file, against a
+bare csv.reader → format_map → csv.writer loop, and the big job's rate against the 1,000-row
+job's (cost per row must not grow with the job).
+Without PostgreSQL + Redis (DATABASE_URL / CELERY_BROKER_URL) only the SQLite lines are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.benchdata import TEMPLATE, bare_loop, make_csv  # noqa: E402
+
+ROWS = int(os.environ.get("BENCH_SQLITE_ROWS") or 100_000)
+SMALL_ROWS = 1_000
+
+
+def emit(bench: str, value: float, unit: str, baseline: str | None, baseline_value, goal: str,
+         **extra) -> None:
+    ratio = round(value / baseline_value, 4) if baseline_value else None
+    print(json.dumps({
+        "bench": bench, "value": round(value, 3), "unit": unit, "baseline": baseline,
+        "baseline_value": None if baseline_value is None else round(baseline_value, 3),
+        "ratio": ratio, "goal": goal, "rows": ROWS, **extra,
+    }), flush=True)
+
+
+def procfile_worker_command() -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("worker:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError("no worker line in the Procfile")
+
+
+# --- the child: one database ---------------------------------------------------------------------
+
+
+class LockProbe(threading.Thread):
+    """Takes SQLite's write lock every 50 ms and records how long it waited for it."""
+
+    def __init__(self, path: str):
+        super().__init__(daemon=True)
+        self.path = path
+        self.waits: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            self.waits.append(time.perf_counter() - start)
+            db.execute("ROLLBACK")
+            time.sleep(0.05)
+        db.close()
+
+
+def child(engine: str, tmp: Path) -> dict:
+    data = tmp / engine
+    data.mkdir()
+    env = {"BATCHHUB_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "batchhub.settings",
+           "BATCHHUB_MAX_ROWS": str(max(ROWS, 1_000_000)), "BATCHHUB_TESTING": "0",
+           "MEDIA_ROOT": str(data / "media")}
+    if engine == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{data / 'batchhub.sqlite3'}"
+        for name in ("CELERY_BROKER_URL", "CACHE_URL"):
+            os.environ.pop(name, None)  # the embedded default: filesystem broker, file cache
+    else:
+        env["DATABASE_URL"] = os.environ["BENCH_PG_URL"]
+        env["CACHE_URL"] = "locmem"
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.files import File
+    from django.core.management import call_command
+
+    from jobs import services
+    from jobs.models import TERMINAL, Job, JobStatus
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench", "b@example.com", "bench-password-1")
+    services._enqueue_ingest = lambda job_pk: None
+    start_loops, services.start_loops = services.start_loops, lambda job: None
+
+    def create(path: Path) -> Job:
+        with path.open("rb") as fh:
+            job, _ = services.create_job(
+                user, processor="template", params={"template": TEMPLATE},
+                source=services.Source(upload=File(fh, name=path.name)), concurrency=2,
+                actor="bench",
+            )
+        return job
+
+    small = create(tmp / "small.csv")
+    services.ingest(small.pk)
+    big = create(tmp / "big.csv")
+    began = time.perf_counter()
+    services.ingest(big.pk)
+    ingest_s = time.perf_counter() - began
+
+    # The Procfile's line through bash, as honcho runs it (its ${VAR:-default}s expanded).
+    worker_env = dict(os.environ)
+    worker_env["PATH"] = f"{Path(sys.executable).parent}:{worker_env.get('PATH', '')}"
+    log = open(data / "worker.log", "wb")
+    worker = subprocess.Popen(
+        ["bash", "-c", procfile_worker_command()], cwd=ROOT, env=worker_env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    figures: dict = {"ingest_s": ingest_s, "worker": procfile_worker_command()}
+    try:
+        deadline = time.monotonic() + 60
+        while b" ready." not in (data / "worker.log").read_bytes():
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError((data / "worker.log").read_text()[-3000:])
+            time.sleep(0.2)
+
+        def run(job: Job) -> float:
+            began = time.perf_counter()
+            start_loops(job)
+            deadline = time.monotonic() + 1800
+            while True:
+                job = Job.objects.get(pk=job.pk)
+                if job.status in TERMINAL:
+                    break
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise RuntimeError((data / "worker.log").read_text()[-3000:])
+                time.sleep(0.05)
+            took = time.perf_counter() - began
+            assert job.status == JobStatus.COMPLETED and job.succeeded == job.total, job.counts
+            return took
+
+        figures["small_s"] = run(small)
+        probe = None
+        if engine == "sqlite":
+            probe = LockProbe(settings.DATABASES["default"]["NAME"])
+            probe.start()
+        figures["big_s"] = run(big)
+        if probe is not None:
+            probe.stop.set()
+            probe.join()
+            waits = sorted(probe.waits)
+            figures["lock_wait_max_ms"] = waits[-1] * 1000
+            figures["lock_wait_p99_ms"] = waits[int(0.99 * (len(waits) - 1))] * 1000
+            figures["lock_wait_mean_ms"] = statistics.fmean(waits) * 1000
+            figures["lock_probes"] = len(waits)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        log.close()
+    return figures
+
+
+# --- the parent ----------------------------------------------------------------------------------
+
+
+def with_dbname(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def run_child(engine: str, tmp: Path, extra_env: dict[str, str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", engine, str(tmp)],
+        env={**os.environ, **extra_env}, capture_output=True, text=True, cwd=ROOT,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{engine} run failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as name:
+        tmp = Path(name)
+        make_csv(tmp / "big.csv", ROWS)
+        make_csv(tmp / "small.csv", SMALL_ROWS)
+        bare_s = bare_loop(tmp / "big.csv", tmp / "bare-out.csv")
+        lite = run_child("sqlite", tmp, {})
+        pg = None
+        server = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL", "")
+        broker = os.environ.get("CELERY_BROKER_URL", "")
+        if server.startswith(("postgres://", "postgresql://")) and broker.startswith("redis://"):
+            pg = run_child("postgres", tmp, {"BENCH_PG_URL": server})
+
+    rate = ROWS / lite["big_s"]
+    pg_rate = ROWS / pg["big_s"] if pg else None
+    worker = lite["worker"]
+    emit("processing_template_sqlite", rate, "rows/s", "postgres_same_file", pg_rate,
+         "ratio >= 0.25", seconds=round(lite["big_s"], 2), worker=worker,
+         postgres_seconds=round(pg["big_s"], 2) if pg else None)
+    emit("processing_template_sqlite_vs_bare", rate, "rows/s", "bare_python_loop", ROWS / bare_s,
+         "none (PostgreSQL's line in bench_engine: 0.35 of it)")
+    emit("processing_template_sqlite_size", rate, "rows/s", f"sqlite_{SMALL_ROWS}_rows",
+         SMALL_ROWS / lite["small_s"], "ratio >= 0.8 (cost per row does not grow with the job)",
+         small_seconds=round(lite["small_s"], 2))
+    if pg:
+        emit("processing_template_postgres_size", pg_rate, "rows/s",
+             f"postgres_{SMALL_ROWS}_rows", SMALL_ROWS / pg["small_s"], "none")
+    emit("ingest_sqlite", ROWS / lite["ingest_s"], "rows/s",
+         "postgres_same_file" if pg else None, ROWS / pg["ingest_s"] if pg else None,
+         ">= 50,000 rows/s", seconds=round(lite["ingest_s"], 2))
+    emit("sqlite_write_lock_wait_max", lite["lock_wait_max_ms"], "ms", None, None,
+         "< 200 ms (the engine's longest write transaction, as a writer waiting for it sees it)",
+         p99_ms=round(lite["lock_wait_p99_ms"], 1), mean_ms=round(lite["lock_wait_mean_ms"], 2),
+         probes=lite["lock_probes"])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], Path(sys.argv[3]))), flush=True)
+    else:
+        main()

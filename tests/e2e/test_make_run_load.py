@@ -1,0 +1,191 @@
+"""`make run` (SQLite + filesystem broker) under a real load: a 100,000-row job, controls and
+polls answered fast and never with a 5xx, every row processed exactly once, and a Ctrl-C
+(SIGTERM) in the middle of a job that the next `make run` finishes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.support.makerun import MakeRun
+
+pytestmark = pytest.mark.e2e
+
+ROWS = int(os.environ.get("BATCHHUB_E2E_ROWS") or 100_000)
+TERMINAL = {"completed", "partial", "failed", "cancelled"}
+TEMPLATE = "{name} <{email}>"
+
+
+def table(rows: int) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["id", "name", "email", "comment"])
+    for i in range(rows):
+        writer.writerow([i + 1, f"Customer {i}", f"user{i}@example.com", "fast, friendly"])
+    return out.getvalue().encode()
+
+
+class Poller(threading.Thread):
+    """Reads a job's status every 0.5 s, as a script or the job page does; keeps every answer."""
+
+    def __init__(self, base: str, key: str, job_id: str):
+        super().__init__(daemon=True)
+        self.client = httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30)
+        self.job_id = job_id
+        self.answers: list[tuple[int, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                status = self.client.get(f"/api/v1/jobs/{self.job_id}").status_code
+            except httpx.HTTPError:
+                status = 599  # no answer at all counts as a failure too
+            self.answers.append((status, time.monotonic() - began))
+            self.stop.wait(max(0.0, 0.5 - (time.monotonic() - began)))
+        self.client.close()
+
+
+def timed(web: httpx.Client, method: str, url: str, **kwargs) -> tuple[httpx.Response, float]:
+    began = time.monotonic()
+    response = web.request(method, url, **kwargs)
+    return response, time.monotonic() - began
+
+
+def create(web: httpx.Client, rows: int, name: str) -> dict:
+    created = web.post(
+        "/api/v1/jobs",
+        files={"file": (f"{name}.csv", table(rows), "text/csv")},
+        data={
+            "processor": "template",
+            "params": f'{{"template": "{TEMPLATE}", "output_column": "line"}}',
+            "name": name,
+        },
+    )
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def wait(web: httpx.Client, job_id: str, predicate, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = web.get(f"/api/v1/jobs/{job_id}").json()
+        if predicate(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: {job}")
+
+
+def assert_every_row_once(web: httpx.Client, job_id: str, rows: int) -> None:
+    body = web.get(f"/api/v1/jobs/{job_id}/results", params={"format": "csv"}).text
+    lines = list(csv.DictReader(io.StringIO(body)))
+    assert len(lines) == rows
+    assert [int(r["id"]) for r in lines] == list(range(1, rows + 1))
+    assert {r["_status"] for r in lines} == {"succeeded"}
+    for r in lines[:: max(1, rows // 50)]:
+        assert r["line"] == f"{r['name']} <{r['email']}>"
+
+
+def settled(job: dict) -> bool:
+    c = job["counts"]
+    return c["pending"] == 0 and c["running"] == 0 and (
+        c["succeeded"] + c["failed"] + c["cancelled"] == c["total"]
+    )
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    run = MakeRun(tmp_path)
+    run.start()
+    yield run
+    run.stop()
+
+
+def test_a_100k_row_job_with_polls_and_controls_on_make_run(make_run):
+    web = make_run.login()
+    key = web.post("/api/v1/keys", json={"name": "poller"}).json()["key"]
+    job = create(web, ROWS, "big")
+    poller = Poller(make_run.base, key, job["id"])
+    poller.start()
+    controls: dict[str, float] = {}
+    try:
+        job = wait(
+            web, job["id"], lambda j: j["counts"]["succeeded"] >= ROWS // 10, 120, "processing"
+        )
+        paused, controls["pause"] = timed(web, "POST", f"/api/v1/jobs/{job['id']}/pause")
+        assert paused.status_code == 200, paused.text
+        # Within a second nothing runs any more, and nothing new starts while paused.
+        job = wait(web, job["id"], lambda j: j["counts"]["running"] == 0, 1.0, "pause took effect")
+        done_at_pause = job["counts"]["succeeded"]
+        time.sleep(1.0)
+        job = web.get(f"/api/v1/jobs/{job['id']}").json()
+        assert job["status"] == "paused" and job["counts"]["succeeded"] == done_at_pause
+        assert done_at_pause < ROWS
+
+        resumed, controls["resume"] = timed(web, "POST", f"/api/v1/jobs/{job['id']}/resume")
+        assert resumed.status_code == 200, resumed.text
+
+        # A second job, cancelled while both run.
+        other = create(web, ROWS // 5, "other")
+        other = wait(
+            web, other["id"], lambda j: j["counts"]["succeeded"] > 0, 120, "second job started"
+        )
+        cancelled, controls["cancel"] = timed(web, "POST", f"/api/v1/jobs/{other['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        other = wait(web, other["id"], settled, 1.0, "cancel took effect")
+        assert other["counts"]["cancelled"] > 0
+
+        job = wait(web, job["id"], lambda j: j["status"] in TERMINAL, 600, "the big job finished")
+    finally:
+        poller.stop.set()
+        poller.join()
+    assert job["status"] == "completed" and job["counts"]["succeeded"] == ROWS, job
+    assert_every_row_once(web, job["id"], ROWS)
+
+    failures = [(status, took) for status, took in poller.answers if status >= 500]
+    assert not failures, (failures[:10], make_run.log()[-3000:])
+    assert len(poller.answers) > 10
+    slow = {name: took for name, took in controls.items() if took >= 1.0}
+    assert not slow, controls
+    print(
+        f"\n{ROWS} rows; polls: {len(poller.answers)}, slowest "
+        f"{max(t for _s, t in poller.answers) * 1000:.0f} ms; controls (ms): "
+        + ", ".join(f"{k} {v * 1000:.0f}" for k, v in controls.items())
+    )
+
+
+def test_ctrl_c_mid_job_and_make_run_again_finishes_every_row_once(tmp_path):
+    run = MakeRun(tmp_path)
+    run.start()
+    try:
+        web = run.login()
+        job = create(web, ROWS, "restart")
+        wait(web, job["id"], lambda j: j["counts"]["succeeded"] >= ROWS // 5, 120, "processing")
+        web.close()
+    finally:
+        run.stop()
+    run.start()
+    poller = None
+    try:
+        web = run.login()
+        key = web.post("/api/v1/keys", json={"name": "poller"}).json()["key"]
+        poller = Poller(run.base, key, job["id"])
+        poller.start()
+        job = wait(web, job["id"], lambda j: j["status"] in TERMINAL, 600, "finished after restart")
+        assert job["status"] == "completed" and job["counts"]["succeeded"] == ROWS, job
+        assert_every_row_once(web, job["id"], ROWS)
+    finally:
+        if poller is not None:
+            poller.stop.set()
+            poller.join()
+        run.stop()
+    # The site answered all along while the job was taken up again.
+    assert poller.answers and all(status < 500 for status, _took in poller.answers)

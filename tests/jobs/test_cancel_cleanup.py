@@ -1,0 +1,153 @@
+"""A cancelled or failed job never keeps rows pending or running, and its counters add up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs import runner, services
+from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
+from jobs.processors import base
+from tests.conftest import make_job, rows_text
+from tests.jobs.test_engine import during_group, grouped_job
+
+pytestmark = pytest.mark.django_db
+
+
+def statuses(job: Job) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in Row.objects.filter(job=job).values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def assert_settled(job: Job) -> None:
+    job.refresh_from_db()
+    rows = statuses(job)
+    assert rows.get(RowStatus.PENDING, 0) == 0 and rows.get(RowStatus.RUNNING, 0) == 0, rows
+    assert (job.pending, job.running) == (0, 0)
+    assert job.succeeded + job.failed + job.cancelled == job.total
+    assert job.counts == {"total": job.total, **runner.recount(job)}
+
+
+def test_a_loop_failing_mid_chunk_after_a_cancel_leaves_its_rows_cancelled(
+    alice, settings, monkeypatch
+):
+    job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
+    real = base.Processor.process
+    calls = {"n": 0}
+
+    def process(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            # The cancel arrives while this group runs, then the loop dies with an error.
+            services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+            raise RuntimeError("the processor broke")
+        return real(self, batch)
+
+    monkeypatch.setattr(base.Processor, "process", process)
+    with pytest.raises(RuntimeError):
+        runner.work_once(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert_settled(job)
+    # The two groups done before the cancel kept their outputs; nothing else ran.
+    assert (job.succeeded, job.cancelled) == (200, 800)
+
+
+def test_the_reaper_cancels_rows_a_dead_loop_left_running_in_a_cancelled_job(
+    alice, settings, monkeypatch
+):
+    job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
+
+    class Died(BaseException):
+        """Stands for the worker being killed: nothing of the loop runs after it."""
+
+    def die():
+        services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+        raise Died
+
+    during_group(monkeypatch, 2, die)
+    monkeypatch.setattr(runner, "_cancel_leftovers_after_failure", lambda job_pk: None)
+    with pytest.raises(Died):
+        runner.work_once(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.running == 100  # the group in flight
+    assert services.reap()["leftovers"] == 0  # a loop may still be finishing its group
+    later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
+    assert services.reap(now=later)["leftovers"] == 100
+    assert_settled(job)
+    assert (job.succeeded, job.cancelled) == (100, 900)
+    assert services.reap(now=later)["leftovers"] == 0
+
+
+def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, settings):
+    job = make_job(alice, rows_text(50), concurrency=1)
+    services.ingest(job.pk)
+    # An I/O loop marks its rows running one by one (attempts + 1) and died with them.
+    Row.objects.filter(job=job, index__lt=5).update(status=RowStatus.RUNNING, attempts=1)
+    Job.objects.filter(pk=job.pk).update(pending=45, running=5)
+    services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    job.refresh_from_db()
+    assert (job.cancelled, job.running) == (45, 5)
+    later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
+    assert services.reap(now=later)["leftovers"] == 5
+    assert_settled(job)
+
+
+def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch):
+    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    updates = []
+    real_update = type(Row.objects.all()).update
+
+    def update(qs, **kwargs):
+        n = real_update(qs, **kwargs)
+        if qs.model is Row:
+            updates.append(n)
+        return n
+
+    monkeypatch.setattr(type(Row.objects.all()), "update", update)
+    job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    assert updates == [100] * 10
+    assert_settled(job)
+    assert job.cancelled == 1000
+
+
+def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, monkeypatch):
+    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    monkeypatch.setattr(services, "CANCEL_SECONDS", -1.0)  # out of time at once
+    sent = []
+    monkeypatch.setattr("jobs.tasks.cancel_leftovers.delay", lambda pk: sent.append(pk))
+    job = make_job(alice, rows_text(1000), concurrency=1)
+    services.ingest(job.pk)
+    job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    assert sent == [job.pk]
+    assert job.status == JobStatus.CANCELLED and job.pending == 1000
+    assert sum(job.counts[k] for k in job.counts if k != "total") == job.total
+    runner.cancel_leftovers(job.pk)  # what the task does
+    assert_settled(job)
+    assert not Chunk.objects.filter(job=job, done=False).exists()
+
+
+def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, monkeypatch):
+    from django.core.management import call_command
+
+    job = make_job(alice, rows_text(300), concurrency=1)
+    services.ingest(job.pk)
+    runner.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
+    assert Chunk.objects.filter(job=job, lease_until__isnull=False).count() == 1
+    cancelled = make_job(alice, rows_text(50), concurrency=1)
+    services.ingest(cancelled.pk)
+    Row.objects.filter(job=cancelled, index__lt=5).update(status=RowStatus.RUNNING)
+    Job.objects.filter(pk=cancelled.pk).update(pending=45, running=5)
+    services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")
+    started = []
+    monkeypatch.setattr(services, "start_loops", lambda j: started.append(j.pk))
+    call_command("recover_work")
+    assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
+    assert started == [job.pk]
+    assert_settled(cancelled)
