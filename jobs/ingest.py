@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -941,14 +941,25 @@ def validate(
 # --- Writing -----------------------------------------------------------------------------------
 
 
-def write_rows(job, source, *, filename: str | None = None) -> TableInfo:
+def write_rows(
+    job,
+    source,
+    *,
+    filename: str | None = None,
+    skip: int = 0,
+    each_batch: Callable[[], None] | None = None,
+) -> TableInfo:
     """Stream the input's rows into jobs.Row for `job` (already saved), re-checking as it goes.
 
     index is the 0-based input order, ref the id column's value (job.id_column, else the one the
     input implies) or the 1-based row number. Raises InputError with every problem found (and
     writes no row after the first): call it inside a transaction so the caller can roll back.
-    Returns the TableInfo with the final columns and rows_written; the caller updates the job
-    from it.
+    Returns the TableInfo with the final columns and rows_written (all of the input's rows);
+    the caller updates the job from it.
+
+    On SQLite the rows are committed in batches (ingest_db.insert_rows, which calls
+    `each_batch`): the caller deletes them if this raises. `skip` leaves out the first rows,
+    which an earlier attempt wrote (every row is still read and checked).
     """
     from .ingest_db import insert_rows
 
@@ -965,7 +976,8 @@ def write_rows(job, source, *, filename: str | None = None) -> TableInfo:
             for _line, ref, values in scan:
                 if errors.total:
                     continue  # keep reading to report every problem, but write nothing more
-                yield index, ref if ref is not None else str(index + 1), values
+                if index >= skip:
+                    yield index, ref if ref is not None else str(index + 1), values
                 index += 1
         except InputError as exc:
             errors.extend(exc)
@@ -974,5 +986,5 @@ def write_rows(job, source, *, filename: str | None = None) -> TableInfo:
             # Raised from inside the writer's loop, so a COPY in progress is aborted, not completed.
             raise errors.error()
 
-    info.rows_written = insert_rows(job, rows())
+    info.rows_written = skip + insert_rows(job, rows(), each_batch=each_batch)
     return info

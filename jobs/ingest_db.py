@@ -1,29 +1,48 @@
 """Bulk insert of ingested rows: COPY on PostgreSQL (psycopg 3), batched executemany elsewhere.
 
-Measured on this project's machines: COPY ≈ 145–165k rows/s against ≈ 11–16k rows/s for
-`bulk_create`, so the ORM is kept out of the per-row path on every backend.
+The ORM is kept out of the per-row path on every backend (figures in docs/performance.md).
+On SQLite, whose one write lock covers the whole file, every batch is its own short transaction
+(see insert_rows); rows are parsed and encoded before the lock is taken.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from json.encoder import encode_basestring
 
-from django.db import connections, router
+import orjson
+from django.db import connections, router, transaction
 
 from .models import Row, RowStatus
 
 BATCH_ROWS = 2000
+# Rows a SQLite ingest writes in one transaction: the lock is held for milliseconds, so a web
+# request's write waits for one batch at most, never for the whole file.
+SQLITE_BATCH_ROWS = 5000
 _FIELDS = ("job", "index", "ref", "data", "status", "attempts")
 
 
-def insert_rows(job, rows: Iterable[tuple[int, str, list]]) -> int:
-    """Write (index, ref, values) rows for `job` as pending rows; returns how many were written."""
+def insert_rows(
+    job, rows: Iterable[tuple[int, str, list]], *, each_batch: Callable[[], None] | None = None
+) -> int:
+    """Write (index, ref, values) rows for `job` as pending rows; returns how many were written.
+
+    On SQLite the rows go in batches of SQLITE_BATCH_ROWS, each in a transaction of its own
+    (a savepoint if the caller holds one), which first calls `each_batch` (it may raise to stop
+    the ingest: that batch is rolled back, the ones before it stay).
+    """
     connection = connections[router.db_for_write(Row)]
     qn = connection.ops.quote_name
     table = qn(Row._meta.db_table)
     columns = ", ".join(qn(Row._meta.get_field(name).column) for name in _FIELDS)
+    if connection.vendor == "sqlite":
+        sql = (
+            f"INSERT INTO {table} ({columns}) "
+            f"VALUES ({int(job.pk)}, ?, ?, ?, '{RowStatus.PENDING.value}', 0)"
+        )
+        return _sqlite_batches(connection, sql, rows, each_batch)
     with connection.cursor() as cursor:
         raw = cursor.cursor
         if connection.vendor == "postgresql" and hasattr(raw, "copy"):
@@ -76,17 +95,38 @@ def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list
     return written
 
 
+def _sqlite_batches(connection, sql: str, rows: Iterable[tuple[int, str, list]], each_batch) -> int:
+    # The parameters are (index, ref, JSON text): the job, status and attempts are constants
+    # of the prepared statement, and sqlite3's executemany binds and steps them in C.
+    feed = _sqlite_params(rows)
+    written = 0
+    while batch := list(islice(feed, SQLITE_BATCH_ROWS)):
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            if each_batch is not None:
+                each_batch()
+            cursor.cursor.executemany(sql, batch)
+        written += len(batch)
+    return written
+
+
+def _sqlite_params(rows: Iterable[tuple[int, str, list]]) -> Iterator[tuple[int, str, str]]:
+    dumps = orjson.dumps
+    for index, ref, values in rows:
+        try:
+            data = dumps(values).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits (JSONL): the slower encoder
+            data = _JSON_FALLBACK(values)
+        yield index, ref, data
+
+
+# allow_nan=False: ingest refuses non-finite numbers; should one get here, it fails loudly.
+_JSON_FALLBACK = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def _executemany(
     cursor, connection, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]
 ) -> int:
-    if connection.vendor == "sqlite":
-        # What JSONField.get_db_prep_save does there, without its per-value layers.
-        dumps = json.JSONEncoder(allow_nan=False).encode
-
-        def prep(values, _connection):
-            return dumps(values)
-    else:
-        prep = Row._meta.get_field("data").get_db_prep_save
+    prep = Row._meta.get_field("data").get_db_prep_save
     pending = RowStatus.PENDING.value
     batch: list[tuple] = []
     written = 0

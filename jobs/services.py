@@ -17,13 +17,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
 from . import ingest as ingest_mod
-from . import lookup, runner, states
+from . import ingest_db, lookup, runner, states
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -392,13 +392,18 @@ def ingest(job_pk: int) -> None:
             return
     elif job.status != JobStatus.VALIDATING:
         return  # already ingested, cancelled or failed: a redelivered task does nothing
+    in_batches = connection.vendor == "sqlite"
     try:
         proc = processor_for(job.processor, job.params)
+        if in_batches:
+            info = _write_rows_in_batches(job)
         with transaction.atomic():
-            Chunk.objects.filter(job=job).delete()
-            Row.objects.filter(job=job).delete()
-            with job.input_file.open("rb") as fh:
-                info = ingest_mod.write_rows(job, fh, filename=job.input_file.name)
+            if not in_batches:
+                # One transaction for the whole file: a failed ingest leaves nothing.
+                Chunk.objects.filter(job=job).delete()
+                Row.objects.filter(job=job).delete()
+                with job.input_file.open("rb") as fh:
+                    info = ingest_mod.write_rows(job, fh, filename=job.input_file.name)
             total = info.rows_written
             required = proc.required_columns(job.column_map or {})
             missing = [c for c in required if c not in info.columns]
@@ -415,6 +420,8 @@ def ingest(job_pk: int) -> None:
             job.delimiter = info.delimiter or ""
             job.input_format = info.format
             job.save()
+            # The chunks are what loops claim: made here, with the job's status, so no row is
+            # worked on before the whole file is in.
             runner.make_chunks(job, runner.plan_for(job))
             if connection.vendor == "postgresql":
                 # Fresh statistics for the rows just loaded, so the workers' queries get
@@ -428,16 +435,75 @@ def ingest(job_pk: int) -> None:
             )
             transaction.on_commit(lambda: start_loops(job))
     except ingest_mod.InputError as exc:
+        _discard_rows(job_pk, in_batches)
         _fail(job_pk, "invalid_csv", str(exc), {"errors": exc.errors})
     except APIError as exc:
+        _discard_rows(job_pk, in_batches)
         _fail(job_pk, exc.error_code, str(exc.detail), exc.details)
-    except states.IllegalTransition:
-        return  # cancelled while reading: the rows were rolled back with the transaction
+    except (states.IllegalTransition, _IngestStopped):
+        # Cancelled while reading: the rows were rolled back with the transaction, or on
+        # SQLite are deleted here.
+        _discard_rows(job_pk, in_batches)
+        return
     except Exception as exc:
+        try:
+            _discard_rows(job_pk, in_batches)
+        except Exception:  # the database itself failing: the job still fails below
+            logger.exception("could not delete the rows of job %s's failed ingest", job_pk)
         _fail(
             job_pk, "ingest_error", f"The input could not be read: {exc.__class__.__name__}.", None
         )
         raise
+
+
+class _IngestStopped(Exception):
+    """The job left `validating` (cancelled, failed, deleted) while its rows were being written."""
+
+
+def _write_rows_in_batches(job: Job) -> ingest_mod.TableInfo:
+    """SQLite: the rows in batches, each committed, so other writers get the lock in between.
+
+    Batches commit in input order, so an attempt that stopped (a worker killed mid-file) left
+    rows 0 … n-1 exactly: a new attempt reads the whole file again and writes from row n on,
+    and every row is in the table once (the unique (job, index) index would refuse a second).
+    """
+    Chunk.objects.filter(job=job).delete()
+    rows = Row.objects.filter(job=job)
+    done = rows.aggregate(last=Max("index"))["last"]
+    skip = 0 if done is None else done + 1
+    if skip and rows.count() != skip:  # not a prefix: not written by this code; start over
+        _discard_rows(job.pk, True)
+        skip = 0
+
+    def each_batch() -> None:
+        # In the batch's transaction: stop if the job was cancelled meanwhile, and show the
+        # reaper this ingest is alive (it starts again one that has not moved for a while).
+        alive = Job.objects.filter(pk=job.pk, status=JobStatus.VALIDATING).update(
+            updated_at=timezone.now()
+        )
+        if not alive:
+            raise _IngestStopped()
+
+    with job.input_file.open("rb") as fh:
+        return ingest_mod.write_rows(
+            job, fh, filename=job.input_file.name, skip=skip, each_batch=each_batch
+        )
+
+
+def _discard_rows(job_pk: int, in_batches: bool) -> None:
+    """Delete the rows a stopped SQLite ingest committed, from the last one down, in batches
+    (each a short transaction), so that what is left is always a prefix a new attempt resumes.
+    """
+    if not in_batches:
+        return  # rolled back with the ingest's transaction
+    rows = Row.objects.filter(job_id=job_pk)
+    last = rows.aggregate(last=Max("index"))["last"]
+    if last is None:
+        return
+    step = ingest_db.SQLITE_BATCH_ROWS * 4
+    for low in range(last - last % step, -1, -step):
+        with transaction.atomic():
+            rows.filter(index__gte=low).delete()
 
 
 def _describe(info: ingest_mod.TableInfo) -> str:

@@ -105,9 +105,9 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
     bad = []
     for sql, params in hot:
         details = plan(sql, params)
-        # Once per job, not per sync point: the ingest clearing a retried ingest's rows and
-        # finalize's recount read the whole job by its id.
-        by_index = not re.search(r"GROUP BY|^DELETE", sql.strip().upper())
+        # Once per job, not per sync point: the ingest clearing a retried ingest's rows, its
+        # resume point (one seek to the job's last index) and finalize's recount.
+        by_index = not re.search(r"GROUP BY|^DELETE|^SELECT MAX\(", sql.strip().upper())
         if not uses_index_on_row_table(sql, details, by_index=by_index):
             bad.append((sql, details))
     for sql, params in whole_job:
