@@ -765,13 +765,18 @@ def recount(job: Job) -> dict[str, int]:
 
 def finalize(job_pk: int) -> Job | None:
     """Processing → finalizing → completed/partial, exactly once (under the job lock)."""
+    # The rows are counted before the lock is taken (a read: on SQLite it does not hold the one
+    # write lock for the length of a count of the whole job); under the lock the job's counters
+    # must still match it, else it is counted again there.
+    counted = recount(Job(pk=job_pk))
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_pk)
         if job.status != JobStatus.PROCESSING:
             return None
         if Chunk.objects.filter(job_id=job.pk, done=False).exists():
             return None
-        counts = recount(job)
+        same = all(getattr(job, k) == v for k, v in counted.items())
+        counts = counted if same else recount(job)
         drift = {k: v for k, v in counts.items() if getattr(job, k) != v}
         if drift:
             # Counters are kept per chunk for O(1) polls; this one full count at the end makes
