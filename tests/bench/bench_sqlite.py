@@ -5,7 +5,9 @@ scripts/services.sh). BENCH_SQLITE_ROWS sets the big job (default 100,000 rows).
 
 The same generated CSV (tests/bench/benchdata.py, as bench_engine's) is processed by a `template`
 job on each database in a child process of its own (Django is set up once per process):
-- ingest: `services.ingest()` in-process, rows/s;
+- ingest: `services.ingest()` in-process, rows/s, against one bare executemany of the same
+  tuples into a table without index (the floor of any insert, measured in the same run), with
+  the prober below taking the write lock while it runs;
 - processing: a 1,000-row job, then the big job, on a real worker started with the Procfile's
   `worker` line (as `make run` starts it), from the loops being sent to the job being completed;
 - on SQLite, a prober in this process takes the write lock (BEGIN IMMEDIATE … ROLLBACK) every
@@ -81,6 +83,25 @@ class LockProbe(threading.Thread):
         db.close()
 
 
+def bare_executemany(path: str, job_id: int) -> float:
+    """Seconds for one executemany of the job's row tuples into a table with no index, the floor
+    of what any SQLite insert of these rows costs on this machine at this moment."""
+    db = sqlite3.connect(path, isolation_level=None)
+    tuples = db.execute(
+        'SELECT job_id, "index", ref, data, status, attempts FROM jobs_row WHERE job_id = ?',
+        (job_id,),
+    ).fetchall()
+    db.execute("CREATE TABLE bench_plain (job_id, idx, ref, data, status, attempts)")
+    began = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT INTO bench_plain VALUES (?, ?, ?, ?, ?, ?)", tuples)
+    db.execute("COMMIT")
+    took = time.perf_counter() - began
+    db.execute("DROP TABLE bench_plain")
+    db.close()
+    return took
+
+
 def child(engine: str, tmp: Path) -> dict:
     data = tmp / engine
     data.mkdir()
@@ -123,9 +144,22 @@ def child(engine: str, tmp: Path) -> dict:
     small = create(tmp / "small.csv")
     services.ingest(small.pk)
     big = create(tmp / "big.csv")
+    ingest_probe = None
+    if engine == "sqlite":
+        ingest_probe = LockProbe(settings.DATABASES["default"]["NAME"])
+        ingest_probe.start()
     began = time.perf_counter()
     services.ingest(big.pk)
     ingest_s = time.perf_counter() - began
+    ingest_figures = {}
+    if ingest_probe is not None:
+        ingest_probe.stop.set()
+        ingest_probe.join()
+        ingest_figures = {
+            "ingest_lock_wait_max_ms": max(ingest_probe.waits) * 1000,
+            "ingest_lock_probes": len(ingest_probe.waits),
+            "bare_executemany_s": bare_executemany(settings.DATABASES["default"]["NAME"], big.pk),
+        }
 
     # The Procfile's line through bash, as honcho runs it (its ${VAR:-default}s expanded).
     worker_env = dict(os.environ)
@@ -135,7 +169,7 @@ def child(engine: str, tmp: Path) -> dict:
         ["bash", "-c", procfile_worker_command()], cwd=ROOT, env=worker_env, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )
-    figures: dict = {"ingest_s": ingest_s, "worker": procfile_worker_command()}
+    figures: dict = {"ingest_s": ingest_s, "worker": procfile_worker_command(), **ingest_figures}
     try:
         deadline = time.monotonic() + 60
         while b" ready." not in (data / "worker.log").read_bytes():
@@ -229,6 +263,12 @@ def main() -> None:
     emit("ingest_sqlite", ROWS / lite["ingest_s"], "rows/s",
          "postgres_same_file" if pg else None, ROWS / pg["ingest_s"] if pg else None,
          ">= 50,000 rows/s", seconds=round(lite["ingest_s"], 2))
+    emit("ingest_sqlite_vs_bare_executemany", ROWS / lite["ingest_s"], "rows/s",
+         "bare_executemany_plain_table", ROWS / lite["bare_executemany_s"],
+         "none (read, check, encode and insert with its index, against an insert alone)")
+    emit("ingest_sqlite_write_lock_wait_max", lite["ingest_lock_wait_max_ms"], "ms", None, None,
+         "< 200 ms (a writer waiting for the ingest's batch transactions)",
+         probes=lite["ingest_lock_probes"])
     emit("sqlite_write_lock_wait_max", lite["lock_wait_max_ms"], "ms", None, None,
          "< 200 ms (the engine's longest write transaction, as a writer waiting for it sees it)",
          p99_ms=round(lite["lock_wait_p99_ms"], 1), mean_ms=round(lite["lock_wait_mean_ms"], 2),
