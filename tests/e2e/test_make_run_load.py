@@ -162,6 +162,36 @@ def test_a_100k_row_job_with_polls_and_controls_on_make_run(make_run):
     )
 
 
+def test_a_login_and_a_cancel_during_a_large_ingest_answer_at_once(make_run):
+    # The ingest writes its rows in short transactions, so a session write (the login) and the
+    # cancel get SQLite's write lock between two batches instead of after the whole file.
+    rows = 3 * ROWS
+    began = time.monotonic()
+    web = make_run.login()
+    idle_login = time.monotonic() - began  # mostly the password hash: CPU, no lock
+    job = create(web, rows, "ingesting")
+    job = wait(web, job["id"], lambda j: j["status"] != "queued", 60, "ingest started")
+    assert job["status"] == "validating", job
+    began = time.monotonic()
+    make_run.login().close()
+    login = time.monotonic() - began
+    cancelled, cancel = timed(web, "POST", f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    # A login hashes the password, which the ingest's CPU slows down on a small machine.
+    assert cancel < 1.0 and login < max(1.0, 2 * idle_login), (login, idle_login, cancel)
+    # The ingest stopped at its next batch and took its rows away: the job never got a total.
+    time.sleep(1.0)
+    job = web.get(f"/api/v1/jobs/{job['id']}").json()
+    assert job["status"] == "cancelled" and job["counts"]["total"] == 0, job
+    body = web.get(f"/api/v1/jobs/{job['id']}/results", params={"format": "csv"}).text
+    assert len(body.strip().splitlines()) <= 1, body[:500]
+    print(
+        f"\n{rows}-row ingest: login {login * 1000:.0f} ms (idle: {idle_login * 1000:.0f} ms), "
+        f"cancel {cancel * 1000:.0f} ms"
+    )
+
+
 def test_ctrl_c_mid_job_and_make_run_again_finishes_every_row_once(tmp_path):
     run = MakeRun(tmp_path)
     run.start()
