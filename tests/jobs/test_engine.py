@@ -394,3 +394,23 @@ def test_chunks_cover_every_row_once_and_shrink_toward_the_end(total, chunk_rows
         # The last chunks are small: the loops finish within about one small chunk of each other.
         assert max(sizes[-loops:]) <= max(1, chunk_rows // 16)
         assert sizes[0] == chunk_rows
+
+
+def test_finalize_corrects_counters_a_crash_left_wrong(alice, monkeypatch):
+    # finalize counts the rows before its transaction; counters that do not match that count
+    # are counted again under the lock and corrected.
+    real_finalize = runner.finalize
+    monkeypatch.setattr(runner, "finalize", lambda job_pk: None)
+    job = make_job(alice, rows_text(500), concurrency=2)
+    services.ingest(job.pk)
+    for _ in range(200):
+        if not Chunk.objects.filter(job=job, done=False).exists():
+            break
+        runner.work_once(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.succeeded == 500
+    Job.objects.filter(pk=job.pk).update(succeeded=490, running=7, pending=3)
+    finished = real_finalize(job.pk)
+    assert finished.status == JobStatus.COMPLETED
+    assert (finished.succeeded, finished.running, finished.pending) == (500, 0, 0)
+    assert real_finalize(job.pk) is None  # exactly once
