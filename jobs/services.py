@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from datetime import timedelta
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import connection, transaction
-from django.db.models import Exists, F, Max, OuterRef, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
@@ -398,6 +399,10 @@ def ingest(job_pk: int) -> None:
         if in_batches:
             info = _write_rows_in_batches(job)
         with transaction.atomic():
+            # Under the job's lock: still ours to finish (not cancelled, nor finished by another
+            # attempt of this ingest).
+            if Job.objects.select_for_update().get(pk=job.pk).status != JobStatus.VALIDATING:
+                raise _IngestStopped()
             if not in_batches:
                 # One transaction for the whole file: a failed ingest leaves nothing.
                 Chunk.objects.filter(job=job).delete()
@@ -419,7 +424,7 @@ def ingest(job_pk: int) -> None:
             job.encoding = info.encoding or ""
             job.delimiter = info.delimiter or ""
             job.input_format = info.format
-            job.save()
+            job.save(update_fields=[*_INGESTED_FIELDS, "updated_at"])
             # The chunks are what loops claim: made here, with the job's status, so no row is
             # worked on before the whole file is in.
             runner.make_chunks(job, runner.plan_for(job))
@@ -442,8 +447,11 @@ def ingest(job_pk: int) -> None:
         _fail(job_pk, exc.error_code, str(exc.detail), exc.details)
     except (states.IllegalTransition, _IngestStopped):
         # Cancelled while reading: the rows were rolled back with the transaction, or on
-        # SQLite are deleted here.
-        _discard_rows(job_pk, in_batches)
+        # SQLite are deleted here, unless another attempt of the ingest is writing them or
+        # finished (the job is still validating, or processing).
+        stopped = Job.objects.filter(pk=job_pk).values_list("status", flat=True).first()
+        if stopped not in (JobStatus.VALIDATING, JobStatus.PROCESSING):
+            _discard_rows(job_pk, in_batches)
         return
     except Exception as exc:
         try:
@@ -454,6 +462,20 @@ def ingest(job_pk: int) -> None:
             job_pk, "ingest_error", f"The input could not be read: {exc.__class__.__name__}.", None
         )
         raise
+
+
+_INGESTED_FIELDS = (
+    "total",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "columns",
+    "encoding",
+    "delimiter",
+    "input_format",
+)
 
 
 class _IngestStopped(Exception):
@@ -469,9 +491,10 @@ def _write_rows_in_batches(job: Job) -> ingest_mod.TableInfo:
     """
     Chunk.objects.filter(job=job).delete()
     rows = Row.objects.filter(job=job)
-    done = rows.aggregate(last=Max("index"))["last"]
-    skip = 0 if done is None else done + 1
-    if skip and rows.count() != skip:  # not a prefix: not written by this code; start over
+    # One statement, so one snapshot even while another attempt of this ingest commits.
+    written = rows.aggregate(last=Max("index"), n=Count("id"))
+    skip = 0 if written["last"] is None else written["last"] + 1
+    if skip != written["n"]:  # not a prefix: not written by this code; start over
         _discard_rows(job.pk, True)
         skip = 0
 
@@ -484,15 +507,21 @@ def _write_rows_in_batches(job: Job) -> ingest_mod.TableInfo:
         if not alive:
             raise _IngestStopped()
 
-    with job.input_file.open("rb") as fh:
-        return ingest_mod.write_rows(
-            job, fh, filename=job.input_file.name, skip=skip, each_batch=each_batch
-        )
+    try:
+        with job.input_file.open("rb") as fh:
+            return ingest_mod.write_rows(
+                job, fh, filename=job.input_file.name, skip=skip, each_batch=each_batch
+            )
+    except (IntegrityError, sqlite3.IntegrityError) as exc:
+        # A row of this batch is there already: another attempt of this ingest (a redelivered
+        # task beside the reaper's) wrote it. That one goes on; this one stops.
+        logger.warning("job %s: another ingest attempt is writing its rows (%s)", job.pk, exc)
+        raise _IngestStopped() from exc
 
 
 def _discard_rows(job_pk: int, in_batches: bool) -> None:
-    """Delete the rows a stopped SQLite ingest committed, from the last one down, in batches
-    (each a short transaction), so that what is left is always a prefix a new attempt resumes.
+    """Delete the rows a failed or cancelled SQLite ingest committed, from the last one down,
+    in batches (each a short transaction), so what is left is always a prefix to resume from.
     """
     if not in_batches:
         return  # rolled back with the ingest's transaction

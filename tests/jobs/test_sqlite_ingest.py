@@ -150,3 +150,31 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
     outputs = Row.objects.filter(job=job).order_by("index").values_list("index", "data", "output")
     assert [i for i, _d, _o in outputs] == list(range(rows))
     assert all(o == {"text": f"{d[0]}!"} for _i, d, o in outputs[:: rows // 50])
+
+
+def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypatch):
+    # A redelivered ingest task beside the reaper's: the second resumes after the first's rows
+    # and finishes; the first stops at its next batch and leaves the rows alone.
+    rows = 17_000
+    job = make_job(alice, rows_text(rows), concurrency=2)
+    real = ingest_db._sqlite_params
+    nested = []
+
+    def second_attempt_midway(feed):
+        for n, row in enumerate(real(feed)):
+            if n == 2 * ingest_db.SQLITE_BATCH_ROWS and not nested:
+                nested.append(True)
+                services.ingest(job.pk)
+                assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
+            yield row
+
+    monkeypatch.setattr(ingest_db, "_sqlite_params", second_attempt_midway)
+    services.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.total == job.pending == rows
+    indexes = list(Row.objects.filter(job=job).order_by("index").values_list("index", flat=True))
+    assert indexes == list(range(rows))
+    assert Chunk.objects.filter(job=job).count() == len(
+        runner.chunk_bounds(rows, runner.plan_for(job).chunk_rows, runner.plan_for(job).loops)
+    )
+    assert drive(job).succeeded == rows
