@@ -10,6 +10,7 @@ from django.utils import timezone
 from jobs import runner, services
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
+from jobs.tasks import ingest_job
 from tests.conftest import make_job, rows_text
 from tests.jobs.test_engine import during_group, grouped_job
 
@@ -145,9 +146,13 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
     Row.objects.filter(job=cancelled, index__lt=5).update(status=RowStatus.RUNNING)
     Job.objects.filter(pk=cancelled.pk).update(pending=45, running=5)
     services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")
-    started = []
+    ingesting = make_job(alice, rows_text(50), concurrency=1)
+    Job.objects.filter(pk=ingesting.pk).update(status=JobStatus.VALIDATING)  # cut mid-file
+    started, ingests = [], []
     monkeypatch.setattr(services, "start_loops", lambda j: started.append(j.pk))
+    monkeypatch.setattr(ingest_job, "delay", ingests.append)
     call_command("recover_work")
     assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
     assert started == [job.pk]
+    assert ingests == [ingesting.pk]
     assert_settled(cancelled)

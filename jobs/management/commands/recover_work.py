@@ -8,13 +8,14 @@ from django.db.models import Q
 
 from jobs import runner, services
 from jobs.models import Chunk, Job, JobStatus
+from jobs.tasks import ingest_job
 
 
 class Command(BaseCommand):
     help = (
-        "Release the chunk leases of workers that are gone and restart the loops of processing "
-        "jobs. Only for a single-machine setup started as a whole (make run): with workers on "
-        "other machines, leases and the reaper do this."
+        "Release the chunk leases of workers that are gone, restart the loops of processing "
+        "jobs and the ingests that were cut. Only for a single-machine setup started as a whole "
+        "(make run): with workers on other machines, leases and the reaper do this."
     )
 
     def handle(self, *args, **options):
@@ -24,14 +25,22 @@ class Command(BaseCommand):
         processing = list(Job.objects.filter(status=JobStatus.PROCESSING))
         for job in processing:
             services.start_loops(job)
+        # An ingest cut mid-file: taken up again now, not after the reaper's wait; it resumes
+        # after the rows it wrote (services.ingest).
+        ingesting = list(
+            Job.objects.filter(status=JobStatus.VALIDATING).values_list("pk", flat=True)
+        )
+        for pk in ingesting:
+            ingest_job.delay(pk)
         # A job cancelled while a worker held rows of it: those rows will never run.
         left = Job.objects.filter(
             Q(pending__gt=0) | Q(running__gt=0),
             status__in=(JobStatus.CANCELLED, JobStatus.FAILED),
         )
         cancelled = sum(runner.cancel_leftovers(job.pk) for job in left)
-        if processing or cancelled:
+        if processing or cancelled or ingesting:
             self.stdout.write(
                 f"Resuming {len(processing)} processing job(s) left by the last run "
-                f"({released} chunk(s) released); {cancelled} row(s) of cancelled jobs settled."
+                f"({released} chunk(s) released), {len(ingesting)} ingest(s); "
+                f"{cancelled} row(s) of cancelled jobs settled."
             )
