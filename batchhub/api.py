@@ -16,6 +16,8 @@ from django.http import Http404
 from rest_framework import exceptions, pagination, status, throttling
 from rest_framework.response import Response
 
+from . import dbbusy
+
 logger = logging.getLogger(__name__)
 
 
@@ -100,6 +102,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     # Imported here: rest_framework.views reads the throttle setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
 
+    if dbbusy.is_unavailable(exc):
+        # A busy or unreachable database: the request may be repeated as it is (batchhub/dbbusy).
+        dbbusy.log_unavailable(context.get("request"), exc)
+        return Response(
+            dbbusy.api_body(exc),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(dbbusy.RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

@@ -70,6 +70,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so its process_exception sees a view's database error first: 503, not 500.
+    "batchhub.dbbusy.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "batchhub.urls"

@@ -39,3 +39,5 @@ urlpatterns = [
 ]
 
 handler404 = "jobs.views.not_found"
+# A database error outside any view (a middleware's session or user lookup) is a 503 too.
+handler500 = "batchhub.dbbusy.handler500"
