@@ -256,6 +256,7 @@ def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
         suspects = [i for i, _, _ in left] if died else []
     job.save(update_fields=["running", "pending", "failed", "updated_at"])
     if died:
+        logger.info("job %s: %s", job.public_id, message)
         states.record(job, "recovered", message, data={"rows": [first + 1, last + 1]})
     return suspects
 
