@@ -7,6 +7,7 @@ its figures (`-s` shows them; docs/performance.md quotes them)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -209,3 +210,73 @@ def test_poison_row_in_a_5000_row_chunk_costs_less_than_the_chunk(alice, worker_
     report(**figures)
     assert hit - normal < 3 * normal, figures
     assert rate_ratio >= 0.5, figures
+
+
+BENCH_ROWS = int(os.environ.get("FAULT_BENCH_ROWS") or 100_000)
+
+
+def test_bench_a_job_through_every_fault_against_the_same_job_undisturbed(
+    alice, worker_factory, settings
+):
+    """The benchmark line of the fault tests: a FAULT_BENCH_ROWS-row template job (100,000 by
+    default to keep the suite short; 300,000 for docs/performance.md) undisturbed, then again
+    through a pool process killed, Redis restarted, PostgreSQL restarted and a second pool
+    process killed (at 20/40/60/80 % of its rows). Same results, every row once."""
+    needs_services_script()
+    settings.BATCHHUB_LEASE_SECONDS = DEFAULT_LEASE
+    worker = worker_factory(beat=True, BATCHHUB_REAPER_INTERVAL=REAPER)
+    n = BENCH_ROWS
+    text = rows_text(n)
+    expected = [f"person{i}" for i in range(n)]
+
+    def seconds(job: Job) -> float:
+        return (job.finished_at - job.started_at).total_seconds()
+
+    calm = finished(make_job(alice, text), timeout=600)
+    assert calm.status == JobStatus.COMPLETED and names_in_results(calm) == expected
+
+    job = make_job(alice, text)
+    poller = Poller(alice, job, interval=0.5)
+    poller.start()
+    faults = [
+        ("kill -9 pool process", worker.kill_child),
+        ("restart Redis", lambda: services("restart-redis")),
+        ("restart PostgreSQL", lambda: services("restart-pg")),
+        ("kill -9 pool process", worker.kill_child),
+    ]
+    for k, (_name, act) in enumerate(faults, start=1):
+        worker.wait_for(
+            lambda k=k: (succeeded_now(job) or 0) >= n * k // (len(faults) + 1),
+            timeout=300,
+            interval=0.1,
+            message=f"{k * 20} % of the rows",
+        )
+        connection.close()
+        act()
+        connection.close()
+    job = finished(job, timeout=600)
+    poller.stop()
+    assert job.status == JobStatus.COMPLETED, worker.tail()
+    assert job.counts == {
+        "total": n,
+        "pending": 0,
+        "running": 0,
+        "succeeded": n,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert names_in_results(job) == expected
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) <= {1, 2}
+    poller.check()
+    figures = {
+        "fault": "; ".join(name for name, _ in faults),
+        "rows": n,
+        "undisturbed_s": round(seconds(calm), 2),
+        "disturbed_s": round(seconds(job), 2),
+        "ratio": round(seconds(job) / seconds(calm), 2),
+        "polls": len(poller.answers),
+        "polls_503": [code for _, code, _ in poller.answers].count(503),
+    }
+    report(**figures)
+    # Each fault costs seconds, not a lease: four of them add well under a lease together.
+    assert seconds(job) - seconds(calm) < 40, figures
