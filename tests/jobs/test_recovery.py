@@ -146,8 +146,9 @@ def test_a_live_holder_keeps_its_chunk_and_a_gone_one_loses_it_at_once(alice):
 
 
 def test_holder_of_an_exited_process_is_gone():
-    pid = subprocess.Popen(["true"]).pid
-    os.waitpid(pid, 0)
+    child = subprocess.Popen(["true"])
+    child.wait()
+    pid = child.pid
     me = holders.current()
     where, _, started, thread = me.rsplit(holders.SEPARATOR, 3)
     assert not holders.is_gone(me)
@@ -157,9 +158,11 @@ def test_holder_of_an_exited_process_is_gone():
     assert holders.is_gone(mine) == (started != "")
 
 
+@pytest.mark.django_db(transaction=True)  # the loop closes its connection, as after a restart
 def test_a_loop_that_loses_the_database_gives_its_chunk_back(
     alice, settings, monkeypatch, poison_processor
 ):
+    monkeypatch.setattr(runner, "RECONNECT_SECONDS", 2.0)
     settings.BATCHHUB_CHUNK_ROWS = 100
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 20)
     monkeypatch.setattr(runner, "CPU_GROUP_MAX", 20)
