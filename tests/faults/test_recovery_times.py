@@ -135,6 +135,7 @@ def outage(alice, worker_factory, settings, server: str, down_s: float) -> dict:
         "cancelled": 0,
     }
     poller.check()
+    assert b"counters corrected" not in worker.log_path.read_bytes()  # exact all along
     codes = [code for _, code, _ in poller.answers]
     figures = {
         "fault": f"{server} down {down_s} s, default lease",
@@ -196,6 +197,7 @@ def test_poison_row_in_a_5000_row_chunk_costs_less_than_the_chunk(alice, worker_
     recovered = JobEvent.objects.filter(job=poisoned, type="recovered").count()
     assert poison.attempts == kills == recovered >= 3, (poison.attempts, kills, recovered)
     poller.check()
+    assert b"counters corrected" not in worker.log_path.read_bytes()
     normal = (clean.finished_at - clean.started_at).total_seconds()
     hit = (poisoned.finished_at - poisoned.started_at).total_seconds()
     rate_ratio = ((n - 1) / hit) / (n / normal)
@@ -268,6 +270,7 @@ def test_bench_a_job_through_every_fault_against_the_same_job_undisturbed(
     assert names_in_results(job) == expected
     assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) <= {1, 2}
     poller.check()
+    assert b"counters corrected" not in worker.log_path.read_bytes()
     figures = {
         "fault": "; ".join(name for name, _ in faults),
         "rows": n,
