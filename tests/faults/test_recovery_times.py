@@ -210,6 +210,7 @@ def test_poison_row_in_a_5000_row_chunk_costs_less_than_the_chunk(alice, worker_
         "worker_deaths": kills,
     }
     report(**figures)
+    print(worker.log_path.read_text()[-30000:])
     assert hit - normal < 3 * normal, figures
     assert rate_ratio >= 0.5, figures
 
