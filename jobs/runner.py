@@ -51,7 +51,7 @@ CPU_GROUP_MAX = 5000
 GROUP_SECONDS = 0.25
 SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
-STALL_SECONDS = 10.0  # no commit for this long and no chunk held: the job's loops were lost
+STALL_SECONDS = 5.0  # no commit for this long and no chunk held: the job's loops were lost
 # A worker task goes on to the job's next chunk until it has run this long: the processor (and its
 # HTTP connections) and the measured group size carry over, and the task round trip through the
 # broker is paid once per few chunks instead of once per chunk. Tasks stay short.
