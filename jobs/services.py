@@ -399,16 +399,16 @@ def ingest(job_pk: int) -> None:
         if in_batches:
             info = _write_rows_in_batches(job)
         with transaction.atomic():
-            # Under the job's lock: still ours to finish (not cancelled, nor finished by another
-            # attempt of this ingest).
-            if Job.objects.select_for_update().get(pk=job.pk).status != JobStatus.VALIDATING:
-                raise _IngestStopped()
             if not in_batches:
                 # One transaction for the whole file: a failed ingest leaves nothing.
                 Chunk.objects.filter(job=job).delete()
                 Row.objects.filter(job=job).delete()
                 with job.input_file.open("rb") as fh:
                     info = ingest_mod.write_rows(job, fh, filename=job.input_file.name)
+            # Under the job's lock (taken only now: a cancel during the rows must not wait for
+            # them): still ours to finish, not cancelled nor finished by another attempt.
+            if Job.objects.select_for_update().get(pk=job.pk).status != JobStatus.VALIDATING:
+                raise _IngestStopped()
             total = info.rows_written
             required = proc.required_columns(job.column_map or {})
             missing = [c for c in required if c not in info.columns]
