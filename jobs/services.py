@@ -628,6 +628,20 @@ def rename(job: Job, name: str, *, actor: str) -> Job:
     return job
 
 
+def revoke_links(job: Job, *, actor: str) -> Job:
+    """Every results link of the job handed out so far stops working (links.py signs them with
+    the job's link_version)."""
+    Job.objects.filter(pk=job.pk).update(link_version=F("link_version") + 1)
+    states.record(
+        job,
+        "links_revoked",
+        "Every results link handed out so far was revoked.",
+        actor=actor or "system",
+    )
+    job.refresh_from_db()
+    return job
+
+
 def delete(job: Job, *, actor: str) -> None:
     if job.is_active and states.can_transition(job, JobStatus.CANCELLED):
         try:
