@@ -23,7 +23,7 @@ from django.utils import timezone
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
 from . import ingest as ingest_mod
-from . import lookup, runner, states
+from . import lookup, runner, states, webhooks
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -642,6 +642,11 @@ def revoke_links(job: Job, *, actor: str) -> Job:
     return job
 
 
+def redeliver_webhook(job: Job, *, actor: str) -> str:
+    """Send the finished job's webhook again as a new message; its webhook id."""
+    return webhooks.redeliver(job, actor=actor)
+
+
 def delete(job: Job, *, actor: str) -> None:
     if job.is_active and states.can_transition(job, JobStatus.CANCELLED):
         try:
@@ -727,8 +732,10 @@ __all__ = [
     "list_jobs",
     "pause",
     "reap",
+    "redeliver_webhook",
     "rename",
     "resume",
     "retry",
+    "revoke_links",
     "validate_input",
 ]
