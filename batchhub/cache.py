@@ -8,15 +8,61 @@ connection pool and options, and is safe to share between threads.
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 from typing import Any
 
 from django.core.cache.backends import redis as django_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+AWAY = (RedisConnectionError, RedisTimeoutError)
+_last_warning = 0.0
+
+
+def _soft(fallback):
+    """While Redis is away (a restart), a read is a miss and a write is skipped: the rate limits
+    and sessions the cache holds fall back to their defaults (sessions to the database) rather
+    than turning every request into a 500."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            global _last_warning
+            try:
+                return method(self, *args, **kwargs)
+            except AWAY as exc:
+                if time.monotonic() - _last_warning > 5:
+                    _last_warning = time.monotonic()
+                    logger.warning("cache unreachable, serving without it: %s", exc)
+                return fallback(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+def _default(key, default=None, *args, **kwargs):
+    return default
 
 
 class RedisCacheClient(django_redis.RedisCacheClient):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._clients: dict[int, object] = {}
+
+    get = _soft(_default)(django_redis.RedisCacheClient.get)
+    get_many = _soft(lambda keys: {})(django_redis.RedisCacheClient.get_many)
+    has_key = _soft(lambda key: False)(django_redis.RedisCacheClient.has_key)
+    set = _soft(lambda *a, **k: None)(django_redis.RedisCacheClient.set)
+    set_many = _soft(lambda data, timeout: None)(django_redis.RedisCacheClient.set_many)
+    add = _soft(lambda *a, **k: False)(django_redis.RedisCacheClient.add)
+    touch = _soft(lambda *a, **k: False)(django_redis.RedisCacheClient.touch)
+    delete = _soft(lambda key: False)(django_redis.RedisCacheClient.delete)
+    delete_many = _soft(lambda keys: None)(django_redis.RedisCacheClient.delete_many)
 
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)

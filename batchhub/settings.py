@@ -278,7 +278,7 @@ BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0
 BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
 # Extra processor classes by dotted path ("package.module:Class"), beside entry points.
 BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
-BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 30.0, minimum=1.0)
+BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 5.0, minimum=1.0)
 # CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
 # database come first (batchhub/priority.py). 0 leaves the priority alone.
 BATCHHUB_WORKER_NICE = min(env_int("BATCHHUB_WORKER_NICE", 10, minimum=0), 19)
@@ -316,7 +316,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# The prefork pool, checking for dead pool processes every 0.5 s instead of 5 s.
+CELERY_WORKER_POOL = "batchhub.celery_pool:TaskPool"
+# A loop whose broker connection drops goes on with the chunk the database says it holds, and
+# queues its next step once the broker is back (jobs/tasks.py): cancelling it would stall the
+# chunk until its lease ran out. A task redelivered later finds nothing to do twice.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True

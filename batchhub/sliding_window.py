@@ -27,7 +27,7 @@ from django.core.cache import caches
 from django.core.cache.backends.filebased import FileBasedCache
 from django.utils.connection import ConnectionProxy
 
-from .cache import RedisCache
+from .cache import AWAY, RedisCache
 
 LOCK_FILE = "batchhub-counters.lock"  # not *.djcache: the file cache's clear() and cull skip it
 _thread_lock = threading.Lock()
@@ -68,9 +68,13 @@ def hit(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:
     window, into = divmod(now, period)
     expiry = max(1, int(2 * period - into) + 1)
     if isinstance(cache, RedisCache):
-        allowed, count, before = cache.run_script(
-            _SCRIPT, [key], [int(window), repr(into / period), limit, expiry]
-        )
+        try:
+            allowed, count, before = cache.run_script(
+                _SCRIPT, [key], [int(window), repr(into / period), limit, expiry]
+            )
+        except AWAY:
+            # Redis restarting: admit rather than answer 500; the limit resumes with it.
+            return Outcome(True, 0, 0)
         return Outcome(bool(allowed), int(count), int(before))
     with atomic(cache):
         stored, count, before = cache.get(key) or (window, 0, 0)
@@ -109,7 +113,10 @@ def state(cache: Any, key: str) -> tuple[int, int, int] | None:
     cache = backend(cache)
     if isinstance(cache, RedisCache):
         client = cache._cache.get_client(write=False)
-        window, count, before = client.hmget(cache.make_and_validate_key(key), "w", "c", "b")
+        try:
+            window, count, before = client.hmget(cache.make_and_validate_key(key), "w", "c", "b")
+        except AWAY:
+            return None
         if window is None:
             return None
         return int(window), int(count), int(before)

@@ -217,6 +217,9 @@ class Chunk(models.Model):
     # writing each row: if the holder dies, the next one treats them as suspects.
     inflight_start = models.IntegerField(null=True, blank=True)
     inflight_end = models.IntegerField(null=True, blank=True)
+    # Which process holds the lease (machine, pid, process start, thread): a loop on the same
+    # machine that finds the holder gone takes the chunk at once instead of waiting for the lease.
+    holder = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["job", "seq"], name="chunk_unique_seq")]

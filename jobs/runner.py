@@ -5,10 +5,14 @@ a lease (SKIP LOCKED on PostgreSQL; SQLite serialises writers so a plain claim i
 processes its rows and releases it. Progress is committed at "sync points": one transaction that
 writes the finished rows' outputs (one multi-row UPDATE), bumps the job's counters, marks the
 next rows running (attempts + 1), renews the lease and reads the job's status, so pause and
-cancel are seen within a fraction of a second. A worker killed mid-chunk loses at most the rows
-it had started; they come back when the lease runs out, and a row that was running when its
-worker died is retried alone, so a row that kills its worker every time fails by itself after
-the attempts limit.
+cancel are seen within a fraction of a second.
+
+Recovery: a worker killed mid-chunk loses at most the rows it had started. Its chunk is taken
+over at once by a loop of the same machine (jobs/holders.py), else when the lease runs out; the
+rows it had in flight count the death as an attempt and are run again in halves (bisection), so a
+crash costs a few re-runs at full speed and a row that kills its worker every time ends failed
+alone after the attempts limit. A loop that loses the database reconnects and gives its chunk
+back. Counters stay exact at every commit: `running` is the rows in flight under a live holder.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 from psycopg import Cursor as PgCursor
 
-from . import states
+from . import holders, states
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, ProcessorContext, RowInput, RowResult, get_processor_class
 
@@ -50,6 +54,7 @@ SQLITE_GROUP_MAX = 1000
 GROUP_SECONDS = 0.25
 SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
+STALL_SECONDS = 5.0  # no commit for this long and no chunk held: the job's loops were lost
 # A worker task goes on to the job's next chunk until it has run this long: the processor (and its
 # HTTP connections) and the measured group size carry over, and the task round trip through the
 # broker is paid once per few chunks instead of once per chunk. Tasks stay short.
@@ -58,6 +63,14 @@ SAMPLE_EVERY = 1.0  # seconds between throughput samples
 MAX_SAMPLES = 240
 IO_THREADS_PER_LOOP = 16
 IO_CHUNK_ROWS_PER_THREAD = 60
+# After losing the database a loop tries to reconnect this often, for this long within its task
+# (then its task is queued again), and gives its chunk back as soon as it is connected.
+RECONNECT_INTERVAL = 0.25
+RECONNECT_SECONDS = 30.0
+DATABASE_LOST = (OperationalError, InterfaceError)
+# Chunks this process still holds but could not give back (the database stayed away): a later
+# loop of this thread may take them without waiting for their lease.
+_LEFT_BEHIND: set[int] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,19 +154,114 @@ def claimable_chunks(job_pk: int, now: datetime):
     )
 
 
+def _locked(qs):
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True)
+    return qs
+
+
 def claim_chunk(job_pk: int) -> Chunk | None:
+    """Lease the job's next chunk. Its `suspects` are the rows a previous holder died with."""
     now = timezone.now()
     with transaction.atomic():
-        qs = claimable_chunks(job_pk, now).order_by("seq")
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True)
-        chunk = qs.first()
+        chunk = _locked(claimable_chunks(job_pk, now).order_by("seq")).first()
         if chunk is None:
-            return None
+            chunk = _abandoned_chunk(job_pk, now)
+            if chunk is None:
+                return None
         chunk.lease_until = now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
         chunk.claims += 1
-        chunk.save(update_fields=["lease_until", "claims"])
+        chunk.holder = holders.current()
+        chunk.save(update_fields=["lease_until", "claims", "holder"])
+        chunk.suspects = take_over(job_pk, chunk)
     return chunk
+
+
+def _abandoned_chunk(job_pk: int, now: datetime) -> Chunk | None:
+    """A leased chunk whose holder is gone (see jobs/holders.py): it need not wait for its lease."""
+    leased = Chunk.objects.filter(
+        job_id=job_pk,
+        done=False,
+        lease_until__gte=now,
+        holder__startswith=holders.machine() + holders.SEPARATOR,
+    ).filter(Q(available_at__isnull=True) | Q(available_at__lte=now))
+    me = holders.current()
+    for pk, holder in leased.order_by("seq").values_list("pk", "holder")[:64]:
+        if holders.is_gone(holder) or (holder == me and pk in _LEFT_BEHIND):
+            _LEFT_BEHIND.discard(pk)
+            chunk = _locked(Chunk.objects.filter(pk=pk, holder=holder, done=False)).first()
+            if chunk is not None:
+                return chunk
+    return None
+
+
+def needs_loops(job_pk: int, now: datetime) -> bool:
+    """No live loop holds a chunk of the job, and there is one to claim."""
+    leased = Chunk.objects.filter(job_id=job_pk, done=False, lease_until__gte=now)
+    holders_now = list(leased.values_list("holder", flat=True)[:64])
+    if any(not holders.is_gone(holder) for holder in holders_now):
+        return False
+    return bool(holders_now) or claimable_chunks(job_pk, now).exists()
+
+
+def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
+    """Put back the rows a previous holder left in flight; return those to run again as suspects.
+
+    They are the rows marked running (I/O processors) and a CPU group's range recorded on the
+    chunk. With `died` (the holder is gone), the death counts as an attempt of each of them, and
+    one found alone at the attempts limit is the row that kills its worker: it fails here. The
+    counters move them from running to pending in the same transaction. Without `died` (a loop
+    that lost the database gives its chunk back) they are just pending again.
+    """
+    in_flight = Q(status=RowStatus.RUNNING)
+    if chunk.inflight_start is not None:
+        in_flight |= Q(
+            status=RowStatus.PENDING,
+            index__gte=chunk.inflight_start,
+            index__lt=chunk.inflight_end,
+        )
+    rows = Row.objects.filter(job_id=job_pk, index__gte=chunk.start, index__lt=chunk.end)
+    left = list(rows.filter(in_flight).order_by("index").values_list("index", "status", "attempts"))
+    if chunk.inflight_start is not None:
+        Chunk.objects.filter(pk=chunk.pk).update(inflight_start=None, inflight_end=None)
+        chunk.inflight_start = chunk.inflight_end = None
+    if not left:
+        return []
+    # The job's lock before the rows', as cancel takes them.
+    job = Job.objects.select_for_update().get(pk=job_pk)
+    first, last = left[0][0], left[-1][0]
+    span = rows.filter(index__gte=first, index__lte=last)
+    if died:
+        # A fast group's rows were started without a write of their own: the death is their
+        # attempt. Rows marked running got theirs when they were marked.
+        span.filter(in_flight, status=RowStatus.PENDING).update(attempts=F("attempts") + 1)
+    attempts = {i: a + (died and st == RowStatus.PENDING) for i, st, a in left}
+    culprit = left[0][0] if died and len(left) == 1 else None
+    if culprit is not None and attempts[culprit] >= job.max_attempts:
+        rows.filter(index=culprit).update(
+            status=RowStatus.FAILED,
+            error=f"The worker died while processing this row ({attempts[culprit]} attempts).",
+        )
+        job.running -= 1
+        job.failed += 1
+        message = (
+            f"Row {culprit + 1} stopped its worker {attempts[culprit]} times; it failed alone."
+        )
+        suspects: list[int] = []
+    else:
+        span.filter(status=RowStatus.RUNNING).update(status=RowStatus.PENDING)
+        job.running -= len(left)
+        job.pending += len(left)
+        message = (
+            f"A worker stopped with rows {first + 1}–{last + 1} in flight ({len(left)} rows); "
+            "they run again in halves to find any row that stops workers."
+        )
+        suspects = [i for i, _, _ in left] if died else []
+    job.save(update_fields=["running", "pending", "failed", "updated_at"])
+    if died:
+        logger.info("job %s: %s", job.public_id, message)
+        states.record(job, "recovered", message, data={"rows": [first + 1, last + 1]})
+    return suspects
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -364,19 +472,17 @@ class ChunkRun:
             inflight: tuple[int, int] | tuple[None, None] = (None, None)
             if to_start and job.status == JobStatus.PROCESSING:
                 started = to_start
-                fresh = [i.index for i in started if not i.suspect]
-                if mark_rows or len(fresh) != len(started):
+                if mark_rows:
                     mark_running(job.pk, started)
                 else:
                     # A fast group: recording its range on the chunk costs one small update
                     # instead of rewriting every row; a crash turns the range into suspects.
+                    # (The caller starts a run of consecutive pending rows.)
                     inflight = (started[0].index, started[-1].index + 1)
                 for item in started:
                     item.attempts += 1
-                job.pending -= len(fresh)
-                job.running += len(fresh)
-                for item in started:
-                    item.suspect = False
+                job.pending -= len(started)
+                job.running += len(started)
             job.save(update_fields=update)
             Chunk.objects.filter(pk=self.chunk.pk).update(
                 lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
@@ -431,7 +537,6 @@ class _Item:
     ref: str
     data: list[Any]
     attempts: int
-    suspect: bool  # was running when a previous worker died
 
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
@@ -481,38 +586,30 @@ def process_chunk(
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
     queue: deque[_Item] = deque()
+    suspect_indexes = set(getattr(chunk, "suspects", ()))
     suspects: list[_Item] = []
-    # A previous holder that died mid-group left its group's range on the chunk: those rows are
-    # suspects like rows left running (and were counted as running).
-    lo = chunk.inflight_start if chunk.inflight_start is not None else chunk.end
-    hi = chunk.inflight_end if chunk.inflight_end is not None else chunk.end
-    for index, ref, data, attempts, status in rows:
-        item = _Item(index, ref, data, attempts, status == RowStatus.RUNNING or lo <= index < hi)
-        if item.suspect and attempts >= job.max_attempts:
-            # It was running every time its worker died: fail it instead of killing another one.
-            run.finished.append(
-                Done(
-                    index,
-                    RowStatus.FAILED,
-                    None,
-                    f"The worker died while processing this row ({attempts} attempts).",
-                    attempts,
-                )
-            )
-        elif item.suspect:
-            suspects.append(item)
-        else:
-            queue.append(item)
+    for index, ref, data, attempts, _status in rows:
+        item = _Item(index, ref, data, attempts)
+        (suspects if index in suspect_indexes else queue).append(item)
 
     def to_input(item: _Item) -> RowInput:
         return _row_input(item, columns, input_map)
 
-    # Rows that were running when a worker died go one at a time, each committed before the
-    # next starts, so only the row that kills the worker accumulates attempts.
-    for item in suspects:
-        if not run.sync([item]):
+    # Rows in flight when a worker died: the first half runs as one group; if it comes back, the
+    # row that stopped the worker (if one did) is in the other half, which is split again, down
+    # to a single row. Every group that survives is done at full speed; one that dies is what
+    # the next holder gets as suspects (see take_over), and the rest of these rows run as
+    # ordinary rows: a crash costs O(log n) groups, and only a row run alone can be failed for it.
+    while suspects and run.status == JobStatus.PROCESSING:
+        part = suspects[: max(1, len(suspects) // 2)]
+        started = run.sync(part, mark_rows=processor.io_bound)
+        if not started:
             break
-        run.collect(item, processor.run_one(to_input(item)))
+        for item, result in zip(
+            started, processor.process([to_input(i) for i in started]), strict=True
+        ):
+            run.collect(item, result)
+        suspects = suspects[len(part) :]
     if run.status == JobStatus.PROCESSING:
         if processor.io_bound:
             _run_threaded(run, queue, to_input)
@@ -630,9 +727,47 @@ def release_chunk(run: ChunkRun) -> None:
     ).exists()
     Chunk.objects.filter(pk=chunk.pk).update(
         lease_until=None,
+        holder="",
         done=not remaining,
         available_at=run.next_available if remaining else None,
     )
+
+
+def give_back(job_pk: int, chunk: Chunk) -> None:
+    """Release a chunk this loop could not finish (it lost the database): its rows in flight
+    go back to pending, not as suspects, and any loop may claim it at once."""
+    with transaction.atomic():
+        held = Chunk.objects.select_for_update().filter(pk=chunk.pk, holder=chunk.holder).first()
+        if held is None or held.done:
+            return  # already taken over
+        take_over(job_pk, held, died=False)
+        Chunk.objects.filter(pk=held.pk).update(lease_until=None, holder="")
+
+
+def _database_lost(job_pk: int, chunk: Chunk | None, exc: Exception) -> Step:
+    """Reconnect, give the chunk back, and go on; if the database stays away, come back later.
+
+    The transaction that failed was rolled back (or committed just before the connection went):
+    either way the database says what is done, and the rows this loop had in memory are redone.
+    """
+    logger.warning("job %s: lost the database (%s); reconnecting", job_pk, exc)
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        try:
+            connection.close()
+        except DATABASE_LOST:
+            pass
+        try:
+            connection.ensure_connection()
+            if chunk is not None:
+                give_back(job_pk, chunk)
+            return Step("continue")
+        except DATABASE_LOST:
+            if time.monotonic() >= deadline:
+                if chunk is not None:
+                    _LEFT_BEHIND.add(chunk.pk)
+                return Step("wait", 1.0)
+            time.sleep(RECONNECT_INTERVAL)
 
 
 # --- one step of a worker loop -------------------------------------------------------------------
@@ -647,6 +782,14 @@ class Step:
 def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
     """Claim a chunk of the job and process it, and go on to the next one while less than
     `seconds` have passed; say what the loop should do next."""
+    held: list[Chunk] = []
+    try:
+        return _work(job_pk, seconds, held)
+    except DATABASE_LOST as exc:
+        return _database_lost(job_pk, held[-1] if held else None, exc)
+
+
+def _work(job_pk: int, seconds: float, held: list[Chunk]) -> Step:
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
@@ -670,6 +813,7 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
             chunk = claim_chunk(job.pk)
             if chunk is None:
                 return _no_chunk(job)
+            held[:] = [chunk]
             if processor is None:
                 plan = plan_for(job, processor_cls)
                 processor = processor_cls(
@@ -684,6 +828,7 @@ def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
                 _cancel_leftovers_after_failure(job.pk)
                 raise
             release_chunk(run)
+            held.clear()
             if run.status != JobStatus.PROCESSING:
                 return Step("stop")
             if time.monotonic() - began >= seconds:

@@ -667,10 +667,13 @@ def reap(now=None) -> dict[str, int]:
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     done = {"restarted": 0, "resumed": 0, "reingested": 0, "finalized": 0}
 
-    stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - lease)
+    # A loop commits at least every few seconds (runner.MAX_SYNC_GAP): a job without a commit
+    # for STALL_SECONDS whose chunks nobody holds has lost its loops (their messages went with a
+    # broker restart, or their worker was killed whole), however long the lease.
+    stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
+    stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
     for job in stale:
-        claimable = runner.claimable_chunks(job.pk, now).exists()
-        if claimable:
+        if runner.needs_loops(job.pk, now):
             states.record(
                 job, "recovered", "No progress for a while: work restarted (a worker stopped)."
             )

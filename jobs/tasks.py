@@ -10,6 +10,10 @@ from . import runner, services
 
 logger = logging.getLogger(__name__)
 
+# The next step of a loop is its only trace in the broker: through a broker restart the task
+# keeps trying to queue it (about 30 s) rather than dropping the loop on the first refusal.
+BROKER_RETRY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+
 
 @shared_task(name="jobs.ingest", acks_late=True)
 def ingest_job(job_pk: int) -> None:
@@ -26,9 +30,9 @@ def work(job_pk: int) -> None:
     """
     step = runner.work_once(job_pk, seconds=runner.TASK_SECONDS)
     if step.action == "continue":
-        work.delay(job_pk)
+        work.apply_async((job_pk,), retry=True, retry_policy=BROKER_RETRY)
     elif step.action == "wait":
-        work.apply_async((job_pk,), countdown=step.delay)
+        work.apply_async((job_pk,), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY)
 
 
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)

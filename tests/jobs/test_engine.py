@@ -269,28 +269,34 @@ def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_li
     assert Row.objects.get(job=job, index=3).attempts == 2
 
 
-def test_a_group_in_flight_when_its_worker_died_becomes_suspects(alice, settings, monkeypatch):
+def test_a_group_in_flight_when_its_worker_died_is_run_again_in_halves(
+    alice, settings, monkeypatch
+):
     settings.BATCHHUB_CHUNK_ROWS = 10
     job = make_job(alice, rows_text(10), concurrency=1)
     services.ingest(job.pk)
-    # As if a worker died while processing rows 3..5 of a fast (CPU) group: the rows are still
+    # As if a worker died while processing rows 1..8 of a fast (CPU) group: the rows are still
     # pending, but the chunk says they were in flight and the counters count them as running.
-    Chunk.objects.filter(job=job).update(inflight_start=3, inflight_end=6)
-    Job.objects.filter(pk=job.pk).update(pending=7, running=3)
-    singles: list[int] = []
-    real = runner.mark_running
+    Chunk.objects.filter(job=job).update(inflight_start=1, inflight_end=9)
+    Job.objects.filter(pk=job.pk).update(pending=2, running=8)
+    batches: list[list[int]] = []
+    real = base.Processor.process
 
-    def spy(job_pk, items):
-        if len(items) == 1:
-            singles.append(items[0].index)
-        return real(job_pk, items)
+    def spy(self, batch):
+        batches.append([row.index for row in batch])
+        return real(self, batch)
 
-    monkeypatch.setattr(runner, "mark_running", spy)
+    monkeypatch.setattr(base.Processor, "process", spy)
     job = drive(job)
     assert job.status == JobStatus.COMPLETED
     assert (job.succeeded, job.running, job.pending) == (10, 0, 0)
-    assert singles == [3, 4, 5]  # retried one at a time, each committed before the next
+    # Halves, then quarters...: each group that survives is done whole; then the other rows.
+    assert batches == [[1, 2, 3, 4], [5, 6], [7], [8], [0, 9]]
+    # The death was an attempt of each row in flight; the re-run another.
+    attempts = dict(Row.objects.filter(job=job).values_list("index", "attempts"))
+    assert attempts == {0: 1, 9: 1, **{i: 2 for i in range(1, 9)}}
     assert Chunk.objects.get(job=job).inflight_start is None
+    assert JobEvent.objects.filter(job=job, type="recovered", message__contains="rows 2–9").exists()
 
 
 def test_expired_lease_makes_a_chunk_claimable_again(alice):
@@ -335,12 +341,12 @@ def test_reaper_restarts_a_job_whose_loops_died(
 
 
 def test_results_neutralise_formulas_but_not_numbers(alice):
-    csv_text = "name,n\n=HYPERLINK(\"x\"),-3.5\n@SUM(A1),+7\n"
+    csv_text = 'name,n\n=HYPERLINK("x"),-3.5\n@SUM(A1),+7\n'
     job = drive(make_job(alice, csv_text, params={"template": "{name}"}))
     rows = result_rows(job)
-    assert rows[0]["name"] == "'=HYPERLINK(\"x\")" and rows[0]["n"] == "-3.5"
+    assert rows[0]["name"] == '\'=HYPERLINK("x")' and rows[0]["n"] == "-3.5"
     assert rows[1]["name"] == "'@SUM(A1)" and rows[1]["n"] == "+7"
-    assert rows[0]["text"] == "'=HYPERLINK(\"x\")"  # the template's output, neutralised too
+    assert rows[0]["text"] == '\'=HYPERLINK("x")'  # the template's output, neutralised too
 
 
 def test_results_jsonl_and_status_filter(alice, extra_processors):

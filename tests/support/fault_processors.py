@@ -19,7 +19,12 @@ class CrashProcessor(Processor):
     outputs = ["echo"]
     params_schema = {
         "type": "object",
-        "properties": {"delay": {"type": "number", "minimum": 0, "default": 0}},
+        "properties": {
+            "delay": {"type": "number", "minimum": 0, "default": 0},
+            # CPU seconds a row costs (busy, unlike `delay`): a baseline that competes for the
+            # CPU like the recovery it is compared with.
+            "spin": {"type": "number", "minimum": 0, "default": 0},
+        },
         "additionalProperties": False,
     }
 
@@ -28,4 +33,8 @@ class CrashProcessor(Processor):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.params["delay"]:
             time.sleep(self.params["delay"])
+        if self.params.get("spin"):
+            until = time.thread_time() + self.params["spin"]
+            while time.thread_time() < until:
+                pass
         return {"echo": row.inputs["name"]}
