@@ -34,6 +34,7 @@ from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_bo
 from batchhub.parsers import BoundedJSONParser
 
 from . import embed, input_shapes, results, services
+from .downloads import results_response
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
 from .representation import (
@@ -145,18 +146,6 @@ class JobLinksSerializer(serializers.Serializer):
     results = serializers.URLField()
     rows = serializers.URLField()
     events = serializers.URLField()
-
-
-def results_response(job, fmt: str, wanted: str) -> StreamingHttpResponse:
-    """The streamed results download (the keyed endpoint and the signed link both answer it)."""
-    response = StreamingHttpResponse(
-        results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
-    )
-    response["Content-Disposition"] = (
-        f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 class JobSerializer(serializers.Serializer):

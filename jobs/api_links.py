@@ -18,7 +18,8 @@ from rest_framework.views import APIView
 from batchhub.api import APIError
 
 from . import links, results, services
-from .api import COMMON_ERRORS, JOB_ID, NOT_FOUND, JobSerializer, _err, results_response
+from .api import COMMON_ERRORS, JOB_ID, NOT_FOUND, JobSerializer, _err
+from .downloads import results_response
 from .representation import API_PREFIX, base_url, job_representation, utc
 
 

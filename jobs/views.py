@@ -21,12 +21,13 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header, urlencode
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
 from . import charts, drafts, estimate, failures, progress, rerun, results, services, states
+from .downloads import results_response
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
@@ -471,14 +472,7 @@ def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHtt
     status = request.GET.get("status", "all")
     if status not in results.STATUS_FILTERS:
         status = "all"
-    response = StreamingHttpResponse(
-        results.stream(job, fmt, status), content_type=results.FORMATS[fmt]
-    )
-    response["Content-Disposition"] = content_disposition_header(
-        True, results.filename_for(job, fmt, status)
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    return results_response(job, fmt, status)
 
 
 # --- new job -------------------------------------------------------------------------------------
