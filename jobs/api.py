@@ -43,6 +43,7 @@ from .representation import (
     job_representation,
     results_link,
 )
+from .sample import run_sample
 from .upload import UploadLimit
 
 MAX_SAMPLE = 10
@@ -747,8 +748,6 @@ class JobViewSet(viewsets.GenericViewSet):
         }
         wanted = data.get("sample") or 0
         if wanted:
-            from .sample import run_sample  # optional feature; loaded only when asked for
-
             body["sample"] = (
                 run_sample(
                     proc.name,

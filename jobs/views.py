@@ -31,6 +31,7 @@ from .downloads import results_response
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
+from .sample import run_sample
 from .upload import UploadLimit, guard_upload, too_large
 
 PAGE_SIZE = 25
@@ -478,14 +479,6 @@ def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHtt
 # --- new job -------------------------------------------------------------------------------------
 
 
-def _sample_available() -> bool:
-    try:
-        from . import sample  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(sample, "run_sample")
-
-
 def _processor_info(name: str | None) -> dict[str, Any] | None:
     cls = get_processor_class(name or "")
     return cls.describe() if cls is not None else None
@@ -556,7 +549,6 @@ def _new_context(
         "map_form": mapping,
         "processor": _processor_info(processor),
         "processor_name": processor or "",
-        "sample_available": _sample_available(),
         "estimate": estimate.from_history(request.user, processor, report.get("row_count") or 0)
         if processor
         else None,
@@ -747,13 +739,9 @@ def _sample(
     sample_seconds = 0.0
     sample_error = ""
     output_names: list[str] = []
-    if not _sample_available():
-        sample_error = "Trying a sample is not available on this server."
-    elif not forms_ok:
+    if not forms_ok:
         sample_error = "Please correct the fields marked above first."
     else:
-        from .sample import run_sample
-
         rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
         started = time.monotonic()
         try:
