@@ -8,7 +8,6 @@ CELERY_BROKER_URL (Redis) and CACHE_URL (Redis).
 from __future__ import annotations
 
 import secrets
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,7 +21,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("BATCHHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DEBUG", False)
-TESTING = "pytest" in sys.modules or env_bool("BATCHHUB_TESTING", False)
+# The test suite's settings (batchhub/test_settings.py) turn this on: in-memory broker and cache,
+# a cheap password hasher, nothing created under DATA_DIR.
+TESTING = env_bool("BATCHHUB_TESTING", False)
 
 
 def _secret_key() -> str:

@@ -14,7 +14,7 @@ from jobs.api_uploads import upload_api_urlpatterns
 from jobs.api_urls import urlpatterns as job_api_urls
 from jobs.credential_views import credential_urlpatterns
 from jobs.settings_views import settings_urlpatterns
-from jobs.webhook_views import webhook_api_urlpatterns, webhook_urlpatterns
+from jobs.webhook_views import webhook_api_urlpatterns
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
@@ -40,7 +40,6 @@ urlpatterns = [
     path("keys/", include("apikeys.urls")),
     path("settings/", include(settings_urlpatterns)),
     path("settings/credentials/", include(credential_urlpatterns)),
-    path("", include(webhook_urlpatterns)),
     path("", include("jobs.urls")),
 ]
 

@@ -33,12 +33,19 @@ from batchhub import jsonsafe
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 from batchhub.parsers import BoundedJSONParser
 
-from . import embed, input_shapes, links, results, services
+from . import embed, input_shapes, results, services
+from .downloads import results_response
 from .models import JobEvent, JobStatus, Row, RowStatus
 from .processors import all_processors, get_processor_class
+from .representation import (
+    TIMESTAMP_FORMAT,
+    job_links,
+    job_representation,
+    results_link,
+)
+from .sample import run_sample
 from .upload import UploadLimit
 
-API_PREFIX = "/api/v1"
 MAX_SAMPLE = 10
 MAX_RETRY_IDS = 10_000
 
@@ -72,7 +79,7 @@ class UTCDateTimeField(serializers.DateTimeField):
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("default_timezone", dt.UTC)
-        kwargs.setdefault("format", "%Y-%m-%dT%H:%M:%S.%fZ")
+        kwargs.setdefault("format", TIMESTAMP_FORMAT)
         super().__init__(**kwargs)
 
 
@@ -142,42 +149,6 @@ class JobLinksSerializer(serializers.Serializer):
     events = serializers.URLField()
 
 
-def _base_url(request: Request | None) -> str:
-    if request is not None:
-        return request.build_absolute_uri("/").rstrip("/")
-    # Outside a request (webhook payloads): the configured public address, else relative links.
-    return (getattr(settings, "BATCHHUB_BASE_URL", "") or "").rstrip("/")
-
-
-def job_links(public_id: str, request: Request | None = None) -> dict[str, str]:
-    base = f"{_base_url(request)}{API_PREFIX}/jobs/{public_id}"
-    return {
-        "self": base,
-        "results": f"{base}/results",
-        "rows": f"{base}/rows",
-        "events": f"{base}/events",
-    }
-
-
-def results_link(job, request: Request | None = None) -> tuple[str, str | None]:
-    """A signed download of the job's results (CSV) that needs no API key, and its expiry."""
-    token, expiry = links.results_token(job)
-    url = f"{_base_url(request)}{API_PREFIX}/jobs/{job.public_id}/download?token={token}"
-    return url, _utc(links.expires_at(expiry))
-
-
-def results_response(job, fmt: str, wanted: str) -> StreamingHttpResponse:
-    """The streamed results download (the keyed endpoint and the signed link both answer it)."""
-    response = StreamingHttpResponse(
-        results.stream(job, fmt, wanted), content_type=results.FORMATS[fmt]
-    )
-    response["Content-Disposition"] = (
-        f'attachment; filename="{results.filename_for(job, fmt, wanted)}"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
-
-
 class JobSerializer(serializers.Serializer):
     """The job object of the contract, plus a few read-only extras (after `links`)."""
 
@@ -234,60 +205,6 @@ class JobSerializer(serializers.Serializer):
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_results_url_expires_at(self, job) -> str | None:
         return results_link(job, self.context.get("request"))[1]
-
-
-def _utc(value: dt.datetime | None) -> str | None:
-    # What UTCDateTimeField gives: UTC, a Z, microseconds.
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if value else None
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def job_representation(job, request: Request | None = None) -> dict[str, Any]:
-    """The contract's job object as a plain dict (the webhook sender uses it too).
-
-    Exactly what JobSerializer(job).data is, built directly: every status poll returns it, and
-    DRF spends ~1 ms copying and binding the serializer's 28 fields for each job. JobSerializer
-    stays the description in the schema; tests/api/test_job_object.py checks the two agree.
-    """
-    error = job.error
-    url, url_expiry = results_link(job, request)
-    return {
-        "id": _str(job.public_id),
-        "name": _str(job.name),
-        "processor": _str(job.processor),
-        "params": job.params,
-        "status": _str(job.status),
-        "counts": {name: int(value) for name, value in job.counts.items()},
-        "progress": float(job.progress),
-        "rows_per_second": float(job.rows_per_second),
-        "estimated_completion": _utc(job.estimated_completion),
-        "columns": None if job.columns is None else [_str(c) for c in job.columns],
-        "id_column": _str(job.id_column),
-        "column_map": (
-            None if job.column_map is None else {str(k): _str(v) for k, v in job.column_map.items()}
-        ),
-        "error": None if error is None else {k: str(error[k]) for k in ("code", "message")},
-        "webhook_url": _str(job.webhook_url),
-        "created_at": _utc(job.created_at),
-        "started_at": _utc(job.started_at),
-        "finished_at": _utc(job.finished_at),
-        "updated_at": _utc(job.updated_at),
-        "expires_at": _utc(job.expires_at),
-        "links": job_links(job.public_id, request),
-        "encoding": _str(job.encoding),
-        "delimiter": _str(job.delimiter),
-        "concurrency": None if job.concurrency is None else int(job.concurrency),
-        "rate_limit": None if job.rate_limit is None else int(job.rate_limit),
-        "max_attempts": None if job.max_attempts is None else int(job.max_attempts),
-        "usage": job.usage,
-        "pause_reason": _str(job.pause_reason),
-        "resume_at": _utc(job.resume_at),
-        "results_url": url,
-        "results_url_expires_at": url_expiry,
-    }
 
 
 class ProcessorSerializer(serializers.Serializer):
@@ -831,8 +748,6 @@ class JobViewSet(viewsets.GenericViewSet):
         }
         wanted = data.get("sample") or 0
         if wanted:
-            from .sample import run_sample  # optional feature; loaded only when asked for
-
             body["sample"] = (
                 run_sample(
                     proc.name,

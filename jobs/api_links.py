@@ -18,18 +18,9 @@ from rest_framework.views import APIView
 from batchhub.api import APIError
 
 from . import links, results, services
-from .api import (
-    API_PREFIX,
-    COMMON_ERRORS,
-    JOB_ID,
-    NOT_FOUND,
-    JobSerializer,
-    _base_url,
-    _err,
-    _utc,
-    job_representation,
-    results_response,
-)
+from .api import COMMON_ERRORS, JOB_ID, NOT_FOUND, JobSerializer, _err
+from .downloads import results_response
+from .representation import API_PREFIX, base_url, job_representation, utc
 
 
 class SignedDownloadView(APIView):
@@ -130,9 +121,9 @@ class ResultsLinkView(APIView):
         )
         return Response(
             {
-                "url": f"{_base_url(request)}{API_PREFIX}/jobs/{job.public_id}/download"
+                "url": f"{base_url(request)}{API_PREFIX}/jobs/{job.public_id}/download"
                 f"?token={token}",
-                "expires_at": _utc(links.expires_at(expiry)),
+                "expires_at": utc(links.expires_at(expiry)),
                 "format": data["format"],
                 "status": data["status"],
             }
@@ -156,7 +147,7 @@ class RevokeLinksView(APIView):
     )
     def post(self, request: Request, id: str) -> Response:
         job = services.get_job(request.user, id)
-        job = links.revoke(job, actor=services.actor_for(request))
+        job = services.revoke_links(job, actor=services.actor_for(request))
         return Response(job_representation(job, request))
 
 

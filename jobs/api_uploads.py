@@ -16,8 +16,9 @@ from rest_framework.views import APIView
 from batchhub.api import APIError
 
 from . import links, uploads
-from .api import API_PREFIX, COMMON_ERRORS, UTCDateTimeField, _base_url, _err, _utc
+from .api import COMMON_ERRORS, UTCDateTimeField, _err
 from .models import Upload
+from .representation import API_PREFIX, base_url, utc
 
 
 class LengthRequired(APIError):
@@ -60,12 +61,12 @@ def upload_object(upload: Upload, *, url_expiry: int | None = None, token: str =
         "filename": upload.filename,
         "status": _status(upload),
         "size": upload.size,
-        "expires_at": _utc(links.expires_at(url_expiry) if url_expiry else upload.expires_at),
-        "created_at": _utc(upload.created_at),
+        "expires_at": utc(links.expires_at(url_expiry) if url_expiry else upload.expires_at),
+        "created_at": utc(upload.created_at),
     }
     if token:
         body["upload_url"] = (
-            f"{_base_url(request)}{API_PREFIX}/uploads/{upload.public_id}/content?token={token}"
+            f"{base_url(request)}{API_PREFIX}/uploads/{upload.public_id}/content?token={token}"
         )
     return body
 

@@ -13,13 +13,12 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import F
 from django.http import Http404
 from rest_framework import status
 
 from batchhub.api import APIError
 
-from . import results, states
+from . import results
 from .models import Job
 
 RESULTS_SALT = "batchhub.links.results"
@@ -91,19 +90,6 @@ def open_results(public_id: str, token: str) -> tuple[Job, str, str]:
             "This link was revoked; ask for a new one (GET the job).", code="link_revoked"
         )
     return job, fmt, wanted
-
-
-def revoke(job: Job, *, actor: str = "") -> Job:
-    """Every results link of the job handed out so far stops working."""
-    Job.objects.filter(pk=job.pk).update(link_version=F("link_version") + 1)
-    states.record(
-        job,
-        "links_revoked",
-        "Every results link handed out so far was revoked.",
-        actor=actor or "system",
-    )
-    job.refresh_from_db()
-    return job
 
 
 def upload_token(upload_id: str, expiry: int) -> str:

@@ -24,7 +24,7 @@ from django.utils import timezone
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
 from . import ingest as ingest_mod
-from . import ingest_db, lookup, runner, states
+from . import ingest_db, lookup, runner, states, webhooks
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -723,6 +723,25 @@ def rename(job: Job, name: str, *, actor: str) -> Job:
     return job
 
 
+def revoke_links(job: Job, *, actor: str) -> Job:
+    """Every results link of the job handed out so far stops working (links.py signs them with
+    the job's link_version)."""
+    Job.objects.filter(pk=job.pk).update(link_version=F("link_version") + 1)
+    states.record(
+        job,
+        "links_revoked",
+        "Every results link handed out so far was revoked.",
+        actor=actor or "system",
+    )
+    job.refresh_from_db()
+    return job
+
+
+def redeliver_webhook(job: Job, *, actor: str) -> str:
+    """Send the finished job's webhook again as a new message; its webhook id."""
+    return webhooks.redeliver(job, actor=actor)
+
+
 def delete(job: Job, *, actor: str) -> None:
     if job.is_active and states.can_transition(job, JobStatus.CANCELLED):
         try:
@@ -811,8 +830,10 @@ __all__ = [
     "list_jobs",
     "pause",
     "reap",
+    "redeliver_webhook",
     "rename",
     "resume",
     "retry",
+    "revoke_links",
     "validate_input",
 ]

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import webhooks
 from .models import TERMINAL, Job, JobEvent, JobStatus
 
 S = JobStatus
@@ -108,7 +109,5 @@ def transition(
         locked.save()
         record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
         if target in TERMINAL:
-            from . import webhooks
-
             webhooks.on_terminal(locked)
     return locked

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import views, webhook_views
 
 app_name = "jobs"
 
@@ -26,4 +26,9 @@ urlpatterns = [
     path("jobs/<str:public_id>/delete/", views.job_delete, name="delete"),
     path("jobs/<str:public_id>/again/", views.job_again, name="again"),
     path("jobs/<str:public_id>/download/<str:fmt>/", views.job_download, name="download"),
+    path(
+        "jobs/<str:public_id>/webhook/redeliver/",
+        webhook_views.redeliver_view,
+        name="webhook-redeliver",
+    ),
 ]

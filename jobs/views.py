@@ -19,17 +19,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header, urlencode
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
 from . import charts, drafts, estimate, failures, progress, rerun, results, services, states
+from .downloads import results_response
 from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
 from .models import Job, JobStatus, RowStatus
 from .processors import ParamsError, all_processors, get_processor_class
+from .sample import run_sample
 from .upload import UploadLimit, guard_upload, too_large
 
 PAGE_SIZE = 25
@@ -126,15 +128,10 @@ def _controls(job: Job) -> dict[str, bool]:
 
 
 def _redeliver_url(job: Job) -> str | None:
-    """The "send again" endpoint for the job's webhook, if the webhook views are installed."""
+    """The "send again" button's target: only a finished job with a webhook has one."""
     if not job.webhook_url or not job.is_terminal:
         return None
-    for name in ("jobs:webhook-redeliver", "webhook-redeliver", "webhook_redeliver"):
-        try:
-            return reverse(name, args=[job.public_id])
-        except NoReverseMatch:
-            continue
-    return None
+    return reverse("jobs:webhook-redeliver", args=[job.public_id])
 
 
 def _last_event_id(job: Job) -> int:
@@ -476,25 +473,10 @@ def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHtt
     status = request.GET.get("status", "all")
     if status not in results.STATUS_FILTERS:
         status = "all"
-    response = StreamingHttpResponse(
-        results.stream(job, fmt, status), content_type=results.FORMATS[fmt]
-    )
-    response["Content-Disposition"] = content_disposition_header(
-        True, results.filename_for(job, fmt, status)
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    return results_response(job, fmt, status)
 
 
 # --- new job -------------------------------------------------------------------------------------
-
-
-def _sample_available() -> bool:
-    try:
-        from . import sample  # noqa: F401
-    except ImportError:
-        return False
-    return hasattr(sample, "run_sample")
 
 
 def _processor_info(name: str | None) -> dict[str, Any] | None:
@@ -567,7 +549,6 @@ def _new_context(
         "map_form": mapping,
         "processor": _processor_info(processor),
         "processor_name": processor or "",
-        "sample_available": _sample_available(),
         "estimate": estimate.from_history(request.user, processor, report.get("row_count") or 0)
         if processor
         else None,
@@ -758,13 +739,9 @@ def _sample(
     sample_seconds = 0.0
     sample_error = ""
     output_names: list[str] = []
-    if not _sample_available():
-        sample_error = "Trying a sample is not available on this server."
-    elif not forms_ok:
+    if not forms_ok:
         sample_error = "Please correct the fields marked above first."
     else:
-        from .sample import run_sample
-
         rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
         started = time.monotonic()
         try:

@@ -1,14 +1,14 @@
 """ "Send again" for a job's webhook: a button on the job page and an API endpoint.
 
-Mount `webhook_urlpatterns` in the jobs URLconf (namespace "jobs") and `webhook_api_urlpatterns`
-under /api/v1/.
+The page's route is in jobs/urls.py (namespace "jobs"); mount `webhook_api_urlpatterns` under
+/api/v1/. Both go through services, as every job action does.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -18,23 +18,17 @@ from rest_framework.views import APIView
 
 from batchhub.api import InvalidState
 
-from .models import Job
-from .webhooks import CannotRedeliver, redeliver
-
-
-def _actor(request) -> str:
-    auth = getattr(request, "auth", None)
-    key_id = getattr(auth, "public_id", None)
-    return f"api:{key_id}" if key_id else request.user.get_username()
+from . import services
+from .webhooks import CannotRedeliver
 
 
 @login_required
 @require_POST
 def redeliver_view(request, public_id: str):
     # Another user's job, or an expired one, is a 404 like a missing one.
-    job = get_object_or_404(Job.objects.visible(), public_id=public_id, owner=request.user)
+    job = services.get_job(request.user, public_id)
     try:
-        redeliver(job, actor=request.user.get_username())
+        services.redeliver_webhook(job, actor=services.actor_for(request))
     except CannotRedeliver as exc:
         messages.error(request, str(exc))
     else:
@@ -64,9 +58,9 @@ class RedeliverWebhookAPIView(APIView):
         tags=["jobs"],
     )
     def post(self, request, public_id: str) -> Response:
-        job = get_object_or_404(Job.objects.visible(), public_id=public_id, owner=request.user)
+        job = services.get_job(request.user, public_id)
         try:
-            webhook_id = redeliver(job, actor=_actor(request))
+            webhook_id = services.redeliver_webhook(job, actor=services.actor_for(request))
         except CannotRedeliver as exc:
             raise InvalidState(str(exc)) from None
         return Response(
@@ -74,9 +68,6 @@ class RedeliverWebhookAPIView(APIView):
         )
 
 
-webhook_urlpatterns = [
-    path("jobs/<str:public_id>/webhook/redeliver/", redeliver_view, name="webhook-redeliver"),
-]
 webhook_api_urlpatterns = [
     path(
         "jobs/<str:public_id>/webhook/redeliver",

@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -31,6 +30,7 @@ from urllib3.exceptions import HTTPError
 from . import outbound, results, ssrf
 from .ids import new_id
 from .models import TERMINAL, Job, JobEvent, UserSettings
+from .representation import job_representation, utc
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,8 @@ EXCERPT_BYTES = 300  # of the receiver's answer kept in the event, to help debug
 # --- the event ------------------------------------------------------------------------------------
 
 
-def _iso(dt: datetime | None) -> str | None:
-    # The API's timestamp format (microseconds and Z), so a receiver parses one format.
-    if dt is None:
-        return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def job_payload(job: Job) -> dict:
     """The contract's job object, exactly as the API renders it."""
-    from .api import job_representation  # the API module imports the engine: import it late
-
     return job_representation(job, request=None)
 
 
@@ -68,7 +59,7 @@ def event_type_for(job: Job) -> str:
 def build_event(job: Job, event_type: str) -> dict:
     event = {
         "type": event_type,
-        "timestamp": _iso(job.finished_at or job.updated_at),
+        "timestamp": utc(job.finished_at or job.updated_at),
         "job": job_payload(job),
     }
     if job.total <= MAX_INLINE_ROWS:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole suite: ruff over the project (before anything starts: it takes a second), then
+# Runs the whole suite: ruff and the import contracts (pyproject's [tool.importlinter]) over the
+# project (before anything starts: they take a second), then
 # throwaway PostgreSQL + Redis on loopback, then
 #   1. unit and API tests on PostgreSQL (broker in memory, the engine driven in-process),
 #   2. end-to-end and browser tests with real celery worker processes on PostgreSQL + Redis,
@@ -14,8 +15,9 @@ SERVICES_DIR="$PWD/.test-services"
 status=0
 lint_status=0
 if [ $# -eq 0 ]; then
-  echo "== 0/3 lint (ruff)"
+  echo "== 0/3 lint (ruff, import layers)"
   $BIN/ruff check . || lint_status=$?
+  $BIN/lint-imports --no-cache || lint_status=$?
   status=$lint_status
 fi
 
@@ -35,7 +37,7 @@ echo "== 1/3 unit + API tests on PostgreSQL"
 env -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 -m "not e2e and not browser" || status=$?
 
 echo "== 2/3 end-to-end and browser tests (real workers, PostgreSQL + Redis)"
-$BIN/pytest -p no:cacheprovider -q -m "e2e or browser" || status=$?
+$BIN/pytest -p no:cacheprovider -q --durations=15 -m "e2e or browser" || status=$?
 
 echo "== 3/3 unit tests on SQLite (the embedded default)"
 env -u DATABASE_URL -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 \
@@ -43,6 +45,6 @@ env -u DATABASE_URL -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cachepro
 
 # The lint output is at the top of a long log: say again at the end why a green test run failed.
 if [ "$lint_status" -ne 0 ]; then
-  echo "== FAILED: 0/3 lint (ruff check . exited $lint_status; its findings are at the top)"
+  echo "== FAILED: 0/3 lint (ruff or lint-imports exited $lint_status; findings at the top)"
 fi
 exit $status

@@ -13,13 +13,17 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", PASSWORD)
+def alice(db):
+    from .factories import UserFactory
+
+    return UserFactory(username="alice", password=PASSWORD)
 
 
 @pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", "bob@example.com", PASSWORD)
+def bob(db):
+    from .factories import UserFactory
+
+    return UserFactory(username="bob", password=PASSWORD)
 
 
 @pytest.fixture
@@ -40,9 +44,9 @@ def client_bob(django_user_model, bob):
 def _api_client_for(user):
     from rest_framework.test import APIClient
 
-    from apikeys.services import create_key
+    from .factories import APIKeyFactory
 
-    _key, raw = create_key(user, "tests")
+    raw = APIKeyFactory(owner=user, name="tests").raw
     c = APIClient()
     c.credentials(HTTP_X_API_KEY=raw)
     c.raw_key = raw

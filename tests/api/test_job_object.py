@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs.api import job_representation
 from jobs.models import Job, JobStatus, Row
+from jobs.representation import job_representation
 
 from .conftest import API, assert_error, create_json
 

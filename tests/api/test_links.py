@@ -137,3 +137,24 @@ def test_results_link_cannot_outlive_the_setting(api_alice, alice, new_job, sett
 def test_results_link_of_another_users_job_is_404(api_bob, alice, new_job):
     job = new_job(alice, "name\nann\n")
     assert_error(api_bob.post(f"{API}/jobs/{job.public_id}/results-link"), 404, "not_found")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_the_page_the_api_and_a_signed_link_answer_the_same_download(
+    alice, client_alice, api_alice, new_job, run_job, fmt
+):
+    job = run_job(new_job(alice, "name\nAnn\nBob\n"))
+    page = client_alice.get(f"/jobs/{job.public_id}/download/{fmt}/?status=succeeded")
+    keyed = api_alice.get(f"/api/v1/jobs/{job.public_id}/results?format={fmt}&status=succeeded")
+    link = api_alice.post(
+        f"/api/v1/jobs/{job.public_id}/results-link",
+        {"format": fmt, "status": "succeeded"},
+        format="json",
+    ).json()["url"]
+    signed = APIClient().get(link)
+    answers = [page, keyed, signed]
+    assert {r.status_code for r in answers} == {200}
+    for header in ("Content-Type", "Content-Disposition", "Cache-Control"):
+        assert len({r[header] for r in answers}) == 1, header
+    assert page["Content-Disposition"].endswith(f'-results-succeeded.{fmt}"')
+    assert len({b"".join(r.streaming_content) for r in answers}) == 1

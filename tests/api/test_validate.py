@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from jobs.models import Job
@@ -101,10 +99,6 @@ def test_validate_over_the_upload_limit_is_413(api_alice, settings):
     assert_error(response, 413, "file_too_large")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("jobs.sample") is None,
-    reason="jobs/sample.py (run_sample) has not landed yet",
-)
 def test_sample_runs_the_processor_on_the_first_rows(api_alice):
     rows = [{"text": "I love it"}, {"text": "I hate it"}, {"text": "ok"}]
     body = api_alice.post(

@@ -4,7 +4,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from apikeys import services
+from ..factories import APIKeyFactory
 
 
 @pytest.fixture(autouse=True)
@@ -12,8 +12,6 @@ def _apikeys_env(settings):
     # Throttle counters must not leak between tests (or test runs) through a file cache.
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     cache.clear()  # locmem data is per process, not per settings override
-    # Users are created in most tests; the real hasher would dominate the run time.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -25,9 +23,11 @@ def api():
 @pytest.fixture
 def key_a(alice):
     """(APIKey, plaintext) belonging to alice."""
-    return services.create_key(alice, "alice-script")
+    key = APIKeyFactory(owner=alice, name="alice-script")
+    return key, key.raw
 
 
 @pytest.fixture
 def key_b(bob):
-    return services.create_key(bob, "bob-script")
+    key = APIKeyFactory(owner=bob, name="bob-script")
+    return key, key.raw

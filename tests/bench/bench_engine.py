@@ -233,7 +233,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def status_reads(job_pk: int, n: int) -> list[float]:
     try:
-        from jobs.api import job_representation
+        from jobs.representation import job_representation
     except ImportError:  # before the API existed: the model's own figures
         def job_representation(job, request=None):
             return {

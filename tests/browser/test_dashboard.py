@@ -135,7 +135,9 @@ def test_cancel_another_job(page, live_server, login, alice, job_driver):
     login()
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
     # Cancel once rows run (a job cancelled while still queued has no rows to count).
-    page.wait_for_function("document.querySelector('#job-progress').value > 0", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#job-progress').value > 0", timeout=60_000
+    )
     page.once("dialog", lambda dialog: dialog.accept())  # hx-confirm asks first
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_function(

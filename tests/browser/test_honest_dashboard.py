@@ -66,7 +66,7 @@ def _text(page, testid: str) -> str:
 
 def _wait_status(page, label: str, timeout: float = 60_000) -> None:
     page.wait_for_function(
-        f"document.querySelector('[data-testid=status]').innerText.trim() === {label!r}",
+        f"() => document.querySelector('[data-testid=status]').innerText.trim() === {label!r}",
         timeout=timeout,
     )
 
@@ -77,7 +77,9 @@ def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
     job = make_job(alice, _big(20_000), name="cancel-me")
     login()
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
-    page.wait_for_function("document.querySelector('#job-progress').value > 0", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#job-progress').value > 0", timeout=60_000
+    )
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel job").click()
     _wait_status(page, "Cancelled")
@@ -132,11 +134,11 @@ def test_rate_and_eta_are_hidden_while_paused(page, live_server, login, alice, j
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
     # The rate appears once a few seconds of work are measured, then the ETA with it.
     page.wait_for_function(
-        "/^[\\d,.]+$/.test(document.querySelector('[data-testid=rate]').innerText.trim())",
+        "() => /^[\\d,.]+$/.test(document.querySelector('[data-testid=rate]').innerText.trim())",
         timeout=60_000,
     )
     page.wait_for_function(
-        "document.querySelector('[data-testid=eta]').innerText.trim().startsWith('in ')"
+        "() => document.querySelector('[data-testid=eta]').innerText.trim().startsWith('in ')"
     )
     assert re.fullmatch(r"\d+", _text(page, "in-flight"))
     # The tab title shows the progress.
@@ -186,7 +188,9 @@ def test_run_again_with_the_same_settings(page, live_server, login, alice, job_d
     assert second.params == first.params and second.concurrency == 2
     # No leftover "created: queued." banner on the new job's page.
     assert "created:" not in page.content()
-    page.wait_for_function("document.querySelector('#results').innerText.includes('ann once more')")
+    page.wait_for_function(
+        "() => document.querySelector('#results').innerText.includes('ann once more')"
+    )
 
 
 def test_failed_rows_download_and_reasons(
@@ -396,7 +400,7 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
         other = make_job(alice, _big(3000), name="tell-me-too")
         page.goto(f"{live_server.url}/")
         page.get_by_role("button", name="Notify me when jobs finish").click()
-        page.wait_for_function("/^1 active · /.test(document.title)", timeout=30_000)
+        page.wait_for_function("() => /^1 active · /.test(document.title)", timeout=30_000)
         page.locator(f"tr[data-job='{other.public_id}']").get_by_text("Completed").wait_for(
             timeout=60_000
         )

@@ -37,6 +37,8 @@ def check_deploy(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CACHE_"))}
     base.pop("CELERY_BROKER_URL", None)
     base.pop("DJANGO_SETTINGS_MODULE", None)
+    # Set by the browser tests' conftest (Playwright's sync API in tests); never in production.
+    base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
         cwd=ROOT,

@@ -54,10 +54,13 @@ def test_pause_then_resume_finishes_every_row_exactly_once(alice, worker, settin
     )
     wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 0, message="first rows")
     services.pause(Job.objects.get(pk=job.pk), actor="alice")
-    time.sleep(2)  # rows already running finish
-    paused = Job.objects.get(pk=job.pk)
-    assert paused.status == JobStatus.PAUSED and paused.running == 0
-    time.sleep(1)
+
+    def drained() -> Job | None:  # the rows already running finish
+        fresh = Job.objects.get(pk=job.pk)
+        return fresh if fresh.status == JobStatus.PAUSED and fresh.running == 0 else None
+
+    paused = wait_for(drained, timeout=30, message="the paused job's running rows to finish")
+    time.sleep(1)  # a second in which a paused job must make no progress
     assert Job.objects.get(pk=job.pk).succeeded == paused.succeeded  # progress stopped
     assert paused.succeeded < 30_000
     services.resume(paused, actor="alice")

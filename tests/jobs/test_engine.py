@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from batchhub.api import InvalidState
-from jobs import results, runner, services, states
+from jobs import ingest_db, results, runner, services, states
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, RetryableError, RowError, base
 from tests.conftest import drive, make_job, rows_text
@@ -92,25 +92,31 @@ def test_illegal_transition_is_refused_and_changes_nothing(alice, current, targe
 # --- processing ----------------------------------------------------------------------------------
 
 
-def test_template_job_runs_to_completed_with_outputs_in_input_order(alice):
-    job = drive(make_job(alice, rows_text(2500), params={"template": "{name}: {text}"}))
+def test_template_job_runs_to_completed_with_outputs_in_input_order(alice, monkeypatch):
+    # 250 rows cross the same boundaries 2,500 did with the real sizes: several ingest batches
+    # and several groups of rows per chunk.
+    monkeypatch.setattr(ingest_db, "BATCH_ROWS", 100)
+    monkeypatch.setattr(results, "BATCH_ROWS", 100)
+    n = 250
+    job = drive(make_job(alice, rows_text(n), params={"template": "{name}: {text}"}))
     assert job.status == JobStatus.COMPLETED
     assert job.counts == {
-        "total": 2500,
+        "total": n,
         "pending": 0,
         "running": 0,
-        "succeeded": 2500,
+        "succeeded": n,
         "failed": 0,
         "cancelled": 0,
     }
     assert job.progress == 1.0 and job.finished_at and job.started_at
     rows = result_rows(job)
-    assert [r["name"] for r in rows] == [f"person{i}" for i in range(2500)]
+    assert [r["name"] for r in rows] == [f"person{i}" for i in range(n)]
     # The output column is named like an input column, so it is told apart in the header.
     assert list(rows[0]) == ["name", "text", "output.text", "_status", "_error"]
     assert rows[7]["output.text"] == "person7: I love item 7"
+    assert rows[n - 1]["output.text"] == f"person{n - 1}: I love item {n - 1}"
     assert {r["_status"] for r in rows} == {"succeeded"}
-    assert Row.objects.filter(job=job, attempts=1).count() == 2500
+    assert Row.objects.filter(job=job, attempts=1).count() == n
 
 
 def test_sentiment_job_labels_rows(alice):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -45,34 +44,49 @@ def test_no_rolling_minute_exceeds_the_limit_on_a_simulated_clock(locmem_cache, 
     assert len(starts) >= 0.75 * per_minute * minutes
 
 
-def test_threads_share_the_budget_atomically(locmem_cache):
-    # 600/min = slots of ~1 s holding 10 requests each: 16 threads racing for 2.5 s.
-    starts: list[float] = []
-    lock = threading.Lock()
-    begin = time.time()
-    stop = begin + 2.0
+class _Blocked(Exception):
+    """Raised by the frozen clock's sleep: the limiter told this thread to wait for a slot."""
 
-    def worker() -> None:
-        while time.time() < stop:
-            ratelimit.acquire("job_threads", 600, timeout=5)
-            with lock:
-                starts.append(time.time())
 
-    threads = [threading.Thread(target=worker) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def test_threads_share_the_budget_atomically(locmem_cache, monkeypatch):
+    # 600/min = slots of ~1 s holding 10 requests each. On a frozen clock, 16 threads released
+    # together take from one slot until each is told to wait: the slot admits exactly its 10.
     plan = ratelimit.plan(600)
     assert plan.capacity == 10
-    # Any window shorter than a slot holds at most one slot's requests (plus the next slot's when
-    # it straddles a boundary): the per-minute bound follows from this, see the module docstring.
-    assert max_in_window(starts, plan.slot_seconds - plan.open_seconds) <= 2 * plan.capacity
-    assert max_in_window(starts, plan.open_seconds) <= plan.capacity
-    # Slots whose open part meets a 2 s window: at most floor(2 / slot + open fraction) + 1.
-    in_window = [t for t in starts if t < stop]
-    slots = math.floor(2.0 / plan.slot_seconds + ratelimit.OPEN_FRACTION) + 1
-    assert plan.capacity <= len(in_window) <= plan.capacity * slots
+    now = {"t": 1_700_000_000 // plan.slot_seconds * plan.slot_seconds + plan.open_seconds / 2}
+    monkeypatch.setattr(ratelimit, "_now", lambda: now["t"])
+
+    def blocked(seconds: float) -> None:
+        raise _Blocked
+
+    monkeypatch.setattr(ratelimit, "_sleep", blocked)
+
+    def race() -> int:
+        admitted: list[int] = []
+        barrier = threading.Barrier(16)
+
+        def worker() -> None:
+            barrier.wait()
+            try:
+                while True:
+                    ratelimit.acquire("job_threads", 600)
+                    admitted.append(1)
+            except _Blocked:
+                pass
+
+        threads = [threading.Thread(target=worker) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(admitted)
+
+    assert race() == plan.capacity
+    assert race() == 0  # the slot stays full
+    now["t"] += plan.slot_seconds  # the next slot, open again
+    assert race() == plan.capacity
+    now["t"] += plan.open_seconds  # past its open part: nobody may start
+    assert race() == 0
 
 
 def test_keys_are_independent_and_timeout_raises(locmem_cache, clock):

@@ -47,6 +47,8 @@ def worker_env(**extra: str) -> dict[str, str]:
             "BATCHHUB_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
             "BATCHHUB_PROCESSOR_ALLOW_PRIVATE": "127.0.0.0/8",
             "BATCHHUB_PROCESSORS": "tests.support.fault_processors:CrashProcessor",
+            # The real settings, not the suite's (pytest exports DJANGO_SETTINGS_MODULE).
+            "DJANGO_SETTINGS_MODULE": "batchhub.settings",
             "BATCHHUB_TESTING": "0",
             "PYTHONUNBUFFERED": "1",
         }

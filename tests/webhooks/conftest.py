@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.contrib.auth import get_user_model
 
-from jobs.models import Job, Row, RowStatus
+from jobs.models import Job
+
+from ..factories import JobFactory, UserFactory, add_rows
 
 
 @pytest.fixture(autouse=True)
@@ -21,12 +22,12 @@ def _webhook_env(settings):
 
 @pytest.fixture
 def wh_alice(db):
-    return get_user_model().objects.create_user("wh-alice", "a@example.com", "pw-alice-123")
+    return UserFactory(username="wh-alice", email="a@example.com")
 
 
 @pytest.fixture
 def wh_bob(db):
-    return get_user_model().objects.create_user("wh-bob", "b@example.com", "pw-bob-123")
+    return UserFactory(username="wh-bob", email="b@example.com")
 
 
 @dataclass
@@ -98,28 +99,10 @@ def receiver():
 @pytest.fixture
 def make_job(wh_alice):
     def make(*, owner=None, rows=3, status="completed", webhook_url=None, **fields) -> Job:
-        job = Job.objects.create(
-            owner=owner or wh_alice,
-            processor="template",
-            params={"template": "{a}"},
-            columns=["a", "b"],
-            status=status,
-            total=rows,
-            succeeded=rows,
-            webhook_url=webhook_url,
-            **fields,
+        job = JobFactory(
+            owner=owner or wh_alice, rows=rows, status=status, webhook_url=webhook_url, **fields
         )
-        Row.objects.bulk_create(
-            Row(
-                job=job,
-                index=i,
-                ref=str(i + 1),
-                data=[f"a{i}", f"b{i}"],
-                status=RowStatus.SUCCEEDED,
-                output={"text": f"a{i}"},
-            )
-            for i in range(rows)
-        )
+        add_rows(job, rows, output=lambda i: {"text": f"a{i}"})
         return job
 
     return make

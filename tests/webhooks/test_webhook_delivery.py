@@ -141,7 +141,7 @@ def test_timeout_is_a_retryable_failure(receiver, make_job, allow_loopback, sett
     original = socketserver.StreamRequestHandler.setup
 
     def slow_setup(self):
-        time.sleep(1.0)
+        time.sleep(0.6)  # twice the timeout; the server's close waits for this handler
         original(self)
 
     monkeypatch.setattr(socketserver.StreamRequestHandler, "setup", slow_setup)

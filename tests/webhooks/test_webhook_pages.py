@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.contrib.messages import get_messages
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from jobs.models import JobEvent, UserSettings
@@ -123,6 +124,24 @@ def test_redeliver_api(wh_alice, wh_bob, make_job, enqueued, django_capture_on_c
     assert body["type"] == "job.failed" and body["webhook_id"] == enqueued[0][2]
 
 
+def test_redeliver_api_actor_names_user_and_key(
+    wh_alice, make_job, enqueued, django_capture_on_commit_callbacks
+):
+    # The timeline names who sent it again as every other action does, not by the key's id.
+    from apikeys.services import create_key
+
+    job = make_job(status="completed", webhook_url="https://hooks.example.com/x")
+    key, raw = create_key(wh_alice, "deploy bot")
+    api = APIClient()
+    api.credentials(HTTP_X_API_KEY=raw)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/v1/jobs/{job.public_id}/webhook/redeliver")
+    assert response.status_code == 202
+    event = JobEvent.objects.get(job=job, type="webhook.redeliver")
+    assert event.actor == "wh-alice (API key deploy bot)"
+    assert key.public_id not in event.actor
+
+
 def test_redeliver_api_conflicts(wh_alice, make_job, enqueued):
     api = APIClient()
     api.force_authenticate(wh_alice)
@@ -163,6 +182,9 @@ def test_in_the_project_the_job_page_button_sends_again_and_shows_attempts(
         r"<button[^>]*>Send the webhook again",
         page,
     ).group(1)
+    # The route is in the jobs namespace at the address it always had.
+    assert action == f"/jobs/{job.public_id}/webhook/redeliver/"
+    assert action == reverse("jobs:webhook-redeliver", args=[job.public_id])
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(action)
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.public_id}/"

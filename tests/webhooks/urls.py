@@ -10,8 +10,9 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
 
+from jobs import webhook_views
 from jobs.settings_views import settings_urlpatterns
-from jobs.webhook_views import webhook_api_urlpatterns, webhook_urlpatterns
+from jobs.webhook_views import webhook_api_urlpatterns
 
 
 def _placeholder(request, *args, **kwargs):
@@ -23,13 +24,17 @@ _jobs = (
         path("", _placeholder, name="list"),
         path("new", _placeholder, name="new"),
         path("jobs/<str:public_id>/", _placeholder, name="detail"),
+        path(
+            "jobs/<str:public_id>/webhook/redeliver/",
+            webhook_views.redeliver_view,
+            name="webhook-redeliver",
+        ),
     ],
     "jobs",
 )
 _keys = ([path("", _placeholder, name="list")], "apikeys")
 
 urlpatterns = [
-    path("", include(webhook_urlpatterns)),  # top level, as batchhub/urls.py mounts them
     path("", include(_jobs)),
     path("keys/", include(_keys)),
     path("settings/", include(settings_urlpatterns)),
