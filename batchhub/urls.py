@@ -9,9 +9,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apikeys.urls import api_urlpatterns as key_api_urls
 from batchhub.login_throttle import ThrottledAdminAuthenticationForm, ThrottledLoginView
 from jobs.account_views import signup
-from jobs.api_links import link_api_urlpatterns
-from jobs.api_uploads import upload_api_urlpatterns
-from jobs.api_urls import urlpatterns as job_api_urls
+from jobs.api.links import link_api_urlpatterns
+from jobs.api.uploads import upload_api_urlpatterns
+from jobs.api.urls import urlpatterns as job_api_urls
 from jobs.credential_views import credential_urlpatterns
 from jobs.settings_views import settings_urlpatterns
 from jobs.webhook_views import webhook_api_urlpatterns

@@ -128,7 +128,7 @@ def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
 
 
 def _serialized(job, request=None) -> dict:
-    from jobs.api import JobSerializer
+    from jobs.api.serializers import JobSerializer
 
     return JobSerializer(job, context={"request": request}).data
 
