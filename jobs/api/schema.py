@@ -35,8 +35,11 @@ from .serializers import (
     ValidationReportSerializer,
 )
 
+# --- pieces shared by the operations (links.py and uploads.py use them too) -----------------------
+
 
 def error_response(description: str) -> OpenApiResponse:
+    """An error status: the contract's error body, and which codes it carries when."""
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
@@ -82,6 +85,8 @@ INPUT_ERRORS = {
     415: error_response("unsupported_media_type: send multipart/form-data or application/json."),
 }
 
+
+# --- the operations, one decorator per viewset -------------------------------------------------
 
 processor_schema = extend_schema_view(
     list=extend_schema(
