@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
+from . import chunks, finish, ingest_db, lookup, runner, states, webhooks
 from . import ingest as ingest_mod
-from . import ingest_db, lookup, runner, states, webhooks
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -373,7 +373,7 @@ def _enqueue_ingest(job_pk: int) -> None:
 def start_loops(job: Job) -> None:
     from .tasks import work
 
-    for _ in range(runner.plan_for(job).loops):
+    for _ in range(chunks.plan_for(job).loops):
         work.delay(job.pk)
 
 
@@ -427,7 +427,7 @@ def ingest(job_pk: int) -> None:
             job.save(update_fields=[*_INGESTED_FIELDS, "updated_at"])
             # The chunks are what loops claim: made here, with the job's status, so no row is
             # worked on before the whole file is in.
-            runner.make_chunks(job, runner.plan_for(job))
+            chunks.make_chunks(job, chunks.plan_for(job))
             if connection.vendor == "postgresql":
                 # Fresh statistics for the rows just loaded, so the workers' queries get
                 # index plans from their first chunk (autovacuum would catch up only later).
@@ -629,7 +629,7 @@ def _cancel_pending(job: Job) -> None:
         )
     )
     began = time.monotonic()
-    for start in range(0, job.total, runner.BULK_ROWS):
+    for start in range(0, job.total, finish.BULK_ROWS):
         if time.monotonic() - began > CANCEL_SECONDS:
             from .tasks import cancel_leftovers
 
@@ -639,7 +639,7 @@ def _cancel_pending(job: Job) -> None:
             job=job,
             status=RowStatus.PENDING,
             index__gte=start,
-            index__lt=start + runner.BULK_ROWS,
+            index__lt=start + finish.BULK_ROWS,
         )
         for lo, hi in in_flight:
             rows = rows.exclude(index__gte=lo, index__lt=hi)
@@ -768,7 +768,7 @@ def reap(now=None) -> dict[str, int]:
     stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
     for job in stale:
-        if runner.needs_loops(job.pk, now):
+        if chunks.needs_loops(job.pk, now):
             states.record(
                 job, "recovered", "No progress for a while: work restarted (a worker stopped)."
             )
@@ -776,7 +776,7 @@ def reap(now=None) -> dict[str, int]:
             transaction.on_commit(lambda job=job: start_loops(job))
             done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():
-            if runner.finalize(job.pk):
+            if finish.finalize(job.pk):
                 done["finalized"] += 1
 
     for job in Job.objects.filter(status=JobStatus.PAUSED, resume_at__lte=now):
@@ -797,7 +797,7 @@ def reap(now=None) -> dict[str, int]:
     )
     for job in leftover:
         if not Chunk.objects.filter(job=job, lease_until__gte=now).exists():
-            done["leftovers"] += runner.cancel_leftovers(job.pk)
+            done["leftovers"] += finish.cancel_leftovers(job.pk)
 
     # An ingest whose task was lost (a worker killed while reading) is started again.
     lost = Job.objects.filter(

@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from . import runner, services
+from . import finish, runner, services
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def work(job_pk: int) -> None:
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)
 def cancel_leftovers(job_pk: int) -> None:
     """The pending rows of a cancelled job that its cancel request left (a very large job)."""
-    runner.cancel_leftovers(job_pk)
+    finish.cancel_leftovers(job_pk)
 
 
 @shared_task(name="jobs.reap")

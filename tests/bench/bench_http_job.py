@@ -36,7 +36,7 @@ TMP = setup("bench-http-", CELERY_BROKER_URL=BROKER or "memory://")
 from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from jobs import runner, services  # noqa: E402
+from jobs import chunks, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
@@ -259,7 +259,7 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
             goal="ratio >= 0.9 at C = 32",
             rows=ROWS,
             concurrency=concurrency,
-            loops=runner.plan_for(job).loops,
+            loops=chunks.plan_for(job).loops,
             worker_processes=2,
             peak_in_flight_at_server=server.peak(),
             worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2),

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import runner, services
+from jobs import chunks, finish, runner, services
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
 from jobs.tasks import ingest_job
@@ -30,7 +30,7 @@ def assert_settled(job: Job) -> None:
     assert rows.get(RowStatus.PENDING, 0) == 0 and rows.get(RowStatus.RUNNING, 0) == 0, rows
     assert (job.pending, job.running) == (0, 0)
     assert job.succeeded + job.failed + job.cancelled == job.total
-    assert job.counts == {"total": job.total, **runner.recount(job)}
+    assert job.counts == {"total": job.total, **finish.recount(job)}
 
 
 def test_a_loop_failing_mid_chunk_after_a_cancel_leaves_its_rows_cancelled(
@@ -99,7 +99,7 @@ def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, se
 
 
 def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch):
-    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    monkeypatch.setattr(finish, "BULK_ROWS", 100)
     job = make_job(alice, rows_text(1000), concurrency=1)
     services.ingest(job.pk)
     updates = []
@@ -119,7 +119,7 @@ def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch)
 
 
 def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, monkeypatch):
-    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    monkeypatch.setattr(finish, "BULK_ROWS", 100)
     monkeypatch.setattr(services, "CANCEL_SECONDS", -1.0)  # out of time at once
     sent = []
     monkeypatch.setattr("jobs.tasks.cancel_leftovers.delay", lambda pk: sent.append(pk))
@@ -129,7 +129,7 @@ def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, m
     assert sent == [job.pk]
     assert job.status == JobStatus.CANCELLED and job.pending == 1000
     assert sum(job.counts[k] for k in job.counts if k != "total") == job.total
-    runner.cancel_leftovers(job.pk)  # what the task does
+    finish.cancel_leftovers(job.pk)  # what the task does
     assert_settled(job)
     assert not Chunk.objects.filter(job=job, done=False).exists()
 
@@ -139,7 +139,7 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
 
     job = make_job(alice, rows_text(300), concurrency=1)
     services.ingest(job.pk)
-    runner.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
+    chunks.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
     assert Chunk.objects.filter(job=job, lease_until__isnull=False).count() == 1
     cancelled = make_job(alice, rows_text(50), concurrency=1)
     services.ingest(cancelled.pk)

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from batchhub.api import InvalidState
-from jobs import ingest_db, results, runner, services, states
+from jobs import chunk_loop, chunks, finish, ingest_db, results, runner, services, states
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, RetryableError, RowError, base
 from tests.conftest import drive, make_job, rows_text
@@ -188,7 +188,7 @@ def grouped_job(alice, settings, monkeypatch, *, chunk: int, group: int) -> Job:
     """An ingested 1,000-row job of one loop, processed in CPU groups of exactly `group` rows."""
     settings.BATCHHUB_CHUNK_ROWS = chunk
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", group)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", group)
+    monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", group)
     job = make_job(alice, rows_text(1000), concurrency=1)
     services.ingest(job.pk)
     return job
@@ -248,7 +248,7 @@ def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(
     assert job.status == JobStatus.CANCELLED
     # The group in flight when the cancel came finished and kept its output; the rest cancelled.
     assert (job.succeeded, job.cancelled, job.pending, job.running) == (200, 800, 0, 0)
-    assert job.counts == {"total": 1000, **runner.recount(job)}
+    assert job.counts == {"total": 1000, **finish.recount(job)}
 
 
 def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(
@@ -302,11 +302,11 @@ def test_a_group_in_flight_when_its_worker_died_is_run_again_in_halves(
 def test_expired_lease_makes_a_chunk_claimable_again(alice):
     job = make_job(alice, rows_text(10), concurrency=1)
     services.ingest(job.pk)
-    chunk = runner.claim_chunk(job.pk)
+    chunk = chunks.claim_chunk(job.pk)
     assert chunk is not None and Chunk.objects.filter(job=job).count() == 1
-    assert runner.claim_chunk(job.pk) is None  # leased: nobody else gets it
+    assert chunks.claim_chunk(job.pk) is None  # leased: nobody else gets it
     Chunk.objects.filter(pk=chunk.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
-    again = runner.claim_chunk(job.pk)
+    again = chunks.claim_chunk(job.pk)
     assert again is not None and again.pk == chunk.pk and again.claims == 2
 
 
@@ -377,7 +377,7 @@ def test_counters_stay_consistent_at_every_step(alice, settings):
         step = runner.work_once(job.pk)
         job.refresh_from_db()
         assert sum(job.counts[k] for k in counters) == 300
-        assert job.counts == {"total": 300, **runner.recount(job)}
+        assert job.counts == {"total": 300, **finish.recount(job)}
         if step.action == "stop":
             break
     assert job.status == JobStatus.COMPLETED
@@ -395,7 +395,7 @@ def test_counters_stay_consistent_at_every_step(alice, settings):
     ],
 )
 def test_chunks_cover_every_row_once_and_shrink_toward_the_end(total, chunk_rows, loops):
-    bounds = runner.chunk_bounds(total, chunk_rows, loops)
+    bounds = chunks.chunk_bounds(total, chunk_rows, loops)
     assert [i for start, end in bounds for i in range(start, end)] == list(range(total))
     sizes = [end - start for start, end in bounds]
     assert all(0 < size <= chunk_rows for size in sizes)

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import ingest_db, runner, services
+from jobs import chunks, ingest_db, runner, services
 from jobs.models import Chunk, Job, JobStatus, Row
 from tests.conftest import drive, make_job, rows_text
 from tests.jobs.test_sqlite_plans import write_transactions
@@ -175,6 +175,6 @@ def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypa
     indexes = list(Row.objects.filter(job=job).order_by("index").values_list("index", flat=True))
     assert indexes == list(range(rows))
     assert Chunk.objects.filter(job=job).count() == len(
-        runner.chunk_bounds(rows, runner.plan_for(job).chunk_rows, runner.plan_for(job).loops)
+        chunks.chunk_bounds(rows, chunks.plan_for(job).chunk_rows, chunks.plan_for(job).loops)
     )
     assert drive(job).succeeded == rows

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 from django.db import connection
 
-from jobs import results, runner, services
+from jobs import chunk_loop, results, runner, services, syncpoint
 from jobs.models import Chunk, Job, JobStatus, Row
 from jobs.processors import base
 from tests.conftest import drive, make_job, rows_text
@@ -120,9 +120,9 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
 def test_the_output_write_is_one_index_lookup_a_row(alice):
     job = make_job(alice, rows_text(50))
     services.ingest(job.pk)
-    done = [runner.Done(i, "succeeded", {"text": "x"}, None, 1) for i in range(10, 20)]
+    done = [syncpoint.Done(i, "succeeded", {"text": "x"}, None, 1) for i in range(10, 20)]
     with recorded_statements() as seen:
-        runner.write_rows(job.pk, done)
+        syncpoint.write_rows(job.pk, done)
     assert len(seen) == 1
     sql, params = seen[0]
     [only] = plan(sql, params)
@@ -185,8 +185,8 @@ def write_transactions(conn):
 
 @pytest.mark.django_db(transaction=True)
 def test_write_transactions_of_a_large_job_stay_short(alice, settings):
-    # Each sync point writes one CPU group (at most runner.SQLITE_GROUP_MAX rows) and commits, so
-    # the slowest write transaction does not grow with the job and stays far under the 200 ms
+    # Each sync point writes one CPU group (at most chunk_loop.SQLITE_GROUP_MAX rows) and commits,
+    # so the slowest write transaction does not grow with the job and stays far under the 200 ms
     # that a web request could be kept waiting for the lock.
     settings.BATCHHUB_CHUNK_ROWS = 5000
     job = make_job(alice, rows_text(60_000), concurrency=2)
@@ -209,4 +209,4 @@ def test_write_transactions_of_a_large_job_stay_short(alice, settings):
         for statement in statements
         if (m := re.search(rf"^UPDATE {ROW_TABLE} SET status.*\((\d+)x\)$", statement))
     ]
-    assert sum(written) == 60_000 and max(written) <= runner.SQLITE_GROUP_MAX
+    assert sum(written) == 60_000 and max(written) <= chunk_loop.SQLITE_GROUP_MAX
