@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import holders, states
+from . import enqueue, holders, states
 from .models import Chunk, Job, Row, RowStatus
 from .processors import Processor, get_processor_class
 
@@ -54,6 +54,12 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
         # Small jobs still spread over every loop.
         chunk_rows = max(1, min(chunk_rows, math.ceil(job.total / loops)))
     return Plan(loops=loops, threads=threads, chunk_rows=chunk_rows)
+
+
+def start_loops(job: Job) -> None:
+    """Queue one worker loop (jobs.tasks.work) for each loop of the job's plan."""
+    for _ in range(plan_for(job).loops):
+        enqueue.send("jobs.work", job.pk)
 
 
 def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int, int]]:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
-from . import chunks, finish, ingest_db, lookup, runner, states, webhooks
+from . import chunks, enqueue, finish, ingest_db, lookup, runner, states, webhooks
 from . import ingest as ingest_mod
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
@@ -360,21 +360,8 @@ def create_job(
             f"Job created from {source.filename} ({report.row_count} rows) with {proc.name}.",
             actor=actor,
         )
-        transaction.on_commit(lambda: _enqueue_ingest(job.pk))
+        transaction.on_commit(lambda: enqueue.start_ingest(job.pk))
     return job, True
-
-
-def _enqueue_ingest(job_pk: int) -> None:
-    from .tasks import ingest_job
-
-    ingest_job.delay(job_pk)
-
-
-def start_loops(job: Job) -> None:
-    from .tasks import work
-
-    for _ in range(chunks.plan_for(job).loops):
-        work.delay(job.pk)
 
 
 # --- ingest (task side) --------------------------------------------------------------------------
@@ -438,7 +425,7 @@ def ingest(job_pk: int) -> None:
                 JobStatus.PROCESSING,
                 message=f"{total} rows read ({_describe(info)}); processing with {proc.name}.",
             )
-            transaction.on_commit(lambda: start_loops(job))
+            transaction.on_commit(lambda: chunks.start_loops(job))
     except ingest_mod.InputError as exc:
         _discard_rows(job_pk, in_batches)
         _fail(job_pk, "invalid_csv", str(exc), {"errors": exc.errors})
@@ -599,7 +586,7 @@ def resume(job: Job, *, actor: str, event_type: str = "resumed") -> Job:
             throttle_streak=0,
             only_from=frozenset({JobStatus.PAUSED}),
         )
-        transaction.on_commit(lambda: start_loops(job))
+        transaction.on_commit(lambda: chunks.start_loops(job))
     return job
 
 
@@ -631,9 +618,7 @@ def _cancel_pending(job: Job) -> None:
     began = time.monotonic()
     for start in range(0, job.total, finish.BULK_ROWS):
         if time.monotonic() - began > CANCEL_SECONDS:
-            from .tasks import cancel_leftovers
-
-            cancel_leftovers.delay(job.pk)
+            enqueue.send("jobs.cancel_leftovers", job.pk)
             return
         rows = Row.objects.filter(
             job=job,
@@ -708,7 +693,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
             data={"rows": n},
             error=("", ""),
         )
-        transaction.on_commit(lambda: start_loops(locked))
+        transaction.on_commit(lambda: chunks.start_loops(locked))
     return locked
 
 
@@ -773,7 +758,7 @@ def reap(now=None) -> dict[str, int]:
                 job, "recovered", "No progress for a while: work restarted (a worker stopped)."
             )
             Job.objects.filter(pk=job.pk).update(updated_at=now)
-            transaction.on_commit(lambda job=job: start_loops(job))
+            transaction.on_commit(lambda job=job: chunks.start_loops(job))
             done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():
             if finish.finalize(job.pk):
@@ -806,7 +791,7 @@ def reap(now=None) -> dict[str, int]:
     )
     for job in lost:
         Job.objects.filter(pk=job.pk).update(updated_at=now)
-        transaction.on_commit(lambda pk=job.pk: _enqueue_ingest(pk))
+        transaction.on_commit(lambda pk=job.pk: enqueue.start_ingest(pk))
         done["reingested"] += 1
     return done
 

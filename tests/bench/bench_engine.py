@@ -112,7 +112,7 @@ from django.core.files import File  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from jobs import results, services  # noqa: E402
+from jobs import chunks, enqueue, results, services  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
 from tests.bench.benchdata import COLUMNS, TEMPLATE, bare_loop, make_csv  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
@@ -272,9 +272,9 @@ def main() -> None:
 
     # Ingest runs in this process where it can be timed alone: the ingest task create_job would
     # send, and the worker loops ingest would start, are held back and started by hand.
-    services._enqueue_ingest = lambda job_pk: None
-    real_start_loops = services.start_loops
-    services.start_loops = lambda job: None
+    enqueue.start_ingest = lambda job_pk: None
+    real_start_loops = chunks.start_loops
+    chunks.start_loops = lambda job: None
 
     # 1. ingest
     copy_s = copy_from_baseline(big_csv)

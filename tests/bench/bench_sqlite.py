@@ -124,13 +124,13 @@ def child(engine: str, tmp: Path) -> dict:
     from django.core.files import File
     from django.core.management import call_command
 
-    from jobs import services
+    from jobs import chunks, enqueue, services
     from jobs.models import TERMINAL, Job, JobStatus
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", "b@example.com", "bench-password-1")
-    services._enqueue_ingest = lambda job_pk: None
-    start_loops, services.start_loops = services.start_loops, lambda job: None
+    enqueue.start_ingest = lambda job_pk: None
+    start_loops, chunks.start_loops = chunks.start_loops, lambda job: None
 
     def create(path: Path) -> Job:
         with path.open("rb") as fh:

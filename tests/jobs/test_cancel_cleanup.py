@@ -149,7 +149,7 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
     ingesting = make_job(alice, rows_text(50), concurrency=1)
     Job.objects.filter(pk=ingesting.pk).update(status=JobStatus.VALIDATING)  # cut mid-file
     started, ingests = [], []
-    monkeypatch.setattr(services, "start_loops", lambda j: started.append(j.pk))
+    monkeypatch.setattr(chunks, "start_loops", lambda j: started.append(j.pk))
     monkeypatch.setattr(ingest_job, "delay", ingests.append)
     call_command("recover_work")
     assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()

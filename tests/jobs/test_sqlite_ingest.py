@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import chunks, ingest_db, runner, services
+from jobs import chunks, enqueue, ingest_db, runner, services
 from jobs.models import Chunk, Job, JobStatus, Row
 from tests.conftest import drive, make_job, rows_text
 from tests.jobs.test_sqlite_plans import write_transactions
@@ -132,7 +132,7 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
 
     # The reaper takes up an ingest that has not moved for a while: the same path as a lost task.
     enqueued = []
-    monkeypatch.setattr(services, "_enqueue_ingest", enqueued.append)
+    monkeypatch.setattr(enqueue, "start_ingest", enqueued.append)
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     with django_capture_on_commit_callbacks(execute=True):
         assert services.reap(now=timezone.now() + 6 * lease)["reingested"] == 1

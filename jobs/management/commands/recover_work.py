@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from django.db.models import Q
 
-from jobs import finish, services
+from jobs import chunks, finish
 from jobs.models import Chunk, Job, JobStatus
 from jobs.tasks import ingest_job
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         ).update(lease_until=None)
         processing = list(Job.objects.filter(status=JobStatus.PROCESSING))
         for job in processing:
-            services.start_loops(job)
+            chunks.start_loops(job)
         # An ingest cut mid-file: taken up again now, not after the reaper's wait; it resumes
         # after the rows it wrote (services.ingest).
         ingesting = list(
