@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from . import finish, runner, services
+from .ingest import loading
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ BROKER_RETRY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.25, "
 
 @shared_task(name="jobs.ingest", acks_late=True)
 def ingest_job(job_pk: int) -> None:
-    services.ingest(job_pk)
+    loading.ingest(job_pk)
 
 
 @shared_task(name="jobs.work", acks_late=True)

@@ -37,6 +37,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from jobs import chunks, enqueue, services  # noqa: E402
+from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
@@ -148,7 +149,7 @@ def new_job(user, url: str, rows: int, concurrency: int) -> Job:
     )
     chunks.start_loops = lambda job: None
     try:
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     finally:
         chunks.start_loops = _send_loops
     return Job.objects.get(pk=job.pk)

@@ -123,6 +123,7 @@ from django.db import connection  # noqa: E402
 from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
 from jobs import chunks, enqueue, services  # noqa: E402
+from jobs.ingest import loading  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
 
@@ -366,7 +367,7 @@ def ingest_job(user, path: Path, name: str, rows: int) -> Job:
             source=services.Source(upload=File(fh, name=name)),
             actor="bench",
         )
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == rows, (job.status, job.total)
     return job

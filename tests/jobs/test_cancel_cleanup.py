@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import chunks, finish, runner, services
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
 from jobs.tasks import ingest_job
@@ -86,7 +87,7 @@ def test_the_reaper_cancels_rows_a_dead_loop_left_running_in_a_cancelled_job(
 
 def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, settings):
     job = make_job(alice, rows_text(50), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     # An I/O loop marks its rows running one by one (attempts + 1) and died with them.
     Row.objects.filter(job=job, index__lt=5).update(status=RowStatus.RUNNING, attempts=1)
     Job.objects.filter(pk=job.pk).update(pending=45, running=5)
@@ -101,7 +102,7 @@ def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, se
 def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch):
     monkeypatch.setattr(finish, "BULK_ROWS", 100)
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     updates = []
     real_update = type(Row.objects.all()).update
 
@@ -124,7 +125,7 @@ def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, m
     sent = []
     monkeypatch.setattr("jobs.tasks.cancel_leftovers.delay", lambda pk: sent.append(pk))
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
     assert sent == [job.pk]
     assert job.status == JobStatus.CANCELLED and job.pending == 1000
@@ -138,11 +139,11 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
     from django.core.management import call_command
 
     job = make_job(alice, rows_text(300), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     chunks.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
     assert Chunk.objects.filter(job=job, lease_until__isnull=False).count() == 1
     cancelled = make_job(alice, rows_text(50), concurrency=1)
-    services.ingest(cancelled.pk)
+    loading.ingest(cancelled.pk)
     Row.objects.filter(job=cancelled, index__lt=5).update(status=RowStatus.RUNNING)
     Job.objects.filter(pk=cancelled.pk).update(pending=45, running=5)
     services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")

@@ -13,6 +13,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from jobs import chunk_loop, chunks, holders, runner, services, syncpoint
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
 from tests.conftest import make_job, rows_text
@@ -78,7 +79,7 @@ def test_poison_row_is_isolated_by_bisection_and_fails_alone(
     monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", 256)
     text = rows_text(1000, header="name,text").replace("person537,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1, max_attempts=3)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     deaths = run_with_deaths(job)
     job.refresh_from_db()
     assert job.status == JobStatus.PARTIAL
@@ -101,7 +102,7 @@ def test_a_row_found_alone_below_the_limit_runs_alone_again(alice, settings, poi
     settings.BATCHHUB_CHUNK_ROWS = 10
     text = rows_text(10, header="name,text").replace("person4,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1, max_attempts=5)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     deaths = run_with_deaths(job)
     poison = Row.objects.get(job=job, index=4)
     assert poison.status == RowStatus.FAILED and poison.attempts == deaths == 5
@@ -115,7 +116,7 @@ def test_counters_during_recovery_count_running_rows_only_under_a_live_holder(
     monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", 50)
     text = rows_text(100, header="name,text").replace("person60,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     with pytest.raises(WorkerDied):
         runner.work_once(job.pk)
     job.refresh_from_db()
@@ -133,7 +134,7 @@ def test_counters_during_recovery_count_running_rows_only_under_a_live_holder(
 
 def test_a_live_holder_keeps_its_chunk_and_a_gone_one_loses_it_at_once(alice):
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     chunk = chunks.claim_chunk(job.pk)
     assert chunk.holder == holders.current() and not holders.is_gone(chunk.holder)
     assert chunks.claim_chunk(job.pk) is None
@@ -169,7 +170,7 @@ def test_a_loop_that_loses_the_database_gives_its_chunk_back(
     job = make_job(
         alice, rows_text(100, header="name,text"), processor="poison_test", concurrency=1
     )
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     real = syncpoint.write_rows
     calls = {"n": 0}
 
@@ -204,7 +205,7 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
     alice, settings, django_capture_on_commit_callbacks
 ):
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
     chunk = chunks.claim_chunk(job.pk)  # a live loop holds it
     assert services.reap(now=later)["restarted"] == 0

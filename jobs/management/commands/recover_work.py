@@ -26,7 +26,7 @@ class Command(BaseCommand):
         for job in processing:
             chunks.start_loops(job)
         # An ingest cut mid-file: taken up again now, not after the reaper's wait; it resumes
-        # after the rows it wrote (services.ingest).
+        # after the rows it wrote (jobs.ingest.loading).
         ingesting = list(
             Job.objects.filter(status=JobStatus.VALIDATING).values_list("pk", flat=True)
         )
