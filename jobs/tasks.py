@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from . import finish, runner, services
+from . import finish, reaper, runner
 from .ingest import loading
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def cancel_leftovers(job_pk: int) -> None:
 
 @shared_task(name="jobs.reap")
 def reap() -> None:
-    services.reap()
+    reaper.reap()
 
 
 @shared_task(name="jobs.expire_jobs")

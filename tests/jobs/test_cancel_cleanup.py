@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import chunks, finish, runner, services
+from jobs import chunks, finish, reaper, runner, services
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
@@ -77,12 +77,12 @@ def test_the_reaper_cancels_rows_a_dead_loop_left_running_in_a_cancelled_job(
         runner.work_once(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.running == 100  # the group in flight
-    assert services.reap()["leftovers"] == 0  # a loop may still be finishing its group
+    assert reaper.reap()["leftovers"] == 0  # a loop may still be finishing its group
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
-    assert services.reap(now=later)["leftovers"] == 100
+    assert reaper.reap(now=later)["leftovers"] == 100
     assert_settled(job)
     assert (job.succeeded, job.cancelled) == (100, 900)
-    assert services.reap(now=later)["leftovers"] == 0
+    assert reaper.reap(now=later)["leftovers"] == 0
 
 
 def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, settings):
@@ -95,7 +95,7 @@ def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, se
     job.refresh_from_db()
     assert (job.cancelled, job.running) == (45, 5)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
-    assert services.reap(now=later)["leftovers"] == 5
+    assert reaper.reap(now=later)["leftovers"] == 5
     assert_settled(job)
 
 

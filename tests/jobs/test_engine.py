@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from batchhub.api import InvalidState
-from jobs import chunk_loop, chunks, finish, results, runner, services, states
+from jobs import chunk_loop, chunks, finish, reaper, results, runner, services, states
 from jobs.ingest import db as ingest_db
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
@@ -323,8 +323,8 @@ def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(
     assert job.status == JobStatus.PAUSED
     assert "429" in job.pause_reason and job.resume_at > timezone.now() + timedelta(seconds=80)
     assert JobEvent.objects.filter(job=job, type="auto_paused").exists()
-    assert services.reap()["resumed"] == 0  # not yet
-    assert services.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
+    assert reaper.reap()["resumed"] == 0  # not yet
+    assert reaper.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.resume_at is None
     assert JobEvent.objects.filter(job=job, type="auto_resumed", actor="system").exists()
@@ -337,7 +337,7 @@ def test_reaper_restarts_a_job_whose_loops_died(
     loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 5)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.reap(now=later)["restarted"] == 1
+        assert reaper.reap(now=later)["restarted"] == 1
     assert callbacks  # loops were enqueued
     assert JobEvent.objects.filter(job=job, type="recovered").exists()
 

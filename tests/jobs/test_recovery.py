@@ -12,7 +12,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import chunk_loop, chunks, holders, runner, services, syncpoint
+from jobs import chunk_loop, chunks, holders, reaper, runner, syncpoint
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
@@ -208,8 +208,8 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
     loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
     chunk = chunks.claim_chunk(job.pk)  # a live loop holds it
-    assert services.reap(now=later)["restarted"] == 0
+    assert reaper.reap(now=later)["restarted"] == 0
     Chunk.objects.filter(pk=chunk.pk).update(holder=GONE)
     with django_capture_on_commit_callbacks():
-        assert services.reap(now=later)["restarted"] == 1
+        assert reaper.reap(now=later)["restarted"] == 1
     assert settings.BATCHHUB_LEASE_SECONDS > runner.STALL_SECONDS

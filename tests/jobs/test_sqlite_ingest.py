@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import chunks, enqueue, runner, services
+from jobs import chunks, enqueue, reaper, runner, services
 from jobs.ingest import db as ingest_db
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row
@@ -137,7 +137,7 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
     monkeypatch.setattr(enqueue, "start_ingest", enqueued.append)
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.reap(now=timezone.now() + 6 * lease)["reingested"] == 1
+        assert reaper.reap(now=timezone.now() + 6 * lease)["reingested"] == 1
     assert enqueued == [job.pk]
     loading.ingest(job.pk)
     job.refresh_from_db()
