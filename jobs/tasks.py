@@ -6,7 +6,16 @@ import logging
 
 from celery import shared_task
 
-from . import finish, reaper, runner
+# webhook_tasks holds the webhook sender's task: imported here so that autodiscovery of
+# jobs.tasks registers it with the workers.
+from . import (
+    finish,
+    housekeeping,
+    reaper,
+    runner,
+    uploads,
+    webhook_tasks,  # noqa: F401
+)
 from .ingest import loading
 
 logger = logging.getLogger(__name__)
@@ -49,18 +58,11 @@ def reap() -> None:
 
 @shared_task(name="jobs.expire_jobs")
 def expire_jobs() -> None:
-    from .housekeeping import expire_jobs as expire
-    from .uploads import expire_uploads
-
-    count = expire()
+    count = housekeeping.expire_jobs()
     if count:
         logger.info("expired %d jobs", count)
     # Two-step uploads never turned into a job go with the same hourly sweep.
-    uploads = expire_uploads()
-    if uploads:
-        logger.info("expired %d unused uploads", uploads)
+    unused = uploads.expire_uploads()
+    if unused:
+        logger.info("expired %d unused uploads", unused)
 
-
-# The webhook sender's task lives in its own module; importing it here registers it with the
-# workers through autodiscovery of jobs.tasks.
-from . import webhook_tasks  # noqa: E402,F401
