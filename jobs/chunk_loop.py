@@ -39,7 +39,7 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
     """(index, ref, data, attempts, status) of the rows still to do in [start, end), in order.
 
     Plain SQL and one orjson.loads per row: the ORM's per-row converters cost more than the query,
-    and the stdlib's json.loads about four times as much as orjson's for these short arrays.
+    and the stdlib's json.loads more than orjson's for these short arrays.
     """
     table = Row._meta.db_table
     with connection.cursor() as cursor:

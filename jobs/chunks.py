@@ -43,9 +43,8 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
         loops = math.ceil(concurrency / IO_THREADS_PER_LOOP)
         threads = concurrency // loops
         loops = concurrency // threads  # every loop gets `threads`; none exceeds the total
-        # 60 rows a thread: at the end of a chunk its last rows drain and the next one is
-        # claimed (~35 ms measured at 16 threads); with 20 a thread that cost 2% of an http job's
-        # throughput at C = 32.
+        # Rows a thread: at the end of a chunk its last rows drain and the next one is claimed,
+        # a cost spread over the chunk's rows (figures in docs/performance.md).
         chunk_rows = max(50, threads * IO_CHUNK_ROWS_PER_THREAD)
     else:
         loops, threads = concurrency, 1
@@ -66,10 +65,10 @@ def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int,
     """(start, end) of each chunk: full chunks, then smaller ones toward the end of the job.
 
     Loops claim chunks in order, so with equal chunks the last one can keep one loop busy for a
-    whole chunk's time while the others have nothing left (an http job's last 960 rows at 16
-    threads: 3 s at half its concurrency). As in guided scheduling, once fewer than two rounds of
-    full chunks are left, each chunk is a 2 x loops-th of what remains, down to a 16th of a
-    full chunk: the loops run out of work within about one small chunk of each other.
+    whole chunk's time while the others have nothing left. As in guided scheduling, once fewer
+    than two rounds of full chunks are left, each chunk is a 2 x loops-th of what remains, down
+    to a 16th of a full chunk: the loops run out of work within about one small chunk of each
+    other.
     """
     bounds: list[tuple[int, int]] = []
     start = 0
