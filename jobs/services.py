@@ -1,4 +1,7 @@
-"""What the web pages, the API and the tasks all call: one implementation of every action.
+"""What the web pages and the API call: one implementation of every job action.
+
+Creating a job is in jobs/creation.py (re-exported here); the workers' side is
+jobs/ingest/loading.py, jobs/runner.py and jobs/reaper.py.
 
 Errors are raised as batchhub.api.APIError subclasses (they carry the contract's code, status and
 details); the HTML views show their message, the API renders them as the error body.
