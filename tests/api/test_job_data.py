@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from jobs import services
+from jobs.ingest import loading
 from jobs.models import Job, Row
 
 from .conftest import API, assert_error, create_json
@@ -98,7 +98,7 @@ def test_status_filter(api_alice, finished, wanted, refs):
 
 def test_results_are_available_while_the_job_runs(api_alice, alice, new_job):
     job = new_job(alice, "name\na\nb\n")
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     _, text = _download(api_alice, job)
     assert text.splitlines()[1:] == ["a,,pending,", "b,,pending,"]
 

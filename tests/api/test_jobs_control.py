@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import services
+from jobs.ingest import loading
 from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
 
 from .conftest import API, assert_error, create_json
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _processing(job) -> Job:
-    services.ingest(job.pk)  # reads the rows and moves the job to processing
+    loading.ingest(job.pk)  # reads the rows and moves the job to processing
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
     return job
