@@ -162,9 +162,7 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
     assert all(o == {"text": f"{d[0]}!"} for _i, d, o in outputs[:: rows // 50])
 
 
-def test_two_attempts_of_one_ingest_at_once_write_every_row_once(
-    alice, monkeypatch, small_batches
-):
+def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypatch, small_batches):
     # A redelivered ingest task beside the reaper's: the second resumes after the first's rows
     # and finishes; the first stops at its next batch and leaves the rows alone.
     rows = 3 * ingest_db.SQLITE_BATCH_ROWS + 80
