@@ -14,6 +14,7 @@ from jobs import ingest_db, results, runner, services, states
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, RetryableError, RowError, base
 from tests.conftest import drive, make_job, rows_text
+from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -66,9 +67,7 @@ ILLEGAL = [(a, b) for a in JobStatus.values for b in JobStatus.values if b not i
 
 @pytest.mark.parametrize(("current", "target"), LEGAL)
 def test_legal_transition_applies_and_records_an_event(alice, current, target):
-    job = Job.objects.create(
-        owner=alice, processor="template", params={"template": "x"}, status=current
-    )
+    job = JobFactory(owner=alice, status=current, rows=0)
     moved = states.transition(job, target, actor="alice", message="because")
     assert moved.status == target
     assert Job.objects.get(pk=job.pk).status == target
@@ -80,9 +79,7 @@ def test_legal_transition_applies_and_records_an_event(alice, current, target):
 
 @pytest.mark.parametrize(("current", "target"), ILLEGAL)
 def test_illegal_transition_is_refused_and_changes_nothing(alice, current, target):
-    job = Job.objects.create(
-        owner=alice, processor="template", params={"template": "x"}, status=current
-    )
+    job = JobFactory(owner=alice, status=current, rows=0)
     with pytest.raises(states.IllegalTransition):
         states.transition(job, target)
     assert Job.objects.get(pk=job.pk).status == current
