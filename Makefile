@@ -30,9 +30,11 @@ test: $(STAMP)
 
 # Unit tests only, on SQLite: no servers needed. Bytecode is written even where the environment
 # turns it off: each xdist worker and each interpreter a test starts would compile the project and
-# pytest's rewritten test modules anew (they are git-ignored).
+# pytest's rewritten test modules anew (they are git-ignored). Work stealing: durations range from
+# milliseconds to the schema fuzzing's seconds, and a worker that runs out takes from the other.
 test-fast: $(STAMP)
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -m "not e2e and not browser and not slow" -n 2
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -m "not e2e and not browser and not slow" \
+		-n 2 --dist worksteal
 
 bench: $(STAMP)
 	bash scripts/services.sh install
