@@ -14,9 +14,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", views.signup, name="signup"),
     path("settings/", views.settings_page, name="settings"),
-    path(
-        "settings/webhook-secret/rotate/", views.rotate_secret, name="settings_rotate_secret"
-    ),
+    path("settings/webhook-secret/rotate/", views.rotate_secret, name="settings_rotate_secret"),
     path("settings/credentials/", views.credentials, name="credentials"),
     path(
         "settings/credentials/<slug:name>/delete/",
