@@ -17,7 +17,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
-from jobs import runner, services
+from jobs import runner
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus
 from tests.conftest import PASSWORD
 from tests.support.worker import Worker, flush_broker
@@ -158,7 +159,7 @@ class ThreadDriver:
             status__in=[JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING]
         ):
             if job.status != JobStatus.PROCESSING:
-                services.ingest(job.pk)
+                loading.ingest(job.pk)
                 continue
             step = runner.work_once(job.pk)
             if step.action == "wait":
