@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from batchhub import dbbusy
 
-from . import keyformat
+from . import keycache, keyformat
 from .lookup import key_with_owner
 from .models import APIKey
 
@@ -90,6 +90,7 @@ def revoke_key(user, public_id: str) -> APIKey:
         # Conditional UPDATE: two concurrent revokes keep one revoked_at.
         APIKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
         key.refresh_from_db(fields=["revoked_at"])
+    keycache.invalidate(key.digest)
     return key
 
 
@@ -120,6 +121,13 @@ def check_key(raw: str) -> KeyCheck:
     parsed = keyformat.parse(raw)
     if parsed is None:
         return KeyCheck(None, INVALID)
+    presented = keyformat.digest(parsed.raw)
+    cached = keycache.lookup(presented)
+    if cached is not None and cached.lookup_id == parsed.lookup_id:
+        # A database check of this very key passed within the entry's life (apikeys/keycache.py).
+        if cached.is_expired():
+            return KeyCheck(None, "This API key has expired.")
+        return KeyCheck(cached, "")
     key = key_with_owner(parsed.lookup_id)
     if key is None or not _digest_matches(key, parsed.raw):
         return KeyCheck(None, INVALID)
@@ -129,6 +137,8 @@ def check_key(raw: str) -> KeyCheck:
     if key.is_expired(now):
         return KeyCheck(None, "This API key has expired.")
     _touch(key, now)
+    if key.owner.is_active:
+        keycache.remember(key)
     return KeyCheck(key, "")
 
 

@@ -37,7 +37,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from psycopg import Cursor as PgCursor
 
-from . import holders, states
+from . import holders, livestatus, states
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, ProcessorContext, RowInput, RowResult, get_processor_class
 
@@ -258,6 +258,7 @@ def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
         )
         suspects = [i for i, _, _ in left] if died else []
     job.save(update_fields=["running", "pending", "failed", "updated_at"])
+    livestatus.publish(job)
     if died:
         logger.info("job %s: %s", job.public_id, message)
         states.record(job, "recovered", message, data={"rows": [first + 1, last + 1]})
@@ -484,6 +485,7 @@ class ChunkRun:
                 job.pending -= len(started)
                 job.running += len(started)
             job.save(update_fields=update)
+            livestatus.publish(job)
             Chunk.objects.filter(pk=self.chunk.pk).update(
                 lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
                 inflight_start=inflight[0],
@@ -751,6 +753,7 @@ def _database_lost(job_pk: int, chunk: Chunk | None, exc: Exception) -> Step:
     either way the database says what is done, and the rows this loop had in memory are redone.
     """
     logger.warning("job %s: lost the database (%s); reconnecting", job_pk, exc)
+    livestatus.withdraw(job_pk)
     deadline = time.monotonic() + RECONNECT_SECONDS
     while True:
         try:
@@ -884,6 +887,7 @@ def cancel_leftovers(job_pk: int) -> int:
         for name, value in counts.items():
             setattr(job, name, value)
         job.save(update_fields=[*counts, "updated_at"])
+        livestatus.publish(job)
     if changed:
         logger.info("job %s: %d rows left behind cancelled", job.public_id, changed)
     return changed

@@ -24,7 +24,7 @@ from django.utils import timezone
 from batchhub.api import APIError, Conflict, InvalidCSV, InvalidState, QuotaExceeded, TooManyRows
 
 from . import ingest as ingest_mod
-from . import ingest_db, lookup, runner, states, webhooks
+from . import ingest_db, livestatus, lookup, runner, states, webhooks
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 from .processors import ParamsError, Processor, get_processor_class
 
@@ -46,6 +46,12 @@ def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
     One precompiled query (jobs/lookup.py): it is the read behind every status poll. With
     `last_event`, the job carries `last_event_id` (its newest timeline entry's, 0 if none)."""
     return lookup.get_job(user, public_id, last_event=last_event)
+
+
+def job_status(user, public_id: str) -> Job:
+    """The job for a status poll: as last published to the cache (jobs/livestatus.py), else
+    from the database like get_job (which decides the 404). Carries `last_event_id`."""
+    return livestatus.read(user, public_id) or lookup.get_job(user, public_id, last_event=True)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):
@@ -425,6 +431,7 @@ def ingest(job_pk: int) -> None:
             job.delimiter = info.delimiter or ""
             job.input_format = info.format
             job.save(update_fields=[*_INGESTED_FIELDS, "updated_at"])
+            livestatus.publish(job)
             # The chunks are what loops claim: made here, with the job's status, so no row is
             # worked on before the whole file is in.
             runner.make_chunks(job, runner.plan_for(job))
@@ -611,6 +618,7 @@ def cancel(job: Job, *, actor: str) -> Job:
     # rows, in short batches that never hold the write lock for the whole job.
     _cancel_pending(job)
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
@@ -698,6 +706,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 data={"rows": n},
             )
             locked.refresh_from_db()
+            livestatus.publish(locked)
             return locked
         locked = states.transition(
             locked.pk,
@@ -720,13 +729,16 @@ def rename(job: Job, name: str, *, actor: str) -> Job:
         )
     Job.objects.filter(pk=job.pk).update(name=name, updated_at=timezone.now())
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
 def revoke_links(job: Job, *, actor: str) -> Job:
     """Every results link of the job handed out so far stops working (links.py signs them with
     the job's link_version)."""
-    Job.objects.filter(pk=job.pk).update(link_version=F("link_version") + 1)
+    Job.objects.filter(pk=job.pk).update(
+        link_version=F("link_version") + 1, updated_at=timezone.now()
+    )
     states.record(
         job,
         "links_revoked",
@@ -734,6 +746,7 @@ def revoke_links(job: Job, *, actor: str) -> Job:
         actor=actor or "system",
     )
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
@@ -750,6 +763,7 @@ def delete(job: Job, *, actor: str) -> None:
             pass
     from .housekeeping import purge_job
 
+    livestatus.forget(job)
     purge_job(job)
 
 
@@ -826,6 +840,7 @@ __all__ = [
     "create_job",
     "delete",
     "get_job",
+    "job_status",
     "ingest",
     "list_jobs",
     "pause",

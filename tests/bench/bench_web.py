@@ -119,10 +119,11 @@ from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
 from django.core.files import File  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
-from jobs import services  # noqa: E402
+from jobs import livestatus, services  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
 
@@ -420,7 +421,10 @@ def mirror_progress(small: Job, big: Job) -> None:
         running=round(big.running * scale),
         pending=small.total - round(big.succeeded * scale) - round(big.running * scale),
         samples=[[t, round(done * scale)] for t, done in big.samples or []],
+        updated_at=timezone.now(),
     )
+    # Published as a sync point would, so both jobs' polls read the same way.
+    livestatus.publish(Job.objects.get(pk=small.pk))
 
 
 # --- the run -----------------------------------------------------------------------------------
