@@ -41,6 +41,9 @@ _DATETIMES = frozenset(f.attname for f in _FIELDS if isinstance(f, models.DateTi
 
 _CAS = """
 local old = redis.call('GET', KEYS[1])
+if not old and ARGV[5] == '1' then
+  return 0
+end
 if old then
   local ov, oe = string.match(old, '^(%d+) (%d+) ')
   ov, oe = tonumber(ov), tonumber(oe)
@@ -138,23 +141,33 @@ def _write(public_id: str, version: tuple[int, int], data: dict[str, Any] | None
 
 
 def _flush() -> None:
+    # Only over a key that is there (the cache kept its data but missed the write): a cache that
+    # restarted has no key, and the database answers until the next publish.
     for public_id, (version, data) in list(_unsent.items()):
-        if not _send(public_id, version, data):
+        if not _send(public_id, version, data, only_over=True):
             return
         _unsent.pop(public_id, None)
 
 
-def _send(public_id: str, version: tuple[int, int], data: dict[str, Any] | None) -> bool:
+def _send(
+    public_id: str,
+    version: tuple[int, int],
+    data: dict[str, Any] | None,
+    *,
+    only_over: bool = False,
+) -> bool:
     try:
         payload = json.dumps(data, separators=(",", ":"))
         redis = _redis()
         if redis is not None:
             redis.run_script(
-                _CAS, [cache_key(public_id)], [version[0], version[1], payload, LIVE_SECONDS]
+                _CAS,
+                [cache_key(public_id)],
+                [version[0], version[1], payload, LIVE_SECONDS, int(only_over)],
             )
             return True
         old = cache.get(cache_key(public_id))
-        if old is not None and tuple(old[:2]) > version:
+        if (old is None and only_over) or (old is not None and tuple(old[:2]) > version):
             return True
         cache.set(cache_key(public_id), (version[0], version[1], payload), LIVE_SECONDS)
         return True

@@ -231,3 +231,17 @@ def test_an_expired_key_fails_from_its_entry(alice, api_alice, monkeypatch):
     entry["expires_at"] = "2020-01-01T00:00:00+00:00"
     cache.set(keycache.cache_key(digest), entry)
     assert api_alice.get("/api/v1/jobs").status_code == 401
+
+
+def test_a_missed_publish_never_recreates_the_key_of_a_restarted_cache(
+    alice, published, api_alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    real_send = livestatus._send
+    monkeypatch.setattr(livestatus, "_send", lambda *a, **k: False)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api_alice.post(f"/api/v1/jobs/{published.public_id}/pause").status_code == 200
+    monkeypatch.setattr(livestatus, "_send", real_send)
+    cache.clear()  # the cache restarted: every key is gone
+    assert livestatus.read(alice, published.public_id) is None
+    assert livestatus._load(published.public_id) is None  # the retry did not write it back
+    assert api_alice.get(f"/api/v1/jobs/{published.public_id}").json()["status"] == "paused"
