@@ -583,7 +583,7 @@ def main() -> None:
                 baseline=f"{label} for a 1,000-row job, same window",
                 baseline_value=round(base, 2),
                 ratio=ratio(value, base),
-                goal="p99 < 20 ms and ratio < 1.2",
+                goal="p99 < 15 ms and ratio < 1.2",
                 interval_s=interval,
                 errors=len(w["errors"]),
                 **common,
@@ -651,7 +651,8 @@ def main() -> None:
                     baseline="same gunicorn serving a bare WSGI app",
                     baseline_value=bare_rps,
                     ratio=ratio(rps, bare_rps),
-                    goal="design yardstick ~2,000 req/s",
+                    # Issue 18's goals while a job runs (the design's yardstick: ~2,000 req/s).
+                    goal="ratio >= 0.3" if endpoint == "api" else "ratio >= 0.2",
                     p50_ms=round(pct(every, 0.5), 2),
                     p99_ms=round(pct(every, 0.99), 2),
                     ratio_big_small_p50=ratio(
