@@ -38,6 +38,7 @@ GONE = 2**53 - 1
 _LEFT_OUT = frozenset({"input_file", "idempotency_key", "request_hash", "throttle_streak"})
 _FIELDS = [f for f in Job._meta.concrete_fields if f.name not in _LEFT_OUT]
 _DATETIMES = frozenset(f.attname for f in _FIELDS if isinstance(f, models.DateTimeField))
+_ATTNAMES = frozenset(f.attname for f in _FIELDS) | {"last_event_id"}
 
 _CAS = """
 local old = redis.call('GET', KEYS[1])
@@ -207,6 +208,8 @@ def read(user, public_id: str) -> Job | None:
     data = json.loads(payload)
     if data is None or data.get("owner_id") != getattr(user, "pk", None):
         return None
+    if data.keys() != _ATTNAMES:
+        return None  # written by a version of the code with other fields: ask the database
     last_event_id = data.pop("last_event_id", 0)
     for name in _DATETIMES:
         if data.get(name) is not None:

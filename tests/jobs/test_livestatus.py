@@ -245,3 +245,11 @@ def test_a_missed_publish_never_recreates_the_key_of_a_restarted_cache(
     assert livestatus.read(alice, published.public_id) is None
     assert livestatus._load(published.public_id) is None  # the retry did not write it back
     assert api_alice.get(f"/api/v1/jobs/{published.public_id}").json()["status"] == "paused"
+
+
+def test_a_key_written_with_other_fields_is_not_used(alice, published):
+    """After an upgrade that adds or removes a field, the old keys send polls to the database."""
+    data = livestatus.snapshot(published, 0)
+    data["a_field_since_removed"] = 1
+    livestatus._write(published.public_id, (2**52, 0), data)
+    assert livestatus.read(alice, published.public_id) is None
