@@ -136,8 +136,8 @@ def check_key(raw: str) -> KeyCheck:
         return KeyCheck(None, "This API key has been revoked.")
     if key.is_expired(now):
         return KeyCheck(None, "This API key has expired.")
-    _touch(key, now)
-    if key.owner.is_active:
+    if _touch(key, now) and key.owner.is_active:
+        # Not when the stamp was skipped: the next request tries it again from the database.
         keycache.remember(key)
     return KeyCheck(key, "")
 
@@ -147,10 +147,11 @@ def authenticate_key(raw: str) -> APIKey | None:
     return check_key(raw).key
 
 
-def _touch(key: APIKey, now: datetime) -> None:
+def _touch(key: APIKey, now: datetime) -> bool:
+    """Stamp last_used_at if it is over a minute old; False if that write was skipped."""
     threshold = now - LAST_USED_RESOLUTION
     if key.last_used_at is not None and key.last_used_at >= threshold:
-        return  # fresh enough as loaded: no query at all
+        return True  # fresh enough as loaded: no query at all
     # The WHERE makes concurrent processes that all loaded a stale value write once between them.
     # Best effort: on a busy database (a worker holding SQLite's write lock) the stamp is skipped
     # rather than making a read wait for the lock or fail.
@@ -161,3 +162,4 @@ def _touch(key: APIKey, now: datetime) -> None:
     )
     if written:
         key.last_used_at = now
+    return bool(written)

@@ -51,7 +51,7 @@ def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
 def job_status(user, public_id: str) -> Job:
     """The job for a status poll: as last published to the cache (jobs/livestatus.py), else
     from the database like get_job (which decides the 404). Carries `last_event_id`."""
-    return livestatus.read(user, public_id) or lookup.get_job(user, public_id, last_event=True)
+    return livestatus.read(user, public_id) or get_job(user, public_id, last_event=True)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):
