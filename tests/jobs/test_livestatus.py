@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from apikeys import keycache, keyformat
 from apikeys import services as key_services
 from jobs import livestatus, runner, services, states
+from jobs.ingest import loading
 from jobs.models import Job, JobStatus
 from jobs.representation import job_representation
 from tests.api.conftest import create_json
@@ -35,7 +36,7 @@ def published(alice, django_capture_on_commit_callbacks):
     """A processing job of alice's, its status published as the engine publishes it."""
     job = make_job(alice, rows_text(30))
     with django_capture_on_commit_callbacks(execute=True):
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
     return job
