@@ -111,6 +111,8 @@ def publish(job: Job) -> None:
         # The database failed under the caller: the caller sees it on its own next statement.
         logger.debug("job %s: status not published", job.pk, exc_info=True)
         return
+    if len(_names) > 10_000:
+        _names.clear()  # a long-lived worker only needs the jobs it is working on
     _names[job.pk] = job.public_id
     transaction.on_commit(lambda: _write(job.public_id, version, data))
 
