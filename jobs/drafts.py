@@ -4,6 +4,9 @@ A draft lives in Django storage at ``drafts/<user id>/<token>/<file name>`` besi
 ``report.json`` holding the preview (so re-rendering the form does not re-read a big file). The
 page carries only the token; the path is rebuilt from the logged-in user's id, so one user's token
 finds nothing for another. Drafts older than a day are deleted the next time anyone uploads.
+
+A draft is born in ``from_upload`` (the file read once, or refused with no draft left behind)
+and ends in ``start_job``, which creates the job from its file and deletes it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.utils import timezone
+
+from batchhub.api import APIError
+
+from . import services
+from .models import Job
 
 ROOT = "drafts"
 MAX_AGE = timedelta(days=1)
@@ -30,9 +39,8 @@ class Draft:
     token: str
     filename: str
     size: int
-    report: dict[
-        str, Any
-    ]  # ingest.Report as plain data: valid, row_count, columns, errors, preview, info
+    # ingest.Report as plain data: valid, row_count, columns, errors, preview, info
+    report: dict[str, Any]
 
     @property
     def columns(self) -> list[str]:
@@ -68,6 +76,45 @@ def create(user, upload: File) -> tuple[str, str]:
     upload.seek(0)
     stored = default_storage.save(f"{_dir(user.pk, token)}/{name}", upload)
     return token, stored.rsplit("/", 1)[-1]
+
+
+def from_upload(user, upload: File) -> Draft:
+    """Store an upload as a new draft and read it once: the page shows the saved report after.
+
+    APIError, with no draft left behind, for a file that cannot be read or has no row to process.
+    """
+    token, stored = create(user, upload)
+    draft = Draft(token, stored, upload.size, {})
+    fh = open_file(user, draft)
+    try:
+        report = services.Source(upload=fh).report(max_rows=settings.BATCHHUB_MAX_ROWS)
+    except APIError:
+        delete(user, token)
+        raise
+    finally:
+        fh.close()
+    if report.row_count == 0:
+        # Nothing a job could run: said once, at the upload, not on a preview with a Start button.
+        delete(user, token)
+        first = report.errors[0] if report.errors else {}
+        where = f"Line {first['line']}: " if first.get("line") else ""
+        message = f"{where}{first['message']}" if first else "The file has a header but no rows."
+        raise APIError(f"Nothing to process. {message}")
+    save_report(user, token, report)
+    draft.report = report_data(report)
+    return draft
+
+
+def start_job(user, draft: Draft, **arguments: Any) -> Job:
+    """Create the job from the draft's file (services.create_job checks everything), then delete
+    the draft: the job keeps its own copy."""
+    fh = open_file(user, draft)
+    try:
+        job, _created = services.create_job(user, source=services.Source(upload=fh), **arguments)
+    finally:
+        fh.close()
+    delete(user, draft.token)
+    return job
 
 
 def save_report(user, token: str, report: Any) -> None:

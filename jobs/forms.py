@@ -1,14 +1,15 @@
-"""Forms of the dashboard: the upload, the job settings, and a params form built from a JSON Schema.
+"""Forms of the new-job page: the upload, then NewJobForm (the job's settings, its processor's
+params built from a JSON Schema, and the column map) as one form.
 
-The forms only shape what the browser sends; every rule about a job (params against the
-processor's schema, the column map, limits, the webhook URL) is checked by jobs.services, whose
-errors the views attach back to these fields.
+The forms shape what the browser sends; every rule about a job (params against the processor's
+schema, the column map, limits, the webhook URL) is checked by jobs.services, whose errors
+NewJobForm.add_errors puts back next to the fields they name.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from django import forms
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.conf import settings
 from batchhub import jsonsafe
 
 from . import colmatch
-from .processors import all_processors
+from .processors import all_processors, get_processor_class
 
 PARAM_PREFIX = "param"
 MAP_PREFIX = "map"
@@ -279,39 +280,182 @@ def _field_for(name: str, prop: dict[str, Any], required: bool) -> forms.Field:
     )
 
 
-def params_form(name: str | None, *, data: Any = None) -> ParamsForm:
-    from .processors import get_processor_class
+class Draft(Protocol):
+    """What the new-job form reads of an upload waiting to become a job (a jobs.drafts.Draft)."""
 
-    cls = get_processor_class(name or "")
-    schema = cls.params_schema if cls is not None else {}
-    return ParamsForm(data, schema=schema)
+    token: str
+    filename: str
+    report: dict[str, Any]
+
+    @property
+    def columns(self) -> list[str]: ...
 
 
-def attach_api_errors(
-    details: Any, *, job_form: forms.Form, params: ParamsForm, mapping: ColumnMapForm
-) -> list[str]:
-    """Put a service error's details next to the fields they name; return what fits nowhere."""
-    loose: list[str] = []
-    if not isinstance(details, dict):
+def likeliest_processor(columns: list[str]) -> str:
+    """A processor whose inputs the file already has; else the template processor."""
+    names = [cls.name for cls in all_processors()]
+    for cls in all_processors():
+        if cls.inputs and all(i in columns for i in cls.inputs):
+            return cls.name
+    return "template" if "template" in names else (names[0] if names else "")
+
+
+class NewJobForm:
+    """The new-job page as one form: the job's settings, its processor's params and column map.
+
+    Bound to a POST, it validates the three together and gives back what services.create_job
+    and run_sample take. Unbound, it shows ``initial`` values (a first view, "run again", or what
+    was typed before another processor was picked) wherever they still fit.
+    """
+
+    def __init__(
+        self,
+        draft: Draft,
+        processor: str,
+        data: Any = None,
+        *,
+        initial: dict[str, Any] | None = None,
+    ):
+        self.draft = draft
+        self.processor = processor or ""
+        self.processor_class = get_processor_class(self.processor)
+        cls = self.processor_class
+        columns = draft.columns
+        preview = list(draft.report.get("preview") or [])
+        initial = {} if data is not None else dict(initial or {})
+        self.job = JobForm(data, initial=initial, columns=columns)
+        self.params = ParamsForm(
+            data,
+            schema=cls.params_schema if cls is not None else {},
+            initial=_prefixed(initial, PARAM_PREFIX),
+        )
+        self.mapping = ColumnMapForm(
+            data,
+            inputs=list(cls.inputs) if cls is not None else [],
+            columns=columns,
+            preview=preview,
+            initial=_prefixed(initial, MAP_PREFIX),
+        )
+        self.switched = False
+
+    @classmethod
+    def first_view(cls, draft: Draft, copy: dict[str, Any] | None = None) -> NewJobForm:
+        """The form a draft opens with: ``copy`` is an earlier job's settings ("run again")."""
+        if copy is not None:
+            return cls(draft, copy["processor"], initial={"draft": draft.token, **copy})
+        processor = likeliest_processor(draft.columns)
+        return cls(
+            draft,
+            processor,
+            initial={"draft": draft.token, "processor": processor, "name": draft.filename},
+        )
+
+    @classmethod
+    def from_post(cls, draft: Draft, post: Any) -> NewJobForm:
+        """Bound, unless the page asked to update itself or its params were for another processor:
+        then it is redrawn for the chosen processor with what was typed (``switched`` says which).
+        """
+        processor = post.get("processor", "")
+        switched = post.get("params_for", processor) != processor
+        if switched or post.get("action") == "update":
+            form = cls(draft, processor, initial=post.dict())
+            form.switched = switched
+            return form
+        return cls(draft, processor, post)
+
+    @property
+    def is_bound(self) -> bool:
+        return self.job.is_bound
+
+    def is_valid(self) -> bool:
+        # No short cut: every form runs, so every field in error is marked at once.
+        return self.job.is_valid() & self.params.is_valid() & self.mapping.is_valid()
+
+    def job_arguments(self) -> dict[str, Any]:
+        """services.create_job's keyword arguments (after is_valid)."""
+        data = self.job.cleaned_data
+        return {
+            "processor": self.processor,
+            "params": self.params.params(),
+            "name": data.get("name") or self.draft.filename,
+            "id_column": data.get("id_column") or None,
+            "column_map": self.mapping.column_map(),
+            "webhook_url": data.get("webhook_url") or None,
+            "concurrency": data.get("concurrency"),
+            "rate_limit": data.get("rate_limit"),
+        }
+
+    def sample_arguments(self) -> dict[str, Any]:
+        """run_sample's processor, params and column map (after is_valid)."""
+        return {
+            "processor_name": self.processor,
+            "params": self.params.params(),
+            "column_map": self.mapping.column_map(),
+        }
+
+    @property
+    def concurrency(self) -> int:
+        chosen = self.job.cleaned_data.get("concurrency") if self.is_bound else None
+        return chosen or settings.BATCHHUB_DEFAULT_CONCURRENCY
+
+    def sample_columns(self) -> list[str]:
+        """The input columns worth showing beside a sample's outputs: the ones the processor
+        reads (after is_valid)."""
+        columns = self.draft.columns
+        cls = self.processor_class
+        if cls is None or not cls.inputs:
+            return columns
+        used = [self.mapping.cleaned_data.get(name) or name for name in cls.inputs]
+        return [c for c in columns if c in used] or columns
+
+    def field_errors(self) -> list[dict[str, str]]:
+        """Each field in error as {id, label, message}, to link to it from the page's message."""
+        if not self.is_bound:
+            return []
+        out = []
+        for form in (self.job, self.params, self.mapping):
+            for name, errors in form.errors.items():
+                if name in form.fields:
+                    field = form[name]
+                    out.append(
+                        {"id": field.id_for_label, "label": field.label, "message": errors[0]}
+                    )
+        return out
+
+    def add_errors(self, details: Any) -> list[str]:
+        """Put a service error's details next to the fields they name (after is_valid); return
+        the messages that fit no field."""
+        loose: list[str] = []
+        if not isinstance(details, dict):
+            return loose
+        for key, value in details.items():
+            items = value if isinstance(value, list) else [value]
+            if key == "params":
+                for item in items:
+                    field, message = _param_error(item)
+                    if field in self.params.fields:
+                        _add(self.params, field, message)
+                    else:
+                        loose.append(message)
+            elif key == "column_map":
+                for item in items:
+                    if str(item) in self.mapping.fields:
+                        _add(self.mapping, str(item), "This is not an input of the processor.")
+            elif key in self.job.fields and key != "draft":
+                for item in items:
+                    if isinstance(item, str):
+                        _add(self.job, key, item)
         return loose
-    for key, value in details.items():
-        items = value if isinstance(value, list) else [value]
-        if key == "params":
-            for item in items:
-                field, message = _param_error(item)
-                if field in params.fields:
-                    _add(params, field, message)
-                else:
-                    loose.append(message)
-        elif key == "column_map":
-            for item in items:
-                if str(item) in mapping.fields:
-                    _add(mapping, str(item), "This is not an input of the processor.")
-        elif key in job_form.fields and key != "draft":
-            for item in items:
-                if isinstance(item, str):
-                    _add(job_form, key, item)
-    return loose
+
+
+def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The values of one sub-form's fields (``param-prompt`` → ``prompt``), empty ones left out."""
+    start = f"{prefix}-"
+    return {
+        key[len(start) :]: value
+        for key, value in values.items()
+        if key.startswith(start) and value not in (None, "")
+    }
 
 
 def _param_error(item: Any) -> tuple[str, str]:
@@ -326,8 +470,5 @@ def _param_error(item: Any) -> tuple[str, str]:
 
 
 def _add(form: forms.Form, field: str, message: str) -> None:
-    if not hasattr(form, "cleaned_data"):
-        form.is_valid()
-    if field in form.errors and message in form.errors[field]:
-        return
-    form.add_error(field, message)
+    if message not in form.errors.get(field, []):
+        form.add_error(field, message)

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.files.base import File
 
 from batchhub.api import APIError
 
-from . import drafts, services
+from . import drafts
 from .models import Job
 
 JOB_FIELDS = ("id_column", "webhook_url", "concurrency", "rate_limit")
 
 
 def draft_from(user, job: Job) -> str:
-    """A new draft holding a copy of the job's input; its token. APIError if the input is gone."""
+    """A new draft holding a copy of the job's input; its token. APIError if the input is gone
+    or no longer readable."""
     if not job.input_file:
         raise APIError("This job's input file is no longer kept, so it cannot be run again.")
     try:
@@ -32,16 +32,9 @@ def draft_from(user, job: Job) -> str:
         ) from None
     name = job.input_file.name.rsplit("/", 1)[-1]
     try:
-        token, stored = drafts.create(user, File(fh, name=name))
+        return drafts.from_upload(user, File(fh, name=name)).token
     finally:
         fh.close()
-    draft_file = drafts.open_file(user, drafts.Draft(token, stored, 0, {}))
-    try:
-        report = services.Source(upload=draft_file).report(max_rows=settings.BATCHHUB_MAX_ROWS)
-    finally:
-        draft_file.close()
-    drafts.save_report(user, token, report)
-    return token
 
 
 def form_data(job: Job) -> dict[str, Any]:

@@ -80,8 +80,6 @@ def run_sample(
 def _row_input(
     cls: type[Processor], index: int, row: dict, column_map: dict
 ) -> RowInput | RowResult:
-    if not isinstance(row, dict):
-        return RowResult(error="A row must be an object of column → value.")
     missing = [
         column_map.get(name, name) for name in cls.inputs if column_map.get(name, name) not in row
     ]
@@ -115,10 +113,10 @@ def _run_concurrently(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _describe(index: int, row: Any, result: RowResult | None, timeout: float) -> dict:
+def _describe(index: int, row: dict, result: RowResult | None, timeout: float) -> dict:
     entry: dict[str, Any] = {
         "row": index + 1,
-        "input": row if isinstance(row, dict) else {},
+        "input": row,
         "output": None,
         "error": None,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views, webhook_views
+from . import new_job_views, views, webhook_views
 
 app_name = "jobs"
 
@@ -12,8 +12,8 @@ urlpatterns = [
     path("", views.job_list, name="list"),
     # Before jobs/<public_id>/: these fixed names must not be read as job ids.
     path("jobs/_rows/", views.list_rows, name="list_rows"),
-    path("jobs/new/", views.new_job, name="new"),
-    path("jobs/new/params/", views.new_job_params, name="new_params"),
+    path("jobs/new/", new_job_views.new_job, name="new"),
+    path("jobs/new/params/", new_job_views.new_job_params, name="new_params"),
     path("jobs/<str:public_id>/", views.job_detail, name="detail"),
     path("jobs/<str:public_id>/progress/", views.job_progress, name="progress"),
     path("jobs/<str:public_id>/rows/", views.job_rows, name="rows"),

@@ -1,4 +1,6 @@
-"""The dashboard's HTML views: jobs list, new job, job detail, their live partials and actions.
+"""The dashboard's HTML views: jobs list, job detail, their live partials and actions.
+
+The new-job page is jobs/new_job_views.py; the account pages are the accounts app.
 
 Views stay thin: every read and action goes through jobs.services (the API calls the same
 functions), and a job URL always starts with services.get_job, so another user's job is a 404.
@@ -8,12 +10,8 @@ Every page works without JavaScript; with htmx the same views answer partial req
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import time
 from typing import Any
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -26,18 +24,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from batchhub.api import APIError
 
-from . import charts, drafts, estimate, failures, progress, rerun, results, services, states
+from . import charts, failures, preview, progress, rerun, results, services, states
 from .downloads import results_response
-from .forms import ColumnMapForm, JobForm, ParamsForm, UploadForm, attach_api_errors
-from .models import Job, JobStatus, RowStatus
-from .processors import ParamsError, all_processors, get_processor_class
-from .sample import run_sample
-from .upload import UploadLimit, guard_upload, too_large
+from .models import Job, JobStatus
+from .processors import all_processors
 
 PAGE_SIZE = 25
-PREVIEW_RESULTS = 50
-FINAL_ROW_STATUSES = frozenset({RowStatus.SUCCEEDED, RowStatus.FAILED, RowStatus.CANCELLED})
-SAMPLE_ROWS = 10
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
 
@@ -198,40 +190,8 @@ def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
     }
 
 
-def _preview_rows(job: Job, status: str) -> list[dict[str, Any]]:
-    rows = []
-    # Closed explicitly: on PostgreSQL the iterator is a COPY that must be cancelled, not drained.
-    with contextlib.closing(results.iter_rows(job, status)) as it:
-        for index, ref, row_status, data, output, error in itertools.islice(it, PREVIEW_RESULTS):
-            rows.append(
-                {
-                    "number": index + 1,
-                    "ref": ref,
-                    "status": row_status,
-                    "data": list(data or []),
-                    "output": output or {},
-                    "error": error,
-                }
-            )
-    return rows
-
-
-def _preview_settled(job: Job, rows: list[dict[str, Any]], failed_only: bool) -> bool:
-    """Whether the preview can only change with the job's status (a retry, a cancel, the end).
-
-    Until then it reloads as rows finish. A job of 1M rows finishes its first 50 in a moment,
-    and from then on its page asks for the progress alone, once a second.
-    """
-    if not job.is_active:
-        return True
-    still_reading = job.status in (JobStatus.QUEUED, JobStatus.VALIDATING)
-    if len(rows) < PREVIEW_RESULTS and (failed_only or still_reading):
-        return False  # more rows may come: new failures, or rows still being read
-    return all(row["status"] in FINAL_ROW_STATUSES for row in rows)
-
-
 def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
-    rows = _preview_rows(job, "failed" if failed_only else "all")
+    rows = preview.first_rows(job, "failed" if failed_only else "all")
     outputs = results.output_columns(job)
     for row in rows:
         row["outputs"] = [row["output"].get(name) for name in outputs]
@@ -239,10 +199,10 @@ def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
         "job": job,
         "failed_only": failed_only,
         "result_rows": rows,
-        "preview_settled": _preview_settled(job, rows, failed_only),
+        "preview_settled": preview.settled(job, rows, failed_only),
         "columns": list(job.columns or []),
         "output_columns": outputs,
-        "preview_limit": PREVIEW_RESULTS,
+        "preview_limit": preview.LIMIT,
     }
 
 
@@ -346,40 +306,39 @@ def job_events(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
+# The page's job buttons: each calls the services function of its name; what the page says after.
+ACTIONS = {
+    "pause": "Job paused.",
+    "resume": "Job resumed.",
+    "cancel": "Job cancelled.",
+    "retry": "Failed rows sent back to work.",
+}
+
+
 def _act(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
     job = services.get_job(request.user, public_id)
-    actor = services.actor_for(request)
     before = job.status
+    error = ""
     try:
-        if action == "pause":
-            job = services.pause(job, actor=actor)
-            done = "Job paused."
-        elif action == "resume":
-            job = services.resume(job, actor=actor)
-            done = "Job resumed."
-        elif action == "cancel":
-            job = services.cancel(job, actor=actor)
-            done = "Job cancelled."
-        elif action == "retry":
-            job = services.retry(job, actor=actor)
-            done = "Failed rows sent back to work."
-        else:  # pragma: no cover - the URLconf names the actions
-            raise Http404
+        job = getattr(services, action)(job, actor=services.actor_for(request))
     except APIError as exc:
-        if request.htmx:
-            job.refresh_from_db()
-            response = _progress_response(request, job, polling=False, action_error=str(exc.detail))
-            response["HX-Trigger"] = "job-changed"
-            return response
-        messages.error(request, str(exc.detail))
-        return redirect("jobs:detail", job.public_id)
+        error = str(exc.detail)
     if request.htmx:
         job.refresh_from_db()
-        announce = done if job.status != before or action == "retry" else ""
-        response = _progress_response(request, job, polling=False, announce=announce)
+        changed = not error and (job.status != before or action == "retry")
+        response = _progress_response(
+            request,
+            job,
+            polling=False,
+            announce=ACTIONS[action] if changed else "",
+            action_error=error,
+        )
         response["HX-Trigger"] = "job-changed"
         return response
-    messages.success(request, done)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, ACTIONS[action])
     return redirect("jobs:detail", job.public_id)
 
 
@@ -401,6 +360,16 @@ def job_retry(request: HttpRequest, public_id: str) -> HttpResponse:
     return _act(request, public_id, "retry")
 
 
+def _confirm(request: HttpRequest, job: Job, action: str, **texts: Any) -> HttpResponse:
+    """The page that asks before a cancel or a delete, for browsers without JavaScript."""
+    return render(
+        request,
+        "jobs/confirm.html",
+        {"nav": "jobs", "job": job, "action_url": reverse(f"jobs:{action}", args=[job.public_id])}
+        | texts,
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -408,20 +377,16 @@ def job_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
     job = services.get_job(request.user, public_id)
     if request.method == "POST" and request.POST.get("confirm") == "yes":
         return _act(request, public_id, "cancel")
-    return render(
+    return _confirm(
         request,
-        "jobs/confirm.html",
-        {
-            "nav": "jobs",
-            "job": job,
-            "title": f"Cancel “{job}”?",
-            "question": "Rows not started yet will not run. Rows already done keep their results "
-            "and stay downloadable.",
-            "action_url": reverse("jobs:cancel", args=[job.public_id]),
-            "confirm_label": "Cancel job",
-            "back_label": "Keep it running",
-            "allowed": states.can_transition(job, JobStatus.CANCELLED),
-        },
+        job,
+        "cancel",
+        title=f"Cancel “{job}”?",
+        question="Rows not started yet will not run. Rows already done keep their results "
+        "and stay downloadable.",
+        confirm_label="Cancel job",
+        back_label="Keep it running",
+        allowed=states.can_transition(job, JobStatus.CANCELLED),
     )
 
 
@@ -434,20 +399,15 @@ def job_delete(request: HttpRequest, public_id: str) -> HttpResponse:
         services.delete(job, actor=services.actor_for(request))
         messages.success(request, f"Deleted “{name}” and its results.")
         return redirect("jobs:list")
-    return render(
+    return _confirm(
         request,
-        "jobs/confirm.html",
-        {
-            "nav": "jobs",
-            "job": job,
-            "title": f"Delete “{job}”?",
-            "question": "The job, its input file and all its results are deleted. "
-            "This cannot be undone.",
-            "action_url": reverse("jobs:delete", args=[job.public_id]),
-            "confirm_label": "Delete job",
-            "back_label": "Keep it",
-            "allowed": True,
-        },
+        job,
+        "delete",
+        title=f"Delete “{job}”?",
+        question="The job, its input file and all its results are deleted. This cannot be undone.",
+        confirm_label="Delete job",
+        back_label="Keep it",
+        allowed=True,
     )
 
 
@@ -474,415 +434,3 @@ def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHtt
     if status not in results.STATUS_FILTERS:
         status = "all"
     return results_response(job, fmt, status)
-
-
-# --- new job -------------------------------------------------------------------------------------
-
-
-def _processor_info(name: str | None) -> dict[str, Any] | None:
-    cls = get_processor_class(name or "")
-    return cls.describe() if cls is not None else None
-
-
-def _default_processor(columns: list[str]) -> str:
-    names = [cls.name for cls in all_processors()]
-    # A processor whose inputs the file already has is the likeliest choice.
-    for cls in all_processors():
-        if cls.inputs and all(i in columns for i in cls.inputs):
-            return cls.name
-    return "template" if "template" in names else (names[0] if names else "")
-
-
-def _processor_forms(
-    processor: str | None, draft: drafts.Draft, data: Any = None, *, bind_params: bool = True
-) -> tuple[ParamsForm, ColumnMapForm]:
-    cls = get_processor_class(processor or "")
-    schema = cls.params_schema if cls is not None else {}
-    inputs = list(cls.inputs) if cls is not None else []
-    preview = list(draft.report.get("preview") or [])
-    if data is not None and bind_params:
-        return (
-            ParamsForm(data, schema=schema),
-            ColumnMapForm(data, inputs=inputs, columns=draft.columns, preview=preview),
-        )
-    # Not bound (first view, or another processor picked): keep what was typed where it still fits.
-    initial_params = {}
-    initial_map = {}
-    if data is not None:
-        keys = {k.split("-", 1)[1]: data.get(k) for k in data if k.startswith("param-")}
-        initial_params = {k: v for k, v in keys.items() if v not in (None, "")}
-        initial_map = {
-            k.split("-", 1)[1]: data.get(k) for k in data if k.startswith("map-") and data.get(k)
-        }
-    return (
-        ParamsForm(schema=schema, initial=initial_params),
-        ColumnMapForm(inputs=inputs, columns=draft.columns, preview=preview, initial=initial_map),
-    )
-
-
-def _new_context(
-    request: HttpRequest,
-    draft: drafts.Draft,
-    job_form: JobForm,
-    params: ParamsForm,
-    mapping: ColumnMapForm,
-    processor: str | None,
-    **extra: Any,
-) -> dict[str, Any]:
-    report = draft.report
-    info = report.get("info") or {}
-    return {
-        "nav": "new",
-        "step": 2,
-        "draft": draft,
-        "report": report,
-        "info": info,
-        "delimiter_name": {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}.get(
-            info.get("delimiter") or "", info.get("delimiter") or "—"
-        ),
-        "preview_columns": report.get("columns") or [],
-        "preview_rows": [
-            [row.get(c) for c in report.get("columns") or []] for row in report.get("preview") or []
-        ],
-        "form": job_form,
-        "params_form": params,
-        "map_form": mapping,
-        "processor": _processor_info(processor),
-        "processor_name": processor or "",
-        "estimate": estimate.from_history(request.user, processor, report.get("row_count") or 0)
-        if processor
-        else None,
-        "errors": [],
-        "error_message": "",
-        **extra,
-    }
-
-
-def _upload_page(
-    request: HttpRequest, form: UploadForm, *, status: int = 200, message: str = ""
-) -> HttpResponse:
-    return render(
-        request,
-        "jobs/new.html",
-        {
-            "nav": "new",
-            "step": 1,
-            "upload_form": form,
-            "error_message": message,
-            "max_upload": settings.BATCHHUB_MAX_UPLOAD_BYTES,
-        },
-        status=status,
-    )
-
-
-def _handle_upload(request: HttpRequest) -> HttpResponse:
-    form = UploadForm(request.POST, request.FILES)
-    if not form.is_valid():
-        return _upload_page(request, form, status=400)
-    upload = form.cleaned_data["file"]
-    token, stored = drafts.create(request.user, upload)
-    draft_file = drafts.open_file(request.user, drafts.Draft(token, stored, upload.size, {}))
-    try:
-        report = services.Source(upload=draft_file).report(max_rows=settings.BATCHHUB_MAX_ROWS)
-    except APIError as exc:
-        drafts.delete(request.user, token)
-        return _upload_page(request, form, status=400, message=str(exc.detail))
-    finally:
-        draft_file.close()
-    if report.row_count == 0:
-        # Nothing a job could run: say so once, here, instead of on a preview with a Start button.
-        drafts.delete(request.user, token)
-        first = report.errors[0] if report.errors else {}
-        where = f"Line {first['line']}: " if first.get("line") else ""
-        message = f"{where}{first['message']}" if first else "The file has a header but no rows."
-        return _upload_page(request, form, status=400, message=f"Nothing to process. {message}")
-    drafts.save_report(request.user, token, report)
-    # Post/redirect/get: a reload shows the preview again instead of re-sending the file.
-    return redirect(f"{reverse('jobs:new')}?draft={token}")
-
-
-def _upload_too_large(request: HttpRequest, limit: UploadLimit) -> HttpResponse:
-    return _upload_page(
-        request, UploadForm(), status=413, message=str(too_large(limit.limit).detail)
-    )
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-@guard_upload(_upload_too_large)
-def new_job(request: HttpRequest) -> HttpResponse:
-    if request.upload_limit is not None:
-        request.FILES  # noqa: B018 -- parse now: the limit is known only once the body is read
-        if request.upload_limit.exceeded:
-            return _upload_too_large(request, request.upload_limit)
-    if request.method == "POST" and (
-        "file" in request.FILES or request.POST.get("action") == "upload"
-    ):
-        return _handle_upload(request)
-    token = request.POST.get("draft") or request.GET.get("draft") or ""
-    if not token:
-        return _upload_page(request, UploadForm())
-    draft = drafts.load(request.user, token)
-    if draft is None:
-        return _upload_page(
-            request,
-            UploadForm(),
-            status=400 if request.method == "POST" else 200,
-            message="That upload is no longer available (drafts are kept for a day). "
-            "Please upload the file again.",
-        )
-
-    if request.method == "GET":
-        source = request.GET.get("from", "")
-        if source:
-            # "Run again": the earlier job's settings, shown to be checked before Start.
-            copied = services.get_job(request.user, source)
-            data = rerun.form_data(copied)
-            processor = data["processor"]
-            job_form = JobForm(initial={"draft": draft.token, **data}, columns=draft.columns)
-            params, mapping = _processor_forms(processor, draft, data, bind_params=False)
-        else:
-            copied = None
-            processor = _default_processor(draft.columns)
-            job_form = JobForm(
-                initial={"draft": draft.token, "processor": processor, "name": draft.filename},
-                columns=draft.columns,
-            )
-            params, mapping = _processor_forms(processor, draft)
-        return render(
-            request,
-            "jobs/new.html",
-            _new_context(request, draft, job_form, params, mapping, processor, copied_from=copied),
-        )
-
-    action = request.POST.get("action", "start")
-    processor = request.POST.get("processor", "")
-    # The params fields on the page were built for this processor; another one means a fresh form.
-    same_processor = request.POST.get("params_for", processor) == processor
-    if action == "update" or not same_processor:
-        job_form = JobForm(initial=request.POST.dict(), columns=draft.columns)
-        params, mapping = _processor_forms(processor, draft, request.POST, bind_params=False)
-        context = _new_context(request, draft, job_form, params, mapping, processor)
-        if action == "update":
-            return render(request, "jobs/new.html", context)
-        context["error_message"] = (
-            "You picked another processor: check its settings below, then start again."
-        )
-        return render(request, "jobs/new.html", context, status=400)
-
-    job_form = JobForm(request.POST, columns=draft.columns)
-    params, mapping = _processor_forms(processor, draft, request.POST)
-    forms_ok = job_form.is_valid() & params.is_valid() & mapping.is_valid()
-    if action == "sample":
-        return _sample(request, draft, job_form, params, mapping, processor, forms_ok)
-    if not forms_ok:
-        context = _new_context(
-            request,
-            draft,
-            job_form,
-            params,
-            mapping,
-            processor,
-            error_message="Please correct the fields marked below.",
-            field_errors=_field_errors(job_form, params, mapping),
-        )
-        return render(request, "jobs/new.html", context, status=400)
-
-    data = job_form.cleaned_data
-    source_file = drafts.open_file(request.user, draft)
-    try:
-        job, _created = services.create_job(
-            request.user,
-            processor=processor,
-            params=params.params(),
-            source=services.Source(upload=source_file),
-            name=data.get("name") or draft.filename,
-            id_column=data.get("id_column") or None,
-            column_map=mapping.column_map(),
-            webhook_url=data.get("webhook_url") or None,
-            concurrency=data.get("concurrency"),
-            rate_limit=data.get("rate_limit"),
-            actor=services.actor_for(request),
-        )
-    except APIError as exc:
-        loose = attach_api_errors(exc.details, job_form=job_form, params=params, mapping=mapping)
-        details = exc.details if isinstance(exc.details, dict) else {}
-        context = _new_context(
-            request,
-            draft,
-            job_form,
-            params,
-            mapping,
-            processor,
-            error_message=str(exc.detail),
-            errors=details.get("errors") or [],
-            loose_errors=[m for m in loose if m != str(exc.detail)],
-        )
-        return render(request, "jobs/new.html", context, status=exc.status_code)
-    finally:
-        source_file.close()
-    drafts.delete(request.user, draft.token)
-    # No "created" message: the job page itself shows the job, its stage and what it waits for.
-    return redirect("jobs:detail", job.public_id)
-
-
-def _sample(
-    request: HttpRequest,
-    draft: drafts.Draft,
-    job_form: JobForm,
-    params: ParamsForm,
-    mapping: ColumnMapForm,
-    processor: str,
-    forms_ok: bool,
-) -> HttpResponse:
-    sample_rows: list[dict[str, Any]] = []
-    sample_seconds = 0.0
-    sample_error = ""
-    output_names: list[str] = []
-    if not forms_ok:
-        sample_error = "Please correct the fields marked above first."
-    else:
-        rows = list(draft.report.get("preview") or [])[:SAMPLE_ROWS]
-        started = time.monotonic()
-        try:
-            outcome = run_sample(
-                processor,
-                params.params(),
-                rows,
-                column_map=mapping.column_map(),
-                owner_id=request.user.pk,
-                limit=SAMPLE_ROWS,
-            )
-        except APIError as exc:
-            sample_error = str(exc.detail)
-            attach_api_errors(exc.details, job_form=job_form, params=params, mapping=mapping)
-        except ParamsError as exc:
-            sample_error = str(exc)
-            attach_api_errors(
-                {"params": exc.errors or [str(exc)]},
-                job_form=job_form,
-                params=params,
-                mapping=mapping,
-            )
-        else:
-            sample_rows, output_names = _sample_table(outcome, rows)
-            sample_seconds = time.monotonic() - started
-    field_errors = _field_errors(job_form, params, mapping)
-    context = _new_context(
-        request,
-        draft,
-        job_form,
-        params,
-        mapping,
-        processor,
-        sample_rows=sample_rows,
-        sample_outputs=output_names,
-        sample_error=sample_error,
-        sample_ran=True,
-        sample_columns=_sample_columns(processor, mapping, draft.columns),
-        sample_seconds=sample_seconds,
-        sample_estimate=_sample_estimate(
-            processor, len(sample_rows), sample_seconds, draft, job_form
-        ),
-        sample_tokens=estimate.tokens(sample_rows, draft.report.get("row_count") or 0),
-        field_errors=field_errors,
-        # htmx swaps only the sample section: the fields come along to show (or clear) their
-        # errors.
-        refresh_fields=bool(request.htmx),
-    )
-    template = "jobs/new.html#sample" if request.htmx else "jobs/new.html"
-    return render(
-        request, template, context, status=200 if not sample_error or request.htmx else 400
-    )
-
-
-def _sample_estimate(
-    processor: str, sample_rows: int, seconds: float, draft: drafts.Draft, job_form: JobForm
-) -> estimate.Estimate | None:
-    cls = get_processor_class(processor or "")
-    if cls is None or not sample_rows:
-        return None
-    chosen = job_form.cleaned_data.get("concurrency") if hasattr(job_form, "cleaned_data") else None
-    return estimate.from_sample(
-        draft.report.get("row_count") or 0,
-        sample_rows,
-        seconds,
-        io_bound=cls.io_bound,
-        concurrency=chosen or settings.BATCHHUB_DEFAULT_CONCURRENCY,
-    )
-
-
-def _sample_columns(processor: str, mapping: ColumnMapForm, columns: list[str]) -> list[str]:
-    """The input columns worth showing beside the outputs: the ones the processor reads."""
-    cls = get_processor_class(processor or "")
-    if cls is None or not cls.inputs:
-        return columns
-    chosen = mapping.cleaned_data if hasattr(mapping, "cleaned_data") else {}
-    used = [chosen.get(name) or name for name in cls.inputs]
-    return [c for c in columns if c in used] or columns
-
-
-def _field_errors(*forms: Any) -> list[dict[str, str]]:
-    """Each field in error as {id, label, message}, to link to it from the message."""
-    out = []
-    for form in forms:
-        if not form.is_bound or not hasattr(form, "cleaned_data"):
-            continue
-        for name, errors in form.errors.items():
-            if name == "__all__" or name not in form.fields:
-                continue
-            field = form[name]
-            out.append({"id": field.id_for_label, "label": field.label, "message": errors[0]})
-    return out
-
-
-def _sample_table(
-    outcome: Any, rows: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Normalise run_sample's answer: results as objects or dicts, with output and error."""
-    if isinstance(outcome, dict) and "results" in outcome:
-        outcome = outcome["results"]
-    table: list[dict[str, Any]] = []
-    names: list[str] = []
-    for i, item in enumerate(outcome or []):
-        if isinstance(item, dict) and ("output" in item or "error" in item):
-            output, error = item.get("output"), item.get("error")
-        elif isinstance(item, dict):
-            output, error = item, None
-        else:
-            output, error = getattr(item, "output", None), getattr(item, "error", None)
-        output = (
-            output if isinstance(output, dict) else ({} if output is None else {"output": output})
-        )
-        for key in output:
-            if key not in names:
-                names.append(key)
-        source = (
-            item.get("input")
-            if isinstance(item, dict) and isinstance(item.get("input"), dict)
-            else None
-        )
-        if source is None:
-            source = rows[i] if i < len(rows) else {}
-        usage = item.get("usage") if isinstance(item, dict) else None
-        table.append(
-            {"number": i + 1, "input": source, "output": output, "error": error, "usage": usage}
-        )
-    for row in table:
-        row["cells"] = [row["output"].get(n) for n in names]
-    return table, names
-
-
-@login_required
-@require_GET
-def new_job_params(request: HttpRequest) -> HttpResponse:
-    """The processor-dependent part of the new-job form, swapped in when the processor changes."""
-    draft = drafts.load(request.user, request.GET.get("draft", ""))
-    if draft is None:
-        raise Http404("No such upload.")
-    processor = request.GET.get("processor", "")
-    params, mapping = _processor_forms(processor, draft)
-    context = _new_context(
-        request, draft, JobForm(columns=draft.columns), params, mapping, processor
-    )
-    return render(request, "jobs/new.html#processor-fields", context)

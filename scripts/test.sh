@@ -27,6 +27,8 @@ trap 'bash scripts/services.sh stop "$SERVICES_DIR"' EXIT
 source "$SERVICES_DIR/env"
 export BATCHHUB_DATA_DIR="$SERVICES_DIR/data"
 export BATCHHUB_SHARED_DIR="${BATCHHUB_SHARED_DIR:-$(cd .. && pwd)/shared}"
+# Every pytest worker and every process a test starts would otherwise recompile the project.
+unset PYTHONDONTWRITEBYTECODE
 
 if [ $# -gt 0 ]; then
   CELERY_BROKER_URL="$CELERY_BROKER_URL" $BIN/pytest -p no:cacheprovider "$@" || status=$?

@@ -14,7 +14,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection
 
+from jobs import runner
+from jobs.ingest import loading
+from jobs.models import Chunk, Job, JobStatus
+from tests.conftest import PASSWORD
+from tests.support.worker import Worker, flush_broker
 from tests.support.worker import wait_for as _wait_for
 
 CHROMIUM_ARGS = [
@@ -28,18 +35,24 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = os.environ.get("BATCHHUB_SCREENSHOTS") == "1"
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
-# Playwright's sync API runs an event loop in this thread; Django must not refuse ORM calls here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _orm_beside_playwright():
+    """Playwright's sync API keeps an event loop running in this thread while it is open, and
+    Django refuses ORM calls under a running loop: allowed here, for this package's tests only
+    (the `browser` fixture closes Playwright when they end, before this is undone)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
 
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings):
     """On SQLite, a file database: the live server and the driver thread each need a connection."""
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
+    db = django_settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3") and not db.get("TEST", {}).get("NAME"):
-        data_dir = Path(settings.DATA_DIR)
+        data_dir = Path(django_settings.DATA_DIR)
         data_dir.mkdir(parents=True, exist_ok=True)
         db.setdefault("TEST", {})["NAME"] = str(data_dir / f"browser-test-{os.getpid()}.sqlite3")
 
@@ -49,7 +62,7 @@ def chromium_path() -> str | None:
     return path if Path(path).exists() else shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     path = chromium_path()
     if not path:
@@ -97,8 +110,6 @@ def page(browser, live_server, media):
 
 @pytest.fixture
 def login(page, live_server, alice):
-    from tests.conftest import PASSWORD
-
     def do(username: str = "alice", password: str = PASSWORD):
         page.goto(f"{live_server.url}/accounts/login/")
         page.get_by_label("Username").fill(username)
@@ -134,8 +145,6 @@ class ThreadDriver:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from django.db import connection
-
         try:
             while not self._stop.is_set():
                 self.step()
@@ -146,10 +155,6 @@ class ThreadDriver:
             connection.close()
 
     def step(self) -> None:
-        from jobs import runner
-        from jobs.ingest import loading
-        from jobs.models import Chunk, Job, JobStatus
-
         for job in Job.objects.filter(
             status__in=[JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING]
         ):
@@ -168,11 +173,7 @@ class ThreadDriver:
 def job_driver(transactional_db, settings, tmp_path):
     """Jobs move on their own while the test runs: a real celery worker on PostgreSQL + Redis
     (as `make test` runs them), else a thread in this process stepping the same engine."""
-    from django.db import connection
-
     if connection.vendor == "postgresql" and settings.CELERY_BROKER_URL.startswith("redis"):
-        from tests.support.worker import Worker, flush_broker
-
         flush_broker()
         worker = Worker(
             tmp_path,

@@ -12,6 +12,8 @@ from django.urls import reverse
 from jobs import drafts, services
 from jobs.ingest import loading
 from jobs.models import Job, JobStatus
+from jobs.processors import RowError
+from jobs.processors.template import TemplateProcessor
 from tests.conftest import make_job
 
 pytestmark = pytest.mark.django_db
@@ -58,9 +60,6 @@ def test_cancelled_job_does_not_read_as_done(client_alice, alice, run_job):
 
 
 def test_failure_reasons_are_counted(client_alice, alice, run_job, monkeypatch):
-    from jobs.processors import RowError
-    from jobs.processors.template import TemplateProcessor
-
     original = TemplateProcessor.process_row
 
     def picky(self, row):

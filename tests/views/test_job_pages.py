@@ -6,10 +6,14 @@ import csv
 import io
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from jobs import runner, states
 from jobs.ingest import loading
 from jobs.models import Job, JobStatus
+from jobs.processors import RowError
+from jobs.processors.template import TemplateProcessor
 from tests.conftest import make_job, rows_text
 
 pytestmark = pytest.mark.django_db
@@ -207,8 +211,6 @@ def _trigger_attr(text: str) -> str:
 def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events(
     client_alice, alice, settings, django_assert_num_queries
 ):
-    from jobs import runner, states
-
     settings.BATCHHUB_CHUNK_ROWS = 100
     job = make_job(alice, rows_text(300), concurrency=1)  # one loop: chunks of 100 rows
     loading.ingest(job.pk)
@@ -375,14 +377,10 @@ def test_cancel_with_htmx(client_alice, job):
 
 
 def test_retry_failed_rows(client_alice, alice, run_job, monkeypatch):
-    from jobs.processors.template import TemplateProcessor
-
     job = make_job(alice, "name,text\nann,x\nbob,y\n")
     original = TemplateProcessor.process_row
 
     def flaky(self, row):
-        from jobs.processors import RowError
-
         if row.values.get("name") == "bob":
             raise RowError("bob is not welcome")
         return original(self, row)
@@ -422,8 +420,6 @@ def test_pages_send_csrf_token_in_hx_headers(client_alice, job):
 
 
 def test_csrf_is_enforced_on_actions(alice, job):
-    from django.test import Client
-
     c = Client(enforce_csrf_checks=True)
     c.force_login(alice)
     response = c.post(reverse("jobs:cancel", args=[job.public_id]), {"confirm": "yes"})

@@ -307,6 +307,45 @@ def test_try_on_first_rows(client_alice):
     assert "Hi Bob" in without_js.content.decode() and "<html" in without_js.content.decode()
 
 
+def test_sample_rows_keep_one_cell_per_output_when_a_row_fails(client_alice):
+    # JSONL: the second row has no "text", so the sample fails it and the others succeed.
+    text = '{"text": "I love it"}\n{"other": "x"}\n{"text": "I hate it"}\n'
+    token = _token(_upload(client_alice, text, name="reviews.jsonl"))
+    data = {"draft": token, "processor": "sentiment", "params_for": "sentiment"}
+    response = client_alice.post(reverse("jobs:new"), {**data, "action": "sample"}, **HTMX)
+    assert response.status_code == 200
+    body = response.content.decode().split("<tbody>")[1].split("</tbody>")[0]
+    rows = re.findall(r"<tr class=\"(row-\w+)\">(.*?)</tr>", body, re.S)
+    assert [status for status, _ in rows] == ["row-succeeded", "row-failed", "row-succeeded"]
+    numbers = [re.search(r'<th scope="row">(\d+)</th>', cells).group(1) for _, cells in rows]
+    assert numbers == ["1", "2", "3"]
+    # Two outputs (label, score) on every row; the failed row's are empty, its error beside them.
+    outputs = [re.findall(r'<td class="out">([^<]*)</td>', cells) for _, cells in rows]
+    assert [len(o) for o in outputs] == [2, 2, 2]
+    assert outputs[1] == ["", ""] and outputs[0][0] == "positive" and outputs[2][0] == "negative"
+    assert "The text is empty." in rows[1][1]
+
+
+def test_another_processor_picked_without_js_redraws_its_fields(client_alice, alice):
+    token = _token(_upload(client_alice))
+    data = {
+        "draft": token,
+        "name": "kept",
+        "processor": "sentiment",
+        "params_for": "template",
+        "param-template": "Hi {name}",
+        "action": "start",
+    }
+    response = client_alice.post(reverse("jobs:new"), data)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "You picked another processor" in page
+    assert 'name="map-text"' in page and 'name="param-template"' not in page
+    assert 'value="kept"' in page
+    assert not Job.objects.exists()
+    assert drafts.load(alice, token) is not None
+
+
 def test_old_drafts_are_cleaned(client_alice, alice, monkeypatch):
     token = _token(_upload(client_alice))
     later = timezone.now() + timedelta(days=2)

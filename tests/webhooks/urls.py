@@ -1,4 +1,4 @@
-"""Test-only urlconf: the settings page and webhook routes, plus the names base.html links to.
+"""Test-only urlconf: the account pages and webhook routes, plus the names base.html links to.
 
 Mounted as the project does (settings/, jobs/, api/v1/), with placeholders for pages owned by other
 modules, so these tests do not depend on them.
@@ -11,7 +11,6 @@ from django.http import HttpResponse
 from django.urls import include, path
 
 from jobs import webhook_views
-from jobs.settings_views import settings_urlpatterns
 from jobs.webhook_views import webhook_api_urlpatterns
 
 
@@ -37,7 +36,7 @@ _keys = ([path("", _placeholder, name="list")], "apikeys")
 urlpatterns = [
     path("", include(_jobs)),
     path("keys/", include(_keys)),
-    path("settings/", include(settings_urlpatterns)),
+    path("", include("accounts.urls")),
     path("api/v1/", include(webhook_api_urlpatterns)),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
