@@ -9,4 +9,9 @@ class APIKeysConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  registers the OpenAPI auth extension
+        from . import (
+            keycache,
+            schema,  # noqa: F401  registers the OpenAPI auth extension
+        )
+
+        keycache.connect_signals()

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from batchhub import dbbusy
 
-from . import keyformat
+from . import keycache, keyformat
 from .lookup import key_with_owner
 from .models import APIKey
 
@@ -90,6 +90,7 @@ def revoke_key(user, public_id: str) -> APIKey:
         # Conditional UPDATE: two concurrent revokes keep one revoked_at.
         APIKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
         key.refresh_from_db(fields=["revoked_at"])
+    keycache.invalidate(key.digest)
     return key
 
 
@@ -120,6 +121,13 @@ def check_key(raw: str) -> KeyCheck:
     parsed = keyformat.parse(raw)
     if parsed is None:
         return KeyCheck(None, INVALID)
+    presented = keyformat.digest(parsed.raw)
+    cached = keycache.lookup(presented)
+    if cached is not None and cached.lookup_id == parsed.lookup_id:
+        # A database check of this very key passed within the entry's life (apikeys/keycache.py).
+        if cached.is_expired():
+            return KeyCheck(None, "This API key has expired.")
+        return KeyCheck(cached, "")
     key = key_with_owner(parsed.lookup_id)
     if key is None or not _digest_matches(key, parsed.raw):
         return KeyCheck(None, INVALID)
@@ -128,7 +136,9 @@ def check_key(raw: str) -> KeyCheck:
         return KeyCheck(None, "This API key has been revoked.")
     if key.is_expired(now):
         return KeyCheck(None, "This API key has expired.")
-    _touch(key, now)
+    if _touch(key, now) and key.owner.is_active:
+        # Not when the stamp was skipped: the next request tries it again from the database.
+        keycache.remember(key)
     return KeyCheck(key, "")
 
 
@@ -137,10 +147,11 @@ def authenticate_key(raw: str) -> APIKey | None:
     return check_key(raw).key
 
 
-def _touch(key: APIKey, now: datetime) -> None:
+def _touch(key: APIKey, now: datetime) -> bool:
+    """Stamp last_used_at if it is over a minute old; False if that write was skipped."""
     threshold = now - LAST_USED_RESOLUTION
     if key.last_used_at is not None and key.last_used_at >= threshold:
-        return  # fresh enough as loaded: no query at all
+        return True  # fresh enough as loaded: no query at all
     # The WHERE makes concurrent processes that all loaded a stale value write once between them.
     # Best effort: on a busy database (a worker holding SQLite's write lock) the stamp is skipped
     # rather than making a read wait for the lock or fail.
@@ -151,3 +162,4 @@ def _touch(key: APIKey, now: datetime) -> None:
     )
     if written:
         key.last_used_at = now
+    return bool(written)

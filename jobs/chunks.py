@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import enqueue, holders, states
+from . import enqueue, holders, livestatus, states
 from .models import Chunk, Job, Row, RowStatus
 from .processors import Processor, get_processor_class
 
@@ -205,6 +205,7 @@ def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
         )
         suspects = [i for i, _, _ in left] if died else []
     job.save(update_fields=["running", "pending", "failed", "updated_at"])
+    livestatus.publish(job)
     if died:
         logger.info("job %s: %s", job.public_id, message)
         states.record(job, "recovered", message, data={"rows": [first + 1, last + 1]})

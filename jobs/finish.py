@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import states
+from . import livestatus, states
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .syncpoint import _add_sample
 
@@ -43,6 +43,7 @@ def cancel_leftovers(job_pk: int) -> int:
         for name, value in counts.items():
             setattr(job, name, value)
         job.save(update_fields=[*counts, "updated_at"])
+        livestatus.publish(job)
     if changed:
         logger.info("job %s: %d rows left behind cancelled", job.public_id, changed)
     return changed

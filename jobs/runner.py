@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from . import states
+from . import livestatus, states
 from .chunk_loop import process_chunk, release_chunk
 from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
 from .finish import _cancel_leftovers_after_failure, finalize
@@ -57,6 +57,7 @@ def _database_lost(job_pk: int, chunk: Chunk | None, exc: Exception) -> Step:
     either way the database says what is done, and the rows this loop had in memory are redone.
     """
     logger.warning("job %s: lost the database (%s); reconnecting", job_pk, exc)
+    livestatus.withdraw(job_pk)
     deadline = time.monotonic() + RECONNECT_SECONDS
     while True:
         try:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError, InvalidState
 
-from . import chunks, enqueue, finish, lookup, states, webhooks
+from . import chunks, enqueue, finish, livestatus, lookup, states, webhooks
 from .creation import Source, create_job, validate_input
 from .housekeeping import purge_job
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
@@ -36,6 +36,12 @@ def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
     One precompiled query (jobs/lookup.py): it is the read behind every status poll. With
     `last_event`, the job carries `last_event_id` (its newest timeline entry's, 0 if none)."""
     return lookup.get_job(user, public_id, last_event=last_event)
+
+
+def job_status(user, public_id: str) -> Job:
+    """The job for a status poll: as last published to the cache (jobs/livestatus.py), else
+    from the database like get_job (which decides the 404). Carries `last_event_id`."""
+    return livestatus.read(user, public_id) or get_job(user, public_id, last_event=True)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):
@@ -118,6 +124,7 @@ def cancel(job: Job, *, actor: str) -> Job:
     # rows, in short batches that never hold the write lock for the whole job.
     _cancel_pending(job)
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
@@ -203,6 +210,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 data={"rows": n},
             )
             locked.refresh_from_db()
+            livestatus.publish(locked)
             return locked
         locked = states.transition(
             locked.pk,
@@ -225,13 +233,16 @@ def rename(job: Job, name: str, *, actor: str) -> Job:
         )
     Job.objects.filter(pk=job.pk).update(name=name, updated_at=timezone.now())
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
 def revoke_links(job: Job, *, actor: str) -> Job:
     """Every results link of the job handed out so far stops working (links.py signs them with
     the job's link_version)."""
-    Job.objects.filter(pk=job.pk).update(link_version=F("link_version") + 1)
+    Job.objects.filter(pk=job.pk).update(
+        link_version=F("link_version") + 1, updated_at=timezone.now()
+    )
     states.record(
         job,
         "links_revoked",
@@ -239,6 +250,7 @@ def revoke_links(job: Job, *, actor: str) -> Job:
         actor=actor or "system",
     )
     job.refresh_from_db()
+    livestatus.publish(job)
     return job
 
 
@@ -253,6 +265,7 @@ def delete(job: Job, *, actor: str) -> None:
             cancel(job, actor=actor)
         except InvalidState:
             pass
+    livestatus.forget(job)
     purge_job(job)
 
 
@@ -271,6 +284,7 @@ __all__ = [
     "create_job",
     "delete",
     "get_job",
+    "job_status",
     "list_jobs",
     "pause",
     "redeliver_webhook",

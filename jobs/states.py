@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import webhooks
+from . import livestatus, webhooks
 from .models import TERMINAL, Job, JobEvent, JobStatus
 
 S = JobStatus
@@ -108,6 +108,7 @@ def transition(
             setattr(locked, name, value)
         locked.save()
         record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
+        livestatus.publish(locked)
         if target in TERMINAL:
             webhooks.on_terminal(locked)
     return locked

@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg import Cursor as PgCursor
 
-from . import states
+from . import livestatus, states
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowResult
@@ -252,6 +252,7 @@ class ChunkRun:
                 job.pending -= len(started)
                 job.running += len(started)
             job.save(update_fields=update)
+            livestatus.publish(job)
             Chunk.objects.filter(pk=self.chunk.pk).update(
                 lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
                 inflight_start=inflight[0],

@@ -266,7 +266,7 @@ def _progress_response(
 @require_GET
 def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """The live part of the job page, polled every second while the job is active."""
-    job = services.get_job(request.user, public_id, last_event=True)
+    job = services.job_status(request.user, public_id)
     return _progress_response(request, job, polling=True)
 
 

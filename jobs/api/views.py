@@ -241,7 +241,7 @@ class JobViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request: Request, id: str) -> Response:
         wanted = embed.included(_query(request, "include"))
-        job = self._job()
+        job = self._job() if wanted else services.job_status(request.user, id)
         body = job_representation(job, request)
         if "results" in wanted:
             body["results"] = embed.embedded_results(job)

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError
 
-from .. import chunks, states
+from .. import chunks, livestatus, states
 from ..models import Chunk, Job, JobStatus, Row
 from ..processor_setup import processor_for
 from .db import SQLITE_BATCH_ROWS, write_rows
@@ -71,6 +71,7 @@ def ingest(job_pk: int) -> None:
             job.delimiter = info.delimiter or ""
             job.input_format = info.format
             job.save(update_fields=[*_INGESTED_FIELDS, "updated_at"])
+            livestatus.publish(job)
             # The chunks are what loops claim: made here, with the job's status, so no row is
             # worked on before the whole file is in.
             chunks.make_chunks(job, chunks.plan_for(job))

@@ -4,13 +4,14 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import OperationalError, connection
 from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apikeys import keyformat, services
+from apikeys import keycache, keyformat, services
 from apikeys.models import APIKey
 
 
@@ -115,7 +116,9 @@ def test_unknown_lookup_id_is_rejected(db):
 def test_expired_key_is_rejected(alice):
     key, raw = services.create_key(alice, "short", timezone.now() + timedelta(seconds=30))
     assert services.authenticate_key(raw) == key
-    APIKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    # Saved through the model (as the admin does), which drops the key's cached entry.
+    key.expires_at = timezone.now() - timedelta(seconds=1)
+    key.save()
     check = services.check_key(raw)
     assert check.key is None and check.reason == "This API key has expired."
 
@@ -164,6 +167,7 @@ def test_last_used_at_is_written_at_most_once_a_minute(key_a):
 
     # Over a minute later, one more write.
     APIKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now() - timedelta(seconds=61))
+    cache.delete(keycache.cache_key(key.digest))  # the cached entry lives a minute too
     with CaptureQueriesContext(connection) as ctx:
         services.authenticate_key(raw)
         services.authenticate_key(raw)

@@ -119,10 +119,11 @@ from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
 from django.core.files import File  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
-from jobs import chunks, enqueue, services  # noqa: E402
+from jobs import chunks, enqueue, livestatus, services  # noqa: E402
 from jobs.ingest import loading  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
@@ -421,7 +422,10 @@ def mirror_progress(small: Job, big: Job) -> None:
         running=round(big.running * scale),
         pending=small.total - round(big.succeeded * scale) - round(big.running * scale),
         samples=[[t, round(done * scale)] for t, done in big.samples or []],
+        updated_at=timezone.now(),
     )
+    # Published as a sync point would, so both jobs' polls read the same way.
+    livestatus.publish(Job.objects.get(pk=small.pk))
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -580,7 +584,7 @@ def main() -> None:
                 baseline=f"{label} for a 1,000-row job, same window",
                 baseline_value=round(base, 2),
                 ratio=ratio(value, base),
-                goal="p99 < 20 ms and ratio < 1.2",
+                goal="p99 < 15 ms and ratio < 1.2",
                 interval_s=interval,
                 errors=len(w["errors"]),
                 **common,
@@ -648,7 +652,8 @@ def main() -> None:
                     baseline="same gunicorn serving a bare WSGI app",
                     baseline_value=bare_rps,
                     ratio=ratio(rps, bare_rps),
-                    goal="design yardstick ~2,000 req/s",
+                    # Issue 18's goals while a job runs (the design's yardstick: ~2,000 req/s).
+                    goal="ratio >= 0.3" if endpoint == "api" else "ratio >= 0.2",
                     p50_ms=round(pct(every, 0.5), 2),
                     p99_ms=round(pct(every, 0.99), 2),
                     ratio_big_small_p50=ratio(
