@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from functools import partial
 
@@ -47,29 +46,6 @@ class RowStatus(models.TextChoices):
 
 
 COUNTERS = ("pending", "running", "succeeded", "failed", "cancelled")
-
-
-class JSONText(models.JSONField):
-    """JSON kept as the text it was written as: a `text` column on every database.
-
-    PostgreSQL's jsonb parses and re-encodes every value on the way in and out, and SQLite's
-    JSON field checks each one with json_valid(); the engine only stores and returns these
-    values whole, so the parse was most of what a row cost to write. Values read back decode
-    as with JSONField.
-    """
-
-    def db_type(self, connection) -> str:
-        return "text"
-
-    def db_check(self, connection) -> None:
-        return None
-
-    def get_db_prep_value(self, value, connection, prepared=False):
-        if not prepared:
-            value = self.get_prep_value(value)
-        if value is None:
-            return None
-        return json.dumps(value, cls=self.encoder, ensure_ascii=False, allow_nan=False)
 
 
 class JobQuerySet(models.QuerySet):
@@ -266,11 +242,10 @@ class Row(models.Model):
     )
     index = models.IntegerField()
     ref = models.CharField(max_length=200)
-    # Values in the order of job.columns (a list, not a dict: the keys would repeat on every row),
-    # stored as the JSON text the ingest wrote.
-    data = JSONText()
+    # Values in the order of job.columns (a list, not a dict: the keys would repeat on every row).
+    data = models.JSONField()
     status = models.CharField(max_length=10, choices=RowStatus.choices, default=RowStatus.PENDING)
-    output = JSONText(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
     # NULL: the row has no error (the results write null); the engine writes NULL, not "".
     error = models.TextField(null=True, blank=True)  # noqa: DJ001
     # Times the row was started; a row that keeps killing its worker fails at the limit.

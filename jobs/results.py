@@ -188,14 +188,8 @@ def _stream_csv_copy(
     if wanted:
         where += " AND status = ANY(%s)"
         params.append(list(wanted))
-    # Inputs and outputs are stored as JSON text: the inner query parses each once (OFFSET 0
-    # keeps PostgreSQL from folding it into the outer one, which names them several times a cell).
-    rows = (
-        f'SELECT "index", data::jsonb AS data, output::jsonb AS output, status, error '
-        f'FROM {table} WHERE {where} ORDER BY "index" OFFSET 0'
-    )
     sql = (
-        f"COPY (SELECT {', '.join(cells)} FROM ({rows}) AS r ORDER BY \"index\") "
+        f"COPY (SELECT {', '.join(cells)} FROM {table} WHERE {where} ORDER BY \"index\") "
         f"TO STDOUT WITH (FORMAT csv)"
     )
     connection.ensure_connection()

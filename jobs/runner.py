@@ -309,7 +309,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         with PgCursor(connection.connection) as cursor:
             cursor.execute(
                 f"UPDATE {table} AS r SET status = v.s, output = v.o, error = v.e, attempts = v.a "
-                f"FROM json_to_recordset(%s::json) AS v(i int, s text, o text, e text, a int) "
+                f"FROM json_to_recordset(%s::json) AS v(i int, s text, o jsonb, e text, a int) "
                 f'WHERE r.job_id = %s AND r."index" = v.i '
                 # The range keeps the plan on the few index entries of these rows even when the
                 # planner's statistics think the job is tiny (they lag behind a fresh ingest).
@@ -900,9 +900,8 @@ def _cancel_leftovers_after_failure(job_pk: int) -> None:
 
 def recount(job: Job) -> dict[str, int]:
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
-    by_status = (
-        Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("index")).order_by()
-    )
+    rows = Row.objects.filter(job_id=job.pk)
+    by_status = rows.values_list("status").annotate(n=Count("index")).order_by()
     for status, n in by_status:
         counts[status] = n
     return counts

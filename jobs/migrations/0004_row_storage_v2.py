@@ -1,4 +1,4 @@
-"""Row storage v2: rows keyed by (job, index) without a surrogate id, inputs and outputs as text.
+"""Row storage v2: rows keyed by (job, index), without the surrogate id beside that unique pair.
 
 Django cannot alter a table to or from a composite primary key, so the table is rebuilt: the
 old one is renamed aside (with the index names the new one takes), the new one is created from
@@ -7,8 +7,6 @@ Unapplying does the same the other way. Existing jobs keep every row, input and 
 """
 
 from django.db import migrations, models
-
-import jobs.models
 
 TABLE = "jobs_row"
 ASIDE = "jobs_row_aside"
@@ -35,29 +33,13 @@ def _set_aside(apps, schema_editor) -> None:
             schema_editor.execute(f"ALTER TABLE {qn(ASIDE)} DROP CONSTRAINT {qn(name)}")
 
 
-def _rebuild(apps, schema_editor, *, to_jsonb: bool) -> None:
+def rebuild(apps, schema_editor) -> None:
     """Create the table of this state's Row model and move every row into it."""
     qn = schema_editor.quote_name
     schema_editor.create_model(apps.get_model("jobs", "Row"))
-    targets = ", ".join(qn(c) for c in COLUMNS)
-    sources = []
-    for column in COLUMNS:
-        if column in ("data", "output") and schema_editor.connection.vendor == "postgresql":
-            sources.append(f"{qn(column)}::{'jsonb' if to_jsonb else 'text'}")
-        else:
-            sources.append(qn(column))
-    schema_editor.execute(
-        f"INSERT INTO {qn(TABLE)} ({targets}) SELECT {', '.join(sources)} FROM {qn(ASIDE)}"
-    )
+    columns = ", ".join(qn(c) for c in COLUMNS)
+    schema_editor.execute(f"INSERT INTO {qn(TABLE)} ({columns}) SELECT {columns} FROM {qn(ASIDE)}")
     schema_editor.execute(f"DROP TABLE {qn(ASIDE)}")
-
-
-def forwards(apps, schema_editor) -> None:
-    _rebuild(apps, schema_editor, to_jsonb=False)
-
-
-def backwards(apps, schema_editor) -> None:
-    _rebuild(apps, schema_editor, to_jsonb=True)
 
 
 class Migration(migrations.Migration):
@@ -66,7 +48,7 @@ class Migration(migrations.Migration):
     operations = [
         # Forwards: set the v1 table aside (this state), switch the state, rebuild (new state).
         # Backwards the three run in reverse: set v2 aside, switch back, rebuild as v1.
-        migrations.RunPython(_set_aside, backwards),
+        migrations.RunPython(_set_aside, rebuild),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.RemoveConstraint(model_name="row", name="row_unique_index"),
@@ -82,16 +64,8 @@ class Migration(migrations.Migration):
                         serialize=False,
                     ),
                 ),
-                migrations.AlterField(
-                    model_name="row", name="data", field=jobs.models.JSONText()
-                ),
-                migrations.AlterField(
-                    model_name="row",
-                    name="output",
-                    field=jobs.models.JSONText(blank=True, null=True),
-                ),
                 migrations.RemoveField(model_name="row", name="id"),
             ]
         ),
-        migrations.RunPython(forwards, _set_aside),
+        migrations.RunPython(rebuild, _set_aside),
     ]
