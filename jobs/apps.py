@@ -13,3 +13,5 @@ class JobsConfig(AppConfig):
 
         allowlist(WEBHOOKS)
         allowlist(PROCESSORS)
+        # Registers the tasks that jobs/enqueue.py sends by name, in the web process too.
+        from . import tasks  # noqa: F401

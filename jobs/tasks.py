@@ -6,7 +6,17 @@ import logging
 
 from celery import shared_task
 
-from . import runner, services
+# webhook_tasks holds the webhook sender's task: imported here so that autodiscovery of
+# jobs.tasks registers it with the workers.
+from . import (
+    finish,
+    housekeeping,
+    reaper,
+    runner,
+    uploads,
+    webhook_tasks,  # noqa: F401
+)
+from .ingest import loading
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +27,7 @@ BROKER_RETRY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.25, "
 
 @shared_task(name="jobs.ingest", acks_late=True)
 def ingest_job(job_pk: int) -> None:
-    services.ingest(job_pk)
+    loading.ingest(job_pk)
 
 
 @shared_task(name="jobs.work", acks_late=True)
@@ -38,28 +48,21 @@ def work(job_pk: int) -> None:
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)
 def cancel_leftovers(job_pk: int) -> None:
     """The pending rows of a cancelled job that its cancel request left (a very large job)."""
-    runner.cancel_leftovers(job_pk)
+    finish.cancel_leftovers(job_pk)
 
 
 @shared_task(name="jobs.reap")
 def reap() -> None:
-    services.reap()
+    reaper.reap()
 
 
 @shared_task(name="jobs.expire_jobs")
 def expire_jobs() -> None:
-    from .housekeeping import expire_jobs as expire
-    from .uploads import expire_uploads
-
-    count = expire()
+    count = housekeeping.expire_jobs()
     if count:
         logger.info("expired %d jobs", count)
     # Two-step uploads never turned into a job go with the same hourly sweep.
-    uploads = expire_uploads()
-    if uploads:
-        logger.info("expired %d unused uploads", uploads)
+    unused = uploads.expire_uploads()
+    if unused:
+        logger.info("expired %d unused uploads", unused)
 
-
-# The webhook sender's task lives in its own module; importing it here registers it with the
-# workers through autodiscovery of jobs.tasks.
-from . import webhook_tasks  # noqa: E402,F401

@@ -27,7 +27,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from urllib3.exceptions import HTTPError
 
-from . import outbound, results, ssrf
+from . import enqueue, outbound, results, ssrf
 from .ids import new_id
 from .models import TERMINAL, Job, JobEvent, UserSettings
 from .representation import job_representation, utc
@@ -261,9 +261,9 @@ def run_attempt(
 
 
 def _enqueue(job_pk: int, event_type: str, webhook_id: str) -> None:
-    from .webhook_tasks import deliver_webhook
-
-    transaction.on_commit(lambda: deliver_webhook.delay(job_pk, event_type, webhook_id))
+    transaction.on_commit(
+        lambda: enqueue.send("jobs.deliver_webhook", job_pk, event_type, webhook_id)
+    )
 
 
 def on_terminal(job: Job) -> None:

@@ -93,12 +93,13 @@ def make_job(
 
 def drive(job, *, max_steps: int = 10_000):
     """Run a job in this process until it leaves `processing`: ingest, then worker-loop steps."""
-    from jobs import runner, services
+    from jobs import runner
+    from jobs.ingest import loading
     from jobs.models import Chunk, Job, JobStatus
 
     job.refresh_from_db()
     if job.status in (JobStatus.QUEUED, JobStatus.VALIDATING):
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     for _ in range(max_steps):
         job = Job.objects.get(pk=job.pk)
         if job.status != JobStatus.PROCESSING:

@@ -97,9 +97,9 @@ def test_status_filter(api_alice, finished, wanted, refs):
 
 def test_results_are_available_while_the_job_runs(api_alice, alice, new_job):
     job = new_job(alice, "name\na\nb\n")
-    from jobs import services
+    from jobs.ingest import loading
 
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     _, text = _download(api_alice, job)
     assert text.splitlines()[1:] == ["a,,pending,", "b,,pending,"]
 

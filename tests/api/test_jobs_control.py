@@ -12,9 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 def _processing(job) -> Job:
-    from jobs import services
+    from jobs.ingest import loading
 
-    services.ingest(job.pk)  # reads the rows and moves the job to processing
+    loading.ingest(job.pk)  # reads the rows and moves the job to processing
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
     return job

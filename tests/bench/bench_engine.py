@@ -8,7 +8,7 @@ It creates (and drops first) its own database `bench_batchhub` on the same serve
 BENCH_ROWS-row CSV (default 1,000,000; 6 columns of mixed text and numbers, ~100 bytes a row).
 Each figure is one JSON line: value, baseline measured in the same run, ratio, goal.
 
-1. ingest: `services.ingest()` rows/s against PostgreSQL's `COPY FROM` of the same file into a
+1. ingest: `loading.ingest()` rows/s against PostgreSQL's `COPY FROM` of the same file into a
    plain 6-column table; create_job's validation pass is reported beside it.
 2. processing (template, 2 worker processes): rows/s from "ingest done" to "job completed",
    against a bare csv.reader → str.format_map → csv.writer loop, and against a naive
@@ -112,7 +112,8 @@ from django.core.files import File  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from jobs import results, services  # noqa: E402
+from jobs import chunks, enqueue, results, services  # noqa: E402
+from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
 from tests.bench.benchdata import COLUMNS, TEMPLATE, bare_loop, make_csv  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
@@ -279,9 +280,9 @@ def main() -> None:
 
     # Ingest runs in this process where it can be timed alone: the ingest task create_job would
     # send, and the worker loops ingest would start, are held back and started by hand.
-    services._enqueue_ingest = lambda job_pk: None
-    real_start_loops = services.start_loops
-    services.start_loops = lambda job: None
+    enqueue.start_ingest = lambda job_pk: None
+    real_start_loops = chunks.start_loops
+    chunks.start_loops = lambda job: None
 
     # 1. ingest
     copy_s = copy_from_baseline(big_csv)
@@ -289,7 +290,7 @@ def main() -> None:
     job = create(user, big_csv, "big.csv")
     validate_s = time.perf_counter() - start
     start = time.perf_counter()
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     ingest_s = time.perf_counter() - start
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == ROWS, (
@@ -315,9 +316,9 @@ def main() -> None:
     )
 
     small = create(user, small_csv, "small.csv")
-    services.ingest(small.pk)
+    loading.ingest(small.pk)
     naive = create(user, naive_csv, "naive.csv")
-    services.ingest(naive.pk)
+    loading.ingest(naive.pk)
 
     # 2. processing with 2 worker processes
     bare_s = bare_loop(big_csv, tmp / "bare-out.csv")

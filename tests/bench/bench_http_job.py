@@ -36,13 +36,14 @@ TMP = setup("bench-http-", CELERY_BROKER_URL=BROKER or "memory://")
 from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from jobs import runner, services  # noqa: E402
+from jobs import chunks, enqueue, services  # noqa: E402
+from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
 # Loops are sent to the worker by hand, when the clock starts (not by ingest, which runs here).
-_send_loops = services.start_loops
-services._enqueue_ingest = lambda job_pk: None
+_send_loops = chunks.start_loops
+enqueue.start_ingest = lambda job_pk: None
 
 LATENCY = 0.05
 ROWS = int(os.environ.get("BENCH_HTTP_ROWS") or 10000)
@@ -146,11 +147,11 @@ def new_job(user, url: str, rows: int, concurrency: int) -> Job:
         concurrency=concurrency,
         actor="bench",
     )
-    services.start_loops = lambda job: None
+    chunks.start_loops = lambda job: None
     try:
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     finally:
-        services.start_loops = _send_loops
+        chunks.start_loops = _send_loops
     return Job.objects.get(pk=job.pk)
 
 
@@ -259,7 +260,7 @@ def run(user, server: RemoteServer, worker: Worker) -> None:
             goal="ratio >= 0.9 at C = 32",
             rows=ROWS,
             concurrency=concurrency,
-            loops=runner.plan_for(job).loops,
+            loops=chunks.plan_for(job).loops,
             worker_processes=2,
             peak_in_flight_at_server=server.peak(),
             worker_cpu_ms_per_row=round(cpu * 1000 / ROWS, 2),

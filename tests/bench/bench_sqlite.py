@@ -5,7 +5,7 @@ scripts/services.sh). BENCH_SQLITE_ROWS sets the big job (default 100,000 rows).
 
 The same generated CSV (tests/bench/benchdata.py, as bench_engine's) is processed by a `template`
 job on each database in a child process of its own (Django is set up once per process):
-- ingest: `services.ingest()` in-process, rows/s, against one bare executemany of the same
+- ingest: `loading.ingest()` in-process, rows/s, against one bare executemany of the same
   tuples into a table without index (the floor of any insert, measured in the same run), with
   the prober below taking the write lock while it runs;
 - processing: a 1,000-row job, then the big job, on a real worker started with the Procfile's
@@ -124,13 +124,14 @@ def child(engine: str, tmp: Path) -> dict:
     from django.core.files import File
     from django.core.management import call_command
 
-    from jobs import services
+    from jobs import chunks, enqueue, services
+    from jobs.ingest import loading
     from jobs.models import TERMINAL, Job, JobStatus
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", "b@example.com", "bench-password-1")
-    services._enqueue_ingest = lambda job_pk: None
-    start_loops, services.start_loops = services.start_loops, lambda job: None
+    enqueue.start_ingest = lambda job_pk: None
+    start_loops, chunks.start_loops = chunks.start_loops, lambda job: None
 
     def create(path: Path) -> Job:
         with path.open("rb") as fh:
@@ -142,14 +143,14 @@ def child(engine: str, tmp: Path) -> dict:
         return job
 
     small = create(tmp / "small.csv")
-    services.ingest(small.pk)
+    loading.ingest(small.pk)
     big = create(tmp / "big.csv")
     ingest_probe = None
     if engine == "sqlite":
         ingest_probe = LockProbe(settings.DATABASES["default"]["NAME"])
         ingest_probe.start()
     began = time.perf_counter()
-    services.ingest(big.pk)
+    loading.ingest(big.pk)
     ingest_s = time.perf_counter() - began
     ingest_figures = {}
     if ingest_probe is not None:

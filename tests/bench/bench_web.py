@@ -122,7 +122,8 @@ from django.db import connection  # noqa: E402
 
 from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
-from jobs import services  # noqa: E402
+from jobs import chunks, enqueue, services  # noqa: E402
+from jobs.ingest import loading  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
 
@@ -366,7 +367,7 @@ def ingest_job(user, path: Path, name: str, rows: int) -> Job:
             source=services.Source(upload=File(fh, name=name)),
             actor="bench",
         )
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == rows, (job.status, job.total)
     return job
@@ -426,7 +427,7 @@ def mirror_progress(small: Job, big: Job) -> None:
 # --- the run -----------------------------------------------------------------------------------
 
 
-real_start_loops = services.start_loops
+real_start_loops = chunks.start_loops
 
 
 def main() -> None:
@@ -444,8 +445,8 @@ def main() -> None:
     session.create()
 
     # Jobs through the real path; ingest runs here so that the worker starts only on demand.
-    services._enqueue_ingest = lambda job_pk: None
-    services.start_loops = lambda job: None
+    enqueue.start_ingest = lambda job_pk: None
+    chunks.start_loops = lambda job: None
     csv_path, small_path = TMP / "big.csv", TMP / "small.csv"
     make_csv(csv_path, ROWS)
     make_csv(small_path, SMALL_ROWS)

@@ -146,14 +146,15 @@ class ThreadDriver:
             connection.close()
 
     def step(self) -> None:
-        from jobs import runner, services
+        from jobs import runner
+        from jobs.ingest import loading
         from jobs.models import Chunk, Job, JobStatus
 
         for job in Job.objects.filter(
             status__in=[JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.PROCESSING]
         ):
             if job.status != JobStatus.PROCESSING:
-                services.ingest(job.pk)
+                loading.ingest(job.pk)
                 continue
             step = runner.work_once(job.pk)
             if step.action == "wait":

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs import results, services
+from jobs import reaper, results, services
 from jobs.models import Job, JobStatus, Row
 from tests.conftest import make_job, rows_text
 from tests.support.worker import wait_for
@@ -94,7 +94,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(alice, worker_fact
     from django.db import transaction
 
     with transaction.atomic():
-        services.reap()
+        reaper.reap()
     job = finished(job)
     assert job.status == JobStatus.COMPLETED, second.tail()
     rows = csv_rows(job)

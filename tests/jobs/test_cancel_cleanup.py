@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import runner, services
+from jobs import chunks, finish, reaper, runner, services
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
 from jobs.tasks import ingest_job
@@ -30,7 +31,7 @@ def assert_settled(job: Job) -> None:
     assert rows.get(RowStatus.PENDING, 0) == 0 and rows.get(RowStatus.RUNNING, 0) == 0, rows
     assert (job.pending, job.running) == (0, 0)
     assert job.succeeded + job.failed + job.cancelled == job.total
-    assert job.counts == {"total": job.total, **runner.recount(job)}
+    assert job.counts == {"total": job.total, **finish.recount(job)}
 
 
 def test_a_loop_failing_mid_chunk_after_a_cancel_leaves_its_rows_cancelled(
@@ -76,17 +77,17 @@ def test_the_reaper_cancels_rows_a_dead_loop_left_running_in_a_cancelled_job(
         runner.work_once(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.running == 100  # the group in flight
-    assert services.reap()["leftovers"] == 0  # a loop may still be finishing its group
+    assert reaper.reap()["leftovers"] == 0  # a loop may still be finishing its group
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
-    assert services.reap(now=later)["leftovers"] == 100
+    assert reaper.reap(now=later)["leftovers"] == 100
     assert_settled(job)
     assert (job.succeeded, job.cancelled) == (100, 900)
-    assert services.reap(now=later)["leftovers"] == 0
+    assert reaper.reap(now=later)["leftovers"] == 0
 
 
 def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, settings):
     job = make_job(alice, rows_text(50), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     # An I/O loop marks its rows running one by one (attempts + 1) and died with them.
     Row.objects.filter(job=job, index__lt=5).update(status=RowStatus.RUNNING, attempts=1)
     Job.objects.filter(pk=job.pk).update(pending=45, running=5)
@@ -94,14 +95,14 @@ def test_rows_marked_running_by_an_io_loop_are_cancelled_by_the_reaper(alice, se
     job.refresh_from_db()
     assert (job.cancelled, job.running) == (45, 5)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
-    assert services.reap(now=later)["leftovers"] == 5
+    assert reaper.reap(now=later)["leftovers"] == 5
     assert_settled(job)
 
 
 def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch):
-    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    monkeypatch.setattr(finish, "BULK_ROWS", 100)
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     updates = []
     real_update = type(Row.objects.all()).update
 
@@ -119,17 +120,17 @@ def test_cancel_of_a_large_job_changes_rows_in_short_batches(alice, monkeypatch)
 
 
 def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, monkeypatch):
-    monkeypatch.setattr(runner, "BULK_ROWS", 100)
+    monkeypatch.setattr(finish, "BULK_ROWS", 100)
     monkeypatch.setattr(services, "CANCEL_SECONDS", -1.0)  # out of time at once
     sent = []
     monkeypatch.setattr("jobs.tasks.cancel_leftovers.delay", lambda pk: sent.append(pk))
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
     assert sent == [job.pk]
     assert job.status == JobStatus.CANCELLED and job.pending == 1000
     assert sum(job.counts[k] for k in job.counts if k != "total") == job.total
-    runner.cancel_leftovers(job.pk)  # what the task does
+    finish.cancel_leftovers(job.pk)  # what the task does
     assert_settled(job)
     assert not Chunk.objects.filter(job=job, done=False).exists()
 
@@ -138,18 +139,18 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
     from django.core.management import call_command
 
     job = make_job(alice, rows_text(300), concurrency=1)
-    services.ingest(job.pk)
-    runner.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
+    loading.ingest(job.pk)
+    chunks.claim_chunk(job.pk)  # held by a worker of the previous run, now gone
     assert Chunk.objects.filter(job=job, lease_until__isnull=False).count() == 1
     cancelled = make_job(alice, rows_text(50), concurrency=1)
-    services.ingest(cancelled.pk)
+    loading.ingest(cancelled.pk)
     Row.objects.filter(job=cancelled, index__lt=5).update(status=RowStatus.RUNNING)
     Job.objects.filter(pk=cancelled.pk).update(pending=45, running=5)
     services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")
     ingesting = make_job(alice, rows_text(50), concurrency=1)
     Job.objects.filter(pk=ingesting.pk).update(status=JobStatus.VALIDATING)  # cut mid-file
     started, ingests = [], []
-    monkeypatch.setattr(services, "start_loops", lambda j: started.append(j.pk))
+    monkeypatch.setattr(chunks, "start_loops", lambda j: started.append(j.pk))
     monkeypatch.setattr(ingest_job, "delay", ingests.append)
     call_command("recover_work")
     assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()

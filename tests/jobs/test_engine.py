@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 
 from batchhub.api import InvalidState
-from jobs import ingest_db, results, runner, services, states
+from jobs import chunk_loop, chunks, finish, reaper, results, runner, services, states
+from jobs.ingest import db as ingest_db
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, RetryableError, RowError, base
 from tests.conftest import drive, make_job, rows_text
@@ -157,7 +159,7 @@ def test_failed_and_retried_rows_end_partial_then_retry_fixes_them(alice, extra_
 
 def test_retry_is_refused_while_processing_and_with_nothing_failed(alice):
     job = make_job(alice, rows_text(10))
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     with pytest.raises(InvalidState):
         services.retry(Job.objects.get(pk=job.pk), actor="alice")
     job = drive(job)
@@ -168,7 +170,7 @@ def test_retry_is_refused_while_processing_and_with_nothing_failed(alice):
 def test_pause_stops_new_rows_and_resume_finishes_every_row_exactly_once(alice, settings):
     settings.BATCHHUB_CHUNK_ROWS = 100
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     assert runner.work_once(job.pk).action == "continue"  # one chunk done
     job = services.pause(Job.objects.get(pk=job.pk), actor="alice")
     assert runner.work_once(job.pk).action == "stop"
@@ -188,9 +190,9 @@ def grouped_job(alice, settings, monkeypatch, *, chunk: int, group: int) -> Job:
     """An ingested 1,000-row job of one loop, processed in CPU groups of exactly `group` rows."""
     settings.BATCHHUB_CHUNK_ROWS = chunk
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", group)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", group)
+    monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", group)
     job = make_job(alice, rows_text(1000), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     return job
 
 
@@ -223,7 +225,7 @@ def test_pause_seen_inside_a_chunk_leaves_unstarted_rows_pending(alice, settings
 def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
     settings.BATCHHUB_CHUNK_ROWS = 100
     job = make_job(alice, rows_text(500), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     runner.work_once(job.pk)
     job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
     assert runner.work_once(job.pk).action == "stop"
@@ -248,7 +250,7 @@ def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(
     assert job.status == JobStatus.CANCELLED
     # The group in flight when the cancel came finished and kept its output; the rest cancelled.
     assert (job.succeeded, job.cancelled, job.pending, job.running) == (200, 800, 0, 0)
-    assert job.counts == {"total": 1000, **runner.recount(job)}
+    assert job.counts == {"total": 1000, **finish.recount(job)}
 
 
 def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_limit(
@@ -256,7 +258,7 @@ def test_a_row_running_when_its_worker_died_is_retried_alone_and_fails_at_the_li
 ):
     settings.BATCHHUB_CHUNK_ROWS = 10
     job = make_job(alice, rows_text(10), max_attempts=3)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     # As if a worker died twice in the middle of rows 3..5: they are running, row 4 three times.
     Row.objects.filter(job=job, index__in=[3, 5]).update(status=RowStatus.RUNNING, attempts=1)
     Row.objects.filter(job=job, index=4).update(status=RowStatus.RUNNING, attempts=3)
@@ -274,7 +276,7 @@ def test_a_group_in_flight_when_its_worker_died_is_run_again_in_halves(
 ):
     settings.BATCHHUB_CHUNK_ROWS = 10
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     # As if a worker died while processing rows 1..8 of a fast (CPU) group: the rows are still
     # pending, but the chunk says they were in flight and the counters count them as running.
     Chunk.objects.filter(job=job).update(inflight_start=1, inflight_end=9)
@@ -301,12 +303,12 @@ def test_a_group_in_flight_when_its_worker_died_is_run_again_in_halves(
 
 def test_expired_lease_makes_a_chunk_claimable_again(alice):
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
-    chunk = runner.claim_chunk(job.pk)
+    loading.ingest(job.pk)
+    chunk = chunks.claim_chunk(job.pk)
     assert chunk is not None and Chunk.objects.filter(job=job).count() == 1
-    assert runner.claim_chunk(job.pk) is None  # leased: nobody else gets it
+    assert chunks.claim_chunk(job.pk) is None  # leased: nobody else gets it
     Chunk.objects.filter(pk=chunk.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
-    again = runner.claim_chunk(job.pk)
+    again = chunks.claim_chunk(job.pk)
     assert again is not None and again.pk == chunk.pk and again.claims == 2
 
 
@@ -315,14 +317,14 @@ def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(
 ):
     settings.BATCHHUB_AUTOPAUSE_AFTER = 5
     job = make_job(alice, rows_text(20), processor="throttled", concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     runner.work_once(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PAUSED
     assert "429" in job.pause_reason and job.resume_at > timezone.now() + timedelta(seconds=80)
     assert JobEvent.objects.filter(job=job, type="auto_paused").exists()
-    assert services.reap()["resumed"] == 0  # not yet
-    assert services.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
+    assert reaper.reap()["resumed"] == 0  # not yet
+    assert reaper.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.resume_at is None
     assert JobEvent.objects.filter(job=job, type="auto_resumed", actor="system").exists()
@@ -332,10 +334,10 @@ def test_reaper_restarts_a_job_whose_loops_died(
     alice, settings, django_capture_on_commit_callbacks
 ):
     job = make_job(alice, rows_text(10))
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 5)
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.reap(now=later)["restarted"] == 1
+        assert reaper.reap(now=later)["restarted"] == 1
     assert callbacks  # loops were enqueued
     assert JobEvent.objects.filter(job=job, type="recovered").exists()
 
@@ -371,13 +373,13 @@ def test_results_jsonl_and_status_filter(alice, extra_processors):
 def test_counters_stay_consistent_at_every_step(alice, settings):
     settings.BATCHHUB_CHUNK_ROWS = 50
     job = make_job(alice, rows_text(300))
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     counters = ("pending", "running", "succeeded", "failed", "cancelled")
     while True:
         step = runner.work_once(job.pk)
         job.refresh_from_db()
         assert sum(job.counts[k] for k in counters) == 300
-        assert job.counts == {"total": 300, **runner.recount(job)}
+        assert job.counts == {"total": 300, **finish.recount(job)}
         if step.action == "stop":
             break
     assert job.status == JobStatus.COMPLETED
@@ -395,7 +397,7 @@ def test_counters_stay_consistent_at_every_step(alice, settings):
     ],
 )
 def test_chunks_cover_every_row_once_and_shrink_toward_the_end(total, chunk_rows, loops):
-    bounds = runner.chunk_bounds(total, chunk_rows, loops)
+    bounds = chunks.chunk_bounds(total, chunk_rows, loops)
     assert [i for start, end in bounds for i in range(start, end)] == list(range(total))
     sizes = [end - start for start, end in bounds]
     assert all(0 < size <= chunk_rows for size in sizes)
@@ -414,7 +416,7 @@ def test_finalize_corrects_counters_a_crash_left_wrong(alice, monkeypatch):
     real_finalize = runner.finalize
     monkeypatch.setattr(runner, "finalize", lambda job_pk: None)
     job = make_job(alice, rows_text(500), concurrency=2)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     for _ in range(200):
         if not Chunk.objects.filter(job=job, done=False).exists():
             break

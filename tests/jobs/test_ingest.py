@@ -693,7 +693,7 @@ def _copy_text_fields(line: str) -> list[str]:
 
 
 def test_copy_writes_one_text_line_per_input_row_escaped_for_copy():
-    from jobs.ingest_db import _copy
+    from jobs.ingest.db import _copy
 
     cursor = _RecordingCursor()
     rows = [

@@ -12,7 +12,8 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import holders, runner, services
+from jobs import chunk_loop, chunks, holders, reaper, runner, syncpoint
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
 from tests.conftest import make_job, rows_text
@@ -75,10 +76,10 @@ def test_poison_row_is_isolated_by_bisection_and_fails_alone(
 ):
     settings.BATCHHUB_CHUNK_ROWS = 1000
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 256)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 256)
+    monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", 256)
     text = rows_text(1000, header="name,text").replace("person537,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1, max_attempts=3)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     deaths = run_with_deaths(job)
     job.refresh_from_db()
     assert job.status == JobStatus.PARTIAL
@@ -101,7 +102,7 @@ def test_a_row_found_alone_below_the_limit_runs_alone_again(alice, settings, poi
     settings.BATCHHUB_CHUNK_ROWS = 10
     text = rows_text(10, header="name,text").replace("person4,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1, max_attempts=5)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     deaths = run_with_deaths(job)
     poison = Row.objects.get(job=job, index=4)
     assert poison.status == RowStatus.FAILED and poison.attempts == deaths == 5
@@ -112,17 +113,17 @@ def test_counters_during_recovery_count_running_rows_only_under_a_live_holder(
 ):
     settings.BATCHHUB_CHUNK_ROWS = 100
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 50)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 50)
+    monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", 50)
     text = rows_text(100, header="name,text").replace("person60,", "poison,", 1)
     job = make_job(alice, text, processor="poison_test", concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     with pytest.raises(WorkerDied):
         runner.work_once(job.pk)
     job.refresh_from_db()
     # Rows 50..99 were in flight when the worker died: running until someone takes over.
     assert (job.succeeded, job.running, job.pending) == (50, 50, 0)
     Chunk.objects.filter(job=job).update(holder=GONE)
-    chunk = runner.claim_chunk(job.pk)
+    chunk = chunks.claim_chunk(job.pk)
     job.refresh_from_db()
     assert chunk.suspects == list(range(50, 100))
     assert (job.succeeded, job.running, job.pending) == (50, 0, 50)
@@ -133,15 +134,15 @@ def test_counters_during_recovery_count_running_rows_only_under_a_live_holder(
 
 def test_a_live_holder_keeps_its_chunk_and_a_gone_one_loses_it_at_once(alice):
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
-    chunk = runner.claim_chunk(job.pk)
+    loading.ingest(job.pk)
+    chunk = chunks.claim_chunk(job.pk)
     assert chunk.holder == holders.current() and not holders.is_gone(chunk.holder)
-    assert runner.claim_chunk(job.pk) is None
+    assert chunks.claim_chunk(job.pk) is None
     # Another machine's holder: only its lease can tell.
     Chunk.objects.filter(pk=chunk.pk).update(holder="elsewhere/1|1|1|1")
-    assert runner.claim_chunk(job.pk) is None
+    assert chunks.claim_chunk(job.pk) is None
     Chunk.objects.filter(pk=chunk.pk).update(holder=GONE)
-    again = runner.claim_chunk(job.pk)
+    again = chunks.claim_chunk(job.pk)
     assert again is not None and again.pk == chunk.pk and again.claims == 2
 
 
@@ -165,12 +166,12 @@ def test_a_loop_that_loses_the_database_gives_its_chunk_back(
     monkeypatch.setattr(runner, "RECONNECT_SECONDS", 2.0)
     settings.BATCHHUB_CHUNK_ROWS = 100
     monkeypatch.setattr(runner, "CPU_GROUP_ROWS", 20)
-    monkeypatch.setattr(runner, "CPU_GROUP_MAX", 20)
+    monkeypatch.setattr(chunk_loop, "CPU_GROUP_MAX", 20)
     job = make_job(
         alice, rows_text(100, header="name,text"), processor="poison_test", concurrency=1
     )
-    services.ingest(job.pk)
-    real = runner.write_rows
+    loading.ingest(job.pk)
+    real = syncpoint.write_rows
     calls = {"n": 0}
 
     def flaky(job_pk, done):
@@ -179,7 +180,7 @@ def test_a_loop_that_loses_the_database_gives_its_chunk_back(
             raise OperationalError("server closed the connection unexpectedly")
         return real(job_pk, done)
 
-    monkeypatch.setattr(runner, "write_rows", flaky)
+    monkeypatch.setattr(syncpoint, "write_rows", flaky)
     job.refresh_from_db()
     concurrency_chunks = Chunk.objects.filter(job=job).count()
     step = runner.work_once(job.pk)
@@ -204,11 +205,11 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
     alice, settings, django_capture_on_commit_callbacks
 ):
     job = make_job(alice, rows_text(10), concurrency=1)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
-    chunk = runner.claim_chunk(job.pk)  # a live loop holds it
-    assert services.reap(now=later)["restarted"] == 0
+    chunk = chunks.claim_chunk(job.pk)  # a live loop holds it
+    assert reaper.reap(now=later)["restarted"] == 0
     Chunk.objects.filter(pk=chunk.pk).update(holder=GONE)
     with django_capture_on_commit_callbacks():
-        assert services.reap(now=later)["restarted"] == 1
+        assert reaper.reap(now=later)["restarted"] == 1
     assert settings.BATCHHUB_LEASE_SECONDS > runner.STALL_SECONDS

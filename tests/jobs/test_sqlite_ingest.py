@@ -12,7 +12,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import ingest_db, runner, services
+from jobs import chunks, enqueue, reaper, runner, services
+from jobs.ingest import db as ingest_db
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row
 from tests.conftest import drive, make_job, rows_text
 from tests.jobs.test_sqlite_plans import write_transactions
@@ -44,7 +46,7 @@ def kill_at_batch(n: int):
 def test_a_100k_row_ingest_never_holds_the_write_lock_for_long(alice):
     job = make_job(alice, rows_text(100_000), concurrency=2)
     with write_transactions(connection) as transactions:
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == job.pending == 100_000
     assert Row.objects.filter(job=job).count() == 100_000
@@ -74,7 +76,7 @@ def test_no_row_is_claimable_before_the_whole_file_is_in(alice, monkeypatch):
             yield row
 
     monkeypatch.setattr(ingest_db, "_sqlite_params", watching)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     assert seen == [(2 * ingest_db.SQLITE_BATCH_ROWS, 0, JobStatus.VALIDATING, "stop")]
     assert drive(job).succeeded == 12_000
 
@@ -96,7 +98,7 @@ def test_cancel_during_an_ingest_answers_at_once_and_leaves_no_rows(alice, monke
             yield row
 
     monkeypatch.setattr(ingest_db, "_sqlite_params", cancelling)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     [(status, took)] = answered
     assert status == JobStatus.CANCELLED and took < 0.2, took
     job.refresh_from_db()
@@ -110,7 +112,7 @@ def test_a_bad_line_after_committed_batches_fails_the_job_and_leaves_no_rows(ali
     text = rows_text(20_000) + "only-one-field\n"
     job = make_job(alice, rows_text(10))
     job.input_file.save("late-error.csv", io.BytesIO(text.encode()), save=True)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.error_code == "invalid_csv", job.error_message
     assert "20002" in job.error_message
@@ -123,7 +125,7 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
     rows = 23_456
     job = make_job(alice, rows_text(rows), concurrency=2)
     with connection.execute_wrapper(kill_at_batch(3)), pytest.raises(WorkerKilled):
-        services.ingest(job.pk)
+        loading.ingest(job.pk)
     job.refresh_from_db()
     committed = 2 * ingest_db.SQLITE_BATCH_ROWS
     assert job.status == JobStatus.VALIDATING and job.total == 0
@@ -132,12 +134,12 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
 
     # The reaper takes up an ingest that has not moved for a while: the same path as a lost task.
     enqueued = []
-    monkeypatch.setattr(services, "_enqueue_ingest", enqueued.append)
+    monkeypatch.setattr(enqueue, "start_ingest", enqueued.append)
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.reap(now=timezone.now() + 6 * lease)["reingested"] == 1
+        assert reaper.reap(now=timezone.now() + 6 * lease)["reingested"] == 1
     assert enqueued == [job.pk]
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == job.pending == rows
     after = dict(Row.objects.filter(job=job).values_list("index", "pk"))
@@ -164,17 +166,17 @@ def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypa
         for n, row in enumerate(real(feed)):
             if n == 2 * ingest_db.SQLITE_BATCH_ROWS and not nested:
                 nested.append(True)
-                services.ingest(job.pk)
+                loading.ingest(job.pk)
                 assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
             yield row
 
     monkeypatch.setattr(ingest_db, "_sqlite_params", second_attempt_midway)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.total == job.pending == rows
     indexes = list(Row.objects.filter(job=job).order_by("index").values_list("index", flat=True))
     assert indexes == list(range(rows))
     assert Chunk.objects.filter(job=job).count() == len(
-        runner.chunk_bounds(rows, runner.plan_for(job).chunk_rows, runner.plan_for(job).loops)
+        chunks.chunk_bounds(rows, chunks.plan_for(job).chunk_rows, chunks.plan_for(job).loops)
     )
     assert drive(job).succeeded == rows

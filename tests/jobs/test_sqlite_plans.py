@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import pytest
 from django.db import connection
 
-from jobs import results, runner, services
+from jobs import chunk_loop, results, runner, services, syncpoint
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row
 from jobs.processors import base
 from tests.conftest import drive, make_job, rows_text
@@ -79,7 +80,7 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
         # Processing: claim, fetch, write outputs, mark running, counters, release.
         job = drive(make_job(alice, rows_text(400), processor="flaky", concurrency=2))
         paused = make_job(alice, rows_text(300), concurrency=1)
-        services.ingest(paused.pk)
+        loading.ingest(paused.pk)
         runner.work_once(paused.pk)
         paused = services.pause(Job.objects.get(pk=paused.pk), actor="alice")
         drive(services.resume(paused, actor="alice"))
@@ -91,7 +92,7 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
     with recorded_statements() as whole_job:
         # Once per job or per request: these read or change the job's rows as a whole.
         cancelled = make_job(alice, rows_text(300), concurrency=1)
-        services.ingest(cancelled.pk)
+        loading.ingest(cancelled.pk)
         runner.work_once(cancelled.pk)
         services.cancel(Job.objects.get(pk=cancelled.pk), actor="alice")
         runner.work_once(cancelled.pk)
@@ -119,10 +120,10 @@ def test_every_row_statement_of_the_engine_uses_the_job_index_index(alice, setti
 
 def test_the_output_write_is_one_index_lookup_a_row(alice):
     job = make_job(alice, rows_text(50))
-    services.ingest(job.pk)
-    done = [runner.Done(i, "succeeded", {"text": "x"}, None, 1) for i in range(10, 20)]
+    loading.ingest(job.pk)
+    done = [syncpoint.Done(i, "succeeded", {"text": "x"}, None, 1) for i in range(10, 20)]
     with recorded_statements() as seen:
-        runner.write_rows(job.pk, done)
+        syncpoint.write_rows(job.pk, done)
     assert len(seen) == 1
     sql, params = seen[0]
     [only] = plan(sql, params)
@@ -185,12 +186,12 @@ def write_transactions(conn):
 
 @pytest.mark.django_db(transaction=True)
 def test_write_transactions_of_a_large_job_stay_short(alice, settings):
-    # Each sync point writes one CPU group (at most runner.SQLITE_GROUP_MAX rows) and commits, so
-    # the slowest write transaction does not grow with the job and stays far under the 200 ms
+    # Each sync point writes one CPU group (at most chunk_loop.SQLITE_GROUP_MAX rows) and commits,
+    # so the slowest write transaction does not grow with the job and stays far under the 200 ms
     # that a web request could be kept waiting for the lock.
     settings.BATCHHUB_CHUNK_ROWS = 5000
     job = make_job(alice, rows_text(60_000), concurrency=2)
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     with write_transactions(connection) as transactions:
         finished = drive(job)
     assert finished.status == JobStatus.COMPLETED and finished.succeeded == finished.total
@@ -209,4 +210,4 @@ def test_write_transactions_of_a_large_job_stay_short(alice, settings):
         for statement in statements
         if (m := re.search(rf"^UPDATE {ROW_TABLE} SET status.*\((\d+)x\)$", statement))
     ]
-    assert sum(written) == 60_000 and max(written) <= runner.SQLITE_GROUP_MAX
+    assert sum(written) == 60_000 and max(written) <= chunk_loop.SQLITE_GROUP_MAX

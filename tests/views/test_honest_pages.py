@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from jobs import drafts, services
+from jobs.ingest import loading
 from jobs.models import Job, JobStatus
 from tests.conftest import make_job
 
@@ -44,7 +45,7 @@ def test_a_file_without_rows_is_refused_at_step_one(client_alice):
 
 def test_cancelled_job_does_not_read_as_done(client_alice, alice, run_job):
     job = make_job(alice, "name,text\n" + "".join(f"n{i},t{i}\n" for i in range(50)))
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
     body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     assert job.cancelled == 50

@@ -8,7 +8,7 @@ import io
 import pytest
 from django.urls import reverse
 
-from jobs import services
+from jobs.ingest import loading
 from jobs.models import Job, JobStatus
 from tests.conftest import make_job, rows_text
 
@@ -211,7 +211,7 @@ def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events
 
     settings.BATCHHUB_CHUNK_ROWS = 100
     job = make_job(alice, rows_text(300), concurrency=1)  # one loop: chunks of 100 rows
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     urls = _urls(job)
     page = client_alice.get(urls["detail"]).content.decode()
@@ -308,7 +308,7 @@ def test_download_jsonl_failed_only_and_unknown_format(client_alice, job, run_jo
 
 def _processing_job(alice):
     job = make_job(alice, rows_text(30))
-    services.ingest(job.pk)
+    loading.ingest(job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
     return job

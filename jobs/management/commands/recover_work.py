@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from django.db.models import Q
 
-from jobs import runner, services
+from jobs import chunks, finish
 from jobs.models import Chunk, Job, JobStatus
 from jobs.tasks import ingest_job
 
@@ -24,9 +24,9 @@ class Command(BaseCommand):
         ).update(lease_until=None)
         processing = list(Job.objects.filter(status=JobStatus.PROCESSING))
         for job in processing:
-            services.start_loops(job)
+            chunks.start_loops(job)
         # An ingest cut mid-file: taken up again now, not after the reaper's wait; it resumes
-        # after the rows it wrote (services.ingest).
+        # after the rows it wrote (jobs.ingest.loading).
         ingesting = list(
             Job.objects.filter(status=JobStatus.VALIDATING).values_list("pk", flat=True)
         )
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             Q(pending__gt=0) | Q(running__gt=0),
             status__in=(JobStatus.CANCELLED, JobStatus.FAILED),
         )
-        cancelled = sum(runner.cancel_leftovers(job.pk) for job in left)
+        cancelled = sum(finish.cancel_leftovers(job.pk) for job in left)
         if processing or cancelled or ingesting:
             self.stdout.write(
                 f"Resuming {len(processing)} processing job(s) left by the last run "

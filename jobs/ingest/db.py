@@ -14,9 +14,12 @@ from itertools import islice
 from json.encoder import encode_basestring
 
 import orjson
+from django.conf import settings
 from django.db import connections, router, transaction
 
-from .models import Row, RowStatus
+from ..models import Row, RowStatus
+from .detect import InputError, TableInfo, _Errors
+from .validation import _check_header, _prepare, _Scan
 
 BATCH_ROWS = 2000
 # Rows a SQLite ingest writes in one transaction: the lock is held for milliseconds, so a web
@@ -144,3 +147,50 @@ def _executemany(
         cursor.executemany(sql, batch)
         written += len(batch)
     return written
+
+
+def write_rows(
+    job,
+    source,
+    *,
+    filename: str | None = None,
+    skip: int = 0,
+    each_batch: Callable[[], None] | None = None,
+) -> TableInfo:
+    """Stream the input's rows into jobs.Row for `job` (already saved), re-checking as it goes.
+
+    index is the 0-based input order, ref the id column's value (job.id_column, else the one the
+    input implies) or the 1-based row number. Raises InputError with every problem found (and
+    writes no row after the first): call it inside a transaction so the caller can roll back.
+    Returns the TableInfo with the final columns and rows_written (all of the input's rows);
+    the caller updates the job from it.
+
+    On SQLite the rows are committed in batches (insert_rows, which calls
+    `each_batch`): the caller deletes them if this raises. `skip` leaves out the first rows,
+    which an earlier attempt wrote (every row is still read and checked).
+    """
+    info, problems = _prepare(source, filename)
+    errors = _Errors()
+    for problem in problems:
+        errors.add(problem["line"], problem["column"], problem["message"])
+    id_column = _check_header(info, errors, job.id_column or info.id_column, ())
+    scan = _Scan(source, info, errors, id_column=id_column, max_rows=settings.BATCHHUB_MAX_ROWS)
+
+    def rows() -> Iterator[tuple[int, str, list]]:
+        index = 0
+        try:
+            for _line, ref, values in scan:
+                if errors.total:
+                    continue  # keep reading to report every problem, but write nothing more
+                if index >= skip:
+                    yield index, ref if ref is not None else str(index + 1), values
+                index += 1
+        except InputError as exc:
+            errors.extend(exc)
+        scan.check_not_empty()
+        if errors.total:
+            # Raised from inside the writer's loop, so a COPY in progress is aborted, not completed.
+            raise errors.error()
+
+    info.rows_written = skip + insert_rows(job, rows(), each_batch=each_batch)
+    return info

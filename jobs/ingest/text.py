@@ -321,7 +321,7 @@ class TextStream:
         self._raw = self._gzip
         if limits is not None:
             self._raw = _Bounded(self._gzip, limits, _char_width(encoding))
-        # TextIOWrapper reads ~15% faster from a native buffered file than from any Python-level
+        # TextIOWrapper reads faster from a native buffered file than from any Python-level
         # wrapper, so io objects are used as they are (and detached, not closed, at the end).
         buffer = self._raw if isinstance(self._raw, io.BufferedIOBase) else _Guarded(self._raw)
         self._text = io.TextIOWrapper(buffer, encoding=encoding, errors="strict", newline="")

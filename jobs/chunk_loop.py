@@ -1,0 +1,220 @@
+"""The chunk loop: fetch a chunk's rows and run them through the processor, in CPU groups or on
+a pool of threads for I/O processors, committing at sync points (jobs/syncpoint.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Empty, SimpleQueue
+
+import orjson
+from django.db import connection
+
+from .chunks import Plan
+from .models import Chunk, Job, JobStatus, Row, RowStatus
+from .processors import Processor, RowInput
+from .ratelimit import RateLimitTimeout, acquire
+from .syncpoint import CPU_GROUP_ROWS, ChunkRun, _Item
+
+# Most rows in one CPU group (see CPU_GROUP_ROWS); a group takes about GROUP_SECONDS.
+CPU_GROUP_MAX = 5000
+# SQLite has one write lock for the whole database: a smaller most rows per sync point keeps each
+# of the engine's write transactions short, so a web request's write finds the lock free sooner.
+SQLITE_GROUP_MAX = 1000
+GROUP_SECONDS = 0.25
+SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
+MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
+
+
+def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
+    # Rows shorter than the header (JSONL rows without the later keys) just lack those keys.
+    values = dict(zip(column_names, item.data or (), strict=False))
+    inputs = {name: values.get(column) for name, column in input_map.items()} if input_map else {}
+    return RowInput(item.index, item.ref, values, inputs)
+
+
+def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, int, str]]:
+    """(index, ref, data, attempts, status) of the rows still to do in [start, end), in order.
+
+    Plain SQL and one orjson.loads per row: the ORM's per-row converters cost more than the query,
+    and the stdlib's json.loads more than orjson's for these short arrays.
+    """
+    table = Row._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "index", ref, data, attempts, status FROM {table} WHERE job_id = %s '
+            f'AND "index" >= %s AND "index" < %s AND status IN (%s, %s) ORDER BY "index"',
+            [job_pk, start, end, RowStatus.PENDING, RowStatus.RUNNING],
+        )
+        raw = cursor.fetchall()
+    loads = orjson.loads
+    return [
+        (i, ref, loads(data) if isinstance(data, (str, bytes)) else data, a, st)
+        for i, ref, data, a, st in raw
+    ]
+
+
+def _group_max() -> int:
+    return min(CPU_GROUP_MAX, SQLITE_GROUP_MAX) if connection.vendor == "sqlite" else CPU_GROUP_MAX
+
+
+def process_chunk(
+    job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int = CPU_GROUP_ROWS
+) -> ChunkRun:
+    run = ChunkRun(
+        job=job,
+        chunk=chunk,
+        processor=processor,
+        plan=plan,
+        group_rows=min(_group_max(), group_rows),
+    )
+    rows = fetch_rows(job.pk, chunk.start, chunk.end)
+    group_max = _group_max()
+    columns = list(job.columns or [])
+    input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
+    queue: deque[_Item] = deque()
+    suspect_indexes = set(getattr(chunk, "suspects", ()))
+    suspects: list[_Item] = []
+    for index, ref, data, attempts, _status in rows:
+        item = _Item(index, ref, data, attempts)
+        (suspects if index in suspect_indexes else queue).append(item)
+
+    def to_input(item: _Item) -> RowInput:
+        return _row_input(item, columns, input_map)
+
+    # Rows in flight when a worker died: the first half runs as one group; if it comes back, the
+    # row that stopped the worker (if one did) is in the other half, which is split again, down
+    # to a single row. Every group that survives is done at full speed; one that dies is what
+    # the next holder gets as suspects (see take_over), and the rest of these rows run as
+    # ordinary rows: a crash costs O(log n) groups, and only a row run alone can be failed for it.
+    while suspects and run.status == JobStatus.PROCESSING:
+        part = suspects[: max(1, len(suspects) // 2)]
+        started = run.sync(part, mark_rows=processor.io_bound)
+        if not started:
+            break
+        for item, result in zip(
+            started, processor.process([to_input(i) for i in started]), strict=True
+        ):
+            run.collect(item, result)
+        suspects = suspects[len(part) :]
+    if run.status == JobStatus.PROCESSING:
+        if processor.io_bound:
+            _run_threaded(run, queue, to_input)
+        else:
+            while queue and run.status == JobStatus.PROCESSING:
+                group = [queue.popleft() for _ in range(min(run.group_rows, len(queue)))]
+                started = run.sync(group, mark_rows=False)
+                if not started:
+                    break
+                began = time.monotonic()
+                results = processor.process([to_input(i) for i in started])
+                per_row = (time.monotonic() - began) / len(started)
+                run.group_rows = max(
+                    1,
+                    min(
+                        group_max,
+                        int(GROUP_SECONDS / per_row) if per_row > 0 else group_max,
+                    ),
+                )
+                for item, result in zip(started, results, strict=True):
+                    run.collect(item, result)
+    run.sync([])
+    return run
+
+
+_NOT_STARTED = object()
+
+
+def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
+    job, processor, threads = run.job, run.processor, run.plan.threads
+    stop = threading.Event()
+    limiter = None
+    if job.rate_limit:
+        def limiter() -> None:
+            # Wait in short steps so that a pause is seen even at a low rate limit.
+            while not stop.is_set():
+                try:
+                    acquire(job.public_id, job.rate_limit, timeout=0.5)
+                    return
+                except RateLimitTimeout:
+                    continue
+
+    def call(item: _Item):
+        # Rows are marked running in groups ahead of the pool; one that has not begun when a
+        # pause arrives goes back to pending untouched.
+        if stop.is_set():
+            return _NOT_STARTED
+        if limiter is not None:
+            limiter()
+            if stop.is_set():
+                return _NOT_STARTED
+        return processor.run_one(to_input(item))
+
+    # Finished calls come back through one queue (a done-callback each) rather than by waiting on
+    # every future in flight: concurrent.futures.wait installs and removes a waiter on each of
+    # them per call, which at 32 rows in flight and hundreds of rows a second costs more than
+    # the requests themselves, all under the interpreter lock.
+    inflight: dict[Future, _Item] = {}
+    finished_calls: SimpleQueue[Future] = SimpleQueue()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
+        while True:
+            now = time.monotonic()
+            room = 0 if stop.is_set() else 3 * threads - len(inflight)
+            # Top up when the backlog queued ahead of the threads has run low (a backlog of one
+            # to two rows per thread), so that one sync point starts at least `threads` rows:
+            # sync points, not requests, are most of the engine's own CPU per row.
+            want_start = room > 0 and bool(queue) and len(inflight) <= threads * 2
+            want_commit = bool(run.finished) and (
+                now - run.last_sync >= SYNC_INTERVAL or not inflight
+            )
+            if want_start or want_commit or now - run.last_sync >= MAX_SYNC_GAP:
+                group = (
+                    [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []
+                )
+                started = run.sync(group)
+                if group and not started:
+                    queue.extendleft(reversed(group))
+                if run.status != JobStatus.PROCESSING:
+                    stop.set()
+                for item in started:
+                    future = pool.submit(call, item)
+                    inflight[future] = item
+                    future.add_done_callback(finished_calls.put)
+            if not inflight:
+                if stop.is_set() or not queue:
+                    break
+                continue
+            try:
+                done = [finished_calls.get(timeout=SYNC_INTERVAL)]
+            except Empty:
+                continue
+            while True:
+                try:
+                    done.append(finished_calls.get_nowait())
+                except Empty:
+                    break
+            for future in done:
+                item = inflight.pop(future)
+                result = future.result()
+                if result is _NOT_STARTED:
+                    run.unstart(item)
+                else:
+                    run.collect(item, result)
+
+
+def release_chunk(run: ChunkRun) -> None:
+    chunk = run.chunk
+    remaining = Row.objects.filter(
+        job_id=run.job.pk,
+        index__gte=chunk.start,
+        index__lt=chunk.end,
+        status__in=(RowStatus.PENDING, RowStatus.RUNNING),
+    ).exists()
+    Chunk.objects.filter(pk=chunk.pk).update(
+        lease_until=None,
+        holder="",
+        done=not remaining,
+        available_at=run.next_available if remaining else None,
+    )

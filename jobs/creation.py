@@ -1,0 +1,287 @@
+"""A new job: its input and options checked, the quota, idempotent creation, the ingest queued.
+
+Called through jobs/services.py (Source, create_job, validate_input), the one path of every
+job action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile, File
+from django.db import transaction
+from django.utils import timezone
+
+from batchhub.api import APIError, Conflict, InvalidCSV, QuotaExceeded, TooManyRows
+
+from . import enqueue, states
+from . import ingest as ingest_mod
+from .models import ACTIVE, Job, JobStatus
+from .processor_setup import check_column_map, processor_for
+from .processors import ParamsError, Processor
+from .ssrf import validate_webhook_url
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class Source:
+    """The input of a job: an uploaded file or a list of row objects, readable more than once."""
+
+    def __init__(self, *, upload: File | None = None, rows: list[dict] | None = None):
+        if (upload is None) == (rows is None):
+            raise APIError(
+                "Send either a file or rows.", details={"file": ["Send either a file or rows."]}
+            )
+        self.upload = upload
+        self.rows = rows
+        self.filename = getattr(upload, "name", None) or "rows.jsonl"
+        if rows is not None:
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise APIError(
+                    "rows must be a list of objects.",
+                    details={"rows": ["rows must be a list of objects."]},
+                )
+
+    def report(self, **kwargs: Any) -> ingest_mod.Report:
+        if self.rows is not None:
+            return ingest_mod.validate(self.rows, **kwargs)
+        fh = self.upload.open("rb") if hasattr(self.upload, "open") else self.upload
+        fh.seek(0)
+        try:
+            return ingest_mod.validate(fh, filename=self.filename, **kwargs)
+        finally:
+            fh.seek(0)
+
+    def as_file(self) -> tuple[str, File]:
+        if self.rows is not None:
+            # JSON rows are kept as a JSONL file, so every job is ingested the same way.
+            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows).encode()
+            return "rows.jsonl", ContentFile(body)
+        return _safe_filename(self.filename), self.upload
+
+    @property
+    def size(self) -> int:
+        if self.rows is not None:
+            return 0
+        return int(getattr(self.upload, "size", 0) or 0)
+
+
+def _safe_filename(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip() or "input.csv"
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base)[:100]
+
+
+def check_options(
+    *,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    max_attempts: int | None = None,
+    webhook_url: str | None = None,
+) -> None:
+    """The job's settings beside its input; validate and create both run these."""
+    if concurrency is not None and not 1 <= concurrency <= settings.BATCHHUB_MAX_CONCURRENCY:
+        raise APIError(
+            f"concurrency must be between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}.",
+            details={"concurrency": [f"between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}"]},
+        )
+    if rate_limit is not None and rate_limit < 1:
+        raise APIError(
+            "rate_limit must be a positive number of requests per minute.",
+            details={"rate_limit": ["≥ 1"]},
+        )
+    if max_attempts is not None and not 1 <= max_attempts <= 20:
+        raise APIError(
+            "max_attempts must be between 1 and 20.",
+            details={"max_attempts": ["between 1 and 20"]},
+        )
+    if webhook_url:
+        try:
+            validate_webhook_url(webhook_url)
+        except ValidationError as exc:
+            raise APIError(exc.messages[0], details={"webhook_url": exc.messages}) from None
+
+
+def validate_input(
+    user,
+    *,
+    processor: str,
+    params: dict[str, Any] | None,
+    source: Source,
+    id_column: str | None = None,
+    column_map: dict[str, str] | None = None,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    max_attempts: int | None = None,
+    webhook_url: str | None = None,
+) -> tuple[ingest_mod.Report, Processor]:
+    """Every check create_job makes on a request but the quotas, without creating anything."""
+    check_options(
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
+    )
+    proc = processor_for(processor, params)
+    try:
+        proc.check_destinations()
+    except ParamsError as exc:
+        raise APIError(str(exc), details={"params": [str(exc)]}) from None
+    column_map = check_column_map(proc, column_map)
+    report = source.report(
+        id_column=id_column or None,
+        required_columns=proc.required_columns(column_map),
+        max_rows=settings.BATCHHUB_MAX_ROWS,
+    )
+    return report, proc
+
+
+QUOTA_RETRY_SECONDS = (5, 60, 3600)  # shortest, when nothing is estimated, longest
+
+
+def seconds_until_a_job_ends(user) -> int:
+    """A Retry-After for the active-jobs quota: when the user's soonest job should finish.
+
+    Only processing jobs have an estimate; a queued or paused one gives no hint, so then a
+    minute, and never so long that a client gives up on a quota a cancel frees at once.
+    """
+    shortest, unknown, longest = QUOTA_RETRY_SECONDS
+    now = timezone.now()
+    processing = Job.objects.filter(owner=user, status=JobStatus.PROCESSING)
+    ends = [job.estimated_completion for job in processing]
+    seconds = [(end - now).total_seconds() for end in ends if end is not None]
+    if not seconds:
+        return unknown
+    return int(min(max(min(seconds), shortest), longest))
+
+
+def request_fingerprint(payload: dict[str, Any], upload: File | None) -> str:
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    if upload is not None:
+        fh = upload.open("rb") if hasattr(upload, "open") else upload
+        fh.seek(0)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        fh.seek(0)
+    return digest.hexdigest()
+
+
+def create_job(
+    user,
+    *,
+    processor: str,
+    params: dict[str, Any] | None,
+    source: Source,
+    name: str = "",
+    id_column: str | None = None,
+    column_map: dict[str, str] | None = None,
+    webhook_url: str | None = None,
+    concurrency: int | None = None,
+    rate_limit: int | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+    actor: str = "",
+) -> tuple[Job, bool]:
+    """Validate the input and create a queued job whose ingest task starts on commit.
+
+    Returns (job, created); with an Idempotency-Key seen before and the same request, the first
+    job and False.
+    """
+    fingerprint = ""
+    if idempotency_key:
+        fingerprint = request_fingerprint(
+            {
+                "processor": processor,
+                "params": params,
+                "name": name,
+                "id_column": id_column,
+                "column_map": column_map,
+                "webhook_url": webhook_url,
+                "concurrency": concurrency,
+                "rate_limit": rate_limit,
+                "max_attempts": max_attempts,
+                "rows": source.rows,
+            },
+            source.upload,
+        )
+        earlier = Job.objects.filter(
+            owner=user,
+            idempotency_key=idempotency_key,
+            created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
+        ).first()
+        if earlier is not None:
+            if earlier.request_hash != fingerprint:
+                raise Conflict(
+                    "This Idempotency-Key was used with a different request.",
+                    code="idempotency_conflict",
+                )
+            return earlier, False
+        # A key older than the window is free again.
+        Job.objects.filter(owner=user, idempotency_key=idempotency_key).update(idempotency_key=None)
+
+    active = Job.objects.filter(owner=user, status__in=ACTIVE).count()
+    if active >= settings.BATCHHUB_MAX_ACTIVE_JOBS:
+        raise QuotaExceeded(
+            f"You have {active} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS}. "
+            "Wait for one to finish or cancel one.",
+            retry_after=seconds_until_a_job_ends(user),
+            details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},
+        )
+    concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
+    report, proc = validate_input(
+        user,
+        processor=processor,
+        params=params,
+        source=source,
+        id_column=id_column,
+        column_map=column_map,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_attempts=max_attempts,
+        webhook_url=webhook_url,
+    )
+    if report.row_count > settings.BATCHHUB_MAX_ROWS:
+        raise TooManyRows(
+            f"The input has {report.row_count} rows; "
+            f"the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
+            details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
+        )
+    if not report.valid:
+        raise InvalidCSV(report.errors[0]["message"], details={"errors": report.errors})
+
+    job = Job(
+        owner=user,
+        name=(name or source.filename)[:200],
+        processor=proc.name,
+        params=proc.params,
+        id_column=id_column or report.info.id_column or None,
+        column_map=column_map or {},
+        columns=report.columns,
+        input_format=report.info.format,
+        encoding=report.info.encoding or "",
+        delimiter=report.info.delimiter or "",
+        input_size=source.size,
+        webhook_url=webhook_url or None,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_attempts=max_attempts or settings.BATCHHUB_ROW_MAX_ATTEMPTS,
+        idempotency_key=idempotency_key or None,
+        request_hash=fingerprint,
+    )
+    filename, content = source.as_file()
+    with transaction.atomic():
+        job.save()
+        job.input_file.save(filename, content, save=False)
+        job.save(update_fields=["input_file"])
+        states.record(
+            job,
+            "created",
+            f"Job created from {source.filename} ({report.row_count} rows) with {proc.name}.",
+            actor=actor,
+        )
+        transaction.on_commit(lambda: enqueue.start_ingest(job.pk))
+    return job, True

@@ -1,0 +1,271 @@
+"""Read an input's rows one at a time, as (line, values), from CSV, JSONL or the API's rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from django.conf import settings
+
+from batchhub import jsonsafe
+
+from .detect import InputError, TableInfo, _csv_message, _dialect, _error, _flatten, _quote
+from .text import (
+    Limits,
+    TextStream,
+    single_byte,
+)
+
+
+def _raise(line: int | None, column: int | None, message: str) -> None:
+    raise InputError([_error(line, column, message)])
+
+
+def read_limits(info: TableInfo, deadline: float | None = None) -> Limits:
+    """The bounds for reading this input: decompressed bytes, and bytes in one physical line.
+
+    A CSV line holds at most its header's columns, each at most the field size (a character
+    can take 4 bytes in UTF-8, and a quote doubles); a JSONL line at most the column limit's.
+    """
+    field = settings.BATCHHUB_MAX_FIELD_BYTES
+    columns = len(info.columns) if info.format == "csv" else settings.BATCHHUB_MAX_COLUMNS
+    line = min(settings.BATCHHUB_MAX_ROW_BYTES, max(columns, 1) * (4 * field + 3) + 2)
+    legacy = info.encoding is not None and single_byte(info.encoding)
+    max_bytes = (
+        settings.BATCHHUB_MAX_DECOMPRESSED_BYTES
+        if info.compressed
+        else max(settings.BATCHHUB_MAX_UPLOAD_BYTES, settings.BATCHHUB_MAX_DECOMPRESSED_BYTES)
+    )
+    return Limits(
+        max_bytes=max_bytes,
+        max_line=line,
+        utf8_check=legacy,
+        deadline=deadline,
+        max_blank=settings.BATCHHUB_MAX_ROWS,
+    )
+
+
+def _open_csv(
+    fileobj: BinaryIO, info: TableInfo, deadline: float | None = None
+) -> tuple[TextStream, Any]:
+    # The csv module's limit is global; it is set on every read so a changed setting applies.
+    csv.field_size_limit(settings.BATCHHUB_MAX_FIELD_BYTES)
+    stream = TextStream(fileobj, info.encoding, info.compressed, read_limits(info, deadline))
+    return stream, csv.reader(stream.lines, **_dialect(info.delimiter))
+
+
+def _skip_header(stream: TextStream, reader) -> int:
+    """Check the bytes, read past the header (and blank lines before it); returns its line."""
+    stream.check_nul()
+    for record in reader:
+        if record:
+            break
+    return reader.line_num
+
+
+def _read_failure(stream: TextStream, exc: Exception, last: int) -> InputError:
+    """The InputError for an exception raised while reading records (after line `last`)."""
+    if isinstance(exc, InputError):
+        return exc
+    if isinstance(exc, csv.Error):
+        return InputError([_error(last + 1, None, _csv_message(exc, last + 1))])
+    problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
+    return InputError([_error(problem.line, None, problem.message)])
+
+
+def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+    stream, reader = _open_csv(fileobj, info)
+    last = 0
+    with stream:
+        try:
+            last = _skip_header(stream, reader)
+            for record in reader:
+                start = last + 1
+                last = reader.line_num
+                if record:  # blank lines are skipped
+                    yield start, record
+        except Exception as exc:
+            raise _read_failure(stream, exc, last) from None
+
+
+def _kind(obj: Any) -> str:
+    return {list: "a JSON array", str: "a string", bool: "true or false", type(None): "null"}.get(
+        type(obj), "a number"
+    )
+
+
+class _Objects:
+    """Aligns JSON objects to a growing column list: keys not seen before are appended."""
+
+    def __init__(self, info: TableInfo, report):
+        self.info = info
+        self.columns = info.columns
+        self.index = {name: i for i, name in enumerate(self.columns)}
+        self.report = report
+        self.limit = settings.BATCHHUB_MAX_FIELD_BYTES
+        self.max_columns = settings.BATCHHUB_MAX_COLUMNS
+
+    def align(self, obj: Any, line: int, what: str, size: int) -> list | None:
+        if type(obj) is not dict:
+            self.report(
+                line,
+                None,
+                f"{what} is {_kind(obj)}, not a JSON object; "
+                'each row must be an object like {"column": "value"}.',
+            )
+            return None
+        obj = _flatten(obj)
+        columns = self.columns
+        if list(obj) == columns:
+            values = list(obj.values())
+        else:
+            index = self.index
+            for key in obj:
+                if key in index:
+                    continue
+                if not key.strip():
+                    self.report(
+                        line, None, f"{what} has a key with no name; every key names a column."
+                    )
+                    return None
+                if len(columns) >= self.max_columns:
+                    _raise(
+                        line,
+                        len(columns) + 1,
+                        f"{what} brings the number of columns over the limit of "
+                        f"{self.max_columns:,}.",
+                    )
+                index[key] = len(columns)
+                columns.append(key)
+            values = [None] * len(columns)
+            for key, value in obj.items():
+                values[index[key]] = value
+        if size > self.limit:
+            for number, value in enumerate(values, 1):
+                if len(value if type(value) is str else json.dumps(value)) > self.limit:
+                    self.report(
+                        line,
+                        number,
+                        f"{what} has a value in column {_quote(columns[number - 1])} longer than "
+                        f"the limit of {self.limit:,} characters.",
+                    )
+                    return None
+        return values
+
+
+def _limit_problem(
+    exc: jsonsafe.JSONLimitError, line: int, what: str, columns: list[str]
+) -> tuple[int, int | None, str]:
+    """(line, column, message) for JSON that breaks a bound; the column is its top-level key."""
+    key = exc.path[0] if exc.path and isinstance(exc.path[0], str) else None
+    if key is None:
+        return line, None, f"{what} {exc.phrase()}."
+    column = columns.index(key) + 1 if key in columns else None
+    inner = f" at {jsonsafe.format_path(exc.path)}" if len(exc.path) > 1 else ""
+    return line, column, f"{what} {exc.phrase(f'in column {_quote(key)}{inner}')}."
+
+
+def _iter_jsonl(
+    fileobj: BinaryIO, info: TableInfo, report, deadline: float | None = None
+) -> Iterator[tuple[int, list]]:
+    objects = _Objects(info, report)
+    loads = jsonsafe.loads
+    number = skipped = 0
+    max_skipped = settings.BATCHHUB_MAX_ROWS
+    limits = read_limits(info, deadline)
+    with TextStream(fileobj, info.encoding, info.compressed, limits) as stream:
+        try:
+            for number, line in enumerate(stream.lines, 1):
+                values = None
+                if not line.isspace():
+                    try:
+                        obj = loads(line)
+                    except jsonsafe.JSONLimitError as exc:
+                        report(*_limit_problem(exc, number, f"Line {number}", objects.columns))
+                    except ValueError as exc:
+                        detail = (
+                            f"{exc.msg} at character {exc.colno}"
+                            if hasattr(exc, "colno")
+                            else str(exc)
+                        )
+                        report(number, None, f"Line {number} is not valid JSON ({detail}).")
+                    else:
+                        if "\\u0000" in line:
+                            report(
+                                number,
+                                None,
+                                f"Line {number} contains a NUL character (\\u0000), "
+                                "which cannot be stored.",
+                            )
+                        else:
+                            values = objects.align(obj, number, f"Line {number}", len(line))
+                if values is not None:
+                    yield number, values
+                    continue
+                # Blank lines and lines that are no row count against the row limit too, so a
+                # file of a billion of them is not read to its end.
+                skipped += 1
+                if skipped > max_skipped:
+                    _raise(
+                        number,
+                        None,
+                        f"The file has more than {max_skipped:,} lines that are blank or not "
+                        f"rows (line {number} is one); reading stopped there.",
+                    )
+        except InputError:
+            raise
+        except Exception as exc:
+            problem = stream.problem(exc, number)
+            _raise(problem.line, None, problem.message)
+
+
+def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]]:
+    objects = _Objects(info, report)
+    for number, obj in enumerate(rows, 1):
+        size = 0
+        if type(obj) is dict:
+            try:
+                dumped = json.dumps(obj, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                try:
+                    jsonsafe.check_value(obj)
+                except jsonsafe.JSONLimitError as exc:
+                    report(*_limit_problem(exc, number, f"Row {number}", objects.columns))
+                else:
+                    report(number, None, f"Row {number} holds a value that is not JSON.")
+                continue
+            if "\\u0000" in dumped:
+                report(
+                    number,
+                    None,
+                    f"Row {number} contains a NUL character (\\u0000), which cannot be stored.",
+                )
+                continue
+            size = len(dumped)
+        values = objects.align(obj, number, f"Row {number}", size)
+        if values is not None:
+            yield number, values
+
+
+def _iter_source(
+    source, info: TableInfo, report, deadline: float | None = None
+) -> Iterator[tuple[int, list]]:
+    if info.format == "rows":
+        return _iter_list(source, info, report)
+    if info.format == "jsonl":
+        return _iter_jsonl(source, info, report, deadline)
+    return _iter_csv(source, info)
+
+
+def iter_rows(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+    """Stream (line number, values) for every data row of a file that `inspect` described.
+
+    CSV values are strings in header order (no field-count check: `validate` does that). For
+    JSONL and rows, keys not seen before are appended to `info.columns` as they appear, and a
+    row's list covers the columns known when it was read (readers pad shorter ones with None).
+    `fileobj` may also be the list of row objects when `info.format == "rows"`.
+    Raises InputError on the first problem (bad bytes, broken quoting, a line that is not JSON).
+    """
+    return _iter_source(fileobj, info, _raise)

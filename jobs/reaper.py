@@ -1,0 +1,72 @@
+"""Put stalled work back in motion (the `jobs.reap` task, every few seconds): restart a job whose
+loops were lost, finalize one whose last loop died finishing, cancel rows a cancelled job left,
+start again an ingest whose task was lost, and resume auto-paused jobs whose wait is over."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from batchhub.api import InvalidState
+
+from . import chunks, enqueue, finish, runner, services, states
+from .models import Chunk, Job, JobStatus
+
+
+def reap(now=None) -> dict[str, int]:
+    """Put stalled work back in motion; resume auto-paused jobs whose wait is over."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
+    done = {"restarted": 0, "resumed": 0, "reingested": 0, "finalized": 0}
+
+    # A loop commits at least every few seconds (chunk_loop.MAX_SYNC_GAP): a job without a commit
+    # for STALL_SECONDS whose chunks nobody holds has lost its loops (their messages went with a
+    # broker restart, or their worker was killed whole), however long the lease.
+    stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
+    stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
+    for job in stale:
+        if chunks.needs_loops(job.pk, now):
+            states.record(
+                job, "recovered", "No progress for a while: work restarted (a worker stopped)."
+            )
+            Job.objects.filter(pk=job.pk).update(updated_at=now)
+            transaction.on_commit(lambda job=job: chunks.start_loops(job))
+            done["restarted"] += 1
+        elif not Chunk.objects.filter(job=job, done=False).exists():
+            if finish.finalize(job.pk):
+                done["finalized"] += 1
+
+    for job in Job.objects.filter(status=JobStatus.PAUSED, resume_at__lte=now):
+        try:
+            services.resume(job, actor="system", event_type="auto_resumed")
+            done["resumed"] += 1
+        except InvalidState:
+            pass
+
+    # A cancelled or failed job never keeps rows pending or running: a loop that died or failed
+    # mid-chunk after the cancel, or a cancel cut short, left them; no loop will run them now.
+    # Only once no loop has synced for a lease's time (a loop's last group may still finish).
+    done["leftovers"] = 0
+    leftover = Job.objects.filter(
+        Q(pending__gt=0) | Q(running__gt=0),
+        status__in=(JobStatus.CANCELLED, JobStatus.FAILED),
+        updated_at__lt=now - lease,
+    )
+    for job in leftover:
+        if not Chunk.objects.filter(job=job, lease_until__gte=now).exists():
+            done["leftovers"] += finish.cancel_leftovers(job.pk)
+
+    # An ingest whose task was lost (a worker killed while reading) is started again.
+    lost = Job.objects.filter(
+        Q(status=JobStatus.QUEUED, created_at__lt=now - timedelta(minutes=2))
+        | Q(status=JobStatus.VALIDATING, updated_at__lt=now - 5 * lease)
+    )
+    for job in lost:
+        Job.objects.filter(pk=job.pk).update(updated_at=now)
+        transaction.on_commit(lambda pk=job.pk: enqueue.start_ingest(pk))
+        done["reingested"] += 1
+    return done

@@ -1,0 +1,307 @@
+"""The sync point: one transaction that writes a chunk's finished rows, bumps the job's counters,
+marks the next rows running, renews the lease and reads the job's status."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from psycopg import Cursor as PgCursor
+
+from . import states
+from .chunks import Plan
+from .models import Chunk, Job, JobStatus, Row, RowStatus
+from .processors import Processor, RowResult
+
+# Rows per sync point for CPU processors: the first group is small, later ones are sized from the
+# measured time per row so that a group takes about GROUP_SECONDS (pause stays well under a second)
+# and cheap processors commit thousands of rows per statement.
+CPU_GROUP_ROWS = 100
+SAMPLE_EVERY = 1.0  # seconds between throughput samples
+MAX_SAMPLES = 240
+
+
+def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, or what the service asked for."""
+    if retry_after is not None and retry_after >= 0:
+        return min(float(retry_after), 3600.0)
+    ceiling = min(300.0, 2.0 * 2 ** max(0, attempts - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(slots=True)
+class Done:
+    """A finished row on its way to the database."""
+
+    index: int
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    attempts: int
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text of a processor's outputs: orjson (far faster than the stdlib), else the stdlib for
+    what orjson refuses (integers beyond 64 bits); anything else unknown becomes its str()."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def write_rows(job_pk: int, done: list[Done]) -> None:
+    """One UPDATE for many rows, with all their values passed as one JSON document.
+
+    Never a statement per row, and never a parameter per value either: thousands of placeholders
+    cost more to bind and parse than the update itself.
+    """
+    if not done:
+        return
+    table = Row._meta.db_table
+    if connection.vendor == "postgresql":
+        # One JSON document for the whole batch: orjson writes it, PostgreSQL's C parser reads it
+        # (arrays of text would be escaped element by element in Python).
+        batch = dumps_json(
+            [
+                {"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts}
+                for d in done
+            ]
+        )
+        connection.ensure_connection()
+        with PgCursor(connection.connection) as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS r SET status = v.s, output = v.o, error = v.e, attempts = v.a "
+                f"FROM json_to_recordset(%s::json) AS v(i int, s text, o jsonb, e text, a int) "
+                f'WHERE r.job_id = %s AND r."index" = v.i '
+                # The range keeps the plan on the few index entries of these rows even when the
+                # planner's statistics think the job is tiny (they lag behind a fresh ingest).
+                f'AND r."index" BETWEEN %s AND %s',
+                [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
+            )
+        return
+    # SQLite: one prepared UPDATE run for each row (executemany, in C), each a lookup in the
+    # unique (job, index) index. A join against the batch (UPDATE … FROM json_each) was planned
+    # as a search of the job's rows for every batch row: rows-in-job × rows-in-batch a sync.
+    values = [
+        (
+            d.status,
+            None if d.output is None else dumps_json(d.output),
+            d.error,
+            d.attempts,
+            job_pk,
+            d.index,
+        )
+        for d in done
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET status = %s, output = %s, error = %s, attempts = %s "
+            f'WHERE job_id = %s AND "index" = %s',
+            values,
+        )
+
+
+def mark_running(job_pk: int, items: list[_Item]) -> None:
+    """attempts + 1 and status running for rows about to start, in one short statement."""
+    indexes = [i.index for i in items]
+    rows = Row.objects.filter(job_id=job_pk, status__in=(RowStatus.PENDING, RowStatus.RUNNING))
+    first, last = min(indexes), max(indexes)
+    if last - first + 1 == len(indexes):
+        # The usual case: a run of consecutive rows, named by its bounds.
+        rows = rows.filter(index__gte=first, index__lte=last)
+    elif connection.vendor == "postgresql":
+        rows = rows.extra(where=['"index" = ANY(%s)'], params=[indexes])
+    else:
+        rows = rows.filter(index__in=indexes)
+    rows.update(status=RowStatus.RUNNING, attempts=F("attempts") + 1)
+
+
+@dataclass
+class ChunkRun:
+    job: Job
+    chunk: Chunk
+    processor: Processor
+    plan: Plan
+    finished: list[Done] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    succeeded_any: bool = False
+    retry_after: float | None = None
+    next_available: datetime | None = None
+    last_sync: float = field(default_factory=time.monotonic)
+    status: str = JobStatus.PROCESSING
+    # Rows per CPU group, sized from the measured time per row; a task's next chunk starts at it
+    # instead of measuring again from CPU_GROUP_ROWS (one sync point fewer per chunk).
+    group_rows: int = CPU_GROUP_ROWS
+
+    # -- turning results into rows --
+    def collect(self, item: _Item, result: RowResult) -> None:
+        if result.usage:
+            for key, value in result.usage.items():
+                if isinstance(value, (int, float)):
+                    self.usage[key] = self.usage.get(key, 0) + int(value)
+        if result.retry:
+            if result.rate_limited:
+                self.rate_limited += 1
+                if result.retry_after is not None:
+                    self.retry_after = max(self.retry_after or 0.0, result.retry_after)
+            if item.attempts < self.job.max_attempts:
+                wait_s = backoff_seconds(item.attempts, result.retry_after)
+                at = timezone.now() + timedelta(seconds=wait_s)
+                self.next_available = (
+                    at if self.next_available is None else min(self.next_available, at)
+                )
+                self.finished.append(
+                    Done(item.index, RowStatus.PENDING, None, result.error, item.attempts)
+                )
+                return
+            message = f"{result.error} (gave up after {item.attempts} attempts)"
+            self.finished.append(Done(item.index, RowStatus.FAILED, None, message, item.attempts))
+            return
+        if result.error is not None:
+            self.finished.append(
+                Done(item.index, RowStatus.FAILED, None, result.error, item.attempts)
+            )
+        else:
+            self.succeeded_any = True
+            self.finished.append(
+                Done(item.index, RowStatus.SUCCEEDED, result.output or {}, None, item.attempts)
+            )
+
+    def unstart(self, item: _Item) -> None:
+        """A row that was marked running but never began (pause/cancel came first)."""
+        self.finished.append(Done(item.index, RowStatus.PENDING, None, None, item.attempts - 1))
+
+    # -- the sync point --
+    def sync(self, to_start: list[_Item], *, mark_rows: bool = True) -> list[_Item]:
+        """Commit finished rows, start `to_start` if the job is still processing.
+
+        Returns the started."""
+        finished, self.finished = self.finished, []
+        started: list[_Item] = []
+        now = timezone.now()
+        with transaction.atomic():
+            # The rows first, before the job's lock: they belong to this chunk, which only its
+            # holder writes, so loops of other worker processes are not kept waiting behind this
+            # UPDATE. (Cancel, which writes rows under the job lock, leaves rows in flight alone,
+            # so the two never wait on each other.)
+            write_rows(self.job.pk, finished)
+            job = Job.objects.select_for_update().get(pk=self.job.pk)
+            if job.status == JobStatus.CANCELLED:
+                # Rows that would wait for another try will never get one.
+                again = [d for d in finished if d.status == RowStatus.PENDING]
+                for d in again:
+                    d.status = RowStatus.CANCELLED
+                if again:
+                    Row.objects.filter(job_id=job.pk, index__in=[d.index for d in again]).update(
+                        status=RowStatus.CANCELLED
+                    )
+            for d in finished:
+                job.running -= 1
+                if d.status == RowStatus.SUCCEEDED:
+                    job.succeeded += 1
+                elif d.status == RowStatus.FAILED:
+                    job.failed += 1
+                elif d.status == RowStatus.CANCELLED:
+                    job.cancelled += 1
+                else:
+                    job.pending += 1
+            update = [
+                "running",
+                "succeeded",
+                "failed",
+                "pending",
+                "cancelled",
+                "updated_at",
+                "throttle_streak",
+            ]
+            if self.usage:
+                usage = dict(job.usage or {})
+                for key, value in self.usage.items():
+                    usage[key] = usage.get(key, 0) + value
+                job.usage = usage
+                self.usage = {}
+                update.append("usage")
+            if self.succeeded_any:
+                job.throttle_streak = 0
+            job.throttle_streak += self.rate_limited
+            self.rate_limited, self.succeeded_any = 0, False
+            if finished and _add_sample(job, now):
+                update.append("samples")
+            inflight: tuple[int, int] | tuple[None, None] = (None, None)
+            if to_start and job.status == JobStatus.PROCESSING:
+                started = to_start
+                if mark_rows:
+                    mark_running(job.pk, started)
+                else:
+                    # A fast group: recording its range on the chunk costs one small update
+                    # instead of rewriting every row; a crash turns the range into suspects.
+                    # (The caller starts a run of consecutive pending rows.)
+                    inflight = (started[0].index, started[-1].index + 1)
+                for item in started:
+                    item.attempts += 1
+                job.pending -= len(started)
+                job.running += len(started)
+            job.save(update_fields=update)
+            Chunk.objects.filter(pk=self.chunk.pk).update(
+                lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
+                inflight_start=inflight[0],
+                inflight_end=inflight[1],
+            )
+            if (
+                job.status == JobStatus.PROCESSING
+                and job.throttle_streak >= settings.BATCHHUB_AUTOPAUSE_AFTER
+            ):
+                # The wait the service asked for, else a minute.
+                wait_s = max(1.0, self.retry_after if self.retry_after is not None else 60.0)
+                job = states.transition(
+                    job,
+                    JobStatus.PAUSED,
+                    event_type="auto_paused",
+                    message=(
+                        f"The service answered 'slow down' (429 or quota) "
+                        f"{job.throttle_streak} times in a row; "
+                        f"paused, resuming by itself in {int(wait_s)} s."
+                    ),
+                    pause_reason=(
+                        "Auto-paused: the service kept answering 429 (rate limited). Resumes at "
+                        f"{(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC."
+                    ),
+                    resume_at=now + timedelta(seconds=wait_s),
+                    throttle_streak=0,
+                )
+        self.status = job.status
+        self.job = job
+        self.last_sync = time.monotonic()
+        return started
+
+
+def _add_sample(job: Job, now: datetime) -> bool:
+    samples = job.samples or []
+    ts = now.timestamp()
+    if samples and ts - samples[-1][0] < SAMPLE_EVERY:
+        return False
+    samples.append([round(ts, 2), job.succeeded + job.failed + job.cancelled])
+    if len(samples) > MAX_SAMPLES:
+        # Keep the recent half at full resolution and thin the older half.
+        half = len(samples) // 2
+        samples = samples[:half:2] + samples[half:]
+    job.samples = samples
+    return True
+
+
+@dataclass(slots=True)
+class _Item:
+    index: int
+    ref: str
+    data: list[Any]
+    attempts: int
