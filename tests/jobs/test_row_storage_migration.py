@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from jobs import results, runner
+from jobs import chunk_loop, results
 from jobs.models import Job, Row
 
 BEFORE = [("jobs", "0003_faults_chunk_holder")]
@@ -124,7 +124,7 @@ def test_old_rows_read_back_the_same_after_the_migration(old_job):
     assert first["output"] == {"text": "line\nbreak \\ ünï", "n": 3}
 
     # The rows still to do are what a worker fetches, with their inputs decoded.
-    todo = runner.fetch_rows(old_job, 0, len(OLD_ROWS))
+    todo = chunk_loop.fetch_rows(old_job, 0, len(OLD_ROWS))
     assert todo == [(2, "3", ["y", "b2"], 0, "pending"), (3, "4", ["z", None], 1, "running")]
 
 
