@@ -43,6 +43,16 @@ def kill_at_batch(n: int):
     return wrapper
 
 
+@pytest.fixture
+def small_batches(monkeypatch, settings):
+    """Ingest batches and chunks of 200 rows: a file of a few hundred rows crosses as many batch
+    and chunk boundaries as one of tens of thousands at the real sizes, which only the timing
+    tests here need."""
+    monkeypatch.setattr(ingest_db, "SQLITE_BATCH_ROWS", 200)
+    monkeypatch.setattr(loading, "SQLITE_BATCH_ROWS", 200)  # its discard step
+    settings.BATCHHUB_CHUNK_ROWS = 200
+
+
 def test_a_100k_row_ingest_never_holds_the_write_lock_for_long(alice):
     job = make_job(alice, rows_text(100_000), concurrency=2)
     with write_transactions(connection) as transactions:
@@ -57,8 +67,9 @@ def test_a_100k_row_ingest_never_holds_the_write_lock_for_long(alice):
     assert longest[0] < 0.2, longest
 
 
-def test_no_row_is_claimable_before_the_whole_file_is_in(alice, monkeypatch):
-    job = make_job(alice, rows_text(12_000), concurrency=2)
+def test_no_row_is_claimable_before_the_whole_file_is_in(alice, monkeypatch, small_batches):
+    rows = 2 * ingest_db.SQLITE_BATCH_ROWS + 80
+    job = make_job(alice, rows_text(rows), concurrency=2)
     seen = []
     real = ingest_db._sqlite_params
 
@@ -78,7 +89,7 @@ def test_no_row_is_claimable_before_the_whole_file_is_in(alice, monkeypatch):
     monkeypatch.setattr(ingest_db, "_sqlite_params", watching)
     loading.ingest(job.pk)
     assert seen == [(2 * ingest_db.SQLITE_BATCH_ROWS, 0, JobStatus.VALIDATING, "stop")]
-    assert drive(job).succeeded == 12_000
+    assert drive(job).succeeded == rows
 
 
 def test_cancel_during_an_ingest_answers_at_once_and_leaves_no_rows(alice, monkeypatch):
@@ -120,9 +131,9 @@ def test_a_bad_line_after_committed_batches_fails_the_job_and_leaves_no_rows(ali
 
 
 def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
-    alice, settings, monkeypatch, django_capture_on_commit_callbacks
+    alice, settings, monkeypatch, django_capture_on_commit_callbacks, small_batches
 ):
-    rows = 23_456
+    rows = 4 * ingest_db.SQLITE_BATCH_ROWS + 123
     job = make_job(alice, rows_text(rows), concurrency=2)
     with connection.execute_wrapper(kill_at_batch(3)), pytest.raises(WorkerKilled):
         loading.ingest(job.pk)
@@ -154,10 +165,10 @@ def test_an_ingest_killed_mid_file_is_resumed_by_the_reaper_with_every_row_once(
     assert all(o == {"text": f"{d[0]}!"} for _i, d, o in outputs[:: rows // 50])
 
 
-def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypatch):
+def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypatch, small_batches):
     # A redelivered ingest task beside the reaper's: the second resumes after the first's rows
     # and finishes; the first stops at its next batch and leaves the rows alone.
-    rows = 17_000
+    rows = 3 * ingest_db.SQLITE_BATCH_ROWS + 80
     job = make_job(alice, rows_text(rows), concurrency=2)
     real = ingest_db._sqlite_params
     nested = []
