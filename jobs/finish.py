@@ -61,7 +61,7 @@ def _cancel_leftovers_after_failure(job_pk: int) -> None:
 def recount(job: Job) -> dict[str, int]:
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
     by_status = (
-        Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("id")).order_by()
+        Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("index")).order_by()
     )
     for status, n in by_status:
         counts[status] = n

@@ -231,10 +231,12 @@ class Chunk(models.Model):
 
 
 class Row(models.Model):
-    # No index of its own: the unique (job, index) index serves every lookup by job. No database
-    # foreign-key constraint either: its per-row trigger cost as much as the COPY of the row
-    # itself; rows are only written by the engine for a job it holds, and deleted with it
-    # (housekeeping.purge_job, and Django's cascade).
+    # The key is (job, index), with no surrogate id: one B-tree a row instead of two, for the
+    # ingest's COPY and every sync point's UPDATE. No database foreign-key constraint either: its
+    # per-row trigger cost as much as the COPY of the row itself; rows are only written by the
+    # engine for a job it holds, and deleted with it (housekeeping.purge_job, and Django's
+    # cascade).
+    pk = models.CompositePrimaryKey("job", "index")
     job = models.ForeignKey(
         Job, on_delete=models.CASCADE, related_name="rows", db_index=False, db_constraint=False
     )
@@ -250,7 +252,6 @@ class Row(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["job", "index"], name="row_unique_index")]
         # Failed rows are the ones looked up by status (retry, "failed only" downloads); a
         # partial index keeps them at hand without every status change rewriting a full index.
         indexes = [

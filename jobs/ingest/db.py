@@ -8,6 +8,7 @@ On SQLite, whose one write lock covers the whole file, every batch is its own sh
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from json.encoder import encode_basestring
@@ -56,6 +57,8 @@ def insert_rows(
 
 # COPY's text format gives meaning to these four characters; everything else goes as it is.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# Most refs hold none of them, and looking for one costs far less than translating each ref.
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _WRITE_BYTES = 256 * 1024
 
 
@@ -68,6 +71,7 @@ def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list
     backslashes need doubling for COPY.
     """
     quote = encode_basestring
+    needs_escape = _NEEDS_ESCAPE
     # allow_nan=False: ingest refuses non-finite numbers; should one get here, the COPY fails
     # rather than store text no JSON reader accepts.
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
@@ -83,7 +87,7 @@ def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list
                 data = "[" + ",".join(map(quote, values)) + "]"
             except TypeError:  # numbers, nulls, nested values (JSONL)
                 data = dumps(values)
-            if not ref.isalnum():
+            if not ref.isalnum() and needs_escape(ref):
                 ref = ref.translate(_COPY_ESCAPES)
             line = f"{head}{index}\t{ref}\t{data.replace(backslash, two_backslashes)}{tail}"
             block.append(line)

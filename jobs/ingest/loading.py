@@ -139,7 +139,7 @@ def _write_rows_in_batches(job: Job) -> TableInfo:
     Chunk.objects.filter(job=job).delete()
     rows = Row.objects.filter(job=job)
     # One statement, so one snapshot even while another attempt of this ingest commits.
-    written = rows.aggregate(last=Max("index"), n=Count("id"))
+    written = rows.aggregate(last=Max("index"), n=Count("index"))
     skip = 0 if written["last"] is None else written["last"] + 1
     if skip != written["n"]:  # not a prefix: not written by this code; start over
         _discard_rows(job.pk, True)

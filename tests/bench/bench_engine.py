@@ -171,7 +171,7 @@ def copy_from_baseline(path: Path) -> float:
 def copy_into_rows_floor(job: Job) -> float:
     """Seconds for PostgreSQL alone to COPY this job's rows, already in COPY's text format, into
     the row table again (under an unused job id, rolled back): no Python parsing or encoding,
-    only what storing them costs there (jsonb, the two indexes, WAL). The ingest cannot beat it."""
+    only what storing them costs there (the row table's key and WAL). The ingest cannot beat it."""
     path = Path(TMP.name) / "rows.copy"
     columns = 'job_id, "index", ref, data, status, attempts'
     connection.ensure_connection()
@@ -212,19 +212,26 @@ def vm(field: str) -> float:
 
 
 def copy_to_baseline(job: Job) -> tuple[float, int]:
+    """Seconds and bytes of PostgreSQL's own COPY … TO of the job's rows, as CSV.
+
+    Read twice, timed the second time: the first read after the job's last writes also sets
+    every row's hint bits (a write of the whole table), which whoever reads first pays and
+    which would otherwise flatter the download timed after it."""
     table = Row._meta.db_table
     sql = (
         f'COPY (SELECT "index", ref, status, data::text, output::text, error FROM {table} '
         f'WHERE job_id = %s ORDER BY "index") TO STDOUT WITH (FORMAT csv)'
     )
     connection.ensure_connection()
-    size = 0
-    start = time.perf_counter()
-    with connection.connection.cursor() as cursor:
-        with cursor.copy(sql, [job.pk]) as copy:
-            for block in copy:
-                size += len(block)
-    return time.perf_counter() - start, size
+    for _ in range(2):
+        size = 0
+        start = time.perf_counter()
+        with connection.connection.cursor() as cursor:
+            with cursor.copy(sql, [job.pk]) as copy:
+                for block in copy:
+                    size += len(block)
+        took = time.perf_counter() - start
+    return took, size
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -357,7 +364,7 @@ def main() -> None:
     engine_rps = ROWS / process_s
     emit(
         "processing_template", engine_rps, "rows/s", "bare_python_loop", ROWS / bare_s,
-        "ratio >= 0.25", workers=2, seconds=round(process_s, 2),
+        "ratio >= 0.5", workers=2, seconds=round(process_s, 2),
     )
     emit(
         "processing_vs_naive", engine_rps, "rows/s", "one_celery_task_per_row",
@@ -382,7 +389,7 @@ def main() -> None:
     growth = vm("VmHWM") - rss_before
     emit(
         "download_csv", ROWS / download_s, "rows/s", "postgres_copy_to_stdout", ROWS / copy_to_s,
-        "ratio >= 0.5", mb=round(size / 1e6, 1), copy_mb=round(copy_bytes / 1e6, 1),
+        "ratio >= 0.75", mb=round(size / 1e6, 1), copy_mb=round(copy_bytes / 1e6, 1),
     )
     emit(
         "download_peak_rss_growth", growth, "MB", None, None, "< 50 MB",

@@ -8,7 +8,10 @@ UTF-8 CSV in a temporary directory, then prints one JSON line per figure:
   without and with an id column (duplicate check), and the time ratio to the yardstick;
 - `validate_memory`: peak RSS growth (ru_maxrss) over the validate runs, and tracemalloc's peak
   for one validate without and one with an id column (only the id digest set grows with rows);
-- `write_rows_<vendor>`: rows/s of `write_rows()` into a throwaway database (wall time).
+- `write_rows_<vendor>`: rows/s of `write_rows()` into a throwaway database (wall time), and
+  in the same run the yardstick of storing the same file in a plain 6-column table without index
+  (PostgreSQL: its own `COPY … FROM STDIN (FORMAT csv)`; SQLite: `executemany` of csv.reader's
+  rows in 5,000-row transactions), with the ratio (goal ≥ 0.5).
 
 Throughput figures are the best of 3 runs in CPU time.
 Set BENCH_DATABASE_URL to use another database you can throw away (e.g. PostgreSQL, for COPY).
@@ -132,11 +135,47 @@ def main() -> None:
         write_rows(job, fh, filename=path.name)
     took = time.perf_counter() - start
     assert Row.objects.filter(job=job).count() == ROWS
+    plain = plain_table_baseline(path)
     emit(
         figure=f"write_rows_{connection.vendor}",
         rows_per_s=round(ROWS / took),
         seconds=round(took, 2),
+        baseline="plain_table_copy" if connection.vendor == "postgresql" else "plain_executemany",
+        baseline_rows_per_s=round(ROWS / plain),
+        ratio=round(plain / took, 3),
+        goal="ratio >= 0.5",
     )
+
+
+def plain_table_baseline(path: Path) -> float:
+    """Seconds to store the file's rows in a plain 6-column table without index or key."""
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_plain")
+        cursor.execute(
+            "CREATE TABLE bench_plain (id text, name text, email text, city text, score text, "
+            "comment text)"
+        )
+    start = time.perf_counter()
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor, path.open("rb") as fh:
+            with cursor.cursor.copy(
+                "COPY bench_plain FROM STDIN WITH (FORMAT csv, HEADER true)"
+            ) as copy:
+                while block := fh.read(1 << 20):
+                    copy.write(block)
+    else:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            next(reader)
+            while batch := [row for _, row in zip(range(5000), reader, strict=False)]:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.cursor.executemany(
+                        "INSERT INTO bench_plain VALUES (?, ?, ?, ?, ?, ?)", batch
+                    )
+    took = time.perf_counter() - start
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_plain")
+    return took
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ from batchhub.celery import app
 
 
 @app.task(name="bench.naive_row", ignore_result=True)
-def naive_row(row_pk: int, columns: list[str], template: str) -> None:
+def naive_row(row_pk: int | list[int], columns: list[str], template: str) -> None:
     from jobs.models import Row, RowStatus
 
+    if isinstance(row_pk, list):  # the (job, index) key, a list once through JSON
+        row_pk = tuple(row_pk)
     row = Row.objects.get(pk=row_pk)
     # Not strict: a JSONL row's data may be shorter than the job's columns (readers pad them).
     values = dict(zip(columns, row.data, strict=False))
