@@ -115,6 +115,7 @@ from django.db import connection  # noqa: E402
 from jobs import chunks, enqueue, results, services  # noqa: E402
 from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
+from jobs.representation import job_representation  # noqa: E402
 from tests.bench.benchdata import COLUMNS, TEMPLATE, bare_loop, make_csv  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
 
@@ -240,16 +241,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def status_reads(job_pk: int, n: int) -> list[float]:
-    try:
-        from jobs.representation import job_representation
-    except ImportError:  # before the API existed: the model's own figures
-        def job_representation(job, request=None):
-            return {
-                "counts": job.counts,
-                "progress": job.progress,
-                "rows_per_second": job.rows_per_second,
-            }
-
     times = []
     for _ in range(n):
         start = time.perf_counter()
