@@ -40,8 +40,10 @@ class Poller(threading.Thread):
         self.job_id = job_id
         self.answers: list[tuple[int, float]] = []
         self.stop = threading.Event()
+        self.seconds = 0.0
 
     def run(self) -> None:
+        started = time.monotonic()
         while not self.stop.is_set():
             began = time.monotonic()
             try:
@@ -50,6 +52,7 @@ class Poller(threading.Thread):
                 status = 599  # no answer at all counts as a failure too
             self.answers.append((status, time.monotonic() - began))
             self.stop.wait(max(0.0, 0.5 - (time.monotonic() - began)))
+        self.seconds = time.monotonic() - started
         self.client.close()
 
 
@@ -152,7 +155,12 @@ def test_a_100k_row_job_with_polls_and_controls_on_make_run(make_run):
 
     failures = [(status, took) for status, took in poller.answers if status >= 500]
     assert not failures, (failures[:10], make_run.log()[-3000:])
-    assert len(poller.answers) > 10
+    # The poller asked every 0.5 s for as long as the job ran: a poll stuck behind the write lock
+    # would leave fewer answers (the job's length varies with the machine, not the count).
+    assert len(poller.answers) >= max(4, int(0.8 * poller.seconds / 0.5)), (
+        len(poller.answers),
+        poller.seconds,
+    )
     slow = {name: took for name, took in controls.items() if took >= 1.0}
     assert not slow, controls
     print(
