@@ -116,13 +116,15 @@ def _digest_matches(key: APIKey, raw: str) -> bool:
     return False
 
 
-def check_key(raw: str) -> KeyCheck:
-    """Verify a presented key: format and checksum first (no I/O), then one indexed query."""
+def check_key(raw: str, entry: str | None | object = keycache.READ) -> KeyCheck:
+    """Verify a presented key: format and checksum first (no I/O), then one indexed query.
+
+    `entry`: the key cache's entry for it as already read (jobs/poll.py)."""
     parsed = keyformat.parse(raw)
     if parsed is None:
         return KeyCheck(None, INVALID)
     presented = keyformat.digest(parsed.raw)
-    cached = keycache.lookup(presented)
+    cached = keycache.lookup(presented, entry)
     if cached is not None and cached.lookup_id == parsed.lookup_id:
         # A database check of this very key passed within the entry's life (apikeys/keycache.py).
         if cached.is_expired():
