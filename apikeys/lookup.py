@@ -1,11 +1,11 @@
 """Load a key and its owner by lookup id: the one query on the API authentication hot path.
 
 Every API request runs it, and building the equivalent ORM query
-(`APIKey.objects.select_related("owner").get(lookup_id=…)`) costs ~1 ms of Python per request,
-ten times the query itself. So the SQL is compiled once per database alias from the models' own
-metadata, and rows are turned into model instances with the backend's own converters (e.g. SQLite's
-text timestamps into aware datetimes), exactly as the ORM would. tests/apikeys checks that it
-returns what the ORM returns.
+(`APIKey.objects.select_related("owner").get(lookup_id=…)`) costs far more Python than the query
+itself (docs/performance.md). So the SQL is compiled once per database alias from the models'
+own metadata, and rows are turned into model instances with the backend's own converters (e.g.
+SQLite's text timestamps into aware datetimes), exactly as the ORM would. tests/apikeys checks
+that it returns what the ORM returns.
 """
 
 from __future__ import annotations

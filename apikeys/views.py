@@ -40,7 +40,7 @@ def _page(
         "jobs_api_url": request.build_absolute_uri("/api/v1/jobs"),
     }
     # HTMX swaps only the section (form, new-key panel, table); without JS, the whole page.
-    template = f"{PAGE}#keys-section" if getattr(request, "htmx", False) else PAGE
+    template = f"{PAGE}#keys-section" if request.htmx else PAGE
     response = render(request, template, context, status=status)
     # Neither the browser cache nor a proxy may keep a page that can hold a key.
     add_never_cache_headers(response)
@@ -65,7 +65,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
         else:
             return _page(request, CreateKeyForm(), created=key, plaintext=plaintext, status=201)
     # htmx 2 does not swap 4xx responses, so it gets the form errors with a 200.
-    return _page(request, form, status=200 if getattr(request, "htmx", False) else 400)
+    return _page(request, form, status=200 if request.htmx else 400)
 
 
 @login_required
@@ -76,7 +76,7 @@ def revoke(request: HttpRequest, public_id: str) -> HttpResponse:
         # The confirmation step for browsers without JS; with HTMX, hx-confirm asks instead.
         return render(request, "apikeys/revoke_confirm.html", {"nav": "keys", "key": key})
     key = services.revoke_key(request.user, public_id)
-    if getattr(request, "htmx", False):
+    if request.htmx:
         return render(request, f"{PAGE}#key-row", {"key": key})
     messages.success(request, f"Revoked “{key.name}” ({key.prefix}). It no longer works.")
     return redirect("apikeys:list")

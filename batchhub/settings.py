@@ -263,10 +263,8 @@ BATCHHUB_LOGIN_FAILURE_WINDOW = env_int("BATCHHUB_LOGIN_FAILURE_WINDOW", 900, mi
 BATCHHUB_DEFAULT_CONCURRENCY = env_int("BATCHHUB_DEFAULT_CONCURRENCY", 4, minimum=1)
 BATCHHUB_MAX_CONCURRENCY = env_int("BATCHHUB_MAX_CONCURRENCY", 256, minimum=1)
 # Rows a worker claims at once for cheap (CPU) processors; I/O processors use a multiple of their
-# concurrency instead (jobs/runner.py). Measured with `template` (tests/bench): 5,000-row chunks
-# cost the worker ~30% less CPU per row than 1,000-row ones (claim, fetch, release and two sync
-# points per chunk); pause and progress go by groups of ~0.25 s inside a chunk either way, and
-# small jobs get smaller chunks so that every loop has work.
+# concurrency instead (jobs/chunks.py). Larger chunks spread each claim's fixed cost over more rows
+# (docs/performance.md); pause and progress still go by ~0.25 s groups inside a chunk.
 BATCHHUB_CHUNK_ROWS = env_int("BATCHHUB_CHUNK_ROWS", 5000, minimum=1)
 # A claimed chunk must be finished (or its lease renewed) within this time, else it is reclaimed.
 BATCHHUB_LEASE_SECONDS = env_int("BATCHHUB_LEASE_SECONDS", 120, minimum=5)

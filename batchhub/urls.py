@@ -7,9 +7,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apikeys.urls import api_urlpatterns as key_api_urls
 from batchhub.login_throttle import ThrottledAdminAuthenticationForm
-from jobs.api_links import link_api_urlpatterns
-from jobs.api_uploads import upload_api_urlpatterns
-from jobs.api_urls import urlpatterns as job_api_urls
+from jobs.api.links import link_api_urlpatterns
+from jobs.api.uploads import upload_api_urlpatterns
+from jobs.api.urls import urlpatterns as job_api_urls
 from jobs.webhook_views import webhook_api_urlpatterns
 
 admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -1,4 +1,4 @@
-"""The dashboard's URLs (namespace "jobs"). The REST API lives in jobs/api_urls.py."""
+"""The dashboard's URLs (namespace "jobs"). The REST API lives in jobs/api/urls.py."""
 
 from __future__ import annotations
 

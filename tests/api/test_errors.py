@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from apikeys.models import APIKey
 from batchhub import sliding_window
 from batchhub.api import GroupRateThrottle
 from jobs import services
@@ -137,10 +139,6 @@ def test_the_rate_holds_over_any_period_not_only_within_fixed_windows(
 
 def test_the_cached_count_stays_small_however_many_requests(api_alice, alice, rates):
     """DRF's own throttle keeps every request's time; this one keeps (window, count, before)."""
-    from django.core.cache import cache
-
-    from apikeys.models import APIKey
-
     rates(read="1000/min")
     for _ in range(30):
         assert api_alice.get(f"{API}/jobs").status_code == 200

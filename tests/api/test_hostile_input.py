@@ -12,7 +12,9 @@ import json
 import time
 
 import pytest
+from django.core.exceptions import ValidationError
 
+from jobs.forms import JSONTextField
 from jobs.models import Job
 
 from .conftest import API, assert_error, upload
@@ -101,10 +103,6 @@ def test_deep_bodies_elsewhere_are_400(api_alice, alice_job, method, path):
 
 
 def test_deep_params_in_the_html_form_is_a_field_error():
-    from django.core.exceptions import ValidationError
-
-    from jobs.forms import JSONTextField
-
     with pytest.raises(ValidationError) as caught:
         JSONTextField().clean('{"a": ' + DEEP + "}")
     assert caught.value.messages == ["This JSON is nested more than 64 levels deep at a."]

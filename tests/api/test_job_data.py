@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from jobs.models import Job
+from jobs.ingest import loading
+from jobs.models import Job, Row
 
 from .conftest import API, assert_error, create_json
 
@@ -97,8 +98,6 @@ def test_status_filter(api_alice, finished, wanted, refs):
 
 def test_results_are_available_while_the_job_runs(api_alice, alice, new_job):
     job = new_job(alice, "name\na\nb\n")
-    from jobs.ingest import loading
-
     loading.ingest(job.pk)
     _, text = _download(api_alice, job)
     assert text.splitlines()[1:] == ["a,,pending,", "b,,pending,"]
@@ -189,8 +188,6 @@ def test_every_page_together_is_every_row_in_order(api_alice, finished):
 
 
 def test_rows_with_a_gap_in_indexes_still_page_by_position(api_alice, finished):
-    from jobs.models import Row
-
     Row.objects.filter(job=finished, index=4).delete()  # the last index is missing now
     Job.objects.filter(pk=finished.pk).update(total=4)
 

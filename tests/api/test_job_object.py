@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from jobs.api.serializers import JobSerializer
 from jobs.models import Job, JobStatus, Row
 from jobs.representation import job_representation
 
@@ -128,8 +129,6 @@ def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
 
 
 def _serialized(job, request=None) -> dict:
-    from jobs.api import JobSerializer
-
     return JobSerializer(job, context={"request": request}).data
 
 

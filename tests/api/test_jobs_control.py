@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.ingest import loading
 from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
 
 from .conftest import API, assert_error, create_json
@@ -12,8 +13,6 @@ pytestmark = pytest.mark.django_db
 
 
 def _processing(job) -> Job:
-    from jobs.ingest import loading
-
     loading.ingest(job.pk)  # reads the rows and moves the job to processing
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING

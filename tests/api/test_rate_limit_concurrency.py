@@ -13,8 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
+from apikeys.services import create_key
 from batchhub.api import GroupRateThrottle
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -25,10 +27,6 @@ CLIENTS, EACH, LIMIT = 8, 25, 100
 def test_parallel_clients_get_exactly_the_limit_through(live_server, alice, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the live server's threads need PostgreSQL")
-    from django.core.cache import cache
-
-    from apikeys.services import create_key
-
     monkeypatch.setattr(
         GroupRateThrottle, "THROTTLE_RATES", {**GroupRateThrottle.THROTTLE_RATES, "read": "100/min"}
     )

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from apikeys.services import create_key
 from batchhub.api import GroupRateThrottle
 
 MAX_EXAMPLES = 10
@@ -22,9 +26,6 @@ def keep_connection():
     """Requests go through the real WSGI handler, which closes the database connection when a
     response ends; the test's transaction lives on that connection, so keep it open (as Django's
     own test client does)."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     yield
@@ -34,8 +35,6 @@ def keep_connection():
 
 @pytest.fixture
 def api_key(keep_connection, alice, new_job, monkeypatch) -> str:
-    from apikeys.services import create_key
-
     # Generated requests come fast; rate limits are tested elsewhere.
     monkeypatch.setattr(
         GroupRateThrottle,
@@ -48,8 +47,6 @@ def api_key(keep_connection, alice, new_job, monkeypatch) -> str:
 
 
 def _load_schema():
-    from django.core.wsgi import get_wsgi_application
-
     # Loaded at collection (schemathesis' lazy fixture loader does not work with this pytest);
     # serving the schema needs no database.
     return schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())

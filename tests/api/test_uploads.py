@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import Job, Upload
+from jobs.uploads import expire_uploads
 from tests.api.conftest import API, assert_error
 
 pytestmark = pytest.mark.django_db
@@ -150,12 +153,6 @@ def test_a_body_without_content_length_is_411(api_alice):
 
 
 def test_unused_uploads_expire_with_their_files(api_alice, settings):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from jobs.uploads import expire_uploads
-
     started = _start(api_alice)
     _put(started["upload_url"], b"text\nhi\n")
     upload = Upload.objects.get(public_id=started["id"])

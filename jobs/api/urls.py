@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import api
+from . import views
 
-_jobs = api.JobViewSet.as_view
-_processors = api.ProcessorViewSet.as_view
+_jobs = views.JobViewSet.as_view
+_processors = views.ProcessorViewSet.as_view
 
 urlpatterns = [
     path("processors", _processors({"get": "list"}), name="api-processors-list"),
@@ -31,6 +31,6 @@ urlpatterns = [
     path("jobs/<str:id>/results", _jobs({"get": "results"}), name="api-jobs-results"),
     path("jobs/<str:id>/rows", _jobs({"get": "rows"}), name="api-jobs-rows"),
     path("jobs/<str:id>/events", _jobs({"get": "events"}), name="api-jobs-events"),
-    path("", api.api_not_found),
-    path("<path:rest>", api.api_not_found, name="api-not-found"),
+    path("", views.api_not_found),
+    path("<path:rest>", views.api_not_found, name="api-not-found"),
 ]

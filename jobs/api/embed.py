@@ -7,8 +7,8 @@ from typing import Any
 
 from batchhub.api import APIError
 
-from . import results
-from .models import Job
+from .. import results
+from ..models import Job
 
 MAX_EMBEDDED_ROWS = 1000
 INCLUDES = ("results",)

@@ -15,10 +15,11 @@ from rest_framework.views import APIView
 
 from batchhub.api import APIError
 
-from . import links, uploads
-from .api import COMMON_ERRORS, UTCDateTimeField, _err
-from .models import Upload
-from .representation import API_PREFIX, base_url, utc
+from .. import links, uploads
+from ..models import Upload
+from ..representation import API_PREFIX, base_url, utc
+from .schema import COMMON_ERRORS, error_response
+from .serializers import UTCDateTimeField
 
 
 class LengthRequired(APIError):
@@ -90,7 +91,7 @@ class UploadListView(APIView):
             "as a multipart upload is, under the same size limit."
         ),
         request=UploadCreateSerializer,
-        responses={201: UploadSerializer, 400: _err("invalid_request"), **COMMON_ERRORS},
+        responses={201: UploadSerializer, 400: error_response("invalid_request"), **COMMON_ERRORS},
         tags=["uploads"],
     )
     def post(self, request: Request) -> Response:
@@ -114,7 +115,7 @@ class UploadDetailView(APIView):
         parameters=[UPLOAD_ID],
         responses={
             200: UploadSerializer,
-            404: _err("not_found: no such upload (or not yours)."),
+            404: error_response("not_found: no such upload (or not yours)."),
             **COMMON_ERRORS,
         },
         tags=["uploads"],
@@ -146,12 +147,12 @@ class UploadContentView(APIView):
         request={"application/octet-stream": OpenApiTypes.BINARY},
         responses={
             200: UploadSerializer,
-            400: _err("invalid_request: an empty body."),
-            404: _err("not_found: no such upload."),
-            409: _err("invalid_state: the upload was already used by a job."),
-            410: _err("link_expired: the upload URL has expired."),
-            411: _err("length_required: no Content-Length header."),
-            413: _err("file_too_large: the body is over the upload limit."),
+            400: error_response("invalid_request: an empty body."),
+            404: error_response("not_found: no such upload."),
+            409: error_response("invalid_state: the upload was already used by a job."),
+            410: error_response("link_expired: the upload URL has expired."),
+            411: error_response("length_required: no Content-Length header."),
+            413: error_response("file_too_large: the body is over the upload limit."),
             429: COMMON_ERRORS[429],
         },
         tags=["uploads"],

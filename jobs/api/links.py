@@ -17,10 +17,11 @@ from rest_framework.views import APIView
 
 from batchhub.api import APIError
 
-from . import links, results, services
-from .api import COMMON_ERRORS, JOB_ID, NOT_FOUND, JobSerializer, _err
-from .downloads import results_response
-from .representation import API_PREFIX, base_url, job_representation, utc
+from .. import links, results, services
+from ..downloads import results_response
+from ..representation import API_PREFIX, base_url, job_representation, utc
+from .schema import COMMON_ERRORS, JOB_ID, NOT_FOUND, error_response
+from .serializers import JobSerializer
 
 
 class SignedDownloadView(APIView):
@@ -52,11 +53,9 @@ class SignedDownloadView(APIView):
             (200, "application/x-ndjson"): OpenApiResponse(
                 OpenApiTypes.STR, description="format jsonl"
             ),
-            (200, "application/json"): OpenApiResponse(
-                OpenApiTypes.STR, description="format json"
-            ),
-            (404, "application/json"): _err("not_found: no such link."),
-            (410, "application/json"): _err("link_expired or link_revoked."),
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.STR, description="format json"),
+            (404, "application/json"): error_response("not_found: no such link."),
+            (410, "application/json"): error_response("link_expired or link_revoked."),
             (429, "application/json"): COMMON_ERRORS[429],
         },
         tags=["jobs"],
@@ -98,7 +97,9 @@ class ResultsLinkView(APIView):
         request=ResultsLinkRequestSerializer,
         responses={
             200: ResultsLinkSerializer,
-            400: _err("invalid_request: unknown format or status, or expires_in too long."),
+            400: error_response(
+                "invalid_request: unknown format or status, or expires_in too long."
+            ),
             **NOT_FOUND,
             **COMMON_ERRORS,
         },
