@@ -160,6 +160,21 @@ def test_a_revoked_key_is_a_401_at_once(alice, api_alice, published, settings, f
     assert b"revoked" in on[2]
 
 
+def test_a_key_past_its_expiry_is_the_stacks_401(api_alice, published, settings, fast_answers):
+    from apikeys import keycache
+
+    _warm(api_alice, published)
+    digest = keyformat.digest(api_alice.raw_key)
+    entry = cache.get(keycache.cache_key(digest))
+    entry["expires_at"] = "2020-01-01T00:00:00+00:00"
+    cache.set(keycache.cache_key(digest), entry)
+    fast_answers.clear()
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 401
+    assert b"expired" in on[2]
+
+
 def test_a_deactivated_owner_is_a_401_at_once(alice, api_alice, published, fast_answers):
     _warm(api_alice, published)
     alice.is_active = False
