@@ -144,6 +144,20 @@ def check_key(raw: str, entry: str | None | object = keycache.READ) -> KeyCheck:
     return KeyCheck(key, "")
 
 
+def known_key(raw: str, entry: str | None | object = keycache.READ) -> APIKey | None:
+    """The usable key matching `raw` when the key cache vouches for it (no database), else None:
+    `check_key` then decides, from the database (a revoked key's marker sends it there).
+
+    `entry`: the key cache's entry for it as already read (jobs/poll.py)."""
+    parsed = keyformat.parse(raw)
+    if parsed is None:
+        return None
+    cached = keycache.lookup(keyformat.digest(parsed.raw), entry)
+    if cached is None or cached.lookup_id != parsed.lookup_id or cached.is_expired():
+        return None
+    return cached
+
+
 def authenticate_key(raw: str) -> APIKey | None:
     """The usable key matching `raw` (its owner is loaded), or None."""
     return check_key(raw).key

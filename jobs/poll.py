@@ -13,6 +13,7 @@ makes the same reads one after the other: they have no round trips to save.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from batchhub.api import GroupRateThrottle
 from batchhub.cache import AWAY
 
 from . import livestatus
+
+logger = logging.getLogger(__name__)
 
 # KEYS: the key's entry, the job's live status. ARGV: the key's lookup id, the time (seconds), the
 # bucket's name around the key's id (head, tail), then sliding_window_hit's arguments; a limit
@@ -135,14 +138,27 @@ def _throttle_cache():
 def prefetch(request, view, public_id: str) -> None:
     """Before DRF authenticates a poll: read what it will read, in one trip, and leave it on the
     request for the key check, the throttle and the status read (each checks it is theirs)."""
+    if getattr(request, "poll_fetched", None) is not None:
+        return  # read already, by jobs/fast_status.py, which left the answer to the stack
     raw = APIKeyAuthentication()._presented_key(request)
     if not raw:
         return  # a browser session: its own reads
     throttle = GroupRateThrottle()
-    scope = throttle.get_scope(request, view)
-    fetched = fetch(raw, public_id, scope=scope, now=throttle.timer())
-    if fetched is None:
+    try:
+        fetched = fetch(
+            raw, public_id, scope=throttle.get_scope(request, view), now=throttle.timer()
+        )
+    except Exception:
+        # The cache failed in a way the soft mode does not catch: each reader tries on its own.
+        logger.debug("poll: reads left to each reader", exc_info=True)
         return
+    if fetched is not None:
+        hand_over(request, fetched)
+
+
+def hand_over(request, fetched: Fetched) -> None:
+    """Leave what `fetch` read on the request, for the key check, the throttle (whose count it
+    made) and the status read."""
     request.poll_fetched = fetched
     request.rate_counted = fetched.rate_counted
 

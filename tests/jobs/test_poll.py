@@ -171,3 +171,18 @@ def test_the_file_cache_answers_polls_through_the_same_functions(
     assert api_alice.get(url).status_code == 429
     state = sliding_window.state(caches["default"], f"rate:read:key:{_key_id(alice, api_alice)}")
     assert state is not None and state[1] == 3
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "stack"])
+def test_a_poll_the_stack_answers_after_the_trip_counts_once(
+    alice, published, api_alice, read_limit, settings, fast
+):
+    settings.BATCHHUB_FAST_STATUS = fast
+    url = f"/api/v1/jobs/{published.public_id}"
+    assert api_alice.get(url).status_code == 200
+    assert _count(alice, api_alice) == 1
+    cache.delete(livestatus.cache_key(published.public_id))  # the database answers this one
+    assert api_alice.get(url).status_code == 200
+    assert _count(alice, api_alice) == 2
+    assert api_alice.get(f"{url}x").status_code == 404
+    assert _count(alice, api_alice) == 3
