@@ -10,6 +10,7 @@ Every page works without JavaScript; with htmx the same views answer partial req
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import messages
@@ -17,7 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -167,6 +168,14 @@ def _chart_samples(job: Job) -> list[list[float]]:
     return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
 
 
+@functools.lru_cache(maxsize=4096)
+def _progress_urls(script_prefix: str, public_id: str) -> dict[str, str]:
+    # The live part's links never change for a job: reversed once, not at every poll.
+    del script_prefix  # part of the cache's key: reverse() reads it
+    names = ("progress", "resume", "pause", "retry", "cancel")
+    return {name: reverse(f"jobs:{name}", args=[public_id]) for name in names}
+
+
 def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
     rate = progress.recent_rate(job)
     eta_in = progress.eta(job, rate)
@@ -187,6 +196,7 @@ def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",
+        "urls": _progress_urls(get_script_prefix(), job.public_id),
     }
 
 
