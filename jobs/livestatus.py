@@ -22,6 +22,7 @@ import json
 import logging
 from typing import Any
 
+import orjson
 from django.core.cache import cache, caches
 from django.db import models, transaction
 from django.utils import timezone
@@ -112,6 +113,13 @@ def snapshot(job: Job) -> dict[str, Any]:
     return data
 
 
+def _dumps(data: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:
+        return json.dumps(data, separators=(",", ":"))  # what orjson refuses: ints over 64 bits
+
+
 def _version(job: Job) -> int:
     stamp = job.updated_at or timezone.now()
     return int(stamp.timestamp() * 1_000_000)
@@ -132,15 +140,14 @@ def publish(job: Job, last_event_id: int | None = None) -> None:
     recorded); None: the database says, when the transaction has committed; NO_NEW_EVENT: the
     caller recorded none, the key's stands."""
     try:
-        data = snapshot(job)
+        payload = _dumps(snapshot(job))
         version = _version(job)
     except Exception:
-        logger.debug("job %s: status not published", job.pk, exc_info=True)
+        logger.warning("job %s: status not published", job.pk, exc_info=True)
         return
     if len(_names) > 10_000:
         _names.clear()  # a long-lived worker only needs the jobs it is working on
     _names[job.pk] = job.public_id
-    payload = json.dumps(data, separators=(",", ":"))
     transaction.on_commit(lambda: _write(job.pk, job.public_id, version, last_event_id, payload))
 
 
@@ -279,7 +286,7 @@ def read(user, public_id: str, stored: tuple[int, str] | None | object = READ) -
     if stored is None:
         return None
     last_event_id, payload = stored
-    data = json.loads(payload)
+    data = orjson.loads(payload)  # a third of the stdlib's time: a poll reads the samples too
     if data is None or data.get("owner_id") != getattr(user, "pk", None):
         return None
     if data.keys() != _ATTNAMES:
