@@ -24,7 +24,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.urls import get_script_prefix, resolve, reverse
+from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
 from django.utils.module_loading import import_string
 from rest_framework.renderers import JSONRenderer
 
@@ -72,8 +72,11 @@ class FastStatusMiddleware:
     # --- set up once, from the project's own URLconf and view -----------------------------------
 
     @cached_property
-    def _prefix(self) -> str:
-        path = reverse(ROUTE, kwargs={"id": _SAMPLE_ID})
+    def _prefix(self) -> str | None:
+        try:
+            path = reverse(ROUTE, kwargs={"id": _SAMPLE_ID})
+        except NoReverseMatch:
+            return None  # a URLconf without the API (a test's): nothing to answer here
         return "/" + path[len(get_script_prefix()) :].removesuffix(_SAMPLE_ID)
 
     @cached_property
@@ -132,14 +135,14 @@ class FastStatusMiddleware:
         return self._respond(request, job)
 
     def _job_id(self, request) -> str | None:
-        path = request.path_info
-        if request.META.get("QUERY_STRING") or not path.startswith(self._prefix):
+        path, prefix = request.path_info, self._prefix
+        if prefix is None or request.META.get("QUERY_STRING") or not path.startswith(prefix):
             return None
         if request.META.get("HTTP_ACCEPT", "").strip() not in _PLAIN_ACCEPT:
             return None
         if settings.PREPEND_WWW or settings.DISALLOWED_USER_AGENTS:
             return None  # CommonMiddleware may answer these itself
-        public_id = path[len(self._prefix) :]
+        public_id = path[len(prefix) :]
         if "/" in public_id or not public_id.startswith("job_"):
             return None  # another route (jobs/validate, …/pause) or not a job id
         return public_id
