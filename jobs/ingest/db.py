@@ -8,14 +8,16 @@ On SQLite, whose one write lock covers the whole file, every batch is its own sh
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from json.encoder import encode_basestring
 
 import orjson
 from django.conf import settings
 from django.db import connections, router, transaction
+from psycopg.copy import LibpqWriter
 
 from ..models import Row, RowStatus
 from .detect import InputError, TableInfo, _Errors
@@ -60,46 +62,89 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 # Most refs hold none of them, and looking for one costs far less than translating each ref.
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _WRITE_BYTES = 256 * 1024
+# Blocks built but not yet sent: bounds the memory a slow server makes the ingest hold.
+_QUEUED_BLOCKS = 8
+
+
+class _SendingThread(LibpqWriter):
+    """A COPY writer that sends from a thread of its own, at most _QUEUED_BLOCKS behind.
+
+    libpq releases the GIL while it waits for the server to take a block, so the caller builds
+    the next block meanwhile instead of waiting with it. (psycopg's QueuedLibpqWriter does the
+    same with a queue of 1,024 blocks: hundreds of megabytes when the server is the slower.)
+    """
+
+    def __init__(self, cursor):
+        super().__init__(cursor)
+        self._blocks: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUED_BLOCKS)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None  # started by the first block
+
+    def _send(self) -> None:
+        try:
+            while block := self._blocks.get():
+                super().write(block)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            self._error = exc
+            while self._blocks.get():  # keeps write() from blocking on a full queue
+                pass
+
+    def write(self, data) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._send, name="ingest-copy", daemon=True)
+            self._thread.start()
+        if self._error is not None:
+            raise self._error
+        self._blocks.put(data)
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if self._thread is not None:
+            self._blocks.put(b"")
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        super().finish(exc)
 
 
 def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
-    """Text-format COPY with the lines built here and sent in large blocks.
-
-    psycopg's write_row formats and escapes value by value in Python; most rows here are lists
-    of strings whose JSON the C encoder writes directly, so building the line is cheaper.
-    JSON text never holds a raw tab or newline (it escapes control characters), so only its
-    backslashes need doubling for COPY.
-    """
-    quote = encode_basestring
-    needs_escape = _NEEDS_ESCAPE
-    # allow_nan=False: ingest refuses non-finite numbers; should one get here, the COPY fails
-    # rather than store text no JSON reader accepts.
-    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-    backslash, two_backslashes = "\\", "\\\\"
-    head = f"{job_id}\t"
-    tail = f"\t{RowStatus.PENDING.value}\t0\n"
+    """Text-format COPY of the rows, its lines built here and sent in large blocks."""
     written = 0
-    block: list[str] = []
-    size = 0
-    with raw_cursor.copy(sql) as copy:
-        for index, ref, values in rows:
-            try:
-                data = "[" + ",".join(map(quote, values)) + "]"
-            except TypeError:  # numbers, nulls, nested values (JSONL)
-                data = dumps(values)
-            if not ref.isalnum() and needs_escape(ref):
-                ref = ref.translate(_COPY_ESCAPES)
-            line = f"{head}{index}\t{ref}\t{data.replace(backslash, two_backslashes)}{tail}"
-            block.append(line)
-            size += len(line)
-            written += 1
-            if size >= _WRITE_BYTES:
-                copy.write("".join(block))
-                block.clear()
-                size = 0
-        if block:
-            copy.write("".join(block))
+    with raw_cursor.copy(sql, writer=_SendingThread(raw_cursor)) as copy:
+        for block, count in _copy_blocks(job_id, rows):
+            copy.write(block)
+            written += count
     return written
+
+
+def _copy_blocks(job_id: int, rows: Iterable[tuple[int, str, list]]) -> Iterator[tuple[bytes, int]]:
+    """COPY's text lines for the rows, as (block of about _WRITE_BYTES, rows in it).
+
+    orjson writes a row's JSON as UTF-8 bytes in one C call (psycopg's write_row formats value
+    by value in Python). JSON text never holds a raw tab or newline (control characters are
+    escaped), so only its backslashes need doubling for COPY.
+    """
+    dumps = orjson.dumps
+    encode_error = orjson.JSONEncodeError
+    needs_escape = _NEEDS_ESCAPE
+    line = b"%d\t%%d\t%%s\t%%s\t%s\t0\n" % (job_id, RowStatus.PENDING.value.encode())
+    block: list[bytes] = []
+    size = 0
+    for index, ref, values in rows:
+        try:
+            data = dumps(values)
+        except encode_error:  # an integer beyond 64 bits (JSONL): the slower encoder
+            data = _JSON_FALLBACK(values).encode()
+        if not ref.isalnum() and needs_escape(ref):
+            ref = ref.translate(_COPY_ESCAPES)
+        row = line % (index, ref.encode(), data.replace(b"\\", b"\\\\"))
+        block.append(row)
+        size += len(row)
+        if size >= _WRITE_BYTES:
+            yield b"".join(block), len(block)
+            block.clear()
+            size = 0
+    if block:
+        yield b"".join(block), len(block)
 
 
 def _sqlite_batches(connection, sql: str, rows: Iterable[tuple[int, str, list]], each_batch) -> int:
