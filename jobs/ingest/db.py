@@ -8,16 +8,13 @@ On SQLite, whose one write lock covers the whole file, every batch is its own sh
 from __future__ import annotations
 
 import json
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
 import orjson
 from django.conf import settings
 from django.db import connections, router, transaction
-from psycopg.copy import LibpqWriter
 
 from ..models import Row, RowStatus
 from .detect import InputError, TableInfo, _Errors
@@ -62,54 +59,12 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 # Most refs hold none of them, and looking for one costs far less than translating each ref.
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _WRITE_BYTES = 256 * 1024
-# Blocks built but not yet sent: bounds the memory a slow server makes the ingest hold.
-_QUEUED_BLOCKS = 8
-
-
-class _SendingThread(LibpqWriter):
-    """A COPY writer that sends from a thread of its own, at most _QUEUED_BLOCKS behind.
-
-    libpq releases the GIL while it waits for the server to take a block, so the caller builds
-    the next block meanwhile instead of waiting with it. (psycopg's QueuedLibpqWriter does the
-    same with a queue of 1,024 blocks: hundreds of megabytes when the server is the slower.)
-    """
-
-    def __init__(self, cursor):
-        super().__init__(cursor)
-        self._blocks: queue.Queue[bytes] = queue.Queue(maxsize=_QUEUED_BLOCKS)
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None  # started by the first block
-
-    def _send(self) -> None:
-        try:
-            while block := self._blocks.get():
-                super().write(block)
-        except BaseException as exc:  # handed to the caller's thread, raised there
-            self._error = exc
-            while self._blocks.get():  # keeps write() from blocking on a full queue
-                pass
-
-    def write(self, data) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._send, name="ingest-copy", daemon=True)
-            self._thread.start()
-        if self._error is not None:
-            raise self._error
-        self._blocks.put(data)
-
-    def finish(self, exc: BaseException | None = None) -> None:
-        if self._thread is not None:
-            self._blocks.put(b"")
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        super().finish(exc)
 
 
 def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
     """Text-format COPY of the rows, its lines built here and sent in large blocks."""
     written = 0
-    with raw_cursor.copy(sql, writer=_SendingThread(raw_cursor)) as copy:
+    with raw_cursor.copy(sql) as copy:
         for block, count in _copy_blocks(job_id, rows):
             copy.write(block)
             written += count

@@ -714,7 +714,7 @@ def test_copy_blocks_write_integers_beyond_64_bits_exactly():
 
 
 def _many_rows_csv(n: int, tail: bytes = b"") -> bytes:
-    # ~60 bytes a row: n = 20,000 is several of COPY's blocks, sent while the next are built.
+    # ~60 bytes a row: n = 20,000 is several of COPY's blocks.
     return (
         b"id,text\n"
         + b"".join(b"%d,some text for row %d of the file\n" % (i, i) for i in range(n))
@@ -761,7 +761,7 @@ def test_write_rows_database_error_mid_copy_reaches_the_caller(owner):
 
     job = _job(owner, id_column="id")
     # A row already at index 15,000: the database refuses the batch that holds it, after
-    # the blocks before it were sent (on PostgreSQL by the sending thread).
+    # the blocks before it were sent.
     Row.objects.create(job=job, index=15_000, ref="x", data=["x", "y"])
     refused = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
     with pytest.raises(refused), transaction.atomic():
