@@ -24,7 +24,10 @@ BATCH_ROWS = 2000
 # Rows a SQLite ingest writes in one transaction: the lock is held for milliseconds, so a web
 # request's write waits for one batch at most, never for the whole file.
 SQLITE_BATCH_ROWS = 5000
-_FIELDS = ("job", "index", "ref", "data", "status", "attempts")
+# What a new row holds besides its own (job, index, ref, data): the one place that names these
+# columns and their values, for COPY, SQLite's statement and the executemany fallback alike.
+_NEW_ROW: dict[str, str | int] = {"status": RowStatus.PENDING.value, "attempts": 0}
+_FIELDS = ("job", "index", "ref", "data", *_NEW_ROW)
 
 
 def insert_rows(
@@ -41,10 +44,8 @@ def insert_rows(
     table = qn(Row._meta.db_table)
     columns = ", ".join(qn(Row._meta.get_field(name).column) for name in _FIELDS)
     if connection.vendor == "sqlite":
-        sql = (
-            f"INSERT INTO {table} ({columns}) "
-            f"VALUES ({int(job.pk)}, ?, ?, ?, '{RowStatus.PENDING.value}', 0)"
-        )
+        constants = "".join(f", {_sql_literal(value)}" for value in _NEW_ROW.values())
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({int(job.pk)}, ?, ?, ?{constants})"
         return _sqlite_batches(connection, sql, rows, each_batch)
     with connection.cursor() as cursor:
         raw = cursor.cursor
@@ -59,6 +60,10 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 # Most refs hold none of them, and looking for one costs far less than translating each ref.
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _WRITE_BYTES = 256 * 1024
+
+
+def _sql_literal(value: str | int) -> str:
+    return str(int(value)) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
 
 
 def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
@@ -76,12 +81,14 @@ def _copy_blocks(job_id: int, rows: Iterable[tuple[int, str, list]]) -> Iterator
 
     orjson writes a row's JSON as UTF-8 bytes in one C call (psycopg's write_row formats value
     by value in Python). JSON text never holds a raw tab or newline (control characters are
-    escaped), so only its backslashes need doubling for COPY.
+    escaped), so only its backslashes need doubling for COPY. Non-finite numbers never get
+    here (every reader refuses them), which matters: orjson would write them as null.
     """
     dumps = orjson.dumps
     encode_error = orjson.JSONEncodeError
     needs_escape = _NEEDS_ESCAPE
-    line = b"%d\t%%d\t%%s\t%%s\t%s\t0\n" % (job_id, RowStatus.PENDING.value.encode())
+    constants = "".join(f"\t{value}" for value in _NEW_ROW.values()).encode()
+    line = b"%d\t%%d\t%%s\t%%s%s\n" % (job_id, constants)
     block: list[bytes] = []
     size = 0
     for index, ref, values in rows:
@@ -134,11 +141,11 @@ def _executemany(
     cursor, connection, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]
 ) -> int:
     prep = Row._meta.get_field("data").get_db_prep_save
-    pending = RowStatus.PENDING.value
+    constants = tuple(_NEW_ROW.values())
     batch: list[tuple] = []
     written = 0
     for index, ref, values in rows:
-        batch.append((job_id, index, ref, prep(values, connection), pending, 0))
+        batch.append((job_id, index, ref, prep(values, connection), *constants))
         if len(batch) >= BATCH_ROWS:
             cursor.executemany(sql, batch)
             written += len(batch)
