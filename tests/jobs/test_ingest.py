@@ -97,6 +97,18 @@ def test_spectrum_file_ingests_to_its_json_twin(name):
 
 
 @needs_spectrum
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", SPECTRUM_NAMES)
+def test_spectrum_file_stored_by_write_rows_is_its_json_twin(name, owner):
+    # The rows as the database holds them after the ingest's COPY (or SQLite's inserts).
+    data = (SPECTRUM / "csvs" / f"{name}.csv").read_bytes()
+    job = _job(owner)
+    info = write_rows(job, io.BytesIO(data), filename=f"{name}.csv")
+    stored = [dict(zip(info.columns, values, strict=True)) for *_, values, _s, _a in _rows(job)]
+    assert stored == _spectrum_expected(name, data)
+
+
+@needs_spectrum
 @pytest.mark.parametrize("name", ["newlines_crlf", "simple_crlf", "empty_crlf"])
 def test_spectrum_real_crlf_is_preserved_inside_quotes(name):
     lf = (SPECTRUM / "csvs" / f"{name}.csv").read_bytes().replace(b"\r\n", b"\n")
