@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError
 
-from . import services
+from . import creation
 from .models import Job
 
 ROOT = "drafts"
@@ -87,7 +87,7 @@ def from_upload(user, upload: File) -> Draft:
     draft = Draft(token, stored, upload.size, {})
     fh = open_file(user, draft)
     try:
-        report = services.Source(upload=fh).report(max_rows=settings.BATCHHUB_MAX_ROWS)
+        report = creation.Source(upload=fh).report(max_rows=settings.BATCHHUB_MAX_ROWS)
     except APIError:
         delete(user, token)
         raise
@@ -106,11 +106,11 @@ def from_upload(user, upload: File) -> Draft:
 
 
 def start_job(user, draft: Draft, **arguments: Any) -> Job:
-    """Create the job from the draft's file (services.create_job checks everything), then delete
+    """Create the job from the draft's file (creation.create_job checks everything), then delete
     the draft: the job keeps its own copy."""
     fh = open_file(user, draft)
     try:
-        job, _created = services.create_job(user, source=services.Source(upload=fh), **arguments)
+        job, _created = creation.create_job(user, source=creation.Source(upload=fh), **arguments)
     finally:
         fh.close()
     delete(user, draft.token)

@@ -303,7 +303,7 @@ def likeliest_processor(columns: list[str]) -> str:
 class NewJobForm:
     """The new-job page as one form: the job's settings, its processor's params and column map.
 
-    Bound to a POST, it validates the three together and gives back what services.create_job
+    Bound to a POST, it validates the three together and gives back what creation.create_job
     and run_sample take. Unbound, it shows ``initial`` values (a first view, "run again", or what
     was typed before another processor was picked) wherever they still fit.
     """
@@ -372,7 +372,7 @@ class NewJobForm:
         return self.job.is_valid() & self.params.is_valid() & self.mapping.is_valid()
 
     def job_arguments(self) -> dict[str, Any]:
-        """services.create_job's keyword arguments (after is_valid)."""
+        """creation.create_job's keyword arguments (after is_valid)."""
         data = self.job.cleaned_data
         return {
             "processor": self.processor,

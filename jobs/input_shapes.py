@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile, File
 from batchhub.api import APIError
 
 from . import uploads
-from .services import Source
+from .creation import Source
 
 INPUT_FIELDS = ("rows", "upload", "csv_base64", "documents")
 

@@ -1,6 +1,6 @@
 """What the web pages and the API call: one implementation of every job action.
 
-Creating a job is in jobs/creation.py (re-exported here); the workers' side is
+Creating a job is in jobs/creation.py; the workers' side is
 jobs/ingest/loading.py, jobs/runner.py and jobs/reaper.py.
 
 Errors are raised as batchhub.api.APIError subclasses (they carry the contract's code, status and
@@ -19,7 +19,6 @@ from django.utils import timezone
 from batchhub.api import APIError, InvalidState
 
 from . import chunks, enqueue, finish, livestatus, lookup, states, webhooks
-from .creation import Source, create_job, validate_input
 from .housekeeping import purge_job
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 
@@ -280,10 +279,8 @@ def actor_for(request) -> str:
 
 
 __all__ = [
-    "Source",
     "actor_for",
     "cancel",
-    "create_job",
     "delete",
     "get_job",
     "job_status",
@@ -294,5 +291,4 @@ __all__ = [
     "resume",
     "retry",
     "revoke_links",
-    "validate_input",
 ]

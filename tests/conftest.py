@@ -75,16 +75,16 @@ def make_job(
     **kwargs,
 ):
     """Create a job through the service layer (validation included), without running it."""
-    from jobs import services
+    from jobs import creation
 
     if params is None and processor == "template":
         params = {"template": "{name}!"}
     params = params or {}
-    job, _ = services.create_job(
+    job, _ = creation.create_job(
         user,
         processor=processor,
         params=params,
-        source=services.Source(upload=csv_upload(csv_text)),
+        source=creation.Source(upload=csv_upload(csv_text)),
         actor=user.get_username(),
         **kwargs,
     )

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 from batchhub.parsers import BoundedJSONParser
 
-from .. import input_shapes, poll, results, services
+from .. import creation, input_shapes, poll, results, services
 from ..downloads import results_response
 from ..models import Job, JobEvent
 from ..processors import all_processors, get_processor_class
@@ -198,12 +198,12 @@ class JobViewSet(viewsets.GenericViewSet):
             actor=services.actor_for(request),
         )
         try:
-            job, created = services.create_job(request.user, **kwargs)
+            job, created = creation.create_job(request.user, **kwargs)
         except IntegrityError:
             if key is None:
                 raise
             # Two requests with the same key raced; the first one's job exists now.
-            job, created = services.create_job(request.user, **kwargs)
+            job, created = creation.create_job(request.user, **kwargs)
         input_shapes.after_create(data, source)
         response = self._respond(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         response["Location"] = job_links(job.public_id, request)["self"]
@@ -214,7 +214,7 @@ class JobViewSet(viewsets.GenericViewSet):
     @action(detail=False, methods=["post"])
     def validate(self, request: Request) -> Response:
         data = self._input(request, validate=True)
-        report, proc = services.validate_input(
+        report, proc = creation.validate_input(
             request.user, source=input_shapes.source(request.user, data), **self._job_fields(data)
         )
         body: dict[str, Any] = {

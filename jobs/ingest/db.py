@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from json.encoder import encode_basestring
 
 import orjson
 from django.conf import settings
@@ -25,7 +24,10 @@ BATCH_ROWS = 2000
 # Rows a SQLite ingest writes in one transaction: the lock is held for milliseconds, so a web
 # request's write waits for one batch at most, never for the whole file.
 SQLITE_BATCH_ROWS = 5000
-_FIELDS = ("job", "index", "ref", "data", "status", "attempts")
+# What a new row holds besides its own (job, index, ref, data): the one place that names these
+# columns and their values, for COPY, SQLite's statement and the executemany fallback alike.
+_NEW_ROW: dict[str, str | int] = {"status": RowStatus.PENDING.value, "attempts": 0}
+_FIELDS = ("job", "index", "ref", "data", *_NEW_ROW)
 
 
 def insert_rows(
@@ -42,10 +44,8 @@ def insert_rows(
     table = qn(Row._meta.db_table)
     columns = ", ".join(qn(Row._meta.get_field(name).column) for name in _FIELDS)
     if connection.vendor == "sqlite":
-        sql = (
-            f"INSERT INTO {table} ({columns}) "
-            f"VALUES ({int(job.pk)}, ?, ?, ?, '{RowStatus.PENDING.value}', 0)"
-        )
+        constants = "".join(f", {_sql_literal(value)}" for value in _NEW_ROW.values())
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({int(job.pk)}, ?, ?, ?{constants})"
         return _sqlite_batches(connection, sql, rows, each_batch)
     with connection.cursor() as cursor:
         raw = cursor.cursor
@@ -62,44 +62,51 @@ _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]").search
 _WRITE_BYTES = 256 * 1024
 
 
-def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
-    """Text-format COPY with the lines built here and sent in large blocks.
+def _sql_literal(value: str | int) -> str:
+    return str(int(value)) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
 
-    psycopg's write_row formats and escapes value by value in Python; most rows here are lists
-    of strings whose JSON the C encoder writes directly, so building the line is cheaper.
-    JSON text never holds a raw tab or newline (it escapes control characters), so only its
-    backslashes need doubling for COPY.
-    """
-    quote = encode_basestring
-    needs_escape = _NEEDS_ESCAPE
-    # allow_nan=False: ingest refuses non-finite numbers; should one get here, the COPY fails
-    # rather than store text no JSON reader accepts.
-    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-    backslash, two_backslashes = "\\", "\\\\"
-    head = f"{job_id}\t"
-    tail = f"\t{RowStatus.PENDING.value}\t0\n"
+
+def _copy(raw_cursor, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]) -> int:
+    """Text-format COPY of the rows, its lines built here and sent in large blocks."""
     written = 0
-    block: list[str] = []
-    size = 0
     with raw_cursor.copy(sql) as copy:
-        for index, ref, values in rows:
-            try:
-                data = "[" + ",".join(map(quote, values)) + "]"
-            except TypeError:  # numbers, nulls, nested values (JSONL)
-                data = dumps(values)
-            if not ref.isalnum() and needs_escape(ref):
-                ref = ref.translate(_COPY_ESCAPES)
-            line = f"{head}{index}\t{ref}\t{data.replace(backslash, two_backslashes)}{tail}"
-            block.append(line)
-            size += len(line)
-            written += 1
-            if size >= _WRITE_BYTES:
-                copy.write("".join(block))
-                block.clear()
-                size = 0
-        if block:
-            copy.write("".join(block))
+        for block, count in _copy_blocks(job_id, rows):
+            copy.write(block)
+            written += count
     return written
+
+
+def _copy_blocks(job_id: int, rows: Iterable[tuple[int, str, list]]) -> Iterator[tuple[bytes, int]]:
+    """COPY's text lines for the rows, as (block of about _WRITE_BYTES, rows in it).
+
+    orjson writes a row's JSON as UTF-8 bytes in one C call (psycopg's write_row formats value
+    by value in Python). JSON text never holds a raw tab or newline (control characters are
+    escaped), so only its backslashes need doubling for COPY. Non-finite numbers never get
+    here (every reader refuses them), which matters: orjson would write them as null.
+    """
+    dumps = orjson.dumps
+    encode_error = orjson.JSONEncodeError
+    needs_escape = _NEEDS_ESCAPE
+    constants = "".join(f"\t{value}" for value in _NEW_ROW.values()).encode()
+    line = b"%d\t%%d\t%%s\t%%s%s\n" % (job_id, constants)
+    block: list[bytes] = []
+    size = 0
+    for index, ref, values in rows:
+        try:
+            data = dumps(values)
+        except encode_error:  # an integer beyond 64 bits (JSONL): the slower encoder
+            data = _JSON_FALLBACK(values).encode()
+        if not ref.isalnum() and needs_escape(ref):
+            ref = ref.translate(_COPY_ESCAPES)
+        row = line % (index, ref.encode(), data.replace(b"\\", b"\\\\"))
+        block.append(row)
+        size += len(row)
+        if size >= _WRITE_BYTES:
+            yield b"".join(block), len(block)
+            block.clear()
+            size = 0
+    if block:
+        yield b"".join(block), len(block)
 
 
 def _sqlite_batches(connection, sql: str, rows: Iterable[tuple[int, str, list]], each_batch) -> int:
@@ -134,11 +141,11 @@ def _executemany(
     cursor, connection, sql: str, job_id: int, rows: Iterable[tuple[int, str, list]]
 ) -> int:
     prep = Row._meta.get_field("data").get_db_prep_save
-    pending = RowStatus.PENDING.value
+    constants = tuple(_NEW_ROW.values())
     batch: list[tuple] = []
     written = 0
     for index, ref, values in rows:
-        batch.append((job_id, index, ref, prep(values, connection), pending, 0))
+        batch.append((job_id, index, ref, prep(values, connection), *constants))
         if len(batch) >= BATCH_ROWS:
             cursor.executemany(sql, batch)
             written += len(batch)

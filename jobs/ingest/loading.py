@@ -78,7 +78,10 @@ def ingest(job_pk: int) -> None:
             if connection.vendor == "postgresql":
                 # Fresh statistics for the rows just loaded, so the workers' queries get
                 # index plans from their first chunk (autovacuum would catch up only later).
+                # A tenth of the default sample gives them the same plans, for a tenth of
+                # the cost (a large part of the ingest's time with the default).
                 with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL default_statistics_target = 10")
                     cursor.execute(f"ANALYZE {Row._meta.db_table}")
             job = states.transition(
                 job,

@@ -75,8 +75,17 @@ def _read_failure(stream: TextStream, exc: Exception, last: int) -> InputError:
     return InputError([_error(problem.line, None, problem.message)])
 
 
-def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
-    stream, reader = _open_csv(fileobj, info)
+def csv_records(
+    fileobj: BinaryIO, info: TableInfo, deadline: float | None = None
+) -> Iterator[tuple[int, list[str]]]:
+    """Every record after a CSV's header, as (line it starts on, fields); a blank line gives [].
+
+    The one loop over a CSV's records, for iter_rows and for validation (and so the ingest):
+    line numbers are physical lines, a record spanning lines is named by its first. Raises
+    InputError for a problem that stops reading (bad bytes, broken quoting, a limit), naming
+    its line.
+    """
+    stream, reader = _open_csv(fileobj, info, deadline)
     last = 0
     with stream:
         try:
@@ -84,10 +93,15 @@ def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
             for record in reader:
                 start = last + 1
                 last = reader.line_num
-                if record:  # blank lines are skipped
-                    yield start, record
+                yield start, record
         except Exception as exc:
             raise _read_failure(stream, exc, last) from None
+
+
+def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+    for start, record in csv_records(fileobj, info):
+        if record:  # blank lines are skipped
+            yield start, record
 
 
 def _kind(obj: Any) -> str:

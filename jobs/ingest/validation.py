@@ -21,7 +21,7 @@ from .detect import (
     _inspect_rows,
     _quote,
 )
-from .read import _iter_source, _open_csv, _read_failure, _skip_header
+from .read import _iter_source, csv_records
 
 
 class _Scan:
@@ -30,7 +30,7 @@ class _Scan:
     ref is the row's id as a string, or None when there is no id column. Raises InputError only
     for a problem that stops reading (the caller merges it into the errors). The CSV loop is
     written out for speed: it runs per row at csv.reader's pace, so it holds no per-row call
-    beyond the reader itself except on rows with a problem.
+    beyond the records themselves (read.csv_records) except on rows with a problem.
     """
 
     def __init__(
@@ -104,45 +104,40 @@ class _Scan:
         # would otherwise stay in memory for the whole pass.
         seen: set[int] = set()
         seen_add = seen.add
-        count = last = blank = 0
-        stream, reader = _open_csv(self.source, self.info, self.deadline)
-        with stream:
-            try:
-                last = _skip_header(stream, reader)
-                for record in reader:
-                    start = last + 1
-                    last = reader.line_num
-                    if not record:
-                        blank += 1
-                        if blank > max_rows:
-                            self._too_many_blank(start)
-                            break
-                        continue
-                    count += 1
-                    if count > max_rows:
-                        self._too_many(start, count)
+        count = blank = 0
+        records = csv_records(self.source, self.info, self.deadline)
+        try:
+            for start, record in records:
+                if not record:
+                    blank += 1
+                    if blank > max_rows:
+                        self._too_many_blank(start)
                         break
-                    if len(record) != width:
-                        self._ragged(start, len(record), width)
-                        continue
-                    if id_index is None:
-                        yield start, None, record
-                        continue
-                    ref = record[id_index]
-                    if not ref or len(ref) > ref_max:
-                        self._bad_id(start, id_index, ref, False)
-                        continue
-                    size = len(seen)
-                    seen_add(hash(ref))
-                    if len(seen) == size:
-                        self._bad_id(start, id_index, ref, True)
-                        continue
-                    yield start, ref, record
-                self.finished = True
-            except Exception as exc:
-                raise _read_failure(stream, exc, last) from None
-            finally:
-                self.count = count
+                    continue
+                count += 1
+                if count > max_rows:
+                    self._too_many(start, count)
+                    break
+                if len(record) != width:
+                    self._ragged(start, len(record), width)
+                    continue
+                if id_index is None:
+                    yield start, None, record
+                    continue
+                ref = record[id_index]
+                if not ref or len(ref) > ref_max:
+                    self._bad_id(start, id_index, ref, False)
+                    continue
+                size = len(seen)
+                seen_add(hash(ref))
+                if len(seen) == size:
+                    self._bad_id(start, id_index, ref, True)
+                    continue
+                yield start, ref, record
+            self.finished = True
+        finally:
+            records.close()  # stopped early: the file's stream is closed now, not when collected
+            self.count = count
 
     def _objects(self) -> Iterator[tuple[int, str | None, list]]:
         columns, id_column = self.info.columns, self.id_column

@@ -112,7 +112,7 @@ from django.core.files import File  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from jobs import chunks, enqueue, results, services  # noqa: E402
+from jobs import chunks, creation, enqueue, results  # noqa: E402
 from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
 from jobs.representation import job_representation  # noqa: E402
@@ -127,11 +127,11 @@ from tests.support.worker import Worker  # noqa: E402
 
 def create(user, path: Path, name: str) -> Job:
     with path.open("rb") as fh:
-        job, _ = services.create_job(
+        job, _ = creation.create_job(
             user,
             processor="template",
             params={"template": TEMPLATE},
-            source=services.Source(upload=File(fh, name=name)),
+            source=creation.Source(upload=File(fh, name=name)),
             concurrency=2,
             actor="bench",
         )

@@ -36,7 +36,7 @@ TMP = setup("bench-http-", CELERY_BROKER_URL=BROKER or "memory://")
 from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from jobs import chunks, enqueue, services  # noqa: E402
+from jobs import chunks, creation, enqueue, services  # noqa: E402
 from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker  # noqa: E402
@@ -139,11 +139,11 @@ class RemoteServer:
 
 def new_job(user, url: str, rows: int, concurrency: int) -> Job:
     text = "name\n" + "".join(f"n{i}\n" for i in range(rows))
-    job, _ = services.create_job(
+    job, _ = creation.create_job(
         user,
         processor="http",
         params={"method": "GET", "url": url + "/latency?r={name}", "fields": {"ok": "ok"}},
-        source=services.Source(upload=SimpleUploadedFile("in.csv", text.encode())),
+        source=creation.Source(upload=SimpleUploadedFile("in.csv", text.encode())),
         concurrency=concurrency,
         actor="bench",
     )

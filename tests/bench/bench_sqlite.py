@@ -124,7 +124,7 @@ def child(engine: str, tmp: Path) -> dict:
     from django.core.files import File
     from django.core.management import call_command
 
-    from jobs import chunks, enqueue, services
+    from jobs import chunks, creation, enqueue
     from jobs.ingest import loading
     from jobs.models import TERMINAL, Job, JobStatus
 
@@ -135,9 +135,9 @@ def child(engine: str, tmp: Path) -> dict:
 
     def create(path: Path) -> Job:
         with path.open("rb") as fh:
-            job, _ = services.create_job(
+            job, _ = creation.create_job(
                 user, processor="template", params={"template": TEMPLATE},
-                source=services.Source(upload=File(fh, name=path.name)), concurrency=2,
+                source=creation.Source(upload=File(fh, name=path.name)), concurrency=2,
                 actor="bench",
             )
         return job

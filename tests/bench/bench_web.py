@@ -123,7 +123,7 @@ from django.utils import timezone  # noqa: E402
 
 from apikeys.services import create_key  # noqa: E402
 from batchhub.api import InvalidState  # noqa: E402
-from jobs import chunks, enqueue, livestatus, services  # noqa: E402
+from jobs import chunks, creation, enqueue, livestatus, services  # noqa: E402
 from jobs.ingest import loading  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from tests.support.worker import Worker, children, cpu_seconds  # noqa: E402
@@ -361,11 +361,11 @@ def make_csv(path: Path, rows: int) -> None:
 
 def ingest_job(user, path: Path, name: str, rows: int) -> Job:
     with path.open("rb") as fh:
-        job, _ = services.create_job(
+        job, _ = creation.create_job(
             user,
             processor="template",
             params={"template": "{name} from {city}"},
-            source=services.Source(upload=File(fh, name=name)),
+            source=creation.Source(upload=File(fh, name=name)),
             actor="bench",
         )
     loading.ingest(job.pk)

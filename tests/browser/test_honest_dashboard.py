@@ -261,7 +261,7 @@ def _phone_login(browser, live_server):
 def _pages(live_server, alice) -> dict[str, str]:
     """Every page a person can reach, with long names and a finished job with failures."""
     from apikeys import services as key_services
-    from jobs import drafts, services
+    from jobs import creation, drafts
     from tests.conftest import csv_upload, drive
 
     long_name = "quarterly-customer-feedback-export-from-the-crm-" * 2
@@ -272,7 +272,7 @@ def _pages(live_server, alice) -> dict[str, str]:
         for i in range(20)
     )
     token, _ = drafts.create(alice, csv_upload(text))
-    report = services.Source(upload=csv_upload(text)).report(max_rows=1000)
+    report = creation.Source(upload=csv_upload(text)).report(max_rows=1000)
     assert report.row_count == 20
     drafts.save_report(alice, token, report)
     key_services.create_key(alice, name="a-key-with-a-fairly-long-name-for-a-phone")

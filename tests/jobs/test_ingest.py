@@ -97,6 +97,18 @@ def test_spectrum_file_ingests_to_its_json_twin(name):
 
 
 @needs_spectrum
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", SPECTRUM_NAMES)
+def test_spectrum_file_stored_by_write_rows_is_its_json_twin(name, owner):
+    # The rows as the database holds them after the ingest's COPY (or SQLite's inserts).
+    data = (SPECTRUM / "csvs" / f"{name}.csv").read_bytes()
+    job = _job(owner)
+    info = write_rows(job, io.BytesIO(data), filename=f"{name}.csv")
+    stored = [dict(zip(info.columns, values, strict=True)) for *_, values, _s, _a in _rows(job)]
+    assert stored == _spectrum_expected(name, data)
+
+
+@needs_spectrum
 @pytest.mark.parametrize("name", ["newlines_crlf", "simple_crlf", "empty_crlf"])
 def test_spectrum_real_crlf_is_preserved_inside_quotes(name):
     lf = (SPECTRUM / "csvs" / f"{name}.csv").read_bytes().replace(b"\r\n", b"\n")
@@ -650,31 +662,7 @@ def gzip_file(data: bytes) -> io.BytesIO:
     return io.BytesIO(gzip.compress(data))
 
 
-# --- The COPY path, against a recording stand-in for psycopg's cursor -------------------------
-
-
-class _RecordingCopy:
-    def __init__(self):
-        self.text = ""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def write(self, data):
-        self.text += data
-
-
-class _RecordingCursor:
-    def __init__(self):
-        self.sql = None
-        self.copy_obj = _RecordingCopy()
-
-    def copy(self, sql):
-        self.sql = sql
-        return self.copy_obj
+# --- The COPY path: its text lines, and the real COPY on PostgreSQL -------------------------
 
 
 def _copy_text_fields(line: str) -> list[str]:
@@ -693,19 +681,101 @@ def _copy_text_fields(line: str) -> list[str]:
 
 
 def test_copy_writes_one_text_line_per_input_row_escaped_for_copy():
-    from jobs.ingest.db import _copy
+    from jobs.ingest.db import _copy_blocks
 
-    cursor = _RecordingCursor()
     rows = [
         (0, "a", ["x", "é"]),
         (1, "b\tc", [None, 2]),
         (2, "3", ['back\\slash "q"', "line\nbreak"]),
     ]
-    written = _copy(cursor, "COPY t FROM STDIN", 42, iter(rows))
-    assert written == 3 and cursor.sql == "COPY t FROM STDIN"
-    lines = cursor.copy_obj.text.split("\n")
+    blocks = list(_copy_blocks(42, iter(rows)))
+    assert sum(count for _block, count in blocks) == 3
+    lines = b"".join(block for block, _count in blocks).decode().split("\n")
     assert lines[-1] == "" and len(lines) == 4  # one line per row, newline-terminated
     parsed = [_copy_text_fields(line) for line in lines[:-1]]
     assert [p[:3] for p in parsed] == [["42", "0", "a"], ["42", "1", "b\tc"], ["42", "2", "3"]]
     assert [json.loads(p[3]) for p in parsed] == [r[2] for r in rows]
     assert {tuple(p[4:]) for p in parsed} == {("pending", "0")}
+
+
+def test_copy_blocks_split_the_lines_in_order_and_count_them():
+    from jobs.ingest.db import _WRITE_BYTES, _copy_blocks
+
+    n = 12_000
+    rows = ((i, f"r-{i}", [f"value {i}", "x" * 40]) for i in range(n))
+    blocks = list(_copy_blocks(5, rows))
+    assert len(blocks) > 2 and all(len(block) >= _WRITE_BYTES for block, _ in blocks[:-1])
+    assert sum(count for _block, count in blocks) == n
+    lines = b"".join(block for block, _count in blocks).decode().splitlines()
+    assert [line.split("\t")[1] for line in lines] == [str(i) for i in range(n)]
+    assert all(count == block.count(b"\n") for block, count in blocks)
+
+
+def test_copy_blocks_write_integers_beyond_64_bits_exactly():
+    from jobs.ingest.db import _copy_blocks
+
+    big = 2**70 + 1
+    ((block, count),) = _copy_blocks(1, [(0, "1", [big, 1.5, None, {"k": [True]}])])
+    assert count == 1
+    assert json.loads(_copy_text_fields(block.decode().rstrip("\n"))[3]) == [
+        big,
+        1.5,
+        None,
+        {"k": [True]},
+    ]
+
+
+def _many_rows_csv(n: int, tail: bytes = b"") -> bytes:
+    # ~60 bytes a row: n = 20,000 is several of COPY's blocks.
+    return (
+        b"id,text\n"
+        + b"".join(b"%d,some text for row %d of the file\n" % (i, i) for i in range(n))
+        + tail
+    )
+
+
+@pytest.mark.django_db
+def test_write_rows_many_blocks_store_every_row_in_order(owner):
+    job = _job(owner, id_column="id")
+    info = write_rows(job, io.BytesIO(_many_rows_csv(20_000)))
+    assert info.rows_written == 20_000
+    rows = _rows(job)
+    assert len(rows) == 20_000
+    assert rows[0] == (0, "0", ["0", "some text for row 0 of the file"], "pending", 0)
+    assert rows[-1] == (
+        19_999,
+        "19999",
+        ["19999", "some text for row 19999 of the file"],
+        "pending",
+        0,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_write_rows_problem_after_many_blocks_leaves_no_row(owner):
+    job = _job(owner, id_column="id")
+    data = _many_rows_csv(20_000, tail=b"19999,repeated\n")
+    with pytest.raises(InputError) as caught, transaction.atomic():
+        write_rows(job, io.BytesIO(data))
+    assert caught.value.errors[0]["line"] == 20_002
+    assert not Row.objects.filter(job=job).exists()
+    # The connection is usable again: the next ingest of the same job writes its rows.
+    write_rows(job, io.BytesIO(_many_rows_csv(300)))
+    assert Row.objects.filter(job=job).count() == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_write_rows_database_error_mid_copy_reaches_the_caller(owner):
+    import sqlite3
+
+    import psycopg
+    from django.db import IntegrityError
+
+    job = _job(owner, id_column="id")
+    # A row already at index 15,000: the database refuses the batch that holds it, after
+    # the blocks before it were sent.
+    Row.objects.create(job=job, index=15_000, ref="x", data=["x", "y"])
+    refused = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+    with pytest.raises(refused), transaction.atomic():
+        write_rows(job, io.BytesIO(_many_rows_csv(20_000)))
+    assert list(Row.objects.filter(job=job).values_list("index", flat=True)) == [15_000]

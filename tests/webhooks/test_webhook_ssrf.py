@@ -7,7 +7,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from urllib3.exceptions import MaxRetryError
 
 from batchhub.api import APIError
-from jobs import outbound, services, ssrf, webhooks
+from jobs import creation, outbound, ssrf, webhooks
 from jobs.models import Job, JobEvent
 
 REFUSED = [
@@ -112,11 +112,11 @@ def test_bad_allowlist_is_a_configuration_error(settings):
 def test_job_creation_refuses_private_url_with_400(db, wh_alice):
     """The engine's create service turns the refusal into the contract's 400 invalid_request."""
     with pytest.raises(APIError) as info:
-        services.create_job(
+        creation.create_job(
             wh_alice,
             processor="template",
             params={"template": "{a}"},
-            source=services.Source(rows=[{"a": "x"}]),
+            source=creation.Source(rows=[{"a": "x"}]),
             webhook_url="http://169.254.169.254/latest/meta-data/",
         )
     assert info.value.status_code == 400
