@@ -6,16 +6,20 @@ password hash. It is written after a database check passed, with `add`, so that 
 the marker `invalidate` leaves: revoking a key, deleting it or deactivating its owner sends the
 next request of that key to the database, even when a check that read the database before the
 revoke writes its entry after it.
+
+The entry is JSON text, stored as it is on Redis (not pickled by Django), so that a Lua script can
+read it: jobs/poll.py reads it, the job's live status and counts the rate limit in one round trip.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
 from .models import APIKey
 
@@ -26,6 +30,8 @@ logger = logging.getLogger(__name__)
 # last_used_at (services.LAST_USED_RESOLUTION is the same minute).
 ENTRY_SECONDS = 60
 ASK_DATABASE = "db"
+# `lookup` with no text given: read the entry from the cache.
+READ = object()
 
 
 def cache_key(digest: str) -> str:
@@ -52,27 +58,76 @@ def remember(key: APIKey) -> None:
         "name": key.name,
         "lookup_id": key.lookup_id,
         "expires_at": _iso(key.expires_at),
+        # The same instant in seconds, for the poll's Lua script (it counts only a usable key).
+        "expires_ts": key.expires_at.timestamp() if key.expires_at is not None else None,
         "last_used_at": _iso(key.last_used_at),
     }
     if not owner.is_active or key.revoked_at is not None:
         return
-    _quietly(lambda: cache.add(cache_key(key.digest), entry, ENTRY_SECONDS))
+    _quietly(lambda: _store(digest=key.digest, text=_dumps(entry), only_new=True))
 
 
 def invalidate(digest: str) -> None:
     """The key's next request is checked against the database (revoked, deleted, owner off)."""
-    _quietly(lambda: cache.set(cache_key(digest), ASK_DATABASE, ENTRY_SECONDS))
+    _quietly(lambda: _store(digest=digest, text=ASK_DATABASE, only_new=False))
 
 
-def lookup(digest: str) -> APIKey | None:
-    """The key, with its owner, as the entry describes them; None: check the database."""
+def lookup(digest: str, text: str | None | object = READ) -> APIKey | None:
+    """The key, with its owner, as the entry describes them; None: check the database.
+
+    `text`: the entry as already read (jobs/poll.py reads it with the rest of a poll)."""
     try:
-        entry = cache.get(cache_key(digest))
+        entry = parse(read_text(digest) if text is READ else text)
     except Exception:
         return None
-    if not isinstance(entry, dict) or not entry.get("is_active"):
+    if entry is None:
         return None
     return _key_from(entry, digest)
+
+
+def parse(text: str | None) -> dict[str, Any] | None:
+    """The entry stored as `text`, or None when it is missing, a marker or not an entry."""
+    if not text or text == ASK_DATABASE:
+        return None
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        return None  # written by another version of the code: the database decides
+    if not isinstance(entry, dict) or entry.get("is_active") is not True:
+        return None
+    return entry
+
+
+def read_text(digest: str) -> str | None:
+    """The stored entry (JSON text or the marker), or None."""
+    redis = _redis()
+    if redis is None:
+        value = cache.get(cache_key(digest))
+        return value if isinstance(value, str) else None
+    raw = redis._cache.get_client(write=False).get(redis.make_and_validate_key(cache_key(digest)))
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _store(*, digest: str, text: str, only_new: bool) -> None:
+    redis = _redis()
+    if redis is None:
+        write = cache.add if only_new else cache.set
+        write(cache_key(digest), text, ENTRY_SECONDS)
+        return
+    client = redis._cache.get_client(write=True)
+    client.set(redis.make_and_validate_key(cache_key(digest)), text, nx=only_new, ex=ENTRY_SECONDS)
+
+
+def _redis():
+    """The Redis cache backend when the default cache is one (its values stored raw), else None."""
+    from batchhub.cache import RedisCache
+
+    backend = caches["default"]
+    return backend if isinstance(backend, RedisCache) else None
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def _key_from(entry: dict[str, Any], digest: str) -> APIKey:

@@ -116,13 +116,15 @@ def _digest_matches(key: APIKey, raw: str) -> bool:
     return False
 
 
-def check_key(raw: str) -> KeyCheck:
-    """Verify a presented key: format and checksum first (no I/O), then one indexed query."""
+def check_key(raw: str, entry: str | None | object = keycache.READ) -> KeyCheck:
+    """Verify a presented key: format and checksum first (no I/O), then one indexed query.
+
+    `entry`: the key cache's entry for it as already read (jobs/poll.py)."""
     parsed = keyformat.parse(raw)
     if parsed is None:
         return KeyCheck(None, INVALID)
     presented = keyformat.digest(parsed.raw)
-    cached = keycache.lookup(presented)
+    cached = keycache.lookup(presented, entry)
     if cached is not None and cached.lookup_id == parsed.lookup_id:
         # A database check of this very key passed within the entry's life (apikeys/keycache.py).
         if cached.is_expired():
@@ -140,6 +142,20 @@ def check_key(raw: str) -> KeyCheck:
         # Not when the stamp was skipped: the next request tries it again from the database.
         keycache.remember(key)
     return KeyCheck(key, "")
+
+
+def known_key(raw: str, entry: str | None | object = keycache.READ) -> APIKey | None:
+    """The usable key matching `raw` when the key cache vouches for it (no database), else None:
+    `check_key` then decides, from the database (a revoked key's marker sends it there).
+
+    `entry`: the key cache's entry for it as already read (jobs/poll.py)."""
+    parsed = keyformat.parse(raw)
+    if parsed is None:
+        return None
+    cached = keycache.lookup(keyformat.digest(parsed.raw), entry)
+    if cached is None or cached.lookup_id != parsed.lookup_id or cached.is_expired():
+        return None
+    return cached
 
 
 def authenticate_key(raw: str) -> APIKey | None:

@@ -65,12 +65,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The API status poll answered from the cache below the rest of the stack (jobs/fast_status).
+    "jobs.fast_status.FastStatusMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Django's AuthenticationMiddleware, the session's user read from a cache entry.
+    "accounts.session_user.SessionUserMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -246,6 +249,8 @@ BATCHHUB_MAX_ROW_BYTES = env_int("BATCHHUB_MAX_ROW_BYTES", 8 * 1024 * 1024, mini
 # Checking an upload (validate, create, the dashboard's preview) stops after this many seconds.
 BATCHHUB_VALIDATE_SECONDS = env_int("BATCHHUB_VALIDATE_SECONDS", 60, minimum=1)
 # How long a signed results link (results_url) and a two-step upload's upload_url stay valid.
+# The API status poll answered from the cache by jobs/fast_status.py (0: by the full stack).
+BATCHHUB_FAST_STATUS = env_bool("BATCHHUB_FAST_STATUS", True)
 BATCHHUB_LINK_SECONDS = env_int("BATCHHUB_LINK_SECONDS", 4 * 3600, minimum=60)
 BATCHHUB_UPLOAD_URL_SECONDS = env_int("BATCHHUB_UPLOAD_URL_SECONDS", 3600, minimum=60)
 BATCHHUB_RETENTION_DAYS = env_int("BATCHHUB_RETENTION_DAYS", 30, minimum=1)

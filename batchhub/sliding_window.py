@@ -32,27 +32,29 @@ from .cache import AWAY, RedisCache
 LOCK_FILE = "batchhub-counters.lock"  # not *.djcache: the file cache's clear() and cull skip it
 _thread_lock = threading.Lock()
 
-# KEYS[1]: the bucket (a hash: w = window, c = count, b = before).
-# ARGV: window number, fraction of the window gone (0..1), limit, expiry in seconds.
-_SCRIPT = """
-local window = tonumber(ARGV[1])
-local gone = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local v = redis.call('HMGET', KEYS[1], 'w', 'c', 'b')
-local stored = tonumber(v[1])
-local count = tonumber(v[2]) or 0
-local before = tonumber(v[3]) or 0
-if stored ~= window then
-  if stored == window - 1 then before = count else before = 0 end
-  count = 0
+# A Lua function other scripts include (jobs/poll.py counts a poll with its other reads).
+# bucket: the key (a hash: w = window, c = count, b = before); window number, fraction of the
+# window gone (0..1), limit, expiry in seconds, as `arguments` gives them.
+LUA_HIT = """
+local function sliding_window_hit(bucket, window, gone, limit, expiry)
+  window, gone, limit = tonumber(window), tonumber(gone), tonumber(limit)
+  local v = redis.call('HMGET', bucket, 'w', 'c', 'b')
+  local stored = tonumber(v[1])
+  local count = tonumber(v[2]) or 0
+  local before = tonumber(v[3]) or 0
+  if stored ~= window then
+    if stored == window - 1 then before = count else before = 0 end
+    count = 0
+  end
+  if before * (1 - gone) + count + 1 > limit then
+    return {0, count, before}
+  end
+  redis.call('HSET', bucket, 'w', window, 'c', count + 1, 'b', before)
+  redis.call('EXPIRE', bucket, expiry)
+  return {1, count + 1, before}
 end
-if before * (1 - gone) + count + 1 > limit then
-  return {0, count, before}
-end
-redis.call('HSET', KEYS[1], 'w', window, 'c', count + 1, 'b', before)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {1, count + 1, before}
 """
+_SCRIPT = LUA_HIT + "return sliding_window_hit(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +71,11 @@ def hit(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:
     expiry = max(1, int(2 * period - into) + 1)
     if isinstance(cache, RedisCache):
         try:
-            allowed, count, before = cache.run_script(
-                _SCRIPT, [key], [int(window), repr(into / period), limit, expiry]
-            )
+            reply = cache.run_script(_SCRIPT, [key], arguments(limit, period, now))
         except AWAY:
             # Redis restarting: admit rather than answer 500; the limit resumes with it.
             return Outcome(True, 0, 0)
-        return Outcome(bool(allowed), int(count), int(before))
+        return outcome(reply)
     with atomic(cache):
         stored, count, before = cache.get(key) or (window, 0, 0)
         if stored != window:
@@ -85,6 +85,18 @@ def hit(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:
             return Outcome(False, count, before)
         cache.set(key, (window, count + 1, before), expiry)
         return Outcome(True, count + 1, before)
+
+
+def arguments(limit: int, period: float, now: float) -> list[Any]:
+    """LUA_HIT's arguments after the bucket: window, fraction gone, limit, expiry."""
+    window, into = divmod(now, period)
+    return [int(window), repr(into / period), limit, max(1, int(2 * period - into) + 1)]
+
+
+def outcome(reply: list[Any]) -> Outcome:
+    """LUA_HIT's reply as an Outcome."""
+    allowed, count, before = reply
+    return Outcome(bool(allowed), int(count), int(before))
 
 
 def peek(cache: Any, key: str, limit: int, period: float, now: float) -> Outcome:

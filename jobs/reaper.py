@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from batchhub.api import InvalidState
 
-from . import chunks, enqueue, finish, runner, services, states
+from . import chunks, enqueue, finish, livestatus, runner, services, states
 from .models import Chunk, Job, JobStatus
 
 
@@ -30,10 +30,13 @@ def reap(now=None) -> dict[str, int]:
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
     for job in stale:
         if chunks.needs_loops(job.pk, now):
-            states.record(
+            event = states.record(
                 job, "recovered", "No progress for a while: work restarted (a worker stopped)."
             )
             Job.objects.filter(pk=job.pk).update(updated_at=now)
+            job.updated_at = now
+            # Sync points publish no event id of their own: the key learns of this one here.
+            livestatus.publish(job, event.pk)
             transaction.on_commit(lambda job=job: chunks.start_loops(job))
             done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():

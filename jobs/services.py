@@ -37,10 +37,12 @@ def get_job(user, public_id: str, *, last_event: bool = False) -> Job:
     return lookup.get_job(user, public_id, last_event=last_event)
 
 
-def job_status(user, public_id: str) -> Job:
+def job_status(user, public_id: str, stored: Any = livestatus.READ) -> Job:
     """The job for a status poll: as last published to the cache (jobs/livestatus.py), else
-    from the database like get_job (which decides the 404). Carries `last_event_id`."""
-    return livestatus.read(user, public_id) or get_job(user, public_id, last_event=True)
+    from the database like get_job (which decides the 404). Carries `last_event_id`.
+
+    `stored`: the job's key as the poll already read it (jobs/poll.py)."""
+    return livestatus.read(user, public_id, stored) or get_job(user, public_id, last_event=True)
 
 
 def list_jobs(user, *, status: str | None = None, processor: str | None = None):
@@ -123,7 +125,7 @@ def cancel(job: Job, *, actor: str) -> Job:
     # rows, in short batches that never hold the write lock for the whole job.
     _cancel_pending(job)
     job.refresh_from_db()
-    livestatus.publish(job)
+    livestatus.publish(job, livestatus.NO_NEW_EVENT)
     return job
 
 
@@ -201,7 +203,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
         )
         message = f"{actor} retried {n} failed row{'s' if n != 1 else ''}."
         if locked.status == JobStatus.PAUSED:
-            states.record(
+            event = states.record(
                 locked,
                 "retry",
                 message + " They run when the job resumes.",
@@ -209,7 +211,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 data={"rows": n},
             )
             locked.refresh_from_db()
-            livestatus.publish(locked)
+            livestatus.publish(locked, event.pk)
             return locked
         locked = states.transition(
             locked.pk,
@@ -232,7 +234,7 @@ def rename(job: Job, name: str, *, actor: str) -> Job:
         )
     Job.objects.filter(pk=job.pk).update(name=name, updated_at=timezone.now())
     job.refresh_from_db()
-    livestatus.publish(job)
+    livestatus.publish(job, livestatus.NO_NEW_EVENT)
     return job
 
 
@@ -242,14 +244,14 @@ def revoke_links(job: Job, *, actor: str) -> Job:
     Job.objects.filter(pk=job.pk).update(
         link_version=F("link_version") + 1, updated_at=timezone.now()
     )
-    states.record(
+    event = states.record(
         job,
         "links_revoked",
         "Every results link handed out so far was revoked.",
         actor=actor or "system",
     )
     job.refresh_from_db()
-    livestatus.publish(job)
+    livestatus.publish(job, event.pk)
     return job
 
 

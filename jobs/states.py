@@ -107,8 +107,8 @@ def transition(
         for name, value in fields.items():
             setattr(locked, name, value)
         locked.save()
-        record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
-        livestatus.publish(locked)
+        event = record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
+        livestatus.publish(locked, event.pk)
         if target in TERMINAL:
             webhooks.on_terminal(locked)
     return locked

@@ -252,7 +252,7 @@ class ChunkRun:
                 job.pending -= len(started)
                 job.running += len(started)
             job.save(update_fields=update)
-            livestatus.publish(job)
+            livestatus.publish(job, livestatus.NO_NEW_EVENT)
             Chunk.objects.filter(pk=self.chunk.pk).update(
                 lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
                 inflight_start=inflight[0],

@@ -10,6 +10,7 @@ Every page works without JavaScript; with htmx the same views answer partial req
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import messages
@@ -17,14 +18,24 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
-from . import charts, failures, preview, progress, rerun, results, services, states
+from . import (
+    charts,
+    failures,
+    preview,
+    progress,
+    progress_html,
+    rerun,
+    results,
+    services,
+    states,
+)
 from .downloads import results_response
 from .models import Job, JobStatus
 from .processors import all_processors
@@ -167,6 +178,14 @@ def _chart_samples(job: Job) -> list[list[float]]:
     return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
 
 
+@functools.lru_cache(maxsize=4096)
+def _progress_urls(script_prefix: str, public_id: str) -> dict[str, str]:
+    # The live part's links never change for a job: reversed once, not at every poll.
+    del script_prefix  # part of the cache's key: reverse() reads it
+    names = ("progress", "resume", "pause", "retry", "cancel")
+    return {name: reverse(f"jobs:{name}", args=[public_id]) for name in names}
+
+
 def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
     rate = progress.recent_rate(job)
     eta_in = progress.eta(job, rate)
@@ -187,6 +206,7 @@ def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",
+        "urls": _progress_urls(get_script_prefix(), job.public_id),
     }
 
 
@@ -247,7 +267,8 @@ def _progress_response(
         announce = f"Job {job.get_status_display().lower()}."
     context = _progress_context(job, announce=announce)
     context["action_error"] = action_error
-    response = render(request, "jobs/detail.html#progress", context)
+    # The template's partial "progress", without the engine: this answers every poll.
+    response = HttpResponse(progress_html.render(request, context))
     # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
     # the timeline and the results on "job-changed" (a new status or timeline entry), the results
     # alone on "job-progressed" (more rows done), and only while their first rows can still change.

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
 from batchhub.parsers import BoundedJSONParser
 
-from .. import creation, input_shapes, results, services
+from .. import creation, input_shapes, poll, results, services
 from ..downloads import results_response
 from ..models import Job, JobEvent
 from ..processors import all_processors, get_processor_class
@@ -115,6 +115,12 @@ class JobViewSet(viewsets.GenericViewSet):
             self.upload_limit = UploadLimit(request)
             request.upload_handlers.insert(0, self.upload_limit)
         return drf_request
+
+    def initial(self, request, *args: Any, **kwargs: Any) -> None:
+        if self.action == "retrieve":
+            # A status poll: the key, the rate limit and the job's status in one cache trip.
+            poll.prefetch(request, self, kwargs["id"])
+        super().initial(request, *args, **kwargs)
 
     def perform_content_negotiation(self, request, force: bool = False):
         # A download is not JSON: an Accept header asking for CSV must not end in a 406.
@@ -241,7 +247,9 @@ class JobViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request: Request, id: str) -> Response:
         wanted = embed.included(_query(request, "include"))
-        job = self._job() if wanted else services.job_status(request.user, id)
+        job = (
+            self._job() if wanted else services.job_status(request.user, id, poll.live(request, id))
+        )
         body = job_representation(job, request)
         if "results" in wanted:
             body["results"] = embed.embedded_results(job)

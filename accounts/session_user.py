@@ -1,0 +1,120 @@
+"""The signed-in user of a browser session from one cache read instead of a query per request.
+
+Django's AuthenticationMiddleware loads the session's user from the database on every request
+that looks at it, only to check that the user is still active and that the session's hash still
+matches their password. The job page polls its live part every second, so that query is a good
+share of what a poll costs (docs/performance.md). This middleware keeps, per user, a small plain
+entry (id, username, the staff flags and the session hash the password gives) in the shared
+cache, and answers from it when the session's hash matches the entry's; anything else (no entry,
+a marker, another hash) goes to Django's own check, which then writes the entry.
+
+The entry never holds the password hash; the session hash it holds is the one every session of
+that user already stores (sessions live in the same cache). Like the API key entries
+(apikeys/keycache.py) it is written with `add` after a database check, and saving or deleting
+the user leaves a marker that sends their next request to the database: a password change, a
+deactivation or a deletion takes effect at once (an UPDATE that bypasses the model's save has
+up to ENTRY_SECONDS).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth import get_user_model
+from django.contrib.auth.middleware import AuthenticationMiddleware, auser
+from django.core.cache import cache
+from django.utils.crypto import constant_time_compare
+from django.utils.functional import SimpleLazyObject
+
+logger = logging.getLogger(__name__)
+
+ENTRY_SECONDS = 60
+ASK_DATABASE = "db"
+_FIELDS = ("username", "is_active", "is_staff", "is_superuser")
+
+
+def cache_key(user_id: Any) -> str:
+    return f"sessionuser:{user_id}"
+
+
+class SessionUserMiddleware(AuthenticationMiddleware):
+    """AuthenticationMiddleware, with the user read from the cache entry when it vouches."""
+
+    def process_request(self, request) -> None:
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: session_user(request))
+        request.auser = partial(auser, request)
+
+
+def session_user(request):
+    if not hasattr(request, "_cached_user"):
+        request._cached_user = _from_entry(request) or _from_database(request)
+    return request._cached_user
+
+
+def _from_entry(request):
+    session = request.session
+    try:
+        user_id = session[auth.SESSION_KEY]
+        backend = session[auth.BACKEND_SESSION_KEY]
+        session_hash = session[auth.HASH_SESSION_KEY]
+    except KeyError:
+        return None
+    if backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
+        return None
+    try:
+        entry = cache.get(cache_key(user_id))
+    except Exception:
+        return None
+    if not isinstance(entry, dict) or not entry.get("is_active"):
+        return None
+    if not constant_time_compare(session_hash, entry["session_hash"]):
+        return None  # Django's check decides (a rotated secret, a changed password)
+    model = get_user_model()
+    values = {"id": entry["id"], **{name: entry[name] for name in _FIELDS}}
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    # Fields not in the entry are deferred: code that needs one loads it from the database.
+    user = model.from_db(None, names, [values[name] for name in names])
+    if str(user.pk) != str(user_id):
+        return None
+    return user
+
+
+def _from_database(request):
+    user = auth.get_user(request)
+    if user.is_authenticated and user.is_active:
+        entry = {
+            "id": user.pk,
+            **{name: getattr(user, name) for name in _FIELDS},
+            "session_hash": user.get_session_auth_hash(),
+        }
+        _quietly(lambda: cache.add(cache_key(user.pk), entry, ENTRY_SECONDS))
+    return user
+
+
+def _quietly(write) -> None:
+    try:
+        write()
+    except Exception:
+        # The cache away: the next request asks the database, which is always right.
+        logger.debug("session user cache write skipped", exc_info=True)
+
+
+def _on_user_changed(
+    sender, instance, created: bool = False, update_fields=None, **kwargs: Any
+) -> None:
+    if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
+        return  # a new user has no entry; every login stamps last_login, which it does not hold
+    _quietly(lambda: cache.set(cache_key(instance.pk), ASK_DATABASE, ENTRY_SECONDS))
+
+
+def connect_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    user_model = get_user_model()
+    post_save.connect(_on_user_changed, sender=user_model, dispatch_uid="sessionuser-saved")
+    post_delete.connect(_on_user_changed, sender=user_model, dispatch_uid="sessionuser-deleted")

@@ -1,0 +1,156 @@
+"""The API status poll (`GET /api/v1/jobs/<id>` with an API key) answered below Django's stack.
+
+A poll's answer comes from one cache trip (jobs/poll.py: the key's entry, the job's live status
+and the rate limit's count), yet going through every middleware, URL resolution and DRF's
+request, negotiation and renderer costs several times that (docs/performance.md). This
+middleware sits right after SecurityMiddleware and answers that one request when, and only
+when, everything it needs is in the cache: a key the key cache knows (valid, not revoked, active
+owner), the job's live-status key belonging to that owner, and the rate limit DRF applies letting
+it through. Anything else goes on down the normal stack, which then answers exactly as it always
+has (a 401, a 404, a 429, the database's answer), taking what the trip read and counted instead
+of reading it again.
+
+The answer is DRF's: the same job object rendered by DRF's own JSON renderer, the same `Allow`
+header the view sets, and the response headers of the middlewares it skips that add headers to
+such an answer (CSP, Content-Length, X-Frame-Options), applied by those middlewares themselves.
+tests/api/test_fast_status.py compares both paths byte for byte. BATCHHUB_FAST_STATUS=0 turns it
+off.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
+from django.utils.module_loading import import_string
+from rest_framework.renderers import JSONRenderer
+
+from apikeys.auth import APIKeyAuthentication
+from apikeys.services import known_key
+from batchhub.api import GroupRateThrottle
+
+from . import livestatus, poll
+from .representation import job_representation
+
+logger = logging.getLogger(__name__)
+
+ROUTE = "api-jobs-detail"
+ACTION = "retrieve"
+# Accept headers DRF's negotiation answers with the plain JSON renderer (any other: the stack).
+_PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
+# Middlewares below this one whose response side adds headers to a JSON answer, run on the fast
+# answer in the order the stack would run them; the others do nothing to it (no session, no
+# CSRF cookie, no messages) or only act on requests this path never takes.
+_HEADER_MIDDLEWARE = (
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+)
+_SAMPLE_ID = "job_0"
+
+
+def _unused(request):  # the header middlewares only get their process_response called
+    raise AssertionError("not called")
+
+
+class FastStatusMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._authentication = APIKeyAuthentication()
+        self._renderer = JSONRenderer()
+
+    def __call__(self, request):
+        if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
+            response = self._answer(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+    # --- set up once, from the project's own URLconf and view -----------------------------------
+
+    @cached_property
+    def _prefix(self) -> str | None:
+        try:
+            path = reverse(ROUTE, kwargs={"id": _SAMPLE_ID})
+        except NoReverseMatch:
+            return None  # a URLconf without the API (a test's): nothing to answer here
+        return "/" + path[len(get_script_prefix()) :].removesuffix(_SAMPLE_ID)
+
+    @cached_property
+    def _view(self):
+        """The view instance DRF builds for the route, for its `Allow` header and its throttles."""
+        func = resolve(self._prefix + _SAMPLE_ID).func
+        view = func.cls(**func.initkwargs)
+        view.action_map = func.actions
+        for method, action in func.actions.items():
+            setattr(view, method, getattr(view, action))
+        if hasattr(view, "get") and not hasattr(view, "head"):
+            view.head = view.get  # as ViewSetMixin.as_view does
+        view.action = func.actions["get"]
+        assert view.action == ACTION, view.action
+        return view
+
+    @cached_property
+    def _allow(self) -> str:
+        return ", ".join(self._view.allowed_methods)
+
+    @cached_property
+    def _header_middleware(self) -> list:
+        order = settings.MIDDLEWARE
+        chosen = sorted((p for p in _HEADER_MIDDLEWARE if p in order), key=order.index)
+        return [import_string(path)(_unused) for path in reversed(chosen)]
+
+    # --- one request ------------------------------------------------------------------------------
+
+    def _answer(self, request) -> HttpResponse | None:
+        """The fast answer, or None: the normal stack answers."""
+        public_id = self._job_id(request)
+        if public_id is None or self._view.throttle_classes != [GroupRateThrottle]:
+            return None  # the count made with the reads is GroupRateThrottle's
+        try:
+            request.get_host()  # a host not allowed: the stack answers its 400
+            raw = self._authentication._presented_key(request)
+            if not raw:
+                return None
+            throttle = GroupRateThrottle()
+            scope = throttle.get_scope(request, self._view)
+            fetched = poll.fetch(raw, public_id, scope=scope, now=throttle.timer())
+            if fetched is None:
+                return None
+            # The request may be counted now: if the stack answers, it takes this count.
+            poll.hand_over(request, fetched)
+            key = known_key(raw, fetched.entry)
+            if key is None:
+                return None
+            job = livestatus.read(key.owner, public_id, fetched.live)
+        except Exception:
+            logger.debug("fast status: handing over to the stack", exc_info=True)
+            return None
+        counted = fetched.rate_counted
+        if job is None or counted is None or not counted[1].allowed:
+            return None  # the stack answers (a 404, the database's answer, the 429)
+        return self._respond(request, job)
+
+    def _job_id(self, request) -> str | None:
+        path, prefix = request.path_info, self._prefix
+        if prefix is None or request.META.get("QUERY_STRING") or not path.startswith(prefix):
+            return None
+        if request.META.get("HTTP_ACCEPT", "").strip() not in _PLAIN_ACCEPT:
+            return None
+        if settings.PREPEND_WWW or settings.DISALLOWED_USER_AGENTS:
+            return None  # CommonMiddleware may answer these itself
+        public_id = path[len(prefix) :]
+        if "/" in public_id or not public_id.startswith("job_"):
+            return None  # another route (jobs/validate, …/pause) or not a job id
+        return public_id
+
+    def _respond(self, request, job) -> HttpResponse:
+        body = self._renderer.render(job_representation(job, request))
+        response = HttpResponse(body, content_type=self._renderer.media_type)
+        response["Allow"] = self._allow
+        for middleware in self._header_middleware:
+            response = middleware.process_response(request, response)
+        return response

@@ -1,0 +1,171 @@
+"""A status poll's cache reads in one round trip: the API key's entry, the job's live status and
+the rate limit's count.
+
+Each of the three is its own cache call elsewhere (apikeys/keycache.py, jobs/livestatus.py, the
+throttle's sliding window), and on Redis each is a network round trip, most of what a poll from
+the cache costs (docs/performance.md). `fetch` makes them one Lua script: it reads both keys and,
+only when the entry vouches for a usable key (active owner, this key, not expired), counts the
+request in that key's bucket, as the throttle would after authentication. The readers then take
+what it read instead of reading again (`prefetch` leaves it on the request for them). On the
+other caches (the file cache of the embedded default, the per-process one) the same function
+makes the same reads one after the other: they have no round trips to save.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from apikeys import keycache, keyformat
+from apikeys.auth import APIKeyAuthentication
+from batchhub import sliding_window
+from batchhub.api import GroupRateThrottle
+from batchhub.cache import AWAY
+
+from . import livestatus
+
+logger = logging.getLogger(__name__)
+
+# KEYS: the key's entry, the job's live status. ARGV: the key's lookup id, the time (seconds), the
+# bucket's name around the key's id (head, tail), then sliding_window_hit's arguments; a limit
+# of -1: no rate for this request, count nothing.
+_SCRIPT = (
+    sliding_window.LUA_HIT
+    + """
+local entry = redis.call('GET', KEYS[1])
+local live = redis.call('GET', KEYS[2])
+local counted = false
+if entry and tonumber(ARGV[7]) >= 0 then
+  local ok, e = pcall(cjson.decode, entry)
+  if ok and type(e) == 'table' and e.is_active == true and e.lookup_id == ARGV[1]
+      and type(e.key_id) == 'number'
+      and (type(e.expires_ts) ~= 'number' or e.expires_ts > tonumber(ARGV[2])) then
+    local bucket = ARGV[3] .. string.format('%d', e.key_id) .. ARGV[4]
+    counted = sliding_window_hit(bucket, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  end
+end
+return {entry or false, live or false, counted}
+"""
+)
+_ID = "@key@"  # stands for the key's id in the bucket's name
+
+
+@dataclass(slots=True)
+class Fetched:
+    raw_key: str
+    public_id: str
+    entry: str | None  # the key's entry as stored (keycache.parse reads it)
+    live: str | None  # the job's live-status payload (livestatus.read takes it)
+    rate_counted: tuple[str, sliding_window.Outcome] | None  # (bucket, outcome) when counted
+
+
+def fetch(raw_key: str, public_id: str, *, scope: str | None, now: float) -> Fetched | None:
+    """Everything a poll of `public_id` with `raw_key` reads from the cache; None when the key
+    is not one (its check answers) or the cache is away (each reader then tries on its own).
+
+    `now`: the rate limit's clock (the throttle's timer); a key's expiry is read on the wall's."""
+    parsed = keyformat.parse(raw_key)
+    if parsed is None or not livestatus.plausible_id(public_id):
+        return None
+    digest = keyformat.digest(parsed.raw)
+    limit, period = _rate(scope)
+    livestatus.drop_unsent()  # before reading a key that a refused write left behind
+    redis = livestatus._redis()
+    if redis is None:
+        return _fetch_in_steps(
+            raw_key, public_id, digest, parsed.lookup_id, scope, limit, period, now
+        )
+    head, tail = redis.make_and_validate_key(_bucket(scope or "", _ID)).split(_ID)
+    try:
+        entry, live, counted = redis.run_script(
+            _SCRIPT,
+            [keycache.cache_key(digest), livestatus.cache_key(public_id)],
+            [parsed.lookup_id, repr(time.time()), head, tail]
+            + (
+                sliding_window.arguments(limit, period, now) if limit is not None else [0, 0, -1, 0]
+            ),
+        )
+    except AWAY:
+        return None
+    entry_text = entry.decode("utf-8", "replace") if entry else None
+    rate_counted = None
+    if counted:
+        key_id = keycache.parse(entry_text)["key_id"]
+        rate_counted = (_bucket(scope, key_id), sliding_window.outcome(counted))
+    return Fetched(
+        raw_key, public_id, entry_text, livestatus.payload_of(live), rate_counted=rate_counted
+    )
+
+
+def _fetch_in_steps(raw_key, public_id, digest, lookup_id, scope, limit, period, now) -> Fetched:
+    entry_text = keycache.read_text(digest)
+    entry = keycache.parse(entry_text)
+    rate_counted = None
+    if entry is not None and limit is not None and _usable(entry, lookup_id, time.time()):
+        bucket = _bucket(scope, entry["key_id"])
+        rate_counted = (bucket, sliding_window.hit(_throttle_cache(), bucket, limit, period, now))
+    return Fetched(raw_key, public_id, entry_text, livestatus._load(public_id), rate_counted)
+
+
+def _usable(entry: dict[str, Any], lookup_id: str, now: float) -> bool:
+    # What the script checks before counting: the key check (apikeys.services) passes it too.
+    expires = entry.get("expires_ts")
+    return entry.get("lookup_id") == lookup_id and (expires is None or expires > now)
+
+
+def _rate(scope: str | None) -> tuple[int | None, float | None]:
+    if scope is None:
+        return None, None
+    throttle = GroupRateThrottle()
+    throttle.scope = scope
+    rate = throttle.get_rate()
+    if rate is None:
+        return None, None
+    return throttle.parse_rate(rate)
+
+
+def _bucket(scope: str, key_id: Any) -> str:
+    # GroupRateThrottle.get_cache_key's name for an API key's bucket.
+    return f"rate:{scope}:key:{key_id}"
+
+
+def _throttle_cache():
+    return GroupRateThrottle.cache
+
+
+def prefetch(request, view, public_id: str) -> None:
+    """Before DRF authenticates a poll: read what it will read, in one trip, and leave it on the
+    request for the key check, the throttle and the status read (each checks it is theirs)."""
+    if getattr(request, "poll_fetched", None) is not None:
+        return  # read already, by jobs/fast_status.py, which left the answer to the stack
+    raw = APIKeyAuthentication()._presented_key(request)
+    if not raw:
+        return  # a browser session: its own reads
+    throttle = GroupRateThrottle()
+    try:
+        fetched = fetch(
+            raw, public_id, scope=throttle.get_scope(request, view), now=throttle.timer()
+        )
+    except Exception:
+        # The cache failed in a way the soft mode does not catch: each reader tries on its own.
+        logger.debug("poll: reads left to each reader", exc_info=True)
+        return
+    if fetched is not None:
+        hand_over(request, fetched)
+
+
+def hand_over(request, fetched: Fetched) -> None:
+    """Leave what `fetch` read on the request, for the key check, the throttle (whose count it
+    made) and the status read."""
+    request.poll_fetched = fetched
+    request.rate_counted = fetched.rate_counted
+
+
+def live(request, public_id: str) -> Any:
+    """The job's key as `prefetch` read it, for livestatus.read; else livestatus.READ."""
+    fetched = getattr(request, "poll_fetched", None)
+    if fetched is None or fetched.public_id != public_id:
+        return livestatus.READ
+    return fetched.live

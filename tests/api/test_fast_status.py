@@ -1,0 +1,258 @@
+"""The API status poll answered below Django's stack (jobs/fast_status.py): the same bytes and
+headers as DRF's answer, and every case it must not answer left to the stack unchanged.
+
+Each test makes the same request with BATCHHUB_FAST_STATUS on and off and compares status,
+headers (names, values and order) and body; a spy says which path answered.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apikeys import keyformat
+from apikeys import services as key_services
+from batchhub import sliding_window
+from batchhub.api import GroupRateThrottle
+from jobs import fast_status, links, livestatus
+from jobs.ingest import loading
+from jobs.models import JobStatus
+from tests.conftest import make_job, rows_text
+
+API = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    cache.clear()
+    livestatus._unsent.clear()
+    # A signed results link carries its expiry (whole seconds): one clock for both answers.
+    monkeypatch.setattr(links, "_expiry", lambda seconds: 2_000_000_000 + seconds)
+    yield
+    cache.clear()
+    livestatus._unsent.clear()
+
+
+@pytest.fixture
+def fast_answers(monkeypatch):
+    """How many answers the fast path gave."""
+    given = []
+    real = fast_status.FastStatusMiddleware._respond
+
+    def spy(self, request, job):
+        given.append(job.public_id)
+        return real(self, request, job)
+
+    monkeypatch.setattr(fast_status.FastStatusMiddleware, "_respond", spy)
+    return given
+
+
+@pytest.fixture
+def published(alice, django_capture_on_commit_callbacks):
+    """A processing job of alice's, its live status published as the engine publishes it."""
+    job = make_job(alice, rows_text(30))
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING
+    assert livestatus.read(alice, job.public_id) is not None
+    return job
+
+
+def _seen(response) -> tuple[int, list[tuple[str, str]], bytes]:
+    return response.status_code, list(response.headers.items()), response.content
+
+
+def _both(client, settings, path: str, **extra):
+    """The answer with the fast path on, then off, for the same request."""
+    settings.BATCHHUB_FAST_STATUS = True
+    on = client.get(path, **extra)
+    settings.BATCHHUB_FAST_STATUS = False
+    off = client.get(path, **extra)
+    settings.BATCHHUB_FAST_STATUS = True
+    return _seen(on), _seen(off)
+
+
+def _warm(client, job) -> None:
+    # The first request checks the key in the database and leaves its entry in the cache.
+    assert client.get(f"{API}/jobs/{job.public_id}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"HTTP_ACCEPT": "application/json"},
+        {"HTTP_ACCEPT": "*/*"},
+    ],
+    ids=["no-accept", "accept-json", "accept-any"],
+)
+def test_the_fast_answer_is_drfs_byte_for_byte(api_alice, published, settings, fast_answers, extra):
+    _warm(api_alice, published)
+    fast_answers.clear()
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}", **extra)
+    assert fast_answers == [published.public_id]  # on: fast; off: the stack
+    assert on == off
+    status, headers, body = on
+    assert status == 200
+    names = [name for name, _value in headers]
+    for name in ("Content-Type", "Allow", "X-Frame-Options", "Content-Length"):
+        assert name in names
+    assert "Content-Security-Policy" in names and "X-Content-Type-Options" in names
+    assert b'"status":"processing"' in body
+
+
+def test_a_bearer_key_is_answered_the_same(alice, published, settings, fast_answers):
+    from rest_framework.test import APIClient
+
+    from tests.factories import APIKeyFactory
+
+    raw = APIKeyFactory(owner=alice, name="bearer").raw
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    _warm(client, published)
+    fast_answers.clear()
+    on, off = _both(client, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == [published.public_id]
+    assert on == off and on[0] == 200
+
+
+def test_the_fast_answer_runs_no_query(api_alice, published, fast_answers):
+    _warm(api_alice, published)
+    with CaptureQueriesContext(connection) as queries:
+        response = api_alice.get(f"{API}/jobs/{published.public_id}")
+    assert response.status_code == 200 and fast_answers
+    assert queries.captured_queries == []
+
+
+def test_a_missing_live_status_key_goes_to_the_stack(api_alice, published, settings, fast_answers):
+    _warm(api_alice, published)
+    fast_answers.clear()
+    cache.delete(livestatus.cache_key(published.public_id))
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 200
+    assert b'"total":30' in on[2]
+
+
+def test_another_users_job_is_the_stacks_404(api_alice, api_bob, published, settings, fast_answers):
+    _warm(api_alice, published)
+    assert api_bob.get(f"{API}/jobs").status_code == 200  # bob's key entry is cached too
+    fast_answers.clear()
+    on, off = _both(api_bob, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 404
+    assert b'"code":"not_found"' in on[2]
+
+
+def test_a_revoked_key_is_a_401_at_once(alice, api_alice, published, settings, fast_answers):
+    _warm(api_alice, published)
+    assert api_alice.get(f"{API}/jobs/{published.public_id}").status_code == 200
+    assert fast_answers  # the key was being answered from the cache
+    key = alice.api_keys.get(digest=keyformat.digest(api_alice.raw_key))
+    key_services.revoke_key(alice, key.public_id)
+    fast_answers.clear()
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 401
+    assert b"revoked" in on[2]
+
+
+def test_a_key_past_its_expiry_is_the_stacks_401(api_alice, published, settings, fast_answers):
+    from apikeys import keycache
+
+    _warm(api_alice, published)
+    digest = keyformat.digest(api_alice.raw_key)
+    entry = json.loads(keycache.read_text(digest))
+    entry.update(expires_at="2020-01-01T00:00:00+00:00", expires_ts=1577836800.0)
+    cache.delete(keycache.cache_key(digest))
+    keycache._store(digest=digest, text=json.dumps(entry), only_new=True)
+    fast_answers.clear()
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 401
+    assert b"expired" in on[2]
+
+
+def test_a_deactivated_owner_is_a_401_at_once(alice, api_alice, published, fast_answers):
+    _warm(api_alice, published)
+    alice.is_active = False
+    alice.save()
+    fast_answers.clear()
+    assert api_alice.get(f"{API}/jobs/{published.public_id}").status_code == 401
+    assert fast_answers == []
+
+
+def test_the_rate_limit_counts_fast_answers_and_throttles_as_drf(
+    api_alice, published, settings, fast_answers, monkeypatch
+):
+    monkeypatch.setattr(
+        GroupRateThrottle, "THROTTLE_RATES", {**GroupRateThrottle.THROTTLE_RATES, "read": "3/min"}
+    )
+    monkeypatch.setattr(GroupRateThrottle, "timer", lambda self: 1020.0)
+    path = f"{API}/jobs/{published.public_id}"
+    _warm(api_alice, published)  # 1: the stack
+    fast_answers.clear()
+    assert api_alice.get(path).status_code == 200  # 2: fast
+    assert api_alice.get(path).status_code == 200  # 3: fast
+    assert len(fast_answers) == 2
+    on, off = _both(api_alice, settings, path)  # 4 and 5: over the rate
+    assert len(fast_answers) == 2
+    assert on == off and on[0] == 429
+    assert b'"code":"rate_limited"' in on[2]
+    assert int(dict(on[1])["Retry-After"]) >= 1
+
+
+def test_a_cache_that_is_down_leaves_the_poll_to_the_stack(
+    api_alice, published, settings, fast_answers, monkeypatch
+):
+    _warm(api_alice, published)
+    fast_answers.clear()
+
+    def away(*args, **kwargs):
+        raise ConnectionError("cache away")
+
+    for name in ("get", "set", "add", "delete"):
+        monkeypatch.setattr(cache, name, away)
+    monkeypatch.setattr(livestatus, "_redis", away)
+    # What the rate limit does on Redis while it is away: it admits (batchhub/sliding_window).
+    monkeypatch.setattr(sliding_window, "hit", lambda *a: sliding_window.Outcome(True, 0, 0))
+    on, off = _both(api_alice, settings, f"{API}/jobs/{published.public_id}")
+    assert fast_answers == []
+    assert on == off and on[0] == 200
+    assert b'"total":30' in on[2]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["include", "other-query", "accept-indent", "head", "slash", "session"],
+)
+def test_other_requests_go_to_the_stack_unchanged(
+    api_alice, client_alice, published, settings, fast_answers, variant
+):
+    _warm(api_alice, published)
+    fast_answers.clear()
+    path = f"{API}/jobs/{published.public_id}"
+    client, extra, method = api_alice, {}, "get"
+    if variant == "include":
+        path += "?include=results"
+    elif variant == "other-query":
+        path += "?x=1"
+    elif variant == "accept-indent":
+        extra = {"HTTP_ACCEPT": "application/json; indent=2"}
+    elif variant == "head":
+        method = "head"
+    elif variant == "slash":
+        path += "/"
+    elif variant == "session":
+        client = client_alice
+    answers = []
+    for on in (True, False):
+        settings.BATCHHUB_FAST_STATUS = on
+        answers.append(_seen(getattr(client, method)(path, **extra)))
+    assert fast_answers == []
+    assert answers[0] == answers[1]
