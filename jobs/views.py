@@ -25,17 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from batchhub.api import APIError
 
-from . import (
-    charts,
-    failures,
-    preview,
-    progress,
-    progress_html,
-    rerun,
-    results,
-    services,
-    states,
-)
+from . import charts, failures, preview, progress, rerun, results, services, states
 from .downloads import results_response
 from .models import Job, JobStatus
 from .processors import all_processors
@@ -267,8 +257,7 @@ def _progress_response(
         announce = f"Job {job.get_status_display().lower()}."
     context = _progress_context(job, announce=announce)
     context["action_error"] = action_error
-    # The template's partial "progress", without the engine: this answers every poll.
-    response = HttpResponse(progress_html.render(request, context))
+    response = render(request, "jobs/detail.html#progress", context)
     # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
     # the timeline and the results on "job-changed" (a new status or timeline entry), the results
     # alone on "job-progressed" (more rows done), and only while their first rows can still change.

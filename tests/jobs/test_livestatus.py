@@ -103,6 +103,7 @@ def test_the_job_page_partial_reads_the_key(alice, published, client_alice):
     url = f"/jobs/{published.public_id}/progress/"
     response = client_alice.get(url, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
+    assert response.context["job"].from_live_status
     assert b"renamed behind" not in response.content  # the name as published
     assert b'<strong data-testid="pending">30</strong>' in response.content
 
