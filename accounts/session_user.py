@@ -30,6 +30,8 @@ from django.core.cache import cache
 from django.utils.crypto import constant_time_compare
 from django.utils.functional import SimpleLazyObject
 
+from batchhub.cache import instance_from_entry, write_quietly
+
 logger = logging.getLogger(__name__)
 
 ENTRY_SECONDS = 60
@@ -74,11 +76,8 @@ def _from_entry(request):
         return None
     if not constant_time_compare(session_hash, entry["session_hash"]):
         return None  # Django's check decides (a rotated secret, a changed password)
-    model = get_user_model()
     values = {"id": entry["id"], **{name: entry[name] for name in _FIELDS}}
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    # Fields not in the entry are deferred: code that needs one loads it from the database.
-    user = model.from_db(None, names, [values[name] for name in names])
+    user = instance_from_entry(get_user_model(), values)
     if str(user.pk) != str(user_id):
         return None
     return user
@@ -92,16 +91,8 @@ def _from_database(request):
             **{name: getattr(user, name) for name in _FIELDS},
             "session_hash": user.get_session_auth_hash(),
         }
-        _quietly(lambda: cache.add(cache_key(user.pk), entry, ENTRY_SECONDS))
+        write_quietly(lambda: cache.add(cache_key(user.pk), entry, ENTRY_SECONDS))
     return user
-
-
-def _quietly(write) -> None:
-    try:
-        write()
-    except Exception:
-        # The cache away: the next request asks the database, which is always right.
-        logger.debug("session user cache write skipped", exc_info=True)
 
 
 def _on_user_changed(
@@ -109,7 +100,7 @@ def _on_user_changed(
 ) -> None:
     if created or (update_fields is not None and set(update_fields) <= {"last_login"}):
         return  # a new user has no entry; every login stamps last_login, which it does not hold
-    _quietly(lambda: cache.set(cache_key(instance.pk), ASK_DATABASE, ENTRY_SECONDS))
+    write_quietly(lambda: cache.set(cache_key(instance.pk), ASK_DATABASE, ENTRY_SECONDS))
 
 
 def connect_signals() -> None:

@@ -21,6 +21,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.cache import cache, caches
 
+from batchhub.cache import instance_from_entry, write_quietly
+
 from .models import APIKey
 
 logger = logging.getLogger(__name__)
@@ -64,12 +66,12 @@ def remember(key: APIKey) -> None:
     }
     if not owner.is_active or key.revoked_at is not None:
         return
-    _quietly(lambda: _store(digest=key.digest, text=_dumps(entry), only_new=True))
+    write_quietly(lambda: _store(digest=key.digest, text=_dumps(entry), only_new=True))
 
 
 def invalidate(digest: str) -> None:
     """The key's next request is checked against the database (revoked, deleted, owner off)."""
-    _quietly(lambda: _store(digest=digest, text=ASK_DATABASE, only_new=False))
+    write_quietly(lambda: _store(digest=digest, text=ASK_DATABASE, only_new=False))
 
 
 def lookup(digest: str, text: str | None | object = READ) -> APIKey | None:
@@ -132,11 +134,11 @@ def _dumps(entry: dict[str, Any]) -> str:
 
 def _key_from(entry: dict[str, Any], digest: str) -> APIKey:
     # Fields not in the entry are deferred: code that needs one loads it from the database.
-    user = _partial(
+    user = instance_from_entry(
         get_user_model(),
         {"id": entry["user_id"], "username": entry["username"], "is_active": True},
     )
-    key = _partial(
+    key = instance_from_entry(
         APIKey,
         {
             "id": entry["key_id"],
@@ -152,20 +154,6 @@ def _key_from(entry: dict[str, Any], digest: str) -> APIKey:
     )
     key.owner = user
     return key
-
-
-def _partial(model, values: dict[str, Any]):
-    """An instance as the ORM loads one with `only()`: from_db takes the values in field order."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(None, names, [values[name] for name in names])
-
-
-def _quietly(write) -> None:
-    try:
-        write()
-    except Exception:
-        # The cache away: the next check reads the database, which is always right.
-        logger.debug("API key cache write skipped", exc_info=True)
 
 
 def _on_key_changed(sender, instance: APIKey, created: bool = False, **kwargs: Any) -> None:

@@ -94,3 +94,18 @@ class RedisCache(django_redis.RedisCache):
             args=args,
             client=self._cache.get_client(write=True),
         )
+
+
+def instance_from_entry(model, values: dict[str, Any]):
+    """A model instance rebuilt from a cache entry, as the ORM loads one with `only()`: fields
+    not in the entry are deferred, so code that needs one loads it from the database."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(None, names, [values[name] for name in names])
+
+
+def write_quietly(write) -> None:
+    """A cache write that may fail: with the cache away, the next read asks the database."""
+    try:
+        write()
+    except Exception:
+        logger.debug("cache write skipped", exc_info=True)
