@@ -18,7 +18,6 @@ caller: a cache that is away is a miss on read and a skipped write on publish.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import Any
 
@@ -26,6 +25,8 @@ import orjson
 from django.core.cache import cache, caches
 from django.db import models, transaction
 from django.utils import timezone
+
+from batchhub import jsonsafe
 
 from .models import Job, JobEvent
 
@@ -113,13 +114,6 @@ def snapshot(job: Job) -> dict[str, Any]:
     return data
 
 
-def _dumps(data: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:
-        return json.dumps(data, separators=(",", ":"))  # what orjson refuses: ints over 64 bits
-
-
 def _version(job: Job) -> int:
     stamp = job.updated_at or timezone.now()
     return int(stamp.timestamp() * 1_000_000)
@@ -140,7 +134,7 @@ def publish(job: Job, last_event_id: int | None = None) -> None:
     recorded); None: the database says, when the transaction has committed; NO_NEW_EVENT: the
     caller recorded none, the key's stands."""
     try:
-        payload = _dumps(snapshot(job))
+        payload = jsonsafe.dumps(snapshot(job))
         version = _version(job)
     except Exception:
         logger.warning("job %s: status not published", job.pk, exc_info=True)

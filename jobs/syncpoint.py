@@ -3,19 +3,19 @@ marks the next rows running, renews the lease and reads the job's status."""
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from psycopg import Cursor as PgCursor
+
+from batchhub import jsonsafe
 
 from . import livestatus, states
 from .chunks import Plan
@@ -49,15 +49,6 @@ class Done:
     attempts: int
 
 
-def dumps_json(value: Any) -> str:
-    """JSON text of a processor's outputs: orjson (far faster than the stdlib), else the stdlib for
-    what orjson refuses (integers beyond 64 bits); anything else unknown becomes its str()."""
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, default=str)
-
-
 def write_rows(job_pk: int, done: list[Done]) -> None:
     """One UPDATE for many rows, with all their values passed as one JSON document.
 
@@ -70,7 +61,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     if connection.vendor == "postgresql":
         # One JSON document for the whole batch: orjson writes it, PostgreSQL's C parser reads it
         # (arrays of text would be escaped element by element in Python).
-        batch = dumps_json(
+        batch = jsonsafe.dumps(
             [
                 {"i": d.index, "s": d.status, "o": d.output, "e": d.error, "a": d.attempts}
                 for d in done
@@ -94,7 +85,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     values = [
         (
             d.status,
-            None if d.output is None else dumps_json(d.output),
+            None if d.output is None else jsonsafe.dumps(d.output),
             d.error,
             d.attempts,
             job_pk,
