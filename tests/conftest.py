@@ -168,3 +168,31 @@ def fake_dns(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return table
+
+
+@pytest.fixture
+def live_status_cache():
+    """An empty cache, and no refused live-status write remembered, before and after a test."""
+    from django.core.cache import cache
+
+    from jobs import livestatus
+
+    cache.clear()
+    livestatus._unsent.clear()
+    yield
+    cache.clear()
+    livestatus._unsent.clear()
+
+
+@pytest.fixture
+def published(alice, django_capture_on_commit_callbacks, live_status_cache):
+    """A processing job of alice's, its live status published as the engine publishes it."""
+    from jobs.ingest import loading
+    from jobs.models import JobStatus
+
+    job = make_job(alice, rows_text(30))
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING
+    return job

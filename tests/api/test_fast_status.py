@@ -19,22 +19,14 @@ from apikeys import services as key_services
 from batchhub import sliding_window
 from batchhub.api import GroupRateThrottle
 from jobs import fast_status, links, livestatus
-from jobs.ingest import loading
-from jobs.models import JobStatus
-from tests.conftest import make_job, rows_text
 
 API = "/api/v1"
 
 
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch):
-    cache.clear()
-    livestatus._unsent.clear()
+def _clean(monkeypatch, live_status_cache):
     # A signed results link carries its expiry (whole seconds): one clock for both answers.
     monkeypatch.setattr(links, "_expiry", lambda seconds: 2_000_000_000 + seconds)
-    yield
-    cache.clear()
-    livestatus._unsent.clear()
 
 
 @pytest.fixture
@@ -52,15 +44,10 @@ def fast_answers(monkeypatch):
 
 
 @pytest.fixture
-def published(alice, django_capture_on_commit_callbacks):
-    """A processing job of alice's, its live status published as the engine publishes it."""
-    job = make_job(alice, rows_text(30))
-    with django_capture_on_commit_callbacks(execute=True):
-        loading.ingest(job.pk)
-    job.refresh_from_db()
-    assert job.status == JobStatus.PROCESSING
-    assert livestatus.read(alice, job.public_id) is not None
-    return job
+def published(alice, published):
+    """The shared published job, its live status readable as the fast path reads it."""
+    assert livestatus.read(alice, published.public_id) is not None
+    return published
 
 
 def _seen(response) -> tuple[int, list[tuple[str, str]], bytes]:

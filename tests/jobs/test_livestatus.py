@@ -18,31 +18,12 @@ from django.test.utils import CaptureQueriesContext
 from apikeys import keycache, keyformat
 from apikeys import services as key_services
 from jobs import livestatus, runner, services, states
-from jobs.ingest import loading
 from jobs.models import Job, JobStatus
 from jobs.representation import job_representation
 from tests.api.conftest import create_json
-from tests.conftest import drive, make_job, rows_text
+from tests.conftest import drive
 
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    livestatus._unsent.clear()
-    yield
-    cache.clear()
-    livestatus._unsent.clear()
-
-
-@pytest.fixture
-def published(alice, django_capture_on_commit_callbacks):
-    """A processing job of alice's, its status published as the engine publishes it."""
-    job = make_job(alice, rows_text(30))
-    with django_capture_on_commit_callbacks(execute=True):
-        loading.ingest(job.pk)
-    job.refresh_from_db()
-    assert job.status == JobStatus.PROCESSING
-    return job
+pytestmark = pytest.mark.usefixtures("live_status_cache")
 
 
 def _without_links(body: dict) -> dict:

@@ -19,28 +19,8 @@ from apikeys import services as key_services
 from batchhub import sliding_window
 from batchhub.api import GroupRateThrottle
 from jobs import livestatus, poll
-from jobs.ingest import loading
-from jobs.models import JobStatus
-from tests.conftest import make_job, rows_text
 
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    livestatus._unsent.clear()
-    yield
-    cache.clear()
-    livestatus._unsent.clear()
-
-
-@pytest.fixture
-def published(alice, django_capture_on_commit_callbacks):
-    job = make_job(alice, rows_text(30))
-    with django_capture_on_commit_callbacks(execute=True):
-        loading.ingest(job.pk)
-    job.refresh_from_db()
-    assert job.status == JobStatus.PROCESSING
-    return job
+pytestmark = pytest.mark.usefixtures("live_status_cache")
 
 
 @pytest.fixture
