@@ -322,6 +322,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # The prefork pool, checking for dead pool processes every 0.5 s instead of 5 s.
 CELERY_WORKER_POOL = "batchhub.celery_pool:TaskPool"
+# The consumer, reconnecting to a broker that came back within a second, not up to 30 s.
+CELERY_WORKER_CONSUMER = "batchhub.celery_consumer:Consumer"
 # A loop whose broker connection drops goes on with the chunk the database says it holds, and
 # queues its next step once the broker is back (jobs/tasks.py): cancelling it would stall the
 # chunk until its lease ran out. A task redelivered later finds nothing to do twice.

@@ -152,6 +152,13 @@ def test_progress_resumes_within_10s_of_redis_coming_back(alice, worker_factory,
     outage(alice, worker_factory, settings, "redis", 2.0)
 
 
+def test_progress_resumes_within_3s_of_redis_back_after_7s_down(alice, worker_factory, settings):
+    # The worker's consumer retries the broker at most a second apart (batchhub/celery_consumer):
+    # at kombu's default intervals (2, 4, 6 s …) its next attempt after 7 s down is at 12 s.
+    figures = outage(alice, worker_factory, settings, "redis", 7.0)
+    assert figures["progress_after_return_s"] < 3, figures
+
+
 def test_progress_resumes_within_10s_of_postgres_coming_back(alice, worker_factory, settings):
     figures = outage(alice, worker_factory, settings, "pg", 2.0)
     assert figures["polls_503"] > 0  # the polls did see the database away: 503, never 500
