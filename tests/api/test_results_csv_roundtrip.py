@@ -45,9 +45,16 @@ CELLS = [
     ",",
     "",
     "é\r\nü",
+    "é=1+1",
+    "=",
+    "-",
+    "+.5e3",
+    "-١٢",
+    "١٢",
 ]
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# ASCII digits: a sign before another script's digits is not a number to a spreadsheet.
+NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _is_formula(cell: str) -> bool:
