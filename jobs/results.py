@@ -196,9 +196,14 @@ def _stream_csv_copy(
         where += " AND status = ANY(%s)"
         params.append(list(wanted))
     sql = (
-        f"COPY (SELECT {', '.join(cells)} FROM {table} WHERE {where} ORDER BY \"index\") "
+        f'COPY (SELECT {", ".join(cells)} FROM {table} WHERE {where} ORDER BY "index") '
         f"TO STDOUT WITH (FORMAT csv)"
     )
+    yield from _copy_out(sql, params)
+
+
+def _copy_out(sql: str, params: list[Any]) -> Iterator[bytes]:
+    """What COPY … TO STDOUT writes, in pieces of about BUFFER_BYTES."""
     connection.ensure_connection()
     pieces: list[bytes] = []
     size = 0
@@ -212,6 +217,41 @@ def _stream_csv_copy(
                     pieces, size = [], 0
     if pieces:
         yield b"".join(pieces)
+
+
+def _json_text(expr: str) -> str:
+    return f"coalesce(to_json({expr})::text, 'null')"
+
+
+def _stream_jsonl_copy(job: Job, status: str, columns: list[str]) -> Iterator[bytes]:
+    """PostgreSQL writes each row object's JSON line itself: no row passes through Python.
+
+    The line is the text row_object() dumps to, byte for byte: the same keys in the same order,
+    the same separators, strings escaped alike, values as jsonb prints them (which the Python
+    path parses and prints again). COPY's csv format with a delimiter and a quote that JSON text
+    never holds raw (PostgreSQL escapes every control character) writes the one column as is.
+    """
+    table = Row._meta.db_table
+    params: list[Any] = []
+    parts = ["'{\"row\": '", '("index" + 1)::text', "', \"ref\": '", _json_text("ref")]
+    parts += ["', \"status\": '", _json_text("status"), "', \"input\": {'"]
+    for i, name in enumerate(columns):
+        parts.append("%s")
+        params.append(("" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": ")
+        parts.append(f"coalesce((data->{i})::text, 'null')")
+    parts += ["'}, \"output\": '", "coalesce(output::text, 'null')"]
+    parts += ["', \"error\": '", _json_text("error"), "'}'"]
+    params.append(job.pk)
+    where = "job_id = %s"
+    wanted = _status_values(status)
+    if wanted:
+        where += " AND status = ANY(%s)"
+        params.append(list(wanted))
+    sql = (
+        f'COPY (SELECT {" || ".join(parts)} FROM {table} WHERE {where} ORDER BY "index") '
+        f"TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
+    )
+    yield from _copy_out(sql, params)
 
 
 def stream_csv(job: Job, status: str = "all") -> Iterator[bytes]:
@@ -279,6 +319,9 @@ def row_page(
 
 def stream_jsonl(job: Job, status: str = "all") -> Iterator[bytes]:
     columns = list(job.columns or [])
+    if connection.vendor == "postgresql":
+        yield from _stream_jsonl_copy(job, status, columns)
+        return
     buffer = _Buffer()
     dumps = json.JSONEncoder(ensure_ascii=False).encode
     for row in iter_rows(job, status):
@@ -294,6 +337,9 @@ def stream_json(job: Job, status: str = "all") -> Iterator[bytes]:
     columns = list(job.columns or [])
     buffer = _Buffer()
     dumps = json.JSONEncoder(ensure_ascii=False).encode
+    if connection.vendor == "postgresql":
+        yield from _json_array(_stream_jsonl_copy(job, status, columns))
+        return
     buffer.write("[")
     first = True
     for row in iter_rows(job, status):
@@ -304,6 +350,18 @@ def stream_json(job: Job, status: str = "all") -> Iterator[bytes]:
             yield buffer.take()
     buffer.write("\n]\n")
     yield buffer.take()
+
+
+def _json_array(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """JSON lines (pieces ending at a line's end) as stream_json's array: `[`, the objects joined
+    by `,` and a line break, `]`."""
+    opened = False
+    for piece in lines:
+        text = piece.replace(b"\n", b",\n")
+        # Each piece ends a line: its last ",\n" is held back as the one between it and the next.
+        yield (b"[\n" + text[:-2]) if not opened else (b",\n" + text[:-2])
+        opened = True
+    yield b"\n]\n" if opened else b"[\n]\n"
 
 
 STREAMS = {"csv": stream_csv, "jsonl": stream_jsonl, "json": stream_json}
