@@ -172,10 +172,11 @@ def fake_dns(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _no_poll_memo():
-    """No poll answer reused from another test (jobs/status_memo.py)."""
-    from jobs import status_memo
+    """No poll answer reused from another test (jobs/status_memo.py, jobs/progress_fragment.py)."""
+    from jobs import progress_fragment, status_memo
 
     status_memo.clear()
+    progress_fragment.clear()
     yield
 
 
