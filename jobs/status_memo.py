@@ -21,11 +21,10 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from . import livestatus
+from . import livestatus, second_memo
 from .representation import base_url
-from .second_memo import SecondMemo, current_second
 
-_memo = SecondMemo(512)
+_memo = second_memo.SecondMemo(512)
 
 
 def body(request, user, public_id: str, live: Any, render: Callable[[Any], bytes]) -> bytes | None:
@@ -35,7 +34,7 @@ def body(request, user, public_id: str, live: Any, render: Callable[[Any], bytes
     `render(job)`: the body for a job read from the key, when this second has none yet."""
     if not isinstance(live, tuple):
         return None  # no key (or not read): livestatus.read would answer None
-    second = current_second()
+    second = second_memo.current_second()
     key = (
         public_id,
         live[1],
