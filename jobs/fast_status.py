@@ -13,8 +13,9 @@ of reading it again.
 The answer is DRF's: the same job object rendered by DRF's own JSON renderer, the same `Allow`
 header the view sets, and the response headers of the middlewares it skips that add headers to
 such an answer (CSP, Content-Length, X-Frame-Options), applied by those middlewares themselves.
-tests/api/test_fast_status.py compares both paths byte for byte. BATCHHUB_FAST_STATUS=0 turns it
-off.
+tests/api/test_fast_status.py compares both paths byte for byte. The body is rendered once a
+second per job and state and reused within it (jobs/status_memo.py); the key check, the rate
+limit and the owner are still checked on every request. BATCHHUB_FAST_STATUS=0 turns it off.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from apikeys.auth import APIKeyAuthentication
 from apikeys.services import known_key
 from batchhub.api import GroupRateThrottle
 
-from . import livestatus, poll
+from . import poll, status_memo
 from .representation import job_representation
 
 logger = logging.getLogger(__name__)
@@ -125,14 +126,18 @@ class FastStatusMiddleware:
             key = known_key(raw, fetched.entry)
             if key is None:
                 return None
-            job = livestatus.read(key.owner, public_id, fetched.live)
+            counted = fetched.rate_counted
+            if counted is None or not counted[1].allowed:
+                return None  # the stack answers (the 429, or counts on its own)
+            body = status_memo.body(
+                request, key.owner, public_id, fetched.live, lambda job: self._render(request, job)
+            )
         except Exception:
             logger.debug("fast status: handing over to the stack", exc_info=True)
             return None
-        counted = fetched.rate_counted
-        if job is None or counted is None or not counted[1].allowed:
-            return None  # the stack answers (a 404, the database's answer, the 429)
-        return self._respond(request, job)
+        if body is None:
+            return None  # the stack answers (a 404, the database's answer)
+        return self._respond(request, public_id, body)
 
     def _job_id(self, request) -> str | None:
         path, prefix = request.path_info, self._prefix
@@ -147,8 +152,10 @@ class FastStatusMiddleware:
             return None  # another route (jobs/validate, …/pause) or not a job id
         return public_id
 
-    def _respond(self, request, job) -> HttpResponse:
-        body = self._renderer.render(job_representation(job, request))
+    def _render(self, request, job) -> bytes:
+        return self._renderer.render(job_representation(job, request))
+
+    def _respond(self, request, public_id: str, body: bytes) -> HttpResponse:
         response = HttpResponse(body, content_type=self._renderer.media_type)
         response["Allow"] = self._allow
         for middleware in self._header_middleware:

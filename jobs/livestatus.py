@@ -199,6 +199,12 @@ def drop_unsent() -> None:
         _unsent.discard(public_id)
 
 
+def current(public_id: str) -> bool:
+    """Whether the job's key can be believed now (no write of this process to it was refused)."""
+    drop_unsent()
+    return public_id not in _unsent
+
+
 def _send(public_id: str, version: tuple[int, int], payload: str) -> bool | str:
     """Write the key as _CAS does; False when the cache refused the write, _NEEDS_EVENT_ID when
     the key is missing and the caller's event id may be stale."""
@@ -256,6 +262,18 @@ def _load(public_id: str) -> tuple[int, str] | None:
         return payload_of(client.get(redis.make_and_validate_key(cache_key(public_id))))
     stored = cache.get(cache_key(public_id))
     return None if stored is None else (int(stored[1]), stored[2])
+
+
+def load(public_id: str) -> tuple[int, str] | None:
+    """The job's key as `read` would read it, for a caller that keys on its text; None when
+    missing, not to be believed (a refused write), or the cache is away."""
+    drop_unsent()
+    if public_id in _unsent or not plausible_id(public_id):
+        return None
+    try:
+        return _load(public_id)
+    except Exception:
+        return None
 
 
 # `read` with nothing given: it reads the key itself.

@@ -10,7 +10,6 @@ Every page works without JavaScript; with htmx the same views answer partial req
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from django.contrib import messages
@@ -18,21 +17,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import get_script_prefix, reverse
-from django.utils import timezone
+from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from batchhub.api import APIError
 
-from . import charts, failures, preview, progress, rerun, results, services, states
+from . import failures, preview, progress, progress_fragment, rerun, results, services, states
 from .downloads import results_response
 from .models import Job, JobStatus
 from .processors import all_processors
 
 PAGE_SIZE = 25
-# HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
-STOP_POLLING = 286
+STOP_POLLING = progress_fragment.STOP_POLLING
 
 STATUS_FILTERS = [("", "All"), ("active", "Active"), *[(s.value, s.label) for s in JobStatus]]
 
@@ -109,95 +106,11 @@ def list_rows(request: HttpRequest) -> HttpResponse:
 # --- job detail ----------------------------------------------------------------------------------
 
 
-def _controls(job: Job) -> dict[str, bool]:
-    return {
-        "pause": states.can_transition(job, JobStatus.PAUSED),
-        "resume": job.status == JobStatus.PAUSED
-        and states.can_transition(job, JobStatus.PROCESSING),
-        "cancel": states.can_transition(job, JobStatus.CANCELLED),
-        # services.retry takes failed rows of a finished or paused job back to work.
-        "retry": job.failed > 0 and (job.is_terminal or job.status == JobStatus.PAUSED),
-    }
-
-
 def _redeliver_url(job: Job) -> str | None:
     """The "send again" button's target: only a finished job with a webhook has one."""
     if not job.webhook_url or not job.is_terminal:
         return None
     return reverse("jobs:webhook-redeliver", args=[job.public_id])
-
-
-def _last_event_id(job: Job) -> int:
-    """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves.
-
-    The page's own reads bring it with the job (services.get_job(..., last_event=True)); a job
-    read otherwise (after an action) asks once."""
-    if getattr(job, "last_event_id", None) is None:
-        job.last_event_id = job.events.order_by("-id").values_list("id", flat=True).first() or 0
-    return job.last_event_id
-
-
-def _seen(job: Job) -> str:
-    return f"{job.status}-{job.done}-{_last_event_id(job)}"
-
-
-def _parse_seen(seen: str) -> tuple[str, int, int | None] | None:
-    """What the page showed at its last poll: (status, rows done, newest event id or None).
-
-    A page loaded before the event id was part of it sends "status-done"; None means the
-    parameter is missing or mangled, and nothing is announced.
-    """
-    parts = seen.split("-")
-    try:
-        if len(parts) == 2:
-            return parts[0], int(parts[1]), None
-        if len(parts) == 3:
-            return parts[0], int(parts[1]), int(parts[2])
-    except ValueError:
-        pass
-    return None
-
-
-def _chart_samples(job: Job) -> list[list[float]]:
-    """The samples count cancelled rows as done: capped at the rows processed, a cancel is not
-    drawn as a burst of thousands of rows a second."""
-    samples = job.samples or []
-    if not job.cancelled:
-        return samples
-    cap = progress.processed(job)
-    return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
-
-
-@functools.lru_cache(maxsize=4096)
-def _progress_urls(script_prefix: str, public_id: str) -> dict[str, str]:
-    # The live part's links never change for a job: reversed once, not at every poll.
-    del script_prefix  # part of the cache's key: reverse() reads it
-    names = ("progress", "resume", "pause", "retry", "cancel")
-    return {name: reverse(f"jobs:{name}", args=[public_id]) for name in names}
-
-
-def _progress_context(job: Job, *, announce: str = "") -> dict[str, Any]:
-    rate = progress.recent_rate(job)
-    eta_in = progress.eta(job, rate)
-    return {
-        "job": job,
-        "stages": progress.stages(job),
-        "segments": progress.segments(job),
-        "controls": _controls(job),
-        "counts": job.counts,
-        "processed": progress.processed(job),
-        "percent": progress.percent_processed(job),
-        "rate": rate,
-        "average_rate": progress.average_rate(job) if job.is_terminal else None,
-        "eta": (timezone.now() + eta_in) if eta_in else None,
-        "eta_in": eta_in,
-        "waiting_for": progress.waiting_for(job),
-        "chart": charts.throughput_svg(_chart_samples(job)),
-        "seen": _seen(job),
-        "announce": announce,
-        "poll_every": "1s",
-        "urls": _progress_urls(get_script_prefix(), job.public_id),
-    }
 
 
 def _results_context(job: Job, failed_only: bool) -> dict[str, Any]:
@@ -233,7 +146,7 @@ def _downloads_context(job: Job) -> dict[str, Any]:
 def _detail_context(job: Job, failed_only: bool) -> dict[str, Any]:
     return {
         "nav": "jobs",
-        **_progress_context(job),
+        **progress_fragment.context(job),
         **_results_context(job, failed_only),
         **_downloads_context(job),
         "events": _events(job),
@@ -249,35 +162,11 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, "jobs/detail.html", _detail_context(job, failed_only))
 
 
-def _progress_response(
-    request: HttpRequest, job: Job, *, polling: bool, announce: str = "", action_error: str = ""
-) -> HttpResponse:
-    seen = _parse_seen(request.GET.get("seen", ""))
-    if seen and not announce and seen[0] != job.status:
-        announce = f"Job {job.get_status_display().lower()}."
-    context = _progress_context(job, announce=announce)
-    context["action_error"] = action_error
-    response = render(request, "jobs/detail.html#progress", context)
-    # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
-    # the timeline and the results on "job-changed" (a new status or timeline entry), the results
-    # alone on "job-progressed" (more rows done), and only while their first rows can still change.
-    if seen:
-        status, done, event = seen
-        if status != job.status or (event is not None and event != _last_event_id(job)):
-            response["HX-Trigger"] = "job-changed"
-        elif done != job.done:
-            response["HX-Trigger"] = "job-progressed"
-    if polling and not job.is_active:
-        response.status_code = STOP_POLLING
-    return response
-
-
 @login_required
 @require_GET
 def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
     """The live part of the job page, polled every second while the job is active."""
-    job = services.job_status(request.user, public_id)
-    return _progress_response(request, job, polling=True)
+    return progress_fragment.poll(request, public_id)
 
 
 @login_required
@@ -336,7 +225,7 @@ def _act(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
     if request.htmx:
         job.refresh_from_db()
         changed = not error and (job.status != before or action == "retry")
-        response = _progress_response(
+        response = progress_fragment.response(
             request,
             job,
             polling=False,

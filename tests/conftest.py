@@ -170,6 +170,16 @@ def fake_dns(monkeypatch):
     return table
 
 
+@pytest.fixture(autouse=True)
+def _no_poll_memo():
+    """No poll answer reused from another test (jobs/status_memo.py, jobs/progress_fragment.py)."""
+    from jobs import progress_fragment, status_memo
+
+    status_memo.clear()
+    progress_fragment.clear()
+    yield
+
+
 @pytest.fixture
 def live_status_cache():
     """An empty cache, and no refused live-status write remembered, before and after a test."""

@@ -35,9 +35,9 @@ def fast_answers(monkeypatch):
     given = []
     real = fast_status.FastStatusMiddleware._respond
 
-    def spy(self, request, job):
-        given.append(job.public_id)
-        return real(self, request, job)
+    def spy(self, request, public_id, body):
+        given.append(public_id)
+        return real(self, request, public_id, body)
 
     monkeypatch.setattr(fast_status.FastStatusMiddleware, "_respond", spy)
     return given

@@ -1,0 +1,223 @@
+"""The job page's live part (the `progress` partial of templates/jobs/detail.html): its context,
+and the answer to its once-a-second poll, rendered once a second per job and state.
+
+Every open page of a running job polls this partial each second, and building its context and
+rendering it costs several times the rest of the answer (docs/performance.md). Within one second
+the fragment depends only on what the memo's key names: the job's live-status key as stored (its
+payload text and newest event id), the status the page last saw (the announcement), the script
+prefix (the links) and the user. The context's figures of now (rate, ETA, how long the job has
+run) are taken once, so a fragment made in this second is the one a fresh render would give.
+
+What is per request stays per request: the job is only answered to its owner (anyone else gets
+the 404 of services.job_status, never a memo), and the fragment is rendered with a placeholder
+for the CSRF token that each answer replaces with a token masked for it (get_token), as
+{% csrf_token %} would.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
+from django.template.loader import get_template
+from django.urls import get_script_prefix, reverse
+from django.utils import timezone
+
+from . import charts, livestatus, progress, second_memo, services, states
+from .models import Job, JobStatus
+
+# HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
+STOP_POLLING = 286
+TEMPLATE = "jobs/detail.html#progress"
+# Stands for the CSRF token in a memoised fragment: letters and digits only, so escaping leaves
+# it as it is, and random, so no job's text can contain it.
+CSRF_PLACEHOLDER = "csrfplaceholder" + secrets.token_hex(16)
+
+_memo = second_memo.SecondMemo(512)
+
+
+def controls(job: Job) -> dict[str, bool]:
+    return {
+        "pause": states.can_transition(job, JobStatus.PAUSED),
+        "resume": job.status == JobStatus.PAUSED
+        and states.can_transition(job, JobStatus.PROCESSING),
+        "cancel": states.can_transition(job, JobStatus.CANCELLED),
+        # services.retry takes failed rows of a finished or paused job back to work.
+        "retry": job.failed > 0 and (job.is_terminal or job.status == JobStatus.PAUSED),
+    }
+
+
+def last_event_id(job: Job) -> int:
+    """The newest timeline entry's id (0 for none): the page reloads its timeline when it moves.
+
+    The page's own reads bring it with the job (services.get_job(..., last_event=True) or the
+    live status); a job read otherwise (after an action) asks once."""
+    if getattr(job, "last_event_id", None) is None:
+        job.last_event_id = job.events.order_by("-id").values_list("id", flat=True).first() or 0
+    return job.last_event_id
+
+
+def _seen(job: Job) -> str:
+    return f"{job.status}-{job.done}-{last_event_id(job)}"
+
+
+def parse_seen(seen: str) -> tuple[str, int, int | None] | None:
+    """What the page showed at its last poll: (status, rows done, newest event id or None).
+
+    A page loaded before the event id was part of it sends "status-done"; None means the
+    parameter is missing or mangled, and nothing is announced.
+    """
+    parts = seen.split("-")
+    try:
+        if len(parts) == 2:
+            return parts[0], int(parts[1]), None
+        if len(parts) == 3:
+            return parts[0], int(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    return None
+
+
+def _chart_samples(job: Job) -> list[list[float]]:
+    """The samples count cancelled rows as done: capped at the rows processed, a cancel is not
+    drawn as a burst of thousands of rows a second."""
+    samples = job.samples or []
+    if not job.cancelled:
+        return samples
+    cap = progress.processed(job)
+    return [[s[0], min(s[1], cap)] for s in samples if len(s) >= 2]
+
+
+@functools.lru_cache(maxsize=4096)
+def _urls(script_prefix: str, public_id: str) -> dict[str, str]:
+    # The live part's links never change for a job: reversed once, not at every poll.
+    del script_prefix  # part of the cache's key: reverse() reads it
+    names = ("progress", "resume", "pause", "retry", "cancel")
+    return {name: reverse(f"jobs:{name}", args=[public_id]) for name in names}
+
+
+def context(job: Job, *, announce: str = "") -> dict[str, Any]:
+    """The partial's context (the job page's too). Now is read here, once: the template shows
+    figures of time (`duration`, the ETA) from it, never from a clock of its own."""
+    now = timezone.now()
+    rate = progress.recent_rate(job, now.timestamp())
+    eta_in = progress.eta(job, rate)
+    return {
+        "job": job,
+        "stages": progress.stages(job),
+        "segments": progress.segments(job),
+        "controls": controls(job),
+        "counts": job.counts,
+        "processed": progress.processed(job),
+        "percent": progress.percent_processed(job),
+        "rate": rate,
+        "average_rate": progress.average_rate(job) if job.is_terminal else None,
+        "eta": (now + eta_in) if eta_in else None,
+        "eta_in": eta_in,
+        "duration": (job.finished_at or now) - job.started_at if job.started_at else None,
+        "waiting_for": progress.waiting_for(job, now),
+        "chart": charts.throughput_svg(_chart_samples(job)),
+        "seen": _seen(job),
+        "announce": announce,
+        "poll_every": "1s",
+        "urls": _urls(get_script_prefix(), job.public_id),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    """A rendered partial and what each answer needs to know of its job."""
+
+    owner_id: int
+    expires_at: datetime | None
+    html: str  # with CSRF_PLACEHOLDER for the token
+    status: str
+    done: int
+    last_event_id: int
+    active: bool
+
+
+def _fragment(job: Job, *, announce: str = "", action_error: str = "") -> _Fragment:
+    data = context(job, announce=announce)
+    data["action_error"] = action_error
+    data["csrf_token"] = CSRF_PLACEHOLDER
+    html = get_template(TEMPLATE).render(data)
+    return _Fragment(
+        job.owner_id,
+        job.expires_at,
+        html,
+        job.status,
+        job.done,
+        last_event_id(job),
+        job.is_active,
+    )
+
+
+def _announce(job: Job, seen: tuple[str, int, int | None] | None) -> str:
+    if seen and seen[0] != job.status:
+        return f"Job {job.get_status_display().lower()}."
+    return ""
+
+
+def _respond(
+    request: HttpRequest, fragment: _Fragment, seen: tuple | None, *, polling: bool
+) -> HttpResponse:
+    html = fragment.html
+    if CSRF_PLACEHOLDER in html:
+        html = html.replace(CSRF_PLACEHOLDER, get_token(request))
+    response = HttpResponse(html)
+    # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
+    # the timeline and the results on "job-changed" (a new status or timeline entry), the results
+    # alone on "job-progressed" (more rows done), and only while their first rows can still change.
+    if seen:
+        status, done, event = seen
+        if status != fragment.status or (event is not None and event != fragment.last_event_id):
+            response["HX-Trigger"] = "job-changed"
+        elif done != fragment.done:
+            response["HX-Trigger"] = "job-progressed"
+    if polling and not fragment.active:
+        response.status_code = STOP_POLLING
+    return response
+
+
+def response(
+    request: HttpRequest, job: Job, *, polling: bool, announce: str = "", action_error: str = ""
+) -> HttpResponse:
+    """The partial for `job` as just read (after an action, or from the database): no memo."""
+    seen = parse_seen(request.GET.get("seen", ""))
+    fragment = _fragment(job, announce=announce or _announce(job, seen), action_error=action_error)
+    return _respond(request, fragment, seen, polling=polling)
+
+
+def poll(request: HttpRequest, public_id: str) -> HttpResponse:
+    """The poll's answer: the fragment made in this second for the same key, else a new one."""
+    user = request.user
+    seen = parse_seen(request.GET.get("seen", ""))
+    stored = livestatus.load(public_id)
+    key = second = None
+    if stored is not None:
+        second = second_memo.current_second()
+        key = (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user.pk)
+        hit = _memo.get(key, second)
+        if (
+            hit is not None
+            and hit.owner_id == user.pk
+            and (hit.expires_at is None or hit.expires_at > timezone.now())
+            and livestatus.current(public_id)
+        ):
+            return _respond(request, hit, seen, polling=True)
+    # Another user's job, or a job the key cannot answer: services decides (a 404, the database).
+    job = services.job_status(user, public_id, stored)
+    fragment = _fragment(job, announce=_announce(job, seen))
+    if key is not None and getattr(job, "from_live_status", False):
+        _memo.put(key, fragment, second)
+    return _respond(request, fragment, seen, polling=True)
+
+
+def clear() -> None:
+    _memo.clear()

@@ -1,0 +1,111 @@
+"""The job page's live partial reused within a second (jobs/progress_fragment.py): one render a
+second per job and state, a CSRF token masked for each answer, and only ever the user's own job.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.middleware.csrf import _unmask_cipher_token
+from django.test import Client
+
+from jobs import progress_fragment, second_memo
+
+TOKEN = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def _clock(monkeypatch, live_status_cache):
+    now = [1_999_999_000]
+    monkeypatch.setattr(second_memo, "current_second", lambda: now[0])
+    return now
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    made = []
+    real = progress_fragment._fragment
+
+    def spy(job, **kwargs):
+        made.append(job.public_id)
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(progress_fragment, "_fragment", spy)
+    return made
+
+
+def _url(job, seen: str = "") -> str:
+    return f"/jobs/{job.public_id}/progress/" + (f"?seen={seen}" if seen else "")
+
+
+def _poll(client, job, seen: str = ""):
+    return client.get(_url(job, seen), HTTP_HX_REQUEST="true")
+
+
+def test_polls_in_one_second_render_once(client_alice, published, renders, _clock):
+    first, second = _poll(client_alice, published), _poll(client_alice, published)
+    assert first.status_code == second.status_code == 200
+    assert renders == [published.public_id]
+    assert TOKEN.sub(b"", first.content) == TOKEN.sub(b"", second.content)
+    _clock[0] += 1
+    _poll(client_alice, published)
+    assert len(renders) == 2
+
+
+def test_a_reused_fragment_is_what_a_fresh_render_gives(client_alice, published):
+    reused = [_poll(client_alice, published).content for _ in range(2)][1]
+    progress_fragment.clear()
+    fresh = _poll(client_alice, published).content
+    assert TOKEN.sub(b"", reused) == TOKEN.sub(b"", fresh)
+    assert progress_fragment.CSRF_PLACEHOLDER.encode() not in reused
+
+
+def test_each_answer_carries_a_token_masked_for_it_that_works(alice, published, renders):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.get(f"/jobs/{published.public_id}/").status_code == 200  # sets the cookie
+    secret = client.cookies["csrftoken"].value
+    first, second = _poll(client, published), _poll(client, published)
+    assert len(renders) == 1
+    tokens = TOKEN.findall(first.content) + TOKEN.findall(second.content)
+    assert len(tokens) >= 4  # pause and cancel, twice
+    assert len(set(TOKEN.findall(first.content))) == 1  # one token per answer, as Django does
+    assert TOKEN.findall(first.content)[0] != TOKEN.findall(second.content)[0]
+    assert {_unmask_cipher_token(t.decode()) for t in tokens} == {secret}
+    pause = client.post(
+        f"/jobs/{published.public_id}/pause/",
+        {"csrfmiddlewaretoken": TOKEN.findall(second.content)[0].decode()},
+    )
+    assert pause.status_code == 302
+
+
+def test_another_user_gets_a_404_never_the_fragment(client_alice, client_bob, published):
+    assert _poll(client_alice, published).status_code == 200  # in the memo now
+    response = _poll(client_bob, published)
+    assert response.status_code == 404
+    assert b'id="progress"' not in response.content
+
+
+def test_a_changed_status_is_never_served_stale(
+    client_alice, published, django_capture_on_commit_callbacks
+):
+    before = _poll(client_alice, published)
+    assert b'data-status="processing"' in before.content
+    with django_capture_on_commit_callbacks(execute=True):
+        client_alice.post(f"/jobs/{published.public_id}/pause/")
+    seen = before.content.split(b"?seen=")[1].split(b'"')[0].decode()
+    after = _poll(client_alice, published, seen)
+    assert b'data-status="paused"' in after.content
+    assert after["HX-Trigger"] == "job-changed"
+    assert b"Job paused." in after.content
+
+
+def test_the_announcement_follows_what_the_page_saw(client_alice, published, renders):
+    quiet = _poll(client_alice, published, "processing-0")
+    told = _poll(client_alice, published, "queued-0")
+    again = _poll(client_alice, published, "queued-0")
+    assert b"hx-swap-oob" not in quiet.content
+    assert b"Job processing." in told.content and b"Job processing." in again.content
+    assert len(renders) == 2
+    assert told["HX-Trigger"] == "job-changed" and "HX-Trigger" not in quiet
