@@ -58,7 +58,7 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
                 params,
             )
             (document,) = cursor.fetchone()
-        return [] if document is None else loads(document)
+        return [] if document is None else list(map(tuple, loads(document)))
     with connection.cursor() as cursor:
         cursor.execute(
             f'SELECT "index", ref, data, attempts, status {where} ORDER BY "index"', params

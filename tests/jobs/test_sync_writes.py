@@ -205,7 +205,7 @@ def test_fetch_rows_gives_index_ref_data_attempts_status(alice):
         data=lambda i: [f"é{i}", None if i == 2 else i],
         attempts=lambda i: i,
     )
-    assert [tuple(r) for r in chunk_loop.fetch_rows(job.pk, 0, 4)] == [
+    assert chunk_loop.fetch_rows(job.pk, 0, 4) == [
         (0, "1", ["é0", 0], 0, RowStatus.PENDING),
         (2, "3", ["é2", None], 2, RowStatus.PENDING),
         (3, "4", ["é3", 3], 3, RowStatus.PENDING),
