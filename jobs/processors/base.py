@@ -199,6 +199,44 @@ class Processor:
     def process(self, batch: list[RowInput]) -> list[RowResult]:
         return [self.run_one(row) for row in batch]
 
+    # --- positional rows (optional) -------------------------------------------------------------
+    # A processor that can work on a row's values as they are stored (a list in the order of the
+    # job's columns) overrides both methods below; the engine then skips building a RowInput and
+    # its dicts for every row. It does so only while the class's process_row/process/run_one are
+    # the ones defined next to process_values, so a subclass or a test that replaces them is
+    # called exactly as before.
+    def bind_columns(self, columns: list[str]) -> None:
+        """The job's columns, in the order of every row's values; called before process_values."""
+
+    def process_values(self, values: list[Any]) -> RowResult:
+        """One row given as its stored values (possibly shorter than the columns); never raises."""
+        raise NotImplementedError
+
+    def positional(self) -> bool:
+        """Whether the engine may call bind_columns/process_values instead of process."""
+        own = type(self)._positional_methods
+        if own is None:
+            return False
+        instance = vars(self) if hasattr(self, "__dict__") else {}
+        return all(
+            name not in instance and getattr(type(self), name) is method
+            for name, method in own.items()
+        )
+
+    # The row methods as they were where process_values was defined (see positional()).
+    _positional_methods: ClassVar[dict[str, Any] | None] = None
+    _ROW_METHODS: ClassVar[tuple[str, ...]] = ("process_row", "run_one", "process")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "process_values" in vars(cls):
+            cls._positional_methods = {name: getattr(cls, name) for name in cls._ROW_METHODS}
+        elif cls._positional_methods is not None and any(
+            name in vars(cls) for name in cls._ROW_METHODS
+        ):
+            # A subclass that changes how rows are processed, but not process_values.
+            cls._positional_methods = None
+
     def close(self) -> None:
         """Release what the processor holds (HTTP clients, …) when the worker loop ends."""
 

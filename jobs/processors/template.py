@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
 import string
+from operator import itemgetter
 from typing import Any
 
-from .base import ParamsError, Processor, RowError, RowInput
+from .base import ParamsError, Processor, RowError, RowInput, RowResult
 
 _FORMATTER = string.Formatter()
+logger = logging.getLogger(__name__)
 
 
 def template_fields(template: str) -> list[str]:
@@ -92,3 +95,58 @@ class TemplateProcessor(Processor):
             return {self.output_column: self.template.format_map(values)}
         except (ValueError, TypeError) as exc:
             raise RowError(f"The template could not be filled: {exc}") from None
+
+    # Positional rows: the template is compiled once per job's columns into a format string with
+    # numbered fields, so a row is one str.format over a tuple of its values, with no dicts.
+    def bind_columns(self, columns: list[str]) -> None:
+        # The last column of a name wins, as in the dict process_row sees; a row shorter than the
+        # columns has only the earlier ones, so its last present column of that name wins.
+        where = {name: i for i, name in enumerate(columns)}
+        slots: list[int | None] = [where.get(name) for name in self.fields]
+        self._candidates = [
+            [i for i in range(len(columns) - 1, -1, -1) if columns[i] == name]
+            for name in self.fields
+        ]
+        parts: list[str] = []
+        for literal, field_name, format_spec, _conversion in _FORMATTER.parse(self.template):
+            parts.append(literal.replace("{", "{{").replace("}", "}}"))
+            if field_name is not None:
+                number = self.fields.index(field_name)
+                parts.append(f"{{{number}:{format_spec}}}" if format_spec else f"{{{number}}}")
+        self._format = "".join(parts).format
+        # Rows at least this long hold every field's column (shorter rows lack the later ones).
+        self._min_len = (
+            max(slots) + 1 if slots and None not in slots else (1 << 62 if slots else 0)
+        )
+        self._getter = _getter([i for i in slots if i is not None]) if slots else None
+
+    def process_values(self, values: list[Any]) -> RowResult:
+        try:
+            if len(values) >= self._min_len:
+                args = self._getter(values) if self._getter is not None else ()
+                if None in args:
+                    args = ["" if v is None else v for v in args]
+            else:
+                n = len(values)
+                args = [_last_present(values, n, where) for where in self._candidates]
+            return RowResult(output={self.output_column: self._format(*args)})
+        except (ValueError, TypeError) as exc:
+            return RowResult(error=f"The template could not be filled: {exc}")
+        except Exception as exc:  # as run_one: a bug fails the row, not the worker loop
+            logger.exception("processor %s raised on a row", self.name)
+            return RowResult(error=f"{exc.__class__.__name__}: {exc}")
+
+
+def _last_present(values: list[Any], n: int, candidates: list[int]) -> Any:
+    for i in candidates:
+        if i < n:
+            return "" if values[i] is None else values[i]
+    return ""
+
+
+def _getter(indexes: list[int]):
+    """A C-level picker of these indexes that always returns a tuple."""
+    if len(indexes) == 1:
+        (only,) = indexes
+        return lambda values: (values[only],)
+    return itemgetter(*indexes)

@@ -18,7 +18,8 @@ Each figure is one JSON line: value, baseline measured in the same run, ratio, g
    same rows, and this process's peak RSS growth while streaming.
 4. status read (in-process, no HTTP): p50/p99 of Job.objects.get + job_representation for the
    big job and a 1,000-row job.
-5. worker memory: peak RSS (VmHWM) of the worker's main process plus pool children.
+5. worker CPU: user + system CPU seconds of the worker's processes per processed row.
+6. worker memory: peak RSS (VmHWM) of the worker's main process plus pool children.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ from jobs.ingest import loading  # noqa: E402
 from jobs.models import TERMINAL, Job, JobStatus, Row, RowStatus  # noqa: E402
 from jobs.representation import job_representation  # noqa: E402
 from tests.bench.benchdata import COLUMNS, TEMPLATE, bare_loop, make_csv  # noqa: E402
-from tests.support.worker import Worker  # noqa: E402
+from tests.support.worker import Worker, cpu_seconds  # noqa: E402
 
 # --- input ---------------------------------------------------------------------------------------
 
@@ -235,6 +236,11 @@ def copy_to_baseline(job: Job) -> tuple[float, int]:
     return took, size
 
 
+def worker_cpu(worker: Worker) -> float:
+    """CPU seconds of the worker's main process and its pool processes, reaped ones included."""
+    return cpu_seconds([worker.proc.pid, *worker.children()], reaped=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -318,10 +324,12 @@ def main() -> None:
         tmp, concurrency=2, name="bench", extra_args=("--include=tests.bench.naive_tasks",)
     )
     try:
+        cpu_before = worker_cpu(worker)
         start = time.perf_counter()
         real_start_loops(job)
         job = wait_terminal(job.pk, timeout=max(600, ROWS / 200), worker=worker)
         process_s = time.perf_counter() - start
+        worker_cpu_s = worker_cpu(worker) - cpu_before
         assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS, (
             job.status,
             job.succeeded,
@@ -356,6 +364,11 @@ def main() -> None:
     emit(
         "processing_template", engine_rps, "rows/s", "bare_python_loop", ROWS / bare_s,
         "ratio >= 0.5", workers=2, seconds=round(process_s, 2),
+    )
+    emit(
+        "processing_worker_cpu", worker_cpu_s / ROWS * 1e6, "us/row", None, None,
+        "none (user + system CPU of the worker's processes per row, the job's run only)",
+        workers=2, cpu_seconds=round(worker_cpu_s, 2),
     )
     emit(
         "processing_vs_naive", engine_rps, "rows/s", "one_celery_task_per_row",

@@ -1,0 +1,213 @@
+"""What a sync point writes, and the positional row path, give the same rows and counters as the
+per-row path: statuses, outputs (SQL NULL when there is none), errors, attempts.
+
+Runs on whichever database the suite uses: both PostgreSQL and SQLite run it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from django.db import connection
+
+from jobs import chunk_loop, creation, results
+from jobs.models import Job, JobStatus, Row, RowStatus
+from jobs.processors import Processor, base
+from jobs.processors.template import TemplateProcessor
+from jobs.syncpoint import Done, write_rows
+from tests.conftest import csv_upload, drive, make_job
+from tests.factories import JobFactory, add_rows
+
+pytestmark = pytest.mark.django_db
+
+BIG = "x" * 300_000 + "é"
+
+
+def stored(job: Job) -> dict[int, tuple]:
+    """(status, output, error, attempts, output is SQL NULL) by index, read without the ORM."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'SELECT "index", status, output, error, attempts, output IS NULL '
+            f'FROM {Row._meta.db_table} WHERE job_id = %s ORDER BY "index"',
+            [job.pk],
+        )
+        out = {}
+        for index, status, output, error, attempts, is_null in cursor.fetchall():
+            if isinstance(output, (str, bytes)):
+                output = json.loads(output)
+            out[index] = (status, output, error, attempts, bool(is_null))
+        return out
+
+
+def test_write_rows_stores_every_kind_of_outcome(alice):
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=8, columns=["a", "b"])
+    add_rows(job, 8, status=RowStatus.RUNNING, attempts=1)
+    done = [
+        Done(0, RowStatus.SUCCEEDED, {"text": "Zürich — 東京 🎉 \"quoted\" \\ back"}, None, 1),
+        Done(1, RowStatus.SUCCEEDED, {}, None, 1),
+        Done(2, RowStatus.SUCCEEDED, {"text": BIG, "n": 12345678901, "f": 1.5}, None, 2),
+        Done(3, RowStatus.SUCCEEDED, {"none": None, "nested": {"k": [1, None, "v"]}}, None, 1),
+        Done(4, RowStatus.FAILED, None, "Fehler: ungültig — ✗", 3),
+        Done(5, RowStatus.PENDING, None, "try later", 1),
+        Done(7, RowStatus.PENDING, None, None, 0),  # never began: back untouched
+    ]
+    write_rows(job.pk, done)
+    rows = stored(job)
+    for d in done:
+        assert rows[d.index] == (d.status, d.output, d.error, d.attempts, d.output is None)
+    # Row 6 was not in the batch.
+    assert rows[6][0] == RowStatus.RUNNING and rows[6][3] == 1 and rows[6][4]
+    # Through the ORM too: a missing output is SQL NULL, not JSON null.
+    assert set(
+        Row.objects.filter(job=job, output__isnull=True).values_list("index", flat=True)
+    ) == {4, 5, 6, 7}
+
+
+def test_write_rows_twice_overwrites_output_with_null(alice):
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=2, columns=["a"])
+    add_rows(job, 2, status=RowStatus.RUNNING, attempts=1)
+    write_rows(job.pk, [Done(0, RowStatus.SUCCEEDED, {"t": "a"}, None, 1)])
+    write_rows(job.pk, [Done(0, RowStatus.PENDING, None, None, 1)])
+    assert stored(job)[0] == (RowStatus.PENDING, None, None, 1, True)
+
+
+def _per_row(monkeypatch) -> None:
+    """Force the per-row path: a process_row that only calls the original one."""
+    original = TemplateProcessor.process_row
+
+    def process_row(self, row):
+        return original(self, row)
+
+    monkeypatch.setattr(TemplateProcessor, "process_row", process_row)
+
+
+CSV = (
+    "name,city,score,other\n"
+    "Zoë,Zürich,1.5,second\n"
+    "東京,,2,\n"
+    '"quote ""q""",Lyon,,x\n'
+    + "".join(f"p{i},c{i},{i},n{i}\n" for i in range(40))
+    + f"big,{BIG[-100_000:]},3,y\n"
+)
+TEMPLATE = "{name} <{city}> {{lit}} {score:>6}!"
+
+
+def _run(alice, text: str, template: str, *, name: str = "input.csv") -> tuple:
+    job, _ = creation.create_job(
+        alice,
+        processor="template",
+        params={"template": template},
+        source=creation.Source(upload=csv_upload(text, name)),
+        actor="alice",
+    )
+    job = drive(job)
+    body = b"".join(results.stream(job, "csv")).decode()
+    table = [
+        {k: v for k, v in row.items() if k not in ("job_row",)}
+        for row in csv.DictReader(io.StringIO(body))
+    ]
+    counters = (job.status, job.total, job.succeeded, job.failed, job.pending, job.running)
+    return counters, table, list(stored(job).values())
+
+
+@pytest.mark.parametrize("template", [TEMPLATE, "{score:d} for {name}", "plain {{text}}"])
+def test_positional_rows_match_the_per_row_path(alice, monkeypatch, template):
+    fast = _run(alice, CSV, template)
+    with monkeypatch.context() as m:
+        _per_row(m)
+        slow = _run(alice, CSV, template)
+    assert fast == slow
+    assert fast[0][0] in (JobStatus.COMPLETED, JobStatus.PARTIAL)
+
+
+def test_positional_rows_match_for_jsonl_rows_missing_keys(alice, monkeypatch):
+    text = "\n".join(
+        json.dumps(row, ensure_ascii=False)
+        for row in [
+            {"name": "a", "city": "Oslo", "score": 1},
+            {"name": "b"},
+            {"name": None, "city": "Kraków", "score": None},
+            {"name": "d", "city": {"nested": True}, "score": 2.5},
+        ]
+    )
+    template = "{name}/{city}/{score}"
+    fast = _run(alice, text, template, name="in.jsonl")
+    with monkeypatch.context() as m:
+        _per_row(m)
+        slow = _run(alice, text, template, name="in.jsonl")
+    assert fast == slow
+
+
+# --- which processors run positionally ------------------------------------------------------------
+
+
+def test_the_template_runs_positionally():
+    assert TemplateProcessor({"template": "{a}"}).positional()
+
+
+def test_a_processor_without_process_values_does_not():
+    class Plain(Processor):
+        name = "plain"
+
+        def process_row(self, row):
+            return {}
+
+    assert not Plain().positional()
+
+
+def test_a_subclass_replacing_process_row_does_not():
+    class Custom(TemplateProcessor):
+        def process_row(self, row):
+            return {"text": "custom"}
+
+    class Batched(TemplateProcessor):
+        def process(self, batch):
+            return super().process(batch)
+
+    class Same(TemplateProcessor):
+        pass
+
+    assert not Custom({"template": "{a}"}).positional()
+    assert not Batched({"template": "{a}"}).positional()
+    assert Same({"template": "{a}"}).positional()
+
+
+def test_a_patched_process_or_process_row_turns_it_off(monkeypatch):
+    processor = TemplateProcessor({"template": "{a}"})
+    with monkeypatch.context() as m:
+        m.setattr(TemplateProcessor, "process_row", lambda self, row: {"text": "patched"})
+        assert not processor.positional()
+    with monkeypatch.context() as m:
+        m.setattr(base.Processor, "process", lambda self, batch: [])
+        assert not processor.positional()
+    with monkeypatch.context() as m:
+        m.setattr(processor, "run_one", lambda row: None)
+        assert not processor.positional()
+    assert processor.positional()
+
+
+def test_a_patched_process_row_is_what_the_engine_calls(alice, monkeypatch):
+    monkeypatch.setattr(TemplateProcessor, "process_row", lambda self, row: {"text": "patched"})
+    job = drive(make_job(alice, "name\na\nb\n"))
+    assert job.status == JobStatus.COMPLETED
+    assert [o for _s, o, *_ in stored(job).values()] == [{"text": "patched"}] * 2
+
+
+def test_fetch_rows_gives_index_ref_data_attempts_status(alice):
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=4, columns=["a", "b"])
+    add_rows(
+        job,
+        4,
+        status=lambda i: RowStatus.SUCCEEDED if i == 1 else RowStatus.PENDING,
+        data=lambda i: [f"é{i}", None if i == 2 else i],
+        attempts=lambda i: i,
+    )
+    assert chunk_loop.fetch_rows(job.pk, 0, 4) == [
+        (0, "1", ["é0", 0], 0, RowStatus.PENDING),
+        (2, "3", ["é2", None], 2, RowStatus.PENDING),
+        (3, "4", ["é3", 3], 3, RowStatus.PENDING),
+    ]
+    assert chunk_loop.fetch_rows(job.pk, 4, 10) == []
