@@ -92,16 +92,21 @@ def iter_rows(
         last = batch[-1][0]
 
 
-def _iter_copy(job: Job, wanted: tuple[str, ...] | None):
-    table = Row._meta.db_table
-    where = "job_id = %s"
-    params: list[Any] = [job.pk]
+def _job_rows(job_pk: int, wanted: tuple[str, ...] | None) -> tuple[str, list[Any]]:
+    """`<row table> WHERE …` for a job's rows (of these statuses), and its parameters: what every
+    COPY … TO here reads from."""
+    where, params = f"{Row._meta.db_table} WHERE job_id = %s", [job_pk]
     if wanted:
         where += " AND status = ANY(%s)"
         params.append(list(wanted))
+    return where, params
+
+
+def _iter_copy(job: Job, wanted: tuple[str, ...] | None):
+    where, params = _job_rows(job.pk, wanted)
     sql = (
-        f'COPY (SELECT "index", ref, status, data::text, output::text, error FROM {table} '
-        f'WHERE {where} ORDER BY "index") TO STDOUT'
+        f'COPY (SELECT "index", ref, status, data::text, output::text, error FROM {where} '
+        f'ORDER BY "index") TO STDOUT'
     )
     loads = json.loads
     connection.ensure_connection()
@@ -180,7 +185,6 @@ def _stream_csv_copy(
     job: Job, status: str, columns: list[str], outputs: list[str]
 ) -> Iterator[bytes]:
     """PostgreSQL writes the CSV itself (COPY … WITH (FORMAT csv)): no row passes through Python."""
-    table = Row._meta.db_table
     cells = [_neutralise_sql(f"(data->>{i})") for i in range(len(columns))]
     params: list[Any] = []
     for name in outputs:
@@ -189,17 +193,12 @@ def _stream_csv_copy(
         params.extend([name] * cell.count("%s"))  # the expression names the value several times
     cells.append("status")
     cells.append(_neutralise_sql("error"))
-    params.append(job.pk)
-    where = "job_id = %s"
-    wanted = _status_values(status)
-    if wanted:
-        where += " AND status = ANY(%s)"
-        params.append(list(wanted))
+    where, where_params = _job_rows(job.pk, _status_values(status))
     sql = (
-        f'COPY (SELECT {", ".join(cells)} FROM {table} WHERE {where} ORDER BY "index") '
+        f'COPY (SELECT {", ".join(cells)} FROM {where} ORDER BY "index") '
         f"TO STDOUT WITH (FORMAT csv)"
     )
-    yield from _copy_out(sql, params)
+    yield from _copy_out(sql, params + where_params)
 
 
 def _copy_out(sql: str, params: list[Any]) -> Iterator[bytes]:
@@ -231,7 +230,6 @@ def _stream_jsonl_copy(job: Job, status: str, columns: list[str]) -> Iterator[by
     path parses and prints again). COPY's csv format with a delimiter and a quote that JSON text
     never holds raw (PostgreSQL escapes every control character) writes the one column as is.
     """
-    table = Row._meta.db_table
     params: list[Any] = []
     parts = ["'{\"row\": '", '("index" + 1)::text', "', \"ref\": '", _json_text("ref")]
     parts += ["', \"status\": '", _json_text("status"), "', \"input\": {'"]
@@ -241,17 +239,12 @@ def _stream_jsonl_copy(job: Job, status: str, columns: list[str]) -> Iterator[by
         parts.append(f"coalesce((data->{i})::text, 'null')")
     parts += ["'}, \"output\": '", "coalesce(output::text, 'null')"]
     parts += ["', \"error\": '", _json_text("error"), "'}'"]
-    params.append(job.pk)
-    where = "job_id = %s"
-    wanted = _status_values(status)
-    if wanted:
-        where += " AND status = ANY(%s)"
-        params.append(list(wanted))
+    where, where_params = _job_rows(job.pk, _status_values(status))
     sql = (
-        f'COPY (SELECT {" || ".join(parts)} FROM {table} WHERE {where} ORDER BY "index") '
+        f'COPY (SELECT {" || ".join(parts)} FROM {where} ORDER BY "index") '
         f"TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
     )
-    yield from _copy_out(sql, params)
+    yield from _copy_out(sql, params + where_params)
 
 
 def stream_csv(job: Job, status: str = "all") -> Iterator[bytes]:
