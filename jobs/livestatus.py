@@ -267,8 +267,7 @@ def _load(public_id: str) -> tuple[int, str] | None:
 def load(public_id: str) -> tuple[int, str] | None:
     """The job's key as `read` would read it, for a caller that keys on its text; None when
     missing, not to be believed (a refused write), or the cache is away."""
-    drop_unsent()
-    if public_id in _unsent or not plausible_id(public_id):
+    if not current(public_id) or not plausible_id(public_id):
         return None
     try:
         return _load(public_id)
@@ -285,16 +284,12 @@ def read(user, public_id: str, stored: tuple[int, str] | None | object = READ) -
     cache away): the caller then reads the database, which also decides what is a 404.
 
     `stored`: the key as already read (jobs/poll.py reads it with the rest of a poll)."""
-    drop_unsent()
-    if public_id in _unsent:
-        return None  # its key may hold a state from before a write the cache refused
-    if not plausible_id(public_id):
-        return None  # not an id: the database path answers it (404)
     if stored is READ:
-        try:
-            stored = _load(public_id)
-        except Exception:
-            return None
+        stored = load(public_id)
+    # A key written before a write the cache refused may hold an older state; a string that is
+    # no id is the database path's to answer (404).
+    elif not current(public_id) or not plausible_id(public_id):
+        return None
     if stored is None:
         return None
     last_event_id, payload = stored

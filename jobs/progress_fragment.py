@@ -204,11 +204,11 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
         second = second_memo.current_second()
         key = (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user.pk)
         hit = _memo.get(key, second)
+        # load() has just checked that the key can be believed (livestatus.current).
         if (
             hit is not None
             and hit.owner_id == user.pk
             and (hit.expires_at is None or hit.expires_at > timezone.now())
-            and livestatus.current(public_id)
         ):
             return _respond(request, hit, seen, polling=True)
     # Another user's job, or a job the key cannot answer: services decides (a 404, the database).
