@@ -181,6 +181,17 @@ def _no_poll_memo():
 
 
 @pytest.fixture
+def pinned_second(monkeypatch):
+    """The poll memos' clock (jobs/second_memo.py) held on one second, as polls under load share
+    one; a test moves it on with `pinned_second[0] += 1`."""
+    from jobs import second_memo
+
+    now = [1_999_999_000]
+    monkeypatch.setattr(second_memo, "current_second", lambda: now[0])
+    return now
+
+
+@pytest.fixture
 def live_status_cache():
     """An empty cache, and no refused live-status write remembered, before and after a test."""
     from django.core.cache import cache

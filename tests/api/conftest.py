@@ -68,3 +68,19 @@ def assert_error(response, status: int, code: str) -> dict:
 def alice_job(alice, new_job):
     """A finished three-row job of alice's (template processor), not yet run."""
     return new_job(alice, "name,text\nann,a\nbob,b\ncid,c\n")
+
+
+@pytest.fixture
+def fast_answers(monkeypatch):
+    """The job ids the API poll's fast path answered (jobs/fast_status.py), in order."""
+    from jobs import fast_status
+
+    given = []
+    real = fast_status.FastStatusMiddleware._respond
+
+    def spy(self, request, public_id, body):
+        given.append(public_id)
+        return real(self, request, public_id, body)
+
+    monkeypatch.setattr(fast_status.FastStatusMiddleware, "_respond", spy)
+    return given

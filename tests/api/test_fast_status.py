@@ -18,7 +18,7 @@ from apikeys import keyformat
 from apikeys import services as key_services
 from batchhub import sliding_window
 from batchhub.api import GroupRateThrottle
-from jobs import fast_status, links, livestatus
+from jobs import links, livestatus
 
 API = "/api/v1"
 
@@ -27,20 +27,6 @@ API = "/api/v1"
 def _clean(monkeypatch, live_status_cache):
     # A signed results link carries its expiry (whole seconds): one clock for both answers.
     monkeypatch.setattr(links, "_expiry", lambda seconds: 2_000_000_000 + seconds)
-
-
-@pytest.fixture
-def fast_answers(monkeypatch):
-    """How many answers the fast path gave."""
-    given = []
-    real = fast_status.FastStatusMiddleware._respond
-
-    def spy(self, request, public_id, body):
-        given.append(public_id)
-        return real(self, request, public_id, body)
-
-    monkeypatch.setattr(fast_status.FastStatusMiddleware, "_respond", spy)
-    return given
 
 
 @pytest.fixture

@@ -14,18 +14,16 @@ from django.utils import timezone
 from apikeys import keyformat
 from apikeys import services as key_services
 from batchhub.api import GroupRateThrottle
-from jobs import fast_status, links, livestatus, second_memo
+from jobs import fast_status, links, livestatus
 from jobs.models import Job
 
 API = "/api/v1"
 
 
 @pytest.fixture(autouse=True)
-def _clock(monkeypatch, live_status_cache):
+def _clock(monkeypatch, live_status_cache, pinned_second):
     monkeypatch.setattr(links, "_expiry", lambda seconds: 2_000_000_000 + seconds)
-    now = [1_999_999_000]
-    monkeypatch.setattr(second_memo, "current_second", lambda: now[0])
-    return now
+    return pinned_second
 
 
 @pytest.fixture
@@ -40,19 +38,6 @@ def renders(monkeypatch):
 
     monkeypatch.setattr(fast_status.FastStatusMiddleware, "_render", spy)
     return made
-
-
-@pytest.fixture
-def fast_answers(monkeypatch):
-    given = []
-    real = fast_status.FastStatusMiddleware._respond
-
-    def spy(self, request, public_id, body):
-        given.append(public_id)
-        return real(self, request, public_id, body)
-
-    monkeypatch.setattr(fast_status.FastStatusMiddleware, "_respond", spy)
-    return given
 
 
 def _path(job) -> str:

@@ -10,16 +10,14 @@ import pytest
 from django.middleware.csrf import _unmask_cipher_token
 from django.test import Client
 
-from jobs import progress_fragment, second_memo
+from jobs import progress_fragment
 
 TOKEN = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 @pytest.fixture(autouse=True)
-def _clock(monkeypatch, live_status_cache):
-    now = [1_999_999_000]
-    monkeypatch.setattr(second_memo, "current_second", lambda: now[0])
-    return now
+def _clock(live_status_cache, pinned_second):
+    return pinned_second
 
 
 @pytest.fixture
