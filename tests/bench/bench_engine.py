@@ -236,6 +236,34 @@ def copy_to_baseline(job: Job) -> tuple[float, int]:
     return took, size
 
 
+def row_table() -> dict[str, Any]:
+    """The row table's size, fill factor and update counts (all jobs' rows together)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_relation_size(c.oid), c.reloptions, s.n_tup_upd, s.n_tup_hot_upd, "
+            "s.n_dead_tup FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.oid = %s::regclass",
+            [Row._meta.db_table],
+        )
+        size, options, updates, hot, dead = cursor.fetchone()
+    return {"mb": size / 1e6, "options": options, "updates": updates, "hot": hot, "dead": dead}
+
+
+def row_updates_since(before: dict[str, Any], at_least: int) -> dict[str, Any]:
+    """The row table once the worker's backends have reported `at_least` more updates.
+
+    A backend reports its counts when it goes idle, within seconds, not at each commit."""
+    deadline = time.monotonic() + 20
+    last = row_table()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = row_table()
+        if now["updates"] - before["updates"] >= at_least and now["updates"] == last["updates"]:
+            return now
+        last = now
+    return last
+
+
 def worker_cpu(worker: Worker) -> float:
     """CPU seconds of the worker's main process and its pool processes, reaped ones included."""
     return cpu_seconds([worker.proc.pid, *worker.children()], reaped=True)
@@ -304,6 +332,7 @@ def main() -> None:
         "none (create_job's validation pass, before the upload is accepted)",
         seconds=round(validate_s, 2),
     )
+    ingested = row_table()
     floor_s = copy_into_rows_floor(job)
     emit(
         "ingest_table_floor", ROWS / floor_s, "rows/s", "postgres_copy_from", ROWS / copy_s,
@@ -325,6 +354,7 @@ def main() -> None:
     )
     try:
         cpu_before = worker_cpu(worker)
+        rows_before = row_table()
         start = time.perf_counter()
         real_start_loops(job)
         job = wait_terminal(job.pk, timeout=max(600, ROWS / 200), worker=worker)
@@ -336,6 +366,7 @@ def main() -> None:
             job.failed,
         )
         peak = worker.peak_rss_mb()
+        rows_after = row_updates_since(rows_before, ROWS)
 
         real_start_loops(small)
         wait_terminal(small.pk, timeout=300, worker=worker)
@@ -373,6 +404,17 @@ def main() -> None:
     emit(
         "processing_vs_naive", engine_rps, "rows/s", "one_celery_task_per_row",
         NAIVE_ROWS / naive_s, "ratio >= 50", naive_rows=NAIVE_ROWS,
+    )
+    updates = rows_after["updates"] - rows_before["updates"]
+    hot = rows_after["hot"] - rows_before["hot"]
+    emit(
+        "processing_hot_updates", hot / updates if updates else 0.0, "share", None, None,
+        "none (share of the row table's updates during the job that were HOT: rewritten in "
+        "place, no new key entry)",
+        updates=updates, hot_updates=hot, dead_rows=rows_after["dead"],
+        table_mb_after_ingest=round(ingested["mb"], 1),
+        table_mb_growth_processing=round(rows_after["mb"] - rows_before["mb"], 1),
+        table_options=ingested["options"],
     )
     total_mb = peak["main"] + sum(peak["children"])
     emit(
