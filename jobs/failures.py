@@ -2,8 +2,8 @@
 
 Rows failing for the same cause carry the same error text (the processors word their errors
 per cause, not per row), so grouping by the text is the count a person wants. It reads the
-failed rows only, through the partial index on rows with an error, and only when the page is
-loaded, never on a poll.
+failed rows only, through the partial index on them, and only when the page is loaded, never
+on a poll.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count
 
-from .models import FAILED_ROWS, Job, Row
+from .models import Job, Row, RowStatus
 
 MAX_REASONS = 20
 REASON_CHARS = 300
@@ -29,7 +29,7 @@ def reasons(job: Job, limit: int = MAX_REASONS) -> tuple[list[Reason], int]:
     if not job.failed:
         return [], 0
     counted = (
-        Row.objects.filter(FAILED_ROWS, job=job)
+        Row.objects.filter(job=job, status=RowStatus.FAILED)
         .values("error")
         .annotate(rows=Count("index"))
         .order_by("-rows", "error")

@@ -252,22 +252,11 @@ class Row(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
-        # Failed rows are looked up (retry, "failed only" downloads and preview, failure reasons)
-        # through a partial index on the rows with an error, not on `status`: PostgreSQL rewrites
-        # a row in place (a HOT update, no new key entry) only if no column an index reads, its
-        # predicate included, changes, and every finished row changes its status while a row that
-        # succeeds keeps its NULL error. Every failed row has an error (the check), so
-        # FAILED_ROWS finds them all through the index. The room on the page is the table's fill
-        # factor, which Django cannot declare: migration 0005 sets it on PostgreSQL.
+        # Failed rows are the ones looked up by status (retry, "failed only" downloads); a
+        # partial index keeps them at hand without every status change rewriting a full index.
         indexes = [
             models.Index(
-                fields=["job", "index"], condition=Q(error__isnull=False), name="row_error_idx"
-            )
-        ]
-        constraints = [
-            models.CheckConstraint(
-                condition=~Q(status="failed") | Q(error__isnull=False),
-                name="row_failed_has_error",
+                fields=["job", "index"], condition=Q(status="failed"), name="row_failed_idx"
             )
         ]
 
@@ -278,10 +267,6 @@ class Row(models.Model):
     @property
     def public_id(self) -> str:
         return f"row_{self.index + 1}"
-
-
-# A job's failed rows, worded so that the database reads them through `row_error_idx`.
-FAILED_ROWS = Q(status=RowStatus.FAILED, error__isnull=False)
 
 
 class JobEvent(models.Model):

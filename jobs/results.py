@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection
 
-from .models import FAILED_ROWS, Job, Row, RowStatus
+from .models import Job, Row, RowStatus
 from .processors import get_processor_class
 
 FORMATS = {
@@ -77,9 +77,7 @@ def iter_rows(
         yield from _iter_copy(job, wanted)
         return
     qs = Row.objects.filter(job=job)
-    if wanted == (RowStatus.FAILED,):
-        qs = qs.filter(FAILED_ROWS)
-    elif wanted:
+    if wanted:
         qs = qs.filter(status__in=wanted)
     last = -1
     while True:
@@ -98,9 +96,6 @@ def _job_rows(job_pk: int, wanted: tuple[str, ...] | None) -> tuple[str, list[An
     """`<row table> WHERE …` for a job's rows (of these statuses), and its parameters: what every
     COPY … TO here reads from."""
     where, params = f"{Row._meta.db_table} WHERE job_id = %s", [job_pk]
-    if wanted == (RowStatus.FAILED,):
-        # FAILED_ROWS in SQL: the failed rows' partial index (rows with an error) applies.
-        where += " AND error IS NOT NULL"
     if wanted:
         where += " AND status = ANY(%s)"
         params.append(list(wanted))
@@ -310,9 +305,7 @@ def row_page(
     if status == "all" and job.total and rows.filter(index=job.total - 1).exists():
         window = rows.filter(index__gte=offset, index__lt=offset + limit)
         return list(window.order_by("index").values_list(*fields))
-    if status == RowStatus.FAILED:
-        rows = rows.filter(FAILED_ROWS)
-    elif status != "all":
+    if status != "all":
         rows = rows.filter(status=status)
     return list(rows.order_by("index").values_list(*fields)[offset : offset + limit])
 

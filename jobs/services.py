@@ -20,7 +20,7 @@ from batchhub.api import APIError, InvalidState
 
 from . import chunks, enqueue, finish, livestatus, lookup, states, webhooks
 from .housekeeping import purge_job
-from .models import ACTIVE, FAILED_ROWS, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
+from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 
 # --- reading -------------------------------------------------------------------------------------
 
@@ -172,7 +172,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 f"Only a finished or paused job can retry rows; this one is {locked.status}.",
                 details={"status": locked.status},
             )
-        rows = Row.objects.filter(FAILED_ROWS, job=locked)
+        rows = Row.objects.filter(job=locked, status=RowStatus.FAILED)
         if row_ids is not None:
             indexes = [row_index(r) for r in row_ids]
             missing = set(indexes) - set(

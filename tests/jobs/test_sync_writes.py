@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 
 from jobs import chunk_loop, creation, results
-from jobs.models import FAILED_ROWS, Job, JobStatus, Row, RowStatus
+from jobs.models import Job, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
 from jobs.processors.template import TemplateProcessor
 from jobs.syncpoint import Done, write_rows
@@ -72,36 +72,6 @@ def test_write_rows_twice_overwrites_output_with_null(alice):
     write_rows(job.pk, [Done(0, RowStatus.SUCCEEDED, {"t": "a"}, None, 1)])
     write_rows(job.pk, [Done(0, RowStatus.PENDING, None, None, 1)])
     assert stored(job)[0] == (RowStatus.PENDING, None, None, 1, True)
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's HOT updates")
-def test_finished_rows_are_rewritten_in_place(alice):
-    """A row that succeeds is a HOT update (no new key entry): its page has room (the table's
-    fill factor) and no index reads a column it changes. A failed one changes its error, which
-    the failed rows' index reads, so it gets an entry there."""
-    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=20, columns=["a"])
-    add_rows(job, 20, status=RowStatus.PENDING)
-    table = Row._meta.db_table
-
-    def updates() -> tuple[int, int]:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_stat_get_xact_tuples_updated(%s::regclass), "
-                "pg_stat_get_xact_tuples_hot_updated(%s::regclass)",
-                [table, table],
-            )
-            return cursor.fetchone()
-
-    before = updates()
-    succeeded = [Done(i, RowStatus.SUCCEEDED, {"text": f"out {i}"}, None, 1) for i in range(18)]
-    write_rows(job.pk, succeeded)
-    write_rows(job.pk, [Done(i, RowStatus.FAILED, None, "bad", 1) for i in (18, 19)])
-    after = updates()
-    assert (after[0] - before[0], after[1] - before[1]) == (20, 18)
-    assert list(Row.objects.filter(FAILED_ROWS, job=job).values_list("index", flat=True)) == [
-        18,
-        19,
-    ]
 
 
 def _per_row(monkeypatch) -> None:
