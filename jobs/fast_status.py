@@ -32,6 +32,7 @@ from rest_framework.renderers import JSONRenderer
 from apikeys.auth import APIKeyAuthentication
 from apikeys.services import known_owner_id
 from batchhub.api import GroupRateThrottle
+from batchhub.weblog import ANSWERED_FROM_CACHE
 
 from . import poll, status_memo
 from .representation import job_representation
@@ -150,6 +151,8 @@ class FastStatusMiddleware:
             return None
         if body is None:
             return None  # the stack answers (a 404, the database's answer)
+        # gunicorn's access log counts these instead of writing a line each (batchhub/weblog.py).
+        request.META[ANSWERED_FROM_CACHE] = True
         return self._respond(request, public_id, body)
 
     def _job_id(self, request) -> str | None:
