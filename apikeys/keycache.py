@@ -20,6 +20,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache, caches
+from django.utils import timezone
 
 from batchhub.cache import instance_from_entry, write_quietly
 
@@ -85,6 +86,21 @@ def lookup(digest: str, text: str | None | object = READ) -> APIKey | None:
     if entry is None:
         return None
     return _key_from(entry, digest)
+
+
+def usable_owner_id(text: str | None, lookup_id: str) -> int | None:
+    """The owner's id when the entry `text` vouches for a usable key with this lookup id (what
+    `lookup` and the key check accept: active owner, not expired), else None; builds no model."""
+    try:
+        entry = parse(text)
+        if entry is None or entry["lookup_id"] != lookup_id:
+            return None
+        expires_at = _when(entry["expires_at"])
+        if expires_at is not None and expires_at <= timezone.now():
+            return None
+        return int(entry["user_id"])
+    except Exception:
+        return None
 
 
 def parse(text: str | None) -> dict[str, Any] | None:

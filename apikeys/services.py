@@ -158,6 +158,13 @@ def known_key(raw: str, entry: str | None | object = keycache.READ) -> APIKey | 
     return cached
 
 
+def known_owner_id(lookup_id: str, entry: str | None) -> int | None:
+    """`known_key` for a key already parsed and digested, its entry already read (jobs/poll.py
+    does all three for a poll): the owner's id when the entry vouches for the key, else None.
+    The same checks, without building the key and its owner on every poll."""
+    return keycache.usable_owner_id(entry, lookup_id)
+
+
 def authenticate_key(raw: str) -> APIKey | None:
     """The usable key matching `raw` (its owner is loaded), or None."""
     return check_key(raw).key

@@ -59,6 +59,8 @@ class Fetched:
     entry: str | None  # the key's entry as stored (keycache.parse reads it)
     live: str | None  # the job's live-status payload (livestatus.read takes it)
     rate_counted: tuple[str, sliding_window.Outcome] | None  # (bucket, outcome) when counted
+    # The key's lookup id as fetch parsed it, so that the key check need not parse it again.
+    lookup_id: str = ""
 
 
 def fetch(raw_key: str, public_id: str, *, scope: str | None, now: float) -> Fetched | None:
@@ -95,7 +97,12 @@ def fetch(raw_key: str, public_id: str, *, scope: str | None, now: float) -> Fet
         key_id = keycache.parse(entry_text)["key_id"]
         rate_counted = (_bucket(scope, key_id), sliding_window.outcome(counted))
     return Fetched(
-        raw_key, public_id, entry_text, livestatus.payload_of(live), rate_counted=rate_counted
+        raw_key,
+        public_id,
+        entry_text,
+        livestatus.payload_of(live),
+        rate_counted=rate_counted,
+        lookup_id=parsed.lookup_id,
     )
 
 
@@ -106,7 +113,9 @@ def _fetch_in_steps(raw_key, public_id, digest, lookup_id, scope, limit, period,
     if entry is not None and limit is not None and _usable(entry, lookup_id, time.time()):
         bucket = _bucket(scope, entry["key_id"])
         rate_counted = (bucket, sliding_window.hit(_throttle_cache(), bucket, limit, period, now))
-    return Fetched(raw_key, public_id, entry_text, livestatus._load(public_id), rate_counted)
+    return Fetched(
+        raw_key, public_id, entry_text, livestatus._load(public_id), rate_counted, lookup_id
+    )
 
 
 def _usable(entry: dict[str, Any], lookup_id: str, now: float) -> bool:

@@ -229,3 +229,18 @@ def test_other_requests_go_to_the_stack_unchanged(
         answers.append(_seen(getattr(client, method)(path, **extra)))
     assert fast_answers == []
     assert answers[0] == answers[1]
+
+
+def test_only_the_fast_answer_is_marked_for_the_access_log(api_alice, api_bob, published):
+    # batchhub/weblog.py sums up, instead of logging one by one, exactly these answers.
+    from batchhub.weblog import ANSWERED_FROM_CACHE
+
+    _warm(api_alice, published)
+    path = f"{API}/jobs/{published.public_id}"
+    fast = api_alice.get(path)
+    assert fast.status_code == 200 and fast.wsgi_request.META.get(ANSWERED_FROM_CACHE) is True
+    assert api_bob.get(f"{API}/jobs").status_code == 200
+    other = api_bob.get(path)  # another user's job: the stack's 404
+    assert other.status_code == 404 and ANSWERED_FROM_CACHE not in other.wsgi_request.META
+    listing = api_alice.get(f"{API}/jobs")
+    assert ANSWERED_FROM_CACHE not in listing.wsgi_request.META

@@ -224,3 +224,37 @@ def test_keys_survive_a_secret_key_rotation_through_fallbacks(alice, settings):
     assert key.digest == keyformat.digest(raw)  # re-digested under the new key
     settings.SECRET_KEY_FALLBACKS = []
     assert services.authenticate_key(raw) == key
+
+
+def test_the_polls_key_check_accepts_what_the_full_check_accepts(key_a, alice):
+    # jobs/fast_status.py checks a poll's key from the entry alone (no key or user built): it
+    # must refuse whatever known_key refuses, and see a revoke at once.
+    key, raw = key_a
+    assert services.authenticate_key(raw) == key  # the database check leaves the entry
+    entry = keycache.read_text(key.digest)
+    lookup_id = keyformat.parse(raw).lookup_id
+    assert services.known_key(raw, entry) == key
+    assert services.known_owner_id(lookup_id, entry) == alice.pk
+    assert services.known_owner_id("Zz9Zz9Zz", entry) is None  # another key's lookup id
+    assert services.known_owner_id(lookup_id, None) is None
+    assert services.known_owner_id(lookup_id, "not json") is None
+    services.revoke_key(alice, key.public_id)
+    marker = keycache.read_text(key.digest)
+    assert services.known_key(raw, marker) is None
+    assert services.known_owner_id(lookup_id, marker) is None
+
+
+def test_the_polls_key_check_refuses_an_expired_or_inactive_entry(key_a, alice):
+    import json
+
+    key, raw = key_a
+    assert services.authenticate_key(raw) == key
+    entry = json.loads(keycache.read_text(key.digest))
+    lookup_id = keyformat.parse(raw).lookup_id
+    past = (timezone.now() - timedelta(seconds=1)).isoformat()
+    expired = json.dumps({**entry, "expires_at": past})
+    assert services.known_key(raw, expired) is None
+    assert services.known_owner_id(lookup_id, expired) is None
+    inactive = json.dumps({**entry, "is_active": False})
+    assert services.known_key(raw, inactive) is None
+    assert services.known_owner_id(lookup_id, inactive) is None

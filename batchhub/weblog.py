@@ -1,0 +1,66 @@
+"""gunicorn's logger (the Procfile's `--logger-class`), with the API status polls answered from
+the cache counted instead of written one line each.
+
+A script polling a job asks for its status every second or faster, and gunicorn's access line
+costs about a tenth of what such a poll costs the web process (docs/performance.md, "The API
+poll, part by part"). Only the polls jobs/fast_status.py answered itself are summed up: always a
+200 to a GET whose key the cache vouched for, counted by the rate limit. Every other request,
+including every 401, 404 and 429 of the same URL (the stack answers those), keeps its own line.
+The sum is written as an access line of its own once a minute per web process, at the first
+request after the minute ends, so an operator still sees how many were served.
+BATCHHUB_ACCESS_LOG_POLLS=1 writes every poll's line, as gunicorn's own logger does.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from gunicorn import glogging
+
+# Set in a request's WSGI environ by jobs/fast_status.py when it answered the request itself.
+ANSWERED_FROM_CACHE = "batchhub.answered_from_cache"
+SUMMARY_SECONDS = 60
+
+
+class Logger(glogging.Logger):
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.every_poll = os.environ.get("BATCHHUB_ACCESS_LOG_POLLS", "") in ("1", "true", "yes")
+        self._lock = threading.Lock()
+        self._polls = 0
+        self._since = time.monotonic()
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if not self.access_log_enabled:
+            return
+        if (
+            not self.every_poll
+            and environ.get(ANSWERED_FROM_CACHE)
+            and getattr(resp, "status_code", None) == 200
+        ):
+            with self._lock:
+                self._polls += 1
+            self._summary_due()
+            return
+        self._summary_due()
+        super().access(resp, req, environ, request_time)
+
+    def _summary_due(self) -> None:
+        now = time.monotonic()
+        if now - self._since < SUMMARY_SECONDS:
+            return
+        with self._lock:
+            polls, since = self._polls, self._since
+            if now - since < SUMMARY_SECONDS:
+                return  # another thread wrote it
+            self._polls, self._since = 0, now
+        if polls:
+            self.access_log.info(
+                "%s API status polls answered from the cache (200) in the last %d s "
+                "(pid %d), not logged one by one",
+                polls,
+                now - since,
+                os.getpid(),
+            )
