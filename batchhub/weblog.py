@@ -19,6 +19,8 @@ import time
 
 from gunicorn import glogging
 
+from .envconfig import env_bool
+
 # Set in a request's WSGI environ by jobs/fast_status.py when it answered the request itself.
 ANSWERED_FROM_CACHE = "batchhub.answered_from_cache"
 SUMMARY_SECONDS = 60
@@ -27,7 +29,7 @@ SUMMARY_SECONDS = 60
 class Logger(glogging.Logger):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.every_poll = os.environ.get("BATCHHUB_ACCESS_LOG_POLLS", "") in ("1", "true", "yes")
+        self.every_poll = env_bool("BATCHHUB_ACCESS_LOG_POLLS", False)
         self._lock = threading.Lock()
         self._polls = 0
         self._since = time.monotonic()
