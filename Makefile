@@ -24,8 +24,12 @@ run: $(STAMP)
 	$(BIN)/python manage.py recover_work
 	BATCHHUB_BIND="$(HOST):$(PORT)" PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
 
-test: $(STAMP)
-	bash scripts/services.sh install
+# The Debian packages and the Python ones are fetched at the same time: on a fresh machine both
+# mostly wait on the network.
+test:
+	@bash scripts/services.sh install & packages=$$!; \
+	$(MAKE) --no-print-directory install; python=$$?; \
+	wait $$packages && [ $$python -eq 0 ]
 	bash scripts/test.sh
 
 # Unit tests only, on SQLite: no servers needed. Bytecode is written even where the environment
