@@ -9,9 +9,12 @@ What runs, as `make run` runs it on one box:
 - a real `celery worker` (tests.support.worker.Worker, 2 processes, at BATCHHUB_WORKER_NICE)
   processing a BENCH_ROWS-row (default 1,000,000) `template` job made through create_job +
   ingest. Processing 1M rows takes about a minute here and the windows take longer, so several
-  such jobs are ingested up front and the next one is started (the previous one paused) whenever
-  the running one would not last through the next window. Each line says how many rows the
-  polled job processed during its window and whether it was `processing` from start to end.
+  such jobs are ingested up front and another one is started (the previous one paused, to be
+  resumed for a shorter window) whenever the running one would not last through the next
+  window; when none has enough rows left, one more is ingested between windows. Open-loop
+  windows are polled in pieces of at most 5 s, each on a job that lasts it. Each line says
+  how many rows the polled job processed during its window and whether it was `processing` from
+  start to end.
 
 1. Status reads. 20 pollers, open loop: each polls on a fixed interval with a random phase over
    its own persistent connection (as a browser tab does), 10 on the big job and 10 on a
@@ -47,8 +50,10 @@ skips), BENCH_WEB_CLOSED_SECONDS (8; 0 skips), BENCH_WEB_BIG_JOBS (10), BENCH_WE
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
+import math
 import os
 import random
 import resource
@@ -57,6 +62,7 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,7 @@ SLOW_SECONDS = float(os.environ.get("BENCH_WEB_SECONDS") or (8 if QUICK else 40)
 FAST_SECONDS = float(os.environ.get("BENCH_WEB_FAST_SECONDS", 3 if QUICK else 15))
 CLOSED_SECONDS = float(os.environ.get("BENCH_WEB_CLOSED_SECONDS", 3 if QUICK else 8))
 BIG_JOBS = int(os.environ.get("BENCH_WEB_BIG_JOBS") or 10)
+PIECE_SECONDS = 5.0  # the longest stretch an open-loop window polls one big job
 UPLOAD_MB = float(os.environ.get("BENCH_WEB_UPLOAD_MB", 10 if QUICK else 100))
 PROCFILE = {
     name: command.strip()
@@ -375,35 +382,72 @@ def ingest_job(user, path: Path, name: str, rows: int) -> Job:
 
 
 class BigJobs:
-    """Keeps one big job `processing` through every window, starting the next one when needed."""
+    """Keeps one big job `processing` through every window, starting another one when needed.
 
-    def __init__(self, jobs: list[Job], worker: Worker):
+    A window needs a job with enough rows left to last it. The running job goes on if it has
+    them; otherwise it is paused and kept (its rest may last a shorter window later), and the
+    window gets the job that has enough rows left with the fewest (fresh ones last longest),
+    or, when none has, a new one is ingested; a fast machine goes through a 1M-row job in less
+    than one of the longer windows, so the ingested ones alone would run out.
+    """
+
+    def __init__(self, jobs: list[Job], worker: Worker, make: Callable[[], Job]):
         self.pool = list(jobs)
         self.worker = worker
+        self.make = make
         self.current: Job | None = None
+        self.ingested_during_run = 0
         self.rate = 20_000.0  # rows/s until measured
+
+    @staticmethod
+    def left(job: Job) -> int:
+        return job.total - job.done
+
+    def observed(self, rows: int, seconds: float) -> None:
+        """A window's pace: the fastest seen, as windows at nice 0 or with few polls go faster."""
+        if rows and seconds:
+            self.rate = max(self.rate, rows / seconds)
 
     def ensure(self, seconds: float) -> Job:
         job = self.current
         if job is not None:
             job.refresh_from_db()
             if job.rows_per_second:
-                self.rate = job.rows_per_second
-            if job.status == JobStatus.PROCESSING and job.total - job.done > self.rate * (
-                seconds + 10
-            ):
+                self.rate = max(self.rate, job.rows_per_second)
+        need = self.rate * 1.3 * (seconds + 2)  # the window and the job's first chunks, a margin
+        if job is not None:
+            if job.status == JobStatus.PROCESSING and self.left(job) > need:
                 return job
             if job.status == JobStatus.PROCESSING:
                 with contextlib.suppress(InvalidState):  # it may have finished meanwhile
                     services.pause(job, actor="bench")
-        if not self.pool:
-            return job  # nothing left: the line will say the job did not run throughout
-        job = self.current = self.pool.pop(0)
+            job.refresh_from_db()
+            if job.status == JobStatus.PAUSED:
+                self.pool.append(job)
+        for other in self.pool:
+            other.refresh_from_db()
+        enough = [j for j in self.pool if self.left(j) > need]
+        best = max(self.pool, key=self.left, default=None)
+        if enough:
+            job = min(enough, key=self.left)
+        elif best is not None and (self.left(best) == ROWS or ROWS < need / 2):
+            job = best  # a fresh one; or a quick run, where no job lasts a window anyway
+        else:  # a new job lasts longest
+            self.ingested_during_run += 1
+            job = best = self.make()
+            self.pool.append(job)
+        self.pool.remove(job)
+        self.current = job
+        if job.status == JobStatus.PAUSED:
+            services.resume(job, actor="bench")  # its start_loops is the no-op: started below
         real_start_loops(job)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the first chunks committed: it is running
+        done_before = job.done
+        while time.monotonic() < deadline:  # the next chunks committed: it is running
             job.refresh_from_db()
-            if (job.done and len(job.samples or []) >= 2) or job.status != JobStatus.PROCESSING:
+            if (
+                job.done > done_before and len(job.samples or []) >= 2
+            ) or job.status != JobStatus.PROCESSING:
                 break  # running, or (a quick run's small job) already finished
             if self.worker.proc.poll() is not None:
                 raise RuntimeError(f"worker died: {self.worker.tail()}")
@@ -464,7 +508,7 @@ def main() -> None:
         PROCFILE["web"].replace("batchhub.wsgi", "bare:application"), "bare", PYTHONPATH=str(TMP)
     )
     worker = Worker(TMP, concurrency=2, name="bench-web")
-    running = BigJobs(bigs, worker)
+    running = BigJobs(bigs, worker, lambda: ingest_job(user, csv_path, "big-more.csv", ROWS))
     api = {"X-API-Key": raw_key}
     # A browser on the job page also holds the CSRF cookie the page set (for the partial's forms).
     csrf = "".join(random.choices(string.ascii_letters + string.digits, k=32))
@@ -517,6 +561,7 @@ def main() -> None:
         result = run_clients(conns, seconds, interval)
         client = resource.getrusage(resource.RUSAGE_SELF)
         big.refresh_from_db()
+        running.observed(big.done - done_before, result["seconds"])
         used = {
             "web": cpu_seconds(target.pids()) - cpu["web"],
             "worker": worker.cpu_seconds() - cpu["worker"],
@@ -537,6 +582,12 @@ def main() -> None:
             "processing_throughout": status_before == big.status == JobStatus.PROCESSING,
             "cpu_s": used,
         }
+
+    def pieces(endpoint: str, seconds: float, interval: float) -> list[dict[str, Any]]:
+        """One window as several of at most PIECE_SECONDS: a 1M-row job may not last a longer
+        one here, and a job that finishes mid-window leaves its pollers watching a finished job."""
+        n = max(1, math.ceil(seconds / PIECE_SECONDS))
+        return [window(endpoint, seconds / n, interval) for _ in range(n)]
 
     def merged(windows: list[dict[str, Any]]) -> dict[str, Any]:
         """Several windows as one: latencies pooled, counts and CPU summed."""
@@ -573,6 +624,10 @@ def main() -> None:
             },
         }
 
+    def codes(errors: list[int]) -> dict[str, int]:
+        """How many answers of each status other than 200 (286 is htmx's "stop polling")."""
+        return {str(code): n for code, n in sorted(collections.Counter(errors).items())}
+
     def status_lines(endpoint: str, interval: float, w: dict[str, Any], suffix: str = "") -> None:
         lat = w["latencies"]
         for label, p in (("p50", 0.5), ("p99", 0.99)):
@@ -587,6 +642,7 @@ def main() -> None:
                 goal="p99 < 15 ms and ratio < 1.2",
                 interval_s=interval,
                 errors=len(w["errors"]),
+                error_codes=codes(w["errors"]),
                 **common,
                 **w["summary"],
             )
@@ -604,7 +660,7 @@ def main() -> None:
                 halves = {WORKER_NICE: [], 0: []}
                 for nice in (WORKER_NICE, 0, 0, WORKER_NICE):
                     set_worker_nice(nice)
-                    halves[nice].append(window(endpoint, SLOW_SECONDS / 2, 1.0))
+                    halves[nice].extend(pieces(endpoint, SLOW_SECONDS / 2, 1.0))
                 set_worker_nice(WORKER_NICE)
                 at_nice, at_zero = merged(halves[WORKER_NICE]), merged(halves[0])
                 status_lines(endpoint, 1.0, at_nice)
@@ -632,9 +688,9 @@ def main() -> None:
                         **common,
                     )
             else:
-                status_lines(endpoint, 1.0, merged([window(endpoint, SLOW_SECONDS, 1.0)]))
+                status_lines(endpoint, 1.0, merged(pieces(endpoint, SLOW_SECONDS, 1.0)))
         for endpoint in endpoints if FAST_SECONDS else ():
-            status_lines(endpoint, 0.1, merged([window(endpoint, FAST_SECONDS, 0.1)]))
+            status_lines(endpoint, 0.1, merged(pieces(endpoint, FAST_SECONDS, 0.1)))
 
         # 2. capacity, closed loop, while the job runs and after the worker stopped
         def capacity(when: str, job_running: bool) -> None:
@@ -660,8 +716,10 @@ def main() -> None:
                         pct(w["latencies"]["big"], 0.5), pct(w["latencies"]["small"], 0.5)
                     ),
                     errors=len(w["errors"]),
+                    error_codes=codes(w["errors"]),
                     clients=POLLERS,
                     job_running=job_running,
+                    jobs_ingested_during_run=running.ingested_during_run,
                     **common,
                     **w["summary"],
                     bare_p99_ms=round(
