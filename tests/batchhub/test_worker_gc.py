@@ -7,7 +7,7 @@ import gc
 
 from celery.signals import worker_process_init
 
-import batchhub.celery  # noqa: F401  (connects the signal handlers)
+import batchhub.celery  # connects the signal handlers
 
 
 def test_a_pool_process_freezes_its_startup_objects():
@@ -17,4 +17,18 @@ def test_a_pool_process_freezes_its_startup_objects():
         worker_process_init.send(sender=None)
         assert gc.get_freeze_count() > 1000  # Django, Celery and the project's modules
     finally:
+        gc.unfreeze()
+
+
+def test_a_pool_process_examines_young_objects_less_often():
+    # A chunk's rows live for the whole chunk: at Python's default first threshold (700) the
+    # collector walked each of them many times (docs/performance.md: 13-14% of the worker's CPU).
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        worker_process_init.send(sender=None)
+        assert gc.get_threshold() == batchhub.celery.GC_THRESHOLDS
+        assert gc.get_threshold()[0] >= 10_000
+    finally:
+        gc.set_threshold(*before)
         gc.unfreeze()
