@@ -15,8 +15,18 @@ app.autodiscover_tasks()
 # The collector's first generation is examined every GC_THRESHOLDS[0] new container objects. A
 # chunk's rows live for the whole chunk, so at Python's default (700) each is examined many times
 # on its way to the oldest generation; per-row objects that die young are freed by reference
-# counting, and cycles are rare here. Set in the main process and in each pool process.
+# counting, and cycles are rare here.
 GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def _settle_collector() -> None:
+    """Freeze what the process holds now and examine young objects less often.
+
+    A full collection walks every object the process holds: without the freeze, the modules and
+    Django's state are walked again and again as a chunk's rows are created and dropped.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @worker_init.connect
@@ -29,17 +39,15 @@ def _lower_priority(**_kwargs) -> None:
     lower_priority(settings.BATCHHUB_WORKER_NICE)
     patient_sqlite(settings.DATABASES)
     # Before the pool forks: what startup left alive is never garbage, and pool processes share
-    # its pages instead of copying them when the collector would touch them.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # its pages instead of copying them when the collector would touch them. Pools that run
+    # tasks in this process (solo, threads) never send worker_process_init.
+    _settle_collector()
 
 
 @worker_process_init.connect
 def _freeze_startup_objects(**_kwargs) -> None:
-    # A full collection walks every object the process holds: without this, the modules and
-    # Django's state are walked again and again as a chunk's rows are created and dropped.
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # What a pool process loaded after the fork, frozen too.
+    _settle_collector()
 
 
 # A worker waits this long for SQLite's write lock: giving up fails a task mid-chunk, which costs

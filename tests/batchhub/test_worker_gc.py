@@ -22,7 +22,8 @@ def test_a_pool_process_freezes_its_startup_objects():
 
 def test_a_pool_process_examines_young_objects_less_often():
     # A chunk's rows live for the whole chunk: at Python's default first threshold (700) the
-    # collector walked each of them many times (docs/performance.md: 13-14% of the worker's CPU).
+    # collector walked each of them many times (docs/performance.md, "The collector's first
+    # threshold raised in the worker").
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)
