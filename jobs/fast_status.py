@@ -12,7 +12,8 @@ of reading it again.
 
 The answer is DRF's: the same job object rendered by DRF's own JSON renderer, the same `Allow`
 header the view sets, and the response headers of the middlewares it skips that add headers to
-such an answer (CSP, Content-Length, X-Frame-Options), applied by those middlewares themselves.
+such an answer (CSP, Content-Length, X-Frame-Options), as those middlewares add them (learnt from
+them once per process, since they depend on settings only).
 tests/api/test_fast_status.py compares both paths byte for byte. The body is rendered once a
 second per job and state and reused within it (jobs/status_memo.py); the key check, the rate
 limit and the owner are still checked on every request. BATCHHUB_FAST_STATUS=0 turns it off.
@@ -21,9 +22,12 @@ limit and the owner are still checked on every request. BATCHHUB_FAST_STATUS=0 t
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cached_property
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpResponse
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
 from django.utils.module_loading import import_string
@@ -52,6 +56,19 @@ _HEADER_MIDDLEWARE = (
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 )
 _SAMPLE_ID = "job_0"
+_CONTENT_LENGTH = "Content-Length"
+
+# Bumped whenever a setting changes (tests): the header middlewares read settings only, so the
+# headers they add, learnt once, are learnt again.
+_settings_generation = 0
+_generation_lock = threading.Lock()
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs) -> None:
+    global _settings_generation
+    with _generation_lock:
+        _settings_generation += 1
 
 
 def _unused(request):  # the header middlewares only get their process_response called
@@ -72,6 +89,7 @@ class FastStatusMiddleware:
         self.get_response = get_response
         self._authentication = APIKeyAuthentication()
         self._renderer = JSONRenderer()
+        self._added: tuple[int, list[tuple[str, str | None]]] | None = None
 
     def __call__(self, request):
         if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
@@ -172,8 +190,33 @@ class FastStatusMiddleware:
         return self._renderer.render(job_representation(job, request))
 
     def _respond(self, request, public_id: str, body: bytes) -> HttpResponse:
+        response = self._bare_response(body)
+        headers = response.headers
+        for name, value in self._added_headers(request):
+            headers[name] = str(len(body)) if value is None else value
+        return response
+
+    def _bare_response(self, body: bytes) -> HttpResponse:
         response = HttpResponse(body, content_type=self._renderer.media_type)
         response["Allow"] = self._allow
-        for middleware in self._header_middleware:
-            response = middleware.process_response(request, response)
         return response
+
+    def _added_headers(self, request) -> list[tuple[str, str | None]]:
+        """The headers the header middlewares add to a fast answer, in the order they add them
+        (None: Content-Length, the body's own). They depend on settings alone (no CSP nonce is
+        made on this path, the status is always 200), so they are learnt once from a sample
+        answer run through those middlewares, and again after a setting changes."""
+        generation = _settings_generation
+        added = self._added
+        if added is None or added[0] != generation:
+            sample = self._bare_response(b"")
+            before = set(sample.headers)
+            for middleware in self._header_middleware:
+                sample = middleware.process_response(request, sample)
+            headers = [
+                (name, None if name == _CONTENT_LENGTH else value)
+                for name, value in sample.headers.items()
+                if name not in before
+            ]
+            added = self._added = (generation, headers)
+        return added[1]
