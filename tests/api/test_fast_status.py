@@ -94,6 +94,27 @@ def test_a_bearer_key_is_answered_the_same(alice, published, settings, fast_answ
     assert on == off and on[0] == 200
 
 
+def test_the_fast_answer_follows_a_change_of_the_header_settings(
+    api_alice, published, settings, fast_answers
+):
+    # The headers the skipped middlewares add are learnt once per process, and again when a
+    # setting changes: a new policy or frame option shows in the very next fast answer.
+    path = f"{API}/jobs/{published.public_id}"
+    _warm(api_alice, published)
+    first = api_alice.get(path)
+    settings.SECURE_CSP = {"default-src": ["'none'"], "img-src": ["https://example.com"]}
+    settings.X_FRAME_OPTIONS = "SAMEORIGIN"
+    fast_answers.clear()
+    on, off = _both(api_alice, settings, path)
+    assert fast_answers == [published.public_id]
+    assert on == off
+    headers = dict(on[1])
+    assert headers["Content-Security-Policy"] == "default-src 'none'; img-src https://example.com"
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert first.headers["Content-Security-Policy"] != headers["Content-Security-Policy"]
+    assert headers["Content-Length"] == str(len(on[2]))
+
+
 def test_the_fast_answer_runs_no_query(api_alice, published, fast_answers):
     _warm(api_alice, published)
     with CaptureQueriesContext(connection) as queries:
@@ -244,3 +265,11 @@ def test_only_the_fast_answer_is_marked_for_the_access_log(api_alice, api_bob, p
     assert other.status_code == 404 and ANSWERED_FROM_CACHE not in other.wsgi_request.META
     listing = api_alice.get(f"{API}/jobs")
     assert ANSWERED_FROM_CACHE not in listing.wsgi_request.META
+
+
+def test_redis_replies_are_parsed_by_hiredis():
+    # A dependency of the project (pyproject): without it redis-py falls back to its slower
+    # pure-Python parser silently, and every poll's trip costs more CPU.
+    from redis.utils import HIREDIS_AVAILABLE
+
+    assert HIREDIS_AVAILABLE
