@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
+
 from apikeys import keycache, keyformat
 from apikeys.auth import APIKeyAuthentication
 from batchhub import sliding_window
@@ -178,3 +180,49 @@ def live(request, public_id: str) -> Any:
     if fetched is None or fetched.public_id != public_id:
         return livestatus.READ
     return fetched.live
+
+
+def prefetch_page(request, public_id: str) -> None:
+    """Before the job page's poll (its live part, once a second) signs its user in: the session
+    and the job's live status in one trip instead of two, left where the session and `page_live`
+    read them. Redis only; the user's own entry (accounts/session_user.py) is still read after,
+    since its name comes from the session.
+
+    The session is filled only with what its own load would have read first (the same cache
+    key, found there); anything else is left to it (a session not in the cache: the database)."""
+    redis = livestatus._redis()
+    session = getattr(request, "session", None)
+    if (
+        redis is None
+        or request.method != "GET"
+        or not isinstance(session, CachedDbSession)
+        or session._cache is not redis
+        or hasattr(session, "_session_cache")  # loaded already
+        or session.session_key is None
+        or not livestatus.current(public_id)
+        or not livestatus.plausible_id(public_id)
+    ):
+        return
+    keys = [
+        redis.make_and_validate_key(session.cache_key),
+        redis.make_and_validate_key(livestatus.cache_key(public_id)),
+    ]
+    try:
+        client = redis._cache.get_client(write=False)
+        stored_session, live = client.mget(keys)
+        data = None if stored_session is None else redis._cache._serializer.loads(stored_session)
+        request.page_live = (public_id, livestatus.payload_of(live))
+    except Exception:
+        # Away, or a value it cannot read: the session and the status read on their own.
+        logger.debug("poll: the page's reads left to each reader", exc_info=True)
+        return
+    if isinstance(data, dict):
+        session._session_cache = data
+
+
+def page_live(request, public_id: str) -> tuple[int, str] | None:
+    """The job's live status as `prefetch_page` read it, else as livestatus.load reads it."""
+    prefetched = getattr(request, "page_live", None)
+    if prefetched is not None and prefetched[0] == public_id:
+        return prefetched[1]
+    return livestatus.load(public_id)

@@ -28,8 +28,9 @@ from django.template.loader import get_template
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
-from . import charts, livestatus, progress, second_memo, services, states
+from . import charts, progress, second_memo, services, states
 from .models import Job, JobStatus
+from .poll import page_live
 
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
@@ -198,13 +199,13 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
     """The poll's answer: the fragment made in this second for the same key, else a new one."""
     user = request.user
     seen = parse_seen(request.GET.get("seen", ""))
-    stored = livestatus.load(public_id)
+    stored = page_live(request, public_id)
     key = second = None
     if stored is not None:
         second = second_memo.current_second()
         key = (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user.pk)
         hit = _memo.get(key, second)
-        # load() has just checked that the key can be believed (livestatus.current).
+        # page_live() has just checked that the key can be believed (livestatus.current).
         if (
             hit is not None
             and hit.owner_id == user.pk

@@ -10,6 +10,7 @@ Every page works without JavaScript; with htmx the same views answer partial req
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib import messages
@@ -23,7 +24,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from batchhub.api import APIError
 
-from . import failures, preview, progress, progress_fragment, rerun, results, services, states
+from . import (
+    failures,
+    poll,
+    preview,
+    progress,
+    progress_fragment,
+    rerun,
+    results,
+    services,
+    states,
+)
 from .downloads import results_response
 from .models import Job, JobStatus
 from .processors import all_processors
@@ -162,6 +173,17 @@ def job_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(request, "jobs/detail.html", _detail_context(job, failed_only))
 
 
+def _page_poll_reads_in_one_trip(view):
+    # Outside login_required: the session is read with the job's live status, before the user.
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, public_id: str) -> HttpResponse:
+        poll.prefetch_page(request, public_id)
+        return view(request, public_id)
+
+    return wrapper
+
+
+@_page_poll_reads_in_one_trip
 @login_required
 @require_GET
 def job_progress(request: HttpRequest, public_id: str) -> HttpResponse:
