@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 from typing import Any
 
@@ -217,3 +218,32 @@ def published(alice, django_capture_on_commit_callbacks, live_status_cache):
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING
     return job
+
+
+@pytest.fixture
+def redis_default(settings):
+    """The default cache on Redis, as deployments run it (the unit runs otherwise use a
+    per-process cache): one database per test process, flushed before and after."""
+    url = os.environ.get("REDIS_URL", "")
+    if not url.startswith(("redis://", "rediss://")):
+        pytest.skip("needs Redis (REDIS_URL); `make test` starts one")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "batchhub.cache.RedisCache",
+            "LOCATION": f"{base}/{8 + int(worker) % 8}",
+        }
+    }
+    from django.core.cache import cache
+
+    from jobs import livestatus, progress_fragment, status_memo
+
+    assert livestatus._redis() is not None
+    cache.clear()
+    progress_fragment.clear()
+    status_memo.clear()
+    yield
+    cache.clear()
+    progress_fragment.clear()
+    status_memo.clear()

@@ -2,7 +2,8 @@
 headers as DRF's answer, and every case it must not answer left to the stack unchanged.
 
 Each test makes the same request with BATCHHUB_FAST_STATUS on and off and compares status,
-headers (names, values and order) and body; a spy says which path answered.
+headers (names, values and order) and body; a spy says which path answered. Each runs twice: on
+the per-process cache and on Redis.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -23,8 +24,17 @@ from jobs import links, livestatus
 API = "/api/v1"
 
 
+@pytest.fixture(autouse=True, params=["per-process", "redis"])
+def cache_kind(request):
+    """Every test on the per-process cache of the unit runs and on Redis, as deployments run
+    it: there the key's entry, the status and the rate limit are read by one Lua script."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_default")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch, live_status_cache):
+def _clean(monkeypatch, cache_kind, live_status_cache):
     # A signed results link carries its expiry (whole seconds): one clock for both answers.
     monkeypatch.setattr(links, "_expiry", lambda seconds: 2_000_000_000 + seconds)
 
@@ -210,8 +220,9 @@ def test_a_cache_that_is_down_leaves_the_poll_to_the_stack(
     def away(*args, **kwargs):
         raise ConnectionError("cache away")
 
+    backend = caches["default"]  # the object itself: the proxy's attributes outlive a switch
     for name in ("get", "set", "add", "delete"):
-        monkeypatch.setattr(cache, name, away)
+        monkeypatch.setattr(backend, name, away)
     monkeypatch.setattr(livestatus, "_redis", away)
     # What the rate limit does on Redis while it is away: it admits (batchhub/sliding_window).
     monkeypatch.setattr(sliding_window, "hit", lambda *a: sliding_window.Outcome(True, 0, 0))

@@ -1,20 +1,18 @@
 """The job page's poll reads its session and the job's live status in one Redis trip
 (jobs/poll.py `prefetch_page`), and answers exactly as the separate reads did.
 
-These switch the default cache (sessions, user entries, live status) to a Redis database of
-their own, so they run wherever `make test` runs (it starts Redis): the unit runs otherwise use a
+These switch the default cache (sessions, user entries, live status) to Redis (the
+`redis_default` fixture), so they run wherever `make test` runs: the unit runs otherwise use a
 per-process cache, where there are no trips to save.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 from django.contrib.sessions.backends.cached_db import SessionStore
 from django.contrib.sessions.models import Session
-from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -22,28 +20,6 @@ from jobs import livestatus, poll, progress_fragment
 
 # The token {% csrf_token %} writes is masked anew for every answer.
 _TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
-
-
-@pytest.fixture
-def redis_default(settings):
-    """The default cache on Redis: one database per test process (flushed before and after)."""
-    url = os.environ.get("REDIS_URL", "")
-    if not url.startswith(("redis://", "rediss://")):
-        pytest.skip("needs Redis (REDIS_URL); `make test` starts one")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "batchhub.cache.RedisCache",
-            "LOCATION": f"{base}/{8 + int(worker) % 8}",
-        }
-    }
-    assert livestatus._redis() is not None
-    cache.clear()
-    progress_fragment.clear()
-    yield
-    cache.clear()
-    progress_fragment.clear()
 
 
 @pytest.fixture
