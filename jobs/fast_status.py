@@ -22,7 +22,6 @@ limit and the owner are still checked on every request. BATCHHUB_FAST_STATUS=0 t
 from __future__ import annotations
 
 import logging
-import threading
 from functools import cached_property
 
 from django.conf import settings
@@ -58,17 +57,15 @@ _HEADER_MIDDLEWARE = (
 _SAMPLE_ID = "job_0"
 _CONTENT_LENGTH = "Content-Length"
 
-# Bumped whenever a setting changes (tests): the header middlewares read settings only, so the
-# headers they add, learnt once, are learnt again.
+# Bumped whenever a setting changes (override_settings): the header middlewares read settings
+# only, so the headers they add, learnt once, are learnt again.
 _settings_generation = 0
-_generation_lock = threading.Lock()
 
 
 @receiver(setting_changed)
 def _settings_changed(**kwargs) -> None:
     global _settings_generation
-    with _generation_lock:
-        _settings_generation += 1
+    _settings_generation += 1
 
 
 def _unused(request):  # the header middlewares only get their process_response called

@@ -6,6 +6,7 @@ import io
 import os
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -227,14 +228,9 @@ def redis_default(settings):
     url = os.environ.get("REDIS_URL", "")
     if not url.startswith(("redis://", "rediss://")):
         pytest.skip("needs Redis (REDIS_URL); `make test` starts one")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0"
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "batchhub.cache.RedisCache",
-            "LOCATION": f"{base}/{8 + int(worker) % 8}",
-        }
-    }
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    location = urlsplit(url)._replace(path=f"/{8 + worker % 8}").geturl()
+    settings.CACHES = {"default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": location}}
     from django.core.cache import cache
 
     from jobs import livestatus, progress_fragment, status_memo

@@ -276,11 +276,3 @@ def test_only_the_fast_answer_is_marked_for_the_access_log(api_alice, api_bob, p
     assert other.status_code == 404 and ANSWERED_FROM_CACHE not in other.wsgi_request.META
     listing = api_alice.get(f"{API}/jobs")
     assert ANSWERED_FROM_CACHE not in listing.wsgi_request.META
-
-
-def test_redis_replies_are_parsed_by_hiredis():
-    # A dependency of the project (pyproject): without it redis-py falls back to its slower
-    # pure-Python parser silently, and every poll's trip costs more CPU.
-    from redis.utils import HIREDIS_AVAILABLE
-
-    assert HIREDIS_AVAILABLE
