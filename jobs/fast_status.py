@@ -12,8 +12,8 @@ of reading it again.
 
 The answer is DRF's: the same job object rendered by DRF's own JSON renderer, the same `Allow`
 header the view sets, and the response headers of the middlewares it skips that add headers to
-such an answer (CSP, Content-Length, X-Frame-Options), as those middlewares add them (learnt from
-them once per process, since they depend on settings only).
+such an answer (CSP, Content-Length, X-Frame-Options), as those middlewares add them
+(batchhub/learnt_headers.py).
 tests/api/test_fast_status.py compares both paths byte for byte. The body is rendered once a
 second per job and state and reused within it (jobs/status_memo.py); the key check, the rate
 limit and the owner are still checked on every request. BATCHHUB_FAST_STATUS=0 turns it off.
@@ -25,16 +25,14 @@ import logging
 from functools import cached_property
 
 from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.http import HttpResponse
 from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
-from django.utils.module_loading import import_string
 from rest_framework.renderers import JSONRenderer
 
 from apikeys.auth import APIKeyAuthentication
 from apikeys.services import known_owner_id
 from batchhub.api import GroupRateThrottle
+from batchhub.learnt_headers import LearntHeaders
 from batchhub.weblog import ANSWERED_FROM_CACHE
 
 from . import poll, status_memo
@@ -46,30 +44,7 @@ ROUTE = "api-jobs-detail"
 ACTION = "retrieve"
 # Accept headers DRF's negotiation answers with the plain JSON renderer (any other: the stack).
 _PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
-# Middlewares below this one whose response side adds headers to a JSON answer, run on the fast
-# answer in the order the stack would run them; the others do nothing to it (no session, no
-# CSRF cookie, no messages) or only act on requests this path never takes.
-_HEADER_MIDDLEWARE = (
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-)
 _SAMPLE_ID = "job_0"
-_CONTENT_LENGTH = "Content-Length"
-
-# Bumped whenever a setting changes (override_settings): the header middlewares read settings
-# only, so the headers they add, learnt once, are learnt again.
-_settings_generation = 0
-
-
-@receiver(setting_changed)
-def _settings_changed(**kwargs) -> None:
-    global _settings_generation
-    _settings_generation += 1
-
-
-def _unused(request):  # the header middlewares only get their process_response called
-    raise AssertionError("not called")
 
 
 class _Owner:
@@ -86,7 +61,7 @@ class FastStatusMiddleware:
         self.get_response = get_response
         self._authentication = APIKeyAuthentication()
         self._renderer = JSONRenderer()
-        self._added: tuple[int, list[tuple[str, str | None]]] | None = None
+        self._headers = LearntHeaders(lambda: self._bare_response(b""))
 
     def __call__(self, request):
         if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
@@ -122,12 +97,6 @@ class FastStatusMiddleware:
     @cached_property
     def _allow(self) -> str:
         return ", ".join(self._view.allowed_methods)
-
-    @cached_property
-    def _header_middleware(self) -> list:
-        order = settings.MIDDLEWARE
-        chosen = sorted((p for p in _HEADER_MIDDLEWARE if p in order), key=order.index)
-        return [import_string(path)(_unused) for path in reversed(chosen)]
 
     # --- one request ------------------------------------------------------------------------------
 
@@ -187,33 +156,9 @@ class FastStatusMiddleware:
         return self._renderer.render(job_representation(job, request))
 
     def _respond(self, request, public_id: str, body: bytes) -> HttpResponse:
-        response = self._bare_response(body)
-        headers = response.headers
-        for name, value in self._added_headers(request):
-            headers[name] = str(len(body)) if value is None else value
-        return response
+        return self._headers.add(request, self._bare_response(body))
 
     def _bare_response(self, body: bytes) -> HttpResponse:
         response = HttpResponse(body, content_type=self._renderer.media_type)
         response["Allow"] = self._allow
         return response
-
-    def _added_headers(self, request) -> list[tuple[str, str | None]]:
-        """The headers the header middlewares add to a fast answer, in the order they add them
-        (None: Content-Length, the body's own). They depend on settings alone (no CSP nonce is
-        made on this path, the status is always 200), so they are learnt once from a sample
-        answer run through those middlewares, and again after a setting changes."""
-        generation = _settings_generation
-        added = self._added
-        if added is None or added[0] != generation:
-            sample = self._bare_response(b"")
-            before = set(sample.headers)
-            for middleware in self._header_middleware:
-                sample = middleware.process_response(request, sample)
-            headers = [
-                (name, None if name == _CONTENT_LENGTH else value)
-                for name, value in sample.headers.items()
-                if name not in before
-            ]
-            added = self._added = (generation, headers)
-        return added[1]
