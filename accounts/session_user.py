@@ -59,7 +59,35 @@ def session_user(request):
 
 
 def _from_entry(request):
-    session = request.session
+    signed_in = session_sign_in(request.session)
+    if signed_in is None:
+        return None
+    user_id, session_hash = signed_in
+    try:
+        entry = read_entry(request, user_id)
+    except Exception:
+        return None
+    if not vouches(entry, user_id, session_hash):
+        return None
+    values = {"id": entry["id"], **{name: entry[name] for name in _FIELDS}}
+    return instance_from_entry(get_user_model(), values)
+
+
+def read_entry(request, user_id: Any) -> Any:
+    """The user's entry, read once a request: kept on it for the next reader."""
+    read = getattr(request, "_session_user_entry", None)
+    if read is None or read[0] != user_id:
+        read = request._session_user_entry = (user_id, cache.get(cache_key(user_id)))
+    return read[1]
+
+
+def hand_over_entry(request, user_id: Any, entry: Any) -> None:
+    """Leave the user's entry, read with other keys in one trip, for `read_entry`."""
+    request._session_user_entry = (user_id, entry)
+
+
+def session_sign_in(session) -> tuple[Any, str] | None:
+    """The (user id, session hash) a session's data holds, when a backend in use signed it in."""
     try:
         user_id = session[auth.SESSION_KEY]
         backend = session[auth.BACKEND_SESSION_KEY]
@@ -68,19 +96,19 @@ def _from_entry(request):
         return None
     if backend not in settings.AUTHENTICATION_BACKENDS or not session_hash:
         return None
-    try:
-        entry = cache.get(cache_key(user_id))
-    except Exception:
-        return None
-    if not isinstance(entry, dict) or not entry.get("is_active"):
-        return None
-    if not constant_time_compare(session_hash, entry["session_hash"]):
-        return None  # Django's check decides (a rotated secret, a changed password)
-    values = {"id": entry["id"], **{name: entry[name] for name in _FIELDS}}
-    user = instance_from_entry(get_user_model(), values)
-    if str(user.pk) != str(user_id):
-        return None
-    return user
+    return user_id, session_hash
+
+
+def vouches(entry: Any, user_id: Any, session_hash: str) -> bool:
+    """Whether the user's entry answers for the sign-in without Django's check: an active user,
+    this user, and the session hash their password gives now (else Django's check decides: a
+    rotated secret, a changed password)."""
+    return (
+        isinstance(entry, dict)
+        and bool(entry.get("is_active"))
+        and str(entry["id"]) == str(user_id)
+        and constant_time_compare(session_hash, entry["session_hash"])
+    )
 
 
 def _from_database(request):

@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The API status poll answered from the cache below the rest of the stack (jobs/fast_status).
     "jobs.fast_status.FastStatusMiddleware",
+    # The job page's poll answered from the cache when a fragment of this second answers it.
+    "accounts.fast_page_poll.FastPagePollMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

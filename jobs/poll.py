@@ -192,6 +192,8 @@ def prefetch_page(request, public_id: str) -> None:
     key, found there); anything else is left to it (a session not in the cache: the database)."""
     redis = livestatus._redis()
     session = getattr(request, "session", None)
+    if _take_page_hand_over(request, session, public_id):
+        return
     if (
         redis is None
         or request.method != "GET"
@@ -203,21 +205,56 @@ def prefetch_page(request, public_id: str) -> None:
         or not livestatus.plausible_id(public_id)
     ):
         return
-    keys = [
-        redis.make_and_validate_key(session.cache_key),
-        redis.make_and_validate_key(livestatus.cache_key(public_id)),
-    ]
     try:
-        client = redis._cache.get_client(write=False)
-        stored_session, live = client.mget(keys)
-        data = None if stored_session is None else redis._cache._serializer.loads(stored_session)
-        request.page_live = (public_id, livestatus.payload_of(live))
+        data, live, _ = session_and_live(redis, session.cache_key, public_id)
+        request.page_live = (public_id, live)
     except Exception:
         # Away, or a value it cannot read: the session and the status read on their own.
         logger.debug("poll: the page's reads left to each reader", exc_info=True)
         return
     if isinstance(data, dict):
         session._session_cache = data
+
+
+def hand_over_page(request, session_key: str, data: Any, public_id: str, live: Any) -> None:
+    """Leave what `session_and_live` read on the request, for `prefetch_page` and `page_live`:
+    read below the stack (accounts/fast_page_poll.py), not read again if the stack answers."""
+    request.page_live = (public_id, live)
+    request.page_session = (session_key, data)
+
+
+def _take_page_hand_over(request, session, public_id: str) -> bool:
+    handed = getattr(request, "page_session", None)
+    live = getattr(request, "page_live", None)
+    if handed is None or live is None or live[0] != public_id:
+        return False
+    session_key, data = handed
+    if (
+        isinstance(session, CachedDbSession)
+        and session.session_key == session_key
+        and isinstance(data, dict)
+        and not hasattr(session, "_session_cache")
+    ):
+        session._session_cache = data  # a session not in the cache: its own load, the database
+    return True
+
+
+def session_and_live(
+    redis, session_cache_key: str, public_id: str, also: str | None = None
+) -> tuple[Any, Any, Any]:
+    """A session's data (None: not in the cache), the job's live status (livestatus.payload_of)
+    and the cache's value under the key `also` (None: not asked, or not there), in one trip to
+    the Redis cache `redis`."""
+    names = [session_cache_key, livestatus.cache_key(public_id)]
+    if also is not None:
+        names.append(also)
+    values = redis._cache.get_client(write=False).mget(
+        [redis.make_and_validate_key(name) for name in names]
+    )
+    loads = redis._cache._serializer.loads
+    data = None if values[0] is None else loads(values[0])
+    other = None if also is None or values[2] is None else loads(values[2])
+    return data, livestatus.payload_of(values[1]), other
 
 
 def page_live(request, public_id: str) -> tuple[int, str] | None:

@@ -203,14 +203,10 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
     key = second = None
     if stored is not None:
         second = second_memo.current_second()
-        key = (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user.pk)
-        hit = _memo.get(key, second)
+        key = _memo_key(public_id, stored, second, seen, user.pk)
+        hit = _believed(_memo.get(key, second), user.pk)
         # page_live() has just checked that the key can be believed (livestatus.current).
-        if (
-            hit is not None
-            and hit.owner_id == user.pk
-            and (hit.expires_at is None or hit.expires_at > timezone.now())
-        ):
+        if hit is not None:
             return _respond(request, hit, seen, polling=True)
     # Another user's job, or a job the key cannot answer: services decides (a 404, the database).
     job = services.job_status(user, public_id, stored)
@@ -218,6 +214,30 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
     if key is not None and getattr(job, "from_live_status", False):
         _memo.put(key, fragment, second)
     return _respond(request, fragment, seen, polling=True)
+
+
+def _memo_key(public_id: str, stored: Any, second: int, seen: tuple | None, user_id: Any) -> tuple:
+    return (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user_id)
+
+
+def _believed(hit: _Fragment | None, user_id: Any) -> _Fragment | None:
+    if hit is None or hit.owner_id != user_id:
+        return None
+    if hit.expires_at is not None and hit.expires_at <= timezone.now():
+        return None
+    return hit
+
+
+def memo_answer(
+    request: HttpRequest, user_id: int, public_id: str, stored: tuple[int, str]
+) -> HttpResponse | None:
+    """The poll's answer from a fragment made in this second, as `poll` would give it to the user
+    `user_id` for the live status `stored` (read as livestatus.current allows); None: no such
+    fragment, `poll` answers."""
+    seen = parse_seen(request.GET.get("seen", ""))
+    second = second_memo.current_second()
+    hit = _believed(_memo.get(_memo_key(public_id, stored, second, seen, user_id), second), user_id)
+    return None if hit is None else _respond(request, hit, seen, polling=True)
 
 
 def clear() -> None:

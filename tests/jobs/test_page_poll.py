@@ -23,8 +23,10 @@ _TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
 
 
 @pytest.fixture
-def page(redis_default, alice, published):
-    """alice's browser on her running job's page, its session in the Redis cache."""
+def page(redis_default, settings, alice, published):
+    """alice's browser on her running job's page, its session in the Redis cache; the poll
+    answered by the stack (the answer from below it: tests/views/test_fast_page_poll.py)."""
+    settings.BATCHHUB_FAST_STATUS = False
     client = Client()
     client.force_login(alice)
     url = reverse("jobs:progress", args=[published.public_id]) + "?seen=processing-0-0"

@@ -1,0 +1,155 @@
+"""The job page's poll (its live part, once a second) answered below Django's stack when a
+fragment made in this second answers it.
+
+Each open job page asks for its live part every second (jobs/views.py `job_progress`). The
+answer is often a fragment rendered earlier in the same second (jobs/progress_fragment.py), yet
+the request still goes through every middleware, URL resolution, the sign-in decorators and the
+view, several times what reading the session, the user's entry and the job's status costs
+(docs/performance.md). This middleware sits after jobs.fast_status and answers that one request
+when, and only when, all it needs is in the Redis cache and vouches for it:
+
+- the session, found in the cache under its cookie's key, as the session's own load finds it;
+- the user it names, signed in by a backend in use, whose cache entry (accounts/session_user.py)
+  still vouches for the sign-in as the stack's check would (active, the same session hash);
+- the job's live status, readable (livestatus.current), and a fragment of that status made in
+  this second for that user (the owner, else the stack's 404).
+
+Anything else goes on down the normal stack, which answers as it always has (a sign-in redirect,
+a 404, a fresh render). The answer is the stack's: the same fragment with a CSRF token masked for
+this request and the CSRF cookie renewed (Django's CsrfViewMiddleware, run on it), the same
+`HX-Trigger` and 286, `Vary: Cookie` as the session middleware adds it, and the headers the
+skipped middlewares add (batchhub/learnt_headers.py). tests/views/test_fast_page_poll.py
+compares both paths. It is part of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
+from django.http import HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import NoReverseMatch, get_script_prefix, reverse
+from django.utils.cache import patch_vary_headers
+
+from batchhub.learnt_headers import LearntHeaders
+from batchhub.weblog import ANSWERED_FROM_CACHE
+from jobs import livestatus, poll, progress_fragment
+
+from . import session_user
+
+logger = logging.getLogger(__name__)
+
+ROUTE = "jobs:progress"
+_SAMPLE_ID = "job_0"
+# Sessions whose user is remembered, per process (each entry is two short strings).
+_SESSIONS_KEPT = 4096
+
+
+def _unused(request):  # CsrfViewMiddleware's request and response sides are called directly
+    raise AssertionError("not called")
+
+
+class FastPagePollMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._csrf = CsrfViewMiddleware(_unused)
+        self._headers = LearntHeaders(lambda: HttpResponse(b""))
+        # Session key -> the user id its data named when its user's entry last vouched for it.
+        self._users_of_sessions: dict[str, str] = {}
+
+    def __call__(self, request):
+        if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
+            response = self._answer(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+    @cached_property
+    def _route(self) -> tuple[str, str] | None:
+        """The poll's path around the job id, without the script prefix (as path_info)."""
+        try:
+            path = reverse(ROUTE, args=[_SAMPLE_ID])
+        except NoReverseMatch:
+            return None  # a URLconf without the job pages (a test's): nothing to answer here
+        head, tail = ("/" + path[len(get_script_prefix()) :]).split(_SAMPLE_ID)
+        return head, tail
+
+    def _job_id(self, request) -> str | None:
+        route, path = self._route, request.path_info
+        if route is None or not path.startswith(route[0]) or not path.endswith(route[1]):
+            return None
+        if settings.PREPEND_WWW or settings.DISALLOWED_USER_AGENTS:
+            return None  # CommonMiddleware may answer these itself
+        public_id = path[len(route[0]) : len(path) - len(route[1])]
+        if "/" in public_id or not livestatus.plausible_id(public_id):
+            return None
+        return public_id
+
+    def _answer(self, request) -> HttpResponse | None:
+        """The answer from the cache, or None: the normal stack answers."""
+        public_id = self._job_id(request)
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        if (
+            public_id is None
+            or not session_key
+            or settings.CSRF_USE_SESSIONS  # the token would be the session's, not the cookie's
+            or settings.SESSION_SAVE_EVERY_REQUEST
+        ):
+            return None
+        redis = livestatus._redis()
+        if redis is None or not livestatus.current(public_id):
+            return None
+        try:
+            request.get_host()  # a host not allowed: the stack answers its 400
+            session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+            if (
+                not isinstance(session, CachedDbSession)
+                or session._cache is not redis
+                or session.session_key is None  # a malformed key: the stack makes a new session
+            ):
+                return None
+            # The user this session named last time: their entry comes in the same trip.
+            known = self._users_of_sessions.get(session_key)
+            also = None if known is None else session_user.cache_key(known)
+            data, stored, entry = poll.session_and_live(redis, session.cache_key, public_id, also)
+            # What is read here is not read again if the stack answers (jobs/poll.py).
+            poll.hand_over_page(request, session_key, data, public_id, stored)
+            if known is not None:
+                session_user.hand_over_entry(request, known, entry)
+            user_id = self._vouched_user_id(request, session_key, data)
+            if user_id is None or stored is None:
+                return None
+            self._csrf.process_request(request)  # the cookie's secret, for get_token
+            response = progress_fragment.memo_answer(request, user_id, public_id, stored)
+            if response is None:
+                return None
+            patch_vary_headers(response, ("Cookie",))  # the session was read
+            response = self._csrf.process_response(request, response)
+        except Exception:
+            logger.debug("fast page poll: handing over to the stack", exc_info=True)
+            return None
+        # gunicorn's access log counts these instead of writing a line each (batchhub/weblog.py).
+        request.META[ANSWERED_FROM_CACHE] = True
+        return self._headers.add(request, response)
+
+    def _vouched_user_id(self, request, session_key: str, data) -> int | None:
+        """The signed-in user's id when their cache entry vouches for the session's sign-in."""
+        if not isinstance(data, dict):
+            return None  # not in the cache: the stack reads the database
+        signed_in = session_user.session_sign_in(data)
+        if signed_in is None:
+            return None
+        user_id, session_hash = signed_in
+        entry = session_user.read_entry(request, user_id)
+        if not session_user.vouches(entry, user_id, session_hash):
+            return None
+        users = self._users_of_sessions
+        if users.get(session_key) != user_id:
+            if len(users) >= _SESSIONS_KEPT:
+                users.clear()  # atomic, unlike removing the oldest while other threads read
+            users[session_key] = user_id
+        return entry["id"]

@@ -1,0 +1,266 @@
+"""The job page's poll answered below Django's stack (accounts/fast_page_poll.py) when a fragment
+made in this second answers it: the same answer as the stack's, and the stack's answer whenever
+the cache does not vouch for every part (sign-in, user, owner, live status).
+
+These switch the default cache to Redis (the `redis_default` fixture): the fast answer needs the
+sessions and the live status in Redis, as deployments run them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.sessions.backends.cached_db import SessionStore
+from django.core.cache import cache
+from django.middleware.csrf import _unmask_cipher_token
+from django.test import Client
+from django.urls import reverse
+
+from accounts import session_user
+from batchhub.weblog import ANSWERED_FROM_CACHE
+from jobs import livestatus, poll, progress_fragment, services
+
+_TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+@pytest.fixture
+def page(redis_default, pinned_second, alice, published):
+    """alice's browser on her running job's page, its session in the Redis cache."""
+    client = Client()
+    client.force_login(alice)
+    client.get(reverse("jobs:detail", args=[published.public_id]))  # the page: its CSRF cookie
+    url = reverse("jobs:progress", args=[published.public_id]) + "?seen=processing-0-0"
+    return client, url
+
+
+@pytest.fixture
+def stack_calls(monkeypatch):
+    """How many polls reached the view (progress_fragment.poll)."""
+    calls = []
+    real = progress_fragment.poll
+
+    def counting(request, public_id):
+        calls.append(public_id)
+        return real(request, public_id)
+
+    monkeypatch.setattr(progress_fragment, "poll", counting)
+    return calls
+
+
+def _commands(monkeypatch) -> list[str]:
+    client = livestatus._redis()._cache.get_client(write=False)
+    sent: list[str] = []
+    real = client.execute_command
+
+    def counting(*args, **kwargs):
+        sent.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    return sent
+
+
+def _poll(client, url):
+    return client.get(url, HTTP_HX_REQUEST="true")
+
+
+def _fast(response) -> bool:
+    return bool(response.wsgi_request.META.get(ANSWERED_FROM_CACHE))
+
+
+def _what_the_user_gets(response) -> tuple:
+    """Status, headers, body with the masked token written as TOKEN, the CSRF cookie."""
+    cookie = response.cookies.get("csrftoken")
+    cookie_parts = None
+    if cookie is not None:
+        cookie_parts = (cookie.value, {k: v for k, v in cookie.items() if k != "expires"})
+    body = _TOKEN.sub('name="csrfmiddlewaretoken" value="TOKEN"', response.content.decode())
+    return response.status_code, dict(response.headers), body, cookie_parts
+
+
+def _tokens(response) -> set[str]:
+    return set(_TOKEN.findall(response.content.decode()))
+
+
+@pytest.mark.parametrize("seen", ["processing-0-0", "queued-0-0", "processing-0-999999", ""])
+def test_a_repeated_poll_gets_the_stacks_answer_from_below_it(page, stack_calls, settings, seen):
+    client, url = page
+    url = url.split("?")[0] + (f"?seen={seen}" if seen else "")
+    first = _poll(client, url)  # the stack renders the fragment of this second
+    assert not _fast(first) and len(stack_calls) == 1
+    fast = _poll(client, url)
+    assert _fast(fast) and len(stack_calls) == 1
+    settings.BATCHHUB_FAST_STATUS = False
+    stack = _poll(client, url)
+    assert not _fast(stack) and len(stack_calls) == 2
+    assert _what_the_user_gets(fast) == _what_the_user_gets(stack)
+    assert fast.status_code == 200 and b'id="btn-pause"' in fast.content
+    assert fast.headers["Vary"] == "Cookie" and "Content-Security-Policy" in fast.headers
+    assert int(fast.headers["Content-Length"]) == len(fast.content)
+    if seen == "queued-0-0":
+        assert fast.headers["HX-Trigger"] == "job-changed" and b"Job processing." in fast.content
+    if seen == "processing-0-999999":
+        assert fast.headers["HX-Trigger"] == "job-changed"
+
+
+def test_the_fast_answer_carries_a_token_of_the_cookies_secret(page):
+    client, url = page
+    _poll(client, url)
+    secret = client.cookies["csrftoken"].value
+    answers = [_poll(client, url) for _ in range(2)]
+    assert all(_fast(a) for a in answers)
+    tokens = _tokens(answers[0]) | _tokens(answers[1])
+    assert len(tokens) >= 2  # masked anew for every answer, as {% csrf_token %} does
+    assert {_unmask_cipher_token(token) for token in tokens} == {secret}
+    assert answers[1].cookies["csrftoken"].value == secret  # renewed, as the stack renews it
+
+
+def test_a_token_from_a_fast_answer_is_accepted_by_a_form_post(page, published):
+    client, url = page
+    _poll(client, url)
+    answer = _poll(client, url)
+    assert _fast(answer)
+    token = _TOKEN.findall(answer.content.decode())[0]
+    strict = Client(enforce_csrf_checks=True)
+    strict.cookies = client.cookies
+    response = strict.post(
+        reverse("jobs:pause", args=[published.public_id]),
+        {"csrfmiddlewaretoken": token},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200 and b"Paused" in response.content
+
+
+def test_a_fast_answer_makes_one_trip_and_a_miss_no_more(page, monkeypatch):
+    client, url = page
+    sent = _commands(monkeypatch)
+    first = _poll(client, url)  # no fragment yet: read below, answered by the stack
+    assert not _fast(first) and first.status_code == 200
+    assert sent[:2] == ["MGET", "GET"]  # session + live status, then the entry the session names
+    assert "MGET" not in sent[2:] and sent.count("GET") == 1  # nothing read twice
+    sent.clear()
+    assert _fast(_poll(client, url))
+    assert sent == ["MGET"]  # the session's user is known: their entry comes in the same trip
+    progress_fragment.clear()
+    sent.clear()
+    missed = _poll(client, url)
+    assert not _fast(missed) and missed.status_code == 200
+    assert sent.count("MGET") == 1 and "GET" not in sent  # the stack took what was read
+
+
+def test_a_finished_job_stops_the_polling_from_below_too(
+    page, published, stack_calls, django_capture_on_commit_callbacks, settings
+):
+    client, url = page
+    with django_capture_on_commit_callbacks(execute=True):
+        services.cancel(published, actor="alice")
+    first = _poll(client, url)
+    fast = _poll(client, url)
+    assert first.status_code == fast.status_code == 286
+    assert _fast(fast) and len(stack_calls) == 1
+    assert fast.headers["HX-Trigger"] == "job-changed"
+    assert b"csrfmiddlewaretoken" not in fast.content  # no buttons left: no token, no cookie
+    settings.BATCHHUB_FAST_STATUS = False
+    stack = _poll(client, url)
+    assert _what_the_user_gets(fast) == _what_the_user_gets(stack)
+    assert fast.headers["Vary"] == "Cookie"  # the session was read
+
+
+def test_another_users_poll_is_the_stacks_404(page, bob, published, stack_calls):
+    client, url = page
+    assert _poll(client, url).status_code == 200  # alice's fragment of this second
+    other = Client()
+    other.force_login(bob)
+    response = _poll(other, url)
+    assert response.status_code == 404 and not _fast(response)
+
+
+def test_a_session_signed_out_elsewhere_is_sent_to_sign_in(page):
+    client, url = page
+    _poll(client, url)
+    assert _fast(_poll(client, url))
+    SessionStore(client.cookies["sessionid"].value).delete()
+    response = _poll(client, url)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert not _fast(response)
+
+
+def test_a_changed_password_signs_the_page_out_at_once(page, alice):
+    client, url = page
+    _poll(client, url)
+    assert _fast(_poll(client, url))
+    alice.set_password("another password 123")
+    alice.save()
+    response = _poll(client, url)
+    assert response.status_code == 302 and not _fast(response)
+
+
+def test_a_deactivated_user_is_signed_out_at_once(page, alice):
+    client, url = page
+    _poll(client, url)
+    assert _fast(_poll(client, url))
+    alice.is_active = False
+    alice.save()
+    response = _poll(client, url)
+    assert response.status_code == 302 and not _fast(response)
+
+
+@pytest.mark.parametrize(
+    "change", [{"session_hash": "another hash"}, {"is_active": False}, {"id": 999999}]
+)
+def test_an_entry_that_does_not_vouch_leaves_the_sign_in_to_the_stack(page, alice, change):
+    client, url = page
+    _poll(client, url)
+    assert _fast(_poll(client, url))
+    key = session_user.cache_key(alice.pk)
+    cache.set(key, {**cache.get(key), **change})
+    response = _poll(client, url)
+    assert not _fast(response)
+    assert response.status_code == 200  # the database still signs alice in
+
+
+def test_a_fragment_of_an_earlier_second_is_not_used(page, pinned_second, stack_calls):
+    client, url = page
+    _poll(client, url)
+    pinned_second[0] += 1
+    response = _poll(client, url)
+    assert not _fast(response) and len(stack_calls) == 2
+
+
+def test_a_poll_without_a_csrf_cookie_gets_a_new_one(page):
+    client, url = page
+    _poll(client, url)
+    del client.cookies["csrftoken"]
+    response = _poll(client, url)
+    assert _fast(response)
+    secret = response.cookies["csrftoken"].value
+    assert {_unmask_cipher_token(t) for t in _tokens(response)} == {secret}
+
+
+def test_a_cache_that_fails_leaves_the_answer_to_the_stack(page, monkeypatch, stack_calls):
+    client, url = page
+    _poll(client, url)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a reply it cannot read")
+
+    monkeypatch.setattr(poll, "session_and_live", broken)
+    response = _poll(client, url)
+    assert response.status_code == 200 and not _fast(response) and len(stack_calls) == 2
+
+
+def test_the_switch_turns_it_off(page, settings, stack_calls):
+    client, url = page
+    settings.BATCHHUB_FAST_STATUS = False
+    _poll(client, url)
+    assert not _fast(_poll(client, url)) and len(stack_calls) == 2
+
+
+def test_without_redis_the_stack_answers(alice, published, pinned_second, stack_calls, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    client = Client()
+    client.force_login(alice)
+    url = reverse("jobs:progress", args=[published.public_id])
+    assert _poll(client, url).status_code == 200
+    assert not _fast(_poll(client, url)) and len(stack_calls) == 2
