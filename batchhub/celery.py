@@ -19,7 +19,7 @@ app.autodiscover_tasks()
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
-def _settle_collector() -> None:
+def settle_collector() -> None:
     """Freeze what the process holds now and examine young objects less often.
 
     A full collection walks every object the process holds: without the freeze, the modules and
@@ -41,13 +41,13 @@ def _lower_priority(**_kwargs) -> None:
     # Before the pool forks: what startup left alive is never garbage, and pool processes share
     # its pages instead of copying them when the collector would touch them. Pools that run
     # tasks in this process (solo, threads) never send worker_process_init.
-    _settle_collector()
+    settle_collector()
 
 
 @worker_process_init.connect
 def _freeze_startup_objects(**_kwargs) -> None:
     # What a pool process loaded after the fork, frozen too.
-    _settle_collector()
+    settle_collector()
 
 
 # A worker waits this long for SQLite's write lock: giving up fails a task mid-chunk, which costs
