@@ -103,11 +103,13 @@ def vouches(entry: Any, user_id: Any, session_hash: str) -> bool:
     """Whether the user's entry answers for the sign-in without Django's check: an active user,
     this user, and the session hash their password gives now (else Django's check decides: a
     rotated secret, a changed password)."""
+    if not isinstance(entry, dict) or not entry.get("is_active"):
+        return False
+    entry_hash = entry.get("session_hash")
     return (
-        isinstance(entry, dict)
-        and bool(entry.get("is_active"))
-        and str(entry["id"]) == str(user_id)
-        and constant_time_compare(session_hash, entry["session_hash"])
+        str(entry.get("id")) == str(user_id)
+        and isinstance(entry_hash, str)
+        and constant_time_compare(session_hash, entry_hash)
     )
 
 
