@@ -1,25 +1,27 @@
-"""The job page's poll (its live part, once a second) answered below Django's stack when a
-fragment made in this second answers it.
+"""The job page's poll (its live part, once a second) answered below Django's stack from the
+job's live status.
 
 Each open job page asks for its live part every second (jobs/views.py `job_progress`). The
-answer is often a fragment rendered earlier in the same second (jobs/progress_fragment.py), yet
-the request still goes through every middleware, URL resolution, the sign-in decorators and the
-view, several times what reading the session, the user's entry and the job's status costs
-(docs/performance.md). This middleware sits after jobs.fast_status and answers that one request
-when, and only when, all it needs is in the Redis cache and vouches for it:
+answer comes from the job's live status in the cache (jobs/progress_fragment.py: the fragment
+made in this second, else one rendered from that status), yet the request went through every
+middleware, URL resolution, the sign-in decorators and the view, several times what reading the
+session, the user's entry and the job's status costs (docs/performance.md). This middleware sits
+after jobs.fast_status and answers that one request when, and only when, all it needs is in the
+Redis cache and vouches for it:
 
 - the session, found in the cache under its cookie's key, as the session's own load finds it;
 - the user it names, signed in by a backend in use, whose cache entry (accounts/session_user.py)
   still vouches for the sign-in as the stack's check would (active, the same session hash);
-- the job's live status, readable (livestatus.current), and a fragment of that status made in
-  this second for that user (the owner, else the stack's 404).
+- the job's live status, readable (livestatus.current) and answering for that user (the owner,
+  not expired: livestatus.read, as the view reads it).
 
 Anything else goes on down the normal stack, which answers as it always has (a sign-in redirect,
-a 404, a fresh render). The answer is the stack's: the same fragment with a CSRF token masked for
-this request and the CSRF cookie renewed (Django's CsrfViewMiddleware, run on it), the same
-`HX-Trigger` and 286, `Vary: Cookie` as the session middleware adds it, and the headers the
-skipped middlewares add (batchhub/learnt_headers.py). tests/views/test_fast_page_poll.py
-compares both paths. It is part of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
+a 404, the database's answer), taking what was read here instead of reading it again. The answer
+is the stack's: the same fragment with a CSRF token masked for this request and the CSRF cookie
+renewed (Django's CsrfViewMiddleware, run on it), the same `HX-Trigger` and 286, `Vary: Cookie`
+as the session middleware adds it, and the headers the skipped middlewares add
+(batchhub/learnt_headers.py). tests/views/test_fast_page_poll.py compares both paths. It is part
+of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from importlib import import_module
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
@@ -124,7 +127,9 @@ class FastPagePollMiddleware:
             if user_id is None or stored is None:
                 return None
             self._csrf.process_request(request)  # the cookie's secret, for get_token
-            response = progress_fragment.memo_answer(request, user_id, public_id, stored)
+            response = progress_fragment.live_answer(
+                request, SimpleNamespace(pk=user_id), public_id, stored
+            )
             if response is None:
                 return None
             patch_vary_headers(response, ("Cookie",))  # the session was read

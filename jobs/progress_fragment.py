@@ -8,8 +8,10 @@ payload text and newest event id), the status the page last saw (the announcemen
 prefix (the links) and the user. The context's figures of now (rate, ETA, how long the job has
 run) are taken once, so a fragment made in this second is the one a fresh render would give.
 
-What is per request stays per request: the job is only answered to its owner (anyone else gets
-the 404 of services.job_status, never a memo), and the fragment is rendered with a placeholder
+`live_answer` is the answer from the live status, for the view and for the same poll answered
+below the stack (accounts/fast_page_poll.py). What is per request stays per request: the job is
+only answered to its owner (anyone else gets the 404 of services.job_status, never a memo), and
+the fragment is rendered with a placeholder
 for the CSRF token that each answer replaces with a token masked for it (get_token), as
 {% csrf_token %} would.
 """
@@ -28,7 +30,7 @@ from django.template.loader import get_template
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
-from . import charts, progress, second_memo, services, states
+from . import charts, livestatus, progress, second_memo, services, states
 from .models import Job, JobStatus
 from .poll import page_live
 
@@ -196,22 +198,37 @@ def response(
 
 
 def poll(request: HttpRequest, public_id: str) -> HttpResponse:
-    """The poll's answer: the fragment made in this second for the same key, else a new one."""
+    """The poll's answer: from the job's live status when it answers for this user (the
+    fragment made in this second for the same key, else a new one), else from the database."""
     user = request.user
-    seen = parse_seen(request.GET.get("seen", ""))
     stored = page_live(request, public_id)
-    key = second = None
     if stored is not None:
-        second = second_memo.current_second()
-        key = _memo_key(public_id, stored, second, seen, user.pk)
-        hit = _believed(_memo.get(key, second), user.pk)
-        # page_live() has just checked that the key can be believed (livestatus.current).
-        if hit is not None:
-            return _respond(request, hit, seen, polling=True)
-    # Another user's job, or a job the key cannot answer: services decides (a 404, the database).
-    job = services.job_status(user, public_id, stored)
+        response = live_answer(request, user, public_id, stored)
+        if response is not None:
+            return response
+    # Another user's job, or a job the key cannot answer: the database decides (a 404).
+    seen = parse_seen(request.GET.get("seen", ""))
+    job = services.job_status(user, public_id, None)
     fragment = _fragment(job, announce=_announce(job, seen))
-    if key is not None and getattr(job, "from_live_status", False):
+    return _respond(request, fragment, seen, polling=True)
+
+
+def live_answer(
+    request: HttpRequest, user: Any, public_id: str, stored: tuple[int, str]
+) -> HttpResponse | None:
+    """The poll's answer for `user` (anything with their `pk`) from the job's live status
+    `stored`, read as livestatus.current allows: the fragment made in this second for the same
+    key, else a new one kept for the rest of the second. None: the key does not answer for this
+    user (someone else's job, expired, written by other code); the database decides."""
+    seen = parse_seen(request.GET.get("seen", ""))
+    second = second_memo.current_second()
+    key = _memo_key(public_id, stored, second, seen, user.pk)
+    fragment = _believed(_memo.get(key, second), user.pk)
+    if fragment is None:
+        job = livestatus.read(user, public_id, stored)
+        if job is None:
+            return None
+        fragment = _fragment(job, announce=_announce(job, seen))
         _memo.put(key, fragment, second)
     return _respond(request, fragment, seen, polling=True)
 
@@ -226,18 +243,6 @@ def _believed(hit: _Fragment | None, user_id: Any) -> _Fragment | None:
     if hit.expires_at is not None and hit.expires_at <= timezone.now():
         return None
     return hit
-
-
-def memo_answer(
-    request: HttpRequest, user_id: int, public_id: str, stored: tuple[int, str]
-) -> HttpResponse | None:
-    """The poll's answer from a fragment made in this second, as `poll` would give it to the user
-    `user_id` for the live status `stored` (read as livestatus.current allows); None: no such
-    fragment, `poll` answers."""
-    seen = parse_seen(request.GET.get("seen", ""))
-    second = second_memo.current_second()
-    hit = _believed(_memo.get(_memo_key(public_id, stored, second, seen, user_id), second), user_id)
-    return None if hit is None else _respond(request, hit, seen, polling=True)
 
 
 def clear() -> None:

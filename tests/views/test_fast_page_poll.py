@@ -1,6 +1,7 @@
-"""The job page's poll answered below Django's stack (accounts/fast_page_poll.py) when a fragment
-made in this second answers it: the same answer as the stack's, and the stack's answer whenever
-the cache does not vouch for every part (sign-in, user, owner, live status).
+"""The job page's poll answered below Django's stack (accounts/fast_page_poll.py) from the job's
+live status (a fragment made in this second, else one rendered from it): the same answer as the
+stack's, and the stack's answer whenever the cache does not vouch for every part (sign-in, user,
+owner, live status).
 
 These switch the default cache to Redis (the `redis_default` fixture): the fast answer needs the
 sessions and the live status in Redis, as deployments run them.
@@ -32,6 +33,20 @@ def page(redis_default, pinned_second, alice, published):
     client.get(reverse("jobs:detail", args=[published.public_id]))  # the page: its CSRF cookie
     url = reverse("jobs:progress", args=[published.public_id]) + "?seen=processing-0-0"
     return client, url
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """How many fragments were rendered (progress_fragment._fragment), on either path."""
+    calls = []
+    real = progress_fragment._fragment
+
+    def counting(job, **kwargs):
+        calls.append(job.public_id)
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(progress_fragment, "_fragment", counting)
+    return calls
 
 
 @pytest.fixture
@@ -84,17 +99,21 @@ def _tokens(response) -> set[str]:
 
 
 @pytest.mark.parametrize("seen", ["processing-0-0", "queued-0-0", "processing-0-999999", ""])
-def test_a_repeated_poll_gets_the_stacks_answer_from_below_it(page, stack_calls, settings, seen):
+def test_polls_get_the_stacks_answer_from_below_it(page, stack_calls, renders, settings, seen):
     client, url = page
     url = url.split("?")[0] + (f"?seen={seen}" if seen else "")
-    first = _poll(client, url)  # the stack renders the fragment of this second
-    assert not _fast(first) and len(stack_calls) == 1
-    fast = _poll(client, url)
-    assert _fast(fast) and len(stack_calls) == 1
+    first = _poll(client, url)  # the fragment of this second, rendered below the stack
+    fast = _poll(client, url)  # the same fragment, reused
+    assert _fast(first) and _fast(fast) and not stack_calls and len(renders) == 1
     settings.BATCHHUB_FAST_STATUS = False
     stack = _poll(client, url)
-    assert not _fast(stack) and len(stack_calls) == 2
+    assert not _fast(stack) and len(stack_calls) == 1 and len(renders) == 1
+    assert _what_the_user_gets(first) == _what_the_user_gets(stack)
     assert _what_the_user_gets(fast) == _what_the_user_gets(stack)
+    progress_fragment.clear()
+    rendered_by_the_stack = _poll(client, url)
+    assert len(renders) == 2
+    assert _what_the_user_gets(rendered_by_the_stack) == _what_the_user_gets(first)
     assert fast.status_code == 200 and b'id="btn-pause"' in fast.content
     assert fast.headers["Vary"] == "Cookie" and "Content-Security-Policy" in fast.headers
     assert int(fast.headers["Content-Length"]) == len(fast.content)
@@ -132,21 +151,22 @@ def test_a_token_from_a_fast_answer_is_accepted_by_a_form_post(page, published):
     assert response.status_code == 200 and b"Paused" in response.content
 
 
-def test_a_fast_answer_makes_one_trip_and_a_miss_no_more(page, monkeypatch):
+def test_a_poll_makes_one_trip_and_the_stack_reads_nothing_again(page, monkeypatch, settings):
     client, url = page
     sent = _commands(monkeypatch)
-    first = _poll(client, url)  # no fragment yet: read below, answered by the stack
-    assert not _fast(first) and first.status_code == 200
-    assert sent[:2] == ["MGET", "GET"]  # session + live status, then the entry the session names
-    assert "MGET" not in sent[2:] and sent.count("GET") == 1  # nothing read twice
+    first = _poll(client, url)
+    assert _fast(first) and first.status_code == 200
+    assert sent == ["MGET", "GET"]  # session + live status, then the entry the session names
     sent.clear()
+    progress_fragment.clear()  # no fragment of this second: rendered from the live status
     assert _fast(_poll(client, url))
     assert sent == ["MGET"]  # the session's user is known: their entry comes in the same trip
-    progress_fragment.clear()
     sent.clear()
-    missed = _poll(client, url)
-    assert not _fast(missed) and missed.status_code == 200
-    assert sent.count("MGET") == 1 and "GET" not in sent  # the stack took what was read
+    progress_fragment.clear()
+    monkeypatch.setattr(livestatus, "read", lambda *args: None)  # the key does not answer
+    by_the_stack = _poll(client, url)
+    assert not _fast(by_the_stack) and by_the_stack.status_code == 200
+    assert sent == ["MGET"]  # the stack took the session, the entry and the status read below
 
 
 def test_a_finished_job_stops_the_polling_from_below_too(
@@ -158,7 +178,7 @@ def test_a_finished_job_stops_the_polling_from_below_too(
     first = _poll(client, url)
     fast = _poll(client, url)
     assert first.status_code == fast.status_code == 286
-    assert _fast(fast) and len(stack_calls) == 1
+    assert _fast(first) and _fast(fast) and not stack_calls
     assert fast.headers["HX-Trigger"] == "job-changed"
     assert b"csrfmiddlewaretoken" not in fast.content  # no buttons left: no token, no cookie
     settings.BATCHHUB_FAST_STATUS = False
@@ -220,12 +240,13 @@ def test_an_entry_that_does_not_vouch_leaves_the_sign_in_to_the_stack(page, alic
     assert response.status_code == 200  # the database still signs alice in
 
 
-def test_a_fragment_of_an_earlier_second_is_not_used(page, pinned_second, stack_calls):
+def test_a_fragment_of_an_earlier_second_is_not_used(page, pinned_second, renders):
     client, url = page
     _poll(client, url)
+    _poll(client, url)
+    assert len(renders) == 1
     pinned_second[0] += 1
-    response = _poll(client, url)
-    assert not _fast(response) and len(stack_calls) == 2
+    assert _fast(_poll(client, url)) and len(renders) == 2
 
 
 def test_a_poll_without_a_csrf_cookie_gets_a_new_one(page):
@@ -247,7 +268,7 @@ def test_a_cache_that_fails_leaves_the_answer_to_the_stack(page, monkeypatch, st
 
     monkeypatch.setattr(poll, "session_and_live", broken)
     response = _poll(client, url)
-    assert response.status_code == 200 and not _fast(response) and len(stack_calls) == 2
+    assert response.status_code == 200 and not _fast(response) and len(stack_calls) == 1
 
 
 def test_the_switch_turns_it_off(page, settings, stack_calls):
