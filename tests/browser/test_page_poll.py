@@ -50,8 +50,8 @@ def test_two_tabs_of_one_job_share_its_polls_and_either_can_resume_it(
     page.get_by_role("button", name="Pause").click()
     _wait_for_status(page, "Paused")
 
-    # A second tab of the same browser: same session, polling the same paused job each second.
-    # Within a second the later of the two polls finds the fragment the earlier one made.
+    # A second tab of the same browser: same session, polling the same paused job each second;
+    # within a second the later of the two polls reuses the fragment the earlier one rendered.
     other = page.context.new_page()
     other.goto(url)
     assert _status(other) == "Paused"
