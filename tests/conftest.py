@@ -243,3 +243,25 @@ def redis_default(settings):
     cache.clear()
     progress_fragment.clear()
     status_memo.clear()
+
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """Start recording the commands sent to the Redis cache (after the `redis_default` fixture):
+    call it, and the list it returns fills with each command's name, one a round trip."""
+
+    def start() -> list[str]:
+        from jobs import livestatus
+
+        client = livestatus._redis()._cache.get_client(write=False)
+        sent: list[str] = []
+        real = client.execute_command
+
+        def counting(*args, **kwargs):
+            sent.append(str(args[0]))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(client, "execute_command", counting)
+        return sent
+
+    return start

@@ -33,28 +33,15 @@ def page(redis_default, settings, alice, published):
     return client, url
 
 
-def _commands(monkeypatch) -> list[str]:
-    client = livestatus._redis()._cache.get_client(write=False)
-    sent: list[str] = []
-    real = client.execute_command
-
-    def counting(*args, **kwargs):
-        sent.append(str(args[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(client, "execute_command", counting)
-    return sent
-
-
 def _seen(response) -> tuple[int, str | None, str]:
     body = _TOKEN.sub("TOKEN", response.content.decode())
     return response.status_code, response.headers.get("HX-Trigger"), body
 
 
-def test_the_page_poll_reads_session_and_status_in_one_trip(page, monkeypatch):
+def test_the_page_poll_reads_session_and_status_in_one_trip(page, redis_commands):
     client, url = page
     assert client.get(url, HTTP_HX_REQUEST="true").status_code == 200  # the user's entry made
-    sent = _commands(monkeypatch)
+    sent = redis_commands()
     response = client.get(url, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert b"csrfmiddlewaretoken" in response.content
@@ -62,12 +49,12 @@ def test_the_page_poll_reads_session_and_status_in_one_trip(page, monkeypatch):
     assert sent == ["MGET", "GET"]
 
 
-def test_the_answer_is_the_one_the_separate_reads_give(page, monkeypatch):
+def test_the_answer_is_the_one_the_separate_reads_give(page, monkeypatch, redis_commands):
     client, url = page
     first = _seen(client.get(url, HTTP_HX_REQUEST="true"))
     progress_fragment.clear()
     monkeypatch.setattr(poll, "prefetch_page", lambda request, public_id: None)
-    sent = _commands(monkeypatch)
+    sent = redis_commands()
     second = _seen(client.get(url, HTTP_HX_REQUEST="true"))
     assert sent == ["GET", "GET", "GET"]  # session, user's entry, live status
     assert first == second

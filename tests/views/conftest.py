@@ -14,3 +14,19 @@ def _media(settings, tmp_path):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """The job ids of the job page's fragments rendered (progress_fragment._fragment), in order."""
+    from jobs import progress_fragment
+
+    made = []
+    real = progress_fragment._fragment
+
+    def spy(job, **kwargs):
+        made.append(job.public_id)
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(progress_fragment, "_fragment", spy)
+    return made

@@ -36,20 +36,6 @@ def page(redis_default, pinned_second, alice, published):
 
 
 @pytest.fixture
-def renders(monkeypatch):
-    """How many fragments were rendered (progress_fragment._fragment), on either path."""
-    calls = []
-    real = progress_fragment._fragment
-
-    def counting(job, **kwargs):
-        calls.append(job.public_id)
-        return real(job, **kwargs)
-
-    monkeypatch.setattr(progress_fragment, "_fragment", counting)
-    return calls
-
-
-@pytest.fixture
 def stack_calls(monkeypatch):
     """How many polls reached the view (progress_fragment.poll)."""
     calls = []
@@ -61,19 +47,6 @@ def stack_calls(monkeypatch):
 
     monkeypatch.setattr(progress_fragment, "poll", counting)
     return calls
-
-
-def _commands(monkeypatch) -> list[str]:
-    client = livestatus._redis()._cache.get_client(write=False)
-    sent: list[str] = []
-    real = client.execute_command
-
-    def counting(*args, **kwargs):
-        sent.append(str(args[0]))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(client, "execute_command", counting)
-    return sent
 
 
 def _poll(client, url):
@@ -151,9 +124,9 @@ def test_a_token_from_a_fast_answer_is_accepted_by_a_form_post(page, published):
     assert response.status_code == 200 and b"Paused" in response.content
 
 
-def test_a_poll_makes_one_trip_and_the_stack_reads_nothing_again(page, monkeypatch, settings):
+def test_a_poll_makes_one_trip_and_the_stack_reads_nothing_again(page, monkeypatch, redis_commands):
     client, url = page
-    sent = _commands(monkeypatch)
+    sent = redis_commands()
     first = _poll(client, url)
     assert _fast(first) and first.status_code == 200
     assert sent == ["MGET", "GET"]  # session + live status, then the entry the session names

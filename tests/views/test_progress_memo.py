@@ -20,19 +20,6 @@ def _clock(live_status_cache, pinned_second):
     return pinned_second
 
 
-@pytest.fixture
-def renders(monkeypatch):
-    made = []
-    real = progress_fragment._fragment
-
-    def spy(job, **kwargs):
-        made.append(job.public_id)
-        return real(job, **kwargs)
-
-    monkeypatch.setattr(progress_fragment, "_fragment", spy)
-    return made
-
-
 def _url(job, seen: str = "") -> str:
     return f"/jobs/{job.public_id}/progress/" + (f"?seen={seen}" if seen else "")
 
