@@ -61,6 +61,8 @@ class FastPagePollMiddleware:
         self.get_response = get_response
         self._csrf = CsrfViewMiddleware(_unused)
         self._headers = LearntHeaders(lambda: HttpResponse(b""))
+        # As SessionMiddleware takes it: once.
+        self._session_store = import_module(settings.SESSION_ENGINE).SessionStore
         # Session key -> the user id its data named when its user's entry last vouched for it.
         self._users_of_sessions: dict[str, str] = {}
 
@@ -108,7 +110,7 @@ class FastPagePollMiddleware:
             return None
         try:
             request.get_host()  # a host not allowed: the stack answers its 400
-            session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+            session = self._session_store(session_key)
             if (
                 not isinstance(session, CachedDbSession)
                 or session._cache is not redis

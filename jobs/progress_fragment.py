@@ -10,10 +10,9 @@ run) are taken once, so a fragment made in this second is the one a fresh render
 
 `live_answer` is the answer from the live status, for the view and for the same poll answered
 below the stack (accounts/fast_page_poll.py). What is per request stays per request: the job is
-only answered to its owner (anyone else gets the 404 of services.job_status, never a memo), and
-the fragment is rendered with a placeholder
-for the CSRF token that each answer replaces with a token masked for it (get_token), as
-{% csrf_token %} would.
+only answered to its owner (anyone else gets the 404 of services.get_job, never a memo), and
+the fragment is rendered with a placeholder for the CSRF token that each answer replaces with a
+token masked for it (get_token), as {% csrf_token %} would.
 """
 
 from __future__ import annotations
@@ -208,7 +207,7 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
             return response
     # Another user's job, or a job the key cannot answer: the database decides (a 404).
     seen = parse_seen(request.GET.get("seen", ""))
-    job = services.job_status(user, public_id, None)
+    job = services.get_job(user, public_id, last_event=True)
     fragment = _fragment(job, announce=_announce(job, seen))
     return _respond(request, fragment, seen, polling=True)
 
@@ -222,8 +221,13 @@ def live_answer(
     user (someone else's job, expired, written by other code); the database decides."""
     seen = parse_seen(request.GET.get("seen", ""))
     second = second_memo.current_second()
-    key = _memo_key(public_id, stored, second, seen, user.pk)
-    fragment = _believed(_memo.get(key, second), user.pk)
+    key = (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user.pk)
+    fragment = _memo.get(key, second)
+    if fragment is not None and (
+        fragment.owner_id != user.pk
+        or (fragment.expires_at is not None and fragment.expires_at <= timezone.now())
+    ):
+        fragment = None
     if fragment is None:
         job = livestatus.read(user, public_id, stored)
         if job is None:
@@ -231,18 +235,6 @@ def live_answer(
         fragment = _fragment(job, announce=_announce(job, seen))
         _memo.put(key, fragment, second)
     return _respond(request, fragment, seen, polling=True)
-
-
-def _memo_key(public_id: str, stored: Any, second: int, seen: tuple | None, user_id: Any) -> tuple:
-    return (public_id, stored, second, seen[0] if seen else None, get_script_prefix(), user_id)
-
-
-def _believed(hit: _Fragment | None, user_id: Any) -> _Fragment | None:
-    if hit is None or hit.owner_id != user_id:
-        return None
-    if hit.expires_at is not None and hit.expires_at <= timezone.now():
-        return None
-    return hit
 
 
 def clear() -> None:

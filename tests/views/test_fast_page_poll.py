@@ -249,12 +249,3 @@ def test_the_switch_turns_it_off(page, settings, stack_calls):
     settings.BATCHHUB_FAST_STATUS = False
     _poll(client, url)
     assert not _fast(_poll(client, url)) and len(stack_calls) == 2
-
-
-def test_without_redis_the_stack_answers(alice, published, pinned_second, stack_calls, settings):
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    client = Client()
-    client.force_login(alice)
-    url = reverse("jobs:progress", args=[published.public_id])
-    assert _poll(client, url).status_code == 200
-    assert not _fast(_poll(client, url)) and len(stack_calls) == 2
