@@ -27,7 +27,6 @@ of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
 from __future__ import annotations
 
 import logging
-from functools import cached_property
 from importlib import import_module
 from types import SimpleNamespace
 
@@ -35,11 +34,9 @@ from django.conf import settings
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
 from django.http import HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
-from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.utils.cache import patch_vary_headers
 
-from batchhub.learnt_headers import LearntHeaders
-from batchhub.weblog import ANSWERED_FROM_CACHE
+from batchhub.fast_path import FastPathMiddleware
 from jobs import livestatus, poll, progress_fragment
 
 from . import session_user
@@ -47,7 +44,6 @@ from . import session_user
 logger = logging.getLogger(__name__)
 
 ROUTE = "jobs:progress"
-_SAMPLE_ID = "job_0"
 # Sessions whose user is remembered, per process (each entry is two short strings).
 _SESSIONS_KEPT = 4096
 
@@ -56,50 +52,23 @@ def _unused(request):  # CsrfViewMiddleware's request and response sides are cal
     raise AssertionError("not called")
 
 
-class FastPagePollMiddleware:
+class FastPagePollMiddleware(FastPathMiddleware):
+    route = ROUTE
+
     def __init__(self, get_response):
-        self.get_response = get_response
+        super().__init__(get_response, lambda: HttpResponse(b""))
         self._csrf = CsrfViewMiddleware(_unused)
-        self._headers = LearntHeaders(lambda: HttpResponse(b""))
         # As SessionMiddleware takes it: once.
         self._session_store = import_module(settings.SESSION_ENGINE).SessionStore
         # Session key -> the user id its data named when its user's entry last vouched for it.
         self._users_of_sessions: dict[str, str] = {}
 
-    def __call__(self, request):
-        if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
-            response = self._answer(request)
-            if response is not None:
-                return response
-        return self.get_response(request)
-
-    @cached_property
-    def _route(self) -> tuple[str, str] | None:
-        """The poll's path around the job id, without the script prefix (as path_info)."""
-        try:
-            path = reverse(ROUTE, args=[_SAMPLE_ID])
-        except NoReverseMatch:
-            return None  # a URLconf without the job pages (a test's): nothing to answer here
-        head, tail = ("/" + path[len(get_script_prefix()) :]).split(_SAMPLE_ID)
-        return head, tail
-
-    def _job_id(self, request) -> str | None:
-        route, path = self._route, request.path_info
-        if route is None or not path.startswith(route[0]) or not path.endswith(route[1]):
-            return None
-        if settings.PREPEND_WWW or settings.DISALLOWED_USER_AGENTS:
-            return None  # CommonMiddleware may answer these itself
-        public_id = path[len(route[0]) : len(path) - len(route[1])]
-        if "/" in public_id or not livestatus.plausible_id(public_id):
-            return None
-        return public_id
-
     def _answer(self, request) -> HttpResponse | None:
-        """The answer from the cache, or None: the normal stack answers."""
         public_id = self._job_id(request)
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         if (
             public_id is None
+            or not livestatus.plausible_id(public_id)
             or not session_key
             or settings.CSRF_USE_SESSIONS  # the token would be the session's, not the cookie's
             or settings.SESSION_SAVE_EVERY_REQUEST
@@ -139,9 +108,7 @@ class FastPagePollMiddleware:
         except Exception:
             logger.debug("fast page poll: handing over to the stack", exc_info=True)
             return None
-        # gunicorn's access log counts these instead of writing a line each (batchhub/weblog.py).
-        request.META[ANSWERED_FROM_CACHE] = True
-        return self._headers.add(request, response)
+        return self._answered(request, response)
 
     def _vouched_user_id(self, request, session_key: str, data) -> int | None:
         """The signed-in user's id when their cache entry vouches for the session's sign-in."""

@@ -24,16 +24,14 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
-from django.conf import settings
 from django.http import HttpResponse
-from django.urls import NoReverseMatch, get_script_prefix, resolve, reverse
+from django.urls import resolve
 from rest_framework.renderers import JSONRenderer
 
 from apikeys.auth import APIKeyAuthentication
 from apikeys.services import known_owner_id
 from batchhub.api import GroupRateThrottle
-from batchhub.learnt_headers import LearntHeaders
-from batchhub.weblog import ANSWERED_FROM_CACHE
+from batchhub.fast_path import SAMPLE_ID, FastPathMiddleware
 
 from . import poll, status_memo
 from .representation import job_representation
@@ -44,7 +42,6 @@ ROUTE = "api-jobs-detail"
 ACTION = "retrieve"
 # Accept headers DRF's negotiation answers with the plain JSON renderer (any other: the stack).
 _PLAIN_ACCEPT = frozenset({"", "*/*", "application/json"})
-_SAMPLE_ID = "job_0"
 
 
 class _Owner:
@@ -56,34 +53,21 @@ class _Owner:
         self.pk = pk
 
 
-class FastStatusMiddleware:
+class FastStatusMiddleware(FastPathMiddleware):
+    route = ROUTE
+
     def __init__(self, get_response):
-        self.get_response = get_response
+        super().__init__(get_response, lambda: self._bare_response(b""))
         self._authentication = APIKeyAuthentication()
         self._renderer = JSONRenderer()
-        self._headers = LearntHeaders(lambda: self._bare_response(b""))
-
-    def __call__(self, request):
-        if settings.BATCHHUB_FAST_STATUS and request.method == "GET":
-            response = self._answer(request)
-            if response is not None:
-                return response
-        return self.get_response(request)
 
     # --- set up once, from the project's own URLconf and view -----------------------------------
 
     @cached_property
-    def _prefix(self) -> str | None:
-        try:
-            path = reverse(ROUTE, kwargs={"id": _SAMPLE_ID})
-        except NoReverseMatch:
-            return None  # a URLconf without the API (a test's): nothing to answer here
-        return "/" + path[len(get_script_prefix()) :].removesuffix(_SAMPLE_ID)
-
-    @cached_property
     def _view(self):
         """The view instance DRF builds for the route, for its `Allow` header and its throttles."""
-        func = resolve(self._prefix + _SAMPLE_ID).func
+        head, tail = self._around
+        func = resolve(head + SAMPLE_ID + tail).func
         view = func.cls(**func.initkwargs)
         view.action_map = func.actions
         for method, action in func.actions.items():
@@ -101,8 +85,7 @@ class FastStatusMiddleware:
     # --- one request ------------------------------------------------------------------------------
 
     def _answer(self, request) -> HttpResponse | None:
-        """The fast answer, or None: the normal stack answers."""
-        public_id = self._job_id(request)
+        public_id = self._own_job_id(request)
         if public_id is None or self._view.throttle_classes != [GroupRateThrottle]:
             return None  # the count made with the reads is GroupRateThrottle's
         try:
@@ -135,28 +118,24 @@ class FastStatusMiddleware:
             return None
         if body is None:
             return None  # the stack answers (a 404, the database's answer)
-        # gunicorn's access log counts these instead of writing a line each (batchhub/weblog.py).
-        request.META[ANSWERED_FROM_CACHE] = True
         return self._respond(request, public_id, body)
 
-    def _job_id(self, request) -> str | None:
-        path, prefix = request.path_info, self._prefix
-        if prefix is None or request.META.get("QUERY_STRING") or not path.startswith(prefix):
+    def _own_job_id(self, request) -> str | None:
+        """The job id of a plain status request (no query, JSON or any answer), else None."""
+        if request.META.get("QUERY_STRING"):
             return None
         if request.META.get("HTTP_ACCEPT", "").strip() not in _PLAIN_ACCEPT:
             return None
-        if settings.PREPEND_WWW or settings.DISALLOWED_USER_AGENTS:
-            return None  # CommonMiddleware may answer these itself
-        public_id = path[len(prefix) :]
-        if "/" in public_id or not public_id.startswith("job_"):
-            return None  # another route (jobs/validate, …/pause) or not a job id
+        public_id = self._job_id(request)
+        if public_id is None or not public_id.startswith("job_"):
+            return None  # not a job id: the stack answers its 404
         return public_id
 
     def _render(self, request, job) -> bytes:
         return self._renderer.render(job_representation(job, request))
 
     def _respond(self, request, public_id: str, body: bytes) -> HttpResponse:
-        return self._headers.add(request, self._bare_response(body))
+        return self._answered(request, self._bare_response(body))
 
     def _bare_response(self, body: bytes) -> HttpResponse:
         response = HttpResponse(body, content_type=self._renderer.media_type)
