@@ -125,7 +125,6 @@ if os.environ.get("BENCH_WEB_WORKER_NICE"):
     SERVER_ENV["BATCHHUB_WORKER_NICE"] = os.environ["BENCH_WEB_WORKER_NICE"]
 TMP = setup("bench-web-", **SERVER_ENV)
 
-from django import db  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model  # noqa: E402
 from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
@@ -461,21 +460,32 @@ class BigJobs:
         return job
 
 
+PROGRESS = ("succeeded", "failed", "cancelled", "running")
+
+
+def scale_progress(small: Job, big: dict[str, Any]) -> None:
+    """Give `small` the progress of `big` (a job's fields by attname, as its live status holds
+    them) scaled to its size: same status, same chart to draw."""
+    scale = small.total / big["total"]
+    for name in PROGRESS:
+        setattr(small, name, round(big[name] * scale))
+    small.pending = small.total - sum(getattr(small, name) for name in PROGRESS)
+    small.status = big["status"]
+    small.samples = [[t, round(done * scale)] for t, done in big["samples"] or []]
+    small.updated_at = timezone.now()
+
+
 def mirror_progress(small: Job, big: Job) -> None:
-    """The small job gets the big one's progress, scaled: same status, same chart to draw."""
+    """Before a window, the small job's row and live status get the big one's progress."""
     big.refresh_from_db()
-    scale = small.total / big.total
-    Job.objects.filter(pk=small.pk).update(
-        status=JobStatus.PROCESSING,
-        started_at=big.started_at,
-        succeeded=round(big.succeeded * scale),
-        running=round(big.running * scale),
-        pending=small.total - round(big.succeeded * scale) - round(big.running * scale),
-        samples=[[t, round(done * scale)] for t, done in big.samples or []],
-        updated_at=timezone.now(),
+    small.refresh_from_db()
+    scale_progress(small, livestatus.snapshot(big))
+    small.started_at = big.started_at
+    small.save(
+        update_fields=[*PROGRESS, "pending", "status", "samples", "started_at", "updated_at"]
     )
     # Published as a sync point would, so both jobs' polls read the same way.
-    livestatus.publish(Job.objects.get(pk=small.pk))
+    livestatus.publish(small)
 
 
 class Follower(threading.Thread):
@@ -486,34 +496,22 @@ class Follower(threading.Thread):
 
     def __init__(self, small: Job, big: Job) -> None:
         super().__init__(daemon=True)
-        self.small, self.big, self.stop = small, big, threading.Event()
-        self.small.refresh_from_db()
-        self.scale = small.total / big.total
+        self.small, self.big_id, self.stop = small, big.public_id, threading.Event()
         self.copies = 0
 
     def run(self) -> None:
         seen = None
         try:
             while not self.stop.wait(0.02):
-                stored = livestatus.load(self.big.public_id)
+                stored = livestatus.load(self.big_id)
                 if stored is None or stored[1] == seen:
                     continue
                 seen = stored[1]
-                self.copy(orjson.loads(seen))
+                scale_progress(self.small, orjson.loads(seen))
+                livestatus.publish(self.small, livestatus.NO_NEW_EVENT)
+                self.copies += 1
         finally:
-            db.connections.close_all()
-
-    def copy(self, big: dict[str, Any]) -> None:
-        small, scale = self.small, self.scale
-        for name in ("succeeded", "failed", "cancelled", "running"):
-            setattr(small, name, round(big[name] * scale))
-        taken = small.succeeded + small.failed + small.cancelled + small.running
-        small.pending = small.total - taken
-        small.status = big["status"]
-        small.samples = [[t, round(done * scale)] for t, done in big["samples"] or []]
-        small.updated_at = timezone.now()
-        livestatus.publish(small, livestatus.NO_NEW_EVENT)
-        self.copies += 1
+            connection.close()  # this thread's own, if a publish had to ask the database
 
     def __enter__(self) -> Follower:
         self.start()
