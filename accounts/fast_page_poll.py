@@ -17,11 +17,10 @@ Redis cache and vouches for it:
 
 Anything else goes on down the normal stack, which answers as it always has (a sign-in redirect,
 a 404, the database's answer), taking what was read here instead of reading it again. The answer
-is the stack's: the same fragment with a CSRF token masked for this request and the CSRF cookie
-renewed (Django's CsrfViewMiddleware, run on it), the same `HX-Trigger` and 286, `Vary: Cookie`
-as the session middleware adds it, and the headers the skipped middlewares add
-(batchhub/learnt_headers.py). tests/views/test_fast_page_poll.py compares both paths. It is part
-of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
+is the stack's: the same fragment (it holds no CSRF token: jobs/progress_fragment.py), the same
+`HX-Trigger` and 286, `Vary: Cookie` as the session middleware adds it, and the headers the
+skipped middlewares add (batchhub/learnt_headers.py). tests/views/test_fast_page_poll.py
+compares both paths. It is part of the fast status polls: BATCHHUB_FAST_STATUS=0 turns it off.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
 from django.http import HttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.cache import patch_vary_headers
 
 from batchhub.fast_path import FastPathMiddleware
@@ -48,16 +46,12 @@ ROUTE = "jobs:progress"
 _SESSIONS_KEPT = 4096
 
 
-def _unused(request):  # CsrfViewMiddleware's request and response sides are called directly
-    raise AssertionError("not called")
-
 
 class FastPagePollMiddleware(FastPathMiddleware):
     route = ROUTE
 
     def __init__(self, get_response):
         super().__init__(get_response, lambda: HttpResponse(b""))
-        self._csrf = CsrfViewMiddleware(_unused)
         # As SessionMiddleware takes it: once.
         self._session_store = import_module(settings.SESSION_ENGINE).SessionStore
         # Session key -> the user id its data named when its user's entry last vouched for it.
@@ -70,7 +64,6 @@ class FastPagePollMiddleware(FastPathMiddleware):
             public_id is None
             or not livestatus.plausible_id(public_id)
             or not session_key
-            or settings.CSRF_USE_SESSIONS  # the token would be the session's, not the cookie's
             or settings.SESSION_SAVE_EVERY_REQUEST
         ):
             return None
@@ -97,14 +90,12 @@ class FastPagePollMiddleware(FastPathMiddleware):
             user_id = self._vouched_user_id(request, session_key, data)
             if user_id is None or stored is None:
                 return None
-            self._csrf.process_request(request)  # the cookie's secret, for get_token
             response = progress_fragment.live_answer(
                 request, SimpleNamespace(pk=user_id), public_id, stored
             )
             if response is None:
                 return None
             patch_vary_headers(response, ("Cookie",))  # the session was read
-            response = self._csrf.process_response(request, response)
         except Exception:
             logger.debug("fast page poll: handing over to the stack", exc_info=True)
             return None

@@ -10,21 +10,19 @@ run) are taken once, so a fragment made in this second is the one a fresh render
 
 `live_answer` is the answer from the live status, for the view and for the same poll answered
 below the stack (accounts/fast_page_poll.py). What is per request stays per request: the job is
-only answered to its owner (anyone else gets the 404 of services.get_job, never a memo), and
-the fragment is rendered with a placeholder for the CSRF token that each answer replaces with a
-token masked for it (get_token), as {% csrf_token %} would.
+only answered to its owner (anyone else gets the 404 of services.get_job, never a memo). The
+fragment holds no CSRF token: it only ever answers htmx, which posts its forms with the page's
+token in a header (templates/base.html), so no answer masks a token or renews the CSRF cookie.
 """
 
 from __future__ import annotations
 
 import functools
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import get_token
 from django.template.loader import get_template
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
@@ -36,9 +34,6 @@ from .poll import page_live
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
 TEMPLATE = "jobs/detail.html#progress"
-# Stands for the CSRF token in a memoised fragment: letters and digits only, so escaping leaves
-# it as it is, and random, so no job's text can contain it.
-CSRF_PLACEHOLDER = "csrfplaceholder" + secrets.token_hex(16)
 
 _memo = second_memo.SecondMemo(512)
 
@@ -137,7 +132,7 @@ class _Fragment:
 
     owner_id: int
     expires_at: datetime | None
-    html: str  # with CSRF_PLACEHOLDER for the token
+    html: str
     status: str
     done: int
     last_event_id: int
@@ -147,7 +142,7 @@ class _Fragment:
 def _fragment(job: Job, *, announce: str = "", action_error: str = "") -> _Fragment:
     data = context(job, announce=announce)
     data["action_error"] = action_error
-    data["csrf_token"] = CSRF_PLACEHOLDER
+    data["token_in_header"] = True  # the forms post through htmx (templates/jobs/detail.html)
     html = get_template(TEMPLATE).render(data)
     return _Fragment(
         job.owner_id,
@@ -166,13 +161,8 @@ def _announce(job: Job, seen: tuple[str, int, int | None] | None) -> str:
     return ""
 
 
-def _respond(
-    request: HttpRequest, fragment: _Fragment, seen: tuple | None, *, polling: bool
-) -> HttpResponse:
-    html = fragment.html
-    if CSRF_PLACEHOLDER in html:
-        html = html.replace(CSRF_PLACEHOLDER, get_token(request))
-    response = HttpResponse(html)
+def _respond(fragment: _Fragment, seen: tuple | None, *, polling: bool) -> HttpResponse:
+    response = HttpResponse(fragment.html)
     # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
     # the timeline and the results on "job-changed" (a new status or timeline entry), the results
     # alone on "job-progressed" (more rows done), and only while their first rows can still change.
@@ -193,7 +183,7 @@ def response(
     """The partial for `job` as just read (after an action, or from the database): no memo."""
     seen = parse_seen(request.GET.get("seen", ""))
     fragment = _fragment(job, announce=announce or _announce(job, seen), action_error=action_error)
-    return _respond(request, fragment, seen, polling=polling)
+    return _respond(fragment, seen, polling=polling)
 
 
 def poll(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -209,7 +199,7 @@ def poll(request: HttpRequest, public_id: str) -> HttpResponse:
     seen = parse_seen(request.GET.get("seen", ""))
     job = services.get_job(user, public_id, last_event=True)
     fragment = _fragment(job, announce=_announce(job, seen))
-    return _respond(request, fragment, seen, polling=True)
+    return _respond(fragment, seen, polling=True)
 
 
 def live_answer(
@@ -234,7 +224,7 @@ def live_answer(
             return None
         fragment = _fragment(job, announce=_announce(job, seen))
         _memo.put(key, fragment, second)
-    return _respond(request, fragment, seen, polling=True)
+    return _respond(fragment, seen, polling=True)
 
 
 def clear() -> None:

@@ -560,7 +560,7 @@ def main() -> None:
     worker = Worker(TMP, concurrency=2, name="bench-web")
     running = BigJobs(bigs, worker, lambda: ingest_job(user, csv_path, "big-more.csv", ROWS))
     api = {"X-API-Key": raw_key}
-    # A browser on the job page also holds the CSRF cookie the page set (for the partial's forms).
+    # A browser on the job page also holds the CSRF cookie the page set (its forms post with it).
     csrf = "".join(random.choices(string.ascii_letters + string.digits, k=32))
     page = {"HX-Request": "true", "Cookie": f"sessionid={session.session_key}; csrftoken={csrf}"}
     endpoints = {"api": ("/api/v1/jobs/{}", api), "partial": ("/jobs/{}/progress/", page)}
