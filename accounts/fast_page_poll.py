@@ -46,7 +46,6 @@ ROUTE = "jobs:progress"
 _SESSIONS_KEPT = 4096
 
 
-
 class FastPagePollMiddleware(FastPathMiddleware):
     route = ROUTE
 
