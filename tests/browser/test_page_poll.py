@@ -1,5 +1,6 @@
 """Two tabs on one job, in a real browser: polls answered below Django's stack
-(accounts/fast_page_poll.py) are swapped in by htmx like the stack's, and their buttons work."""
+(accounts/fast_page_poll.py) are swapped in by htmx like the stack's, and their buttons, which
+carry no CSRF token of their own, work."""
 
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ def test_two_tabs_of_one_job_share_its_polls_and_either_can_resume_it(
     wait_for(lambda: len(answered) >= 2, timeout=20, message="polls answered below the stack")
     assert set(answered) == {200}
     assert _status(page) == _status(other) == "Paused"
+    # The page's own render carries the forms' tokens; a polled fragment has none, and its
+    # buttons post with the page's token that htmx sends in a header (templates/base.html).
+    other.wait_for_function(
+        "() => !document.querySelector('#progress input[name=csrfmiddlewaretoken]')",
+        timeout=20_000,
+    )
 
     other.get_by_role("button", name="Resume").click()
     _wait_for_status(other, "Completed")
