@@ -45,6 +45,8 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# htmx posts refused for a stale token reload their page (batchhub/csrf_failure.py).
+CSRF_FAILURE_VIEW = "batchhub.csrf_failure.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
