@@ -198,5 +198,18 @@ def job_driver(transactional_db, settings, tmp_path):
         raise driver.errors[0]
 
 
+def job_status(page) -> str:
+    """The job page's status badge, as the user reads it."""
+    return page.get_by_test_id("status").inner_text().strip()
+
+
+def wait_for_status(page, label: str, timeout: float = 60_000) -> None:
+    """Until the job page's status badge reads `label` (its live part is polled every second)."""
+    page.wait_for_function(
+        f"() => document.querySelector('[data-testid=status]').innerText.trim() === {label!r}",
+        timeout=timeout,
+    )
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.2, message: str = "condition"):
     return _wait_for(predicate, timeout=timeout, interval=interval, message=message)

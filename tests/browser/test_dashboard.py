@@ -11,7 +11,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Job, JobStatus
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, wait_for_status
 from tests.conftest import make_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -29,10 +29,6 @@ def _csv(rows: int) -> bytes:
 
 def _progress(page) -> int:
     return int(page.locator("#job-progress").get_attribute("value"))
-
-
-def _status(page) -> str:
-    return page.get_by_test_id("status").inner_text().strip()
 
 
 def test_upload_watch_pause_resume_download(page, live_server, login, alice, job_driver, tmp_path):
@@ -78,9 +74,7 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
 
     # Pause: the status flips and progress stops.
     page.get_by_role("button", name="Pause").click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Paused'"
-    )
+    wait_for_status(page, "Paused")
     # Screen readers hear it through the live region (an out-of-band swap into #job-announce).
     assert page.locator("#job-announce").inner_text() == "Job paused."
     page.wait_for_timeout(1500)  # a chunk already in flight may still land
@@ -93,10 +87,7 @@ def test_upload_watch_pause_resume_download(page, live_server, login, alice, job
 
     # Resume: it runs to the end, live.
     page.get_by_role("button", name="Resume").click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Completed'",
-        timeout=60_000,
-    )
+    wait_for_status(page, "Completed")
     assert _progress(page) == ROWS
     assert page.locator(".stepper [aria-current=step]").get_attribute("data-stage") == "done"
     assert page.evaluate("window.__stillHere") is True
@@ -140,9 +131,7 @@ def test_cancel_another_job(page, live_server, login, alice, job_driver):
     )
     page.once("dialog", lambda dialog: dialog.accept())  # hx-confirm asks first
     page.get_by_role("button", name="Cancel job").click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Cancelled'"
-    )
+    wait_for_status(page, "Cancelled")
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     assert job.cancelled > 0 and job.succeeded < job.total

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.models import Job, JobStatus
 from jobs.processors import base as processors_base
-from tests.browser.conftest import screenshot, wait_for
+from tests.browser.conftest import screenshot, wait_for, wait_for_status
 from tests.conftest import PASSWORD, make_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -64,13 +64,6 @@ def _text(page, testid: str) -> str:
     return page.get_by_test_id(testid).first.inner_text().strip()
 
 
-def _wait_status(page, label: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        f"() => document.querySelector('[data-testid=status]').innerText.trim() === {label!r}",
-        timeout=timeout,
-    )
-
-
 def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
     page, live_server, login, alice, job_driver
 ):
@@ -82,7 +75,7 @@ def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
     )
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel job").click()
-    _wait_status(page, "Cancelled")
+    wait_for_status(page, "Cancelled")
     page.wait_for_timeout(500)
     page.reload()
     job.refresh_from_db()
@@ -145,7 +138,7 @@ def test_rate_and_eta_are_hidden_while_paused(page, live_server, login, alice, j
     assert re.match(r"\d+% · Processing · pause-me", page.title()), page.title()
 
     page.get_by_role("button", name="Pause").click()
-    _wait_status(page, "Paused")
+    wait_for_status(page, "Paused")
     assert _text(page, "rate") == "—"
     assert _text(page, "eta") == "—"
     page.wait_for_timeout(2500)  # polls keep coming while paused: still no rate
@@ -167,7 +160,7 @@ def test_run_again_with_the_same_settings(page, live_server, login, alice, job_d
     )
     login()
     page.goto(f"{live_server.url}/jobs/{first.public_id}/")
-    _wait_status(page, "Completed")
+    wait_for_status(page, "Completed")
 
     page.get_by_role("button", name="Run again with the same settings…").click()
     page.wait_for_url(re.compile(r"/jobs/new/\?draft=.+&from=" + first.public_id))
@@ -182,7 +175,7 @@ def test_run_again_with_the_same_settings(page, live_server, login, alice, job_d
     page.get_by_test_id("start").click()
     page.wait_for_url(re.compile(r"/jobs/job_[^/]+/$"))
     assert first.public_id not in page.url
-    _wait_status(page, "Completed")
+    wait_for_status(page, "Completed")
     second = Job.objects.exclude(pk=first.pk).get(owner=alice)
     assert second.name == "greetings (again)"
     assert second.params == first.params and second.concurrency == 2
@@ -199,7 +192,7 @@ def test_failed_rows_download_and_reasons(
     job = make_job(alice, _with_failures(), name="some-fail", params={"template": "{name} ok"})
     login()
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
-    _wait_status(page, "Partial")
+    wait_for_status(page, "Partial")
     page.reload()
     job.refresh_from_db()
     assert job.failed == 21 and job.succeeded == 39
@@ -389,7 +382,7 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
         page.get_by_role("button", name="Notify me when it finishes").click()
         page.get_by_role("button", name="Notifications on").wait_for()
         assert page.evaluate("window.__asked") == 1
-        _wait_status(page, "Completed")
+        wait_for_status(page, "Completed")
         wait_for(lambda: page.evaluate("window.__notes.length") == 1, message="a notification")
         title, body = page.evaluate("window.__notes[0]")
         assert title == "tell-me: completed"

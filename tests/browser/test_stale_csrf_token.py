@@ -8,14 +8,10 @@ import pytest
 
 from jobs.ingest import loading
 from jobs.models import JobStatus
-from tests.browser.conftest import PASSWORD
+from tests.browser.conftest import PASSWORD, job_status, wait_for_status
 from tests.conftest import make_job, rows_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _status(page) -> str:
-    return page.get_by_test_id("status").inner_text().strip()
 
 
 def test_a_stale_token_reloads_the_page_and_the_next_click_works(page, live_server, login, alice):
@@ -25,7 +21,7 @@ def test_a_stale_token_reloads_the_page_and_the_next_click_works(page, live_serv
     assert job.status == JobStatus.PROCESSING
     login()
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
-    assert _status(page) == "Processing"
+    assert job_status(page) == "Processing"
 
     # Another tab: signing out and in again rotates the CSRF secret.
     other = page.context.new_page()
@@ -43,11 +39,9 @@ def test_a_stale_token_reloads_the_page_and_the_next_click_works(page, live_serv
     page.wait_for_function("() => window.loadedBefore === undefined")  # reloaded
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING  # the stale post was refused, not half-done
-    assert _status(page) == "Processing"
+    assert job_status(page) == "Processing"
 
     page.get_by_role("button", name="Pause").click()
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=status]').innerText.trim() === 'Paused'"
-    )
+    wait_for_status(page, "Paused")
     job.refresh_from_db()
     assert job.status == JobStatus.PAUSED
