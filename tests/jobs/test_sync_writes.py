@@ -74,6 +74,33 @@ def test_write_rows_twice_overwrites_output_with_null(alice):
     assert stored(job)[0] == (RowStatus.PENDING, None, None, 1, True)
 
 
+RUNS = {
+    # A run of consecutive rows in order, all succeeded at one attempt: a CPU group's batch.
+    "run": [(i, 2) for i in range(1, 6)],
+    "gap": [(1, 2), (2, 2), (4, 2), (5, 2)],
+    "out of order": [(2, 2), (1, 2), (3, 2), (4, 2), (5, 2)],
+    "attempts differ": [(1, 2), (2, 2), (3, 1), (4, 2), (5, 2)],
+    "one row": [(3, 1)],
+}
+
+
+@pytest.mark.parametrize("shape", RUNS)
+def test_write_rows_stores_succeeded_rows_whatever_their_order(alice, shape):
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=7, columns=["a"])
+    add_rows(job, 7, status=RowStatus.RUNNING, attempts=1)
+    done = [
+        Done(index, RowStatus.SUCCEEDED, {"text": f"out {index} é", "n": index}, None, attempts)
+        for index, attempts in RUNS[shape]
+    ]
+    write_rows(job.pk, done)
+    rows = stored(job)
+    for d in done:
+        assert rows[d.index] == (RowStatus.SUCCEEDED, d.output, None, d.attempts, False)
+    written = {d.index for d in done}
+    for index in set(range(7)) - written:
+        assert rows[index] == (RowStatus.RUNNING, None, None, 1, True)
+
+
 def _per_row(monkeypatch) -> None:
     """Force the per-row path: a process_row that only calls the original one."""
     original = TemplateProcessor.process_row
