@@ -238,3 +238,17 @@ def test_fetch_rows_gives_index_ref_data_attempts_status(alice):
         (3, "4", ["é3", 3], 3, RowStatus.PENDING),
     ]
     assert chunk_loop.fetch_rows(job.pk, 4, 10) == []
+
+
+def test_fetch_rows_are_in_index_order_whatever_their_order_on_disk(alice):
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=6, columns=["a"])
+    add_rows(job, 6, status=RowStatus.PENDING, data=lambda i: [f"v{i}"])
+    # Rewritten rows are stored again after the others: a scan of the table meets them last.
+    for index in (1, 0):
+        Row.objects.filter(job=job, index=index).update(attempts=1)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Read as PostgreSQL may read a chunk of a big job: page by page, not in the key's
+            # order.
+            cursor.execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+    assert [index for index, *_ in chunk_loop.fetch_rows(job.pk, 0, 6)] == list(range(6))
