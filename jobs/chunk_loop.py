@@ -60,8 +60,8 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
             (document,) = cursor.fetchone()
         if document is None:
             return []
-        # Sorted here, not by the aggregate: PostgreSQL would sort the whole rows (their data
-        # included) again; Python's sort of rows nearly always in order already is one pass.
+        # Sorted here, not by the aggregate: PostgreSQL sorts an ordered aggregate's rows, data
+        # included, whatever order its scan gave; these nearly always come in order (one pass).
         rows = list(map(tuple, loads(document)))
         rows.sort()
         return rows
