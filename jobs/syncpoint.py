@@ -60,25 +60,19 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     table = Row._meta.db_table
     if connection.vendor == "postgresql":
         if _succeeded_run(done):
-            _write_succeeded_run(table, job_pk, done)
-            return
-        # One JSON document for the whole batch, each row a positional array [index, status,
-        # output, error, attempts]: orjson writes it without repeating keys, PostgreSQL parses
-        # it once into jsonb and each output is taken from it as it is (json_to_recordset
-        # would parse every output's text a second time). A null output stays SQL NULL.
-        batch = jsonsafe.dumps([[d.index, d.status, d.output, d.error, d.attempts] for d in done])
+            joined, params = _succeeded_run_update(table, done)
+            first, last = done[0].index, done[-1].index
+        else:
+            joined, params = _batch_update(table, done)
+            first, last = min(d.index for d in done), max(d.index for d in done)
         connection.ensure_connection()
         with PgCursor(connection.connection) as cursor:
             cursor.execute(
-                f"UPDATE {table} AS r SET status = v.x->>1, "
-                f"output = NULLIF(v.x->2, 'null'::jsonb), error = v.x->>3, "
-                f"attempts = (v.x->>4)::int "
-                f"FROM jsonb_array_elements(%s::jsonb) AS v(x) "
-                f'WHERE r.job_id = %s AND r."index" = (v.x->>0)::int '
+                f'{joined} WHERE r.job_id = %s AND r."index" = v.i '
                 # The range keeps the plan on the few index entries of these rows even when the
                 # planner's statistics think the job is tiny (they lag behind a fresh ingest).
                 f'AND r."index" BETWEEN %s AND %s',
-                [batch, job_pk, min(d.index for d in done), max(d.index for d in done)],
+                [*params, job_pk, first, last],
             )
         return
     # SQLite: one prepared UPDATE run for each row (executemany, in C), each a lookup in the
@@ -103,13 +97,25 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         )
 
 
+def _batch_update(table: str, done: list[Done]) -> tuple[str, list[Any]]:
+    """Any batch: one JSON document, each row a positional array [index, status, output, error,
+    attempts]. orjson writes it without repeating keys, PostgreSQL parses it once into jsonb and
+    each output is taken from it as it is (json_to_recordset would parse every output's text a
+    second time). A null output stays SQL NULL."""
+    batch = jsonsafe.dumps([[d.index, d.status, d.output, d.error, d.attempts] for d in done])
+    return (
+        f"UPDATE {table} AS r SET status = v.x->>1, "
+        f"output = NULLIF(v.x->2, 'null'::jsonb), error = v.x->>3, attempts = (v.x->>4)::int "
+        f"FROM (SELECT x, (x->>0)::int AS i FROM jsonb_array_elements(%s::jsonb) AS x) AS v",
+        [batch],
+    )
+
+
 def _succeeded_run(done: list[Done]) -> bool:
     """Whether `done` is a run of consecutive rows, in order, all succeeded at the same attempt:
     what a CPU group finishes as, nearly always."""
     first = done[0]
     index, attempts = first.index, first.attempts
-    if done[-1].index - index != len(done) - 1:
-        return False
     succeeded = RowStatus.SUCCEEDED
     for offset, d in enumerate(done):
         if (
@@ -123,23 +129,22 @@ def _succeeded_run(done: list[Done]) -> bool:
     return True
 
 
-def _write_succeeded_run(table: str, job_pk: int, done: list[Done]) -> None:
-    """The outputs alone, as one JSON array; a row's index is the first one plus its position.
-
-    PostgreSQL then only unpacks the array instead of taking five values out of each row's
-    array, which cost half as much again as rewriting the row (docs/performance.md).
-    """
-    first, last = done[0].index, done[-1].index
-    outputs = jsonsafe.dumps([d.output for d in done])
-    connection.ensure_connection()
-    with PgCursor(connection.connection) as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS r SET status = %s, output = v.o, error = NULL, attempts = %s "
-            f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS v(o, n) "
-            f'WHERE r.job_id = %s AND r."index" = %s + v.n::int - 1 '
-            f'AND r."index" BETWEEN %s AND %s',
-            [RowStatus.SUCCEEDED, done[0].attempts, outputs, job_pk, first, first, last],
-        )
+def _succeeded_run_update(table: str, done: list[Done]) -> tuple[str, list[Any]]:
+    """A succeeded run: the outputs alone, as one JSON array, a row's index being the first one
+    plus its position. PostgreSQL then only unpacks the array instead of taking five values out
+    of each row's array, which cost half as much again as rewriting the row
+    (docs/performance.md)."""
+    return (
+        f"UPDATE {table} AS r SET status = %s, output = v.o, error = NULL, attempts = %s "
+        f"FROM (SELECT o, %s + n::int - 1 AS i "
+        f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(o, n)) AS v",
+        [
+            RowStatus.SUCCEEDED,
+            done[0].attempts,
+            done[0].index,
+            jsonsafe.dumps([d.output for d in done]),
+        ],
+    )
 
 
 def mark_running(job_pk: int, items: list[_Item]) -> None:
