@@ -2,7 +2,10 @@
 COPY and the sync point's UPDATE.
 
 Run: `BENCH_DATABASE_URL=postgres://… python tests/bench/bench_row_updates.py [ROWS]
-[FILLFACTORS] [LAYOUTS] [ROUNDS]` (defaults 300000, "100,80,70,60,50,40", "error", 2).
+[FILLFACTORS] [LAYOUTS] [ROUNDS] [STATEMENTS]` (defaults 300000, "100,80,70,60,50,40", "error",
+2, "run"). A statement names how each group reaches `write_rows`: `run` (in order, as a CPU group
+finishes: the succeeded run's UPDATE) or `general` (the same rows in reverse order, which takes
+the general batch UPDATE).
 A layout names the failed rows' partial index on (job, index): `status` (WHERE status =
 'failed', before migration 0005), `error` (WHERE error IS NOT NULL, since) or `none`.
 
@@ -81,7 +84,7 @@ def stats() -> tuple[int, int, float]:
     return upd, hot, size / 1e6
 
 
-def one(job: Job, data: list[list[str]], layout: str, fillfactor: int) -> dict:
+def one(job: Job, data: list[list[str]], layout: str, fillfactor: int, statement: str) -> dict:
     sql(f"TRUNCATE {TABLE}")
     sql("DROP INDEX IF EXISTS row_failed_idx; DROP INDEX IF EXISTS row_error_idx")
     if LAYOUTS[layout]:
@@ -114,6 +117,8 @@ def one(job: Job, data: list[list[str]], layout: str, fillfactor: int) -> dict:
             )
             for i, row in enumerate(data[first : first + CPU_GROUP_MAX], start=first)
         ]
+        if statement == "general":
+            done.reverse()
         start = time.perf_counter()
         with transaction.atomic():
             syncpoint.write_rows(job.pk, done)
@@ -130,6 +135,7 @@ def one(job: Job, data: list[list[str]], layout: str, fillfactor: int) -> dict:
         "bench": "row_updates",
         "layout": layout,
         "fillfactor": fillfactor,
+        "statement": statement,
         "rows": len(data),
         "copy_s": round(copy_s, 3),
         "update_s": round(update_s, 3),
@@ -142,7 +148,9 @@ def one(job: Job, data: list[list[str]], layout: str, fillfactor: int) -> dict:
     }
 
 
-def main(rows: int, fillfactors: list[int], layouts: list[str], rounds: int) -> None:
+def main(
+    rows: int, fillfactors: list[int], layouts: list[str], rounds: int, statements: list[str]
+) -> None:
     from django.core.management import call_command
 
     if connection.vendor != "postgresql":
@@ -163,8 +171,10 @@ def main(rows: int, fillfactors: list[int], layouts: list[str], rounds: int) -> 
     for round_ in range(rounds):
         for layout in layouts:
             for fillfactor in fillfactors:
-                print(json.dumps({"round": round_ + 1, **one(job, data, layout, fillfactor)}))
-                sys.stdout.flush()
+                for statement in statements:
+                    figures = one(job, data, layout, fillfactor, statement)
+                    print(json.dumps({"round": round_ + 1, **figures}))
+                    sys.stdout.flush()
 
 
 if __name__ == "__main__":
@@ -174,4 +184,5 @@ if __name__ == "__main__":
         [int(f) for f in (args[1] if len(args) > 1 else "100,80,70,60,50,40").split(",")],
         (args[2] if len(args) > 2 else "error").split(","),
         int(args[3]) if len(args) > 3 else 2,
+        (args[4] if len(args) > 4 else "run").split(","),
     )
