@@ -29,6 +29,7 @@ Run: `BENCH_DATABASE_URL=postgres://… python tests/bench/bench_row_table_copy.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import statistics
@@ -88,15 +89,6 @@ def copy_in(statement: str, payload: bytes) -> float:
     return time.perf_counter() - start
 
 
-def timed(statement: str) -> float:
-    raw = connection.connection
-    start = time.perf_counter()
-    with raw.cursor() as cursor:
-        cursor.execute(statement)
-    raw.commit()
-    return time.perf_counter() - start
-
-
 def copy_out(statement: str) -> float:
     raw = connection.connection
     start = time.perf_counter()
@@ -111,8 +103,6 @@ def copy_out(statement: str) -> float:
 
 def row_lines(csv_path: Path) -> bytes:
     """The rows as the ingest sends them: COPY text lines with `data` a JSON array."""
-    import csv
-
     out = bytearray()
     with csv_path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -123,13 +113,14 @@ def row_lines(csv_path: Path) -> bytes:
     return bytes(out)
 
 
-def binary_rows(text_table: str) -> bytes:
-    """The same rows in COPY's binary format with `data` a text[] (made by PostgreSQL)."""
+def binary_rows(jsonb_table: str) -> bytes:
+    """The rows of `jsonb_table` in COPY's binary format with `data` a text[] (made by
+    PostgreSQL, so no Python builds them)."""
     raw = connection.connection
     out = bytearray()
     query = (
         f'COPY (SELECT job_id, "index", ref, ARRAY(SELECT jsonb_array_elements_text(data)), '
-        f"status, attempts FROM {text_table}) TO STDOUT (FORMAT binary)"
+        f'status, attempts FROM {jsonb_table} ORDER BY "index") TO STDOUT (FORMAT binary)'
     )
     with raw.cursor() as cursor, cursor.copy(query) as copy:
         for block in copy:
@@ -157,6 +148,32 @@ def add_indexes(table: str) -> None:
 def drop_indexes(table: str) -> None:
     sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey")
     sql(f"DROP INDEX IF EXISTS {table}_failed")
+
+
+def _rounded(seconds: list[float]) -> list[float]:
+    return [round(t, 2) for t in seconds]
+
+
+def emit(bench: str, took: list[float], base: list[float], baseline: str, **extra) -> None:
+    """One figure's line: rows/s at the median round against the baseline's, and the median of
+    the rounds' ratios (each round against its own baseline: the machine's mood moves whole
+    rounds)."""
+    ratios = [b / t for b, t in zip(base, took, strict=True)]
+    line = {
+        "bench": bench,
+        "value": round(ROWS / statistics.median(took)),
+        "unit": "rows/s",
+        "baseline": baseline,
+        "baseline_value": round(ROWS / statistics.median(base)),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "rows": ROWS,
+        **extra,
+        "seconds": _rounded(took),
+        "baseline_seconds": _rounded(base),
+    }
+    print(json.dumps(line))
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -205,33 +222,21 @@ def main() -> None:
                 connection.connection.commit()
                 key_s[name].append(time.perf_counter() - start)
 
-    plain = statistics.median(plain_s)
     for name, (data_type, fmt, key_during) in VARIANTS.items():
         took = [c + k for c, k in zip(copy_s[name], key_s[name] or [0.0] * ROUNDS, strict=True)]
-        seconds = statistics.median(took)
-        ratios = [p / t for p, t in zip(plain_s, took, strict=True)]
-        line = {
-            "bench": f"row_table_copy_{name}",
-            "value": round(ROWS / seconds),
-            "unit": "rows/s",
-            "baseline": "postgres_copy_from into a plain table (bench_engine's), same rounds",
-            "baseline_value": round(ROWS / plain),
-            # Each round's ratio to its own baseline, then their median: the machine's mood
-            # moves whole rounds.
-            "ratio": round(statistics.median(ratios), 3),
-            "ratios": [round(r, 3) for r in ratios],
-            "rows": ROWS,
-            "data_type": data_type,
-            "copy_format": fmt,
-            "key": "during the COPY" if key_during else "built after it",
-            "seconds": [round(t, 2) for t in took],
-            "plain_seconds": [round(t, 2) for t in plain_s],
-        }
+        extra = {}
         if not key_during:
-            line["copy_seconds"] = [round(t, 2) for t in copy_s[name]]
-            line["key_seconds"] = [round(t, 2) for t in key_s[name]]
-        print(json.dumps(line))
-        sys.stdout.flush()
+            extra = {"copy_seconds": _rounded(copy_s[name]), "key_seconds": _rounded(key_s[name])}
+        emit(
+            f"row_table_copy_{name}",
+            took,
+            plain_s,
+            "postgres_copy_from into a plain table (bench_engine's), same rounds",
+            data_type=data_type,
+            copy_format=fmt,
+            key="during the COPY" if key_during else "built after it",
+            **extra,
+        )
 
     # The download's side: every row's cells out of `data`, for each type (keyed tables).
     plain_out = []
@@ -249,26 +254,13 @@ def main() -> None:
             cells_out[data_type].append(
                 copy_out(f'COPY (SELECT "index", {cells} FROM ({rows}) r) TO STDOUT (FORMAT csv)')
             )
-    plain_to = statistics.median(plain_out)
     for data_type, took in cells_out.items():
-        seconds = statistics.median(took)
-        ratios = [p / t for p, t in zip(plain_out, took, strict=True)]
-        print(
-            json.dumps(
-                {
-                    "bench": f"row_table_cells_out_{keyed[data_type]}",
-                    "value": round(ROWS / seconds),
-                    "unit": "rows/s",
-                    "baseline": "COPY TO of the plain table, same rounds",
-                    "baseline_value": round(ROWS / plain_to),
-                    "ratio": round(statistics.median(ratios), 3),
-                    "ratios": [round(r, 3) for r in ratios],
-                    "rows": ROWS,
-                    "data_type": data_type,
-                    "seconds": [round(t, 2) for t in took],
-                    "plain_seconds": [round(t, 2) for t in plain_out],
-                }
-            )
+        emit(
+            f"row_table_cells_out_{keyed[data_type]}",
+            took,
+            plain_out,
+            "COPY TO of the plain table, same rounds",
+            data_type=data_type,
         )
     for table in [*tables.values(), "bench_plain"]:
         sql(f"DROP TABLE IF EXISTS {table}")
