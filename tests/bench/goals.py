@@ -16,17 +16,29 @@ from collections.abc import Iterable
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 # "[subject] op number [unit]": the subject is `ratio`, "each process" (the largest one), else the
-# line's value (p50, p99, value or nothing).
-_CLAUSE = re.compile(r"^(?P<subject>.*?)\s*(?P<op><=|>=|<|>)\s*(?P<number>[\d.]+)\s*\S*$")
+# line's value (p50, p99, value or nothing). The number may group its thousands ("50,000").
+_CLAUSE = re.compile(r"^(?P<subject>.*?)\s*(?P<op><=|>=|<|>)\s*(?P<number>[\d.,]+)\s*\S*$")
+# A goal may explain itself in parentheses after its clauses: "< 200 ms (the longest …)".
+_REASON = re.compile(r"\s*\(.*\)\s*$")
+# A clause may hold for one setting only: "ratio >= 0.9 at C = 32" judges the line whose
+# `concurrency` is 32 and leaves the others alone.
+_SETTING = re.compile(r"^(?P<clause>.*?)\s+at\s+(?P<name>\w+)\s*=\s*(?P<value>[\d.]+)$")
+_SETTING_KEYS = {"C": "concurrency"}
 
 
 def verdict(line: dict) -> tuple[str, list[str]]:
     """("met" | "missed" | "not judged", the clauses as judged) for one benchmark line."""
-    goal = str(line.get("goal") or "")
+    goal = _REASON.sub("", str(line.get("goal") or ""))
     clauses = [c.strip() for c in goal.split(" and ") if c.strip()]
     judged: list[str] = []
     results: list[bool] = []
     for clause in clauses:
+        setting = _SETTING.match(clause)
+        if setting:
+            key = _SETTING_KEYS.get(setting["name"], setting["name"])
+            if str(line.get(key)) != setting["value"]:
+                continue  # the goal is for another setting than this line's
+            clause = setting["clause"]
         match = _CLAUSE.match(clause)
         if not match:
             continue
@@ -37,7 +49,7 @@ def verdict(line: dict) -> tuple[str, list[str]]:
         actual = line.get(key)
         if actual is None:
             continue
-        ok = _OPS[match["op"]](float(actual), float(match["number"]))
+        ok = _OPS[match["op"]](float(actual), float(match["number"].replace(",", "")))
         results.append(ok)
         judged.append(f"{key} {actual} {match['op']} {match['number']}: {'yes' if ok else 'no'}")
     if not results:

@@ -50,6 +50,33 @@ def test_each_process_is_the_largest_one():
     assert verdict({**line, "largest_process_mb": 151.0})[0] == "missed"
 
 
+def test_a_goal_that_explains_itself_is_judged_on_its_clause():
+    line = {
+        "bench": "sqlite_write_lock_wait_max",
+        "value": 229.5,
+        "ratio": None,
+        "goal": "< 200 ms (the engine's longest write transaction, as a writer waiting sees it)",
+    }
+    assert verdict(line) == ("missed", ["value 229.5 < 200: no"])
+    assert verdict({**line, "value": 56.5})[0] == "met"
+    size = {"bench": "size", "value": 5e4, "ratio": 14.4, "goal": "ratio >= 0.8 (per row)"}
+    assert verdict(size) == ("met", ["ratio 14.4 >= 0.8: yes"])
+
+
+def test_a_number_may_group_its_thousands():
+    line = {"bench": "ingest_sqlite", "value": 105853.6, "goal": ">= 50,000 rows/s"}
+    assert verdict(line) == ("met", ["value 105853.6 >= 50,000: yes"])
+    assert verdict({**line, "value": 49999})[0] == "missed"
+
+
+def test_a_goal_for_one_setting_judges_only_the_line_at_it():
+    goal = "ratio >= 0.9 at C = 32"
+    at_32 = {"bench": "http_job_throughput", "ratio": 0.872, "concurrency": 32, "goal": goal}
+    assert verdict(at_32) == ("missed", ["ratio 0.872 >= 0.9: no"])
+    assert verdict({**at_32, "ratio": 0.91})[0] == "met"
+    assert verdict({**at_32, "concurrency": 8})[0] == "not judged"
+
+
 def test_goals_in_words_are_left_alone(tmp_path, capsys):
     path = tmp_path / "run.jsonl"
     path.write_text(
