@@ -58,6 +58,6 @@ WORKER_SQLITE_TIMEOUT = 30.0
 def patient_sqlite(databases: dict) -> None:
     """Before any connection is opened in the worker: a longer busy timeout on SQLite."""
     for db in databases.values():
-        if db["ENGINE"] == "django.db.backends.sqlite3":
+        if db["ENGINE"].endswith("sqlite3"):
             options = db.setdefault("OPTIONS", {})
             options["timeout"] = max(float(options.get("timeout", 5)), WORKER_SQLITE_TIMEOUT)

@@ -115,7 +115,12 @@ except Exception as exc:  # dj-database-url raises several types for a bad URL
     ) from exc
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share the file: WAL lets readers run beside the one writer, IMMEDIATE
-    # transactions queue writers instead of failing with "database is locked" on upgrade.
+    # transactions queue writers instead of failing with "database is locked" on upgrade, and
+    # the writers take it in turn (batchhub/sqlite3/base.py).
+    _db["ENGINE"] = "batchhub.sqlite3"
+    # What Django's test runner gives the stock engine's SQLite, said outright: test tools
+    # (pytest-django's per-process names) recognise only the stock engine's name.
+    _db.setdefault("TEST", {}).setdefault("NAME", ":memory:")
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {}).update(
         {

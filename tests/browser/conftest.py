@@ -51,7 +51,7 @@ def _orm_beside_playwright():
 def django_db_modify_db_settings(django_db_modify_db_settings):
     """On SQLite, a file database: the live server and the driver thread each need a connection."""
     db = django_settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3") and not db.get("TEST", {}).get("NAME"):
+    if db["ENGINE"].endswith("sqlite3") and db.get("TEST", {}).get("NAME") in (None, ":memory:"):
         data_dir = Path(django_settings.DATA_DIR)
         data_dir.mkdir(parents=True, exist_ok=True)
         db.setdefault("TEST", {})["NAME"] = str(data_dir / f"browser-test-{os.getpid()}.sqlite3")

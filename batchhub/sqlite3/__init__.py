@@ -1,0 +1,1 @@
+"""BatchHub's SQLite database backend: Django's, with writers served in turn (base.py)."""
