@@ -10,9 +10,11 @@ job on each database in a child process of its own (Django is set up once per pr
   the prober below taking the write lock while it runs;
 - processing: a 1,000-row job, then the big job, on a real worker started with the Procfile's
   `worker` line (as `make run` starts it), from the loops being sent to the job being completed;
-- on SQLite, a prober in this process takes the write lock (BEGIN IMMEDIATE … ROLLBACK) every
-  50 ms while the big job runs: its longest wait is the longest a web request's write could be
-  kept waiting by the engine's write transactions.
+- on SQLite, a prober in this process takes the write lock every 50 ms while the big job runs,
+  turn about through the project's connection (a transaction, as a web request's write) and a
+  plain sqlite3 connection (BEGIN IMMEDIATE … ROLLBACK, as a program beside BatchHub): the
+  first's longest wait is the longest a web request's write could be kept waiting by the
+  engine's write transactions.
 Then one JSON line per figure: SQLite's rate against PostgreSQL's on the same file, against a
 bare csv.reader → format_map → csv.writer loop, and the big job's rate against the 1,000-row
 job's (cost per row must not grow with the job).
@@ -63,24 +65,64 @@ def procfile_worker_command() -> str:
 # --- the child: one database ---------------------------------------------------------------------
 
 
-class LockProbe(threading.Thread):
-    """Takes SQLite's write lock every 50 ms and records how long it waited for it."""
+class LockProbe:
+    """Takes SQLite's write lock every 50 ms in a process of its own (as a web request's write
+    comes from the web's process), turn about through the project's connection (a transaction,
+    which takes its turn first: batchhub/sqlite3/base.py) and through a plain sqlite3 connection
+    (BEGIN IMMEDIATE … ROLLBACK, as a program beside BatchHub), and records how long each waited.
+    """
 
     def __init__(self, path: str):
-        super().__init__(daemon=True)
         self.path = path
-        self.waits: list[float] = []
-        self.stop = threading.Event()
+        self.waits: list[float] = []  # the project's connection: what a web request's write sees
+        self.plain_waits: list[float] = []
+        self._proc: subprocess.Popen | None = None
 
-    def run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        while not self.stop.is_set():
-            start = time.perf_counter()
-            db.execute("BEGIN IMMEDIATE")
-            self.waits.append(time.perf_counter() - start)
-            db.execute("ROLLBACK")
-            time.sleep(0.05)
-        db.close()
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--probe", self.path], cwd=ROOT, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "probing":
+            raise RuntimeError("the lock probe did not start")
+
+    def stop_and_read(self) -> None:
+        assert self._proc is not None
+        out, _ = self._proc.communicate("stop\n", timeout=60)
+        figures = json.loads(out.strip().splitlines()[-1])
+        self.waits, self.plain_waits = figures["waits"], figures["plain_waits"]
+
+
+def run_probe(path: str) -> None:
+    """The probe's process: Django on the same database as the child, probing until stdin says
+    stop, then the waits as one JSON line."""
+    os.environ.update({"DJANGO_SETTINGS_MODULE": "batchhub.settings",
+                       "DATABASE_URL": f"sqlite:///{path}", "BATCHHUB_TESTING": "0"})
+    import django
+
+    django.setup()
+    from django.db import connection, transaction
+
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    waits: list[float] = []
+    plain_waits: list[float] = []
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    print("probing", flush=True)
+    while not stop.is_set():
+        start = time.perf_counter()
+        with transaction.atomic():  # BEGIN IMMEDIATE: the write lock
+            waits.append(time.perf_counter() - start)
+        time.sleep(0.025)
+        start = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        plain_waits.append(time.perf_counter() - start)
+        db.execute("ROLLBACK")
+        time.sleep(0.025)
+    db.close()
+    connection.close()
+    print(json.dumps({"waits": waits, "plain_waits": plain_waits}), flush=True)
 
 
 def bare_executemany(path: str, job_id: int) -> float:
@@ -154,10 +196,10 @@ def child(engine: str, tmp: Path) -> dict:
     ingest_s = time.perf_counter() - began
     ingest_figures = {}
     if ingest_probe is not None:
-        ingest_probe.stop.set()
-        ingest_probe.join()
+        ingest_probe.stop_and_read()
         ingest_figures = {
             "ingest_lock_wait_max_ms": max(ingest_probe.waits) * 1000,
+            "ingest_lock_plain_wait_max_ms": max(ingest_probe.plain_waits) * 1000,
             "ingest_lock_probes": len(ingest_probe.waits),
             "bare_executemany_s": bare_executemany(settings.DATABASES["default"]["NAME"], big.pk),
         }
@@ -200,13 +242,13 @@ def child(engine: str, tmp: Path) -> dict:
             probe.start()
         figures["big_s"] = run(big)
         if probe is not None:
-            probe.stop.set()
-            probe.join()
-            waits = sorted(probe.waits)
-            figures["lock_wait_max_ms"] = waits[-1] * 1000
-            figures["lock_wait_p99_ms"] = waits[int(0.99 * (len(waits) - 1))] * 1000
-            figures["lock_wait_mean_ms"] = statistics.fmean(waits) * 1000
-            figures["lock_probes"] = len(waits)
+            probe.stop_and_read()
+            for prefix, waits in (("lock", probe.waits), ("lock_plain", probe.plain_waits)):
+                waits = sorted(waits)
+                figures[f"{prefix}_wait_max_ms"] = waits[-1] * 1000
+                figures[f"{prefix}_wait_p99_ms"] = waits[int(0.99 * (len(waits) - 1))] * 1000
+                figures[f"{prefix}_wait_mean_ms"] = statistics.fmean(waits) * 1000
+                figures[f"{prefix}_probes"] = len(waits)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -269,15 +311,22 @@ def main() -> None:
          "none (read, check, encode and insert with its index, against an insert alone)")
     emit("ingest_sqlite_write_lock_wait_max", lite["ingest_lock_wait_max_ms"], "ms", None, None,
          "< 200 ms (a writer waiting for the ingest's batch transactions)",
-         probes=lite["ingest_lock_probes"])
+         probes=lite["ingest_lock_probes"],
+         plain_sqlite3_max_ms=round(lite["ingest_lock_plain_wait_max_ms"], 1))
     emit("sqlite_write_lock_wait_max", lite["lock_wait_max_ms"], "ms", None, None,
          "< 200 ms (the engine's longest write transaction, as a writer waiting for it sees it)",
          p99_ms=round(lite["lock_wait_p99_ms"], 1), mean_ms=round(lite["lock_wait_mean_ms"], 2),
          probes=lite["lock_probes"])
+    emit("sqlite_write_lock_wait_max_plain_sqlite3", lite["lock_plain_wait_max_ms"], "ms", None,
+         None, "none (a writer beside BatchHub, on a plain sqlite3 connection: no turns)",
+         p99_ms=round(lite["lock_plain_wait_p99_ms"], 1),
+         mean_ms=round(lite["lock_plain_wait_mean_ms"], 2), probes=lite["lock_plain_probes"])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        run_probe(sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2], Path(sys.argv[3]))), flush=True)
     else:
         main()
