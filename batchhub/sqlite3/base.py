@@ -52,7 +52,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             return super()._close()
         finally:
-            self._end_turn()
             self._forget_turn_file()
 
     def _turn_file(self) -> int | None:
@@ -71,7 +70,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _take_turn(self) -> None:
         fd = self._turn_file()
-        if fd is None or self._has_turn:
+        if fd is None:
             return
         deadline = time.monotonic() + float(self.settings_dict["OPTIONS"].get("timeout", 5.0))
         while True:
@@ -92,7 +91,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
             fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
     def _forget_turn_file(self) -> None:
-        """Close this connection's descriptor (a turn still held in this process ends with it)."""
+        """End this process's turn, if it holds one, and close this connection's descriptor."""
+        self._end_turn()
         fd, self._turn_fd, self._turn_pid, self._has_turn = self._turn_fd, None, None, False
         if fd is not None:
             try:

@@ -14,14 +14,17 @@ from django.db.utils import ConnectionHandler, OperationalError
 
 @pytest.fixture
 def handler(tmp_path, django_db_blocker):
-    """Connections of BatchHub's SQLite backend to a database file, one per thread."""
+    """Connections of BatchHub's SQLite backend to one database file, one per thread and alias:
+    `default` waits up to 5 s for the lock, `quick` 0.2 s."""
+    path = str(tmp_path / "turns.sqlite3")
     handler = ConnectionHandler(
         {
-            "default": {
+            alias: {
                 "ENGINE": "batchhub.sqlite3",
-                "NAME": str(tmp_path / "turns.sqlite3"),
-                "OPTIONS": {"timeout": 5.0, "transaction_mode": "IMMEDIATE"},
+                "NAME": path,
+                "OPTIONS": {"timeout": timeout, "transaction_mode": "IMMEDIATE"},
             }
+            for alias, timeout in (("default", 5.0), ("quick", 0.2))
         }
     )
     with django_db_blocker.unblock():
@@ -79,8 +82,7 @@ def test_a_writer_gives_up_after_its_timeout_with_sqlites_words(handler):
     outcome: list[object] = []
 
     def waiter() -> None:
-        conn = handler["default"]
-        conn.settings_dict["OPTIONS"]["timeout"] = 0.2
+        conn = handler["quick"]
         began = time.monotonic()
         try:
             begin(conn)
@@ -101,14 +103,14 @@ def test_a_writer_gives_up_after_its_timeout_with_sqlites_words(handler):
 
 
 def test_the_turn_is_given_back_when_the_writer_rolls_back_or_closes(handler):
-    conn = handler["default"]
+    conn, other = handler["default"], handler["quick"]  # two connections, one thread
     begin(conn)
     conn.rollback()
     conn.set_autocommit(True)
-    begin(conn)  # the same connection again: the turn was given back
+    begin(other)  # would give up after 0.2 s had the rollback kept the turn
+    commit(other)
+    begin(conn)
     conn.close()  # closing mid-transaction gives it back too
-    other = handler["default"]
-    other.settings_dict["OPTIONS"]["timeout"] = 0.2
     begin(other)
     commit(other)
 
@@ -123,7 +125,7 @@ def test_a_forked_process_does_not_share_its_parents_turn(handler):
     if pid == 0:  # the child: another writer; it must wait for the parent's turn, not share it
         code = 1
         try:
-            conn.settings_dict["OPTIONS"]["timeout"] = 0.3
+            conn.settings_dict["OPTIONS"]["timeout"] = 0.3  # this process's copy
             conn._take_turn()  # the turn alone: the SQLite handle is the parent's
         except OperationalError:
             code = 0
