@@ -37,8 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchenv  # noqa: E402
 
@@ -47,12 +45,14 @@ TMP = benchenv.setup("bench-row-table-copy-")
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from jobs.ingest import db as ingest_db  # noqa: E402
+from jobs.models import Row  # noqa: E402
 from tests.bench.benchdata import COLUMNS, make_csv  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_ROWS") or 1_000_000)
 ROUNDS = int(os.environ.get("BENCH_COPY_ROUNDS") or 3)
 BLOCK = 1 << 20
-ROW_COLUMNS = 'job_id, "index", ref, data, status, attempts'
+ROW_COLUMNS = 'job_id, "index", ref, data, status, attempts'  # the ingest's COPY columns
 KEY = 'ALTER TABLE {t} ADD PRIMARY KEY (job_id, "index")'
 FAILED = "CREATE INDEX {t}_failed ON {t} (job_id, \"index\") WHERE status = 'failed'"
 # name: (data's type, COPY format, key during the COPY)
@@ -102,15 +102,12 @@ def copy_out(statement: str) -> float:
 
 
 def row_lines(csv_path: Path) -> bytes:
-    """The rows as the ingest sends them: COPY text lines with `data` a JSON array."""
-    out = bytearray()
+    """The rows as the ingest sends them: its own COPY text lines (job 1)."""
     with csv_path.open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         next(reader)
-        for i, row in enumerate(reader):
-            doc = orjson.dumps(row).replace(b"\\", b"\\\\")
-            out += b"1\t%d\t%d\t%s\tpending\t0\n" % (i, i + 1, doc)
-    return bytes(out)
+        rows = ((i, str(i + 1), row) for i, row in enumerate(reader))
+        return b"".join(block for block, _ in ingest_db._copy_blocks(1, rows))
 
 
 def binary_rows(jsonb_table: str) -> bytes:
@@ -130,13 +127,13 @@ def binary_rows(jsonb_table: str) -> bytes:
 
 
 def create(name: str, data_type: str) -> str:
+    """An empty table with the row table's columns and checks, `data` of `data_type`."""
     table = f"bench_{name}"
     sql(f"DROP TABLE IF EXISTS {table}")
-    sql(
-        f'CREATE TABLE {table} (job_id bigint NOT NULL, "index" integer NOT NULL, '
-        f"ref varchar(200) NOT NULL, data {data_type} NOT NULL, status varchar(10) NOT NULL, "
-        f"output jsonb, error text, attempts smallint NOT NULL CHECK (attempts >= 0))"
-    )
+    like = f"LIKE {Row._meta.db_table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+    sql(f"CREATE TABLE {table} ({like})")
+    if data_type != "jsonb":
+        sql(f"ALTER TABLE {table} ALTER data TYPE {data_type} USING NULL")
     return table
 
 
