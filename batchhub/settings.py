@@ -156,6 +156,15 @@ elif CACHE_URL == "locmem":
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 else:
     raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r}: use redis://…, file://PATH or locmem.")
+# The job page's live part keeps its pieces that seldom change ({% cache %} in
+# templates/jobs/detail.html) in each process's memory: keyed on everything they show, they are
+# never stale, and a trip to a shared cache would cost more than rendering them.
+CACHES["fragments"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    "LOCATION": "fragments",
+    "TIMEOUT": 3600,
+    "OPTIONS": {"MAX_ENTRIES": 2000},
+}
 
 # --- Auth, i18n, static, media ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,4 +1,5 @@
-"""The throughput chart on the job page: inline SVG drawn on the server, no JavaScript.
+"""The job page's drawings, inline SVG drawn on the server, no JavaScript: the throughput
+chart and the bar of rows by state (the job page's and the jobs list's).
 
 Input is ``job.samples``: [[unix seconds, rows done], …] appended as chunks commit. The chart
 shows the rate between consecutive samples (rows per second) over the job's run time.
@@ -153,3 +154,30 @@ def _draw(samples: Sequence[Sequence[float]], *, title: str) -> SafeString:
         span=_duration(span),
     )
     return svg
+
+
+def segbar_svg(segments: Sequence, *, small: bool = False) -> SafeString:
+    """The bar of rows by state (progress.segments). Widths are attributes, so it needs no inline
+    style (strict CSP); drawn here, not by a template loop, since every poll of the job page
+    draws it again."""
+    rects = (
+        format_html(
+            '<rect class="seg seg-{}" data-segment="{}" data-rows="{}" x="{}" y="0" width="{}"'
+            ' height="4"></rect>',
+            seg.key,
+            seg.key,
+            seg.rows,
+            f"{seg.offset:.2f}",
+            f"{seg.percent:.2f}",
+        )
+        for seg in segments
+        if seg.rows
+    )
+    return format_html(
+        '<svg class="segbar{}" viewBox="0 0 100 4" preserveAspectRatio="none" aria-hidden="true"'
+        ' focusable="false" data-testid="segbar">\n'
+        '  <rect class="seg-track" x="0" y="0" width="100" height="4"></rect>\n'
+        "  {}\n</svg>",
+        " small" if small else "",
+        mark_safe("".join(rects)),  # each escaped by format_html above
+    )

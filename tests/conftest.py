@@ -230,7 +230,10 @@ def redis_default(settings):
         pytest.skip("needs Redis (REDIS_URL); `make test` starts one")
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
     location = urlsplit(url)._replace(path=f"/{8 + worker % 8}").geturl()
-    settings.CACHES = {"default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": location}}
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {"BACKEND": "batchhub.cache.RedisCache", "LOCATION": location},
+    }
     from django.core.cache import cache
 
     from jobs import livestatus, progress_fragment, status_memo

@@ -1,4 +1,4 @@
-"""Small formatting filters for the dashboard templates."""
+"""Small formatting filters and drawings for the dashboard templates."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ from datetime import timedelta
 from typing import Any
 
 from django import template
+from django.utils.safestring import SafeString
+
+from .. import charts
 
 register = template.Library()
+
+
+@register.simple_tag
+def segbar(segments: Any, small: bool = False) -> SafeString:
+    """The bar of rows by state: `{% segbar segments %}` (charts.segbar_svg)."""
+    return charts.segbar_svg(segments, small=small)
 
 
 @register.filter

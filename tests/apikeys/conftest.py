@@ -10,7 +10,10 @@ from ..factories import APIKeyFactory
 @pytest.fixture(autouse=True)
 def _apikeys_env(settings):
     # Throttle counters must not leak between tests (or test runs) through a file cache.
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
     cache.clear()  # locmem data is per process, not per settings override
 
 

@@ -1,8 +1,12 @@
-"""The throughput chart is drawn once per set of samples, however many pages ask for it."""
+"""The job page's drawings: the throughput chart is drawn once per set of samples, however many
+pages ask for it; the bar of rows by state puts each state where it belongs."""
 
 from __future__ import annotations
 
-from jobs import charts
+import re
+from types import SimpleNamespace
+
+from jobs import charts, progress
 
 
 def test_the_same_samples_give_the_same_drawing_from_the_cache():
@@ -26,3 +30,29 @@ def test_new_samples_are_drawn_anew():
 def test_no_samples_is_a_note():
     assert "The chart appears" in charts.throughput_svg([])
     assert "The chart appears" in charts.throughput_svg(None)
+
+
+def test_the_state_bar_draws_the_segments_with_rows_at_their_place():
+    job = SimpleNamespace(
+        total=1000, succeeded=250, failed=50, cancelled=0, running=16, pending=684
+    )
+    svg = str(charts.segbar_svg(progress.segments(job)))
+    assert svg.startswith('<svg class="segbar" viewBox="0 0 100 4"')
+    rects = re.findall(
+        r'<rect class="seg seg-(\w+)" data-segment="\1" data-rows="(\d+)" '
+        r'x="([\d.]+)" y="0" width="([\d.]+)" height="4"></rect>',
+        svg,
+    )
+    assert rects == [
+        ("succeeded", "250", "0.00", "25.00"),
+        ("failed", "50", "25.00", "5.00"),
+        ("running", "16", "30.00", "1.60"),
+        ("pending", "684", "31.60", "68.40"),
+    ]  # no rectangle for the state without rows
+    assert 'class="segbar small"' in str(charts.segbar_svg([], small=True))
+
+
+def test_the_state_bar_escapes_what_it_is_given():
+    seg = SimpleNamespace(key='x"><script>', rows=1, offset=0.0, percent=100.0)
+    svg = str(charts.segbar_svg([seg]))
+    assert "<script>" not in svg and "&quot;&gt;&lt;script&gt;" in svg

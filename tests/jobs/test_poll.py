@@ -132,10 +132,11 @@ def test_the_file_cache_answers_polls_through_the_same_functions(
     alice, published, api_alice, read_limit, settings, tmp_path, django_capture_on_commit_callbacks
 ):
     settings.CACHES = {
+        **settings.CACHES,
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(tmp_path / "cache"),
-        }
+        },
     }
     assert livestatus._redis() is None
     with django_capture_on_commit_callbacks(execute=True):

@@ -37,10 +37,11 @@ def echo_server():
 @pytest.fixture
 def locmem_cache(settings):
     settings.CACHES = {
+        **settings.CACHES,
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "LOCATION": "processors-tests",
-        }
+        },
     }
     from django.core.cache import cache
 

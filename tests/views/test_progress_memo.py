@@ -68,6 +68,9 @@ def test_the_poll_carries_no_token_and_its_buttons_post_with_the_pages(alice, pu
     paused = client.post(url, HTTP_HX_REQUEST="true", HTTP_X_CSRFTOKEN=header_token.decode())
     assert paused.status_code == 200 and b'data-status="paused"' in paused.content
     assert TOKEN.findall(paused.content) == []  # the action's answer is an htmx answer too
+    # The page keeps its forms' tokens after polls kept the controls without them.
+    page = client.get(f"/jobs/{published.public_id}/")
+    assert b'id="btn-resume"' in page.content and len(TOKEN.findall(page.content)) >= 2
 
 
 def test_another_user_gets_a_404_never_the_fragment(client_alice, client_bob, published):
@@ -89,6 +92,9 @@ def test_a_changed_status_is_never_served_stale(
     assert b'data-status="paused"' in after.content
     assert after["HX-Trigger"] == "job-changed"
     assert b"Job paused." in after.content
+    # The pieces kept per what they show (the stepper, the controls) follow the status too.
+    assert b'<span class="step-note">paused</span>' in after.content
+    assert b'id="btn-resume"' in after.content and b'id="btn-pause"' not in after.content
 
 
 def test_the_announcement_follows_what_the_page_saw(client_alice, published, renders):

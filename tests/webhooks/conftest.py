@@ -15,7 +15,10 @@ from ..factories import JobFactory, UserFactory, add_rows
 @pytest.fixture(autouse=True)
 def _webhook_env(settings):
     settings.ROOT_URLCONF = "tests.webhooks.urls"
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
     settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = ""
     settings.BATCHHUB_WEBHOOK_TIMEOUT = 2.0
 
