@@ -40,9 +40,7 @@ def insert_rows(
     the ingest: that batch is rolled back, the ones before it stay).
     """
     connection = connections[router.db_for_write(Row)]
-    qn = connection.ops.quote_name
-    table = qn(Row._meta.db_table)
-    columns = ", ".join(qn(Row._meta.get_field(name).column) for name in _FIELDS)
+    table, columns = _table_and_columns(connection)
     if connection.vendor == "sqlite":
         constants = "".join(f", {_sql_literal(value)}" for value in _NEW_ROW.values())
         sql = f"INSERT INTO {table} ({columns}) VALUES ({int(job.pk)}, ?, ?, ?{constants})"
@@ -50,9 +48,21 @@ def insert_rows(
     with connection.cursor() as cursor:
         raw = cursor.cursor
         if connection.vendor == "postgresql" and hasattr(raw, "copy"):
-            return _copy(raw, f"COPY {table} ({columns}) FROM STDIN", job.pk, rows)
+            return _copy(raw, copy_statement(connection), job.pk, rows)
         sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(_FIELDS))})"
         return _executemany(cursor, connection, sql, job.pk, rows)
+
+
+def _table_and_columns(connection) -> tuple[str, str]:
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(Row._meta.get_field(name).column) for name in _FIELDS)
+    return qn(Row._meta.db_table), columns
+
+
+def copy_statement(connection) -> str:
+    """The ingest's COPY into the row table; its lines are _copy_blocks' (benchmarks use both)."""
+    table, columns = _table_and_columns(connection)
+    return f"COPY {table} ({columns}) FROM STDIN"
 
 
 # COPY's text format gives meaning to these four characters; everything else goes as it is.

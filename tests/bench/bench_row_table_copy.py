@@ -52,7 +52,7 @@ from tests.bench.benchdata import COLUMNS, make_csv  # noqa: E402
 ROWS = int(os.environ.get("BENCH_ROWS") or 1_000_000)
 ROUNDS = int(os.environ.get("BENCH_COPY_ROUNDS") or 3)
 BLOCK = 1 << 20
-ROW_COLUMNS = 'job_id, "index", ref, data, status, attempts'  # the ingest's COPY columns
+ROW_COLUMNS = ingest_db._table_and_columns(connection)[1]  # the ingest's COPY columns
 KEY = 'ALTER TABLE {t} ADD PRIMARY KEY (job_id, "index")'
 FAILED = "CREATE INDEX {t}_failed ON {t} (job_id, \"index\") WHERE status = 'failed'"
 # name: (data's type, COPY format, key during the COPY)
