@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 
 import orjson
@@ -45,8 +47,7 @@ def fetch_rows(job_pk: int, start: int, end: int) -> list[tuple[int, str, list, 
     """
     table = Row._meta.db_table
     where = (
-        f'FROM {table} WHERE job_id = %s AND "index" >= %s AND "index" < %s '
-        f"AND status IN (%s, %s)"
+        f'FROM {table} WHERE job_id = %s AND "index" >= %s AND "index" < %s AND status IN (%s, %s)'
     )
     params = [job_pk, start, end, RowStatus.PENDING, RowStatus.RUNNING]
     loads = orjson.loads
@@ -81,8 +82,62 @@ def _group_max() -> int:
 
 
 def process_chunk(
-    job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int = CPU_GROUP_ROWS
+    job: Job,
+    chunk: Chunk,
+    processor: Processor,
+    plan: Plan,
+    group_rows: int = CPU_GROUP_ROWS,
+    *,
+    next_chunk: Callable[[], Chunk | None] | None = None,
+    retire: Callable[[ChunkRun], None] | None = None,
 ) -> ChunkRun:
+    """Run the chunk's rows; return its run, synced. For an I/O processor, `next_chunk` (a claim)
+    lets the loop start the next chunk's rows while this one's last rows are in flight: each
+    chunk it took is passed to `retire` once its rows are done, and the last one is returned."""
+    run, queue, to_input, run_group = _start(job, chunk, processor, plan, group_rows)
+    if run.status == JobStatus.PROCESSING:
+        if processor.io_bound:
+
+            def next_feed() -> _Feed | None:
+                taken = next_chunk() if next_chunk is not None else None
+                if taken is None:
+                    return None
+                started = _start(run.job, taken, processor, plan, group_rows)
+                return _Feed(started[0], started[1])
+
+            last = _run_threaded(
+                _Feed(run, queue),
+                to_input,
+                next_feed if next_chunk is not None else None,
+                retire,
+            )
+            run = last.run
+        else:
+            group_max = _group_max()
+            while queue and run.status == JobStatus.PROCESSING:
+                group = [queue.popleft() for _ in range(min(run.group_rows, len(queue)))]
+                started = run.sync(group, mark_rows=False)
+                if not started:
+                    break
+                began = time.monotonic()
+                results = run_group(started)
+                per_row = (time.monotonic() - began) / len(started)
+                run.group_rows = max(
+                    1,
+                    min(
+                        group_max,
+                        int(GROUP_SECONDS / per_row) if per_row > 0 else group_max,
+                    ),
+                )
+                for item, result in zip(started, results, strict=True):
+                    run.collect(item, result)
+    run.sync([])
+    return run
+
+
+def _start(job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows: int):
+    """A chunk's run and its rows still to do; the rows a dead holder left in flight (suspects)
+    are run first. Returns (run, rows to do, row → processor input, group → results)."""
     run = ChunkRun(
         job=job,
         chunk=chunk,
@@ -91,7 +146,6 @@ def process_chunk(
         group_rows=min(_group_max(), group_rows),
     )
     rows = fetch_rows(job.pk, chunk.start, chunk.end)
-    group_max = _group_max()
     columns = list(job.columns or [])
     input_map = {name: (job.column_map or {}).get(name, name) for name in processor.inputs}
     queue: deque[_Item] = deque()
@@ -128,39 +182,39 @@ def process_chunk(
         for item, result in zip(started, run_group(started), strict=True):
             run.collect(item, result)
         suspects = suspects[len(part) :]
-    if run.status == JobStatus.PROCESSING:
-        if processor.io_bound:
-            _run_threaded(run, queue, to_input)
-        else:
-            while queue and run.status == JobStatus.PROCESSING:
-                group = [queue.popleft() for _ in range(min(run.group_rows, len(queue)))]
-                started = run.sync(group, mark_rows=False)
-                if not started:
-                    break
-                began = time.monotonic()
-                results = run_group(started)
-                per_row = (time.monotonic() - began) / len(started)
-                run.group_rows = max(
-                    1,
-                    min(
-                        group_max,
-                        int(GROUP_SECONDS / per_row) if per_row > 0 else group_max,
-                    ),
-                )
-                for item, result in zip(started, results, strict=True):
-                    run.collect(item, result)
-    run.sync([])
-    return run
+    return run, queue, to_input, run_group
+
+
+@dataclass(slots=True)
+class _Feed:
+    """A chunk on the thread pool: its run, its rows not started yet, its rows in flight."""
+
+    run: ChunkRun
+    queue: deque[_Item]
+    inflight: int = 0
 
 
 _NOT_STARTED = object()
 
 
-def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
+def _run_threaded(
+    first: _Feed,
+    to_input: Callable[[_Item], RowInput],
+    next_feed: Callable[[], _Feed | None] | None,
+    retire: Callable[[ChunkRun], None] | None,
+) -> _Feed:
+    """The rows of `first`, then of each chunk `next_feed` brings, on one pool of threads; return
+    the last chunk's feed. A chunk's end would otherwise leave the threads idle while its last
+    rows drain and the next chunk is claimed and read: a pause of a request's latency or more
+    for every thread (docs/performance.md), so the next chunk is claimed as soon as the current
+    one has no row left to start, and its rows queue behind the last ones. A chunk whose rows
+    are all done goes to `retire`."""
+    run = first.run
     job, processor, threads = run.job, run.processor, run.plan.threads
     stop = threading.Event()
     limiter = None
     if job.rate_limit:
+
         def limiter() -> None:
             # Wait in short steps so that a pause is seen even at a low rate limit.
             while not stop.is_set():
@@ -185,34 +239,57 @@ def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
     # every future in flight: concurrent.futures.wait installs and removes a waiter on each of
     # them per call, which at 32 rows in flight and hundreds of rows a second costs more than
     # the requests themselves, all under the interpreter lock.
-    inflight: dict[Future, _Item] = {}
+    feeds = [first]  # in the order claimed; the last one is the one whose rows start
+    inflight: dict[Future, tuple[_Feed, _Item]] = {}
     finished_calls: SimpleQueue[Future] = SimpleQueue()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
         while True:
             now = time.monotonic()
-            room = 0 if stop.is_set() else 3 * threads - len(inflight)
+            feed = feeds[-1]
             # Top up when the backlog queued ahead of the threads has run low (a backlog of one
             # to two rows per thread), so that one sync point starts at least `threads` rows:
             # sync points, not requests, are most of the engine's own CPU per row.
-            want_start = room > 0 and bool(queue) and len(inflight) <= threads * 2
-            want_commit = bool(run.finished) and (
-                now - run.last_sync >= SYNC_INTERVAL or not inflight
-            )
-            if want_start or want_commit or now - run.last_sync >= MAX_SYNC_GAP:
-                group = (
-                    [queue.popleft() for _ in range(min(room, len(queue)))] if want_start else []
+            low = len(inflight) <= threads * 2
+            if next_feed is not None and low and not feed.queue and not stop.is_set():
+                taken = next_feed()
+                if taken is None:
+                    next_feed = None
+                else:
+                    feeds.append(taken)
+                    feed = taken
+            room = 0 if stop.is_set() else 3 * threads - len(inflight)
+            want_start = room > 0 and bool(feed.queue) and low
+            for each in feeds:
+                each_run = each.run
+                starting = want_start and each is feed
+                want_commit = bool(each_run.finished) and (
+                    now - each_run.last_sync >= SYNC_INTERVAL or not each.inflight
                 )
-                started = run.sync(group)
-                if group and not started:
-                    queue.extendleft(reversed(group))
-                if run.status != JobStatus.PROCESSING:
-                    stop.set()
-                for item in started:
-                    future = pool.submit(call, item)
-                    inflight[future] = item
-                    future.add_done_callback(finished_calls.put)
+                if starting or want_commit or now - each_run.last_sync >= MAX_SYNC_GAP:
+                    group = (
+                        [each.queue.popleft() for _ in range(min(room, len(each.queue)))]
+                        if starting
+                        else []
+                    )
+                    started = each_run.sync(group)
+                    if group and not started:
+                        each.queue.extendleft(reversed(group))
+                    if each_run.status != JobStatus.PROCESSING:
+                        stop.set()
+                    for item in started:
+                        future = pool.submit(call, item)
+                        inflight[future] = (each, item)
+                        each.inflight += 1
+                        future.add_done_callback(finished_calls.put)
+            # Chunks before the current one that have nothing in flight are done with (their
+            # rows were all started, or a pause or cancel stopped them).
+            for done_feed in [f for f in feeds[:-1] if not f.inflight]:
+                done_feed.run.sync([])
+                if retire is not None:
+                    retire(done_feed.run)
+                feeds.remove(done_feed)
             if not inflight:
-                if stop.is_set() or not queue:
+                if stop.is_set() or (not feeds[-1].queue and next_feed is None):
                     break
                 continue
             try:
@@ -225,12 +302,14 @@ def _run_threaded(run: ChunkRun, queue: deque[_Item], to_input) -> None:
                 except Empty:
                     break
             for future in done:
-                item = inflight.pop(future)
+                each, item = inflight.pop(future)
+                each.inflight -= 1
                 result = future.result()
                 if result is _NOT_STARTED:
-                    run.unstart(item)
+                    each.run.unstart(item)
                 else:
-                    run.collect(item, result)
+                    each.run.collect(item, result)
+    return feeds[-1]
 
 
 def release_chunk(run: ChunkRun) -> None:

@@ -34,7 +34,7 @@ from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
 from .finish import _cancel_leftovers_after_failure, finalize
 from .models import Chunk, Job, JobStatus
 from .processors import Processor, ProcessorContext, get_processor_class
-from .syncpoint import CPU_GROUP_ROWS
+from .syncpoint import CPU_GROUP_ROWS, ChunkRun
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ STALL_SECONDS = 5.0  # no commit for this long and no chunk held: the job's loop
 # HTTP connections) and the measured group size carry over, and the task round trip through the
 # broker is paid once per few chunks instead of once per chunk. Tasks stay short.
 TASK_SECONDS = 2.0
+# An I/O processor's loop claims the job's next chunk while its current one's last rows are in
+# flight (chunk_loop._run_threaded), for this long within a task: its chunks take seconds each,
+# so a task is still one chunk or a few, and the threads do not idle at each chunk's end.
+IO_TASK_SECONDS = 8.0
 # After losing the database a loop tries to reconnect this often, for this long within its task
 # (then its task is queued again), and gives its chunk back as soon as it is connected.
 RECONNECT_INTERVAL = 0.25
@@ -50,8 +54,8 @@ RECONNECT_SECONDS = 30.0
 DATABASE_LOST = (OperationalError, InterfaceError)
 
 
-def _database_lost(job_pk: int, chunk: Chunk | None, exc: Exception) -> Step:
-    """Reconnect, give the chunk back, and go on; if the database stays away, come back later.
+def _database_lost(job_pk: int, held: list[Chunk], exc: Exception) -> Step:
+    """Reconnect, give the chunks back, and go on; if the database stays away, come back later.
 
     The transaction that failed was rolled back (or committed just before the connection went):
     either way the database says what is done, and the rows this loop had in memory are redone.
@@ -66,13 +70,12 @@ def _database_lost(job_pk: int, chunk: Chunk | None, exc: Exception) -> Step:
             pass
         try:
             connection.ensure_connection()
-            if chunk is not None:
-                give_back(job_pk, chunk)
+            for chunk in held:
+                give_back(job_pk, chunk)  # a chunk already given back is left as it is
             return Step("continue")
         except DATABASE_LOST:
             if time.monotonic() >= deadline:
-                if chunk is not None:
-                    _LEFT_BEHIND.add(chunk.pk)
+                _LEFT_BEHIND.update(chunk.pk for chunk in held)
                 return Step("wait", 1.0)
             time.sleep(RECONNECT_INTERVAL)
 
@@ -86,17 +89,18 @@ class Step:
     delay: float = 0.0
 
 
-def work_once(job_pk: int, *, seconds: float = 0.0) -> Step:
+def work_once(job_pk: int, *, seconds: float = 0.0, io_seconds: float = 0.0) -> Step:
     """Claim a chunk of the job and process it, and go on to the next one while less than
-    `seconds` have passed; say what the loop should do next."""
+    `seconds` have passed (an I/O processor's loop: claims the next one before the current one
+    drains while less than `io_seconds` have); say what the loop should do next."""
     held: list[Chunk] = []
     try:
-        return _work(job_pk, seconds, held)
+        return _work(job_pk, seconds, io_seconds, held)
     except DATABASE_LOST as exc:
-        return _database_lost(job_pk, held[-1] if held else None, exc)
+        return _database_lost(job_pk, held, exc)
 
 
-def _work(job_pk: int, seconds: float, held: list[Chunk]) -> Step:
+def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> Step:
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
@@ -129,8 +133,23 @@ def _work(job_pk: int, seconds: float, held: list[Chunk]) -> Step:
                         owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
                     ),
                 )
+
+            def next_chunk() -> Chunk | None:
+                if time.monotonic() - began >= io_seconds:
+                    return None
+                taken = claim_chunk(job_pk)
+                if taken is not None:
+                    held.append(taken)
+                return taken
+
+            def retire(done: ChunkRun) -> None:
+                release_chunk(done)
+                held.remove(done.chunk)
+
             try:
-                run = process_chunk(job, chunk, processor, plan, group_rows)
+                run = process_chunk(
+                    job, chunk, processor, plan, group_rows, next_chunk=next_chunk, retire=retire
+                )
             except Exception:
                 _cancel_leftovers_after_failure(job.pk)
                 raise

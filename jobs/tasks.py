@@ -32,13 +32,13 @@ def ingest_job(job_pk: int) -> None:
 
 @shared_task(name="jobs.work", acks_late=True)
 def work(job_pk: int) -> None:
-    """One step of a worker loop: a chunk or a few (up to runner.TASK_SECONDS), then the loop
-    goes on as a fresh task.
+    """One step of a worker loop: a chunk or a few (up to runner.TASK_SECONDS; an I/O
+    processor's chunks, up to runner.IO_TASK_SECONDS), then the loop goes on as a fresh task.
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
     jobs share the workers fairly.
     """
-    step = runner.work_once(job_pk, seconds=runner.TASK_SECONDS)
+    step = runner.work_once(job_pk, seconds=runner.TASK_SECONDS, io_seconds=runner.IO_TASK_SECONDS)
     if step.action == "continue":
         work.apply_async((job_pk,), retry=True, retry_policy=BROKER_RETRY)
     elif step.action == "wait":
@@ -65,4 +65,3 @@ def expire_jobs() -> None:
     unused = uploads.expire_uploads()
     if unused:
         logger.info("expired %d unused uploads", unused)
-

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+from collections import Counter
 
 import pytest
 
+from jobs import results
 from jobs.models import Job, JobEvent, JobStatus
 from tests.conftest import make_job
 from tests.processors.servers import EchoHandler, LocalServer
@@ -51,8 +55,11 @@ def csv_of(n: int) -> str:
 
 
 def finished(job: Job, timeout: float = 120) -> Job:
-    return wait_for(lambda: (j := Job.objects.get(pk=job.pk)).is_terminal and j, timeout=timeout,
-                    message=f"job {job.public_id} to finish")
+    return wait_for(
+        lambda: (j := Job.objects.get(pk=job.pk)).is_terminal and j,
+        timeout=timeout,
+        message=f"job {job.public_id} to finish",
+    )
 
 
 def http_params(url: str) -> dict:
@@ -76,13 +83,45 @@ def test_requests_in_flight_reach_but_never_exceed_the_concurrency(alice, worker
     assert 8 <= state["max_inflight"] <= 16
 
 
+def test_a_pool_process_killed_mid_io_job_loses_no_row_and_doubles_none(
+    alice, worker_factory, server
+):
+    # Loops claim a chunk before the last one drains (jobs/chunk_loop.py), so the killed process
+    # may hold two chunks: the worker's new process takes both over at once (same machine).
+    worker = worker_factory(concurrency=2)
+    rows = 2_000
+    job = make_job(
+        alice,
+        csv_of(rows),
+        processor="http",
+        params=http_params(server.url + "/latency"),
+        concurrency=32,
+    )
+    wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 400, message="first rows")
+    assert worker.kill_child() is not None
+    job = finished(job)
+    assert job.status == JobStatus.COMPLETED, worker.tail()
+    assert job.counts["succeeded"] == rows and job.counts["running"] == 0
+    body = b"".join(results.stream(job, "csv")).decode()
+    assert [r["name"] for r in csv.DictReader(io.StringIO(body))] == [f"n{i}" for i in range(rows)]
+    asked = Counter(r["path"].rsplit("=", 1)[1] for r in server.requests)
+    assert set(asked) == {f"n{i}" for i in range(rows)}  # every row reached the service
+    # Asked again: only rows the killed process had in flight or had not committed yet (a sync
+    # point's worth), never its chunks' rows wholesale.
+    assert sum(n - 1 for n in asked.values()) < 200
+
+
 def test_rate_limit_holds_across_workers(alice, worker_factory, server):
     worker_factory(concurrency=2)
     worker_factory(concurrency=2)
     server.httpd.state["latency"] = 0.0
     job = make_job(
-        alice, csv_of(100), processor="http", params=http_params(server.url + "/latency"),
-        concurrency=32, rate_limit=600,
+        alice,
+        csv_of(100),
+        processor="http",
+        params=http_params(server.url + "/latency"),
+        concurrency=32,
+        rate_limit=600,
     )
     job = finished(job)
     assert job.status == JobStatus.COMPLETED and job.succeeded == 100
@@ -103,8 +142,12 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
     worker_factory(beat=True, BATCHHUB_AUTOPAUSE_AFTER="5")
     server.httpd.state["throttle_until"] = time.time() + 4
     job = make_job(
-        alice, csv_of(40), processor="http", params=http_params(server.url + "/throttled"),
-        concurrency=4, max_attempts=10,
+        alice,
+        csv_of(40),
+        processor="http",
+        params=http_params(server.url + "/throttled"),
+        concurrency=4,
+        max_attempts=10,
     )
     wait_for(
         lambda: Job.objects.get(pk=job.pk).status == JobStatus.PAUSED,
@@ -124,5 +167,3 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
         "actor", flat=True
     )
     assert set(resumed_by) == {"system"}
-
-

@@ -179,7 +179,7 @@ def test_a_publish_the_cache_missed_is_made_before_the_next_read(
 
 def test_the_engine_withdraws_the_key_when_it_loses_the_database(alice, published):
     assert livestatus.read(alice, published.public_id) is not None
-    runner._database_lost(published.pk, None, Exception("gone"))
+    runner._database_lost(published.pk, [], Exception("gone"))
     assert livestatus.read(alice, published.public_id) is None
 
 

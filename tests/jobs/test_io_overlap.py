@@ -1,0 +1,134 @@
+"""An I/O processor's loop starts the next chunk's rows while the current chunk's last rows are
+in flight (jobs/chunk_loop.py): no idle threads at a chunk's end, every row still run once, every
+chunk it took released, the counters exact, a pause seen across both chunks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import OperationalError
+
+from jobs import chunks, runner, services, syncpoint
+from jobs.ingest import loading
+from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
+from jobs.processors import Processor, base
+from tests.conftest import drive, make_job, rows_text
+from tests.jobs.test_recovery import assert_counters_valid
+
+pytestmark = pytest.mark.django_db
+
+ROWS, CHUNK = 200, 50
+
+
+class SlowCall(Processor):
+    """Stands in for a remote call: 10 ms a row, the times of each row's call kept."""
+
+    name = "slow-call"
+    inputs = ["name"]
+    outputs = ["upper"]
+    io_bound = True
+    calls: dict[int, tuple[float, float]] = {}
+    lock = threading.Lock()
+
+    def process_row(self, row):
+        began = time.monotonic()
+        time.sleep(0.01)
+        with SlowCall.lock:
+            SlowCall.calls[row.index] = (began, time.monotonic())
+        return {"upper": row.inputs["name"].upper()}
+
+
+@pytest.fixture
+def io_job(alice, monkeypatch):
+    SlowCall.calls = {}
+    monkeypatch.setitem(base.registry(), "slow-call", SlowCall)
+    # Four threads, chunks of 50 rows: four chunks.
+    monkeypatch.setattr(chunks, "IO_CHUNK_ROWS_PER_THREAD", 5)
+    job = make_job(alice, rows_text(ROWS), processor="slow-call", concurrency=4)
+    loading.ingest(job.pk)
+    assert Chunk.objects.filter(job=job).count() == ROWS // CHUNK
+    return job
+
+
+def test_one_loop_runs_the_chunks_back_to_back_with_no_idle_gap(io_job):
+    assert runner.work_once(io_job.pk, io_seconds=60).action == "continue"
+    job = Job.objects.get(pk=io_job.pk)
+    assert (job.succeeded, job.running, job.pending) == (ROWS, 0, 0)
+    assert list(Chunk.objects.filter(job=job).values_list("done", "lease_until", "holder")) == [
+        (True, None, "")
+    ] * (ROWS // CHUNK)
+    rows = Row.objects.filter(job=job).order_by("index")
+    assert {(r.status, r.attempts) for r in rows} == {(RowStatus.SUCCEEDED, 1)}
+    assert [r.output["upper"] for r in rows] == [f"PERSON{i}" for i in range(ROWS)]
+    # At each chunk boundary the next chunk's first call began before the last call of the
+    # chunk before it had ended: the threads did not wait for the boundary.
+    calls = SlowCall.calls
+    for start in range(CHUNK, ROWS, CHUNK):
+        last_end = max(calls[i][1] for i in range(start - CHUNK, start))
+        next_began = min(calls[i][0] for i in range(start, start + CHUNK))
+        assert next_began < last_end, start
+    assert runner.work_once(io_job.pk).action == "stop"
+    assert Job.objects.get(pk=io_job.pk).status == JobStatus.COMPLETED
+
+
+def test_without_time_for_it_a_loop_takes_one_chunk(io_job):
+    runner.work_once(io_job.pk)  # io_seconds=0: as the in-process tests drive jobs
+    job = Job.objects.get(pk=io_job.pk)
+    assert (job.succeeded, job.pending) == (CHUNK, ROWS - CHUNK)
+
+
+def test_a_pause_while_two_chunks_are_held_stops_both_and_loses_nothing(io_job, monkeypatch):
+    claims = {"n": 0}
+    real_claim = runner.claim_chunk
+
+    def claim(job_pk):
+        chunk = real_claim(job_pk)
+        claims["n"] += 1
+        if claims["n"] == 2:  # the overlap's claim: chunk 1's last rows are in flight
+            services.pause(Job.objects.get(pk=job_pk), actor="alice")
+        return chunk
+
+    monkeypatch.setattr(runner, "claim_chunk", claim)
+    assert runner.work_once(io_job.pk, io_seconds=60).action == "stop"
+    job = Job.objects.get(pk=io_job.pk)
+    assert job.status == JobStatus.PAUSED and job.running == 0
+    assert job.succeeded + job.pending == ROWS and job.succeeded >= CHUNK // 2
+    rows = Row.objects.filter(job=job)
+    assert rows.filter(status=RowStatus.RUNNING).count() == 0
+    assert rows.filter(status=RowStatus.SUCCEEDED).count() == job.succeeded
+    assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
+    job = drive(services.resume(job, actor="alice"))
+    assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db(transaction=True)  # the loop closes its connection, as after a restart
+def test_a_loop_that_loses_the_database_with_two_chunks_gives_both_back(io_job, monkeypatch):
+    monkeypatch.setattr(runner, "RECONNECT_SECONDS", 2.0)
+    claims = {"n": 0}
+    real_claim, real_write = runner.claim_chunk, syncpoint.write_rows
+
+    def claim(job_pk):
+        claims["n"] += 1
+        return real_claim(job_pk)
+
+    def write_rows(job_pk, done):
+        if claims["n"] == 2:  # both chunks held: the first's last rows, the second's first
+            claims["n"] += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_write(job_pk, done)
+
+    monkeypatch.setattr(runner, "claim_chunk", claim)
+    monkeypatch.setattr(syncpoint, "write_rows", write_rows)
+    assert runner.work_once(io_job.pk, io_seconds=60).action == "continue"
+    job = Job.objects.get(pk=io_job.pk)
+    assert_counters_valid(job)
+    assert job.running == 0 and not Row.objects.filter(job=job, status=RowStatus.RUNNING).exists()
+    held = Chunk.objects.filter(job=job, seq__in=(0, 1))
+    assert [(c.lease_until, c.holder) for c in held] == [(None, "")] * 2
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
+    # Rows finished but not committed when the connection went are done again, nothing twice.
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) <= {1, 2}
