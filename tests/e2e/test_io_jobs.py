@@ -66,15 +66,15 @@ def http_params(url: str) -> dict:
     return {"method": "GET", "url": url + "?row={name}", "fields": {"ok": "ok"}}
 
 
+def http_job(user, server, rows: int, path: str, **options) -> Job:
+    """A job of `rows` names, each a GET of `path` on the stand-in server."""
+    params = http_params(server.url + path)
+    return make_job(user, csv_of(rows), processor="http", params=params, **options)
+
+
 def test_requests_in_flight_reach_but_never_exceed_the_concurrency(alice, worker_factory, server):
     worker_factory(concurrency=2)
-    job = make_job(
-        alice,
-        csv_of(600),
-        processor="http",
-        params=http_params(server.url + "/latency"),
-        concurrency=16,
-    )
+    job = http_job(alice, server, 600, "/latency", concurrency=16)
     job = finished(job)
     assert job.status == JobStatus.COMPLETED and job.succeeded == 600
     assert len(server.requests) == 600  # every row once
@@ -90,13 +90,7 @@ def test_a_pool_process_killed_mid_io_job_loses_no_row_and_doubles_none(
     # may hold two chunks: the worker's new process takes both over at once (same machine).
     worker = worker_factory(concurrency=2)
     rows = 2_000
-    job = make_job(
-        alice,
-        csv_of(rows),
-        processor="http",
-        params=http_params(server.url + "/latency"),
-        concurrency=32,
-    )
+    job = http_job(alice, server, rows, "/latency", concurrency=32)
     wait_for(lambda: Job.objects.get(pk=job.pk).succeeded > 400, message="first rows")
     assert worker.kill_child() is not None
     job = finished(job)
@@ -115,14 +109,7 @@ def test_rate_limit_holds_across_workers(alice, worker_factory, server):
     worker_factory(concurrency=2)
     worker_factory(concurrency=2)
     server.httpd.state["latency"] = 0.0
-    job = make_job(
-        alice,
-        csv_of(100),
-        processor="http",
-        params=http_params(server.url + "/latency"),
-        concurrency=32,
-        rate_limit=600,
-    )
+    job = http_job(alice, server, 100, "/latency", concurrency=32, rate_limit=600)
     job = finished(job)
     assert job.status == JobStatus.COMPLETED and job.succeeded == 100
     times = sorted(server.times)
@@ -141,14 +128,7 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
 ):
     worker_factory(beat=True, BATCHHUB_AUTOPAUSE_AFTER="5")
     server.httpd.state["throttle_until"] = time.time() + 4
-    job = make_job(
-        alice,
-        csv_of(40),
-        processor="http",
-        params=http_params(server.url + "/throttled"),
-        concurrency=4,
-        max_attempts=10,
-    )
+    job = http_job(alice, server, 40, "/throttled", concurrency=4, max_attempts=10)
     wait_for(
         lambda: Job.objects.get(pk=job.pk).status == JobStatus.PAUSED,
         timeout=60,

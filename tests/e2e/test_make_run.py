@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.makerun import ROOT, MakeRun
+from tests.e2e.test_io_jobs import CountingHandler, http_params
+from tests.processors.servers import LocalServer
+from tests.support.makerun import ADMIN, PASSWORD, ROOT, MakeRun
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +26,28 @@ def make_run(tmp_path):
     run.start()
     yield run.base, run.log_path
     run.stop()
+
+
+def _sign_in(web: httpx.Client, base: str) -> dict[str, str]:
+    """Sign in as the admin `make run` creates; the headers the API's session posts need."""
+    page = web.get("/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    home = web.post(
+        "/accounts/login/",
+        data={"username": ADMIN, "password": PASSWORD, "csrfmiddlewaretoken": token},
+    )
+    assert "Jobs" in home.text and home.url.path == "/"
+    return {"X-CSRFToken": web.cookies["csrftoken"], "Referer": base + "/"}
+
+
+def _finished(web: httpx.Client, job_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = web.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("completed", "partial", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    return job
 
 
 def test_make_run_serves_the_site_and_processes_a_job(make_run):
@@ -34,18 +62,7 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
         assert "worker runs at nice 10 (and its session's scheduling group)" in output
 
     with httpx.Client(base_url=base, timeout=10, follow_redirects=True) as web:
-        page = web.get("/accounts/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        home = web.post(
-            "/accounts/login/",
-            data={
-                "username": "boss",
-                "password": "a long test password",
-                "csrfmiddlewaretoken": token,
-            },
-        )
-        assert "Jobs" in home.text and home.url.path == "/"
-        csrf = {"X-CSRFToken": web.cookies["csrftoken"], "Referer": base + "/"}
+        csrf = _sign_in(web, base)
         created = web.post(
             "/api/v1/jobs",
             headers=csrf,
@@ -63,12 +80,7 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
         )
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            job = web.get(f"/api/v1/jobs/{job_id}").json()
-            if job["status"] in ("completed", "partial", "failed", "cancelled"):
-                break
-            time.sleep(0.5)
+        job = _finished(web, job_id)
         assert job["status"] == "completed", (job, log_path.read_text()[-3000:])
         results = web.get(f"/api/v1/jobs/{job_id}/results", params={"format": "csv"})
         assert results.text.splitlines() == [
@@ -83,3 +95,46 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     # …and nothing was written into the checkout itself (kombu's pidbox folder defaults to
     # ./control).
     assert not (ROOT / "control").exists()
+
+
+@pytest.fixture
+def counting_server():
+    with LocalServer(CountingHandler, inflight=0, max_inflight=0, latency=0.02) as server:
+        yield server
+
+
+def test_an_http_job_on_make_run_calls_each_row_once_within_its_concurrency(
+    tmp_path, counting_server
+):
+    # An I/O job on the embedded default: the loops claim their next chunks while the last rows
+    # drain (jobs/chunk_loop.py), two worker processes writing one SQLite file in turn.
+    run = MakeRun(tmp_path, BATCHHUB_PROCESSOR_ALLOW_PRIVATE="127.0.0.0/8")
+    run.start()
+    rows = 3_000
+    try:
+        with httpx.Client(base_url=run.base, timeout=10, follow_redirects=True) as web:
+            csrf = _sign_in(web, run.base)
+            names = "".join(f"n{i}\n" for i in range(rows))
+            created = web.post(
+                "/api/v1/jobs",
+                headers=csrf,
+                files={"file": ("names.csv", ("name\n" + names).encode(), "text/csv")},
+                data={
+                    "processor": "http",
+                    "params": json.dumps(http_params(counting_server.url + "/latency")),
+                    "concurrency": "32",
+                },
+            )
+            assert created.status_code == 201, created.text
+            job = _finished(web, created.json()["id"], timeout=120)
+            assert job["status"] == "completed", (job, run.log()[-3000:])
+            assert job["counts"]["succeeded"] == rows
+            body = web.get(f"/api/v1/jobs/{job['id']}/results", params={"format": "csv"}).text
+    finally:
+        run.stop()
+    result = list(csv.DictReader(io.StringIO(body)))
+    assert [r["name"] for r in result] == [f"n{i}" for i in range(rows)]
+    assert {r["ok"] for r in result} == {"true"}  # the service's JSON true, as CSV writes it
+    asked = Counter(r["path"].rsplit("=", 1)[1] for r in counting_server.requests)
+    assert asked == Counter(f"n{i}" for i in range(rows))  # each row once, none twice
+    assert 16 <= counting_server.httpd.state["max_inflight"] <= 32
