@@ -2,10 +2,11 @@
 
 A job's rows are split into chunks (ranges of row indexes). A worker loop claims one chunk with
 a lease (SKIP LOCKED on PostgreSQL; SQLite serialises writers so a plain claim is exclusive),
-processes its rows and releases it. Progress is committed at "sync points": one transaction that
-writes the finished rows' outputs (one multi-row UPDATE), bumps the job's counters, marks the
-next rows running (attempts + 1), renews the lease and reads the job's status, so pause and
-cancel are seen within a fraction of a second.
+processes its rows and releases it (an I/O processor's loop claims its next chunk while the
+last rows of one are in flight, and holds both until they drain). Progress is committed at
+"sync points": one transaction that writes the finished rows' outputs (one multi-row UPDATE),
+bumps the job's counters, marks the next rows running (attempts + 1), renews the lease and
+reads the job's status, so pause and cancel are seen within a fraction of a second.
 
 Recovery: a worker killed mid-chunk loses at most the rows it had started. Its chunk is taken
 over at once by a loop of the same machine (jobs/holders.py), else when the lease runs out; the
