@@ -162,8 +162,7 @@ else:
 CACHES["fragments"] = {
     "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
     "LOCATION": "fragments",
-    "TIMEOUT": 3600,
-    "OPTIONS": {"MAX_ENTRIES": 2000},
+    "OPTIONS": {"MAX_ENTRIES": 2000},  # the template keeps them with no expiry: bounded by count
 }
 
 # --- Auth, i18n, static, media ------------------------------------------------------------------

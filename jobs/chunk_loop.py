@@ -93,24 +93,21 @@ def process_chunk(
 ) -> ChunkRun:
     """Run the chunk's rows; return its run, synced. For an I/O processor, `next_chunk` (a claim)
     lets the loop start the next chunk's rows while this one's last rows are in flight: each
-    chunk it took is passed to `retire` once its rows are done, and the last one is returned."""
+    chunk done before the last is passed to `retire` (default: released), the last returned."""
     run, queue, to_input, run_group = _start(job, chunk, processor, plan, group_rows)
     if run.status == JobStatus.PROCESSING:
         if processor.io_bound:
+            next_feed = None
+            if next_chunk is not None:
 
-            def next_feed() -> _Feed | None:
-                taken = next_chunk() if next_chunk is not None else None
-                if taken is None:
-                    return None
-                started = _start(run.job, taken, processor, plan, group_rows)
-                return _Feed(started[0], started[1])
+                def next_feed() -> _Feed | None:
+                    taken = next_chunk()
+                    if taken is None:
+                        return None
+                    started = _start(run.job, taken, processor, plan, group_rows)
+                    return _Feed(started[0], started[1])
 
-            last = _run_threaded(
-                _Feed(run, queue),
-                to_input,
-                next_feed if next_chunk is not None else None,
-                retire,
-            )
+            last = _run_threaded(_Feed(run, queue), to_input, next_feed, retire or release_chunk)
             run = last.run
         else:
             group_max = _group_max()
@@ -201,7 +198,7 @@ def _run_threaded(
     first: _Feed,
     to_input: Callable[[_Item], RowInput],
     next_feed: Callable[[], _Feed | None] | None,
-    retire: Callable[[ChunkRun], None] | None,
+    retire: Callable[[ChunkRun], None],
 ) -> _Feed:
     """The rows of `first`, then of each chunk `next_feed` brings, on one pool of threads; return
     the last chunk's feed. A chunk's end would otherwise leave the threads idle while its last
@@ -285,8 +282,7 @@ def _run_threaded(
             # rows were all started, or a pause or cancel stopped them).
             for done_feed in [f for f in feeds[:-1] if not f.inflight]:
                 done_feed.run.sync([])
-                if retire is not None:
-                    retire(done_feed.run)
+                retire(done_feed.run)
                 feeds.remove(done_feed)
             if not inflight:
                 if stop.is_set() or (not feeds[-1].queue and next_feed is None):

@@ -120,6 +120,19 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
     began = time.monotonic()
     processor: Processor | None = None
     group_rows = CPU_GROUP_ROWS
+
+    def next_chunk() -> Chunk | None:
+        if time.monotonic() - began >= io_seconds:
+            return None
+        taken = claim_chunk(job_pk)
+        if taken is not None:
+            held.append(taken)
+        return taken
+
+    def retire(done: ChunkRun) -> None:
+        release_chunk(done)
+        held.remove(done.chunk)
+
     try:
         while True:
             chunk = claim_chunk(job.pk)
@@ -134,19 +147,6 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
                         owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
                     ),
                 )
-
-            def next_chunk() -> Chunk | None:
-                if time.monotonic() - began >= io_seconds:
-                    return None
-                taken = claim_chunk(job_pk)
-                if taken is not None:
-                    held.append(taken)
-                return taken
-
-            def retire(done: ChunkRun) -> None:
-                release_chunk(done)
-                held.remove(done.chunk)
-
             try:
                 run = process_chunk(
                     job, chunk, processor, plan, group_rows, next_chunk=next_chunk, retire=retire
