@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import template
@@ -18,6 +18,18 @@ register = template.Library()
 def segbar(segments: Any, small: bool = False) -> SafeString:
     """The bar of rows by state: `{% segbar segments %}` (charts.segbar_svg)."""
     return charts.segbar_svg(segments, small=small)
+
+
+# The live partial's times: what `date:'c'` and `date:'Y-m-d H:i:s'` give with TIME_ZONE = "UTC",
+# at a tenth of their cost per poll, and in UTC whatever TIME_ZONE says (the page writes "UTC").
+@register.filter
+def utc_iso(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value else ""
+
+
+@register.filter
+def utc_seconds(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 @register.filter

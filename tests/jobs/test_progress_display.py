@@ -145,3 +145,22 @@ def test_estimate_from_history_and_from_sample(alice):
     rows = [{"usage": {"total_tokens": 100}}, {"usage": {"total_tokens": 140}}, {"usage": None}]
     assert estimate.tokens(rows, 1000) == {"per_row": 120, "total": 120_000}
     assert estimate.tokens([{"usage": None}], 1000) is None
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_the_eta_is_written_in_utc_as_the_date_filter_writes_it_in_utc(settings, zone):
+    from datetime import UTC, datetime
+
+    from django.template.defaultfilters import date
+    from django.utils import timezone as tz
+
+    from jobs.templatetags.jobs_tags import utc_iso, utc_seconds
+
+    eta = datetime(2026, 12, 7, 23, 30, 5, 123456, tzinfo=UTC)
+    with tz.override("UTC"):
+        as_before = (date(eta, "c"), date(eta, "Y-m-d H:i:s"))
+    settings.TIME_ZONE = zone
+    with tz.override(zone):  # the page labels the ETA "UTC": it stays UTC whatever the zone
+        assert (utc_iso(eta), utc_seconds(eta)) == as_before
+    assert as_before == ("2026-12-07T23:30:05.123456+00:00", "2026-12-07 23:30:05")
+    assert utc_iso(None) == utc_seconds(None) == ""
