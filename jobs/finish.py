@@ -9,7 +9,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from . import livestatus, states
-from .models import Chunk, Job, JobStatus, Row, RowStatus
+from .models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from .syncpoint import _add_sample
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ def _cancel_leftovers_after_failure(job_pk: int) -> None:
 def recount(job: Job) -> dict[str, int]:
     counts = dict.fromkeys(("pending", "running", "succeeded", "failed", "cancelled"), 0)
     by_status = (
-        Row.objects.filter(job_id=job.pk).values_list("status").annotate(n=Count("index")).order_by()
+        Row.objects.filter(job_id=job.pk)
+        .values_list("status")
+        .annotate(n=Count("index"))
+        .order_by()
     )
     for status, n in by_status:
         counts[status] = n
@@ -92,9 +95,17 @@ def finalize(job_pk: int) -> Job | None:
         _add_sample(job, timezone.now())
         job.save(update_fields=[*counts, "samples", "updated_at"])
         job = states.transition(job, JobStatus.FINALIZING)
-        unfinished = job.failed + job.cancelled + job.pending + job.running
-        final = JobStatus.PARTIAL if unfinished else JobStatus.COMPLETED
+        final = _outcome(job)
         summary = f"{job.succeeded} succeeded, {job.failed} failed"
         if job.cancelled:
             summary += f", {job.cancelled} cancelled"
         return states.transition(job, final, message=summary + ".")
+
+
+def _outcome(job: Job) -> str:
+    """A job that was cancelled stays cancelled when a retry of its failed rows ends: the rows the
+    cancel left never ran, and "completed with failures" would say they had."""
+    if job.cancelled and JobEvent.objects.filter(job_id=job.pk, type="cancelled").exists():
+        return JobStatus.CANCELLED
+    unfinished = job.failed + job.cancelled + job.pending + job.running
+    return JobStatus.PARTIAL if unfinished else JobStatus.COMPLETED

@@ -24,7 +24,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     S.VALIDATING: frozenset({S.PROCESSING, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.PAUSED, S.FINALIZING, S.CANCELLED, S.FAILED}),
     S.PAUSED: frozenset({S.PROCESSING, S.CANCELLED, S.FAILED}),
-    S.FINALIZING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED}),
+    # Cancelled: a cancelled job's failed rows were retried; the rows the cancel left never ran.
+    S.FINALIZING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.CANCELLED}),
     # Retry sends a finished job with failed rows back to work.
     S.COMPLETED: frozenset(),
     S.PARTIAL: frozenset({S.PROCESSING}),

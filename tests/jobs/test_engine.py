@@ -240,6 +240,34 @@ def test_cancel_keeps_finished_outputs_and_cancels_the_rest(alice, settings):
         services.resume(job, actor="alice")
 
 
+def test_a_cancelled_job_whose_failed_rows_are_retried_ends_cancelled(
+    alice, settings, extra_processors
+):
+    settings.BATCHHUB_CHUNK_ROWS = 20
+    job = make_job(alice, rows_text(100), processor="flaky", concurrency=1)
+    loading.ingest(job.pk)
+    runner.work_once(job.pk)  # the first chunk: person7 and 17 fail, person3 and 13 wait
+    job = services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    job = drive(job)
+    assert (job.status, job.succeeded, job.failed, job.cancelled) == ("cancelled", 16, 2, 82)
+
+    monkey_ok = FlakyProcessor.run_one
+    FlakyProcessor.run_one = lambda self, row: base.RowResult.ok({"upper": "ok"})
+    try:
+        job = drive(services.retry(job, actor="alice"))
+    finally:
+        FlakyProcessor.run_one = monkey_ok
+    # The retried rows ran; the 82 rows the cancel left did not: still a cancelled job, not a
+    # partial one ("completed with failures").
+    assert (job.status, job.succeeded, job.failed, job.cancelled) == ("cancelled", 18, 0, 82)
+    assert job.finished_at is not None
+    assert list(JobEvent.objects.filter(job=job).values_list("type", flat=True))[-3:] == [
+        "retry",
+        "finalizing",
+        "cancelled",
+    ]
+
+
 def test_cancel_leaves_a_cpu_group_in_flight_to_finish_and_counts_stay_exact(
     alice, settings, monkeypatch
 ):
