@@ -45,7 +45,9 @@ SEGMENTS = (
     ("succeeded", "Succeeded"),
     ("failed", "Failed"),
     ("cancelled", "Cancelled"),
-    ("running", "In flight"),
+    # Not "in flight": a loop hands its threads a few rows each ahead, so more rows are started
+    # than run at once (the job's concurrency).
+    ("running", "Started"),
     ("pending", "Pending"),
 )
 

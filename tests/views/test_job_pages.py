@@ -184,6 +184,18 @@ def test_detail_of_a_queued_job_polls_and_offers_cancel(client_alice, job):
     assert 'data-testid="rate">—<' in body
 
 
+def test_started_rows_are_not_called_in_flight(client_alice, alice):
+    # An I/O job's loop hands its threads rows ahead: more are started than run at once, so the
+    # page says "started" and how many run at a time, never "in flight".
+    job = make_job(alice, rows_text(50), concurrency=4)
+    Job.objects.filter(pk=job.pk).update(status="processing", total=50, running=12, pending=38)
+    body = client_alice.get(_urls(job)["detail"]).content.decode()
+    assert "<dt>Started</dt>" in body and 'data-testid="in-flight">12<' in body
+    assert "4 at a time run, the others wait their turn" in body
+    assert "In flight" not in body
+    assert 'Started <strong data-testid="running">12</strong>' in body  # the bar's legend
+
+
 def test_progress_partial_while_active_then_286_when_done(client_alice, job, run_job):
     url = _urls(job)["progress"]
     response = client_alice.get(url, {"seen": "queued-0"}, **HTMX)
