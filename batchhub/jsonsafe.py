@@ -1,7 +1,8 @@
-"""JSON that comes from outside, read with bounds: nesting depth and finite numbers only.
+"""JSON that comes from outside, read with bounds: nesting depth, finite numbers, text only.
 
 The stdlib parser recurses once per nesting level (a value nested 10,000 deep ends in a
 RecursionError) and accepts NaN, Infinity and numbers like 1e400 that become float infinity,
+and `\ud800` (half of a character, a lone surrogate: no text at all, which no encoder writes),
 none of which is JSON another program (or PostgreSQL's jsonb) will read back. Every JSON that
 enters the system (request bodies, form fields, JSONL lines) goes through `loads` here instead.
 """
@@ -65,6 +66,14 @@ def _no_constant(name: str) -> Any:
 
 _SENTINEL = object()
 _TOO_DEEP = "is nested more than {} levels deep{{where}}"
+_NOT_TEXT = (
+    "holds \\u{:04x}{{where}}, half of a character (a lone surrogate): "
+    "strings must be valid Unicode text"
+)
+# Decoded text cannot hold a surrogate; only a JSON escape can put one in a string. A pair of
+# them is one character once parsed, so a surrogate left in a parsed string is a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _NON_FINITE = (
     "holds the number {}{{where}}; JSON numbers must be finite "
     "(no NaN or Infinity, and within a 64-bit float's range)"
@@ -98,7 +107,31 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     # Counting brackets is C-speed; the walk only runs when the text could be too deep.
     if text.count("[") + text.count("{") > max_depth and depth(value) > max_depth:
         raise _too_deep(text, max_depth)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        check_text(value)
     return value
+
+
+def check_text(value: Any) -> None:
+    """Refuse a string (or key) holding a lone surrogate, saying where (JSONLimitError)."""
+    stack: list[tuple[Any, list]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                raise JSONLimitError(_NOT_TEXT.format(ord(found.group())), path=path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                found = _SURROGATE.search(key)
+                if found:
+                    problem = _NOT_TEXT.format(ord(found.group())).replace(
+                        "{where}", " in a key{where}", 1
+                    )
+                    raise JSONLimitError(problem, path=path)
+                stack.append((child, [*path, key]))
+        elif isinstance(item, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(item))
 
 
 def depth(value: Any) -> int:
@@ -120,6 +153,7 @@ def depth(value: Any) -> int:
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Apply the same bounds to a value already in memory (e.g. rows built in Python)."""
+    check_text(value)
     stack: list[tuple[Any, int, list]] = [(value, 0, [])]
     while stack:
         item, level, path = stack.pop()
@@ -213,4 +247,11 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        # orjson also refuses half a character (a processor's output may hold one): it becomes
+        # U+FFFD, as a decoder's errors="replace" would write it, since no database stores it.
+        return valid_text(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD: text every encoder can write."""
+    return _SURROGATE.sub("\ufffd", text)

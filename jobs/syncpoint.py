@@ -82,7 +82,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         (
             d.status,
             None if d.output is None else jsonsafe.dumps(d.output),
-            d.error,
+            None if d.error is None else jsonsafe.valid_text(d.error),
             d.attempts,
             job_pk,
             d.index,

@@ -132,6 +132,47 @@ def test_non_finite_number_in_rows_is_a_400_naming_the_row(api_alice, literal, p
     assert Job.objects.count() == 0
 
 
+# --- 2b. half a character: a lone surrogate escape ------------------------------------------------
+# A JSON escape is the only way text can hold one; no encoder writes it, so every store and
+# renderer later failed on it (a 500 after the job was made, a job list that 500s for good).
+
+
+def test_lone_surrogate_in_jsonl_is_refused_with_its_line(api_alice):
+    body = b'{"name": "ann"}\n{"name": "b\\ud800b"}\n'
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "\\ud800", "name")
+    assert "lone surrogate" in first["message"]
+
+
+def test_an_emoji_as_an_escaped_pair_still_reads(api_alice):
+    body = b'{"name": "\\ud83d\\ude00 ann"}\n'
+    response = validate_file(api_alice, body, "in.jsonl")
+    assert response.status_code == 200 and response.json()["valid"] is True, response.json()
+    assert response.json()["preview"][0]["name"] == "\N{GRINNING FACE} ann"
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+@pytest.mark.parametrize(
+    "rows", ['[{"name": "a"}, {"name": "\\udc00"}]', '[{"name": "a"}, {"\\ud800": "x"}]']
+)
+def test_lone_surrogate_in_rows_is_a_400(api_alice, path, rows):
+    body = '{"processor": "template", "params": {"template": "{name}"}, "rows": ' + rows + "}"
+    response = api_alice.post(f"{API}/{path}", body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert "rows[1]" in error["message"] and "lone surrogate" in error["message"]
+    assert Job.objects.count() == 0
+
+
+def test_lone_surrogate_in_params_is_a_400_and_makes_no_job(api_alice):
+    response = create_file(api_alice, b"name\nann\n", params='{"template": "\\ud800"}')
+    error = assert_error(response, 400, "invalid_request")
+    assert "params" in error["message"] and "\\ud800" in error["message"]
+    body = '{"processor": "template", "params": {"template": "\\ud800"}, "rows": [{"a": "1"}]}'
+    response = api_alice.post(f"{API}/jobs", body, content_type="application/json")
+    assert "template" in assert_error(response, 400, "invalid_request")["message"]
+    assert Job.objects.count() == 0
+    assert api_alice.get(f"{API}/jobs").status_code == 200
+
+
 # --- 3. encodings -------------------------------------------------------------------------------
 
 

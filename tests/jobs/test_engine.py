@@ -154,6 +154,31 @@ def test_failed_and_retried_rows_end_partial_then_retry_fixes_them(alice, extra_
     assert JobEvent.objects.filter(job=job, type="retry", actor="alice").exists()
 
 
+class HalfCharacterProcessor(Processor):
+    """Outputs and errors holding half a character (a lone surrogate), as a buggy one might."""
+
+    name = "halfchar"
+    inputs = ["name"]
+    outputs = ["x"]
+
+    def process_row(self, row):
+        if row.inputs["name"].endswith("7"):
+            raise RowError("bad \udc00 row")
+        return {"x": row.inputs["name"] + "\ud800"}
+
+
+def test_half_characters_in_outputs_and_errors_are_stored_as_replacement_characters(
+    alice, monkeypatch
+):
+    # They used to fail the sync point's write every time, and the row ended "the worker died".
+    monkeypatch.setitem(base.registry(), "halfchar", HalfCharacterProcessor)
+    job = drive(make_job(alice, rows_text(20), processor="halfchar"))
+    assert (job.status, job.succeeded, job.failed) == (JobStatus.PARTIAL, 18, 2)
+    rows = {r["name"]: r for r in result_rows(job)}
+    assert rows["person1"]["x"] == "person1\ufffd"
+    assert rows["person17"]["_error"] == "bad \ufffd row"
+
+
 def test_retry_is_refused_while_processing_and_with_nothing_failed(alice):
     job = make_job(alice, rows_text(10))
     loading.ingest(job.pk)
