@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, QuotaExceeded, TooManyRows
@@ -208,20 +208,16 @@ def create_job(
             },
             source.upload,
         )
-        earlier = Job.objects.filter(
+        earlier = _earlier(user, idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier, False
+        # A key older than the window is free again (and only such a key: a job of a request
+        # racing this one keeps its key, and the unique constraint settles the race below).
+        Job.objects.filter(
             owner=user,
             idempotency_key=idempotency_key,
-            created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
-        ).first()
-        if earlier is not None:
-            if earlier.request_hash != fingerprint:
-                raise Conflict(
-                    "This Idempotency-Key was used with a different request.",
-                    code="idempotency_conflict",
-                )
-            return earlier, False
-        # A key older than the window is free again.
-        Job.objects.filter(owner=user, idempotency_key=idempotency_key).update(idempotency_key=None)
+            created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
+        ).update(idempotency_key=None)
 
     active = Job.objects.filter(owner=user, status__in=ACTIVE).count()
     if active >= settings.BATCHHUB_MAX_ACTIVE_JOBS:
@@ -273,15 +269,39 @@ def create_job(
         request_hash=fingerprint,
     )
     filename, content = source.as_file()
-    with transaction.atomic():
-        job.save()
-        job.input_file.save(filename, content, save=False)
-        job.save(update_fields=["input_file"])
-        states.record(
-            job,
-            "created",
-            f"Job created from {source.filename} ({report.row_count} rows) with {proc.name}.",
-            actor=actor,
-        )
-        transaction.on_commit(lambda: enqueue.start_ingest(job.pk))
+    try:
+        with transaction.atomic():
+            job.save()  # first: a key taken meanwhile fails here, before any file is written
+            job.input_file.save(filename, content, save=False)
+            job.save(update_fields=["input_file"])
+            states.record(
+                job,
+                "created",
+                f"Job created from {source.filename} ({report.row_count} rows) with {proc.name}.",
+                actor=actor,
+            )
+            transaction.on_commit(lambda: enqueue.start_ingest(job.pk))
+    except IntegrityError:
+        # The same key's request made its job between our look and our save: that job is the
+        # answer, as if this request had come second, which it did.
+        earlier = _earlier(user, idempotency_key, fingerprint) if idempotency_key else None
+        if earlier is None:
+            raise
+        return earlier, False
     return job, True
+
+
+def _earlier(user, idempotency_key: str, fingerprint: str) -> Job | None:
+    """The job made by an earlier request with this key within the window, if the request was
+    the same one; a different request with the key is a conflict."""
+    earlier = Job.objects.filter(
+        owner=user,
+        idempotency_key=idempotency_key,
+        created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
+    ).first()
+    if earlier is not None and earlier.request_hash != fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was used with a different request.",
+            code="idempotency_conflict",
+        )
+    return earlier

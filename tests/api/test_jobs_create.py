@@ -98,6 +98,36 @@ def test_same_idempotency_key_with_another_body_is_a_409(api_alice):
     assert Job.objects.count() == 1
 
 
+@pytest.mark.parametrize("same_body", [True, False])
+def test_a_request_racing_the_first_with_its_key_gets_the_first_job(
+    api_alice, monkeypatch, same_body
+):
+    # Two requests with one key at once: the second looked before the first's job was there.
+    # It used to free the key (its job lost it) and make a second job; the unique key now
+    # settles it, and the second gets the first job (or the conflict, for another body).
+    from jobs import creation
+
+    first = create_json(api_alice, [{"name": "ann"}], headers={"Idempotency-Key": "race"})
+    looked = []
+    real = creation._earlier
+
+    def not_there_yet(*args):
+        looked.append(args)
+        return None if len(looked) == 1 else real(*args)
+
+    monkeypatch.setattr(creation, "_earlier", not_there_yet)
+    rows = [{"name": "ann" if same_body else "bob"}]
+    again = create_json(api_alice, rows, headers={"Idempotency-Key": "race"})
+    if same_body:
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    else:
+        assert_error(again, 409, "idempotency_conflict")
+    assert len(looked) == 2
+    assert list(Job.objects.values_list("public_id", "idempotency_key")) == [
+        (first.json()["id"], "race")
+    ]
+
+
 def test_idempotency_keys_are_per_user(api_alice, api_bob):
     a = create_json(api_alice, [{"name": "ann"}], headers={"Idempotency-Key": "shared"})
     b = create_json(api_bob, [{"name": "ann"}], headers={"Idempotency-Key": "shared"})
