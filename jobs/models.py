@@ -163,12 +163,13 @@ class Job(models.Model):
     def rows_per_second(self) -> float:
         """Rate over the last ~30 s of samples (the recent rate, not the lifetime average)."""
         samples = self.samples or []
-        if len(samples) < 2:
+        # A paused, queued or finished job processes nothing now: no recent rate, as its page
+        # shows none (a finished one's average is its rows over its duration).
+        if len(samples) < 2 or self.status != JobStatus.PROCESSING:
             return 0.0
         last_t, last_done = samples[-1]
-        # A running job with no sample for 30 s is stalled: its recent rate is zero. A finished
-        # or paused job keeps the rate of its last stretch of work.
-        if self.status == JobStatus.PROCESSING and timezone.now().timestamp() - last_t > 30:
+        # A running job with no sample for 30 s is stalled: its recent rate is zero.
+        if timezone.now().timestamp() - last_t > 30:
             return 0.0
         first = next((s for s in samples if last_t - s[0] <= 30), samples[0])
         if first is samples[-1]:

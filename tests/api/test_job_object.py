@@ -117,6 +117,17 @@ def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job)
     assert TIMESTAMP.match(body["estimated_completion"])
 
 
+@pytest.mark.parametrize("status", [JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED])
+def test_a_job_not_processing_has_no_recent_rate_or_eta(api_alice, alice, new_job, status):
+    job = new_job(alice, "name\na\nb\nc\nd\n")
+    now = timezone.now().timestamp()
+    Job.objects.filter(pk=job.pk).update(
+        status=status, total=4, pending=3, succeeded=1, samples=[[now - 10, 0], [now, 1]]
+    )
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    assert (body["rows_per_second"], body["estimated_completion"]) == (0.0, None)
+
+
 def test_a_failed_job_carries_its_error(api_alice, alice, new_job):
     job = new_job(alice, "name\na\n")
     Job.objects.filter(pk=job.pk).update(
