@@ -78,9 +78,9 @@ def finalize(job_pk: int) -> Job | None:
     # must still match it, else it is counted again there.
     counted = recount(Job(pk=job_pk))
     with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job_pk)
-        if job.status != JobStatus.PROCESSING:
-            return None
+        job = Job.objects.select_for_update().filter(pk=job_pk).first()
+        if job is None or job.status != JobStatus.PROCESSING:
+            return None  # deleted meanwhile (its rows with it), or finished by another loop
         if Chunk.objects.filter(job_id=job.pk, done=False).exists():
             return None
         same = all(getattr(job, k) == v for k, v in counted.items())

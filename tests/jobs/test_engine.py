@@ -481,3 +481,14 @@ def test_finalize_corrects_counters_a_crash_left_wrong(alice, monkeypatch):
     assert finished.status == JobStatus.COMPLETED
     assert (finished.succeeded, finished.running, finished.pending) == (500, 0, 0)
     assert real_finalize(job.pk) is None  # exactly once
+
+
+def test_a_job_deleted_while_its_loop_finishes_ends_the_loop_quietly(alice):
+    # The loop's finalize used to raise DoesNotExist (an ERROR traceback in the worker's log).
+    job = make_job(alice, rows_text(5))
+    loading.ingest(job.pk)
+    counted = finish.recount(job)
+    Job.objects.filter(pk=job.pk).delete()
+    assert counted["pending"] == 5
+    assert finish.finalize(job.pk) is None
+    assert runner.work_once(job.pk).action == "stop"
