@@ -75,21 +75,35 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def throughput_svg(samples: Sequence[Sequence[float]], *, title: str = "Throughput") -> SafeString:
+def throughput_svg(
+    samples: Sequence[Sequence[float]],
+    *,
+    title: str = "Throughput",
+    average: tuple[float, float] | None = None,
+) -> SafeString:
     """An accessible inline SVG, or a short note when there is not enough data yet.
 
+    `average`: (rows per second, over seconds) for the summary, when the caller knows the job's
+    own (a finished job's, as its page states it); else the samples' first to last.
     Remembered for the samples it was drawn from: every open job page asks for the chart each
     second, and the samples change at most once a second (drawing 240 of them takes ~0.5 ms).
     """
-    return _drawn(tuple(tuple(sample) for sample in samples or ()), title)
+    return _drawn(tuple(tuple(sample) for sample in samples or ()), title, average)
 
 
 @lru_cache(maxsize=64)
-def _drawn(samples: tuple[tuple[float, ...], ...], title: str) -> SafeString:
-    return _draw(samples, title=title)
+def _drawn(
+    samples: tuple[tuple[float, ...], ...], title: str, average: tuple[float, float] | None
+) -> SafeString:
+    return _draw(samples, title=title, average=average)
 
 
-def _draw(samples: Sequence[Sequence[float]], *, title: str) -> SafeString:
+def _draw(
+    samples: Sequence[Sequence[float]],
+    *,
+    title: str,
+    average: tuple[float, float] | None = None,
+) -> SafeString:
     points = rates(samples or [])
     if not points:
         return format_html(
@@ -98,7 +112,9 @@ def _draw(samples: Sequence[Sequence[float]], *, title: str) -> SafeString:
     span = max(points[-1][0], 1.0)
     top = _nice(max(r for _, r in points))
     peak = max(r for _, r in points)
-    average = (float(samples[-1][1]) - float(samples[0][1])) / span if len(samples) > 1 else 0.0
+    if average is None:
+        rows = float(samples[-1][1]) - float(samples[0][1]) if len(samples) > 1 else 0.0
+        average = (rows / span, span)
     plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
 
@@ -112,8 +128,8 @@ def _draw(samples: Sequence[Sequence[float]], *, title: str) -> SafeString:
     end_x = PAD_LEFT + plot_w * (points[-1][0] / span)
     area = f"{PAD_LEFT:.1f},{base_y:.1f} {line} {end_x:.1f},{base_y:.1f}"
     summary = (
-        f"{title}: peak {_rate(peak)} rows per second, average {_rate(average)} rows per second "
-        f"over {_duration(span)}."
+        f"{title}: peak {_rate(peak)} rows per second, average {_rate(average[0])} rows per "
+        f"second over {_duration(average[1])}."
     )
     grid = "".join(
         format_html(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -118,6 +118,11 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Time spent working (processing or finalizing), pauses and the wait before a retry left out:
+    # what the page's duration and average rate and the estimates from history divide by. None
+    # for jobs started before it was kept: their duration is their span.
+    worked_seconds = models.FloatField(null=True, blank=True)
+    working_since = models.DateTimeField(null=True, blank=True)  # the current stretch's start
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
@@ -189,9 +194,19 @@ class Job(models.Model):
 
     @property
     def duration(self) -> timedelta | None:
+        return self.worked()
+
+    def worked(self, now: datetime | None = None) -> timedelta | None:
+        """Time spent working up to `now`; None before the job started."""
         if not self.started_at:
             return None
-        return (self.finished_at or timezone.now()) - self.started_at
+        now = now or timezone.now()
+        if self.worked_seconds is None:
+            return (self.finished_at or now) - self.started_at
+        seconds = self.worked_seconds
+        if self.working_since is not None:
+            seconds += (now - self.working_since).total_seconds()
+        return timedelta(seconds=max(0.0, seconds))
 
     @property
     def error(self) -> dict[str, str] | None:

@@ -164,7 +164,8 @@ def recent_rate(job: Job, now: float | None = None) -> float | None:
 
 
 def average_rate(job: Job) -> float | None:
-    """A finished job's rows processed per second of its run (pauses included)."""
+    """A finished job's rows processed per second of work (pauses and the wait before a retry
+    left out)."""
     duration = job.duration
     if duration is None or duration.total_seconds() <= 0:
         return None

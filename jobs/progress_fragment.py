@@ -104,6 +104,8 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     now = timezone.now()
     rate = progress.recent_rate(job, now.timestamp())
     eta_in = progress.eta(job, rate)
+    worked = job.worked(now)
+    average_rate = progress.average_rate(job) if job.is_terminal else None
     return {
         "job": job,
         "stages": progress.stages(job),
@@ -113,12 +115,16 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "processed": progress.processed(job),
         "percent": progress.percent_processed(job),
         "rate": rate,
-        "average_rate": progress.average_rate(job) if job.is_terminal else None,
+        "average_rate": average_rate,
         "eta": (now + eta_in) if eta_in else None,
         "eta_in": eta_in,
-        "duration": (job.finished_at or now) - job.started_at if job.started_at else None,
+        "duration": worked,
         "waiting_for": progress.waiting_for(job, now),
-        "chart": charts.throughput_svg(_chart_samples(job)),
+        # A finished job's chart states the same average as its counters.
+        "chart": charts.throughput_svg(
+            _chart_samples(job),
+            average=(average_rate, worked.total_seconds()) if average_rate and worked else None,
+        ),
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",

@@ -64,6 +64,21 @@ def record(
     return JobEvent.objects.create(job=job, type=type, message=message, actor=actor, data=data)
 
 
+WORKING = frozenset({S.PROCESSING, S.FINALIZING})
+
+
+def _count_work(job: Job, previous: str, target: str, now) -> None:
+    """A stretch of work starts on entering processing, and is added to the job's worked time on
+    leaving it for a pause or an end (a job started before this was kept has none to add to)."""
+    if job.worked_seconds is None:
+        return
+    if target in WORKING and previous not in WORKING:
+        job.working_since = now
+    elif previous in WORKING and target not in WORKING and job.working_since is not None:
+        job.worked_seconds += max(0.0, (now - job.working_since).total_seconds())
+        job.working_since = None
+
+
 def transition(
     job: Job | int,
     target: str,
@@ -93,6 +108,8 @@ def transition(
         locked.status = target
         if target == S.PROCESSING and locked.started_at is None:
             locked.started_at = now
+            locked.worked_seconds = 0.0
+        _count_work(locked, previous, target, now)
         if target in TERMINAL:
             locked.finished_at = now
             locked.expires_at = now + timedelta(days=settings.BATCHHUB_RETENTION_DAYS)

@@ -122,26 +122,33 @@ def test_column_guess_by_name_then_content():
 @pytest.mark.django_db
 def test_estimate_from_history_and_from_sample(alice):
     now = timezone.now()
+    finished = {
+        "owner": alice,
+        "processor": "sentiment",
+        "status": JobStatus.COMPLETED,
+        "started_at": now - timedelta(seconds=10),
+        "finished_at": now,
+    }
+    # Ten seconds for 3 rows: start-up, not a rate; it is left out.
+    Job.objects.create(**finished, total=3, succeeded=3, worked_seconds=10.0)
+    assert estimate.from_history(alice, "sentiment", 5000) is None
+    # 1,000 rows in 10 s without samples (done within one); then 2,000 in 1 s by its samples,
+    # with a minute's wait (a pause) between them left out.
+    Job.objects.create(**finished, total=1000, succeeded=990, failed=10, worked_seconds=10.0)
+    t = now.timestamp()
     Job.objects.create(
-        owner=alice,
-        processor="sentiment",
-        status=JobStatus.COMPLETED,
-        total=1000,
-        succeeded=990,
-        failed=10,
-        started_at=now - timedelta(seconds=10),
-        finished_at=now,
+        **finished, total=2000, succeeded=2000, samples=[[t - 62, 0], [t - 61, 2000], [t, 2000]]
     )
     got = estimate.from_history(alice, "sentiment", 5000)
-    assert got.rate == pytest.approx(100.0)
-    assert got.duration == timedelta(seconds=50)
-    assert got.source == "your last 1 sentiment job"
+    assert got.rate == pytest.approx(3000 / 11)
+    assert got.duration == timedelta(seconds=5000 / (3000 / 11))
+    assert got.source == "your last 2 sentiment jobs"
     assert estimate.from_history(alice, "llm", 5000) is None
 
     io = estimate.from_sample(1000, 10, 2.0, io_bound=True, concurrency=8)
     assert io.rate == pytest.approx(4.0)  # 8 side by side, 2 s each
-    cpu = estimate.from_sample(1000, 10, 0.5, io_bound=False, concurrency=8)
-    assert cpu.rate == pytest.approx(20.0)
+    # A CPU processor's few rows are mostly its start-up: no rate from them.
+    assert estimate.from_sample(1000, 10, 0.5, io_bound=False, concurrency=8) is None
     rows = [{"usage": {"total_tokens": 100}}, {"usage": {"total_tokens": 140}}, {"usage": None}]
     assert estimate.tokens(rows, 1000) == {"per_row": 120, "total": 120_000}
     assert estimate.tokens([{"usage": None}], 1000) is None
@@ -164,3 +171,40 @@ def test_the_eta_is_written_in_utc_as_the_date_filter_writes_it_in_utc(settings,
         assert (utc_iso(eta), utc_seconds(eta)) == as_before
     assert as_before == ("2026-12-07T23:30:05.123456+00:00", "2026-12-07 23:30:05")
     assert utc_iso(None) == utc_seconds(None) == ""
+
+
+@pytest.mark.django_db
+def test_worked_time_leaves_out_pauses_and_the_wait_before_a_retry(alice, monkeypatch):
+    from jobs import states
+    from tests.conftest import make_job, rows_text
+
+    start = timezone.now()
+    clock = {"at": start}
+    monkeypatch.setattr("django.utils.timezone.now", lambda: clock["at"])
+    job = make_job(alice, rows_text(3))
+
+    def at(seconds: float, status: str) -> Job:
+        clock["at"] = start + timedelta(seconds=seconds)
+        return states.transition(job.pk, status)
+
+    at(0, JobStatus.VALIDATING)
+    at(1, JobStatus.PROCESSING)
+    paused = at(11, JobStatus.PAUSED)
+    clock["at"] = start + timedelta(seconds=60)
+    assert paused.worked() == timedelta(seconds=10)  # a pause does not count
+    at(71, JobStatus.PROCESSING)
+    clock["at"] = start + timedelta(seconds=73)
+    assert Job.objects.get(pk=job.pk).worked() == timedelta(seconds=12)  # the stretch so far
+    at(75, JobStatus.FINALIZING)
+    done = at(76, JobStatus.PARTIAL)
+    assert done.worked() == timedelta(seconds=15)
+    # A retry an hour later: its own stretch is added, the hour is not.
+    at(3676, JobStatus.PROCESSING)
+    at(3679, JobStatus.FINALIZING)
+    done = at(3680, JobStatus.COMPLETED)
+    assert done.worked() == done.duration == timedelta(seconds=19)
+    Job.objects.filter(pk=job.pk).update(succeeded=3)
+    assert progress.average_rate(Job.objects.get(pk=job.pk)) == pytest.approx(3 / 19)
+    # A job started before worked time was kept: its span, as before.
+    Job.objects.filter(pk=job.pk).update(worked_seconds=None)
+    assert Job.objects.get(pk=job.pk).worked() == timedelta(seconds=3679)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs import runner, states
 from jobs.ingest import loading
@@ -441,3 +443,31 @@ def test_csrf_is_enforced_on_actions(alice, job):
     assert response.status_code == 403
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED
+
+
+def test_a_finished_job_states_one_average_and_a_paused_one_its_work_so_far(client_alice, alice):
+    # The chart's summary averaged its samples' span, the counter the job's whole span: two
+    # averages on one page. Both are now the rows over the time the job worked.
+    job = make_job(alice, rows_text(5))
+    t = timezone.now().timestamp()
+    Job.objects.filter(pk=job.pk).update(
+        status="completed",
+        total=30_000,
+        pending=0,
+        succeeded=30_000,
+        started_at=timezone.now() - timedelta(minutes=10),
+        finished_at=timezone.now(),
+        worked_seconds=4.0,
+        samples=[[t - 3, 5_000], [t - 2, 15_000], [t - 1, 25_000], [t, 30_000]],
+    )
+    body = client_alice.get(_urls(job)["detail"]).content.decode()
+    assert 'data-testid="average-rate">7,500 rows/s<' in body
+    assert "average 7,500 rows per second over 4 s." in body
+    assert 'data-testid="duration">4 s<' in body
+
+    Job.objects.filter(pk=job.pk).update(
+        status="paused", finished_at=None, pending=10_000, succeeded=20_000, worked_seconds=42.0
+    )
+    body = client_alice.get(_urls(job)["detail"]).content.decode()
+    assert '<dt>Worked for</dt><dd data-testid="worked">42 s<' in body
+    assert "Running for" not in body
