@@ -185,7 +185,11 @@ def _sample(
         started = time.monotonic()
         try:
             results = run_sample(
-                rows=rows, owner_id=request.user.pk, limit=SAMPLE_ROWS, **form.sample_arguments()
+                rows=rows,
+                owner_id=request.user.pk,
+                limit=SAMPLE_ROWS,
+                columns=list(draft.report.get("columns") or []),
+                **form.sample_arguments(),
             )
         except ParamsError as exc:
             error = str(exc)

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from .ingest.validation import missing_column_message
 from .processors.base import (
     ParamsError,
     Processor,
@@ -33,13 +34,15 @@ def run_sample(
     owner_id: int | None = None,
     limit: int = 10,
     timeout: float = 20.0,
+    columns: list[str] | None = None,
 ) -> list[dict]:
     """Process up to ``limit`` rows and return, for each,
     ``{"row": n (1-based), "input": {...}, "output": {...}|None, "error": str|None}``.
 
-    Raises ParamsError for an unknown processor or params that do not fit its schema (the same
-    errors creating the job would give). A row the job would retry (timeout, 429, 5xx) comes back
-    with its error and "(the job would retry this row)".
+    Raises ParamsError for an unknown processor, params that do not fit its schema, or a column
+    it reads that `columns` (the file's header) lacks: the same errors creating the job would
+    give, rather than rows that quietly miss a value. A row the job would retry (timeout, 429,
+    5xx) comes back with its error and "(the job would retry this row)".
     """
     cls = get_processor_class(processor_name)
     if cls is None:
@@ -54,6 +57,12 @@ def run_sample(
     processor = cls(
         params, context=ProcessorContext(owner_id=owner_id, job_id=None, concurrency=concurrency)
     )
+    if columns is not None:
+        for name in processor.required_columns(column_map):
+            if name not in columns:
+                processor.close()
+                message = missing_column_message(name, columns)
+                raise ParamsError(message, [{"param": "", "message": message}])
     inputs = [_row_input(cls, index, row, column_map) for index, row in enumerate(sample)]
     results: list[RowResult | None] = [None] * len(inputs)
     try:

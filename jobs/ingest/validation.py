@@ -218,13 +218,17 @@ def _check_header(
         id_column = None
     for name in required:
         if name not in info.columns:
-            errors.add(
-                1,
-                None,
-                f"The processor needs a column {_quote(name)}, but the header has none "
-                f"(the columns are {_column_list(info.columns)}).",
-            )
+            errors.add(1, None, missing_column_message(name, info.columns))
     return id_column
+
+
+def missing_column_message(name: str, columns: list[str]) -> str:
+    """What a job whose processor reads a column the header lacks is refused with (the sample
+    run of the new-job page says the same)."""
+    return (
+        f"The processor needs a column {_quote(name)}, but the header has none "
+        f"(the columns are {_column_list(columns)})."
+    )
 
 
 def validate(

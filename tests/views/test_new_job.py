@@ -307,6 +307,25 @@ def test_try_on_first_rows(client_alice):
     assert "Hi Bob" in without_js.content.decode() and "<html" in without_js.content.decode()
 
 
+def test_a_sample_names_a_column_the_file_lacks_as_start_would(client_alice):
+    # It used to run 10 rows with an empty output and no word: the misspelled column only came
+    # out on Start.
+    token = _token(_upload(client_alice))
+    data = {
+        "draft": token,
+        "processor": "template",
+        "params_for": "template",
+        "param-template": "Hi {frist} {name}",
+        "action": "sample",
+    }
+    body = client_alice.post(reverse("jobs:new"), data, **HTMX).content.decode()
+    said = "The processor needs a column &quot;frist&quot;, but the header has none"
+    assert said in body
+    assert "Hi  Ann" not in body and "<tbody>" not in body
+    started = client_alice.post(reverse("jobs:new"), {**data, "action": "start"})
+    assert said in started.content.decode() and not Job.objects.exists()
+
+
 def test_sample_rows_keep_one_cell_per_output_when_a_row_fails(client_alice):
     # JSONL: the second row has no "text", so the sample fails it and the others succeed.
     text = '{"text": "I love it"}\n{"other": "x"}\n{"text": "I hate it"}\n'
