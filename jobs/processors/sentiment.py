@@ -19,7 +19,8 @@ class SentimentProcessor(Processor):
     title = "Sentiment (VADER)"
     description = (
         "Scores the sentiment of a text column offline with VADER: a compound score from -1 "
-        "(most negative) to 1 (most positive) and a positive / neutral / negative label."
+        "(most negative) to 1 (most positive) and a positive / neutral / negative label. "
+        "A row whose text is empty fails (\"The text is empty.\") rather than read neutral."
     )
     inputs = ["text"]
     outputs = ["sentiment_label", "sentiment_score"]
@@ -40,10 +41,12 @@ class SentimentProcessor(Processor):
 
     def process_row(self, row: RowInput) -> dict[str, Any]:
         text = row.inputs.get("text")
-        if text is None:
-            raise RowError("The text is empty.")
-        if not isinstance(text, str):
+        if text is not None and not isinstance(text, str):
             text = str(text)
+        # An empty cell (a CSV has no missing ones) has no sentiment: "neutral 0.0" would be a
+        # score made up for a row that has nothing to score.
+        if text is None or not text.strip():
+            raise RowError("The text is empty.")
         score = _analyzer().polarity_scores(text)["compound"]
         threshold = self.params["threshold"]
         label = (

@@ -126,6 +126,17 @@ def test_sentiment_job_labels_rows(alice):
     assert float(rows[0]["sentiment_score"]) > 0.5 > -0.5 > float(rows[1]["sentiment_score"])
 
 
+def test_sentiment_fails_an_empty_text_rather_than_calling_it_neutral(alice):
+    text = 'id,text\n1,I love it\n2,\n3,"   "\n'
+    job = drive(make_job(alice, text, processor="sentiment"))
+    assert (job.status, job.succeeded, job.failed) == (JobStatus.PARTIAL, 1, 2)
+    assert [(r["sentiment_label"], r["_error"]) for r in result_rows(job)] == [
+        ("positive", ""),
+        ("", "The text is empty."),
+        ("", "The text is empty."),
+    ]
+
+
 def test_failed_and_retried_rows_end_partial_then_retry_fixes_them(alice, extra_processors):
     job = drive(make_job(alice, rows_text(40), processor="flaky"))
     assert job.status == JobStatus.PARTIAL
