@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from .models import ACTIVE, TERMINAL, Job, JobStatus
+from .models import ACTIVE, TERMINAL, Job, JobEvent, JobStatus
 
 STAGES = [
     ("queued", "Queued"),
@@ -84,10 +84,13 @@ def percent_processed(job: Job) -> float:
 
 
 def _stop_stage(job: Job) -> int:
-    """Where a cancelled or failed job stopped: processing once it started, else reading."""
+    """Where a cancelled or failed job stopped: processing once it started, reading the file
+    once that began (its timeline says so; `total` is only known at the end of the reading)."""
     if job.started_at is not None:
         return 2
-    return 1 if job.total or job.status == JobStatus.FAILED else 0
+    if job.total or job.status == JobStatus.FAILED:
+        return 1
+    return 1 if JobEvent.objects.filter(job_id=job.pk, type="validating").exists() else 0
 
 
 def stages(job: Job) -> list[dict[str, Any]]:

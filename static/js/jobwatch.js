@@ -34,6 +34,12 @@
         ? d.percent + "% · " + d.statusLabel + " · " + baseTitle
         : d.statusLabel + " · " + baseTitle;
       watchJob(d.job, d.status, d.name, d.summary, window.location.href);
+      // A job that ended while watched has nothing left to notify of.
+      if (!isActive(d.status)) {
+        document.querySelectorAll("[data-notify-button]").forEach(function (button) {
+          button.hidden = true;
+        });
+      }
     }
     var rows = document.querySelectorAll("tr[data-job][data-status]");
     if (rows.length) {
@@ -51,6 +57,8 @@
   function setUpButtons() {
     document.querySelectorAll("[data-notify-button]").forEach(function (button) {
       if (!("Notification" in window) || Notification.permission === "denied") return;
+      var progress = document.getElementById("progress");
+      if (progress && progress.dataset.status && !isActive(progress.dataset.status)) return;
       var done = function () {
         button.textContent = "Notifications on";
         button.disabled = true;

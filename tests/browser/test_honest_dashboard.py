@@ -69,13 +69,18 @@ def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
 ):
     job = make_job(alice, _big(20_000), name="cancel-me")
     login()
+    page.context.grant_permissions(["notifications"], origin=live_server.url)
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
     page.wait_for_function(
         "() => document.querySelector('#job-progress').value > 0", timeout=60_000
     )
+    notify = page.locator("[data-notify-button]")
+    assert notify.is_visible() and notify.inner_text() == "Notifications on"
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel job").click()
     wait_for_status(page, "Cancelled")
+    # Ended while watched: nothing left to notify of (the button stayed until a reload).
+    notify.wait_for(state="hidden")
     page.wait_for_timeout(500)
     page.reload()
     job.refresh_from_db()
@@ -112,6 +117,10 @@ def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
     last = page.locator(".stepper [aria-current=step]")
     assert last.get_attribute("data-stage") == "done"
     assert "Cancelled" in last.inner_text()
+    # The line into the end from the step not reached is dashed like it, not a travelled green.
+    line = last.evaluate("el => getComputedStyle(el, '::before').backgroundImage")
+    assert line.startswith("repeating-linear-gradient"), line
+    assert page.locator("[data-notify-button]").count() == 0
 
     # A finished job shows how long it took and its average rate, not a live rate or an ETA.
     assert page.get_by_test_id("duration").is_visible()

@@ -47,7 +47,8 @@ def test_segments_never_exceed_the_bar():
     assert sum(s.percent for s in progress.segments(job)) <= 100.0
 
 
-def test_stepper_of_a_cancelled_job_shows_where_it_stopped():
+@pytest.mark.django_db
+def test_stepper_of_a_cancelled_job_shows_where_it_stopped(alice):
     started = _job(status=JobStatus.CANCELLED, started_at=timezone.now())
     assert _stages(started) == {
         "queued": "done",
@@ -59,6 +60,13 @@ def test_stepper_of_a_cancelled_job_shows_where_it_stopped():
     never_started = _job(status=JobStatus.CANCELLED, total=0)
     assert _stages(never_started)["queued"] == "cancelled"
     assert _stages(never_started)["validating"] == "skipped"
+    # Cancelled while its file was read (its rows not counted yet): it stopped at reading, as
+    # its timeline says, not in the queue.
+    reading = Job.objects.create(owner=alice, processor="template", status=JobStatus.CANCELLED)
+    reading.events.create(type="validating", message="Reading the file.")
+    assert _stages(reading)["queued"] == "done"
+    assert _stages(reading)["validating"] == "cancelled"
+    assert _stages(reading)["processing"] == "skipped"
     ingest_failed = _job(status=JobStatus.FAILED, total=0)
     assert _stages(ingest_failed)["validating"] == "failed"
     partial = _job(status=JobStatus.PARTIAL)
