@@ -270,7 +270,11 @@ class Client:
         stream: bool,
         body: bytes | None = None,
     ) -> Response:
-        merged = {**self.headers, **(headers or {})}
+        # Case-insensitive: the caller's "user-agent" replaces the default "User-Agent" rather
+        # than going out beside it.
+        merged = urllib3.HTTPHeaderDict(self.headers)
+        for name, value in (headers or {}).items():
+            merged[name] = value
         if json_body is not None:
             try:
                 body = json.dumps(
@@ -308,9 +312,7 @@ class Client:
         body: bytes | None = None,
     ) -> Iterator[Response]:
         """The answer with its body unread: read it with iter_bytes(), as much as wanted."""
-        response = self._send(
-            method, url, headers=headers, json_body=None, stream=True, body=body
-        )
+        response = self._send(method, url, headers=headers, json_body=None, stream=True, body=body)
         try:
             yield response
         finally:
@@ -324,5 +326,3 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-

@@ -38,6 +38,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    names: list[str] = field(default_factory=list)  # every header name sent, as sent
 
     def json(self):
         return json.loads(self.body)
@@ -66,7 +67,12 @@ def receiver():
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             index = len(state.requests)
             state.requests.append(
-                Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    list(self.headers.keys()),
+                )
             )
             status = state.statuses[min(index, len(state.statuses) - 1)]
             payload = b"ok" if status < 300 else b"receiver says no"

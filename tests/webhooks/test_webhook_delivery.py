@@ -52,7 +52,9 @@ def test_receiver_gets_signed_event_that_verifies(run_task, receiver, make_job, 
     assert req.headers["webhook-id"] == "msg_test1"
     assert abs(int(req.headers["webhook-timestamp"]) - time.time()) < 60
     assert req.headers["content-type"] == "application/json"
-    assert req.headers["user-agent"].startswith("BatchHub")
+    # One user-agent, the one docs/webhooks.md names (the client's own was sent beside it).
+    assert req.headers["user-agent"] == "BatchHub-Webhooks/1.0"
+    assert [n.lower() for n in req.names].count("user-agent") == 1
 
     event = req.json()
     assert event["type"] == "job.completed"
