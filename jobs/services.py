@@ -66,7 +66,10 @@ def row_index(row_id: str | int) -> int:
     text = str(row_id)
     number = text[4:] if text.startswith("row_") else text
     if not number.isdigit() or int(number) < 1:
-        raise APIError(f"'{row_id}' is not a row id (row ids look like row_12).")
+        raise APIError(
+            f"'{row_id}' is not a row: name a row by its number, as row objects give it "
+            "(12), or as row_12."
+        )
     return int(number) - 1
 
 
