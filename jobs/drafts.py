@@ -96,10 +96,11 @@ def from_upload(user, upload: File) -> Draft:
     if report.row_count == 0:
         # Nothing a job could run: said once, at the upload, not on a preview with a Start button.
         delete(user, token)
+        # Not "nothing to process": the first error may be a file unreadable from its line 2.
         first = report.errors[0] if report.errors else {}
         where = f"Line {first['line']}: " if first.get("line") else ""
         message = f"{where}{first['message']}" if first else "The file has a header but no rows."
-        raise APIError(f"Nothing to process. {message}")
+        raise APIError(f"No job can be made from this file. {message}")
     save_report(user, token, report)
     draft.report = report_data(report)
     return draft

@@ -159,12 +159,18 @@ def new_job(request: HttpRequest) -> HttpResponse:
     except APIError as exc:
         loose = form.add_errors(exc.details)
         details = exc.details if isinstance(exc.details, dict) else {}
+        message = str(exc.detail)
+        # The file's own problems are listed once, in the preview's box of them.
+        shown = draft.report.get("errors") or []
+        errors = [e for e in details.get("errors") or [] if e not in shown]
+        if details.get("errors") and not errors:
+            message = "This file cannot become a job: see the problems in the file below."
         context = _context(
             request,
             draft,
             form,
-            error_message=str(exc.detail),
-            errors=details.get("errors") or [],
+            error_message=message,
+            errors=errors,
             loose_errors=[m for m in loose if m != str(exc.detail)],
         )
         return render(request, "jobs/new.html", context, status=exc.status_code)

@@ -43,8 +43,16 @@ def test_a_file_without_rows_is_refused_at_step_one(client_alice):
     response = _upload(client_alice, b"name,text\n")
     assert response.status_code == 400
     body = response.content.decode()
-    assert "Nothing to process." in body
+    assert "No job can be made from this file. Line 2: The file has a header but no" in body
     assert 'data-testid="start"' not in body
+
+
+def test_a_file_that_cannot_be_read_says_so_not_that_it_is_empty(client_alice):
+    response = _upload(client_alice, b'name,text\nann,"never closed\nbob,x\n')
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "No job can be made from this file. Line 2: " in body
+    assert "never closed" in body or "quote" in body, body
 
 
 def test_cancelled_job_does_not_read_as_done(client_alice, alice, run_job):

@@ -397,3 +397,21 @@ def test_login_page_renders(client):
     body = client.get(reverse("login")).content.decode()
     assert 'name="username"' in body and 'name="password"' in body
     assert '<label for="id_username">' in body
+
+
+def test_start_on_a_file_with_problems_lists_them_once(client_alice):
+    # They were listed twice: at the top as the refusal's details, and in the preview's box.
+    ragged = "name,text\nann,hi\nbob,too,many\ncy,ok\n"
+    token = _token(_upload(client_alice, ragged, name="ragged.csv"))
+    data = {
+        "draft": token,
+        "processor": "template",
+        "params_for": "template",
+        "param-template": "Hi {name}",
+        "action": "start",
+    }
+    response = client_alice.post(reverse("jobs:new"), data)
+    body = response.content.decode()
+    assert response.status_code == 400 and not Job.objects.exists()
+    assert body.count("<li>Line 3, column 3:") == 1, body
+    assert "see the problems in the file below" in body
