@@ -184,6 +184,9 @@ def test_detail_of_a_queued_job_polls_and_offers_cancel(client_alice, job):
     # A queued job says what it waits for, and shows no rate or ETA yet.
     assert "Waiting for a worker to read the input file." in body
     assert 'data-testid="rate">—<' in body
+    # Its rows are not counted yet: not "0 of 0 rows processed".
+    assert "the rows are counted as the file is read" in body
+    assert "of <strong" not in body
 
 
 def test_started_rows_are_not_called_in_flight(client_alice, alice):
