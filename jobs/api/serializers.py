@@ -334,7 +334,11 @@ class JobCreateJSONSerializer(_JobInputBase):
 
 
 class JobCreateFormSerializer(_JobInputBase):
-    file = serializers.FileField(help_text="CSV, gzip-compressed CSV, or JSONL.")
+    # An empty file is input that is not valid: the ingest's check says so as for any other
+    # file (400 invalid_csv, or a validation report), not DRF's field error.
+    file = serializers.FileField(
+        allow_empty_file=True, help_text="CSV, gzip-compressed CSV, or JSONL."
+    )
     params = JSONObjectStringField(
         required=False, default=dict, help_text="The processor's params as a JSON string."
     )

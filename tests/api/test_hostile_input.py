@@ -317,3 +317,9 @@ def test_a_long_string_before_deep_nesting_is_located_fast(api_alice):
     first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "nested")
     assert first["column"] == 1
     assert time.monotonic() - started < 5
+
+
+def test_an_empty_file_is_invalid_input_like_any_other(api_alice):
+    # It was DRF's field error (invalid_request, details.file), and validate answered 400.
+    first = assert_refused_file(api_alice, b"", "in.csv", None, "The file is empty")
+    assert first["column"] is None
