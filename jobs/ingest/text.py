@@ -268,8 +268,9 @@ def _mostly_utf8(sample: bytes) -> bool:
     text = sample.decode("utf-8", "surrogateescape")
     bad = sum(1 for ch in text if "\udc80" <= ch <= "\udcff")
     wide = sum(1 for ch in text if "\x80" <= ch and not "\udc80" <= ch <= "\udcff")
-    # A multi-byte character cut at the sample's end is not a bad byte.
-    return wide > 0 and bad <= max(3, wide // 10) and wide > bad
+    # A multi-byte character cut at the sample's end is not a bad byte. A tie (one é, one stray
+    # byte) is UTF-8 too: its valid character is what legacy text almost never holds.
+    return wide > 0 and bad <= max(3, wide // 10) and wide >= bad
 
 
 def decode_sample(sample: bytes, encoding: str, complete: bool) -> str:

@@ -202,6 +202,15 @@ def test_utf8_after_a_cp1252_start_is_refused_with_its_line(api_alice):
     assert "mixes encodings" in first["message"]
 
 
+def test_one_utf8_character_then_one_stray_byte_names_the_byte_not_the_start(api_alice):
+    # One é near the start and one bad byte thousands of lines on: the file was read as cp1252
+    # and refused for "line 2 is UTF-8 text, but the start of the file is not".
+    lines = ["id,name", "1,café", *(f"{i},plain" for i in range(3, 3002))]
+    body = "\n".join(lines).encode() + b"\n3002,bad \xff\n"
+    first = assert_refused_file(api_alice, body, "in.csv", 3002, "Line 3002", "utf-8", "0xFF")
+    assert "start of the file" not in first["message"]
+
+
 def test_plain_cp1252_file_still_reads(api_alice):
     body = "name,city\nann,Café\nbob,Köln\n".encode("cp1252")
     report = validate_file(api_alice, body).json()
