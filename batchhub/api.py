@@ -56,6 +56,22 @@ class FileTooLarge(APIError):
     default_detail = "The upload is larger than the limit."
 
 
+class LengthRequired(APIError):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    error_code = "length_required"
+    default_detail = "Send the body with a Content-Length header (chunked uploads are not read)."
+
+
+def raise_if_chunked(meta: dict[str, Any]) -> None:
+    """Django reads a WSGI body only as far as its declared length: a chunked one (no
+    Content-Length) reads as empty, which would be answered as if nothing had been sent."""
+    if (
+        not (meta.get("CONTENT_LENGTH") or "").strip().isdigit()
+        and "chunked" in (meta.get("HTTP_TRANSFER_ENCODING") or "").lower()
+    ):
+        raise LengthRequired()
+
+
 class QuotaExceeded(APIError):
     """A limit that frees up with time (active jobs): a 429 with the seconds to wait."""
 

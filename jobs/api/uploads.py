@@ -13,19 +13,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from batchhub.api import APIError
+from batchhub.api import LengthRequired
 
 from .. import links, uploads
 from ..models import Upload
 from ..representation import API_PREFIX, base_url, utc
 from .schema import COMMON_ERRORS, error_response
 from .serializers import UTCDateTimeField
-
-
-class LengthRequired(APIError):
-    status_code = status.HTTP_411_LENGTH_REQUIRED
-    error_code = "length_required"
-    default_detail = "Send the body with a Content-Length header (chunked uploads are not read)."
 
 
 class UploadCreateSerializer(serializers.Serializer):

@@ -21,7 +21,13 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from batchhub.api import APIError, FileTooLarge, LimitOffsetPagination, error_body
+from batchhub.api import (
+    APIError,
+    FileTooLarge,
+    LimitOffsetPagination,
+    error_body,
+    raise_if_chunked,
+)
 from batchhub.parsers import BoundedJSONParser
 
 from .. import creation, input_shapes, poll, results, services
@@ -134,6 +140,7 @@ class JobViewSet(viewsets.GenericViewSet):
 
     def _input(self, request: Request, *, validate: bool = False) -> dict[str, Any]:
         """The job input (files included), checked against the serializer for its media type."""
+        raise_if_chunked(request.META)
         is_json = (request.content_type or "").split(";")[0].strip().lower() == "application/json"
         if is_json:
             length = int(request.META.get("CONTENT_LENGTH") or 0)

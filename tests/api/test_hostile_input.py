@@ -332,3 +332,19 @@ def test_an_empty_file_is_invalid_input_like_any_other(api_alice):
     # It was DRF's field error (invalid_request, details.file), and validate answered 400.
     first = assert_refused_file(api_alice, b"", "in.csv", None, "The file is empty")
     assert first["column"] is None
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+def test_a_chunked_body_is_411_not_a_missing_field(api_alice, path):
+    # Django reads no further than Content-Length: a chunked body read as empty, and the answer
+    # was "processor: This field is required" / "No file was submitted".
+    response = api_alice.generic(
+        "POST",
+        f"{API}/{path}",
+        b"",
+        content_type="multipart/form-data; boundary=x",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert_error(response, 411, "length_required")
+    assert Job.objects.count() == 0
