@@ -241,6 +241,21 @@ def record_attempt(
     )
 
 
+# A cancel lets the rows already running finish (API.md): the job.cancelled event waits this long
+# at most for them, so that the job object it carries holds the final counts.
+SETTLE_SECONDS = 30.0
+SETTLE_EVERY = 0.5
+
+
+def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | None:
+    """Seconds to wait before the first attempt of a job.cancelled event while rows of the job
+    are still running, or None to send now."""
+    if event_type != "job.cancelled" or time.time() - waiting_since >= SETTLE_SECONDS:
+        return None
+    running = Job.objects.filter(pk=job_pk).values_list("running", flat=True).first()
+    return SETTLE_EVERY if running else None
+
+
 def run_attempt(
     job_pk: int, event_type: str, webhook_id: str, attempt_number: int, first_attempt_at: float
 ) -> float | None:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from jobs import states, webhooks
-from jobs.models import JobEvent, UserSettings
+from jobs.models import Job, JobEvent, UserSettings
 from jobs.webhook_tasks import deliver_webhook
 
 
@@ -264,3 +264,46 @@ def test_payload_is_compact_json_and_parses(make_job):
     body = webhooks.encode(webhooks.build_event(job, "job.completed"))
     assert json.loads(body)["job"]["id"] == job.public_id
     assert b", " not in body.split(b'"data"')[0]
+
+
+def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
+    run_task, receiver, make_job, allow_loopback, monkeypatch
+):
+    # A cancel lets rows already running finish: the event used to go out at once, its job
+    # object saying "running": 1000 and counts that changed after it.
+    from jobs import webhooks
+
+    job = make_job(rows=10, status="cancelled", webhook_url=receiver.url)
+    Job.objects.filter(pk=job.pk).update(running=4, succeeded=2, cancelled=4, pending=0)
+    checks = []
+    real = webhooks.settle_delay
+
+    def the_rows_finish_at_the_third_look(*args):
+        checks.append(args)
+        if len(checks) == 3:
+            Job.objects.filter(pk=job.pk).update(running=0, succeeded=6)
+        return real(*args)
+
+    monkeypatch.setattr(webhooks, "settle_delay", the_rows_finish_at_the_third_look)
+    run_task(job.pk, "job.cancelled", "msg_settle")
+
+    assert len(checks) == 3 and len(receiver.requests) == 1
+    sent = receiver.requests[0].json()["job"]
+    assert (sent["status"], sent["counts"]["running"], sent["counts"]["succeeded"]) == (
+        "cancelled",
+        0,
+        6,
+    )
+    attempts = [e.data["attempt"] for e in events(job) if e.type == "webhook.delivered"]
+    assert attempts == [1]  # the waits are not attempts
+
+
+def test_the_wait_ends_after_a_bound_if_rows_never_finish(monkeypatch, make_job):
+    from jobs import webhooks
+
+    job = make_job(rows=2, status="cancelled")
+    Job.objects.filter(pk=job.pk).update(running=2)
+    now = time.time()
+    assert webhooks.settle_delay(job.pk, "job.cancelled", now) == webhooks.SETTLE_EVERY
+    assert webhooks.settle_delay(job.pk, "job.cancelled", now - webhooks.SETTLE_SECONDS) is None
+    assert webhooks.settle_delay(job.pk, "job.completed", now) is None
