@@ -53,9 +53,13 @@ def from_history(user, processor: str, rows: int) -> Estimate | None:
     done = seconds = 0.0
     jobs = 0
     for job in finished:
+        processed = job.succeeded + job.failed
         measured, span = working_span(job.samples or [])
-        if not span:  # done within a sample's interval: its rows over its worked time
-            measured, span = job.succeeded + job.failed, job.worked().total_seconds()
+        # The samples give the steady rate when they cover most of the job; a long job keeps
+        # only its recent ones (thinned beyond GAP_S apart), and a slow processor's commits can
+        # be further apart than that: then its rows over the time it worked, start-up included.
+        if measured < processed / 2 or not span:
+            measured, span = processed, job.worked().total_seconds()
         if measured >= MIN_MEASURED_ROWS and span > 0:
             done += measured
             seconds += span

@@ -71,7 +71,12 @@ def _count_work(job: Job, previous: str, target: str, now) -> None:
     """A stretch of work starts on entering processing, and is added to the job's worked time on
     leaving it for a pause or an end (a job started before this was kept has none to add to)."""
     if job.worked_seconds is None:
-        return
+        if previous in TERMINAL and target in WORKING and job.started_at and job.finished_at:
+            # A job finished before worked time was kept, retried: its span was its work, and
+            # from now on the wait before this retry is left out like any other.
+            job.worked_seconds = max(0.0, (job.finished_at - job.started_at).total_seconds())
+        else:
+            return
     if target in WORKING and previous not in WORKING:
         job.working_since = now
     elif previous in WORKING and target not in WORKING and job.working_since is not None:

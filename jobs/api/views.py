@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 from rest_framework import status, viewsets
@@ -204,13 +203,8 @@ class JobViewSet(viewsets.GenericViewSet):
             idempotency_key=key,
             actor=services.actor_for(request),
         )
-        try:
-            job, created = creation.create_job(request.user, **kwargs)
-        except IntegrityError:
-            if key is None:
-                raise
-            # Two requests with the same key raced; the first one's job exists now.
-            job, created = creation.create_job(request.user, **kwargs)
+        # Two requests racing with one key are settled inside create_job.
+        job, created = creation.create_job(request.user, **kwargs)
         input_shapes.after_create(data, source)
         response = self._respond(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         response["Location"] = job_links(job.public_id, request)["self"]

@@ -151,6 +151,17 @@ def test_estimate_from_history_and_from_sample(alice):
     assert got.rate == pytest.approx(3000 / 11)
     assert got.duration == timedelta(seconds=5000 / (3000 / 11))
     assert got.source == "your last 2 sentiment jobs"
+    # A long slow job whose samples kept only its last stretch: its rows over its worked time.
+    Job.objects.create(
+        **finished,
+        total=14_400,
+        succeeded=14_400,
+        worked_seconds=7200.0,
+        samples=[[t - 1, 14_000], [t, 14_002]],
+    )
+    assert estimate.from_history(alice, "sentiment", 5000).rate == pytest.approx(
+        (3000 + 14_400) / (11 + 7200)
+    )
     assert estimate.from_history(alice, "llm", 5000) is None
 
     io = estimate.from_sample(1000, 10, 2.0, io_bound=True, concurrency=8)
@@ -214,5 +225,10 @@ def test_worked_time_leaves_out_pauses_and_the_wait_before_a_retry(alice, monkey
     Job.objects.filter(pk=job.pk).update(succeeded=3)
     assert progress.average_rate(Job.objects.get(pk=job.pk)) == pytest.approx(3 / 19)
     # A job started before worked time was kept: its span, as before.
-    Job.objects.filter(pk=job.pk).update(worked_seconds=None)
+    Job.objects.filter(pk=job.pk).update(worked_seconds=None, status=JobStatus.PARTIAL)
     assert Job.objects.get(pk=job.pk).worked() == timedelta(seconds=3679)
+    # Retried a day later: its span counts as work, the day does not.
+    at(3679 + 86_400, JobStatus.PROCESSING)
+    at(3679 + 86_402, JobStatus.FINALIZING)
+    again = at(3679 + 86_403, JobStatus.COMPLETED)
+    assert again.worked() == timedelta(seconds=3679 + 3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -21,6 +22,7 @@ from jobs import chunk_loop, results
 from jobs.models import Job, Row
 
 BEFORE = [("jobs", "0003_faults_chunk_holder")]
+STARTED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 # The current layout: 0004 and every migration after it (0005 adds the jobs' worked time).
 V2 = "latest"
 
@@ -74,6 +76,8 @@ def old_job():
         columns=["a", "b"],
         status="partial",
         total=len(OLD_ROWS),
+        started_at=STARTED,
+        finished_at=STARTED + timedelta(seconds=100),
     )
     OldRow.objects.bulk_create(
         OldRow(
@@ -117,7 +121,7 @@ def test_old_rows_read_back_the_same_after_the_migration(old_job):
     # The download of the migrated job, as a user gets it.
     job = Job.objects.get(pk=old_job)
     # Its worked time was not kept: its duration is its span, as before.
-    assert job.worked_seconds is None and job.started_at is None and job.duration is None
+    assert job.worked_seconds is None and job.duration == timedelta(seconds=100)
     table = _csv(job)
     assert table[0] == ["a", "b", "text", "_status", "_error"]
     assert table[1] == ["Zoë", 'say "hi"\tnow', "line\nbreak \\ ünï", "succeeded", ""]

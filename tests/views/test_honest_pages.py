@@ -206,7 +206,7 @@ def test_estimate_from_finished_jobs(client_alice, alice, run_job):
             reverse("jobs:new_params"), {"draft": token, "processor": processor}
         ).content.decode()
 
-    assert "none of your finished template jobs ran long enough" in estimate_for("template")
+    assert "no finished template job of yours has measured a rate" in estimate_for("template")
     # A big one: its rate while it worked (the samples), not its wait before a retry.
     t = timezone.now().timestamp()
     big = make_job(alice, "name\na\n")
@@ -222,7 +222,7 @@ def test_estimate_from_finished_jobs(client_alice, alice, run_job):
         r"2 rows at about 10,000 rows/s\s+\(measured on your last 1 template job\)",
         estimate_for("template"),
     )
-    assert "none of your finished sentiment jobs" in estimate_for("sentiment")
+    assert "no finished sentiment job of yours" in estimate_for("sentiment")
 
 
 def test_styled_500_and_favicon(client_alice, monkeypatch):
