@@ -90,11 +90,13 @@ def _sentinel_float(text: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
-def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool = False) -> Any:
     """json.loads that refuses nesting deeper than `max_depth` and numbers that are not finite.
 
     Raises json.JSONDecodeError for text that is not JSON and JSONLimitError (also a ValueError)
     for the bounds, with the place (path of keys and indexes, and the character) when known.
+    `replace_halves`: a lone surrogate becomes U+FFFD instead (an outside service's answer,
+    which the sender cannot fix, rather than input a person can).
     """
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
@@ -108,7 +110,27 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     if text.count("[") + text.count("{") > max_depth and depth(value) > max_depth:
         raise _too_deep(text, max_depth)
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
-        check_text(value)
+        # Escaped pairs (an emoji as Python's json.dumps writes it) are common: orjson refuses a
+        # lone half at C speed, so the walk in Python only runs when it does.
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError:
+            if replace_halves:
+                return with_valid_text(value)
+            check_text(value)
+    return value
+
+
+def with_valid_text(value: Any) -> Any:
+    """`value` with every lone surrogate in its strings and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list):
+        return [with_valid_text(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            valid_text(k) if isinstance(k, str) else k: with_valid_text(v) for k, v in value.items()
+        }
     return value
 
 
@@ -247,8 +269,13 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        # orjson also refuses half a character (a processor's output may hold one): it becomes
-        # U+FFFD, as a decoder's errors="replace" would write it, since no database stores it.
+        pass
+    # orjson also refuses half a character (a processor's output may hold one): it becomes
+    # U+FFFD, as a decoder's errors="replace" would write it, since no database stores it.
+    try:
+        replaced = with_valid_text(value)
+        return orjson.dumps(replaced, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
         return valid_text(json.dumps(value, ensure_ascii=False, default=str))
 
 

@@ -190,7 +190,7 @@ class Response:
 
     def json(self) -> Any:
         # Bounded: an answer nested thousands deep is a ValueError (a row error), not a crash.
-        return jsonsafe.loads(self.content)
+        return jsonsafe.loads(self.content, replace_halves=True)
 
     def iter_bytes(self, chunk_size: int = 65_536) -> Iterator[bytes]:
         """The body, decompressed, piece by piece (streamed answers)."""
@@ -231,12 +231,13 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ):
         size = max(1, int(concurrency))
-        self.headers = {
-            "User-Agent": DEFAULT_USER_AGENT,
-            "Accept": "*/*",
-            "Accept-Encoding": _ACCEPT_ENCODING,
-            **(headers or {}),
-        }
+        # Case-insensitive throughout: a caller's "user-agent" replaces the default rather than
+        # going out beside it.
+        self.headers = urllib3.HTTPHeaderDict(
+            {"User-Agent": DEFAULT_USER_AGENT, "Accept": "*/*", "Accept-Encoding": _ACCEPT_ENCODING}
+        )
+        for name, value in (headers or {}).items():
+            self.headers[name] = value
         # No retries here (callers retry with backoff); redirects only if asked for.
         # Authorization and cookies are dropped when a redirect leaves the host (urllib3's default).
         self._retries = urllib3.Retry(
@@ -270,8 +271,6 @@ class Client:
         stream: bool,
         body: bytes | None = None,
     ) -> Response:
-        # Case-insensitive: the caller's "user-agent" replaces the default "User-Agent" rather
-        # than going out beside it.
         merged = urllib3.HTTPHeaderDict(self.headers)
         for name, value in (headers or {}).items():
             merged[name] = value
@@ -282,7 +281,8 @@ class Client:
                 ).encode()
             except ValueError as exc:
                 raise BodyError(f"The body cannot be sent as JSON: {exc}") from None
-            merged["Content-Type"] = "application/json"
+            if "Content-Type" not in merged:  # a caller's own (merge-patch+json…) stays
+                merged["Content-Type"] = "application/json"
         raw = self._pool.request(
             method,
             url,

@@ -426,12 +426,16 @@ def _parse_object(content: str) -> dict[str, Any]:
     if fenced:
         text = fenced.group(1).strip()
     try:
-        value = jsonsafe.loads(text)
+        value = jsonsafe.loads(text, replace_halves=True)
     except ValueError:
         # Chatty models wrap the object in a sentence: try the outermost braces before giving up.
         start, end = text.find("{"), text.rfind("}")
         try:
-            value = jsonsafe.loads(text[start : end + 1]) if 0 <= start < end else None
+            value = (
+                jsonsafe.loads(text[start : end + 1], replace_halves=True)
+                if 0 <= start < end
+                else None
+            )
         except ValueError:
             value = None
         if value is None:

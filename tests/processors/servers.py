@@ -101,6 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
+            "raw_headers": list(self.headers.items()),  # as sent: a name twice shows here
             "json": parsed,
             "client_port": self.client_address[1],  # one per connection
         }
@@ -371,6 +372,8 @@ class EchoHandler(_Handler):
             self.send(500, "oops")
         elif path == "/text":
             self.send(200, "plain words, not JSON")
+        elif path == "/half":  # half of a character, and a whole one written as a pair
+            self.send(200, '{"name": "b\\ud800d", "face": "\\ud83d\\ude00"}')
         elif path == "/deep":
             self.send(200, '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}")
         elif path == "/slow":

@@ -159,3 +159,25 @@ def test_retry_after_parsing_and_dotted_paths():
     doc = {"a": {"b": [{"c": 1}, {"c": 2}]}}
     assert dotted_get(doc, "a.b.1.c") == 2 and dotted_get(doc, "a.b.-1.c") == 2
     assert dotted_get(doc, "a.x.c") is None and dotted_get(doc, "a.b.c") is None
+
+
+def test_half_a_character_in_an_answer_is_replaced_not_a_failed_row(echo_server):
+    # A service's answer is nothing the user can fix: the half becomes U+FFFD (it used to fail
+    # the sync point's write every time, then was refused as "not JSON").
+    proc = http(url=echo_server.url + "/half", fields={"name": "name", "face": "face"})
+    result = proc.run_one(make_row({}))
+    assert result.error is None, result.error
+    assert result.output == {"name": "b\ufffdd", "face": "\N{GRINNING FACE}"}
+
+
+def test_headers_merge_whatever_their_case(echo_server):
+    proc = http(
+        method="POST",
+        url=echo_server.url + "/echo",
+        headers={"user-agent": "my-agent/1", "content-type": "application/merge-patch+json"},
+        body={"a": "{a}"},
+    )
+    assert proc.run_one(make_row({"a": "1"})).error is None
+    sent = echo_server.requests[0]["raw_headers"]
+    assert [v for k, v in sent if k.lower() == "user-agent"] == ["my-agent/1"]
+    assert [v for k, v in sent if k.lower() == "content-type"] == ["application/merge-patch+json"]

@@ -1,0 +1,53 @@
+"""batchhub.jsonsafe and half characters (lone surrogates): refused in input, replaced in output."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from batchhub import jsonsafe
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"a": "x\\ud800"}', "at a"),
+        ('{"a": [1, {"b": "\\udc00"}]}', "at a[1].b"),
+        ('{"\\ud800": 1}', "in a key"),
+    ],
+)
+def test_a_lone_half_is_refused_saying_where(text, where):
+    with pytest.raises(jsonsafe.JSONLimitError) as caught:
+        jsonsafe.loads(text)
+    assert where in str(caught.value) and "lone surrogate" in str(caught.value)
+
+
+def test_pairs_and_escaped_backslashes_are_text():
+    assert jsonsafe.loads('"\\ud83d\\ude00"') == "\N{GRINNING FACE}"
+    assert jsonsafe.loads('"\\\\ud800"') == "\\ud800"  # a backslash, then letters
+
+
+def test_an_answer_gets_its_halves_replaced():
+    value = jsonsafe.loads('{"\\ud800k": ["x\\udc00", "\\ud83d\\ude00"]}', replace_halves=True)
+    assert value == {"\ufffdk": ["x\ufffd", "\N{GRINNING FACE}"]}
+
+
+def test_an_output_holding_a_half_is_written_as_orjson_writes_the_rest():
+    when = datetime(2026, 12, 7, 11, 0, tzinfo=UTC)
+    text = jsonsafe.dumps({"at": when, "name": "b\ud800d"})
+    assert json.loads(text) == {"at": "2026-12-07T11:00:00+00:00", "name": "b\ufffdd"}
+
+
+def test_escaped_pairs_cost_a_c_parse_not_a_walk(monkeypatch):
+    # Python's json.dumps writes every emoji as an escaped pair, so such JSONL lines are common:
+    # they are checked by orjson's parse, far cheaper than a walk in Python, and only a
+    # line orjson refuses is walked.
+    walked = []
+    monkeypatch.setattr(jsonsafe, "check_text", walked.append)
+    line = json.dumps({"name": "Zoë 😀", "text": "great 👍", "n": [1, 2, 3]})
+    assert jsonsafe.loads(line)["name"] == "Zoë 😀"
+    assert walked == []
+    jsonsafe.loads('{"a": "\\ud800"}')
+    assert walked == [{"a": "\ud800"}]
