@@ -102,6 +102,16 @@ def test_same_idempotency_key_with_another_body_is_a_409(api_alice):
 def test_a_request_racing_the_first_with_its_key_gets_the_first_job(
     api_alice, monkeypatch, same_body
 ):
+    _race(api_alice, monkeypatch, same_body)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_race_is_settled_outside_a_test_transaction_too(api_alice, monkeypatch):
+    # As a server runs it: no outer transaction, the insert's own atomic block rolls back.
+    _race(api_alice, monkeypatch, True)
+
+
+def _race(api_alice, monkeypatch, same_body: bool) -> None:
     # Two requests with one key at once: the second looked before the first's job was there.
     # It used to free the key (its job lost it) and make a second job; the unique key now
     # settles it, and the second gets the first job (or the conflict, for another body).
