@@ -450,6 +450,7 @@ def test_sample_run_picks_the_column_marks_errors_and_fits(page, live_server, lo
     # Every column is on screen: nothing cut off, nothing to scroll sideways to.
     wrap = page.locator("#sample .table-wrap")
     assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")
-    assert page.get_by_test_id("sample-estimate").inner_text().startswith("From this sample:")
+    # A CPU processor's 10 rows are mostly its start-up: no time is claimed from them.
+    assert page.get_by_test_id("sample-estimate").count() == 0
     page.locator("#sample").scroll_into_view_if_needed()
     screenshot(page, "new-job-sample.png")
