@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_admin --url "http://$(HOST):$(PORT)/"
 	$(BIN)/python manage.py recover_work
-	BATCHHUB_BIND="$(HOST):$(PORT)" PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho start -f Procfile
+	BATCHHUB_BIND="$(HOST):$(PORT)" PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/python -m batchhub.runall start -f Procfile
 
 # The Debian packages and the Python ones are fetched at the same time: on a fresh machine both
 # mostly wait on the network.

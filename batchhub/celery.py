@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
@@ -48,6 +49,16 @@ def _lower_priority(**_kwargs) -> None:
 def _freeze_startup_objects(**_kwargs) -> None:
     # What a pool process loaded after the fork, frozen too.
     settle_collector()
+
+
+@worker_process_init.connect
+def _outlive_a_group_sigterm(**_kwargs) -> None:
+    # A stop signals the worker's whole process group (honcho, systemd's default kill mode):
+    # a pool process killed by it mid-task leaves its rows in flight to be taken over as after a
+    # crash, each counting the stop as an attempt. Celery's children already ignore SIGINT for
+    # the same reason; the main process's warm shutdown lets the task end, then stops the pool
+    # (a cold one, or a kill, still ends them with SIGKILL).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # A worker waits this long for SQLite's write lock: giving up fails a task mid-chunk, which costs

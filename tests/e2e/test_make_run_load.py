@@ -98,8 +98,10 @@ def assert_every_row_once(web: httpx.Client, job_id: str, rows: int) -> None:
 
 def settled(job: dict) -> bool:
     c = job["counts"]
-    return c["pending"] == 0 and c["running"] == 0 and (
-        c["succeeded"] + c["failed"] + c["cancelled"] == c["total"]
+    return (
+        c["pending"] == 0
+        and c["running"] == 0
+        and (c["succeeded"] + c["failed"] + c["cancelled"] == c["total"])
     )
 
 
@@ -220,6 +222,11 @@ def test_ctrl_c_mid_job_and_make_run_again_finishes_every_row_once(tmp_path):
         job = wait(web, job["id"], lambda j: j["status"] in TERMINAL, 600, "finished after restart")
         assert job["status"] == "completed" and job["counts"]["succeeded"] == ROWS, job
         assert_every_row_once(web, job["id"], ROWS)
+        # The stop let the worker finish its rows in flight: nothing was taken over as after a
+        # crash (each such row counted the stop as an attempt, and one at its last failed).
+        events = web.get(f"/api/v1/jobs/{job['id']}/events", params={"limit": 500}).json()
+        assert [e for e in events["results"] if e["type"] == "recovered"] == [], events
+        assert "sending SIGKILL" not in run.log()
     finally:
         if poller is not None:
             poller.stop.set()

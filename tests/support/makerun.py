@@ -70,8 +70,9 @@ class MakeRun:
             time.sleep(0.5)
         raise AssertionError("make run did not serve the site: " + self.log()[-3000:])
 
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, what Ctrl-C does: honcho stops web, worker and beat."""
+    def stop(self, timeout: float = 90) -> None:
+        """SIGTERM, what Ctrl-C does: honcho stops web, worker and beat (the worker's running
+        tasks end first: batchhub/runall.py)."""
         if self.proc is None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
