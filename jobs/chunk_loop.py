@@ -14,6 +14,7 @@ from queue import Empty, SimpleQueue
 import orjson
 from django.db import connection
 
+from . import livestatus
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowInput, RowResult
@@ -28,6 +29,8 @@ SQLITE_GROUP_MAX = 1000
 GROUP_SECONDS = 0.25
 SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
+# A thread about to start a row asks the job's live status (the cache) at most this often.
+STOP_CHECK_SECONDS = 0.05
 
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
@@ -194,6 +197,42 @@ class _Feed:
 _NOT_STARTED = object()
 
 
+class _StopWatch:
+    """Whether the job was paused or cancelled, from the live status the web publishes.
+
+    The loop learns it at its next sync point (up to SYNC_INTERVAL away), and meanwhile every
+    thread that finished a row would start one of those queued behind it: a request made after
+    the person pressed Pause or Cancel, perhaps a paid one. A thread about to start a row asks
+    here; the cache is read at most every STOP_CHECK_SECONDS for all threads together.
+    """
+
+    def __init__(self, public_id: str, stop: threading.Event):
+        self.public_id = public_id
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.checked = time.monotonic()
+
+    def stopped(self) -> bool:
+        if self.stop.is_set():
+            return True
+        now = time.monotonic()
+        with self.lock:
+            if now - self.checked < STOP_CHECK_SECONDS:
+                return False
+            self.checked = now
+        stored = livestatus.load(self.public_id)
+        if stored is not None:
+            try:
+                status = orjson.loads(stored[1]).get("status")
+            except (orjson.JSONDecodeError, AttributeError):
+                status = None
+            if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+                # The loop's next sync point reads the status from the database and ends.
+                self.stop.set()
+                return True
+        return False
+
+
 def _run_threaded(
     first: _Feed,
     to_input: Callable[[_Item], RowInput],
@@ -209,6 +248,7 @@ def _run_threaded(
     run = first.run
     job, processor, threads = run.job, run.processor, run.plan.threads
     stop = threading.Event()
+    watch = _StopWatch(job.public_id, stop)
     limiter = None
     if job.rate_limit:
 
@@ -224,7 +264,7 @@ def _run_threaded(
     def call(item: _Item):
         # Rows are marked running in groups ahead of the pool; one that has not begun when a
         # pause arrives goes back to pending untouched.
-        if stop.is_set():
+        if watch.stopped():
             return _NOT_STARTED
         if limiter is not None:
             limiter()

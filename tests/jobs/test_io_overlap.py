@@ -134,3 +134,50 @@ def test_a_loop_that_loses_the_database_with_two_chunks_gives_both_back(io_job, 
     assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
     # Rows finished but not committed when the connection went are done again, nothing twice.
     assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) <= {1, 2}
+
+
+class Started(Processor):
+    """50 ms a row; row 8 publishes the job as paused (what the web's pause publishes) as it
+    begins, as if the person pressed Pause then; each row's start time is kept."""
+
+    name = "started"
+    inputs = ["name"]
+    outputs = ["upper"]
+    io_bound = True
+    starts: dict[int, float] = {}
+    paused_at: list[float] = []
+    job: Job | None = None
+    event_id = 0
+
+    def process_row(self, row):
+        Started.starts[row.index] = time.monotonic()
+        if row.index == 8:
+            from jobs import livestatus
+
+            paused = Started.job
+            paused.status = JobStatus.PAUSED
+            livestatus.publish(paused, Started.event_id)
+            Started.paused_at.append(time.monotonic())
+        time.sleep(0.05)
+        return {"upper": row.inputs["name"].upper()}
+
+
+def test_no_row_starts_once_the_pause_is_published(alice, monkeypatch):
+    # The loop learns of a pause at its next sync point; until then each thread that finished
+    # a row started one queued behind it: requests made after Pause or Cancel was pressed.
+    from jobs import chunk_loop
+
+    monkeypatch.setattr(chunk_loop, "STOP_CHECK_SECONDS", 0.0)
+    monkeypatch.setitem(base.registry(), "started", Started)
+    Started.starts, Started.paused_at = {}, []
+    job = make_job(alice, rows_text(40), processor="started", concurrency=4)
+    loading.ingest(job.pk)
+    Started.job = Job.objects.get(pk=job.pk)
+    Started.event_id = job.events.order_by("-pk").values_list("pk", flat=True).first()
+    runner.work_once(job.pk)
+    (paused_at,) = Started.paused_at
+    assert [i for i, at in Started.starts.items() if at > paused_at] == []
+    # Nothing lost: what did not start is pending again, nothing is left running.
+    job = Job.objects.get(pk=job.pk)
+    assert job.running == 0 and job.succeeded == len(Started.starts)
+    assert job.pending == 40 - len(Started.starts)
