@@ -308,11 +308,13 @@ class ChunkRun:
                     message=(
                         f"The service answered 'slow down' (429 or quota) "
                         f"{job.throttle_streak} times in a row; "
-                        f"paused, resuming by itself in {int(wait_s)} s."
+                        f"paused; it resumes by itself once {int(wait_s)} s have passed "
+                        "(at the next periodic check)."
                     ),
+                    # The reaper resumes it at its first run after resume_at (beat's interval).
                     pause_reason=(
-                        "Auto-paused: the service kept answering 429 (rate limited). Resumes at "
-                        f"{(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC."
+                        "Auto-paused: the service kept answering 429 (rate limited). Resumes "
+                        f"soon after {(now + timedelta(seconds=wait_s)):%H:%M:%S} UTC."
                     ),
                     resume_at=now + timedelta(seconds=wait_s),
                     throttle_streak=0,

@@ -387,6 +387,11 @@ def test_run_of_rate_limited_answers_auto_pauses_then_the_reaper_resumes(
     assert job.status == JobStatus.PAUSED
     assert "429" in job.pause_reason and job.resume_at > timezone.now() + timedelta(seconds=80)
     assert JobEvent.objects.filter(job=job, type="auto_paused").exists()
+    # It resumes at the reaper's first run after resume_at: the words promise no exact second.
+    event = JobEvent.objects.get(job=job, type="auto_paused")
+    assert "resumes by itself once" in event.message and "(at the next periodic check)" in (
+        event.message
+    )
     assert reaper.reap()["resumed"] == 0  # not yet
     assert reaper.reap(now=job.resume_at + timedelta(seconds=1))["resumed"] == 1
     job.refresh_from_db()
