@@ -117,7 +117,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool
         except orjson.JSONDecodeError:
             if replace_halves:
                 return with_valid_text(value)
-            check_text(value)
+            check_value(value, max_depth=max_depth)
     return value
 
 
@@ -132,28 +132,6 @@ def with_valid_text(value: Any) -> Any:
             valid_text(k) if isinstance(k, str) else k: with_valid_text(v) for k, v in value.items()
         }
     return value
-
-
-def check_text(value: Any) -> None:
-    """Refuse a string (or key) holding a lone surrogate, saying where (JSONLimitError)."""
-    stack: list[tuple[Any, list]] = [(value, [])]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, str):
-            found = _SURROGATE.search(item)
-            if found:
-                raise JSONLimitError(_NOT_TEXT.format(ord(found.group())), path=path)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                found = _SURROGATE.search(key)
-                if found:
-                    problem = _NOT_TEXT.format(ord(found.group())).replace(
-                        "{where}", " in a key{where}", 1
-                    )
-                    raise JSONLimitError(problem, path=path)
-                stack.append((child, [*path, key]))
-        elif isinstance(item, list):
-            stack.extend((child, [*path, i]) for i, child in enumerate(item))
 
 
 def depth(value: Any) -> int:
@@ -174,14 +152,20 @@ def depth(value: Any) -> int:
 
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
-    """Apply the same bounds to a value already in memory (e.g. rows built in Python)."""
-    check_text(value)
+    """Apply the same bounds to a value already in memory (e.g. rows built in Python); also the
+    walk that says where a parsed text's lone surrogate is."""
     stack: list[tuple[Any, int, list]] = [(value, 0, [])]
     while stack:
         item, level, path = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise JSONLimitError(_NON_FINITE.format(item), path=path)
+        if isinstance(item, str):
+            _refuse_halves(item, path)
+            continue
         if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str):
+                    _refuse_halves(key, path, in_key=True)
             pairs = list(item.items())
         elif isinstance(item, list):
             pairs = list(enumerate(item))
@@ -190,6 +174,15 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
         if level + 1 > max_depth:
             raise JSONLimitError(_TOO_DEEP.format(max_depth), path=path)
         stack.extend((child, level + 1, [*path, key]) for key, child in pairs)
+
+
+def _refuse_halves(text: str, path: list, *, in_key: bool = False) -> None:
+    found = _SURROGATE.search(text)
+    if found:
+        problem = _NOT_TEXT.format(ord(found.group()))
+        if in_key:
+            problem = problem.replace("{where}", " in a key{where}", 1)
+        raise JSONLimitError(problem, path=path)
 
 
 def format_path(path: list[str | int]) -> str:

@@ -45,9 +45,15 @@ def test_escaped_pairs_cost_a_c_parse_not_a_walk(monkeypatch):
     # they are checked by orjson's parse, far cheaper than a walk in Python, and only a
     # line orjson refuses is walked.
     walked = []
-    monkeypatch.setattr(jsonsafe, "check_text", walked.append)
+    monkeypatch.setattr(jsonsafe, "check_value", lambda value, **_: walked.append(value))
     line = json.dumps({"name": "Zoë 😀", "text": "great 👍", "n": [1, 2, 3]})
     assert jsonsafe.loads(line)["name"] == "Zoë 😀"
     assert walked == []
     jsonsafe.loads('{"a": "\\ud800"}')
     assert walked == [{"a": "\ud800"}]
+
+
+def test_values_built_in_python_are_walked_once_and_take_any_key():
+    jsonsafe.check_value({1: "a", "b": ["c"]})  # an int key is no text to check
+    with pytest.raises(jsonsafe.JSONLimitError, match="at b\\[0\\]"):
+        jsonsafe.check_value({"b": ["x\ud800"]})
