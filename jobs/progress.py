@@ -166,10 +166,10 @@ def recent_rate(job: Job, now: float | None = None) -> float | None:
     return rows / seconds
 
 
-def average_rate(job: Job) -> float | None:
+def average_rate(job: Job, worked: timedelta | None = None) -> float | None:
     """A finished job's rows processed per second of work (pauses and the wait before a retry
-    left out)."""
-    duration = job.duration
+    left out); `worked`: the job's worked time when the caller has it already."""
+    duration = worked if worked is not None else job.duration
     if duration is None or duration.total_seconds() <= 0:
         return None
     return processed(job) / duration.total_seconds()

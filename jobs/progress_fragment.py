@@ -105,7 +105,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     rate = progress.recent_rate(job, now.timestamp())
     eta_in = progress.eta(job, rate)
     worked = job.worked(now)
-    average_rate = progress.average_rate(job) if job.is_terminal else None
+    average_rate = progress.average_rate(job, worked) if job.is_terminal else None
     return {
         "job": job,
         "stages": progress.stages(job),
