@@ -285,14 +285,7 @@ def test_new_job_end_to_end(client_alice, alice, run_job):
 
 
 def test_try_on_first_rows(client_alice):
-    token = _token(_upload(client_alice))
-    data = {
-        "draft": token,
-        "processor": "template",
-        "params_for": "template",
-        "param-template": "Hi {name}",
-        "action": "sample",
-    }
+    data = _template_form(_token(_upload(client_alice)), "Hi {name}", "sample")
     response = client_alice.post(reverse("jobs:new"), data, **HTMX)
     assert response.status_code == 200
     text = response.content.decode()
@@ -307,17 +300,20 @@ def test_try_on_first_rows(client_alice):
     assert "Hi Bob" in without_js.content.decode() and "<html" in without_js.content.decode()
 
 
-def test_a_sample_names_a_column_the_file_lacks_as_start_would(client_alice):
-    # It used to run 10 rows with an empty output and no word: the misspelled column only came
-    # out on Start.
-    token = _token(_upload(client_alice))
-    data = {
+def _template_form(token: str, template: str, action: str) -> dict[str, str]:
+    return {
         "draft": token,
         "processor": "template",
         "params_for": "template",
-        "param-template": "Hi {frist} {name}",
-        "action": "sample",
+        "param-template": template,
+        "action": action,
     }
+
+
+def test_a_sample_names_a_column_the_file_lacks_as_start_would(client_alice):
+    # It used to run 10 rows with an empty output and no word: the misspelled column only came
+    # out on Start.
+    data = _template_form(_token(_upload(client_alice)), "Hi {frist} {name}", "sample")
     body = client_alice.post(reverse("jobs:new"), data, **HTMX).content.decode()
     said = "The processor needs a column &quot;frist&quot;, but the header has none"
     assert said in body
@@ -403,13 +399,7 @@ def test_start_on_a_file_with_problems_lists_them_once(client_alice):
     # They were listed twice: at the top as the refusal's details, and in the preview's box.
     ragged = "name,text\nann,hi\nbob,too,many\ncy,ok\n"
     token = _token(_upload(client_alice, ragged, name="ragged.csv"))
-    data = {
-        "draft": token,
-        "processor": "template",
-        "params_for": "template",
-        "param-template": "Hi {name}",
-        "action": "start",
-    }
+    data = _template_form(token, "Hi {name}", "start")
     response = client_alice.post(reverse("jobs:new"), data)
     body = response.content.decode()
     assert response.status_code == 400 and not Job.objects.exists()
