@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, QuotaExceeded, TooManyRows
 
-from . import enqueue, states
+from . import credentials, enqueue, states
 from . import ingest as ingest_mod
 from .models import ACTIVE, Job, JobStatus
 from .processor_setup import check_column_map, processor_for
@@ -131,6 +131,7 @@ def validate_input(
         proc.check_destinations()
     except ParamsError as exc:
         raise APIError(str(exc), details={"params": [str(exc)]}) from None
+    check_credentials(user, proc)
     column_map = check_column_map(proc, column_map)
     report = source.report(
         id_column=id_column or None,
@@ -138,6 +139,15 @@ def validate_input(
         max_rows=settings.BATCHHUB_MAX_ROWS,
     )
     return report, proc
+
+
+def check_credentials(user, proc: Processor) -> None:
+    """Refuse params naming a saved credential the user has not got (or cannot use), as a
+    param error: found at once, not when every row has failed."""
+    problems = credentials.unusable(getattr(user, "pk", None), proc.credential_refs())
+    if problems:
+        first = problems[0]
+        raise APIError(f"params.{first['param']}: {first['message']}", details={"params": problems})
 
 
 QUOTA_RETRY_SECONDS = (5, 60, 3600)  # shortest, when nothing is estimated, longest

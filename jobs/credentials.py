@@ -14,6 +14,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -169,7 +170,35 @@ def get_secret(owner_id: int | None, name: str) -> str:
         .first()
     )
     if token is None:
-        raise CredentialError(
-            f"You have no saved credential named {name!r} (Settings → Provider credentials)."
-        )
+        raise _missing(name)
     return decrypt(token)
+
+
+def _missing(name: str) -> CredentialError:
+    return CredentialError(
+        f"You have no saved credential named {name!r} (Settings → Provider credentials)."
+    )
+
+
+def unusable(owner_id: int | None, wanted: Mapping[str, str]) -> list[dict[str, str]]:
+    """``{"param", "message"}`` for each param (``wanted``: param → credential name) naming a
+    credential that a job of this owner could not use, so a job is refused when it is created
+    instead of failing every row. Another user's credential of that name counts as none: the
+    message is the same, so whether it exists is never told. One query for all of them.
+    """
+    if not wanted:
+        return []
+    tokens = dict(
+        ProviderCredential.objects.filter(
+            owner_id=owner_id, name__in=set(wanted.values())
+        ).values_list("name", "secret")
+    )
+    problems = []
+    for param, name in wanted.items():
+        try:
+            if name not in tokens:
+                raise _missing(name)
+            decrypt(tokens[name])  # a key that changed fails every row just the same
+        except CredentialError as exc:
+            problems.append({"param": param, "message": str(exc)})
+    return problems

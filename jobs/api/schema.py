@@ -79,7 +79,8 @@ VALIDATE_REQUEST = {
 INPUT_ERRORS = {
     400: error_response(
         "invalid_csv (unreadable or invalid input; details.errors lists the problems) or "
-        "invalid_request (unknown processor, bad params or fields)."
+        "invalid_request (unknown processor, bad params or fields, or params naming a saved "
+        "credential you have not got; details.params names the param)."
     ),
     413: error_response("file_too_large: the upload is over the size limit."),
     415: error_response("unsupported_media_type: send multipart/form-data or application/json."),

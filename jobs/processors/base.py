@@ -164,6 +164,14 @@ class Processor:
         URLs that come from the rows are checked at each connection only.
         """
 
+    def credential_refs(self) -> dict[str, str]:
+        """The saved credentials these params name, as param path → credential name.
+
+        Called when a job is created, so that a name the owner has no credential under is a 400
+        naming the param rather than a job whose every row fails.
+        """
+        return {}
+
     def output_columns(self) -> list[str]:
         """The output columns for these params (an LLM in JSON mode names its own)."""
         return list(self.outputs)

@@ -171,6 +171,13 @@ class HTTPProcessor(Processor):
     def check_destinations(self) -> None:
         net.check_destination(self.params["url"], "url")
 
+    def credential_refs(self) -> dict[str, str]:
+        return {
+            f"headers.{name}": value["$credential"]
+            for name, value in self.params["headers"].items()
+            if isinstance(value, dict) and "$credential" in value
+        }
+
     def _resolve_headers(self) -> tuple[dict[str, str], str | None]:
         # Secrets are read once here, in the thread that builds the processor, never per row.
         resolved: dict[str, str] = {}

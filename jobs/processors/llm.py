@@ -266,6 +266,10 @@ class LLMProcessor(Processor):
     def check_destinations(self) -> None:
         net.check_destination(self.params["base_url"], "base_url")
 
+    def credential_refs(self) -> dict[str, str]:
+        name = self.params.get("credential")
+        return {"credential": name} if name else {}
+
     def _resolve_key(self) -> tuple[str | None, str | None]:
         # Resolved once, in the thread that builds the processor: run_one's pool threads then
         # never touch the database.

@@ -405,3 +405,39 @@ def test_start_on_a_file_with_problems_lists_them_once(client_alice):
     assert response.status_code == 400 and not Job.objects.exists()
     assert body.count("<li>Line 3, column 3:") == 1, body
     assert "see the problems in the file below" in body
+
+
+def _llm_form(token: str, credential: str, action: str) -> dict[str, str]:
+    return {
+        "draft": token,
+        "processor": "llm",
+        "params_for": "llm",
+        "param-base_url": "https://llm.example.com/v1",
+        "param-model": "m",
+        "param-prompt": "Hi {name}",
+        "param-credential": credential,
+        "action": action,
+    }
+
+
+def _credential_field(body: str) -> str:
+    """The credential field's group on the page, where its error is shown."""
+    groups = [g for g in body.split('<div class="field') if 'id="id_param-credential"' in g]
+    assert len(groups) == 1 and groups[0].startswith(' has-error">'), groups
+    return groups[0]
+
+
+def test_start_with_a_credential_the_user_has_not_got_marks_the_field(client_alice, bob, fake_dns):
+    # It used to start, and every row failed with this message.
+    from jobs.credentials import save_credential
+
+    fake_dns["llm.example.com"] = ["93.184.216.34"]
+    save_credential(bob, "my-llm", "sk-bobs-key-000000000")  # bob's is not alice's
+    token = _token(_upload(client_alice))
+    response = client_alice.post(reverse("jobs:new"), _llm_form(token, "my-llm", "start"))
+    assert response.status_code == 400
+    field = _credential_field(response.content.decode())
+    assert "You have no saved credential named &#x27;my-llm&#x27;" in field
+    assert "my-llm</textarea>" in field  # what was typed is kept
+    assert not Job.objects.exists()
+
