@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from . import credentials
 from .ingest.validation import missing_column_message
 from .processors.base import (
     ParamsError,
@@ -39,10 +40,11 @@ def run_sample(
     """Process up to ``limit`` rows and return, for each,
     ``{"row": n (1-based), "input": {...}, "output": {...}|None, "error": str|None}``.
 
-    Raises ParamsError for an unknown processor, params that do not fit its schema, or a column
-    it reads that `columns` (the file's header) lacks: the same errors creating the job would
-    give, rather than rows that quietly miss a value. A row the job would retry (timeout, 429,
-    5xx) comes back with its error and "(the job would retry this row)".
+    Raises ParamsError for an unknown processor, params that do not fit its schema, a saved
+    credential the owner has not got, or a column it reads that `columns` (the file's header)
+    lacks: the same errors creating the job would give, rather than rows that quietly fail or
+    miss a value. A row the job would retry (timeout, 429, 5xx) comes back with its error and
+    "(the job would retry this row)".
     """
     cls = get_processor_class(processor_name)
     if cls is None:
@@ -57,6 +59,12 @@ def run_sample(
     processor = cls(
         params, context=ProcessorContext(owner_id=owner_id, job_id=None, concurrency=concurrency)
     )
+    # A credential the owner has not got: the error Start would give, not ten failed rows.
+    problems = credentials.unusable(owner_id, processor.credential_refs())
+    if problems:
+        processor.close()
+        first = problems[0]
+        raise ParamsError(f"params.{first['param']}: {first['message']}", problems)
     if columns is not None:
         for name in processor.required_columns(column_map):
             if name not in columns:

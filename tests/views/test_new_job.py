@@ -441,3 +441,11 @@ def test_start_with_a_credential_the_user_has_not_got_marks_the_field(client_ali
     assert "my-llm</textarea>" in field  # what was typed is kept
     assert not Job.objects.exists()
 
+
+def test_a_sample_refuses_a_missing_credential_as_start_would(client_alice, fake_dns):
+    fake_dns["llm.example.com"] = ["93.184.216.34"]
+    token = _token(_upload(client_alice))
+    response = client_alice.post(reverse("jobs:new"), _llm_form(token, "nope", "sample"), **HTMX)
+    body = response.content.decode()
+    assert "You have no saved credential named &#x27;nope&#x27;" in body
+    assert "<tbody>" not in body  # no rows were run
