@@ -18,6 +18,7 @@ from __future__ import annotations
 from .db import write_rows
 from .detect import MAX_ERRORS, PREVIEW_ROWS, InputError, Report, TableInfo, inspect
 from .read import iter_rows, read_limits
+from .text import Stop
 from .validation import validate
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "PREVIEW_ROWS",
     "InputError",
     "Report",
+    "Stop",
     "TableInfo",
     "inspect",
     "iter_rows",

@@ -18,6 +18,7 @@ from batchhub import jsonsafe
 
 from .text import (
     SAMPLE_BYTES,
+    Stop,
     TextProblem,
     decode_sample,
     detect_encoding,
@@ -35,12 +36,14 @@ _JSONL_NAMES = (".jsonl", ".ndjson")
 
 
 class InputError(Exception):
-    """The input cannot become a job. `errors` holds at most MAX_ERRORS problems, `total` all."""
+    """The input cannot become a job. `errors` holds at most MAX_ERRORS problems, `total` all;
+    `stop` says which bound ended the reading, when one did."""
 
-    def __init__(self, errors: list[dict], total: int | None = None):
+    def __init__(self, errors: list[dict], total: int | None = None, stop: Stop | None = None):
         self.errors = list(errors)[:MAX_ERRORS]
         self.total = max(total or 0, len(errors))
         self.info: TableInfo | None = None
+        self.stop = stop
         super().__init__(self.errors[0]["message"] if self.errors else "The input is not valid.")
 
 
@@ -65,6 +68,8 @@ class Report:
     errors: list[dict]
     preview: list[dict]  # the first rows as {column: value}
     info: TableInfo
+    # The bound that ended the reading before the input's end (its problem is in `errors` too).
+    stopped_by: Stop | None = None
 
 
 def _error(line: int | None, column: int | None, message: str) -> dict:
@@ -78,11 +83,12 @@ class _Errors:
     full of bad rows still says why the rest of the file was not read.
     """
 
-    __slots__ = ("items", "stop", "total")
+    __slots__ = ("items", "stop", "stopped_by", "total")
 
     def __init__(self) -> None:
         self.items: list[dict] = []
         self.stop: dict | None = None
+        self.stopped_by: Stop | None = None
         self.total = 0
 
     def add(self, line: int | None, column: int | None, message: str) -> None:
@@ -91,6 +97,7 @@ class _Errors:
             self.items.append(_error(line, column, message))
 
     def extend(self, exc: InputError) -> None:
+        self.stopped_by = exc.stop or self.stopped_by
         for item in exc.errors:
             if len(self.items) >= MAX_ERRORS and self.stop is None and exc.total == 1:
                 self.stop = item
@@ -367,6 +374,7 @@ def inspect(fileobj: BinaryIO, *, filename: str | None = None) -> TableInfo:
         exc.info = info
         raise exc
     return info
+
 
 def _csv_message(exc: csv.Error, line: int) -> str:
     text = str(exc)

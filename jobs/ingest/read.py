@@ -14,6 +14,7 @@ from batchhub import jsonsafe
 from .detect import InputError, TableInfo, _csv_message, _dialect, _error, _flatten, _quote
 from .text import (
     Limits,
+    TextProblem,
     TextStream,
     single_byte,
 )
@@ -72,7 +73,11 @@ def _read_failure(stream: TextStream, exc: Exception, last: int) -> InputError:
     if isinstance(exc, csv.Error):
         return InputError([_error(last + 1, None, _csv_message(exc, last + 1))])
     problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
-    return InputError([_error(problem.line, None, problem.message)])
+    return _problem_error(problem)
+
+
+def _problem_error(problem: TextProblem) -> InputError:
+    return InputError([_error(problem.line, None, problem.message)], stop=problem.stop)
 
 
 def csv_records(
@@ -231,8 +236,7 @@ def _iter_jsonl(
         except InputError:
             raise
         except Exception as exc:
-            problem = stream.problem(exc, number)
-            _raise(problem.line, None, problem.message)
+            raise _problem_error(stream.problem(exc, number)) from None
 
 
 def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]]:

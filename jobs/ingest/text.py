@@ -37,13 +37,26 @@ WIDE_ENCODINGS = frozenset({"utf-16", "utf-32"})
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
 
 
-class TextProblem(Exception):
-    """A problem found while reading: the message is ready for a person; line may be None."""
+@dataclass(frozen=True)
+class Stop:
+    """Why reading ended before the input did, when a bound ended it rather than the data:
+    callers may answer a size limit otherwise than a problem in the file (the API's 413)."""
 
-    def __init__(self, message: str, line: int | None = None):
+    kind: str  # "bytes" (the text read in all) | "line" | "blank" | "time"
+    limit: int  # in bytes or lines; 0 for "time"
+    compressed: bool  # "bytes" then counts the decompressed text, not the upload
+
+
+class TextProblem(Exception):
+    """A problem found while reading: the message is ready for a person; line may be None.
+
+    `stop` is set when a bound, not the data, ended the reading."""
+
+    def __init__(self, message: str, line: int | None = None, stop: Stop | None = None):
         super().__init__(message)
         self.message = message
         self.line = line
+        self.stop = stop
 
 
 class _NulByte(Exception):
@@ -438,6 +451,13 @@ def _megabytes(n: int) -> str:
 
 
 def _over_limit_problem(exc: _OverLimit, lines_read: int, compressed: bool) -> TextProblem:
+    problem = _over_limit_message(exc, lines_read, compressed)
+    if exc.kind != "utf-8":  # a mixed encoding is the data's fault, not a bound's
+        problem.stop = Stop(exc.kind, exc.limit, compressed)
+    return problem
+
+
+def _over_limit_message(exc: _OverLimit, lines_read: int, compressed: bool) -> TextProblem:
     if exc.kind == "line":
         line = exc.line or lines_read + 1
         return TextProblem(

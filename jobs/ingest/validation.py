@@ -259,7 +259,7 @@ def validate(
             columns=[],
             compressed=False,
         )
-        return Report(False, 0, list(info.columns), exc.errors, [], info)
+        return Report(False, 0, list(info.columns), exc.errors, [], info, exc.stop)
     for problem in problems:
         errors.add(problem["line"], problem["column"], problem["message"])
     id_column = id_column or info.id_column
@@ -297,4 +297,5 @@ def validate(
         errors=errors.as_list(),
         preview=preview,
         info=info,
+        stopped_by=errors.stopped_by,
     )

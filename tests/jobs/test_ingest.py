@@ -190,6 +190,23 @@ def test_damaged_gzip_is_an_error_not_a_crash():
     assert "gzip data is damaged or cut short" in report.errors[-1]["message"]
 
 
+@pytest.mark.parametrize("filename", ["in.csv.gz", "in.jsonl.gz"])
+def test_the_decompressed_limit_is_reported_as_why_reading_stopped(settings, filename):
+    settings.BATCHHUB_MAX_DECOMPRESSED_BYTES = 100_000
+    line = b'{"name": "ann"}\n' if "jsonl" in filename else b"ann\n"
+    head = b"" if "jsonl" in filename else b"name\n"
+    report = check(gzip.compress(head + line * 30_000), filename=filename)  # 120+ KB
+    assert not report.valid
+    assert report.stopped_by == ingest.Stop("bytes", 100_000, compressed=True)
+    assert "decompresses to more than 100,000 bytes" in report.errors[-1]["message"]
+
+
+def test_a_problem_in_the_data_is_not_a_stop():
+    data = gzip.compress(("id,text\n" + "".join(f"{i},row {i}\n" for i in range(50000))).encode())
+    assert check(data[: len(data) // 2]).stopped_by is None  # damaged: the file's fault
+    assert check(b"name\nann\n").stopped_by is None
+
+
 def test_jsonl_columns_grow_as_keys_appear():
     data = (
         b'{"id": "a", "text": "hi"}\n\n'

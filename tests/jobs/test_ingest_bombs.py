@@ -46,5 +46,8 @@ def test_bomb_is_refused_fast_in_little_memory(kind, words):
     result = probe(kind)
     assert result["valid"] is False
     assert words in result["message"], result
+    # The bound that stopped it is told apart from the file's problems (the API's 413 needs it).
+    stopped = {"csv_line": "line", "jsonl_line": "line", "blank_lines": "blank"}.get(kind, "bytes")
+    assert result["stopped_by"] == stopped, result
     assert result["seconds"] < 5, result
     assert result["rss_growth_mb"] < 50, result

@@ -1,7 +1,8 @@
 """Run one hostile input through ingest.validate in a fresh process; print time and RSS growth.
 
 `python -m tests.support.bomb_probe KIND` prints {"kind", "seconds", "rss_growth_mb", "valid",
-"message"} as JSON. A fresh process, so the peak RSS (ru_maxrss) is this input's alone.
+"message", "stopped_by"} as JSON. A fresh process, so the peak RSS (ru_maxrss) is this input's
+alone.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main(kind: str) -> None:
                 "rss_growth_mb": round(growth, 1),
                 "valid": report.valid,
                 "message": message,
+                "stopped_by": report.stopped_by and report.stopped_by.kind,
             }
         )
     )
