@@ -25,6 +25,7 @@ from .models import ACTIVE, Job, JobStatus
 from .processor_setup import check_column_map, processor_for
 from .processors import ParamsError, Processor
 from .ssrf import validate_webhook_url
+from .upload import decompressed_too_large, too_large
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -48,14 +49,20 @@ class Source:
                 )
 
     def report(self, **kwargs: Any) -> ingest_mod.Report:
+        """The input read and checked; FileTooLarge (413) when its text is over the limit."""
         if self.rows is not None:
             return ingest_mod.validate(self.rows, **kwargs)
         fh = self.upload.open("rb") if hasattr(self.upload, "open") else self.upload
         fh.seek(0)
         try:
-            return ingest_mod.validate(fh, filename=self.filename, **kwargs)
+            report = ingest_mod.validate(fh, filename=self.filename, **kwargs)
         finally:
             fh.seek(0)
+        stop = report.stopped_by
+        if stop is not None and stop.kind == "bytes":
+            # Too big, not broken: the answer an upload over the size limit gets.
+            raise decompressed_too_large(stop.limit) if stop.compressed else too_large(stop.limit)
+        return report
 
     def as_file(self) -> tuple[str, File]:
         if self.rows is not None:

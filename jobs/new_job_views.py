@@ -60,7 +60,8 @@ def _upload(request: HttpRequest) -> HttpResponse:
     try:
         draft = drafts.from_upload(request.user, form.cleaned_data["file"])
     except APIError as exc:
-        return _upload_page(request, form, status=400, message=str(exc.detail))
+        # A gzip that inflates past the limit is a 413, as an upload over the size limit is.
+        return _upload_page(request, form, status=exc.status_code, message=str(exc.detail))
     # Post/redirect/get: a reload shows the preview again instead of re-sending the file.
     return redirect(f"{reverse('jobs:new')}?draft={draft.token}")
 

@@ -38,6 +38,16 @@ def too_large(limit: int) -> FileTooLarge:
     )
 
 
+def decompressed_too_large(limit: int) -> FileTooLarge:
+    """A gzip upload within the size limit that inflates past the limit on its text: the same
+    413 as an upload over the size limit, since splitting the input is the cure for both."""
+    return FileTooLarge(
+        f"The upload decompresses to more than {_megabytes(limit)}, the limit for the text of a "
+        "compressed upload; reading stopped there. Split it into smaller files.",
+        details={"max_decompressed_bytes": limit},
+    )
+
+
 class UploadLimit(FileUploadHandler):
     def __init__(self, request=None, limit: int | None = None):
         super().__init__(request)

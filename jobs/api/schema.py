@@ -82,7 +82,10 @@ INPUT_ERRORS = {
         "invalid_request (unknown processor, bad params or fields, or params naming a saved "
         "credential you have not got; details.params names the param)."
     ),
-    413: error_response("file_too_large: the upload is over the size limit."),
+    413: error_response(
+        "file_too_large: the upload is over the size limit, or a gzip upload's text is over the "
+        "decompressed limit (details.max_bytes or details.max_decompressed_bytes)."
+    ),
     415: error_response("unsupported_media_type: send multipart/form-data or application/json."),
 }
 
@@ -155,8 +158,9 @@ job_schema = extend_schema_view(
                 "idempotency_conflict: the Idempotency-Key was used with a different request."
             ),
             413: error_response(
-                "file_too_large: the upload is over the size limit; or too_many_rows: the input "
-                "has more rows than a job may hold (details.max). Not retryable: split the input."
+                "file_too_large: the upload is over the size limit, or a gzip upload's text over "
+                "the decompressed limit; or too_many_rows: the input has more rows than a job may "
+                "hold (details.max). Not retryable: split the input."
             ),
             **COMMON_ERRORS,
             429: error_response(
@@ -186,7 +190,8 @@ job_schema = extend_schema_view(
         description=(
             "Reads and checks the input exactly as job creation would, and creates nothing. "
             "Invalid "
-            "input is a 200 with `valid: false` and the problems in `errors`. With `sample: N` "
+            "input is a 200 with `valid: false` and the problems in `errors`; input over a size "
+            "limit (a gzip's text included) is a 413, as at creation. With `sample: N` "
             "(1 to 10) the processor also runs on the first N rows."
         ),
         request=VALIDATE_REQUEST,

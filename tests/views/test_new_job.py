@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 from datetime import timedelta
@@ -108,6 +109,18 @@ def test_too_large_upload_is_refused(client_alice, settings):
     response = _upload(client_alice, "name\n" + "x\n" * 2000)
     assert response.status_code == 413  # as the API answers
     assert "larger than the limit of 1,024 bytes" in response.content.decode()
+
+
+def test_a_gzip_over_the_decompressed_limit_is_refused_as_too_large(client_alice, settings):
+    settings.BATCHHUB_MAX_DECOMPRESSED_BYTES = 100_000
+    body = gzip.compress(b"name\n" + b"ann\n" * 60_000)
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {"file": SimpleUploadedFile("big.csv.gz", body), "action": "upload"},
+    )
+    assert response.status_code == 413  # as the API answers
+    assert "decompresses to more than 100,000 bytes" in response.content.decode()
+    assert not list((settings.MEDIA_ROOT / "drafts").rglob("big.csv.gz"))  # no draft kept
 
 
 def test_params_partial_swaps_with_the_processor(client_alice):
