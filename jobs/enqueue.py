@@ -14,6 +14,10 @@ def send(name: str, *args) -> None:
     current_app.tasks[name].delay(*args)
 
 
+def send_later(name: str, seconds: float, *args) -> None:
+    current_app.tasks[name].apply_async(args, countdown=seconds)
+
+
 def start_ingest(job_pk: int) -> None:
     """Read the job's input on a worker (jobs.tasks.ingest_job)."""
     send("jobs.ingest", job_pk)

@@ -403,3 +403,44 @@ class Upload(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+
+class WebhookDelivery(models.Model):
+    """One event on its way to a job's webhook URL: when its next attempt is due, who holds it.
+
+    The row, not a Celery message, is what a pending delivery is: a message only says "look at
+    delivery N", so one lost with a worker restart, or redelivered by a broker, costs nothing
+    (jobs/webhook_deliveries.py).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # given up: 410, a URL that can never be reached, or 24 h spent
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    webhook_id = models.CharField(max_length=40, unique=True)
+    event_type = models.CharField(max_length=40)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # When a message for it is expected to arrive: the reaper sends another only well after.
+    message_due_at = models.DateTimeField(null=True, blank=True)
+    # A sender's lease: while it runs, another message for the same delivery finds it taken.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhook_delivery_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} ({self.event_type}, {self.status})"

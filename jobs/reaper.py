@@ -1,6 +1,7 @@
 """Put stalled work back in motion (the `jobs.reap` task, every few seconds): restart a job whose
 loops were lost, finalize one whose last loop died finishing, cancel rows a cancelled job left,
-start again an ingest whose task was lost, and resume auto-paused jobs whose wait is over."""
+start again an ingest whose task was lost, resume auto-paused jobs whose wait is over, and send
+webhook attempts that are due."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from batchhub.api import InvalidState
 
-from . import chunks, enqueue, finish, livestatus, runner, services, states
+from . import chunks, enqueue, finish, livestatus, runner, services, states, webhook_deliveries
 from .models import Chunk, Job, JobStatus
 
 
@@ -72,4 +73,7 @@ def reap(now=None) -> dict[str, int]:
         Job.objects.filter(pk=job.pk).update(updated_at=now)
         transaction.on_commit(lambda pk=job.pk: enqueue.start_ingest(pk))
         done["reingested"] += 1
+
+    # Webhook attempts whose message was lost, or whose wait was too long for one.
+    done["webhooks"] = webhook_deliveries.dispatch_due(now)
     return done

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from batchhub.api import APIError, InvalidState
 
-from . import chunks, enqueue, finish, livestatus, lookup, states, webhooks
+from . import chunks, enqueue, finish, livestatus, lookup, states, webhook_deliveries
 from .housekeeping import purge_job
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
 
@@ -260,7 +260,7 @@ def revoke_links(job: Job, *, actor: str) -> Job:
 
 def redeliver_webhook(job: Job, *, actor: str) -> str:
     """Send the finished job's webhook again as a new message; its webhook id."""
-    return webhooks.redeliver(job, actor=actor)
+    return webhook_deliveries.redeliver(job, actor=actor)
 
 
 def delete(job: Job, *, actor: str) -> None:

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import livestatus, webhooks
+from . import livestatus, webhook_deliveries
 from .models import TERMINAL, Job, JobEvent, JobStatus
 
 S = JobStatus
@@ -133,5 +133,5 @@ def transition(
         event = record(locked, event_type or EVENT_TYPES[target], message, actor=actor, data=data)
         livestatus.publish(locked, event.pk)
         if target in TERMINAL:
-            webhooks.on_terminal(locked)
+            webhook_deliveries.on_terminal(locked)
     return locked

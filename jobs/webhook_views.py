@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from batchhub.api import InvalidState
 
 from . import services
-from .webhooks import CannotRedeliver
+from .webhook_deliveries import CannotRedeliver
 
 
 @login_required

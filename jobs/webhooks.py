@@ -1,9 +1,9 @@
 """Job webhooks: the event a receiver gets when a job ends, signed to the Standard Webhooks spec.
 
-Flow: `states.transition()` calls `on_terminal(job)` inside its transaction; after commit a Celery
-task (`webhook_tasks.deliver_webhook`) makes one attempt per run with `deliver_once()` and
-reschedules itself by `retry_delay()` until the receiver answers 2xx, answers 410, or 24 hours
-have passed. Every attempt is a JobEvent, so the job page and `/events` show the history.
+This module is one attempt: the event, its signature, the POST, what it did (`deliver_once`) and
+its JobEvent (`record_attempt`), and the wait before the next (`retry_delay`). When attempts run,
+and that each runs once, is jobs/webhook_deliveries.py's. Every attempt is a JobEvent, so the job
+page and `/events` show the history.
 
 Spec: https://www.standardwebhooks.com/ — headers webhook-id / webhook-timestamp /
 webhook-signature, the signature being `v1,` + base64(HMAC-SHA256(key, f"{id}.{ts}.{body}"))
@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,15 +23,11 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
 from urllib3.exceptions import HTTPError
 
-from . import enqueue, outbound, results, ssrf
-from .ids import new_id
-from .models import TERMINAL, Job, JobEvent, UserSettings
+from . import outbound, results, ssrf
+from .models import Job, JobEvent, UserSettings
 from .representation import job_representation, utc
-
-logger = logging.getLogger(__name__)
 
 USER_AGENT = "BatchHub-Webhooks/1.0"
 # Rows ride along in the event only for small jobs; bigger ones are fetched from /results.
@@ -239,78 +234,3 @@ def record_attempt(
             "next_retry_in": next_in,
         },
     )
-
-
-# A cancel lets the rows already running finish (API.md): the job.cancelled event waits this long
-# at most for them, so that the job object it carries holds the final counts.
-SETTLE_SECONDS = 30.0
-SETTLE_EVERY = 0.5
-
-
-def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | None:
-    """Seconds to wait before the first attempt of a job.cancelled event while rows of the job
-    are still running, or None to send now."""
-    if event_type != "job.cancelled" or time.time() - waiting_since >= SETTLE_SECONDS:
-        return None
-    running = Job.objects.filter(pk=job_pk).values_list("running", flat=True).first()
-    return SETTLE_EVERY if running else None
-
-
-def run_attempt(
-    job_pk: int, event_type: str, webhook_id: str, attempt_number: int, first_attempt_at: float
-) -> float | None:
-    """One attempt, recorded; returns seconds until the next one, or None when done."""
-    job = Job.objects.select_related("owner").filter(pk=job_pk).first()
-    if job is None or not job.webhook_url:
-        return None  # deleted or expired meanwhile, or the URL was removed: nobody to tell
-    attempt = deliver_once(job, event_type, webhook_id, attempt_number)
-    next_in = None
-    if attempt.retry:
-        next_in = retry_delay(attempt_number, time.time() - first_attempt_at)
-    record_attempt(job, webhook_id, event_type, attempt, next_in)
-    logger.info("webhook %s for %s: %s", webhook_id, job.public_id, attempt.outcome)
-    return next_in
-
-
-# --- entry points ---------------------------------------------------------------------------------
-
-
-def _enqueue(job_pk: int, event_type: str, webhook_id: str) -> None:
-    transaction.on_commit(
-        lambda: enqueue.send("jobs.deliver_webhook", job_pk, event_type, webhook_id)
-    )
-
-
-def on_terminal(job: Job) -> None:
-    """Called by states.transition() inside its transaction when `job` reaches a terminal status.
-
-    Sends after commit only (a rolled-back transition must not notify anyone), from a task (a slow
-    receiver must not hold a request or a worker loop). The id is fixed here and reused by every
-    retry, so receivers can drop duplicates by `webhook-id`.
-    """
-    if not job.webhook_url or job.status not in TERMINAL:
-        return
-    _enqueue(job.pk, event_type_for(job), new_id("msg"))
-
-
-class CannotRedeliver(Exception):
-    """The job has no terminal event to send again (no webhook URL, or not finished)."""
-
-
-def redeliver(job: Job, actor: str) -> str:
-    """Send the job's current terminal event again, as a new message; returns its webhook id."""
-    if not job.webhook_url:
-        raise CannotRedeliver("This job has no webhook URL.")
-    if job.status not in TERMINAL:
-        raise CannotRedeliver("The job has not finished yet: there is no event to send again.")
-    event_type = event_type_for(job)
-    webhook_id = new_id("msg")
-    JobEvent.objects.create(
-        job=job,
-        type="webhook.redeliver",
-        message=f"{event_type} sent again to {job.webhook_url}",
-        actor=actor,
-        data={"webhook_id": webhook_id, "event": event_type},
-    )
-    _enqueue(job.pk, event_type, webhook_id)
-    return webhook_id

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone
 
-from jobs.models import Job
+from jobs.models import Job, WebhookDelivery
 
 from ..factories import JobFactory, UserFactory, add_rows
 
@@ -21,6 +23,7 @@ def _webhook_env(settings):
     }
     settings.BATCHHUB_WEBHOOK_ALLOW_PRIVATE = ""
     settings.BATCHHUB_WEBHOOK_TIMEOUT = 2.0
+    settings.BATCHHUB_WEBHOOK_THREADS = 0  # each attempt in its task; the threads have their tests
 
 
 @pytest.fixture
@@ -52,6 +55,7 @@ class Receiver:
     extra_headers: dict[str, str] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
     port: int = 0
+    before_answer: Callable[[], object] | None = None  # called once the request is read
 
     @property
     def url(self) -> str:
@@ -74,6 +78,8 @@ def receiver():
                     list(self.headers.keys()),
                 )
             )
+            if state.before_answer is not None:
+                state.before_answer()
             status = state.statuses[min(index, len(state.statuses) - 1)]
             payload = b"ok" if status < 300 else b"receiver says no"
             try:
@@ -118,35 +124,43 @@ def make_job(wh_alice):
 
 
 @pytest.fixture(autouse=True)
-def _eager_retries_inline():
-    """Let `task.apply()` run Celery's retries inline (Celery does so in eager mode), instead of
-    re-raising the Retry as the project's task_eager_propagates=True would."""
-    from jobs.webhook_tasks import deliver_webhook
-
-    conf = deliver_webhook.app.conf
-    before = conf.task_eager_propagates
-    conf.task_eager_propagates = False
-    yield
-    conf.task_eager_propagates = before
-
-
-@pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture
-def run_task():
-    """Run deliver_webhook eagerly, retries inline, and fail the test if the task itself failed
-    (with propagation off for the retries, an error would otherwise pass silently)."""
+def run_delivery(pk: int, max_attempts: int = 30) -> WebhookDelivery:
+    """Run the delivery's task until it is delivered or given up, each wait cut short: the real
+    path of every attempt (claim, POST, record, next due time), without the sleeping."""
     from jobs.webhook_tasks import deliver_webhook
 
-    def run(*args, **kwargs):
-        result = deliver_webhook.apply(args=args, kwargs=kwargs)
+    for _ in range(max_attempts):
+        result = deliver_webhook.apply(args=(pk,))
         if result.state != "SUCCESS":
             raise AssertionError(f"task ended {result.state}: {result.result!r}") from (
                 result.result if isinstance(result.result, BaseException) else None
             )
-        return result
+        delivery = WebhookDelivery.objects.filter(pk=pk).first()
+        if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
+            return delivery
+        WebhookDelivery.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+    raise AssertionError(f"delivery {pk} still pending after {max_attempts} attempts")
+
+
+@pytest.fixture
+def run_task():
+    """`run_task(delivery_pk)`, as the task's message names it, or `run_task(job_pk, event_type,
+    webhook_id)`: a delivery made for the job (as on_terminal does) and run to its end."""
+
+    def run(*args):
+        if len(args) == 1:
+            return run_delivery(args[0])
+        job_pk, event_type, webhook_id = args
+        job = Job.objects.filter(pk=job_pk).first()
+        if job is None:
+            return None
+        delivery = WebhookDelivery.objects.create(
+            job=job, webhook_id=webhook_id, event_type=event_type
+        )
+        return run_delivery(delivery.pk)
 
     return run

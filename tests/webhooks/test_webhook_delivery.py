@@ -8,11 +8,13 @@ import hmac
 import json
 import re
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from jobs import states, webhooks
-from jobs.models import Job, JobEvent, UserSettings
+from jobs import states, webhook_deliveries, webhooks
+from jobs.models import Job, JobEvent, UserSettings, WebhookDelivery
 from jobs.webhook_tasks import deliver_webhook
 
 
@@ -94,8 +96,8 @@ def test_fails_twice_then_succeeds_three_attempts_in_events(
     receiver.statuses = [500, 503, 204]
     job = make_job(webhook_url=receiver.url)
 
-    # Eager apply runs Celery's retries inline, countdown aside: the real retry path, no sleeping.
-    run_task(job.pk, "job.completed", "msg_retry")
+    # Each attempt is the task's real path; run_task cuts the waits between them short.
+    delivery = run_task(job.pk, "job.completed", "msg_retry")
 
     assert len(receiver.requests) == 3
     # Same webhook-id on every attempt: receivers deduplicate on it.
@@ -110,6 +112,7 @@ def test_fails_twice_then_succeeds_three_attempts_in_events(
     assert "→ 500 in" in recorded[0].message and "retrying in" in recorded[0].message
     assert recorded[0].data["response"] == "receiver says no"
     assert recorded[1].message.startswith(f"POST {receiver.url} → 503 in ")
+    assert (delivery.status, delivery.attempts) == ("delivered", 3)
 
 
 def test_410_gone_stops_retrying(run_task, receiver, make_job, allow_loopback):
@@ -170,8 +173,14 @@ def test_connection_refused_is_retried(make_job, allow_loopback):
 def test_gives_up_after_the_24h_window(run_task, receiver, make_job, allow_loopback):
     receiver.statuses = [503]
     job = make_job(webhook_url=receiver.url)
-    first = time.time() - 24 * 3600 - 1
-    run_task(job.pk, "job.completed", "msg_late", first_attempt_at=first)
+    delivery = WebhookDelivery.objects.create(
+        job=job,
+        webhook_id="msg_late",
+        event_type="job.completed",
+        attempts=12,
+        first_attempt_at=timezone.now() - timedelta(hours=24, seconds=1),
+    )
+    run_task(delivery.pk)
     assert len(receiver.requests) == 1
     assert [e.type for e in events(job)] == ["webhook.failed"]
 
@@ -228,17 +237,19 @@ def test_on_terminal_enqueues_after_commit_only(
     job = make_job(webhook_url="https://hooks.example.com/x")
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        webhooks.on_terminal(job)
+        webhook_deliveries.on_terminal(job)
     assert calls == []  # nothing sent before the transaction commits
     for callback in callbacks:
         callback()
-    ((pk, event_type, webhook_id),) = calls
-    assert pk == job.pk and event_type == "job.completed"
-    assert re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", webhook_id)
+    ((pk,),) = calls
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert delivery.job == job and delivery.event_type == "job.completed"
+    assert delivery.status == "pending" and delivery.attempts == 0
+    assert re.fullmatch(r"msg_[0-9A-HJKMNP-TV-Z]{26}", delivery.webhook_id)
 
     job.webhook_url = None
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        webhooks.on_terminal(job)
+        webhook_deliveries.on_terminal(job)
     assert callbacks == []
 
 
@@ -271,12 +282,10 @@ def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
 ):
     # A cancel lets rows already running finish: the event used to go out at once, its job
     # object saying "running": 1000 and counts that changed after it.
-    from jobs import webhooks
-
     job = make_job(rows=10, status="cancelled", webhook_url=receiver.url)
     Job.objects.filter(pk=job.pk).update(running=4, succeeded=2, cancelled=4, pending=0)
     checks = []
-    real = webhooks.settle_delay
+    real = webhook_deliveries.settle_delay
 
     def the_rows_finish_at_the_third_look(*args):
         checks.append(args)
@@ -284,7 +293,8 @@ def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
             Job.objects.filter(pk=job.pk).update(running=0, succeeded=6)
         return real(*args)
 
-    monkeypatch.setattr(webhooks, "settle_delay", the_rows_finish_at_the_third_look)
+    monkeypatch.setattr(webhook_deliveries, "settle_delay", the_rows_finish_at_the_third_look)
+    monkeypatch.setattr(webhook_deliveries, "SETTLE_EVERY", 0.01)
     run_task(job.pk, "job.cancelled", "msg_settle")
 
     assert len(checks) == 3 and len(receiver.requests) == 1
@@ -299,11 +309,17 @@ def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
 
 
 def test_the_wait_ends_after_a_bound_if_rows_never_finish(monkeypatch, make_job):
-    from jobs import webhooks
-
     job = make_job(rows=2, status="cancelled")
     Job.objects.filter(pk=job.pk).update(running=2)
     now = time.time()
-    assert webhooks.settle_delay(job.pk, "job.cancelled", now) == webhooks.SETTLE_EVERY
-    assert webhooks.settle_delay(job.pk, "job.cancelled", now - webhooks.SETTLE_SECONDS) is None
-    assert webhooks.settle_delay(job.pk, "job.completed", now) is None
+    assert (
+        webhook_deliveries.settle_delay(job.pk, "job.cancelled", now)
+        == webhook_deliveries.SETTLE_EVERY
+    )
+    assert (
+        webhook_deliveries.settle_delay(
+            job.pk, "job.cancelled", now - webhook_deliveries.SETTLE_SECONDS
+        )
+        is None
+    )
+    assert webhook_deliveries.settle_delay(job.pk, "job.completed", now) is None

@@ -10,7 +10,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from jobs.models import JobEvent, UserSettings
+from jobs.models import JobEvent, UserSettings, WebhookDelivery
 from jobs.webhook_tasks import deliver_webhook
 
 
@@ -81,8 +81,11 @@ def test_redeliver_button(client, wh_alice, make_job, enqueued, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(f"/jobs/{job.public_id}/webhook/redeliver/")
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.public_id}/"
-    ((pk, event_type, webhook_id),) = enqueued
-    assert (pk, event_type) == (job.pk, "job.partial") and webhook_id.startswith("msg_")
+    ((pk,),) = enqueued
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    webhook_id = delivery.webhook_id
+    assert (delivery.job, delivery.event_type) == (job, "job.partial")
+    assert webhook_id.startswith("msg_")
     event = JobEvent.objects.get(job=job, type="webhook.redeliver")
     assert event.actor == "wh-alice" and event.data["webhook_id"] == webhook_id
 
@@ -119,7 +122,10 @@ def test_redeliver_api(wh_alice, wh_bob, make_job, enqueued, django_capture_on_c
         response = api.post(url)
     assert response.status_code == 202
     body = response.json()
-    assert body["type"] == "job.failed" and body["webhook_id"] == enqueued[0][2]
+    assert (
+        body["type"] == "job.failed"
+        and body["webhook_id"] == WebhookDelivery.objects.get(pk=enqueued[0][0]).webhook_id
+    )
 
 
 def test_redeliver_api_actor_names_user_and_key(

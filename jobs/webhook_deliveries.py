@@ -1,0 +1,217 @@
+"""When a job's webhook attempts run, and that each runs once: a WebhookDelivery row per event.
+
+`states.transition()` calls `on_terminal(job)` inside its transaction: a delivery row is made,
+due now, and after commit a `jobs.deliver_webhook` message names it. A sender (`run`) takes the
+row with a conditional UPDATE (a claim with a lease), makes one attempt (jobs/webhooks.py), and
+sets when the next is due: a wait of a minute or less also gets a countdown message, a longer one
+only the row. The reaper (`dispatch_due`, every few seconds) sends a message for every delivery
+that is due and that no message is on its way to: one that a countdown lost with a worker restart,
+a 2-hour wait, a sender that died holding its claim once the claim lapses. A message that comes
+twice (a broker's redelivery, the reaper's and a countdown's) finds the row taken or not due, and
+makes no attempt; receivers can still drop a duplicate by `webhook-id`, the same on every attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import enqueue, webhooks
+from .ids import new_id
+from .models import TERMINAL, Job, JobEvent, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+TASK = "jobs.deliver_webhook"
+Status = WebhookDelivery.Status
+
+# A wait this short also gets a countdown message (the reaper alone would add its interval).
+COUNTDOWN_MAX = 60.0
+# A due delivery's message is sent again when it has not been taken this long after it was due
+# to arrive: long enough for a busy worker to reach its queue, short against the retry waits.
+MESSAGE_GRACE = timedelta(seconds=60)
+# The reaper sends at most this many messages a round; the rest wait for the next rounds.
+DISPATCH_BATCH = 500
+
+# A cancel lets the rows already running finish (API.md): the job.cancelled event waits this long
+# at most for them, so that the job object it carries holds the final counts.
+SETTLE_SECONDS = 30.0
+SETTLE_EVERY = 0.5
+# A claim outlives the longest attempt (the wait for running rows, then the receiver's timeout)
+# by this much before another sender may take the delivery.
+CLAIM_MARGIN = 60.0
+
+
+# --- making deliveries ----------------------------------------------------------------------------
+
+
+def schedule(job: Job, event_type: str) -> WebhookDelivery:
+    """A delivery of `event_type` for `job`, due now, its message sent once the caller commits."""
+    now = timezone.now()
+    delivery = WebhookDelivery.objects.create(
+        job=job,
+        webhook_id=new_id("msg"),
+        event_type=event_type,
+        next_attempt_at=now,
+        message_due_at=now,
+    )
+    transaction.on_commit(lambda: enqueue.send(TASK, delivery.pk))
+    return delivery
+
+
+def on_terminal(job: Job) -> None:
+    """Called by states.transition() inside its transaction when `job` reaches a terminal status.
+
+    Sends after commit only (a rolled-back transition must not notify anyone), from a worker (a
+    slow receiver must not hold a request or a worker loop).
+    """
+    if not job.webhook_url or job.status not in TERMINAL:
+        return
+    schedule(job, webhooks.event_type_for(job))
+
+
+class CannotRedeliver(Exception):
+    """The job has no terminal event to send again (no webhook URL, or not finished)."""
+
+
+def redeliver(job: Job, actor: str) -> str:
+    """Send the job's current terminal event again, as a new message; returns its webhook id."""
+    if not job.webhook_url:
+        raise CannotRedeliver("This job has no webhook URL.")
+    if job.status not in TERMINAL:
+        raise CannotRedeliver("The job has not finished yet: there is no event to send again.")
+    event_type = webhooks.event_type_for(job)
+    delivery = schedule(job, event_type)
+    JobEvent.objects.create(
+        job=job,
+        type="webhook.redeliver",
+        message=f"{event_type} sent again to {job.webhook_url}",
+        actor=actor,
+        data={"webhook_id": delivery.webhook_id, "event": event_type},
+    )
+    return delivery.webhook_id
+
+
+def adopt(job_pk: int, event_type: str, webhook_id: str) -> int | None:
+    """The delivery for a message queued before delivery rows (job, event type, webhook id)."""
+    job = Job.objects.filter(pk=job_pk).first()
+    if job is None:
+        return None
+    delivery, _ = WebhookDelivery.objects.get_or_create(
+        webhook_id=webhook_id, defaults={"job": job, "event_type": event_type}
+    )
+    return delivery.pk
+
+
+# --- finding work ---------------------------------------------------------------------------------
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def dispatch_due(now: datetime | None = None) -> int:
+    """Send a message for each delivery that is due, free, and has none on its way (the reaper)."""
+    now = now or timezone.now()
+    due = (
+        WebhookDelivery.objects.filter(status=Status.PENDING, next_attempt_at__lte=now)
+        .filter(_unclaimed(now))
+        .filter(Q(message_due_at__isnull=True) | Q(message_due_at__lt=now - MESSAGE_GRACE))
+        .order_by("next_attempt_at")
+    )
+    pks = list(due.values_list("pk", flat=True)[:DISPATCH_BATCH])
+    if pks:
+        WebhookDelivery.objects.filter(pk__in=pks).update(message_due_at=now)
+        transaction.on_commit(lambda: [enqueue.send(TASK, pk) for pk in pks])
+    return len(pks)
+
+
+def claim(pk: int, now: datetime | None = None) -> str | None:
+    """Take the delivery for one attempt if it is due and free; the claim's token, or None."""
+    now = now or timezone.now()
+    lease = SETTLE_SECONDS + settings.BATCHHUB_WEBHOOK_TIMEOUT + CLAIM_MARGIN
+    token = secrets.token_hex(8)
+    taken = (
+        WebhookDelivery.objects.filter(pk=pk, status=Status.PENDING, next_attempt_at__lte=now)
+        .filter(_unclaimed(now))
+        .update(claimed_until=now + timedelta(seconds=lease), claim=token)
+    )
+    return token if taken else None
+
+
+# --- one attempt ----------------------------------------------------------------------------------
+
+
+def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | None:
+    """Seconds to wait before the first attempt of a job.cancelled event while rows of the job
+    are still running, or None to send now."""
+    if event_type != "job.cancelled" or time.time() - waiting_since >= SETTLE_SECONDS:
+        return None
+    running = Job.objects.filter(pk=job_pk).values_list("running", flat=True).first()
+    return SETTLE_EVERY if running else None
+
+
+def _settle(delivery: WebhookDelivery) -> None:
+    waiting_since = delivery.created_at.timestamp()
+    while (wait := settle_delay(delivery.job_id, delivery.event_type, waiting_since)) is not None:
+        time.sleep(wait)
+
+
+def run(pk: int) -> bool:
+    """Make the delivery's next attempt if it is due and nobody else holds it; whether one ran."""
+    token = claim(pk)
+    if token is None:
+        return False
+    delivery = WebhookDelivery.objects.select_related("job__owner").get(pk=pk)
+    job = delivery.job
+    mine = WebhookDelivery.objects.filter(pk=pk, claim=token)
+    if not job.webhook_url:
+        # The URL was removed meanwhile: nobody to tell.
+        mine.update(status=Status.FAILED, claimed_until=None, claim="")
+        return False
+    if delivery.attempts == 0:
+        _settle(delivery)
+        job.refresh_from_db()
+    first_attempt_at = delivery.first_attempt_at or timezone.now()
+    number = delivery.attempts + 1
+    attempt = webhooks.deliver_once(job, delivery.event_type, delivery.webhook_id, number)
+    next_in = None
+    if attempt.retry:
+        elapsed = (timezone.now() - first_attempt_at).total_seconds()
+        next_in = webhooks.retry_delay(number, elapsed)
+    _record(delivery, mine, attempt, next_in, first_attempt_at)
+    logger.info("webhook %s for %s: %s", delivery.webhook_id, job.public_id, attempt.outcome)
+    return True
+
+
+def _record(delivery, mine, attempt, next_in, first_attempt_at) -> None:
+    now = timezone.now()
+    fields = {
+        "attempts": F("attempts") + 1,
+        "first_attempt_at": first_attempt_at,
+        "claimed_until": None,
+        "claim": "",
+    }
+    if attempt.delivered:
+        fields["status"] = Status.DELIVERED
+    elif next_in is None:
+        fields["status"] = Status.FAILED
+    else:
+        due = now + timedelta(seconds=next_in)
+        fields["next_attempt_at"] = due
+        # Without a countdown no message is on its way: the reaper sends one once it is due.
+        fields["message_due_at"] = due if next_in <= COUNTDOWN_MAX else None
+    with transaction.atomic():
+        webhooks.record_attempt(
+            delivery.job, delivery.webhook_id, delivery.event_type, attempt, next_in
+        )
+        # A claim that lapsed and was taken by another sender is theirs to finish.
+        if mine.update(**fields) and next_in is not None and next_in <= COUNTDOWN_MAX:
+            transaction.on_commit(lambda: enqueue.send_later(TASK, next_in, delivery.pk))
