@@ -169,16 +169,20 @@ def run(pk: int) -> bool:
     token = claim(pk)
     if token is None:
         return False
-    delivery = WebhookDelivery.objects.select_related("job__owner").get(pk=pk)
-    job = delivery.job
+    delivery = WebhookDelivery.objects.filter(pk=pk).first()
+    if delivery is None:
+        return False  # its job was deleted meanwhile: nobody to tell
     mine = WebhookDelivery.objects.filter(pk=pk, claim=token)
+    if delivery.attempts == 0:
+        _settle(delivery)
+    job = Job.objects.select_related("owner").filter(pk=delivery.job_id).first()
+    if job is None:
+        return False
     if not job.webhook_url:
         # The URL was removed meanwhile: nobody to tell.
         mine.update(status=Status.FAILED, claimed_until=None, claim="")
         return False
-    if delivery.attempts == 0:
-        _settle(delivery)
-        job.refresh_from_db()
+    delivery.job = job  # as it is now: a cancelled job's counts once its running rows ended
     first_attempt_at = delivery.first_attempt_at or timezone.now()
     number = delivery.attempts + 1
     attempt = webhooks.deliver_once(job, delivery.event_type, delivery.webhook_id, number)

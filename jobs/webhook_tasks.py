@@ -80,10 +80,11 @@ def _finish_attempts(**_kwargs) -> None:
 
 
 @shared_task(name="jobs.deliver_webhook", acks_late=True)
-def deliver_webhook(delivery_pk: int, *legacy) -> None:
+def deliver_webhook(delivery_pk: int, *legacy, **_legacy_retry) -> None:
     """Start the delivery's next attempt if it is due and nobody holds it (safe to run twice).
 
-    A message from before delivery rows carried (job, event type, webhook id): it becomes a row.
+    A message from before delivery rows carried (job, event type, webhook id), and a retry's
+    timing: it becomes a row, its attempts counted afresh.
     """
     if legacy:
         delivery_pk = webhook_deliveries.adopt(delivery_pk, *legacy[:2])

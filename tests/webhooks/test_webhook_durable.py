@@ -143,3 +143,18 @@ def test_the_task_returns_while_a_slow_receiver_holds_a_thread(receiver, make_jo
         senders.drain()
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("delivered", 1)
+
+
+def test_a_retry_message_from_before_delivery_rows_is_delivered(receiver, make_job):
+    job = make_job(webhook_url=receiver.url)
+    kwargs = {"first_attempt_at": time.time() - 40, "waits": 0}
+    deliver_webhook.apply(args=(job.pk, "job.completed", "msg_legacy_retry"), kwargs=kwargs)
+    assert [r.headers["webhook-id"] for r in receiver.requests] == ["msg_legacy_retry"]
+
+
+def test_a_delivery_whose_job_is_deleted_meanwhile_ends_quietly(make_job, monkeypatch):
+    job = make_job(webhook_url="https://hooks.example.com/x")
+    delivery = delivery_for(job)
+    monkeypatch.setattr(webhook_deliveries, "_settle", lambda delivery: job.delete())
+    assert webhook_deliveries.run(delivery.pk) is False
+    assert not WebhookDelivery.objects.filter(pk=delivery.pk).exists()
