@@ -40,7 +40,10 @@ class UploadSerializer(serializers.Serializer):
     upload_url = serializers.URLField(
         required=False, help_text="PUT the raw file here (no API key needed); only on creation."
     )
-    expires_at = UTCDateTimeField(help_text="The upload_url works until then.")
+    upload_url_expires_at = UTCDateTimeField(
+        required=False, help_text="The upload_url works until then; only on creation."
+    )
+    expires_at = UTCDateTimeField(help_text="An unused upload is deleted then.")
     created_at = UTCDateTimeField()
 
 
@@ -50,19 +53,20 @@ def _status(upload: Upload) -> str:
     return "received" if upload.file else "used"
 
 
-def upload_object(upload: Upload, *, url_expiry: int | None = None, token: str = "", request=None):
+def upload_object(upload: Upload, *, url_expiry: int = 0, token: str = "", request=None):
     body = {
         "id": upload.public_id,
         "filename": upload.filename,
         "status": _status(upload),
         "size": upload.size,
-        "expires_at": utc(links.expires_at(url_expiry) if url_expiry else upload.expires_at),
+        "expires_at": utc(upload.expires_at),
         "created_at": utc(upload.created_at),
     }
     if token:
         body["upload_url"] = (
             f"{base_url(request)}{API_PREFIX}/uploads/{upload.public_id}/content?token={token}"
         )
+        body["upload_url_expires_at"] = utc(links.expires_at(url_expiry))
     return body
 
 

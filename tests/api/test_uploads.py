@@ -163,3 +163,17 @@ def test_unused_uploads_expire_with_their_files(api_alice, settings):
     assert expire_uploads(upload.expires_at + timedelta(seconds=1)) == 1
 
     assert not path.exists() and not Upload.objects.filter(pk=upload.pk).exists()
+
+
+def test_expires_at_is_one_moment_the_url_has_its_own(api_alice, settings):
+    # expires_at meant the URL's expiry on creation and the deletion time on GET.
+    settings.BATCHHUB_UPLOAD_URL_SECONDS = 600
+    started = _start(api_alice)
+    fetched = api_alice.get(f"{API}/uploads/{started['id']}").json()
+    upload = Upload.objects.get(public_id=started["id"])
+    assert started["expires_at"] == fetched["expires_at"]
+    assert started["expires_at"] == upload.expires_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    url_until = timezone.datetime.fromisoformat(started["upload_url_expires_at"])
+    assert 590 < (url_until - timezone.now()).total_seconds() <= 600
+    assert url_until < upload.expires_at
+    assert "upload_url_expires_at" not in fetched and "upload_url" not in fetched
