@@ -6,6 +6,9 @@ import csv
 import io
 import json
 import re
+import signal
+import socket
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +24,16 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def make_run(tmp_path):
+def make_run_process(tmp_path):
     run = MakeRun(tmp_path)
     run.start()
-    yield run.base, run.log_path
+    yield run
     run.stop()
+
+
+@pytest.fixture
+def make_run(make_run_process):
+    return make_run_process.base, make_run_process.log_path
 
 
 def _sign_in(web: httpx.Client, base: str) -> dict[str, str]:
@@ -50,8 +58,9 @@ def _finished(web: httpx.Client, job_id: str, timeout: float = 90) -> dict:
     return job
 
 
-def test_make_run_serves_the_site_and_processes_a_job(make_run):
-    base, log_path = make_run
+def test_make_run_serves_the_site_and_processes_a_job(make_run_process):
+    run = make_run_process
+    base, log_path = run.base, run.log_path
     output = log_path.read_text()
     assert f"BatchHub is starting at {base}/" in output
     assert "Log in as 'boss'" in output
@@ -95,6 +104,31 @@ def test_make_run_serves_the_site_and_processes_a_job(make_run):
     # …and nothing was written into the checkout itself (kombu's pidbox folder defaults to
     # ./control).
     assert not (ROOT / "control").exists()
+
+    # Closing the terminal stops the site as Ctrl-C does: the hang-up never reached the
+    # processes, each in a session of its own, and they went on running without a terminal.
+    run.stop(sig=signal.SIGHUP)
+    output = log_path.read_text()
+    for name in ("web.1", "worker.1", "beat.1"):
+        assert re.search(rf"{name} stopped \(rc=", output), output[-2000:]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/accounts/login/", timeout=2)
+
+
+def test_a_second_make_run_on_a_port_in_use_stops_before_touching_anything(tmp_path):
+    run = MakeRun(tmp_path)
+    with socket.create_server(("127.0.0.1", run.port)):
+        done = subprocess.run(
+            ["make", "--no-print-directory", "run"],
+            cwd=ROOT,
+            env=run.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode != 0
+    assert f"Something already listens on 127.0.0.1:{run.port}" in done.stderr
+    assert not (tmp_path / "var").exists()  # not migrated, no work "recovered" under a live site
 
 
 @pytest.fixture

@@ -70,17 +70,17 @@ class MakeRun:
             time.sleep(0.5)
         raise AssertionError("make run did not serve the site: " + self.log()[-3000:])
 
-    def stop(self, timeout: float = 90) -> None:
+    def stop(self, timeout: float = 90, sig: signal.Signals = signal.SIGTERM) -> None:
         """SIGTERM, what Ctrl-C does: honcho stops web, worker and beat (the worker's running
-        tasks end first: batchhub/runall.py)."""
+        tasks end first: batchhub/runall.py). SIGHUP is a closed terminal."""
         if self.proc is None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        os.killpg(self.proc.pid, sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            raise AssertionError("make run did not stop on SIGTERM") from None
+            raise AssertionError(f"make run did not stop on {sig.name}") from None
         finally:
             self._log.close()
             self.proc = None
