@@ -296,7 +296,7 @@ BATCHHUB_PROCESSOR_ALLOW_PRIVATE = env_str("BATCHHUB_PROCESSOR_ALLOW_PRIVATE", "
 BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0.1)
 # Threads per worker process that wait on webhook receivers (jobs/webhook_tasks.py); 0 runs each
 # delivery in its task, holding the pool process.
-BATCHHUB_WEBHOOK_THREADS = env_int("BATCHHUB_WEBHOOK_THREADS", 4, minimum=0)
+BATCHHUB_WEBHOOK_THREADS = env_int("BATCHHUB_WEBHOOK_THREADS", 8, minimum=0)
 # The site's public address (https://batchhub.example.com) for absolute links outside a request,
 # e.g. in webhook payloads; empty: such links are relative to the site.
 BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")

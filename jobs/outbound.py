@@ -23,6 +23,7 @@ import json
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -114,15 +115,66 @@ class BodyError(ValueError):
     """The JSON body cannot be encoded (NaN or infinity has no JSON spelling)."""
 
 
+class Deadline:
+    """``with Deadline(seconds):`` cuts the connections this thread opens in the block once the
+    time is up. A read timeout bounds each wait for a byte, not the answer: a peer sending one
+    byte a second would hold the request for as long as it likes. Once cut, the read under way
+    fails, and `expired` tells why.
+    """
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        Deadline._current.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        Deadline._current.watch = None
+
+    @classmethod
+    def watch(cls, sock: socket.socket) -> None:
+        deadline = getattr(cls._current, "watch", None)
+        if deadline is not None:
+            with deadline._lock:
+                deadline._sockets.append(sock)
+                if deadline.expired:
+                    _cut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # a read blocked in another thread returns at once
+    except OSError:
+        pass  # already closed
+
+
 class _GuardedConnection(HTTPConnection):
     policy: ssrf.Policy  # set on the per-policy subclasses made by _pool_classes
 
     def _new_conn(self) -> socket.socket:
         timeout = self.timeout if isinstance(self.timeout, int | float) else None
         try:
-            return ssrf.open_socket(
+            sock = ssrf.open_socket(
                 self._dns_host, self.port, timeout, self.policy, self.socket_options
             )
+            Deadline.watch(sock)
+            return sock
         except ssrf.UnsafeURL as exc:
             raise UnsafeAddress(self, exc.messages[0]) from None
         except ssrf.UnresolvableHost as exc:

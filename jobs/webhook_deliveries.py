@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -40,8 +41,9 @@ MESSAGE_GRACE = timedelta(seconds=60)
 # The reaper sends at most this many messages a round; the rest wait for the next rounds.
 DISPATCH_BATCH = 500
 
-# A cancel lets the rows already running finish (API.md): the job.cancelled event waits this long
-# at most for them, so that the job object it carries holds the final counts.
+# A cancel lets the rows already running finish (API.md), and a big job's pending rows are
+# cancelled in batches after the request: the job.cancelled event waits this long at most for
+# both, so that the job object it carries holds the final counts.
 SETTLE_SECONDS = 30.0
 SETTLE_EVERY = 0.5
 # A claim outlives the longest attempt (the wait for running rows, then the receiver's timeout)
@@ -52,8 +54,26 @@ CLAIM_MARGIN = 60.0
 # --- making deliveries ----------------------------------------------------------------------------
 
 
-def schedule(job: Job, event_type: str) -> WebhookDelivery:
-    """A delivery of `event_type` for `job`, due now, its message sent once the caller commits."""
+# Where a delivery can start without a message: a worker process's own sender threads
+# (jobs/webhook_tasks.py registers them). A job mostly ends in a worker, whose queue may hold
+# hundreds of job steps ahead of a message.
+_start_here: Callable[[int], bool] | None = None
+
+
+def start_here(starter: Callable[[int], bool] | None) -> None:
+    global _start_here
+    _start_here = starter
+
+
+def _start(pk: int) -> None:
+    if _start_here is None or not _start_here(pk):
+        enqueue.send(TASK, pk)
+
+
+def schedule(job: Job, event_type: str, superseding: str) -> WebhookDelivery:
+    """A delivery of `event_type` for `job`, due now, started once the caller commits; the job's
+    deliveries still pending make no more attempts (`superseding` says why, in their events)."""
+    _supersede(job, superseding)
     now = timezone.now()
     delivery = WebhookDelivery.objects.create(
         job=job,
@@ -62,8 +82,26 @@ def schedule(job: Job, event_type: str) -> WebhookDelivery:
         next_attempt_at=now,
         message_due_at=now,
     )
-    transaction.on_commit(lambda: enqueue.send(TASK, delivery.pk))
+    transaction.on_commit(lambda: _start(delivery.pk))
     return delivery
+
+
+def _supersede(job: Job, why: str) -> None:
+    stale = WebhookDelivery.objects.filter(job=job, status=Status.PENDING)
+    for webhook_id, event_type in stale.values_list("webhook_id", "event_type"):
+        _dropped(job, webhook_id, event_type, why)
+    # An attempt under way finishes and records itself; its delivery stays ended.
+    stale.update(status=Status.FAILED, claimed_until=None, claim="")
+
+
+def _dropped(job: Job, webhook_id: str, event_type: str, why: str) -> None:
+    JobEvent.objects.create(
+        job=job,
+        type="webhook.dropped",
+        message=f"{event_type} ({webhook_id}): no more attempts, {why}.",
+        actor="system",
+        data={"webhook_id": webhook_id, "event": event_type},
+    )
 
 
 def on_terminal(job: Job) -> None:
@@ -74,7 +112,7 @@ def on_terminal(job: Job) -> None:
     """
     if not job.webhook_url or job.status not in TERMINAL:
         return
-    schedule(job, webhooks.event_type_for(job))
+    schedule(job, webhooks.event_type_for(job), "the job ended again")
 
 
 class CannotRedeliver(Exception):
@@ -88,7 +126,7 @@ def redeliver(job: Job, actor: str) -> str:
     if job.status not in TERMINAL:
         raise CannotRedeliver("The job has not finished yet: there is no event to send again.")
     event_type = webhooks.event_type_for(job)
-    delivery = schedule(job, event_type)
+    delivery = schedule(job, event_type, "the event was sent again as a new message")
     JobEvent.objects.create(
         job=job,
         type="webhook.redeliver",
@@ -151,11 +189,11 @@ def claim(pk: int, now: datetime | None = None) -> str | None:
 
 def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | None:
     """Seconds to wait before the first attempt of a job.cancelled event while rows of the job
-    are still running, or None to send now."""
+    are still running or not yet cancelled, or None to send now."""
     if event_type != "job.cancelled" or time.time() - waiting_since >= SETTLE_SECONDS:
         return None
-    running = Job.objects.filter(pk=job_pk).values_list("running", flat=True).first()
-    return SETTLE_EVERY if running else None
+    counts = Job.objects.filter(pk=job_pk).values_list("running", "pending").first()
+    return SETTLE_EVERY if counts and any(counts) else None
 
 
 def _settle(delivery: WebhookDelivery) -> None:
@@ -172,7 +210,9 @@ def run(pk: int) -> bool:
     delivery = WebhookDelivery.objects.filter(pk=pk).first()
     if delivery is None:
         return False  # its job was deleted meanwhile: nobody to tell
-    mine = WebhookDelivery.objects.filter(pk=pk, claim=token)
+    # Superseded meanwhile (status no longer pending), or a lapsed claim taken by another
+    # sender: the row is no longer this sender's to change.
+    mine = WebhookDelivery.objects.filter(pk=pk, claim=token, status=Status.PENDING)
     if delivery.attempts == 0:
         _settle(delivery)
     job = Job.objects.select_related("owner").filter(pk=delivery.job_id).first()
@@ -181,6 +221,12 @@ def run(pk: int) -> bool:
     if not job.webhook_url:
         # The URL was removed meanwhile: nobody to tell.
         mine.update(status=Status.FAILED, claimed_until=None, claim="")
+        return False
+    if webhooks.event_type_for(job) != delivery.event_type:
+        # Retried since (or ended otherwise): the event no longer describes the job, and its
+        # next end sends its own.
+        if mine.update(status=Status.FAILED, claimed_until=None, claim=""):
+            _dropped(job, delivery.webhook_id, delivery.event_type, "the job changed since")
         return False
     delivery.job = job  # as it is now: a cancelled job's counts once its running rows ended
     first_attempt_at = delivery.first_attempt_at or timezone.now()
@@ -212,10 +258,14 @@ def _record(delivery, mine, attempt, next_in, first_attempt_at) -> None:
         fields["next_attempt_at"] = due
         # Without a countdown no message is on its way: the reaper sends one once it is due.
         fields["message_due_at"] = due if next_in <= COUNTDOWN_MAX else None
-    with transaction.atomic():
-        webhooks.record_attempt(
-            delivery.job, delivery.webhook_id, delivery.event_type, attempt, next_in
-        )
-        # A claim that lapsed and was taken by another sender is theirs to finish.
-        if mine.update(**fields) and next_in is not None and next_in <= COUNTDOWN_MAX:
-            transaction.on_commit(lambda: enqueue.send_later(TASK, next_in, delivery.pk))
+    try:
+        with transaction.atomic():
+            webhooks.record_attempt(
+                delivery.job, delivery.webhook_id, delivery.event_type, attempt, next_in
+            )
+            if mine.update(**fields) and next_in is not None and next_in <= COUNTDOWN_MAX:
+                transaction.on_commit(lambda: enqueue.send_later(TASK, next_in, delivery.pk))
+    except IntegrityError:
+        if Job.objects.filter(pk=delivery.job_id).exists():
+            raise
+        # The job was deleted during the attempt, its deliveries with it.

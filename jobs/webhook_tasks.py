@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 from django.conf import settings
 from django.db import connections
 
@@ -70,6 +70,18 @@ class Senders:
 
 
 senders = Senders()
+
+
+def _start_here(pk: int) -> bool:
+    # In a worker process, a job that ends starts its delivery on this process's threads rather
+    # than behind the job steps queued ahead of a message; never in the task itself (0 threads).
+    return bool(settings.BATCHHUB_WEBHOOK_THREADS) and senders.submit(pk)
+
+
+@worker_init.connect
+def _deliveries_start_here(**_kwargs) -> None:
+    # In the worker's main process, before the pool forks: its processes inherit it.
+    webhook_deliveries.start_here(_start_here)
 
 
 @worker_process_shutdown.connect

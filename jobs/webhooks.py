@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from . import outbound, results, ssrf
 from .models import Job, JobEvent, UserSettings
@@ -136,7 +136,17 @@ class Attempt:
         if self.status_code is not None:
             text = f"{self.status_code} in {self.duration_ms} ms"
             return f"{text} ({self.error})" if self.error else text
-        return f"{self.error} after {self.duration_ms} ms"
+        return f"{self.error.rstrip('.')} after {self.duration_ms} ms"
+
+
+def _excerpt(answer: outbound.Response) -> str:
+    """The start of the receiver's answer: all that is read of it, since it could stream
+    forever. The status is what counts: a body cut short by the deadline still delivered."""
+    try:
+        chunk = next(answer.iter_bytes(EXCERPT_BYTES), b"")
+    except (HTTPError, OSError):
+        chunk = b""
+    return chunk[:EXCERPT_BYTES].decode("utf-8", "replace")
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> None:
@@ -145,22 +155,25 @@ def _post(url: str, body: bytes, headers: dict[str, str], attempt: Attempt) -> N
         policy=ssrf.WEBHOOKS, concurrency=1, timeout=settings.BATCHHUB_WEBHOOK_TIMEOUT
     )
     started = time.monotonic()
+    limit = settings.BATCHHUB_WEBHOOK_TIMEOUT
+    deadline = outbound.Deadline(limit)  # the whole attempt, not each read
     try:
-        with client, client.stream("POST", url, body=body, headers=headers) as response:
-            attempt.status_code = response.status_code
-            # Only the start of the answer: a receiver could stream forever.
-            chunk = next(response.iter_bytes(EXCERPT_BYTES), b"")
-            attempt.excerpt = chunk[:EXCERPT_BYTES].decode("utf-8", "replace")
+        with deadline, client, client.stream("POST", url, body=body, headers=headers) as answer:
+            if deadline.expired:
+                # Cut while its headers came: http.client takes a cut header block as ended.
+                raise ReadTimeoutError(None, url, "the answer's headers were cut")
+            attempt.status_code = answer.status_code
+            attempt.excerpt = _excerpt(answer)
     except HTTPError as exc:
         failure = outbound.failure(exc)
-        if failure.kind == "timeout":
-            attempt.error = f"timed out ({settings.BATCHHUB_WEBHOOK_TIMEOUT:g} s)"
+        if deadline.expired or failure.kind == "timeout":
+            attempt.error = f"timed out ({limit:g} s)"
         elif failure.kind == "connection":
             attempt.error = f"connection failed ({failure.text})"
         else:
             attempt.error = failure.text
         # An address that is not public will not become so by waiting; DNS and receivers may.
-        attempt.retry = not failure.permanent
+        attempt.retry = deadline.expired or not failure.permanent
     finally:
         attempt.duration_ms = round((time.monotonic() - started) * 1000)
 

@@ -33,6 +33,12 @@ def utc_seconds(value: datetime | None) -> str:
 
 
 @register.filter
+def event_label(event_type: str) -> str:
+    """A timeline event's type for people: "webhook.attempt" → "Webhook attempt"."""
+    return event_type.replace(".", " ").replace("_", " ").capitalize()
+
+
+@register.filter
 def duration(value: timedelta | None) -> str:
     """1 h 02 min, 3 min 07 s, 12 s; an em dash when there is none."""
     if value is None:

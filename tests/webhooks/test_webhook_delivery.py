@@ -117,7 +117,7 @@ def test_fails_twice_then_succeeds_three_attempts_in_events(
 
 def test_410_gone_stops_retrying(run_task, receiver, make_job, allow_loopback):
     receiver.statuses = [410, 200]
-    job = make_job(webhook_url=receiver.url)
+    job = make_job(status="failed", webhook_url=receiver.url)
     run_task(job.pk, "job.failed", "msg_gone")
 
     assert len(receiver.requests) == 1

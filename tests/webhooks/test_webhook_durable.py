@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -10,8 +11,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import enqueue, reaper, webhook_deliveries
-from jobs.models import JobEvent, WebhookDelivery
+from jobs import enqueue, reaper, webhook_deliveries, webhooks
+from jobs.models import Job, JobEvent, WebhookDelivery
 from jobs.webhook_tasks import deliver_webhook, senders
 
 
@@ -158,3 +159,155 @@ def test_a_delivery_whose_job_is_deleted_meanwhile_ends_quietly(make_job, monkey
     monkeypatch.setattr(webhook_deliveries, "_settle", lambda delivery: job.delete())
     assert webhook_deliveries.run(delivery.pk) is False
     assert not WebhookDelivery.objects.filter(pk=delivery.pk).exists()
+
+
+# --- a receiver that never finishes answering ----------------------------------------------------
+
+
+class Dripping:
+    """A receiver on 127.0.0.1 that answers `head`, then `drip` one byte at a time, forever."""
+
+    def __init__(self, head: bytes, drip: bytes = b"x" * 400, every: float = 0.2):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.head, self.drip, self.every = head, drip, every
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.requests += 1
+            with conn:
+                conn.recv(65536)
+                try:
+                    conn.sendall(self.head)
+                    for byte in self.drip:
+                        time.sleep(self.every)
+                        conn.sendall(bytes([byte]))
+                except OSError:
+                    pass  # the sender cut it
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "delivered"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n", True),  # the body drips
+        (b"HTTP/1.1 200 OK\r\nX-Slow: ", False),  # the headers drip
+    ],
+    ids=["body", "headers"],
+)
+def test_an_answer_that_drips_is_cut_at_the_timeout(make_job, settings, head, delivered):
+    # The timeout bounded each read, not the answer: a receiver sending a byte every 2 s held
+    # an attempt for good, and its claim's lapse started a second one beside it.
+    settings.BATCHHUB_WEBHOOK_TIMEOUT = 1.0
+    receiver = Dripping(head)
+    try:
+        job = make_job(webhook_url=receiver.url)
+        delivery = delivery_for(job)
+        started = time.monotonic()
+        webhook_deliveries.run(delivery.pk)
+        took = time.monotonic() - started
+    finally:
+        receiver.close()
+    delivery.refresh_from_db()
+    event = JobEvent.objects.filter(job=job).last()
+    assert took < 3.0, took
+    if delivered:  # the status arrived: the body is only read for its start
+        assert delivery.status == "delivered" and event.type == "webhook.delivered"
+    else:
+        assert delivery.status == "pending" and event.type == "webhook.attempt"
+        assert "timed out (1 s)" in event.message and "retrying in" in event.message
+
+
+# --- an event that no longer describes the job ----------------------------------------------------
+
+
+def test_sending_again_ends_the_pending_delivery(receiver, make_job, sent):
+    receiver.statuses = [503]
+    job = make_job(webhook_url=receiver.url)
+    first = delivery_for(job, webhook_id="msg_first", attempts=3, first_attempt_at=timezone.now())
+    again = webhook_deliveries.redeliver(job, actor="alice")
+
+    first.refresh_from_db()
+    assert first.status == "failed" and again != first.webhook_id
+    dropped = JobEvent.objects.get(job=job, type="webhook.dropped")
+    assert dropped.message == (
+        "job.completed (msg_first): no more attempts, the event was sent again as a new message."
+    )
+    webhook_deliveries.run(first.pk)  # its message, still on its way
+    assert receiver.requests == []
+
+
+def test_a_job_retried_since_drops_its_pending_event(receiver, make_job):
+    receiver.statuses = [503]
+    job = make_job(status="partial", webhook_url=receiver.url)
+    delivery = WebhookDelivery.objects.create(
+        job=job, webhook_id="msg_p", event_type="job.partial", attempts=1
+    )
+    job.status = "processing"  # the failed rows retried
+    job.save(update_fields=["status"])
+    assert webhook_deliveries.run(delivery.pk) is False
+    assert receiver.requests == []
+    delivery.refresh_from_db()
+    assert delivery.status == "failed"
+    assert "the job changed since" in JobEvent.objects.get(job=job, type="webhook.dropped").message
+
+
+def test_a_cancelled_jobs_event_waits_for_its_pending_rows_to_be_cancelled(make_job):
+    # A big job's pending rows are cancelled in batches after the request: its event carried
+    # 20,000 to 50,000 "pending" rows.
+    job = make_job(rows=2, status="cancelled")
+    Job.objects.filter(pk=job.pk).update(running=0, pending=5000)
+    settle = webhook_deliveries.settle_delay
+    assert settle(job.pk, "job.cancelled", time.time()) == webhook_deliveries.SETTLE_EVERY
+    Job.objects.filter(pk=job.pk).update(pending=0)
+    assert settle(job.pk, "job.cancelled", time.time()) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_deleted_during_its_attempt_ends_it_quietly(make_job, monkeypatch, caplog):
+    job = make_job(webhook_url="https://hooks.example.com/x")
+    delivery = delivery_for(job)
+
+    def deleted_meanwhile(job, *args):
+        Job.objects.filter(pk=job.pk).delete()
+        return webhooks.Attempt(attempt=1, url=job.webhook_url, status_code=200, delivered=True)
+
+    monkeypatch.setattr(webhooks, "deliver_once", deleted_meanwhile)
+    assert webhook_deliveries.run(delivery.pk) is True
+    assert not WebhookDelivery.objects.exists() and not JobEvent.objects.exists()
+
+
+# --- where a delivery starts ----------------------------------------------------------------------
+
+
+def test_a_job_ending_in_a_worker_starts_its_delivery_there(
+    make_job, sent, django_capture_on_commit_callbacks
+):
+    started = []
+    job = make_job(webhook_url="https://hooks.example.com/x")
+    try:
+        webhook_deliveries.start_here(lambda pk: started.append(pk) or True)
+        with django_capture_on_commit_callbacks(execute=True):
+            webhook_deliveries.on_terminal(job)
+        assert len(started) == 1 and sent == []  # no message behind the queue's job steps
+
+        webhook_deliveries.start_here(lambda pk: False)  # a full backlog, or no threads
+        with django_capture_on_commit_callbacks(execute=True):
+            webhook_deliveries.on_terminal(job)
+        assert len(sent) == 1
+    finally:
+        webhook_deliveries.start_here(None)
+
+
+def test_an_error_ending_in_a_full_stop_reads_as_one_sentence():
+    attempt = webhooks.Attempt(attempt=2, url="https://x.invalid/", duration_ms=0)
+    attempt.error = "hooks.x.invalid could not be resolved ([Errno -2] Name or service not known)."
+    assert attempt.outcome.endswith("not known) after 0 ms")

@@ -196,4 +196,5 @@ def test_in_the_project_the_job_page_button_sends_again_and_shows_attempts(
 
     page = client.get(f"/jobs/{job.public_id}/").content.decode()
     assert f"POST {receiver.url} → 200 in" in page
+    assert '<span class="event-type">Webhook delivered</span>' in page  # not "Webhook.delivered"
     assert "job.completed sent again" in page
