@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import codecs
 import functools
+import heapq
+import itertools
 import json
 import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -39,6 +42,7 @@ from urllib3.exceptions import (
     LocationValueError,
     MaxRetryError,
     NewConnectionError,
+    ReadTimeoutError,
     ResponseError,
 )
 from urllib3.exceptions import TimeoutError as UrllibTimeout
@@ -52,6 +56,10 @@ DEFAULT_USER_AGENT = "BatchHub/0.1 (+self-hosted batch processing)"
 # What is decoded: gzip and deflate always, brotli and zstd when their packages are installed.
 _ACCEPT_ENCODING = make_headers(accept_encoding=True)["accept-encoding"]
 
+
+# A request and its whole answer may take this many times the client's timeout (which bounds
+# each wait for a byte): enough for a large page that keeps coming, not for one that never ends.
+TOTAL_TIMEOUT_FACTOR = 4
 
 _CONNECTION_PREFIX = re.compile(r"^\w+\(host=.*?, port=\d+\): ")
 
@@ -116,7 +124,7 @@ class BodyError(ValueError):
 
 
 class Deadline:
-    """``with Deadline(seconds):`` cuts the connections this thread opens in the block once the
+    """``with Deadline(seconds):`` cuts the connections this thread uses in the block once the
     time is up. A read timeout bounds each wait for a byte, not the answer: a peer sending one
     byte a second would hold the request for as long as it likes. Once cut, the read under way
     fails, and `expired` tells why.
@@ -127,31 +135,32 @@ class Deadline:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
+        self.done = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> Deadline:
         Deadline._current.watch = self
-        self._timer.start()
+        _watchdog.add(time.monotonic() + self.seconds, self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self.done = True
         Deadline._current.watch = None
 
     @classmethod
-    def watch(cls, sock: socket.socket) -> None:
+    def watch(cls, sock: socket.socket | None) -> None:
         deadline = getattr(cls._current, "watch", None)
-        if deadline is not None:
+        if deadline is not None and sock is not None:
             with deadline._lock:
                 deadline._sockets.append(sock)
                 if deadline.expired:
                     _cut(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
+            if self.done:
+                return
             self.expired = True
             for sock in self._sockets:
                 _cut(sock)
@@ -164,6 +173,46 @@ def _cut(sock: socket.socket) -> None:
         pass  # already closed
 
 
+class _Watchdog:
+    """One thread for every Deadline of the process: an I/O job starts hundreds of requests a
+    second, and a timer thread each would cost more than the request's own client work."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, deadline: Deadline) -> None:
+        with self._wake:
+            # Requests mostly end in time and in order: the heap stays the size of those open.
+            while self._heap and self._heap[0][2].done:
+                heapq.heappop(self._heap)
+            heapq.heappush(self._heap, (when, next(self._order), deadline))
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # ended in time
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)[2].expire()
+
+
+_watchdog = _Watchdog()
+
+
 class _GuardedConnection(HTTPConnection):
     policy: ssrf.Policy  # set on the per-policy subclasses made by _pool_classes
 
@@ -173,8 +222,6 @@ class _GuardedConnection(HTTPConnection):
             sock = ssrf.open_socket(
                 self._dns_host, self.port, timeout, self.policy, self.socket_options
             )
-            Deadline.watch(sock)
-            return sock
         except ssrf.UnsafeURL as exc:
             raise UnsafeAddress(self, exc.messages[0]) from None
         except ssrf.UnresolvableHost as exc:
@@ -183,6 +230,12 @@ class _GuardedConnection(HTTPConnection):
             raise ConnectTimeoutError(self, f"connecting to {self.host} timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        Deadline.watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        Deadline.watch(self.sock)  # a connection reused from the pool (a new one: _new_conn)
+        super().request(*args, **kwargs)
 
 
 @functools.cache
@@ -281,8 +334,11 @@ class Client:
         follow_redirects: bool = False,
         max_redirects: int = 20,
         headers: Mapping[str, str] | None = None,
+        total_timeout: float | None = None,
     ):
         size = max(1, int(concurrency))
+        # `timeout` bounds each wait for the other side; this, a whole request and its answer.
+        self.total_timeout = total_timeout or TOTAL_TIMEOUT_FACTOR * timeout
         # Case-insensitive throughout: a caller's "user-agent" replaces the default rather than
         # going out beside it.
         self.headers = urllib3.HTTPHeaderDict(
@@ -346,13 +402,37 @@ class Client:
         )
         return Response(raw, url, streamed=stream)
 
+    @contextmanager
+    def _deadline(self, url: str) -> Iterator[Deadline]:
+        deadline = Deadline(self.total_timeout)
+        try:
+            with deadline:
+                yield deadline
+        except HTTPError as exc:
+            if deadline.expired:
+                raise self._overdue(url) from exc
+            raise
+
+    def _overdue(self, url: str) -> ReadTimeoutError:
+        return ReadTimeoutError(None, url, f"no whole answer within {self.total_timeout:g} s")
+
+    def _checked(self, deadline: Deadline, url: str, response: Response) -> Response:
+        # A cut answer can look complete: http.client takes cut headers as their end, and a
+        # body that runs to the connection's close as the whole body.
+        if deadline.expired:
+            response.close()
+            raise self._overdue(url)
+        return response
+
     def request(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, json: Any = None
     ) -> Response:
-        return self._send(method, url, headers=headers, json_body=json, stream=False)
+        with self._deadline(url) as deadline:
+            response = self._send(method, url, headers=headers, json_body=json, stream=False)
+            return self._checked(deadline, url, response)
 
     def post(self, url: str, *, json: Any = None) -> Response:
-        return self._send("POST", url, headers=None, json_body=json, stream=False)
+        return self.request("POST", url, json=json)
 
     @contextmanager
     def stream(
@@ -363,12 +443,15 @@ class Client:
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> Iterator[Response]:
-        """The answer with its body unread: read it with iter_bytes(), as much as wanted."""
-        response = self._send(method, url, headers=headers, json_body=None, stream=True, body=body)
-        try:
-            yield response
-        finally:
-            response.close()
+        """The answer with its body unread: read it with iter_bytes(), as much as wanted, within
+        the total timeout (past it, a read fails)."""
+        with self._deadline(url) as deadline:
+            sent = self._send(method, url, headers=headers, json_body=None, stream=True, body=body)
+            response = self._checked(deadline, url, sent)
+            try:
+                yield response
+            finally:
+                response.close()
 
     def close(self) -> None:
         self._pool.clear()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from jobs.processors.base import ParamsError, ProcessorContext
 from jobs.processors.http_api import HTTPProcessor
+from tests.support.dripping import Dripping
 
 from .conftest import make_row
 
@@ -181,3 +183,19 @@ def test_headers_merge_whatever_their_case(echo_server):
     sent = echo_server.requests[0]["raw_headers"]
     assert [v for k, v in sent if k.lower() == "user-agent"] == ["my-agent/1"]
     assert [v for k, v in sent if k.lower() == "content-type"] == ["application/merge-patch+json"]
+
+
+def test_an_answer_that_never_ends_is_a_timeout_not_a_row_held_forever():
+    # A read timeout bounds each wait for a byte: a server sending one every 0.1 s held the row,
+    # and its job, for good.
+    site = Dripping(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 900\r\n\r\n"
+    )
+    try:
+        started = time.monotonic()
+        result = http(url=site.url, timeout=0.3).run_one(make_row({}))
+        took = time.monotonic() - started
+    finally:
+        site.close()
+    assert result.retry and "timed out" in result.error
+    assert took < 3.0, took
