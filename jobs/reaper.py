@@ -15,7 +15,12 @@ from django.utils import timezone
 from batchhub.api import InvalidState
 
 from . import chunks, enqueue, finish, livestatus, runner, services, states, webhook_deliveries
+from .ingest import loading
 from .models import Chunk, Job, JobStatus
+
+# A reading process found gone is replaced after this long since the job last moved: time for
+# a redelivered task to have started reading again (it records itself as the reader).
+READER_GRACE = timedelta(seconds=5)
 
 
 def reap(now=None) -> dict[str, int]:
@@ -64,11 +69,20 @@ def reap(now=None) -> dict[str, int]:
         if not Chunk.objects.filter(job=job, lease_until__gte=now).exists():
             done["leftovers"] += finish.cancel_leftovers(job.pk)
 
-    # An ingest whose task was lost (a worker killed while reading) is started again.
-    lost = Job.objects.filter(
-        Q(status=JobStatus.QUEUED, created_at__lt=now - timedelta(minutes=2))
-        | Q(status=JobStatus.VALIDATING, updated_at__lt=now - 5 * lease)
+    # An ingest whose task was lost (a worker killed while reading) is started again: at once
+    # when its process is known to be gone, else after a wait no ingest of a large file takes.
+    lost = list(
+        Job.objects.filter(
+            Q(status=JobStatus.QUEUED, created_at__lt=now - timedelta(minutes=2))
+            | Q(status=JobStatus.VALIDATING, updated_at__lt=now - 5 * lease)
+        )
     )
+    reading = Job.objects.filter(
+        status=JobStatus.VALIDATING,
+        updated_at__lt=now - READER_GRACE,
+        updated_at__gte=now - 5 * lease,
+    )
+    lost += [job for job in reading if loading.reader_gone(job)]
     for job in lost:
         Job.objects.filter(pk=job.pk).update(updated_at=now)
         transaction.on_commit(lambda pk=job.pk: enqueue.start_ingest(pk))

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from batchhub.api import APIError
 
-from .. import chunks, livestatus, states
-from ..models import Chunk, Job, JobStatus, Row
+from .. import chunks, holders, livestatus, states
+from ..models import Chunk, Job, JobEvent, JobStatus, Row
 from ..processor_setup import processor_for
 from .db import SQLITE_BATCH_ROWS, write_rows
 from .detect import InputError, TableInfo
@@ -26,18 +26,35 @@ from .detect import InputError, TableInfo
 logger = logging.getLogger(__name__)
 
 
+HOLDER = "ingest_holder"  # the key of a reading event's data naming its process
+
+
+def reader_gone(job: Job) -> bool:
+    """Whether the process that last started reading the job's input has exited (only known for
+    one on this machine)."""
+    event = (
+        JobEvent.objects.filter(job=job, data__has_key=HOLDER).order_by("-at", "-id").first()
+    )
+    return event is not None and holders.is_gone(event.data[HOLDER])
+
+
 def ingest(job_pk: int) -> None:
     job = Job.objects.filter(pk=job_pk).first()
     if job is None:
         return
+    # Who reads the input, in its event: the reaper starts again at once an ingest whose process
+    # is gone (jobs/holders.py), rather than after the long wait it gives one on another machine.
+    reader = {HOLDER: holders.current()}
     if job.status == JobStatus.QUEUED:
         try:
             job = states.transition(
-                job, JobStatus.VALIDATING, message="Reading and checking the input."
+                job, JobStatus.VALIDATING, message="Reading and checking the input.", data=reader
             )
         except states.IllegalTransition:
             return
-    elif job.status != JobStatus.VALIDATING:
+    elif job.status == JobStatus.VALIDATING:
+        states.record(job, "ingest_restarted", "Reading the input again.", data=reader)
+    else:
         return  # already ingested, cancelled or failed: a redelivered task does nothing
     in_batches = connection.vendor == "sqlite"
     try:

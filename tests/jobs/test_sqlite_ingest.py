@@ -12,10 +12,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import chunks, enqueue, reaper, runner, services
+from jobs import chunks, enqueue, holders, reaper, runner, services
 from jobs.ingest import db as ingest_db
 from jobs.ingest import loading
-from jobs.models import Chunk, Job, JobStatus, Row
+from jobs.models import Chunk, Job, JobEvent, JobStatus, Row
 from tests.conftest import drive, make_job, rows_text
 from tests.jobs.test_sqlite_plans import write_transactions
 
@@ -191,3 +191,34 @@ def test_two_attempts_of_one_ingest_at_once_write_every_row_once(alice, monkeypa
         chunks.chunk_bounds(rows, chunks.plan_for(job).chunk_rows, chunks.plan_for(job).loops)
     )
     assert drive(job).succeeded == rows
+
+
+def test_an_ingest_whose_process_is_gone_is_restarted_within_seconds(
+    alice, settings, monkeypatch, django_capture_on_commit_callbacks, small_batches
+):
+    # On a node killed while reading, the job sat in "validating" for five leases (10 min)
+    # with nothing on its timeline saying why.
+    rows = 3 * ingest_db.SQLITE_BATCH_ROWS
+    job = make_job(alice, rows_text(rows), concurrency=2)
+    with connection.execute_wrapper(kill_at_batch(2)), pytest.raises(WorkerKilled):
+        loading.ingest(job.pk)
+    reading = JobEvent.objects.get(job=job, type="validating")
+    assert reading.data[loading.HOLDER] == holders.current()
+
+    enqueued = []
+    monkeypatch.setattr(enqueue, "start_ingest", enqueued.append)
+    soon = timezone.now() + timedelta(seconds=6)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reaper.reap(now=soon)["reingested"] == 0  # its reader still runs: this process
+    is_gone = holders.is_gone
+    monkeypatch.setattr(holders, "is_gone", lambda holder: holder == holders.current())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reaper.reap(now=soon)["reingested"] == 1
+    assert enqueued == [job.pk]
+
+    monkeypatch.setattr(holders, "is_gone", is_gone)
+    loading.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.total == rows
+    again = JobEvent.objects.get(job=job, type="ingest_restarted")
+    assert again.message == "Reading the input again." and loading.HOLDER in again.data
