@@ -146,6 +146,18 @@ def test_a_live_holder_keeps_its_chunk_and_a_gone_one_loses_it_at_once(alice):
     assert again is not None and again.pk == chunk.pk and again.claims == 2
 
 
+def test_a_dead_holders_chunk_is_taken_over_before_fresh_chunks(alice, settings):
+    # Left for last, a killed node's rows counted as running for the rest of a long job.
+    settings.BATCHHUB_CHUNK_ROWS = 10
+    job = make_job(alice, rows_text(50), concurrency=1)
+    loading.ingest(job.pk)
+    first = chunks.claim_chunk(job.pk)
+    Chunk.objects.filter(pk=first.pk).update(holder=GONE)
+    assert Chunk.objects.filter(job=job, done=False).count() > 1  # fresh ones wait too
+    again = chunks.claim_chunk(job.pk)
+    assert again.pk == first.pk and again.claims == 2
+
+
 def test_holder_of_an_exited_process_is_gone():
     child = subprocess.Popen(["true"])
     child.wait()
