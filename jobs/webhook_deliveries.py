@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -137,14 +137,54 @@ def redeliver(job: Job, actor: str) -> str:
     return delivery.webhook_id
 
 
-def adopt(job_pk: int, event_type: str, webhook_id: str) -> int | None:
-    """The delivery for a message queued before delivery rows (job, event type, webhook id)."""
+def adopt(
+    job_pk: int, event_type: str, webhook_id: str, first_attempt_at: float | None = None
+) -> int | None:
+    """The delivery for a message queued before delivery rows: (job, event type, webhook id),
+    and a retry's `first_attempt_at` (unix seconds); None when there is nothing to send.
+
+    Its row, if migration 0007 or an earlier copy of the message made one, is used as it is.
+    Otherwise the row goes on where the message was: its attempts so far (the old release's
+    events) and its 24 h window. A first message whose job already has a delivery of this end
+    (0007 made one for every job whose first message had left no event) is not sent twice.
+    """
+    existing = WebhookDelivery.objects.filter(webhook_id=webhook_id).first()
+    if existing is not None:
+        return existing.pk
     job = Job.objects.filter(pk=job_pk).first()
     if job is None:
         return None
-    delivery, _ = WebhookDelivery.objects.get_or_create(
-        webhook_id=webhook_id, defaults={"job": job, "event_type": event_type}
+    events = JobEvent.objects.filter(
+        job=job, type__startswith="webhook.", data__webhook_id=webhook_id
     )
+    attempts = events.filter(type="webhook.attempt").count()
+    if (
+        first_attempt_at is None
+        and job.finished_at is not None
+        and not events.exists()
+        and job.webhook_deliveries.filter(
+            event_type=event_type, created_at__gte=job.finished_at
+        ).exists()
+    ):
+        logger.info("webhook %s: its job's end is on its way under another id", webhook_id)
+        return None
+    started = None
+    if first_attempt_at is not None:
+        started = datetime.fromtimestamp(first_attempt_at, tz=UTC)
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                job=job,
+                webhook_id=webhook_id,
+                event_type=event_type,
+                attempts=attempts,
+                first_attempt_at=started,
+            )
+    except IntegrityError:
+        # Another copy of the message made it meanwhile.
+        delivery = WebhookDelivery.objects.filter(webhook_id=webhook_id).first()
+        if delivery is None:
+            return None  # its job was deleted meanwhile
     return delivery.pk
 
 

@@ -92,14 +92,17 @@ def _finish_attempts(**_kwargs) -> None:
 
 
 @shared_task(name="jobs.deliver_webhook", acks_late=True)
-def deliver_webhook(delivery_pk: int, *legacy, **_legacy_retry) -> None:
+def deliver_webhook(
+    delivery_pk: int, *legacy, first_attempt_at: float | None = None, **_legacy_retry
+) -> None:
     """Start the delivery's next attempt if it is due and nobody holds it (safe to run twice).
 
     A message from before delivery rows carried (job, event type, webhook id), and a retry's
-    timing: it becomes a row, its attempts counted afresh.
+    `first_attempt_at` (plus `waiting_since` and `waits`, of no use now): it becomes a row that
+    goes on with the attempts and the 24 h window it had.
     """
     if legacy:
-        delivery_pk = webhook_deliveries.adopt(delivery_pk, *legacy[:2])
+        delivery_pk = webhook_deliveries.adopt(delivery_pk, *legacy[:2], first_attempt_at)
         if delivery_pk is None:
             return
     senders.submit(delivery_pk)
