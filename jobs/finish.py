@@ -54,8 +54,16 @@ def _cancel_leftovers_after_failure(job_pk: int) -> None:
     try:
         if Job.objects.filter(pk=job_pk, status=JobStatus.CANCELLED).exists():
             cancel_leftovers(job_pk)
-    except Exception:  # the database may be what failed; the reaper finishes this later
-        logger.warning("job %s: leftover rows not cancelled yet", job_pk, exc_info=True)
+    except Exception as exc:  # the database may be what failed; the reaper finishes this later
+        # One line: the loop's own failure has its traceback already, and most jobs whose loop
+        # failed were not cancelled at all.
+        logger.warning(
+            "job %s: after its loop failed, could not look for a cancel to finish (%s: %s); "
+            "the reaper will",
+            job_pk,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def recount(job: Job) -> dict[str, int]:

@@ -157,3 +157,18 @@ def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, 
     assert started == [job.pk]
     assert ingests == [ingesting.pk]
     assert_settled(cancelled)
+
+
+def test_a_database_gone_after_a_loop_failed_is_one_plain_warning(monkeypatch, caplog):
+    # A PostgreSQL restart logged "leftover rows not cancelled yet" with a traceback for jobs
+    # nobody had cancelled.
+    from django.db import OperationalError
+
+    def down(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Job.objects, "filter", down)
+    finish._cancel_leftovers_after_failure(42)
+    (record,) = [r for r in caplog.records if r.name == "jobs.finish"]
+    assert record.exc_info is None and "could not look for a cancel" in record.getMessage()
+    assert "OperationalError: server closed" in record.getMessage()
