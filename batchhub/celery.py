@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 
@@ -43,6 +44,35 @@ def _lower_priority(**_kwargs) -> None:
     # its pages instead of copying them when the collector would touch them. Pools that run
     # tasks in this process (solo, threads) never send worker_process_init.
     settle_collector()
+
+
+# What a database says when it will never let this worker in, whatever the wait: wrong
+# credentials or names. Anything else (refused, timed out) may pass, and tasks wait for it.
+REFUSED_FOR_GOOD = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "unable to open database file",
+)
+
+
+@worker_init.connect
+def _check_database(**_kwargs) -> None:
+    # A worker with a wrong password said "ready", took tasks and reported each one succeeded
+    # after 30 s of reconnecting: the operator saw nothing wrong but jobs that never moved.
+    from django.db import OperationalError, connection
+
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        text = str(exc)
+        if any(reason in text for reason in REFUSED_FOR_GOOD):
+            raise SystemExit(f"The worker cannot use the database (DATABASE_URL): {text}") from None
+        logging.getLogger(__name__).warning(
+            "The database is not reachable yet (%s); tasks wait for it.", text.strip()
+        )
+    finally:
+        connection.close()  # not carried into the pool processes by the fork
 
 
 @worker_process_init.connect

@@ -101,3 +101,33 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(alice, worker_fact
     assert len(rows) == 20_000
     assert [r["name"] for r in rows] == [f"person{i}" for i in range(20_000)]
     assert job.counts["succeeded"] == 20_000 and job.counts["running"] == 0
+
+
+@pytest.mark.parametrize("wrong", ["password", "database"])
+def test_a_worker_that_can_never_use_the_database_stops_saying_why(transactional_db, wrong):
+    # With a wrong password it said "ready", took tasks and reported each one succeeded after
+    # 30 s of reconnecting; nothing told the operator.
+    import subprocess
+    import sys
+
+    from django.db import connection
+
+    from tests.support.worker import ROOT, require_real_services, worker_env
+
+    require_real_services()
+    db = connection.settings_dict
+    password = "wrong" if wrong == "password" else db["PASSWORD"]
+    name = "no_such_db" if wrong == "database" else db["NAME"]
+    env = worker_env()
+    env["DATABASE_URL"] = f"postgres://{db['USER']}:{password}@{db['HOST']}:{db['PORT']}/{name}"
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "batchhub", "worker", "--concurrency=1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-2000:]
+    assert "The worker cannot use the database (DATABASE_URL)" in output
+    assert " ready." not in output
+    assert time.monotonic() - started < 60
