@@ -15,7 +15,15 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from .envconfig import env_bool, env_float, env_int, env_list, env_str
+from .envconfig import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("BATCHHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
@@ -305,7 +313,7 @@ BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 5.0, minimum=1.0)
 # CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
 # database come first (batchhub/priority.py). 0 leaves the priority alone.
-BATCHHUB_WORKER_NICE = min(env_int("BATCHHUB_WORKER_NICE", 10, minimum=0), 19)
+BATCHHUB_WORKER_NICE = env_int("BATCHHUB_WORKER_NICE", 10, minimum=0, maximum=19)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.
@@ -380,10 +388,10 @@ REST_FRAMEWORK = {
     # it appended to X-Forwarded-For (never what the client itself wrote there).
     "NUM_PROXIES": 1 if BATCHHUB_BEHIND_PROXY else 0,
     "DEFAULT_THROTTLE_RATES": {
-        "read": env_str("BATCHHUB_RATE_READ", "1200/min"),
-        "create": env_str("BATCHHUB_RATE_CREATE", "60/min"),
-        "control": env_str("BATCHHUB_RATE_CONTROL", "300/min"),
-        "download": env_str("BATCHHUB_RATE_DOWNLOAD", "120/min"),
+        "read": env_rate("BATCHHUB_RATE_READ", "1200/min"),
+        "create": env_rate("BATCHHUB_RATE_CREATE", "60/min"),
+        "control": env_rate("BATCHHUB_RATE_CONTROL", "300/min"),
+        "download": env_rate("BATCHHUB_RATE_DOWNLOAD", "120/min"),
     },
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -412,7 +420,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # urllib3 (jobs/outbound.py) logs redirects and retries at INFO: up to a line per row of an
     # HTTP job, with URLs whose query strings may carry tokens.
     "loggers": {"django.db.backends": {"level": "INFO"}, "urllib3": {"level": "WARNING"}},
