@@ -13,5 +13,10 @@ class JobsConfig(AppConfig):
 
         allowlist(WEBHOOKS)
         allowlist(PROCESSORS)
+        # So does a BATCHHUB_PROCESSORS entry that names no processor: web, worker and manage.py
+        # all stop with the entry in the message, instead of a job finding it missing.
+        from .processors.base import check_configured
+
+        check_configured()
         # Registers the tasks that jobs/enqueue.py sends by name, in the web process too.
         from . import tasks  # noqa: F401

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from jsonschema import Draft202012Validator, validators
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def _registry() -> dict[str, type[Processor]]:
     # Installed packages announce processors through entry points; an operator can also name
     # classes directly (BATCHHUB_PROCESSORS=package.module:Class,…) without packaging them.
     sources = [(ep.value, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    sources += [(path, partial(_load_path, path)) for path in settings.BATCHHUB_PROCESSORS]
+    sources += [(path, partial(load_configured, path)) for path in settings.BATCHHUB_PROCESSORS]
     for where, load in sources:
         try:
             cls = load()
@@ -273,9 +274,41 @@ def _registry() -> dict[str, type[Processor]]:
     return found
 
 
-def _load_path(path: str) -> type[Processor]:
-    module_name, _, attr = path.partition(":")
-    return getattr(import_module(module_name), attr)
+def load_configured(path: str) -> type[Processor]:
+    """The class a BATCHHUB_PROCESSORS entry names; ImproperlyConfigured, naming it, if none."""
+    module_name, colon, attr = path.partition(":")
+    if not (colon and module_name and attr):
+        raise ImproperlyConfigured(
+            f"BATCHHUB_PROCESSORS entry {path!r} is not of the form package.module:Class."
+        )
+    try:
+        module = import_module(module_name)
+    except Exception as exc:  # the module's own import errors too: whatever stops it loading
+        raise ImproperlyConfigured(
+            f"BATCHHUB_PROCESSORS entry {path!r}: cannot import {module_name}: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ImproperlyConfigured(
+            f"BATCHHUB_PROCESSORS entry {path!r}: {module_name} has no {attr}."
+        )
+    if not (isinstance(cls, type) and issubclass(cls, Processor) and cls.name):
+        raise ImproperlyConfigured(
+            f"BATCHHUB_PROCESSORS entry {path!r} is not a Processor subclass with a name."
+        )
+    return cls
+
+
+def check_configured() -> None:
+    """Every BATCHHUB_PROCESSORS entry loads, or start-up stops (the jobs app's ready()).
+
+    The registry itself only logs a processor that fails to load, at its first use: one from an
+    installed package's entry point may fail for its own reasons, and the others still work. An
+    entry the operator wrote is checked at start instead, so a typo is not found by a job.
+    """
+    for path in settings.BATCHHUB_PROCESSORS:
+        load_configured(path)
 
 
 def registry() -> dict[str, type[Processor]]:
