@@ -74,6 +74,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz for load balancers, before sessions, CSRF, auth, rate limits and the
+    # ALLOWED_HOSTS check (a probe names the node's address): batchhub/health.py.
+    "batchhub.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The API status poll answered from the cache below the rest of the stack (jobs/fast_status).
     "jobs.fast_status.FastStatusMiddleware",
@@ -314,6 +317,9 @@ BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 5.0, minimum=1.
 # CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
 # database come first (batchhub/priority.py). 0 leaves the priority alone.
 BATCHHUB_WORKER_NICE = env_int("BATCHHUB_WORKER_NICE", 10, minimum=0, maximum=19)
+
+# Seconds /readyz waits for each of its checks (database, cache, broker), run side by side.
+BATCHHUB_READYZ_TIMEOUT = env_float("BATCHHUB_READYZ_TIMEOUT", 2.0, minimum=0.1)
 
 # --- Celery ---------------------------------------------------------------------------------------
 # Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.
