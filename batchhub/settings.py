@@ -51,6 +51,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# On several machines each would generate its own: `check --deploy` warns (batchhub/checks.py).
+BATCHHUB_SECRET_KEY_GENERATED = not env_str("SECRET_KEY", "")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # htmx posts refused for a stale token reload their page (batchhub/csrf_failure.py).

@@ -18,5 +18,8 @@ class JobsConfig(AppConfig):
         from .processors.base import check_configured
 
         check_configured()
+        # The project's own system checks (`manage.py check --deploy`).
+        import batchhub.checks  # noqa: F401
+
         # Registers the tasks that jobs/enqueue.py sends by name, in the web process too.
         from . import tasks  # noqa: F401

@@ -33,16 +33,21 @@ def readme_production_env() -> dict[str, str]:
     return {name: value.replace("…", "secret") for name, value in env.items()}
 
 
-def check_deploy(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def check_deploy_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "CACHE_"))}
     base.pop("CELERY_BROKER_URL", None)
     base.pop("DJANGO_SETTINGS_MODULE", None)
+    base.pop("SECRET_KEY", None)
     # Set by the browser tests' conftest (Playwright's sync API in tests); never in production.
     base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    return {**base, **env, "BATCHHUB_DATA_DIR": str(tmp_path)}
+
+
+def check_deploy(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
         cwd=ROOT,
-        env={**base, **env, "BATCHHUB_DATA_DIR": str(tmp_path)},
+        env=check_deploy_env(env, tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,3 +72,35 @@ def test_without_the_proxy_the_cookies_are_not_secure_and_check_says_so(tmp_path
 
     output = result.stdout + result.stderr
     assert "security.W012" in output and "security.W016" in output
+
+
+def test_a_generated_secret_key_on_postgresql_is_a_deploy_warning(tmp_path):
+    # Each node would generate its own: what one signs (sessions, API key digests), the others
+    # refuse with 401.
+    env = readme_production_env()
+    del env["SECRET_KEY"]
+
+    result = check_deploy(env, tmp_path)
+
+    output = result.stdout + result.stderr
+    assert "(batchhub.W001) SECRET_KEY is not set in the environment" in output, output
+    assert "the same on every web and worker node" in output
+    plain = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=check_deploy_env(env, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0 and "batchhub.W001" not in plain.stdout + plain.stderr
+
+
+def test_a_generated_secret_key_is_fine_on_the_embedded_sqlite(tmp_path):
+    env = readme_production_env()
+    del env["SECRET_KEY"]
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+    result = check_deploy(env, tmp_path)
+
+    assert "batchhub.W001" not in result.stdout + result.stderr
