@@ -89,13 +89,33 @@ def _start(name: str) -> Future:
     """
     global _pool
     with _lock:
-        if _pool is None:  # created at first use: never inherited across a fork
+        if _pool is None:  # created at first use
             _pool = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="readyz")
         future = _running.get(name)
         if future is None or future.done():
             future = _pool.submit(lambda: CHECKS[name]())
             _running[name] = future
         return future
+
+
+def stop() -> None:
+    """End the checks' threads (a test that is done with them, before others fork)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+        _running.clear()
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def _forget_after_fork() -> None:
+    # A forked child has none of its parent's threads: a pool inherited would take work and never
+    # run it. The next probe starts a pool of the child's own.
+    global _lock, _pool, _running
+    _lock, _pool, _running = threading.Lock(), None, {}
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def readiness() -> tuple[bool, dict[str, str]]:

@@ -13,6 +13,13 @@ from django.test import Client
 from batchhub import health
 
 
+@pytest.fixture(autouse=True)
+def _no_threads_left():
+    # Tests that fork later in this process must not inherit the checks' threads.
+    yield
+    health.stop()
+
+
 def raising(exc):
     def fail(*args, **kwargs):
         raise exc
@@ -116,7 +123,6 @@ def test_a_database_that_hangs_fails_readyz_within_the_timeout(
     assert elapsed < 1.2
     # The second probe waited on the check still running, not on a thread of its own.
     assert not health._running["database"].done()
-    health._running["database"].result(timeout=5)
 
 
 @pytest.mark.django_db
@@ -144,3 +150,18 @@ def test_readyz_names_the_cache_when_it_keeps_nothing(monkeypatch):
     assert response.status_code == 503
     assert response.json()["failing"] == ["cache"]
     assert response.json()["checks"]["cache"] == "failed: NotKept"
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_runs_its_checks_on_threads_of_its_own():
+    import os
+
+    health._start("cache").result(timeout=5)  # the parent's pool, running
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 if its check ran
+        try:
+            os._exit(0 if health._start("cache").result(timeout=5) is None else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
