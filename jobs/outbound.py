@@ -27,6 +27,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -128,42 +129,55 @@ class Deadline:
     time is up. A read timeout bounds each wait for a byte, not the answer: a peer sending one
     byte a second would hold the request for as long as it likes. Once cut, the read under way
     fails, and `expired` tells why.
+
+    A connection belongs to the last request that used it: one given back to the keep-alive
+    pool (after a redirect's hop, or a request that ended) and taken by another thread's request
+    is that request's to cut, not this one's.
     """
 
     _current = threading.local()
+    _owners: weakref.WeakKeyDictionary[socket.socket, Deadline] = weakref.WeakKeyDictionary()
+    _owners_lock = threading.Lock()
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
         self.done = False
         self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self._outer: Deadline | None = None
 
     def __enter__(self) -> Deadline:
+        self._outer = getattr(Deadline._current, "watch", None)
         Deadline._current.watch = self
         _watchdog.add(time.monotonic() + self.seconds, self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.done = True
-        Deadline._current.watch = None
+        with Deadline._owners_lock:
+            self.done = True
+            self._sockets.clear()
+        Deadline._current.watch = self._outer
+        _watchdog.ended()
 
     @classmethod
     def watch(cls, sock: socket.socket | None) -> None:
         deadline = getattr(cls._current, "watch", None)
-        if deadline is not None and sock is not None:
-            with deadline._lock:
-                deadline._sockets.append(sock)
-                if deadline.expired:
-                    _cut(sock)
+        if deadline is None or sock is None:
+            return
+        with cls._owners_lock:
+            cls._owners[sock] = deadline
+            deadline._sockets.append(sock)
+            if deadline.expired:
+                _cut(sock)
 
     def expire(self) -> None:
-        with self._lock:
+        with Deadline._owners_lock:
             if self.done:
                 return
             self.expired = True
             for sock in self._sockets:
-                _cut(sock)
+                if Deadline._owners.get(sock) is self:
+                    _cut(sock)
 
 
 def _cut(sock: socket.socket) -> None:
@@ -182,12 +196,22 @@ class _Watchdog:
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._open = 0
+
+    def ended(self) -> None:
+        with self._wake:
+            self._open -= 1
 
     def add(self, when: float, deadline: Deadline) -> None:
         with self._wake:
+            self._open += 1
             # Requests mostly end in time and in order: the heap stays the size of those open.
             while self._heap and self._heap[0][2].done:
                 heapq.heappop(self._heap)
+            if len(self._heap) > 2 * self._open + 64:
+                # One long request at the top keeps every later, ended one: drop them.
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
             heapq.heappush(self._heap, (when, next(self._order), deadline))
             if self._thread is None or not self._thread.is_alive():  # also after a fork
                 self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
