@@ -82,7 +82,17 @@ def reap(now=None) -> dict[str, int]:
         updated_at__lt=now - READER_GRACE,
         updated_at__gte=now - 5 * lease,
     )
-    lost += [job for job in reading if loading.reader_gone(job)]
+    for job in reading:
+        if loading.reader_gone(job):
+            # Names no reader: until the new attempt names itself, this one is not taken for
+            # gone again (its message may wait behind others), which would start a second.
+            states.record(
+                job,
+                "ingest_requeued",
+                "The worker reading the input stopped; the input is read again.",
+                data={loading.HOLDER: ""},
+            )
+            lost.append(job)
     for job in lost:
         Job.objects.filter(pk=job.pk).update(updated_at=now)
         transaction.on_commit(lambda pk=job.pk: enqueue.start_ingest(pk))

@@ -32,9 +32,7 @@ HOLDER = "ingest_holder"  # the key of a reading event's data naming its process
 def reader_gone(job: Job) -> bool:
     """Whether the process that last started reading the job's input has exited (only known for
     one on this machine)."""
-    event = (
-        JobEvent.objects.filter(job=job, data__has_key=HOLDER).order_by("-at", "-id").first()
-    )
+    event = JobEvent.objects.filter(job=job, data__has_key=HOLDER).order_by("-at", "-id").first()
     return event is not None and holders.is_gone(event.data[HOLDER])
 
 
@@ -107,11 +105,9 @@ def ingest(job_pk: int) -> None:
             )
             transaction.on_commit(lambda: chunks.start_loops(job))
     except InputError as exc:
-        _discard_rows(job_pk, in_batches)
-        _fail(job_pk, "invalid_csv", str(exc), {"errors": exc.errors})
+        _fail(job_pk, in_batches, "invalid_csv", str(exc), {"errors": exc.errors})
     except APIError as exc:
-        _discard_rows(job_pk, in_batches)
-        _fail(job_pk, exc.error_code, str(exc.detail), exc.details)
+        _fail(job_pk, in_batches, exc.error_code, str(exc.detail), exc.details)
     except (states.IllegalTransition, _IngestStopped):
         # Cancelled while reading: the rows were rolled back with the transaction, or on
         # SQLite are deleted here, unless another attempt of the ingest is writing them or
@@ -121,13 +117,12 @@ def ingest(job_pk: int) -> None:
             _discard_rows(job_pk, in_batches)
         return
     except Exception as exc:
-        try:
-            _discard_rows(job_pk, in_batches)
-        except Exception:  # the database itself failing: the job still fails below
-            logger.exception("could not delete the rows of job %s's failed ingest", job_pk)
-        _fail(
-            job_pk, "ingest_error", f"The input could not be read: {exc.__class__.__name__}.", None
-        )
+        message = f"The input could not be read: {exc.__class__.__name__}."
+        if not _fail(job_pk, in_batches, "ingest_error", message, None):
+            # Another attempt of this ingest finished it first (this one then met its rows):
+            # the job goes on with them.
+            logger.warning("job %s: a second attempt of its ingest stopped (%r)", job_pk, exc)
+            return
         raise
 
 
@@ -214,10 +209,25 @@ def _describe(info: TableInfo) -> str:
     return ", ".join(parts)
 
 
-def _fail(job_pk: int, code: str, message: str, details: Any) -> None:
+def _fail(job_pk: int, in_batches: bool, code: str, message: str, details: Any) -> bool:
+    """Fail the job if it is still being read, then drop its rows; whether it was failed.
+
+    A job another attempt of this ingest has read meanwhile (now processing), or cancelled,
+    keeps its status and its rows.
+    """
     try:
         states.transition(
-            job_pk, JobStatus.FAILED, error=(code, message), message=message, data=details
+            job_pk,
+            JobStatus.FAILED,
+            error=(code, message),
+            message=message,
+            data=details,
+            only_from=frozenset({JobStatus.VALIDATING}),
         )
     except states.IllegalTransition:
-        pass
+        return False
+    try:
+        _discard_rows(job_pk, in_batches)
+    except Exception:  # the database itself failing: housekeeping deletes them with the job
+        logger.exception("could not delete the rows of job %s's failed ingest", job_pk)
+    return True

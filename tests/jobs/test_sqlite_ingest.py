@@ -215,6 +215,10 @@ def test_an_ingest_whose_process_is_gone_is_restarted_within_seconds(
     with django_capture_on_commit_callbacks(execute=True):
         assert reaper.reap(now=soon)["reingested"] == 1
     assert enqueued == [job.pk]
+    # Its message may wait behind others: the next rounds do not start a second reader.
+    later = soon + timedelta(seconds=20)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reaper.reap(now=later)["reingested"] == 0
 
     monkeypatch.setattr(holders, "is_gone", is_gone)
     loading.ingest(job.pk)
@@ -222,3 +226,17 @@ def test_an_ingest_whose_process_is_gone_is_restarted_within_seconds(
     assert job.status == JobStatus.PROCESSING and job.total == rows
     again = JobEvent.objects.get(job=job, type="ingest_restarted")
     assert again.message == "Reading the input again." and loading.HOLDER in again.data
+
+
+def test_a_second_ingest_that_fails_after_the_first_finished_leaves_the_job_alone(alice):
+    # On PostgreSQL a second attempt's COPY meets the first's rows once it commits: its
+    # IntegrityError failed a job already processing, and deleted the rows it was running.
+    job = make_job(alice, rows_text(30))
+    loading.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING
+    assert (
+        loading._fail(job.pk, True, "ingest_error", "The input could not be read.", None) is False
+    )
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and Row.objects.filter(job=job).count() == 30
