@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -126,6 +126,11 @@ def redeliver(job: Job, actor: str) -> str:
     if job.status not in TERMINAL:
         raise CannotRedeliver("The job has not finished yet: there is no event to send again.")
     event_type = webhooks.event_type_for(job)
+    with transaction.atomic():  # its event before any attempt's; the send after both
+        return _redeliver(job, event_type, actor)
+
+
+def _redeliver(job: Job, event_type: str, actor: str) -> str:
     delivery = schedule(job, event_type, "the event was sent again as a new message")
     JobEvent.objects.create(
         job=job,
@@ -157,6 +162,8 @@ def adopt(
     events = JobEvent.objects.filter(
         job=job, type__startswith="webhook.", data__webhook_id=webhook_id
     )
+    if events.filter(type__in=("webhook.delivered", "webhook.failed")).exists():
+        return None  # a copy of a message whose delivery ended (delivered, or given up)
     attempts = events.filter(type="webhook.attempt").count()
     if (
         first_attempt_at is None
@@ -239,7 +246,16 @@ def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | 
 def _settle(delivery: WebhookDelivery) -> None:
     waiting_since = delivery.created_at.timestamp()
     while (wait := settle_delay(delivery.job_id, delivery.event_type, waiting_since)) is not None:
+        _release_database()
         time.sleep(wait)
+
+
+def _release_database() -> None:
+    """Close this thread's connection before waiting on a receiver or a timer: a worker's
+    threads x its processes x its machines would otherwise hold that many database connections
+    through every slow receiver, past PostgreSQL's max_connections."""
+    if not connection.in_atomic_block:  # a caller's transaction (tests run in one) stays
+        connection.close()
 
 
 def run(pk: int) -> bool:
@@ -268,20 +284,23 @@ def run(pk: int) -> bool:
         if mine.update(status=Status.FAILED, claimed_until=None, claim=""):
             _dropped(job, delivery.webhook_id, delivery.event_type, "the job changed since")
         return False
+    if not mine.exists():
+        return False  # superseded while it waited for the job's running rows
     delivery.job = job  # as it is now: a cancelled job's counts once its running rows ended
     first_attempt_at = delivery.first_attempt_at or timezone.now()
     number = delivery.attempts + 1
+    _release_database()
     attempt = webhooks.deliver_once(job, delivery.event_type, delivery.webhook_id, number)
     next_in = None
     if attempt.retry:
         elapsed = (timezone.now() - first_attempt_at).total_seconds()
         next_in = webhooks.retry_delay(number, elapsed)
-    _record(delivery, mine, attempt, next_in, first_attempt_at)
+    _record(delivery, token, attempt, next_in, first_attempt_at)
     logger.info("webhook %s for %s: %s", delivery.webhook_id, job.public_id, attempt.outcome)
     return True
 
 
-def _record(delivery, mine, attempt, next_in, first_attempt_at) -> None:
+def _record(delivery, token, attempt, next_in, first_attempt_at) -> None:
     now = timezone.now()
     fields = {
         "attempts": F("attempts") + 1,
@@ -300,10 +319,18 @@ def _record(delivery, mine, attempt, next_in, first_attempt_at) -> None:
         fields["message_due_at"] = due if next_in <= COUNTDOWN_MAX else None
     try:
         with transaction.atomic():
+            # Delivered counts whatever happened to the row meanwhile; a retry only while the
+            # row is still pending and this sender's (not superseded by "Send again").
+            held = WebhookDelivery.objects.filter(pk=delivery.pk, claim=token)
+            if not attempt.delivered:
+                held = held.filter(status=Status.PENDING)
+            kept = held.update(**fields)
+            if not kept and next_in is not None:
+                next_in = None  # superseded during the attempt: none follows
             webhooks.record_attempt(
                 delivery.job, delivery.webhook_id, delivery.event_type, attempt, next_in
             )
-            if mine.update(**fields) and next_in is not None and next_in <= COUNTDOWN_MAX:
+            if kept and next_in is not None and next_in <= COUNTDOWN_MAX:
                 transaction.on_commit(lambda: enqueue.send_later(TASK, next_in, delivery.pk))
     except IntegrityError:
         if Job.objects.filter(pk=delivery.job_id).exists():

@@ -280,3 +280,49 @@ def test_an_error_ending_in_a_full_stop_reads_as_one_sentence():
     attempt = webhooks.Attempt(attempt=2, url="https://x.invalid/", duration_ms=0)
     attempt.error = "hooks.x.invalid could not be resolved ([Errno -2] Name or service not known)."
     assert attempt.outcome.endswith("not known) after 0 ms")
+
+
+def test_a_copy_of_an_old_message_whose_delivery_ended_sends_nothing(receiver, make_job):
+    job = make_job(webhook_url=receiver.url)
+    for kind, attempt in (("webhook.attempt", 1), ("webhook.delivered", 2)):
+        JobEvent.objects.create(
+            job=job, type=kind, data={"webhook_id": "msg_old", "attempt": attempt}
+        )
+    kwargs = {"first_attempt_at": time.time() - 60}
+    deliver_webhook.apply(args=(job.pk, "job.completed", "msg_old"), kwargs=kwargs)
+    assert receiver.requests == [] and not WebhookDelivery.objects.exists()
+
+
+def test_sent_again_during_an_attempt_the_old_one_does_not_promise_a_retry(
+    receiver, make_job, monkeypatch
+):
+    receiver.statuses = [503]
+    job = make_job(webhook_url=receiver.url)
+    old = delivery_for(job, webhook_id="msg_old")
+    real = webhooks.deliver_once
+
+    def sent_again_meanwhile(*args):
+        attempt = real(*args)
+        webhook_deliveries.redeliver(job, actor="alice")
+        return attempt
+
+    monkeypatch.setattr(webhooks, "deliver_once", sent_again_meanwhile)
+    webhook_deliveries.run(old.pk)
+    old.refresh_from_db()
+    assert old.status == "failed"
+    attempt = JobEvent.objects.get(
+        job=job, data__webhook_id="msg_old", type__startswith="webhook.f"
+    )
+    assert "retrying" not in attempt.message and "giving up" in attempt.message
+
+
+def test_superseded_while_it_waited_for_running_rows_it_is_not_sent(
+    receiver, make_job, monkeypatch
+):
+    job = make_job(status="cancelled", webhook_url=receiver.url)
+    old = WebhookDelivery.objects.create(job=job, webhook_id="msg_wait", event_type="job.cancelled")
+    monkeypatch.setattr(
+        webhook_deliveries, "_settle", lambda delivery: webhook_deliveries.redeliver(job, "bob")
+    )
+    assert webhook_deliveries.run(old.pk) is False
+    assert receiver.requests == []
