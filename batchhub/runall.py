@@ -42,9 +42,12 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def check_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1)
-        return probe.connect_ex((host, port)) != 0
+    # Any address family and name (HOST=:: or localhost), not only IPv4 literals.
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return True
+    return False
 
 
 if __name__ == "__main__":
