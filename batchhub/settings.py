@@ -148,6 +148,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_HEALTH_CHECKS"] = True
+    # A database host that drops packets would hold each connection attempt (a worker's start,
+    # a request) for the system's TCP timeout, minutes; the URL's ?connect_timeout= wins.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
 else:
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL or SQLite.")
 DATABASES = {"default": _db}

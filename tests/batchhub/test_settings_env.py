@@ -105,3 +105,10 @@ def test_an_unknown_log_level_stops_start_up(load_settings):
 
 def test_a_log_level_in_any_case_is_taken(load_settings):
     assert load_settings(LOG_LEVEL="debug")["LOGGING"]["root"]["level"] == "DEBUG"
+
+
+def test_a_postgresql_connection_attempt_gives_up_after_seconds(load_settings):
+    loaded = load_settings(DATABASE_URL="postgres://u:p@db.example:5432/x")
+    assert loaded["DATABASES"]["default"]["OPTIONS"]["connect_timeout"] == 10
+    given = load_settings(DATABASE_URL="postgres://u:p@db.example:5432/x?connect_timeout=3")
+    assert given["DATABASES"]["default"]["OPTIONS"]["connect_timeout"] == 3
