@@ -11,9 +11,9 @@ After a lost connection Celery first collects it, then closes it. When closing i
 during the collect (Redis still down), the collect has already taken the transport apart, and the
 second close tries to put the unacknowledged messages back through it: kombu raises
 AttributeError, which Celery does not expect there, and the whole worker exits ("Unrecoverable
-error"; three nodes of three in 15-20 s outages). That close is let fail quietly: the messages
-stay in Redis's unacked set, which gives them back after the visibility timeout, and the tasks
-they started run to the end here (tasks are not cancelled on connection loss).
+error"; three worker deaths in three Redis outages of 15-20 s). That close is let fail quietly:
+the messages stay in Redis's unacked set, which gives them back after the visibility timeout,
+and the tasks they started run to the end here (tasks are not cancelled on connection loss).
 """
 
 from __future__ import annotations
