@@ -326,3 +326,23 @@ def test_superseded_while_it_waited_for_running_rows_it_is_not_sent(
     )
     assert webhook_deliveries.run(old.pk) is False
     assert receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_worker_process_lets_the_attempt_under_way_finish(receiver, make_job, settings):
+    # What a pool process does on its way out (worker_process_shutdown): without the wait, the
+    # attempt was cut and made again once its claim lapsed, a duplicate for the receiver.
+    settings.BATCHHUB_WEBHOOK_THREADS = 2
+    receiver.before_answer = lambda: time.sleep(1.0)
+    delivery = delivery_for(make_job(webhook_url=receiver.url))
+    deliver_webhook.apply(args=(delivery.pk,))
+    deadline = time.monotonic() + 5
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(receiver.requests) == 1  # under way
+
+    senders.drain()
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("delivered", 1)
+    assert JobEvent.objects.filter(type="webhook.delivered").count() == 1
