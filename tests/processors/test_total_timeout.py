@@ -22,24 +22,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Location", f"http://localhost:{port}/slow")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-            elif self.path == "/slow":  # a byte every 0.2 s, never done
-                self.send_response(200)
-                self.send_header("Content-Length", "1000")
-                self.end_headers()
-                for _ in range(1000):
-                    time.sleep(0.2)
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
+            elif self.path == "/slow":
+                self._drip(b"x" * 1000, every=0.2)  # never done within the deadline
             else:  # /b: a healthy answer that takes 1.5 s, its pieces well inside the timeout
-                self.send_response(200)
-                self.send_header("Content-Length", "5")
-                self.end_headers()
-                for _ in range(5):
-                    time.sleep(0.3)
-                    self.wfile.write(b"b")
-                    self.wfile.flush()
+                self._drip(b"b" * 5, every=0.3)
         except OSError:
             pass  # cut by the client
+
+    def _drip(self, body: bytes, every: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for byte in body:
+            time.sleep(every)
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
 
     def log_message(self, *args):
         pass
