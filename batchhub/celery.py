@@ -6,7 +6,7 @@ import os
 import signal
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchhub.settings")
 
@@ -29,6 +29,15 @@ def settle_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@celeryd_after_setup.connect
+def _consume_express(sender, instance, **_kwargs) -> None:
+    # Whatever -Q the operator gave (settings: CELERY_TASK_ROUTES): ingests and webhook
+    # deliveries wait in the express queue until a worker takes them.
+    from django.conf import settings
+
+    instance.app.amqp.queues.select_add(settings.BATCHHUB_EXPRESS_QUEUE)
 
 
 @worker_init.connect

@@ -93,10 +93,14 @@ def process_chunk(
     *,
     next_chunk: Callable[[], Chunk | None] | None = None,
     retire: Callable[[ChunkRun], None] | None = None,
+    turn_over: Callable[[float], bool] | None = None,
 ) -> ChunkRun:
     """Run the chunk's rows; return its run, synced. For an I/O processor, `next_chunk` (a claim)
     lets the loop start the next chunk's rows while this one's last rows are in flight: each
-    chunk done before the last is passed to `retire` (default: released), the last returned."""
+    chunk done before the last is passed to `retire` (default: released), the last returned.
+    Once `turn_over` (given the mean time of a row so far) says so, an I/O processor's rows not
+    begun go back to pending and the run ends when those in flight are in: the chunk is left for
+    the loop's next step."""
     run, queue, to_input, run_group = _start(job, chunk, processor, plan, group_rows)
     if run.status == JobStatus.PROCESSING:
         if processor.io_bound:
@@ -110,7 +114,9 @@ def process_chunk(
                     started = _start(run.job, taken, processor, plan, group_rows)
                     return _Feed(started[0], started[1])
 
-            last = _run_threaded(_Feed(run, queue), to_input, next_feed, retire or release_chunk)
+            last = _run_threaded(
+                _Feed(run, queue), to_input, next_feed, retire or release_chunk, turn_over
+            )
             run = last.run
         else:
             group_max = _group_max()
@@ -238,6 +244,7 @@ def _run_threaded(
     to_input: Callable[[_Item], RowInput],
     next_feed: Callable[[], _Feed | None] | None,
     retire: Callable[[ChunkRun], None],
+    turn_over: Callable[[float], bool] | None = None,
 ) -> _Feed:
     """The rows of `first`, then of each chunk `next_feed` brings, on one pool of threads; return
     the last chunk's feed. A chunk's end would otherwise leave the threads idle while its last
@@ -277,12 +284,21 @@ def _run_threaded(
     # them per call, which at 32 rows in flight and hundreds of rows a second costs more than
     # the requests themselves, all under the interpreter lock.
     feeds = [first]  # in the order claimed; the last one is the one whose rows start
+    began, rows_done = time.monotonic(), 0
     inflight: dict[Future, tuple[_Feed, _Item]] = {}
     finished_calls: SimpleQueue[Future] = SimpleQueue()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
         while True:
             now = time.monotonic()
             feed = feeds[-1]
+            if (
+                turn_over is not None
+                and not stop.is_set()
+                and turn_over(threads * (now - began) / max(1, rows_done))
+            ):
+                # As for a pause, but of this loop only: the job stays processing.
+                stop.set()
+                next_feed = None
             # Top up when the backlog queued ahead of the threads has run low (a backlog of one
             # to two rows per thread), so that one sync point starts at least `threads` rows:
             # sync points, not requests, are most of the engine's own CPU per row.
@@ -340,6 +356,7 @@ def _run_threaded(
             for future in done:
                 each, item = inflight.pop(future)
                 each.inflight -= 1
+                rows_done += 1
                 result = future.result()
                 if result is _NOT_STARTED:
                     each.run.unstart(item)

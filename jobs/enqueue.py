@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 
 from celery import current_app
-from kombu.exceptions import OperationalError
+from django.conf import settings
+from kombu.exceptions import ChannelError, OperationalError
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +44,22 @@ def _unsent(name: str, args: tuple, exc: Exception) -> None:
 def start_ingest(job_pk: int) -> None:
     """Read the job's input on a worker (jobs.tasks.ingest_job)."""
     send("jobs.ingest", job_pk)
+
+
+def waiting() -> int:
+    """Messages waiting for a worker in the queues this process's worker takes from (0 when the
+    broker cannot say): a long step gives its pool process up when something waits for it."""
+    names = set(current_app.amqp.queues.consume_from or [settings.CELERY_TASK_DEFAULT_QUEUE])
+    names.add(settings.BATCHHUB_EXPRESS_QUEUE)  # every worker takes from it (batchhub/celery.py)
+    total = 0
+    try:
+        with current_app.pool.acquire(block=True, timeout=1.0) as conn:
+            channel = conn.default_channel
+            for name in names:
+                try:
+                    total += channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:
+                    pass  # never declared, or empty (Redis drops an empty list)
+    except (OperationalError, OSError) as exc:
+        logger.debug("could not count waiting messages: %s", exc)
+    return total

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from . import livestatus, states
+from . import enqueue, livestatus, states
 from .chunk_loop import process_chunk, release_chunk
 from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
 from .finish import _cancel_leftovers_after_failure, finalize
@@ -48,6 +48,15 @@ TASK_SECONDS = 2.0
 # flight (chunk_loop._run_threaded), for this long within a task: its chunks take seconds each,
 # so a task is still one chunk or a few, and the threads do not idle at each chunk's end.
 IO_TASK_SECONDS = 8.0
+# Past IO_TASK_SECONDS an I/O step also ends mid-chunk once a message waits for a pool process
+# (asked every TURN_CHECK_SECONDS): a chunk of a slow service's rows takes minutes, and a new
+# job's ingest, another job's step or a webhook would wait that long behind it. Ending costs the
+# threads idling while the rows in flight come in, so a step runs at least TURN_ROW_TIMES of
+# its rows' time first. Past TURN_MAX_SECONDS it ends anyway, far inside the broker's
+# visibility timeout.
+TURN_CHECK_SECONDS = 2.0
+TURN_ROW_TIMES = 20
+TURN_MAX_SECONDS = 300.0
 # After losing the database a loop tries to reconnect this often, for this long within its task
 # (then its task is queued again), and gives its chunk back as soon as it is connected.
 RECONNECT_INTERVAL = 0.25
@@ -129,6 +138,19 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
             held.append(taken)
         return taken
 
+    asked = [began]
+
+    def turn_over(row_seconds: float) -> bool:
+        now = time.monotonic()
+        if now - began < max(io_seconds, TURN_ROW_TIMES * row_seconds):
+            return False
+        if now - began >= TURN_MAX_SECONDS:
+            return True
+        if now - asked[0] < TURN_CHECK_SECONDS:
+            return False
+        asked[0] = now
+        return enqueue.waiting() > 0
+
     def retire(done: ChunkRun) -> None:
         release_chunk(done)
         held.remove(done.chunk)
@@ -149,7 +171,14 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
                 )
             try:
                 run = process_chunk(
-                    job, chunk, processor, plan, group_rows, next_chunk=next_chunk, retire=retire
+                    job,
+                    chunk,
+                    processor,
+                    plan,
+                    group_rows,
+                    next_chunk=next_chunk,
+                    retire=retire,
+                    turn_over=turn_over if io_seconds else None,
                 )
             except Exception:
                 _cancel_leftovers_after_failure(job.pk)

@@ -1,4 +1,5 @@
-"""Webhooks through real workers: a retry that outlives its worker, slow receivers."""
+"""Webhooks through real workers: a retry that outlives its worker, slow receivers, a queue of
+their own."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
+from jobs import services
 from jobs.models import Job, JobEvent, WebhookDelivery
 from jobs.webhook_tasks import deliver_webhook
 from tests.conftest import make_job
+from tests.processors.servers import EchoHandler, LocalServer
 from tests.support.worker import flush_broker, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +125,52 @@ def test_slow_receivers_do_not_hold_up_the_jobs_on_the_worker(alice, worker_fact
     worker.wait_for(lambda: len(slow.answered) == 3, timeout=30, message="the slow answers")
     for hook in hooked:
         wait_for(lambda hook=hook: webhook_events(hook) == ["webhook.delivered"], timeout=10)
+
+
+def test_send_again_and_a_new_job_are_not_queued_behind_the_job_steps(
+    alice, worker_factory, receivers, settings
+):
+    # "Send again" makes its event in a web request, and a new job's ingest is queued by one:
+    # both went to the tail of the one queue, behind a step of every running job, and an I/O
+    # job's step ran its whole chunk (60 rows a thread: 12 s here, minutes for an LLM).
+    import redis
+
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 20
+    receiver = receivers()
+    worker = worker_factory()  # two pool processes, as `make run` starts it
+    done = make_job(alice, "name\na\n", webhook_url=receiver.url)
+    worker.wait_for(lambda: len(receiver.requests) == 1, timeout=60, message="the first event")
+
+    with LocalServer(EchoHandler, latency=0.2) as slow:
+        params = {"method": "GET", "url": slow.url + "/latency?row={name}", "fields": {"ok": "ok"}}
+        rows = "name\n" + "".join(f"n{i}\n" for i in range(400))
+        busy = [make_job(alice, rows, "http", params, concurrency=4) for _ in range(10)]
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        worker.wait_for(
+            lambda: (
+                not Job.objects.filter(pk__in=[b.pk for b in busy])
+                .exclude(status="processing")
+                .exists()
+                and broker.llen(settings.CELERY_TASK_DEFAULT_QUEUE) >= 6
+            ),
+            timeout=120,
+            message="every job processing, steps waiting in the queue",
+        )
+        asked = time.time()
+        services.redeliver_webhook(Job.objects.get(pk=done.pk), actor="alice")
+        fresh = make_job(alice, "name\na\n")
+        worker.wait_for(lambda: len(receiver.requests) == 2, timeout=90, message="send again")
+        resent = receiver.requests[1]["at"] - asked
+        worker.wait_for(
+            lambda: Job.objects.get(pk=fresh.pk).status not in ("queued", "validating"),
+            timeout=90,
+            message="the new job's ingest",
+        )
+        started = time.time() - asked
+        waiting = broker.llen(settings.CELERY_TASK_DEFAULT_QUEUE)
+        for job in busy:
+            services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    # Each at the next free pool process, a step giving its process up within about 10 s once
+    # something waits: not behind the ~8 steps ahead (70 s before).
+    assert resent < 20, f"sent again after {resent:.1f} s; {waiting} steps still queued"
+    assert started < 20, f"ingested after {started:.1f} s; {waiting} steps still queued"

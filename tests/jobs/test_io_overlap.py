@@ -181,3 +181,50 @@ def test_no_row_starts_once_the_pause_is_published(alice, monkeypatch):
     job = Job.objects.get(pk=job.pk)
     assert job.running == 0 and job.succeeded == len(Started.starts)
     assert job.pending == 40 - len(Started.starts)
+
+
+@pytest.fixture
+def one_chunk_job(alice, monkeypatch):
+    """The same rows in one chunk of 200 (0.5 s on four threads)."""
+    SlowCall.hold_last, SlowCall.overlapped = False, []
+    SlowCall.began = {chunk: threading.Event() for chunk in range(ROWS // CHUNK)}
+    monkeypatch.setitem(base.registry(), "slow-call", SlowCall)
+    monkeypatch.setattr(chunks, "IO_CHUNK_ROWS_PER_THREAD", ROWS // 4)
+    job = make_job(alice, rows_text(ROWS), processor="slow-call", concurrency=4)
+    loading.ingest(job.pk)
+    assert Chunk.objects.filter(job=job).count() == 1
+    return job
+
+
+@pytest.mark.parametrize("why", ["a message waits", "the step ran its longest"])
+def test_a_long_step_gives_its_process_up_mid_chunk_and_loses_nothing(
+    one_chunk_job, monkeypatch, why
+):
+    # A chunk of a slow service's rows took minutes: a new job's ingest, other jobs' steps and a
+    # web request's webhook waited behind it for a pool process.
+    monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
+    if why == "a message waits":
+        monkeypatch.setattr(runner.enqueue, "waiting", lambda: 1)
+    else:
+        monkeypatch.setattr(runner, "TURN_MAX_SECONDS", 0.2)
+        monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
+    job = Job.objects.get(pk=one_chunk_job.pk)
+    assert 0 < job.succeeded < ROWS and job.running == 0
+    assert_counters_valid(job)
+    rows = Row.objects.filter(job=job)
+    assert not rows.filter(status=RowStatus.RUNNING).exists()
+    assert set(rows.filter(status=RowStatus.PENDING).values_list("attempts", flat=True)) == {0}
+    # The chunk, left mid-way, is free for the next step (its own or another loop's).
+    assert list(Chunk.objects.filter(job=job).values_list("done", "lease_until")) == [(False, None)]
+
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+
+
+def test_with_nothing_waiting_a_step_keeps_its_chunk_to_the_end(one_chunk_job, monkeypatch):
+    monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
+    assert Job.objects.get(pk=one_chunk_job.pk).succeeded == ROWS

@@ -1,0 +1,43 @@
+"""A job's ingest and webhook deliveries go to a queue of their own, which every worker takes
+from beside the job steps' (settings CELERY_TASK_ROUTES, batchhub/celery.py); a long I/O step
+asks how many messages wait (jobs/runner.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from celery import current_app
+from django.conf import settings
+
+from batchhub.celery import _consume_express
+from jobs import enqueue
+
+
+def queue_of(task: str) -> str:
+    return current_app.amqp.router.route({}, task)["queue"].name
+
+
+def test_ingests_and_deliveries_skip_the_job_steps_queue():
+    express = settings.BATCHHUB_EXPRESS_QUEUE
+    assert express == f"{settings.CELERY_TASK_DEFAULT_QUEUE}.express"
+    assert queue_of("jobs.ingest") == express
+    assert queue_of("jobs.deliver_webhook") == express
+    assert queue_of("jobs.work") == settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def test_a_worker_takes_from_the_express_queue_whatever_its_queues(monkeypatch):
+    queues = current_app.amqp.queues
+    monkeypatch.setattr(queues, "_consume_from", {})
+    queues.select(["elsewhere"])
+    try:
+        _consume_express(sender="w1@host", instance=SimpleNamespace(app=current_app))
+        assert set(queues.consume_from) == {"elsewhere", settings.BATCHHUB_EXPRESS_QUEUE}
+    finally:
+        queues.select([settings.CELERY_TASK_DEFAULT_QUEUE])
+
+
+def test_waiting_counts_the_messages_of_both_queues():
+    before = enqueue.waiting()
+    enqueue.send("jobs.ingest", 0)
+    enqueue.send("jobs.work", 0)
+    assert enqueue.waiting() == before + 2
