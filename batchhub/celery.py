@@ -6,9 +6,20 @@ import os
 import signal
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, import_modules, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchhub.settings")
+
+
+@import_modules.connect
+def _check_database_file(**_kwargs) -> None:
+    # Connected before the app exists, so that it runs before Celery's Django fix-up, whose model
+    # checks open the SQLite file and would end a worker or beat on an unusable one with a
+    # traceback instead of this one line.
+    from .dbfile import refuse_unusable_database
+
+    refuse_unusable_database()
+
 
 app = Celery("batchhub")
 app.config_from_object("django.conf:settings", namespace="CELERY")

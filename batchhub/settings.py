@@ -7,6 +7,7 @@ CELERY_BROKER_URL (Redis) and CACHE_URL (Redis).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from pathlib import Path
 from urllib.parse import urlparse
@@ -145,7 +146,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     if not TESTING:
-        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # One that cannot be made is said in one line by each process's start (batchhub/dbfile.py).
+        with contextlib.suppress(OSError):
+            Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_HEALTH_CHECKS"] = True
     # A database host that drops packets would hold each connection attempt (a worker's start,

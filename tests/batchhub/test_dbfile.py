@@ -1,0 +1,162 @@
+"""Every process stops in one line on an unusable SQLite file, before Django's checks open it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def a_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def not_a_database(path: Path) -> None:
+    path.write_text("id,name\n1,alice\n")
+
+
+def damaged(path: Path) -> None:
+    # SQLite's header, then a page size no database has.
+    path.write_bytes(b"SQLite format 3\x00" + b"\x00\x07" + b"\xff" * 4000)
+
+
+def folder_is_a_file(path: Path) -> None:
+    path.parent.rmdir()
+    path.parent.write_text("")
+
+
+def unwritable_folder(path: Path) -> None:
+    path.parent.chmod(0o555)
+
+
+def unreadable_file(path: Path) -> None:
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    path.chmod(0o200)
+
+
+UNUSABLE = {
+    "a directory": (a_directory, "it is a directory, not a file"),
+    "not a database": (not_a_database, "it is not a SQLite database"),
+    "damaged": (damaged, "it is damaged (file is not a database)"),
+    "folder is a file": (folder_is_a_file, "is not a directory"),
+    "unwritable folder": (unwritable_folder, "is not writable by this user"),
+    "unreadable file": (unreadable_file, "it is not readable by this user"),
+}
+NEEDS_PERMISSIONS = {"unwritable folder", "unreadable file"}
+
+
+def as_unprivileged(cmd: list[str], case: str) -> list[str]:
+    """The command, subject to file permissions even when the tests run as root."""
+    if case not in NEEDS_PERMISSIONS or os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("as root, file permissions need setpriv (util-linux) to drop the override")
+    # Still uid 0, so the interpreter and the project stay readable; without these two
+    # capabilities, root obeys a file's mode like its owner does.
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+
+
+def run(cmd: list[str], tmp_path: Path, case: str) -> tuple[int, str, Path]:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    db = folder / "batchhub.sqlite3"
+    make, _ = UNUSABLE[case]
+    make(db)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "batchhub.settings", "BATCHHUB_TESTING": "0"}
+    for name in ("CELERY_BROKER_URL", "CACHE_URL"):  # the embedded default's, under the data dir
+        env.pop(name, None)
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{db}",
+            "BATCHHUB_DATA_DIR": str(tmp_path / "data"),
+            "SECRET_KEY": "a-test-key-long-enough-to-sign-anything-it-is-asked-to",
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(tmp_path),
+        }
+    )
+    try:
+        done = subprocess.run(
+            as_unprivileged(cmd, case),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        if db.parent.is_dir():
+            db.parent.chmod(0o755)  # so that the temporary directory can be removed
+    return done.returncode, done.stdout + done.stderr, db
+
+
+def assert_refused_in_one_line(returncode: int, output: str, db: Path, case: str) -> None:
+    _, cause = UNUSABLE[case]
+    assert returncode != 0, output[-2000:]
+    line = f"The database file {db} cannot be used (DATABASE_URL): "
+    said = [text for text in output.splitlines() if text.startswith(line)]
+    assert said and cause in said[0], output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_a_worker_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
+    worker = [
+        sys.executable, "-m", "celery", "-A", "batchhub", "worker", "--concurrency=1",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    returncode, output, db = run(worker, tmp_path, case)
+    assert_refused_in_one_line(returncode, output, db, case)
+    assert " ready." not in output
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_migrate_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
+    # The first step of `make run`.
+    migrate = [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput"]
+    returncode, output, db = run(migrate, tmp_path, case)
+    assert_refused_in_one_line(returncode, output, db, case)
+
+
+def test_beat_on_an_unusable_sqlite_file_stops_saying_why(tmp_path):
+    beat = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "batchhub",
+        "beat",
+        "--schedule",
+        str(tmp_path / "s"),
+    ]
+    returncode, output, db = run(beat, tmp_path, "not a database")
+    assert_refused_in_one_line(returncode, output, db, "not a database")
+
+
+def test_the_web_on_an_unusable_sqlite_file_stops_instead_of_booting_workers_in_a_loop(tmp_path):
+    web = [
+        str(BIN / "gunicorn"), "batchhub.wsgi", "--bind", "127.0.0.1:0", "--workers", "2",
+        "--no-control-socket",
+    ]  # fmt: skip
+    returncode, output, db = run(web, tmp_path, "a directory")
+    assert_refused_in_one_line(returncode, output, db, "a directory")
+    assert "App failed to load." in output
+
+
+def test_a_new_database_file_is_no_problem(tmp_path):
+    from batchhub.dbfile import sqlite_problem
+
+    engine = {"ENGINE": "batchhub.sqlite3"}
+    assert sqlite_problem({**engine, "NAME": str(tmp_path / "new.sqlite3")}) is None
+    (tmp_path / "empty.sqlite3").write_bytes(b"")
+    assert sqlite_problem({**engine, "NAME": str(tmp_path / "empty.sqlite3")}) is None
+    sqlite3.connect(tmp_path / "real.sqlite3").execute("CREATE TABLE t (x)").connection.close()
+    assert sqlite_problem({**engine, "NAME": str(tmp_path / "real.sqlite3")}) is None
+    assert sqlite_problem({**engine, "NAME": ":memory:"}) is None
