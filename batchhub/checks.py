@@ -7,6 +7,7 @@ from django.core.checks import Tags, register
 from django.core.checks import Warning as CheckWarning
 
 SECRET_KEY_GENERATED = "batchhub.W001"
+STATIC_NOT_COLLECTED = "batchhub.W002"
 
 
 @register(Tags.security, deploy=True)
@@ -31,5 +32,26 @@ def secret_key_shared(app_configs=None, **kwargs) -> list[CheckWarning]:
             hint="Set SECRET_KEY in the environment to one value, the same on every web and "
             "worker node.",
             id=SECRET_KEY_GENERATED,
+        )
+    ]
+
+
+@register(Tags.staticfiles, deploy=True)
+def static_collected(app_configs=None, **kwargs) -> list[CheckWarning]:
+    """Files the pages name that `collectstatic` has not put in STATIC_ROOT's manifest.
+
+    Pages still render (batchhub/staticfiles.py), with those files uncompressed and briefly cached.
+    """
+    from .staticfiles import not_collected
+
+    problem = not_collected()
+    if not problem:
+        return []
+    return [
+        CheckWarning(
+            f"Static files are not collected: {problem}.",
+            hint="Run `python manage.py collectstatic --noinput` after each upgrade, then restart "
+            "the web processes.",
+            id=STATIC_NOT_COLLECTED,
         )
     ]

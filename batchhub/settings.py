@@ -217,10 +217,14 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if TESTING or DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            # A file collectstatic has not hashed yet is served under its own name, never a 500.
+            else "batchhub.staticfiles.ForgivingManifestStorage"
         )
     },
 }
+# What ForgivingManifestStorage names by a file's plain name is served from the project's own
+# static directories: a release's pages work before its collectstatic (the log asks for it).
+WHITENOISE_USE_FINDERS = True
 if env_str("BATCHHUB_STORAGE", "local") == "s3":
     # Several machines: uploads must be visible to every worker, so they go to S3-compatible
     # storage.

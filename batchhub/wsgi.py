@@ -24,3 +24,7 @@ def _refuse_unusable_database() -> None:
 
 _refuse_unusable_database()
 application = get_wsgi_application()
+
+from batchhub.staticfiles import log_if_not_collected  # noqa: E402  (needs Django set up)
+
+log_if_not_collected()

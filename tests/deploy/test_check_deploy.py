@@ -54,8 +54,21 @@ def check_deploy(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
     )
 
 
+def collectstatic(env: dict[str, str], tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        cwd=ROOT,
+        env=check_deploy_env(env, tmp_path),
+        check=True,
+        timeout=120,
+    )
+
+
 def test_check_deploy_is_clean_but_for_what_the_proxy_does(tmp_path):
-    result = check_deploy(readme_production_env(), tmp_path)
+    env = readme_production_env()
+    collectstatic(env, tmp_path)  # as the README's block does
+
+    result = check_deploy(env, tmp_path)
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -104,3 +117,13 @@ def test_a_generated_secret_key_is_fine_on_the_embedded_sqlite(tmp_path):
     result = check_deploy(env, tmp_path)
 
     assert "batchhub.W001" not in result.stdout + result.stderr
+
+
+def test_static_files_not_collected_is_a_deploy_warning(tmp_path):
+    # Pages still render without collectstatic (batchhub/staticfiles.py), but cached briefly and
+    # uncompressed: the operator is told the step they missed.
+    result = check_deploy(readme_production_env(), tmp_path)
+
+    output = result.stdout + result.stderr
+    assert "(batchhub.W002) Static files are not collected" in output, output
+    assert "Run `python manage.py collectstatic --noinput`" in output
