@@ -26,6 +26,8 @@ from django.core.cache import caches
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from .weblog import HEALTH_PROBE
+
 logger = logging.getLogger(__name__)
 
 LIVENESS = "/healthz"
@@ -162,6 +164,8 @@ class HealthMiddleware:
             response = _json({"status": "method_not_allowed"}, status=405)
             response["Allow"] = "GET, HEAD"
             return response
+        # The access log sums the answered probes instead of a line each (batchhub/weblog.py).
+        request.META[HEALTH_PROBE] = path
         if path == LIVENESS:
             return _json({"status": "ok"})
         ready, checks = readiness()

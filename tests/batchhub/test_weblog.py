@@ -101,3 +101,72 @@ def test_the_procfile_uses_it():
 
     procfile = (Path(__file__).resolve().parents[2] / "Procfile").read_text()
     assert "--logger-class batchhub.weblog.Logger" in procfile
+
+
+def _probe(logger, status: int, path: str) -> None:
+    environ = _environ(path, answered=False)
+    environ[weblog.HEALTH_PROBE] = path
+    logger.access(_Response(status), _Request(), environ, dt.timedelta(milliseconds=1))
+
+
+def test_answered_health_probes_are_summed_and_a_failing_one_keeps_its_line(log):
+    # A load balancer asking every second would otherwise write most of the log.
+    logger, lines = log()
+    for _ in range(3):
+        _probe(logger, 200, "/healthz")
+    _probe(logger, 200, "/readyz")
+    assert lines() == []
+    _probe(logger, 503, "/readyz")  # a node leaving the pool: the operator sees each one
+    _probe(logger, 503, "/readyz")
+    assert len(lines()) == 2 and all('"GET /readyz HTTP/1.1" 503' in line for line in lines())
+
+    logger._since -= weblog.SUMMARY_SECONDS
+    _probe(logger, 200, "/readyz")
+    written = lines()
+    assert len(written) == 3
+    assert "5 health probes answered 200 in the last 60 s (/healthz 3, /readyz 2)" in written[2]
+    _access(logger, 200, "/api/v1/jobs", answered=False)
+    assert len(lines()) == 4  # the sum is written once
+
+
+def test_every_probe_is_written_when_asked(log, monkeypatch):
+    monkeypatch.setenv("BATCHHUB_ACCESS_LOG_POLLS", "1")
+    logger, lines = log()
+    for _ in range(3):
+        _probe(logger, 200, "/healthz")
+    assert len(lines()) == 3
+
+
+def _served(logger, answer) -> None:
+    """What gunicorn logs for a test client's answer: its environ, with gunicorn's RAW_URI."""
+    environ = {"RAW_URI": answer.wsgi_request.META["PATH_INFO"], **answer.wsgi_request.META}
+    resp = _Response(answer.status_code)
+    logger.access(resp, _Request(), environ, dt.timedelta(milliseconds=1))
+
+
+@pytest.mark.django_db
+def test_the_health_endpoints_mark_the_requests_they_answer(log, monkeypatch):
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.test import Client
+
+    from batchhub import health
+
+    logger, lines = log()
+    client = Client()
+    try:
+        for path in ("/healthz", "/readyz", "/healthz/"):
+            answer = client.get(path)
+            assert answer.status_code == 200
+            _served(logger, answer)
+        assert lines() == []
+        monkeypatch.setattr(LocMemCache, "set", lambda *args, **kwargs: None)
+        failing = client.get("/readyz")
+        assert failing.status_code == 503
+        _served(logger, failing)
+        assert len(lines()) == 1 and '"GET /readyz HTTP/1.1" 503' in lines()[0]
+        page = client.get("/accounts/login/")
+        assert page.status_code == 200
+        _served(logger, page)
+        assert len(lines()) == 2  # any other page keeps its line
+    finally:
+        health.stop()  # tests that fork later must not inherit the checks' threads
