@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,3 +52,93 @@ def test_the_celery_queue_matches_the_settings_default():
     worker = compose()["services"]["worker"]["command"]
     queue = worker[worker.index("--queues") + 1]
     assert f'env_str("CELERY_QUEUE", "{queue}")' in settings_source()
+
+
+# --- Health checks and start order -------------------------------------------------------------
+
+APP_SERVICES = ("web", "worker", "beat")
+
+
+def conditions(service: dict) -> dict[str, str]:
+    depends = service.get("depends_on", {})
+    assert isinstance(depends, dict), "depends_on without conditions waits for nothing"
+    return {name: spec["condition"] for name, spec in depends.items()}
+
+
+def test_the_servers_the_app_needs_have_health_checks():
+    services = compose()["services"]
+    postgres = services["postgres"]["healthcheck"]["test"]
+    assert "pg_isready" in postgres
+    env = services["postgres"]["environment"]
+    assert postgres[postgres.index("--username") + 1] == env["POSTGRES_USER"]
+    assert postgres[postgres.index("--dbname") + 1] == env["POSTGRES_DB"]
+    assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
+    web = services["web"]["healthcheck"]["test"]
+    # A plain Python image has no curl: the check is Python's own.
+    assert web[:3] == ["CMD", "python", "-c"]
+    port = services["web"]["command"][services["web"]["command"].index("--bind") + 1]
+    assert f"http://127.0.0.1:{port.rsplit(':', 1)[1]}/readyz" in web[3]
+
+
+def test_every_process_waits_for_what_it_needs():
+    services = compose()["services"]
+    for name in APP_SERVICES:
+        assert conditions(services[name]) == {
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+            "minio": "service_started",
+            "migrate": "service_completed_successfully",
+        }, name
+    # migrate is the one that makes the tables: it waits for the database only.
+    assert conditions(services["migrate"]) == {"postgres": "service_healthy"}
+    assert services["migrate"]["restart"] == "no"
+    assert conditions(services["proxy"]) == {"web": "service_healthy"}
+
+
+def test_the_conditions_are_consistent():
+    services = compose()["services"]
+    for name, service in services.items():
+        for other, condition in conditions(service).items():
+            assert other in services, f"{name} waits for {other}, which is not a service"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[other], f"{name} waits for {other}'s health"
+            elif condition == "service_completed_successfully":
+                # A one-shot: a service restarted when it exits never completes.
+                assert services[other].get("restart") == "no", other
+            else:
+                assert condition == "service_started", (name, other, condition)
+    # No circle: each service can be started after the ones it waits for.
+    started: set[str] = set()
+    while len(started) < len(services):
+        ready = {
+            n for n, s in services.items() if n not in started and set(conditions(s)) <= started
+        }
+        assert ready, f"a circle among {set(services) - started}"
+        started |= ready
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_the_web_health_check_command_fails_on_a_503(status, healthy):
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        test = compose()["services"]["web"]["healthcheck"]["test"]
+        code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{server.server_address[1]}")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode == 0) is healthy, done.stderr
