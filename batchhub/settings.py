@@ -320,6 +320,12 @@ BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0
 # Threads per worker process that wait on webhook receivers (jobs/webhook_tasks.py); 0 runs each
 # delivery in its task, holding the pool process.
 BATCHHUB_WEBHOOK_THREADS = env_int("BATCHHUB_WEBHOOK_THREADS", 8, minimum=0)
+# Of those, how many may wait on one destination (scheme, host and port) at once: the others of
+# its deliveries wait their turn in the process, so that a receiver that hangs cannot take every
+# thread from the healthy ones.
+BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION = env_int(
+    "BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION", 2, minimum=1
+)
 # The site's public address (https://batchhub.example.com) for absolute links outside a request,
 # e.g. in webhook payloads; empty: such links are relative to the site.
 BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")

@@ -231,6 +231,17 @@ def claim(pk: int, now: datetime | None = None) -> str | None:
     return token if taken else None
 
 
+def destination(pk: int) -> str | None:
+    """Where the pending delivery's next attempt goes (webhooks.destination), or None when it
+    has no URL or is no longer pending: run() ends it without waiting on anyone."""
+    url = (
+        WebhookDelivery.objects.filter(pk=pk, status=Status.PENDING)
+        .values_list("job__webhook_url", flat=True)
+        .first()
+    )
+    return webhooks.destination(url) if url else None
+
+
 # --- one attempt ----------------------------------------------------------------------------------
 
 

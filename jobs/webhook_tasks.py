@@ -6,12 +6,18 @@ the job loops need, and a few slow receivers would stall every job on the worker
 the delivery to a thread of its process and returns. The delivery's row is what makes it happen
 (jobs/webhook_deliveries.py): a thread lost with its process, or a delivery left in a full
 backlog, is sent again by the reaper.
+
+At most BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION threads of a process wait on one destination
+(scheme, host and port). Its other deliveries wait in the process, unclaimed, and a thread that
+ends an attempt there takes the next one: a receiver that hangs holds that many threads, not all
+of them, and the other receivers' events go out beside its deliveries.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
@@ -26,15 +32,21 @@ logger = logging.getLogger(__name__)
 # Deliveries queued in one process beyond its threads; past this, a message is dropped and its
 # delivery, still due, is sent again by the reaper.
 MAX_BACKLOG = 200
+# Deliveries waiting in one process for a thread of their destination; past this, likewise.
+MAX_WAITING = 1000
 
 
 class Senders:
-    """This process's delivery threads (BATCHHUB_WEBHOOK_THREADS of them; 0: in the task)."""
+    """This process's delivery threads (BATCHHUB_WEBHOOK_THREADS of them; 0: in the task), at
+    most BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION of them on one destination."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self.backlog = 0
+        self._busy: Counter[str] = Counter()  # threads on each destination
+        self._waiting: dict[str, deque[int]] = {}  # deliveries waiting for one, in arrival order
+        self._waiting_pks: set[int] = set()
 
     def submit(self, pk: int) -> bool:
         threads = settings.BATCHHUB_WEBHOOK_THREADS
@@ -52,7 +64,7 @@ class Senders:
 
     def _run(self, pk: int) -> None:
         try:
-            webhook_deliveries.run(pk)
+            self._send(pk)
         except Exception:
             # The claim lapses and the reaper sends the delivery again.
             logger.exception("webhook delivery %s failed", pk)
@@ -61,10 +73,69 @@ class Senders:
             with self._lock:
                 self.backlog -= 1
 
+    def _send(self, pk: int) -> None:
+        where = webhook_deliveries.destination(pk)
+        if where is None:
+            webhook_deliveries.run(pk)  # nothing to send: it ends without waiting on anyone
+            return
+        if not self._take(where, pk):
+            return  # its turn comes when a thread on its destination is done
+        next_pk: int | None = pk
+        try:
+            while next_pk is not None:
+                try:
+                    webhook_deliveries.run(next_pk)
+                except Exception:
+                    logger.exception("webhook delivery %s failed", next_pk)
+                next_pk = self._pass_on(where)
+        finally:
+            if next_pk is not None:  # the thread is going: its destination must not lose it
+                self._release(where)
+
+    def _take(self, where: str, pk: int) -> bool:
+        """A thread on `where` for this delivery; or it waits for one, in this process or (when
+        too many wait, or the process is stopping) in its row, still due, for the reaper."""
+        with self._lock:
+            if self._executor is None:
+                return False  # stopping: no new attempt that the stop would have to wait for
+            if self._busy[where] < settings.BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION:
+                self._busy[where] += 1
+                return True
+            # A second message for a delivery that waits here changes nothing.
+            if pk not in self._waiting_pks and len(self._waiting_pks) < MAX_WAITING:
+                self._waiting.setdefault(where, deque()).append(pk)
+                self._waiting_pks.add(pk)
+            return False
+
+    def _pass_on(self, where: str) -> int | None:
+        """The next delivery waiting for `where`, which keeps this thread; or None, freeing it.
+        One step under the lock: a delivery that starts waiting meanwhile would wait for good."""
+        with self._lock:
+            queue = self._waiting.get(where)
+            if queue and self._executor is not None:
+                pk = queue.popleft()
+                self._waiting_pks.discard(pk)
+                if not queue:
+                    del self._waiting[where]
+                return pk
+            self._free(where)
+            return None
+
+    def _release(self, where: str) -> None:
+        with self._lock:
+            self._free(where)
+
+    def _free(self, where: str) -> None:
+        self._busy[where] -= 1
+        if self._busy[where] <= 0:
+            del self._busy[where]
+
     def drain(self) -> None:
         """Let the attempts under way finish; those not started wait in their rows."""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._waiting.clear()
+            self._waiting_pks.clear()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 

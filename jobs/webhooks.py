@@ -19,6 +19,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -87,6 +88,21 @@ def signed_headers(
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
+
+
+def destination(url: str) -> str:
+    """Where a URL's attempts wait: its scheme, host and port (`https://hooks.example.com:443`).
+    A URL too broken to read is its own destination (it fails before any connection)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return url
+    host = parts.hostname
+    if not host:
+        return url
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{host}:{port}"
 
 
 # --- scheduling -----------------------------------------------------------------------------------

@@ -91,6 +91,16 @@ def test_a_nice_within_0_to_19_is_taken(load_settings, value):
     assert load_settings(BATCHHUB_WORKER_NICE=value)["BATCHHUB_WORKER_NICE"] == int(value)
 
 
+def test_webhook_threads_per_destination_must_be_at_least_one(load_settings):
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"^BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION='0' must be at least 1",
+    ):
+        load_settings(BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION="0")
+    taken = load_settings(BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION="3")
+    assert taken["BATCHHUB_WEBHOOK_THREADS_PER_DESTINATION"] == 3
+
+
 def test_env_int_has_a_maximum(monkeypatch):
     monkeypatch.setenv("SOME_NUMBER", "11")
 
