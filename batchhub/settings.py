@@ -318,8 +318,9 @@ BATCHHUB_WEBHOOK_ALLOW_PRIVATE = env_str("BATCHHUB_WEBHOOK_ALLOW_PRIVATE", "")
 BATCHHUB_PROCESSOR_ALLOW_PRIVATE = env_str("BATCHHUB_PROCESSOR_ALLOW_PRIVATE", "")
 BATCHHUB_WEBHOOK_TIMEOUT = env_float("BATCHHUB_WEBHOOK_TIMEOUT", 15.0, minimum=0.1)
 # Threads per worker process that wait on webhook receivers (jobs/webhook_tasks.py); 0 runs each
-# delivery in its task, holding the pool process.
-BATCHHUB_WEBHOOK_THREADS = env_int("BATCHHUB_WEBHOOK_THREADS", 8, minimum=0)
+# delivery in its task, holding the pool process. A thread waiting on a receiver holds a socket
+# and no database connection: enough of them that a few hanging receivers leave most free.
+BATCHHUB_WEBHOOK_THREADS = env_int("BATCHHUB_WEBHOOK_THREADS", 16, minimum=0)
 # Of those, how many may wait on one destination (scheme, host and port) at once: the others of
 # its deliveries wait their turn in the process, so that a receiver that hangs cannot take every
 # thread from the healthy ones.
