@@ -1,5 +1,5 @@
 """Webhooks through real workers: a retry that outlives its worker, slow receivers, a queue of
-their own."""
+their own, a receiver that hangs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from jobs.models import Job, JobEvent, WebhookDelivery
 from jobs.webhook_tasks import deliver_webhook
 from tests.conftest import make_job
 from tests.processors.servers import EchoHandler, LocalServer
+from tests.support.hanging import Hanging
 from tests.support.worker import flush_broker, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -174,3 +175,47 @@ def test_send_again_and_a_new_job_are_not_queued_behind_the_job_steps(
     # something waits: not behind the ~8 steps ahead (70 s before).
     assert resent < 20, f"sent again after {resent:.1f} s; {waiting} steps still queued"
     assert started < 20, f"ingested after {started:.1f} s; {waiting} steps still queued"
+
+
+def test_a_hanging_receiver_does_not_hold_up_a_healthy_ones_event(
+    alice, worker_factory, receivers, settings
+):
+    # Deliveries to receivers that hung took the threads in turn: with 4 threads per pool
+    # process, a healthy receiver's event came 67 s late behind 40 of them (here, 16 of them on
+    # two pool processes keep the four threads of each busy for a timeout or two).
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 100  # many ending jobs, as from a busy customer
+    hanging = Hanging()
+    healthy = receivers()
+    try:
+        worker = worker_factory(BATCHHUB_WEBHOOK_THREADS="4", BATCHHUB_WEBHOOK_TIMEOUT="3")
+        stuck = [make_job(alice, "name\na\n", webhook_url=hanging.url) for _ in range(16)]
+        worker.wait_for(
+            lambda: (
+                Job.objects.filter(pk__in=[j.pk for j in stuck], finished_at__isnull=False).count()
+                == len(stuck)
+            ),
+            timeout=120,
+            message="the jobs whose receiver hangs",
+        )
+
+        job = make_job(alice, "name\na\n", webhook_url=healthy.url)
+        worker.wait_for(lambda: healthy.requests, timeout=120, message="the healthy delivery")
+        finished = Job.objects.get(pk=job.pk).finished_at.timestamp()
+        late = healthy.requests[0]["at"] - finished
+        assert late < 2.5, f"the healthy receiver's event came {late:.1f} s after its job ended"
+        wait_for(lambda: webhook_events(job) == ["webhook.delivered"], timeout=10)
+
+        # Each delivery to the hanging receiver is still attempted, two at a time per pool
+        # process, and waits for its retry as before.
+        def timed_out(hook) -> bool:
+            return JobEvent.objects.filter(
+                job=hook, type="webhook.attempt", message__contains="timed out (3 s)"
+            ).exists()
+
+        worker.wait_for(
+            lambda: all(timed_out(hook) for hook in stuck), timeout=120, message="every attempt"
+        )
+        assert hanging.most_open <= 4
+        worker.stop()
+    finally:
+        hanging.close()
