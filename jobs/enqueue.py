@@ -13,6 +13,7 @@ for the change, not with a 500 for a message the reaper will make up for.
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import current_app
 from django.conf import settings
@@ -46,9 +47,18 @@ def start_ingest(job_pk: int) -> None:
     send("jobs.ingest", job_pk)
 
 
+# After the broker could not say, a loop asks again only this much later: each try can wait for
+# the broker's connect timeout, and the loop's sync points wait with it.
+WAITING_RETRY_SECONDS = 30.0
+_unanswered_until = 0.0
+
+
 def waiting() -> int:
     """Messages waiting for a worker in the queues this process's worker takes from (0 when the
     broker cannot say): a long step gives its pool process up when something waits for it."""
+    global _unanswered_until
+    if time.monotonic() < _unanswered_until:
+        return 0
     names = set(current_app.amqp.queues.consume_from or [settings.CELERY_TASK_DEFAULT_QUEUE])
     names.add(settings.BATCHHUB_EXPRESS_QUEUE)  # every worker takes from it (batchhub/celery.py)
     total = 0
@@ -60,6 +70,8 @@ def waiting() -> int:
                     total += channel.queue_declare(queue=name, passive=True).message_count
                 except ChannelError:
                     pass  # never declared, or empty (Redis drops an empty list)
-    except (OperationalError, OSError) as exc:
-        logger.debug("could not count waiting messages: %s", exc)
+    except Exception as exc:  # a hint: whatever the broker's client raises, the loop goes on
+        _unanswered_until = time.monotonic() + WAITING_RETRY_SECONDS
+        logger.info("could not count the messages waiting (%s); asking again in 30 s", exc)
+        return 0
     return total

@@ -41,3 +41,22 @@ def test_waiting_counts_the_messages_of_both_queues():
     enqueue.send("jobs.ingest", 0)
     enqueue.send("jobs.work", 0)
     assert enqueue.waiting() == before + 2
+
+
+def test_a_broker_that_cannot_say_counts_as_nothing_waiting_and_is_left_alone(monkeypatch):
+    # Asked from a job's loop between its sync points: a failure must neither end the loop nor
+    # make it wait for the broker's connect timeout at every turn.
+    calls = []
+
+    class Down:
+        def acquire(self, **_kwargs):
+            calls.append(1)
+            raise RuntimeError("a client error that is not an OSError, as redis-py raises")
+
+    monkeypatch.setattr(enqueue, "_unanswered_until", 0.0)
+    monkeypatch.setattr(enqueue, "current_app", SimpleNamespace(amqp=current_app.amqp, pool=Down()))
+    assert enqueue.waiting() == 0
+    assert enqueue.waiting() == 0
+    assert len(calls) == 1
+    monkeypatch.setattr(enqueue, "_unanswered_until", 0.0)
+    assert enqueue.waiting() == 0 and len(calls) == 2
