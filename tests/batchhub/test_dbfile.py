@@ -10,6 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
+
+# Each test starts processes on a SQLite file of its own: once, in the SQLite pass of the suite.
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the embedded default's file; run in the SQLite pass"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
