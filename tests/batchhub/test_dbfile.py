@@ -112,7 +112,23 @@ def assert_refused_in_one_line(returncode: int, output: str, db: Path, case: str
     assert "Traceback" not in output, output[-2000:]
 
 
-@pytest.mark.parametrize("case", list(UNUSABLE))
+@pytest.mark.parametrize("case", sorted(set(UNUSABLE) - NEEDS_PERMISSIONS))
+def test_each_unusable_file_is_named_with_its_cause(tmp_path, case):
+    from batchhub.dbfile import sqlite_problem
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    db = folder / "batchhub.sqlite3"
+    make, cause = UNUSABLE[case]
+    make(db)
+    said = sqlite_problem({"ENGINE": "batchhub.sqlite3", "NAME": str(db)})
+    assert said.startswith(f"The database file {db} cannot be used (DATABASE_URL): ")
+    assert cause in said
+
+
+# Each process below is started for one cause of each kind (the file's content, the user's
+# permissions): every cause goes through the same check, named above.
+@pytest.mark.parametrize("case", ["not a database", "unwritable folder"])
 def test_a_worker_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
     worker = [
         sys.executable, "-m", "celery", "-A", "batchhub", "worker", "--concurrency=1",
@@ -123,7 +139,7 @@ def test_a_worker_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
     assert " ready." not in output
 
 
-@pytest.mark.parametrize("case", list(UNUSABLE))
+@pytest.mark.parametrize("case", ["a directory", "unreadable file"])
 def test_migrate_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
     # The first step of `make run`.
     migrate = [sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput"]
