@@ -64,13 +64,18 @@ def waiting() -> int:
     total = 0
     try:
         with current_app.pool.acquire(block=True, timeout=1.0) as conn:
+            # One try: a job loop's own thread asks, and kombu's reconnecting would hold its
+            # sync points (seconds a call) for as long as the broker is away.
+            conn.ensure_connection(max_retries=0)
             channel = conn.default_channel
             for name in names:
                 try:
                     total += channel.queue_declare(queue=name, passive=True).message_count
                 except ChannelError:
                     pass  # never declared, or empty (Redis drops an empty list)
-    except Exception as exc:  # a hint: whatever the broker's client raises, the loop goes on
+    except Exception as exc:
+        # Whatever the broker raises (redis-py's own errors are neither kombu's nor OSError):
+        # the answer is only a hint, and the step it would end has rows in flight.
         _unanswered_until = time.monotonic() + WAITING_RETRY_SECONDS
         logger.info("could not count the messages waiting (%s); asking again in 30 s", exc)
         return 0

@@ -4,13 +4,27 @@ asks how many messages wait (jobs/runner.py)."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
+import pytest
 from celery import current_app
 from django.conf import settings
+from kombu import Connection
+from kombu.transport import memory
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from batchhub.celery import _consume_express
 from jobs import enqueue
+
+
+@pytest.fixture(autouse=True)
+def _broker_answers():
+    # A test whose broker could not say leaves the next ones their own first try.
+    saved = enqueue._unanswered_until
+    enqueue._unanswered_until = 0.0
+    yield
+    enqueue._unanswered_until = saved
 
 
 def queue_of(task: str) -> str:
@@ -60,3 +74,37 @@ def test_a_broker_that_cannot_say_counts_as_nothing_waiting_and_is_left_alone(mo
     assert len(calls) == 1
     monkeypatch.setattr(enqueue, "_unanswered_until", 0.0)
     assert enqueue.waiting() == 0 and len(calls) == 2
+
+
+class _AwayPool:
+    """A producer pool whose broker refuses connections (Redis restarting, say)."""
+
+    def acquire(self, block=True, timeout=None):
+        return Connection("redis://127.0.0.1:1/0")
+
+
+class _BrokenDeclare:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        # What redis-py raises when a pooled connection finds Redis gone: neither kombu's error
+        # nor an OSError.
+        self.calls += 1
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+def test_waiting_says_nothing_waits_when_the_broker_drops_the_connection(monkeypatch):
+    broken = _BrokenDeclare()
+    monkeypatch.setattr(memory.Channel, "queue_declare", broken)
+    assert enqueue.waiting() == 0
+    assert broken.calls >= 1
+
+
+def test_waiting_does_not_wait_for_a_broker_that_is_away(monkeypatch):
+    # Asked from a job loop's own thread: kombu's reconnect (seconds per call) would hold the
+    # loop's sync points and the threads' next rows every time it asks.
+    monkeypatch.setattr(current_app, "_pool", _AwayPool())
+    began = time.monotonic()
+    assert enqueue.waiting() == 0
+    assert time.monotonic() - began < 1.0

@@ -9,6 +9,8 @@ import time
 
 import pytest
 from django.db import OperationalError
+from kombu.transport import memory
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs import chunks, runner, services, syncpoint
 from jobs.ingest import loading
@@ -228,3 +230,17 @@ def test_with_nothing_waiting_a_step_keeps_its_chunk_to_the_end(one_chunk_job, m
     monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
     assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
     assert Job.objects.get(pk=one_chunk_job.pk).succeeded == ROWS
+
+
+def test_a_broker_gone_while_a_step_asks_what_waits_costs_it_nothing(one_chunk_job, monkeypatch):
+    # Redis restarting: redis-py's own error, raised mid-chunk, ended the step with its rows'
+    # results unrecorded and its chunk held until the lease ran out.
+    def away(*args, **kwargs):
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(memory.Channel, "queue_declare", away)
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
+    job = Job.objects.get(pk=one_chunk_job.pk)
+    assert (job.succeeded, job.running, job.pending) == (ROWS, 0, 0)
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
