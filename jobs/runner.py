@@ -142,10 +142,11 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
 
     def turn_over(row_seconds: float) -> bool:
         now = time.monotonic()
-        if now - began < max(io_seconds, TURN_ROW_TIMES * row_seconds):
-            return False
+        # First: slow rows put their TURN_ROW_TIMES past it, and the step would run its chunk.
         if now - began >= TURN_MAX_SECONDS:
             return True
+        if now - began < max(io_seconds, TURN_ROW_TIMES * row_seconds):
+            return False
         if now - asked[0] < TURN_CHECK_SECONDS:
             return False
         asked[0] = now

@@ -244,3 +244,20 @@ def test_a_broker_gone_while_a_step_asks_what_waits_costs_it_nothing(one_chunk_j
     job = Job.objects.get(pk=one_chunk_job.pk)
     assert (job.succeeded, job.running, job.pending) == (ROWS, 0, 0)
     assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+
+
+def test_a_step_of_slow_rows_still_ends_at_its_longest(one_chunk_job, monkeypatch):
+    # Rows of a slow service (minutes each) put 20 of their times past the step's longest run:
+    # the step ran its whole chunk, however long, past the broker's visibility timeout.
+    monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(runner, "TURN_ROW_TIMES", 10_000)
+    monkeypatch.setattr(runner, "TURN_MAX_SECONDS", 0.2)
+    monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
+    job = Job.objects.get(pk=one_chunk_job.pk)
+    assert 0 < job.succeeded < ROWS and job.running == 0
+    assert_counters_valid(job)
+
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
+    assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
