@@ -386,7 +386,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "batchhub")
 # A job's ingest and webhook deliveries have a queue of their own, which every worker consumes
-# beside its -Q queues (jobs/webhook_tasks.py) and takes from in turn with the job steps': a new
+# beside its -Q queues (batchhub/celery.py) and takes from in turn with the job steps': a new
 # job starts, and an event made in a web request (a cancel, "Send again") goes out, at the next
 # free pool process instead of behind a step of every running job.
 BATCHHUB_EXPRESS_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.express"
