@@ -144,6 +144,11 @@ def _abandoned_chunk(job_pk: int, now: datetime) -> Chunk | None:
     return None
 
 
+def held(job_pk: int, now: datetime) -> bool:
+    """Some loop, alive or not, holds a chunk of the job under a lease not run out."""
+    return Chunk.objects.filter(job_id=job_pk, done=False, lease_until__gte=now).exists()
+
+
 def needs_loops(job_pk: int, now: datetime) -> bool:
     """No live loop holds a chunk of the job, and there is one to claim."""
     leased = Chunk.objects.filter(job_id=job_pk, done=False, lease_until__gte=now)

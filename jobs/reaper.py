@@ -34,8 +34,18 @@ def reap(now=None) -> dict[str, int]:
     # broker restart, or their worker was killed whole), however long the lease.
     stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
+    waiting: int | None = None  # asked once a round, of the broker, when a job looks stalled
     for job in stale:
         if chunks.needs_loops(job.pk, now):
+            if job.updated_at >= now - lease and not chunks.held(job.pk, now):
+                # Its loops' next steps may be among the messages waiting for a pool process
+                # (the jobs of a busy worker take turns): new loops would put more requests in
+                # flight than its concurrency, and the event would say a worker stopped. Once
+                # nothing waits, or after the lease, its loops are lost.
+                if waiting is None:
+                    waiting = enqueue.waiting()
+                if waiting:
+                    continue
             event = states.record(
                 job, "recovered", "No progress for a while: work restarted (a worker stopped)."
             )

@@ -12,7 +12,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import chunk_loop, chunks, holders, reaper, runner, syncpoint
+from jobs import chunk_loop, chunks, enqueue, holders, reaper, runner, syncpoint
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
@@ -225,3 +225,33 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
     with django_capture_on_commit_callbacks():
         assert reaper.reap(now=later)["restarted"] == 1
     assert settings.BATCHHUB_LEASE_SECONDS > runner.STALL_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("waiting", "stalled_for", "restarted"),
+    [
+        (3, runner.STALL_SECONDS + 1, 0),  # its next step may be among those waiting
+        (0, runner.STALL_SECONDS + 1, 1),  # nothing waits: its loops are lost
+        (3, None, 1),  # past the lease, waiting or not
+    ],
+)
+def test_reaper_leaves_a_job_whose_step_may_wait_in_the_queue(
+    alice,
+    settings,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+    waiting,
+    stalled_for,
+    restarted,
+):
+    # A job of a busy worker waits between its steps, no chunk held, while other jobs' steps
+    # run: taking that for lost loops added loops (more requests in flight than its
+    # concurrency) and said "a worker stopped".
+    monkeypatch.setattr(enqueue, "waiting", lambda: waiting)
+    job = make_job(alice, rows_text(10), concurrency=1)
+    loading.ingest(job.pk)
+    seconds = stalled_for or settings.BATCHHUB_LEASE_SECONDS + 1
+    later = timezone.now() + timedelta(seconds=seconds)
+    with django_capture_on_commit_callbacks():
+        assert reaper.reap(now=later)["restarted"] == restarted
+    assert JobEvent.objects.filter(job=job, type="recovered").count() == restarted
