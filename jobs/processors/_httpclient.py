@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError
 from jobs import outbound, ssrf
 
 from .base import ParamsError, RetryableError, RowError
-from .template import template_fields
+from .template import check_filled_size, repeated_fields, template_fields
 
 DEFAULT_USER_AGENT = outbound.DEFAULT_USER_AGENT
 # A service asking for more than a day is treated as a day: the job pauses, it does not vanish.
@@ -211,6 +211,8 @@ def fill(template: str, values: Mapping[str, Any], *, url_encode: bool = False) 
         name: quote(_text(values[name]), safe="") if url_encode else _text(values[name])
         for name in names
     }
+    if repeats := repeated_fields(template):
+        check_filled_size(repeats, filled.__getitem__)
     try:
         return template.format_map(filled)
     except (ValueError, TypeError) as exc:
@@ -245,4 +247,3 @@ def fill_json(value: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {fill(key, values): fill_json(item, values) for key, item in value.items()}
     return value
-

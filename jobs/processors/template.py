@@ -1,14 +1,32 @@
 from __future__ import annotations
 
 import logging
+import re
 import string
 from operator import itemgetter
 from typing import Any
+
+from django.conf import settings
 
 from .base import ParamsError, Processor, RowError, RowInput, RowResult
 
 _FORMATTER = string.Formatter()
 logger = logging.getLogger(__name__)
+
+# A width or precision pads a value to that many characters: a template of a few bytes could
+# otherwise make every row's output a gigabyte and take the worker's memory with it.
+MAX_SPEC_NUMBER = 1000
+_DIGITS = re.compile(r"\d+")
+
+
+def _check_spec(field_name: str, format_spec: str) -> None:
+    for digits in _DIGITS.findall(format_spec):
+        digits = digits.lstrip("0")
+        if len(digits) > len(str(MAX_SPEC_NUMBER)) or int(digits or 0) > MAX_SPEC_NUMBER:
+            raise ParamsError(
+                f"params.template: {{{field_name}:{format_spec}}} pads to more than "
+                f"{MAX_SPEC_NUMBER} characters; use a smaller width or precision."
+            )
 
 
 def template_fields(template: str) -> list[str]:
@@ -36,9 +54,37 @@ def template_fields(template: str) -> list[str]:
             raise ParamsError(
                 f"params.template: {{{field_name}}} uses a conversion or a nested field."
             )
+        if format_spec:
+            _check_spec(field_name, format_spec)
         if field_name not in names:
             names.append(field_name)
     return names
+
+
+def repeated_fields(template: str) -> dict[str, int]:
+    """Columns a (checked) template uses more than once, with how many times.
+
+    A column used once adds at most its own cell to the output; one used a thousand times
+    multiplies it, so only these need measuring row by row."""
+    counts: dict[str, int] = {}
+    for _literal, field_name, _spec, _conversion in _FORMATTER.parse(template):
+        if field_name is not None:
+            counts[field_name] = counts.get(field_name, 0) + 1
+    return {name: n for name, n in counts.items() if n > 1}
+
+
+def check_filled_size(repeats: dict[str, int], text_of) -> None:
+    """Fail the row before filling a template whose repeated columns would make it longer than
+    the longest input line may be; `text_of(name)` is the text a column fills in."""
+    limit = settings.BATCHHUB_MAX_ROW_BYTES
+    sizes = {name: len(text_of(name)) * n for name, n in repeats.items()}
+    size = sum(sizes.values())
+    if size > limit:
+        worst = max(sizes, key=sizes.__getitem__)
+        raise RowError(
+            f"The filled template would be {size:,} characters long, more than the "
+            f"{limit:,} an output may hold: column {worst!r} is used {repeats[worst]} times."
+        )
 
 
 class TemplateProcessor(Processor):
@@ -81,6 +127,7 @@ class TemplateProcessor(Processor):
         self.template: str = self.params["template"]
         self.output_column: str = self.params["output_column"]
         self.fields = template_fields(self.template)
+        self._repeats = repeated_fields(self.template)
 
     def output_columns(self) -> list[str]:
         return [self.output_column]
@@ -91,6 +138,8 @@ class TemplateProcessor(Processor):
     def process_row(self, row: RowInput) -> dict[str, Any]:
         get = row.values.get
         values = {name: ("" if (value := get(name)) is None else value) for name in self.fields}
+        if self._repeats:
+            check_filled_size(self._repeats, lambda name: str(values[name]))
         try:
             return {self.output_column: self.template.format_map(values)}
         except (ValueError, TypeError) as exc:
@@ -115,9 +164,7 @@ class TemplateProcessor(Processor):
                 parts.append(f"{{{number}:{format_spec}}}" if format_spec else f"{{{number}}}")
         self._format = "".join(parts).format
         # Rows at least this long hold every field's column (shorter rows lack the later ones).
-        self._min_len = (
-            max(slots) + 1 if slots and None not in slots else (1 << 62 if slots else 0)
-        )
+        self._min_len = max(slots) + 1 if slots and None not in slots else (1 << 62 if slots else 0)
         self._getter = _getter([i for i in slots if i is not None]) if slots else None
 
     def process_values(self, values: list[Any]) -> RowResult:
@@ -129,9 +176,13 @@ class TemplateProcessor(Processor):
             else:
                 n = len(values)
                 args = [_last_present(values, n, where) for where in self._candidates]
+            if self._repeats:
+                check_filled_size(self._repeats, lambda name: str(args[self.fields.index(name)]))
             return RowResult(output={self.output_column: self._format(*args)})
         except (ValueError, TypeError) as exc:
             return RowResult(error=f"The template could not be filled: {exc}")
+        except RowError as exc:
+            return RowResult(error=str(exc))
         except Exception as exc:  # as run_one: a bug fails the row, not the worker loop
             logger.exception("processor %s raised on a row", self.name)
             return RowResult(error=f"{exc.__class__.__name__}: {exc}")
