@@ -99,6 +99,23 @@ def _with_defaults(validator_class):
 
 _DefaultingValidator = _with_defaults(Draft202012Validator)
 
+# A schema message quotes the value it refused: a 20 MB template came back twice in the 400.
+_SHOWN_CHARS = 60
+_MESSAGE_CHARS = 300
+
+
+def _schema_message(error) -> str:
+    if error.validator == "maxLength" and isinstance(error.instance, str):
+        return (
+            f"is {len(error.instance):,} characters long; "
+            f"at most {error.validator_value:,} are allowed."
+        )
+    message = error.message
+    shown = repr(error.instance)
+    if len(shown) > _SHOWN_CHARS:
+        message = message.replace(shown, shown[:_SHOWN_CHARS] + "…")
+    return message if len(message) <= _MESSAGE_CHARS else message[:_MESSAGE_CHARS] + "…"
+
 
 class Processor:
     """Subclass this. Set the class attributes and implement ``process_row`` (or ``process``)."""
@@ -144,7 +161,7 @@ class Processor:
             described = [
                 {
                     "param": ".".join(str(p) for p in e.absolute_path) or "(params)",
-                    "message": e.message,
+                    "message": _schema_message(e),
                 }
                 for e in errors
             ]
