@@ -21,7 +21,7 @@ from batchhub.api import APIError, Conflict, InvalidCSV, QuotaExceeded, TooManyR
 
 from . import credentials, enqueue, states
 from . import ingest as ingest_mod
-from .models import ACTIVE, Job, JobStatus
+from .models import ACTIVE, MAX_RATE_LIMIT, Job, JobStatus
 from .processor_setup import check_column_map, processor_for
 from .processors import ParamsError, Processor
 from .ssrf import validate_webhook_url
@@ -96,10 +96,10 @@ def check_options(
             f"concurrency must be between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}.",
             details={"concurrency": [f"between 1 and {settings.BATCHHUB_MAX_CONCURRENCY}"]},
         )
-    if rate_limit is not None and rate_limit < 1:
+    if rate_limit is not None and not 1 <= rate_limit <= MAX_RATE_LIMIT:
         raise APIError(
-            "rate_limit must be a positive number of requests per minute.",
-            details={"rate_limit": ["≥ 1"]},
+            f"rate_limit must be between 1 and {MAX_RATE_LIMIT} requests per minute.",
+            details={"rate_limit": [f"between 1 and {MAX_RATE_LIMIT}"]},
         )
     if max_attempts is not None and not 1 <= max_attempts <= 20:
         raise APIError(

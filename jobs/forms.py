@@ -17,6 +17,7 @@ from django.conf import settings
 from batchhub import jsonsafe
 
 from . import colmatch
+from .models import MAX_RATE_LIMIT
 from .processors import all_processors, get_processor_class
 
 PARAM_PREFIX = "param"
@@ -125,6 +126,7 @@ class JobForm(forms.Form):
     rate_limit = forms.IntegerField(
         label="Rate limit (requests per minute)",
         min_value=1,
+        max_value=MAX_RATE_LIMIT,
         required=False,
         help_text="Optional: a ceiling across all workers, for services with quotas.",
     )

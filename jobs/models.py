@@ -61,6 +61,10 @@ def upload_path(job: Job, filename: str) -> str:
     return f"uploads/{job.public_id}/{filename}"
 
 
+# A rate_limit must fit its column on every database; a larger one made the insert fail (500).
+MAX_RATE_LIMIT = 2_147_483_647
+
+
 class Job(models.Model):
     public_id = models.CharField(
         max_length=40, unique=True, editable=False, default=partial(new_id, "job")

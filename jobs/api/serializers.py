@@ -16,7 +16,7 @@ from rest_framework import serializers
 from batchhub import jsonsafe
 
 from .. import input_shapes
-from ..models import JobEvent, JobStatus, RowStatus
+from ..models import MAX_RATE_LIMIT, JobEvent, JobStatus, RowStatus
 from ..representation import TIMESTAMP_FORMAT, job_links, results_link
 
 MAX_SAMPLE = 10
@@ -276,6 +276,7 @@ class _JobInputBase(serializers.Serializer):
         required=False,
         allow_null=True,
         min_value=1,
+        max_value=MAX_RATE_LIMIT,
         help_text="Requests per minute across all workers (extra).",
     )
     max_attempts = serializers.IntegerField(

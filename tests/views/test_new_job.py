@@ -252,6 +252,24 @@ def test_a_bad_webhook_url_is_shown_next_to_the_field(client_alice):
     assert 'value="http://127.0.0.1/hook"' in response.content.decode()
 
 
+def test_a_rate_limit_too_large_to_store_is_shown_next_to_the_field(client_alice):
+    token = _token(_upload(client_alice))
+    response = client_alice.post(
+        reverse("jobs:new"),
+        {
+            "draft": token,
+            "processor": "template",
+            "params_for": "template",
+            "param-template": "{name}",
+            "rate_limit": str(10**20),
+            "action": "start",
+        },
+    )
+    assert response.status_code == 400
+    assert not Job.objects.exists()
+    assert "less than or equal to 2147483647" in response.content.decode()
+
+
 def test_new_job_end_to_end(client_alice, alice, run_job):
     upload = _upload(client_alice)
     token = _token(upload)
