@@ -2,8 +2,8 @@
 
 Rows failing for the same cause carry the same error text (the processors word their errors
 per cause, not per row), so grouping by the text is the count a person wants. It reads the
-failed rows only, through the partial index on them, and only when the page is loaded, never
-on a poll.
+failed rows only, through the partial index on them, when the page is loaded and when a poll
+saw more rows fail (at most every few seconds per open page), never on the poll itself.
 """
 
 from __future__ import annotations

@@ -60,21 +60,22 @@ def last_event_id(job: Job) -> int:
 
 
 def _seen(job: Job) -> str:
-    return f"{job.status}-{job.done}-{last_event_id(job)}"
+    return f"{job.status}-{job.done}-{last_event_id(job)}-{job.failed}"
 
 
-def parse_seen(seen: str) -> tuple[str, int, int | None] | None:
-    """What the page showed at its last poll: (status, rows done, newest event id or None).
+def parse_seen(seen: str) -> tuple[str, int, int | None, int | None] | None:
+    """What the page showed at its last poll: (status, rows done, newest event id or None, rows
+    failed or None).
 
-    A page loaded before the event id was part of it sends "status-done"; None means the
-    parameter is missing or mangled, and nothing is announced.
+    A page loaded before the event id (or the failed count) was part of it sends "status-done"
+    ("status-done-event"); None means the parameter is missing or mangled, and nothing is
+    announced.
     """
     parts = seen.split("-")
     try:
-        if len(parts) == 2:
-            return parts[0], int(parts[1]), None
-        if len(parts) == 3:
-            return parts[0], int(parts[1]), int(parts[2])
+        if 2 <= len(parts) <= 4:
+            numbers = [int(part) for part in parts[1:]] + [None] * (4 - len(parts))
+            return parts[0], numbers[0], numbers[1], numbers[2]
     except ValueError:
         pass
     return None
@@ -141,6 +142,7 @@ class _Fragment:
     html: str
     status: str
     done: int
+    failed: int
     last_event_id: int
     active: bool
 
@@ -156,6 +158,7 @@ def _fragment(job: Job, *, announce: str = "", action_error: str = "") -> _Fragm
         html,
         job.status,
         job.done,
+        job.failed,
         last_event_id(job),
         job.is_active,
     )
@@ -171,13 +174,21 @@ def _respond(fragment: _Fragment, seen: tuple | None, *, polling: bool) -> HttpR
     response = HttpResponse(fragment.html)
     # The rest of the page reloads on these events instead of polling (templates/jobs/detail.html):
     # the timeline and the results on "job-changed" (a new status or timeline entry), the results
-    # alone on "job-progressed" (more rows done), and only while their first rows can still change.
+    # alone on "job-progressed" (more rows done), and only while their first rows can still change;
+    # the failed-rows downloads and reasons on "job-failed", else they would deny rows failing
+    # under the counters' eyes until the job ends.
     if seen:
-        status, done, event = seen
+        status, done, event, failed = seen
         if status != fragment.status or (event is not None and event != fragment.last_event_id):
             response["HX-Trigger"] = "job-changed"
-        elif done != fragment.done:
-            response["HX-Trigger"] = "job-progressed"
+        else:
+            events = []
+            if done != fragment.done:
+                events.append("job-progressed")
+            if failed is not None and failed != fragment.failed:
+                events.append("job-failed")
+            if events:
+                response["HX-Trigger"] = ", ".join(events)
     if polling and not fragment.active:
         response.status_code = STOP_POLLING
     return response

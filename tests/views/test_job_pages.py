@@ -226,6 +226,37 @@ def _trigger_attr(text: str) -> str:
     return text.split('hx-trigger="', 1)[1].split('"', 1)[0]
 
 
+def test_the_failed_rows_section_follows_rows_failing_while_the_page_is_open(
+    client_alice, alice, settings
+):
+    # Opened before any row failed, the section said "No row has failed so far" and offered no
+    # failed-rows download until the job ended, while the counters above it showed hundreds.
+    settings.BATCHHUB_CHUNK_ROWS = 100
+    # "d" formats numbers only and CSV cells are text: every row fails.
+    job = make_job(alice, rows_text(300), params={"template": "{name:d}"}, concurrency=1)
+    loading.ingest(job.pk)
+    urls = _urls(job)
+    cache.clear()
+    page = client_alice.get(urls["detail"]).content.decode()
+    assert "No row has failed so far." in page
+    downloads = page.split('id="downloads-watch"', 1)[1]
+    assert "job-failed from:body" in _trigger_attr(downloads)
+    seen = page.split("?seen=", 1)[1].split('"', 1)[0]
+
+    runner.work_once(job.pk)  # rows 1 to 100 fail
+    response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    assert response["HX-Trigger"] == "job-progressed, job-failed"
+    section = client_alice.get(urls["downloads"], **HTMX).content.decode()
+    assert "Failed rows (100)" in section
+    assert "Failed rows only, CSV" in section
+    assert "No row has failed" not in section
+
+    # Nothing new failed since: the section is not asked for again.
+    seen = response.content.decode().split("?seen=", 1)[1].split('"', 1)[0]
+    response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
+    assert "HX-Trigger" not in response
+
+
 def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events(
     client_alice, alice, settings, django_assert_num_queries
 ):
@@ -237,8 +268,8 @@ def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events
     cache.clear()  # no marker an earlier test's user (the same id) left behind
     page = client_alice.get(urls["detail"]).content.decode()
     seen = page.split("?seen=", 1)[1].split('"', 1)[0]
-    status, done, event = seen.split("-")
-    assert (status, done) == ("processing", "0") and int(event) > 0
+    status, done, event, failed = seen.split("-")
+    assert (status, done, failed) == ("processing", "0", "0") and int(event) > 0
     # Nothing moved: no event, so no other part of the page asks for anything. A poll is one
     # query (the session's user comes from its cache entry, the page load wrote it): the job with
     # its newest timeline entry, its live status not being published here.
@@ -253,7 +284,7 @@ def test_the_page_reloads_results_as_rows_finish_and_the_timeline_only_on_events
     response = client_alice.get(urls["progress"], {"seen": seen}, **HTMX)
     assert response["HX-Trigger"] == "job-progressed"  # the results reload, the timeline does not
     seen = response.content.decode().split("?seen=", 1)[1].split('"', 1)[0]
-    assert seen == f"processing-100-{event}"
+    assert seen == f"processing-100-{event}-0"
     # The preview's rows are final now: it no longer reloads on progress, only on job-changed.
     rows = client_alice.get(urls["rows"], **HTMX).content.decode()
     assert rows.count('class="row-succeeded"') == 50
