@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from .models import Job, JobStatus
-from .progress import GAP_S
+from .rates import GAP_S
 
 HISTORY_JOBS = 10
 # Rows a job's samples must span for its rate to count.

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from . import rates
 from .ids import new_id
 
 
@@ -170,21 +171,14 @@ class Job(models.Model):
 
     @property
     def rows_per_second(self) -> float:
-        """Rate over the last ~30 s of samples (the recent rate, not the lifetime average)."""
-        samples = self.samples or []
+        """Rate over the last ~30 s of working time, as the job's page states it (pauses and
+        waits left out); 0 while it is not processing or not known yet."""
         # A paused, queued or finished job processes nothing now: no recent rate, as its page
         # shows none (a finished one's average is its rows over its duration).
-        if len(samples) < 2 or self.status != JobStatus.PROCESSING:
+        if self.status != JobStatus.PROCESSING:
             return 0.0
-        last_t, last_done = samples[-1]
-        # A running job with no sample for 30 s is stalled: its recent rate is zero.
-        if timezone.now().timestamp() - last_t > 30:
-            return 0.0
-        first = next((s for s in samples if last_t - s[0] <= 30), samples[0])
-        if first is samples[-1]:
-            first = samples[-2]
-        span = last_t - first[0]
-        return round((last_done - first[1]) / span, 2) if span > 0 else 0.0
+        rate = rates.recent_rate(self.samples, timezone.now().timestamp())
+        return round(rate, 2) if rate else 0.0
 
     @property
     def estimated_completion(self):

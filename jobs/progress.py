@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from . import rates
 from .models import ACTIVE, TERMINAL, Job, JobEvent, JobStatus
 
 STAGES = [
@@ -30,14 +31,6 @@ _STAGE_OF = {
     JobStatus.PAUSED: 2,
     JobStatus.FINALIZING: 3,
 }
-# The rate is measured over this much recent working time; gaps longer than GAP_S between
-# samples (a pause, a stall, waiting for a worker) are not working time and are skipped.
-RATE_WINDOW_S = 30.0
-GAP_S = 10.0
-# Below this much measured time the rate is still too noisy to show (a first chunk lands at once).
-MIN_SPAN_S = 3.0
-# A processing job without a new sample for this long is stalled: its rate is zero.
-STALLED_S = 30.0
 # A queued job older than this is waiting on the workers, not just on the next moment.
 QUEUED_SLOW_S = 5.0
 
@@ -144,26 +137,7 @@ def recent_rate(job: Job, now: float | None = None) -> float | None:
     """
     if job.status != JobStatus.PROCESSING:
         return None
-    samples = [(float(s[0]), float(s[1])) for s in job.samples or [] if len(s) >= 2]
-    if len(samples) < 2:
-        return None
-    now = timezone.now().timestamp() if now is None else now
-    if now - samples[-1][0] > STALLED_S:
-        return 0.0
-    rows = seconds = 0.0
-    for (ta, da), (tb, db) in zip(reversed(samples[:-1]), reversed(samples[1:]), strict=True):
-        span = tb - ta
-        if span <= 0 or span > GAP_S:
-            if seconds:
-                break  # the recent stretch of work ends at the pause before it
-            continue
-        rows += max(0.0, db - da)
-        seconds += span
-        if seconds >= RATE_WINDOW_S:
-            break
-    if seconds < MIN_SPAN_S:
-        return None
-    return rows / seconds
+    return rates.recent_rate(job.samples, timezone.now().timestamp() if now is None else now)
 
 
 def average_rate(job: Job, worked: timedelta | None = None) -> float | None:

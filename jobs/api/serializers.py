@@ -121,7 +121,9 @@ class JobSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=JobStatus.choices)
     counts = CountsSerializer()
     progress = serializers.FloatField(help_text="(succeeded + failed + cancelled) / total, 0 to 1.")
-    rows_per_second = serializers.FloatField(help_text="Recent processing rate (last ~30 s).")
+    rows_per_second = serializers.FloatField(
+        help_text="Recent processing rate (last ~30 s of work; pauses left out), as the job page."
+    )
     estimated_completion = UTCDateTimeField(allow_null=True)
     columns = serializers.ListField(child=serializers.CharField())
     id_column = serializers.CharField(allow_null=True)

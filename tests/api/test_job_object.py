@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -115,6 +115,27 @@ def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job)
     assert body["progress"] == 0.25
     assert body["rows_per_second"] == 0.1
     assert TIMESTAMP.match(body["estimated_completion"])
+
+
+def test_after_a_resume_the_rate_and_eta_are_the_pages(api_alice, client_alice, alice, new_job):
+    # 20 s at 10 rows/s, 15 s paused, 5 s at 10 rows/s again: the API counted the pause as work
+    # and said 5 rows/s (and an ETA twice as far) beside a page saying 10.
+    job = new_job(alice, "name\n" + "x\n" * 1000)
+    now = timezone.now().timestamp()
+    before = [[now - 40 + t, 10 * t] for t in range(21)]
+    after = [[now - 5 + t, 200 + 10 * t] for t in range(6)]
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING, total=1000, pending=750, succeeded=250, samples=before + after
+    )
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
+
+    assert body["rows_per_second"] == 10.0
+    assert 'data-testid="rate">10<' in page
+    eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
+    assert 70 <= eta.timestamp() - now <= 80  # 750 rows at 10 rows/s
+    assert "in 1 min 15 s" in page
 
 
 @pytest.mark.parametrize("status", [JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED])
