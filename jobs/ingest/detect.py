@@ -318,6 +318,9 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
         fileobj.seek(pos)
 
 
+_BOM = "\ufeff"
+
+
 def _inspect_csv(text: str, info: TableInfo) -> list[dict]:
     reader = csv.reader(io.StringIO(text, newline=""), **_dialect(info.delimiter))
     last = 0
@@ -330,7 +333,9 @@ def _inspect_csv(text: str, info: TableInfo) -> list[dict]:
             raise TextProblem("The file is empty: it needs a header line and at least one row.")
     except csv.Error as exc:
         raise TextProblem(_csv_message(exc, last + 1), last + 1) from None
-    names = [name.strip() for name in record]
+    # A byte-order mark inside the header (a second one at the start, or files joined after
+    # their first line) is invisible: kept, "a" looked present and was not.
+    names = [name.strip().strip(_BOM).strip() for name in record]
     fatal, problems = _header_problems(names, start)
     if fatal:
         raise InputError(fatal)

@@ -287,6 +287,21 @@ def test_utf8_bom():
     assert rows == [{"id": "1", "name": "Zoë"}]
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        codecs.BOM_UTF8 * 2 + b"id,name\n1,Ann\n",  # saved twice by two editors
+        b"id,\xef\xbb\xbfname\n1,Ann\n",  # files pasted together at the header
+        b"id,name\xef\xbb\xbf \n1,Ann\n",
+    ],
+)
+def test_a_bom_inside_the_header_is_not_part_of_a_column_name(data):
+    # Invisible in every message: "needs a column "name", but the columns are "id", "name"".
+    info, rows = read_all(data)
+    assert info.columns == ["id", "name"]
+    assert rows[0]["name"] == "Ann"
+
+
 @pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
 def test_utf16_with_bom(codec):
     bom = codecs.BOM_UTF16_LE if codec.endswith("le") else codecs.BOM_UTF16_BE
