@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import orjson
@@ -106,6 +107,12 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool
         raise _too_deep(text, max_depth) from None
     except _NonFinite as exc:
         raise _non_finite(text, exc.text) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # int() refuses more digits than the interpreter converts, and its message gives advice
+        # about an interpreter setting: say which number, and where, instead.
+        raise _long_integer(text) from None
     # Counting brackets is C-speed; the walk only runs when the text could be too deep.
     if text.count("[") + text.count("{") > max_depth and depth(value) > max_depth:
         raise _too_deep(text, max_depth)
@@ -241,6 +248,20 @@ def _non_finite(text: str, literal: str) -> JSONLimitError:
         marked = None
     path = _path_to(marked, _SENTINEL) if marked is not None else None
     return JSONLimitError(_NON_FINITE.format(literal), path=path)
+
+
+def _long_integer(text: str) -> JSONLimitError:
+    digits = sys.get_int_max_str_digits()
+
+    def marked_int(literal: str) -> Any:
+        return _SENTINEL if len(literal.lstrip("-")) > digits else 0
+
+    try:
+        marked = json.loads(text, parse_int=marked_int)
+    except (ValueError, RecursionError):
+        marked = None
+    path = _path_to(marked, _SENTINEL) if marked is not None else None
+    return JSONLimitError(f"holds an integer of more than {digits:,} digits{{where}}", path=path)
 
 
 def _path_to(value: Any, target: Any) -> list[str | int] | None:

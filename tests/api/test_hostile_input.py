@@ -354,3 +354,19 @@ def test_a_chunked_body_is_411_not_a_missing_field(api_alice, path):
     )
     assert_error(response, 411, "length_required")
     assert Job.objects.count() == 0
+
+
+def test_an_integer_too_long_to_read_names_its_line_and_column(api_alice):
+    # Python's own message advised an interpreter setting and named no column.
+    body = b'{"name": "ann"}\n{"id": 7, "name": ' + b"9" * 5_000 + b"}\n"
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "4,300 digits")
+    assert first["column"] == 1  # the column "name", the first one line 1 named
+    assert "set_int_max_str_digits" not in first["message"]
+
+
+def test_an_integer_too_long_in_rows_is_a_400_naming_the_row(api_alice):
+    body = '{"processor": "template", "params": {"template": "{n}"}, "rows": [{"n": ' + "9" * 5_000
+    response = api_alice.post(f"{API}/jobs", body + "}]}", content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert "4,300 digits at rows[0].n" in error["message"], error["message"]
+    assert "set_int_max_str_digits" not in error["message"]
