@@ -32,9 +32,9 @@ from django.utils import timezone
 from . import enqueue, livestatus, states
 from .chunk_loop import process_chunk, release_chunk
 from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
-from .finish import _cancel_leftovers_after_failure, finalize
+from .finish import _cancel_leftovers_after_failure, cancel_leftovers, finalize
 from .models import Chunk, Job, JobStatus
-from .processors import Processor, ProcessorContext, get_processor_class
+from .processors import ParamsError, Processor, ProcessorContext, get_processor_class
 from .syncpoint import CPU_GROUP_ROWS, ChunkRun
 
 logger = logging.getLogger(__name__)
@@ -164,12 +164,17 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
             held[:] = [chunk]
             if processor is None:
                 plan = plan_for(job, processor_cls)
-                processor = processor_cls(
-                    job.params,
-                    context=ProcessorContext(
-                        owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
-                    ),
-                )
+                try:
+                    processor = processor_cls(
+                        job.params,
+                        context=ProcessorContext(
+                            owner_id=job.owner_id, job_id=job.public_id, concurrency=plan.threads
+                        ),
+                    )
+                except ParamsError as exc:
+                    give_back(job.pk, chunk)
+                    held.clear()
+                    return _params_refused(job, exc)
             try:
                 run = process_chunk(
                     job,
@@ -194,6 +199,20 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
     finally:
         if processor is not None:
             processor.close()
+
+
+def _params_refused(job: Job, exc: ParamsError) -> Step:
+    """The workers refuse the job's params (the processor checks more than when the job was
+    made, or a credential it names is gone): every claim would fail the same way, the chunk
+    coming back each lease for ever, so the job fails once, saying why."""
+    states.transition(
+        job,
+        JobStatus.FAILED,
+        error=("invalid_params", f"The workers refuse this job's params: {exc}"),
+        message=f"The workers refuse this job's params: {exc}",
+    )
+    cancel_leftovers(job.pk)
+    return Step("stop")
 
 
 def _no_chunk(job: Job) -> Step:

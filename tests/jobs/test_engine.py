@@ -508,3 +508,19 @@ def test_a_job_deleted_while_its_loop_finishes_ends_the_loop_quietly(alice):
     assert counted["pending"] == 5
     assert finish.finalize(job.pk) is None
     assert runner.work_once(job.pk).action == "stop"
+
+
+def test_params_the_workers_refuse_fail_the_job_instead_of_every_lease(alice):
+    # A job made before a processor's checks grew stricter (here: a width the template now
+    # refuses) raised on every claim; its chunk came back each lease and the job stayed
+    # "processing" for ever.
+    job = make_job(alice, rows_text(5), params={"template": "{name}"})
+    loading.ingest(job.pk)
+    Job.objects.filter(pk=job.pk).update(params={"template": "{name:>999999999}"})
+    job = drive(job, max_steps=5)
+    assert job.status == JobStatus.FAILED
+    assert job.error_code == "invalid_params"
+    assert "pads to more than 1000 characters" in job.error_message
+    assert (job.counts["cancelled"], job.counts["pending"], job.counts["running"]) == (5, 0, 0)
+    assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
+    assert JobEvent.objects.filter(job=job, type="failed").exists()
