@@ -28,6 +28,10 @@ def recent_rate(samples: Sequence[Sequence[float]] | None, now: float) -> float 
         return 0.0
     rows = seconds = 0.0
     for (ta, da), (tb, db) in zip(reversed(points[:-1]), reversed(points[1:]), strict=True):
+        if db < da:
+            # A retry put failed rows back: what ran before it (a cancel's burst included, as
+            # cancelled rows count as done) says nothing of the rows running now.
+            break
         span = tb - ta
         if span <= 0 or span > GAP_S:
             if seconds:

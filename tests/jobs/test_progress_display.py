@@ -84,6 +84,20 @@ def test_rate_is_smoothed_and_skips_pauses():
     assert progress.recent_rate(job, now=now) == pytest.approx(20.0)
 
 
+def test_a_retry_after_a_cancel_does_not_read_the_cancel_as_a_burst():
+    # 500 rows/s for 10 s, then a cancel counts 90,000 rows done at once; minutes later a retry
+    # puts 2,500 failed rows back (done drops) in the sample the retry wrote. The page said
+    # 3,932 rows/s and "in 0 s" for 2,500 rows: the stretch before the retry, cancel burst and all.
+    now = 1_000_000.0
+    samples = [[now - 300 + t, 500 * t] for t in range(11)]
+    samples += [[now - 289, 95_000], [now, 92_500]]
+    job = _job(samples=samples)
+    assert progress.recent_rate(job, now=now) is None
+    # Once the retried rows have run for a few seconds, their rate is the rate.
+    job = _job(samples=samples + [[now + t, 92_500 + 480 * t] for t in range(1, 5)])
+    assert progress.recent_rate(job, now=now + 4) == pytest.approx(480.0, rel=0.1)
+
+
 def test_rate_needs_a_few_seconds_and_is_none_unless_processing():
     now = 1_000_000.0
     first_chunk = _job(samples=[[now - 1, 0], [now, 730]])  # one chunk landing at once
