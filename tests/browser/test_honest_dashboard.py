@@ -454,3 +454,27 @@ def test_sample_run_picks_the_column_marks_errors_and_fits(page, live_server, lo
     assert page.get_by_test_id("sample-estimate").count() == 0
     page.locator("#sample").scroll_into_view_if_needed()
     screenshot(page, "new-job-sample.png")
+
+
+def test_rows_failing_while_the_page_is_open_show_up_in_the_failed_rows_section(
+    page, live_server, login, alice, failing_rows, job_driver
+):
+    # The section was drawn once, before the first failure, and said "No row has failed so far"
+    # with no failed-rows download until the job ended, while the counters above it climbed.
+    lines = ["name,text,fail", *(f"p{i},w{i},{'late' if i >= 1500 else ''}" for i in range(3000))]
+    job = make_job(alice, "\n".join(lines) + "\n", name="late-fail", params={"template": "{name}"})
+    login()
+    page.goto(f"{live_server.url}/jobs/{job.public_id}/")
+    assert "No row has failed so far." in page.locator("#downloads").inner_text()
+    page.wait_for_function(
+        "() => /Failed rows \\(\\d+\\)/.test(document.querySelector('#failed-title').innerText)",
+        timeout=60_000,
+    )
+    assert _text(page, "status") == "Processing"  # while it runs, not at the end
+    assert page.get_by_role("link", name="Failed rows only, CSV").is_visible()
+    assert "late" in page.get_by_test_id("failure-reasons").inner_text()
+    wait_for_status(page, "Partial")
+    # The end reloads it too, even right after a reload for rows failing.
+    page.wait_for_function(
+        "() => document.querySelector('#failed-title').innerText === 'Failed rows (1500)'"
+    )
