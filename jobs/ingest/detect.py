@@ -296,6 +296,10 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
         stripped = text.lstrip()
         if _jsonl_name(filename) or stripped.startswith("{"):
             info.format = "jsonl"
+            if info.encoding not in _JSON_ENCODINGS:
+                # JSON is UTF-8 (UTF-16 or 32 with a BOM): a legacy guess turned bytes that are
+                # no text into other characters ("\xff" read as "ÿ"). Name the first one.
+                decode_sample(sample, "utf-8", complete)
             _inspect_jsonl(text, info, strict=not _jsonl_name(filename))
             return info, []
         if stripped.startswith("[") and (filename or "").lower().removesuffix(".gz").endswith(
@@ -318,6 +322,7 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
         fileobj.seek(pos)
 
 
+_JSON_ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "utf-32")
 _BOM = "\ufeff"
 
 

@@ -370,3 +370,10 @@ def test_an_integer_too_long_in_rows_is_a_400_naming_the_row(api_alice):
     error = assert_error(response, 400, "invalid_request")
     assert "4,300 digits at rows[0].n" in error["message"], error["message"]
     assert "set_int_max_str_digits" not in error["message"]
+
+
+def test_jsonl_that_is_not_utf8_is_refused_naming_the_byte(api_alice):
+    # Read as cp1252 it ran, its cell "\xff\xfe" turned into "ÿþ".
+    body = b'{"name": "ann"}\n{"name": "b\xff\xfe"}\n'
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "utf-8", "0xFF")
+    assert "character 12" in first["message"]
