@@ -30,6 +30,7 @@ from django.utils import timezone
 from . import charts, livestatus, progress, second_memo, services, states
 from .models import Job, JobStatus
 from .poll import page_live
+from .runner import PARAMS_REFUSED
 
 # HTTP 286 tells htmx to stop polling (https://htmx.org/docs/#polling).
 STOP_POLLING = 286
@@ -44,8 +45,11 @@ def controls(job: Job) -> dict[str, bool]:
         "resume": job.status == JobStatus.PAUSED
         and states.can_transition(job, JobStatus.PROCESSING),
         "cancel": states.can_transition(job, JobStatus.CANCELLED),
-        # services.retry takes failed rows of a finished or paused job back to work.
-        "retry": job.failed > 0 and (job.is_terminal or job.status == JobStatus.PAUSED),
+        # services.retry takes failed rows of a finished or paused job back to work, unless the
+        # workers refuse the job's params (it would only fail again).
+        "retry": job.failed > 0
+        and (job.is_terminal or job.status == JobStatus.PAUSED)
+        and job.error_code != PARAMS_REFUSED,
     }
 
 

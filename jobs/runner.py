@@ -201,6 +201,10 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
             processor.close()
 
 
+# The error code of a job whose params the workers refuse; retrying its rows cannot help.
+PARAMS_REFUSED = "invalid_params"
+
+
 def _params_refused(job: Job, exc: ParamsError) -> Step:
     """The workers refuse the job's params (the processor checks more than when the job was
     made, or a credential it names is gone): every claim would fail the same way, the chunk
@@ -208,7 +212,7 @@ def _params_refused(job: Job, exc: ParamsError) -> Step:
     states.transition(
         job,
         JobStatus.FAILED,
-        error=("invalid_params", f"The workers refuse this job's params: {exc}"),
+        error=(PARAMS_REFUSED, f"The workers refuse this job's params: {exc}"),
         message=f"The workers refuse this job's params: {exc}",
     )
     cancel_leftovers(job.pk)

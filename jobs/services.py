@@ -21,6 +21,7 @@ from batchhub.api import APIError, InvalidState
 from . import chunks, enqueue, finish, livestatus, lookup, states, webhook_deliveries
 from .housekeeping import purge_job
 from .models import ACTIVE, TERMINAL, Chunk, Job, JobStatus, Row, RowStatus
+from .processors import ParamsError, get_processor_class
 
 # --- reading -------------------------------------------------------------------------------------
 
@@ -167,6 +168,22 @@ def _cancel_pending(job: Job) -> None:
                 )
 
 
+def _check_params_still_accepted(job: Job) -> None:
+    """Rows retried under params the workers refuse would fail the job again at once, their
+    errors replaced by "cancelled": say so instead of doing it."""
+    processor_cls = get_processor_class(job.processor)
+    if processor_cls is None:
+        return  # the workers fail the job saying the processor is missing, as before
+    try:
+        processor_cls.validate_params(dict(job.params or {}))
+    except ParamsError as exc:
+        raise InvalidState(
+            f"The workers refuse this job's params ({exc}); retrying cannot help. "
+            "Run it again with other settings.",
+            details={"params": [str(exc)]},
+        ) from None
+
+
 def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
@@ -175,6 +192,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 f"Only a finished or paused job can retry rows; this one is {locked.status}.",
                 details={"status": locked.status},
             )
+        _check_params_still_accepted(locked)
         rows = Row.objects.filter(job=locked, status=RowStatus.FAILED)
         if row_ids is not None:
             indexes = [row_index(r) for r in row_ids]

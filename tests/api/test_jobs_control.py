@@ -6,6 +6,7 @@ import pytest
 
 from jobs.ingest import loading
 from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
+from tests.conftest import drive
 
 from .conftest import API, assert_error, create_json
 
@@ -124,3 +125,26 @@ def test_retry_with_bad_row_ids_is_400(api_alice, run_job, rows):
     if rows == ["nonsense"]:  # not a row name at all: it says both ways a row is named
         assert "(12), or as row_12" in error["message"], error
     assert Job.objects.get(pk=job.pk).status == JobStatus.PARTIAL
+
+
+def test_no_retry_for_a_job_whose_params_the_workers_refuse(
+    api_alice, client_alice, alice, new_job
+):
+    # Retried, its rows went to pending, the workers refused the params again and the rows
+    # ended "cancelled", their errors gone: the button did worse than nothing.
+    job = new_job(alice, "name\na\nb\n")
+    loading.ingest(job.pk)
+    Row.objects.filter(job=job, index=0).update(status=RowStatus.FAILED, error="earlier")
+    Job.objects.filter(pk=job.pk).update(
+        params={"template": "{name:>999999999}"}, pending=1, failed=1
+    )
+    job = drive(job, max_steps=5)
+    assert (job.status, job.error_code) == (JobStatus.FAILED, "invalid_params")
+
+    response = api_alice.post(f"{API}/jobs/{job.public_id}/retry")
+    error = assert_error(response, 409, "invalid_state")
+    assert "retrying cannot help" in error["message"]
+    assert Row.objects.get(job=job, index=0).error == "earlier"
+    page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
+    assert "Retry failed rows" not in page
+    assert "Run again with the same settings" in page
