@@ -294,6 +294,8 @@ def _run_threaded(
             if (
                 turn_over is not None
                 and not stop.is_set()
+                # A chunk given back waits for its earliest retry: its rows not begun would too.
+                and all(each.run.next_available is None for each in feeds)
                 and turn_over(threads * (now - began) / max(1, rows_done))
             ):
                 # As for a pause, but of this loop only: the job stays processing.

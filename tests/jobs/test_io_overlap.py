@@ -261,3 +261,21 @@ def test_a_step_of_slow_rows_still_ends_at_its_longest(one_chunk_job, monkeypatc
     job = drive(job)
     assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
     assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
+
+
+def test_a_step_with_a_row_waiting_for_its_retry_keeps_its_chunk(one_chunk_job, monkeypatch):
+    # A chunk given back waits for its earliest retry (a 429's Retry-After): turning over would
+    # have made every row not begun wait as long.
+    real = SlowCall.process_row
+
+    def process_row(self, row):
+        if row.index == 0:
+            raise base.RetryableError("429", retry_after=60, rate_limited=True)
+        return real(self, row)
+
+    monkeypatch.setattr(SlowCall, "process_row", process_row)
+    monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(runner.enqueue, "waiting", lambda: 1)
+    runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1)
+    job = Job.objects.get(pk=one_chunk_job.pk)
+    assert (job.succeeded, job.pending) == (ROWS - 1, 1)
