@@ -75,6 +75,8 @@ _NOT_TEXT = (
 # them is one character once parsed, so a surrogate left in a parsed string is a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What no database stores: a lone surrogate, or NUL (U+0000: PostgreSQL's text and jsonb refuse it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NON_FINITE = (
     "holds the number {}{{where}}; JSON numbers must be finite "
     "(no NaN or Infinity, and within a 64-bit float's range)"
@@ -129,7 +131,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool
 
 
 def with_valid_text(value: Any) -> Any:
-    """`value` with every lone surrogate in its strings and keys replaced by U+FFFD."""
+    """`value` with every lone surrogate and NUL in its strings and keys replaced by U+FFFD."""
     if isinstance(value, str):
         return valid_text(value)
     if isinstance(value, list):
@@ -281,7 +283,10 @@ def dumps(value: Any) -> str:
     """JSON text: orjson (far faster than the stdlib), else the stdlib for what orjson refuses
     (integers beyond 64 bits); anything else unknown becomes its str()."""
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        if "\\u0000" not in text:
+            return text
+        # NUL: jsonb refuses it, and the rows of the whole sync point with it.
     except TypeError:
         pass
     # orjson also refuses half a character (a processor's output may hold one): it becomes
@@ -294,5 +299,6 @@ def dumps(value: Any) -> str:
 
 
 def valid_text(text: str) -> str:
-    """`text` with every lone surrogate replaced by U+FFFD: text every encoder can write."""
-    return _SURROGATE.sub("\ufffd", text)
+    """`text` with every lone surrogate and NUL replaced by U+FFFD: text every encoder, and
+    every database, can write."""
+    return _UNSTORABLE.sub("\ufffd", text)

@@ -46,7 +46,7 @@ def test_write_rows_stores_every_kind_of_outcome(alice):
     job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=8, columns=["a", "b"])
     add_rows(job, 8, status=RowStatus.RUNNING, attempts=1)
     done = [
-        Done(0, RowStatus.SUCCEEDED, {"text": "Zürich — 東京 🎉 \"quoted\" \\ back"}, None, 1),
+        Done(0, RowStatus.SUCCEEDED, {"text": 'Zürich — 東京 🎉 "quoted" \\ back'}, None, 1),
         Done(1, RowStatus.SUCCEEDED, {}, None, 1),
         Done(2, RowStatus.SUCCEEDED, {"text": BIG, "n": 12345678901, "f": 1.5}, None, 2),
         Done(3, RowStatus.SUCCEEDED, {"none": None, "nested": {"k": [1, None, "v"]}}, None, 1),
@@ -64,6 +64,26 @@ def test_write_rows_stores_every_kind_of_outcome(alice):
     assert set(
         Row.objects.filter(job=job, output__isnull=True).values_list("index", flat=True)
     ) == {4, 5, 6, 7}
+
+
+@pytest.mark.parametrize("batch", ["succeeded run", "mixed"])
+def test_a_nul_in_an_output_or_error_is_stored_as_a_replacement_character(alice, batch):
+    # An http answer holding \u0000: PostgreSQL's jsonb and text refuse it, and the whole sync
+    # point failed with it, its chunk held for a lease and its rows counted as a worker's death.
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=3, columns=["a"])
+    add_rows(job, 3, status=RowStatus.RUNNING, attempts=1)
+    done = [
+        Done(0, RowStatus.SUCCEEDED, {"body": "a\x00b", "k\x00": ["\x00"]}, None, 1),
+        Done(1, RowStatus.SUCCEEDED, {"body": "plain"}, None, 1),
+    ]
+    if batch == "mixed":
+        done.append(Done(2, RowStatus.FAILED, None, "HTTP 500: \x00\x00 garbage", 1))
+    write_rows(job.pk, done)
+    rows = stored(job)
+    assert rows[0][1] == {"body": "a\ufffdb", "k\ufffd": ["\ufffd"]}
+    assert rows[1][1] == {"body": "plain"}
+    if batch == "mixed":
+        assert rows[2][2] == "HTTP 500: \ufffd\ufffd garbage"
 
 
 def test_write_rows_twice_overwrites_output_with_null(alice):
