@@ -97,7 +97,8 @@ def stages(job: Job) -> list[dict[str, Any]]:
         if key == "done" and job.status in TERMINAL:
             label = job.get_status_display()
             if job.status == JobStatus.PARTIAL:
-                label = "Completed with failures"
+                # "partial" in the API either way; the page says when no row succeeded.
+                label = "Every row failed" if not job.succeeded else "Completed with failures"
         elif key == "processing" and job.status == JobStatus.PAUSED:
             note = "paused"
         if stop is not None:

@@ -69,9 +69,12 @@ def test_stepper_of_a_cancelled_job_shows_where_it_stopped(alice):
     assert _stages(reading)["processing"] == "skipped"
     ingest_failed = _job(status=JobStatus.FAILED, total=0)
     assert _stages(ingest_failed)["validating"] == "failed"
-    partial = _job(status=JobStatus.PARTIAL)
+    partial = _job(status=JobStatus.PARTIAL, pending=0, succeeded=60, failed=40)
     assert _stages(partial)["finalizing"] == "done"
     assert progress.stages(partial)[-1]["label"] == "Completed with failures"
+    # Not "completed" in any sense when no row succeeded.
+    all_failed = _job(status=JobStatus.PARTIAL, pending=0, failed=100)
+    assert progress.stages(all_failed)[-1]["label"] == "Every row failed"
 
 
 def test_rate_is_smoothed_and_skips_pauses():
