@@ -22,16 +22,30 @@ PAD_RIGHT = 8
 MAX_POINTS = 120
 
 
+# An interval this much longer than both of its neighbours, and at least GAP_SECONDS, is a time
+# with nothing done (a pause, an auto-pause's wait, a stopped worker), not a slow stretch.
+GAP_FACTOR = 5
+GAP_SECONDS = 10.0
+
+
 def rates(samples: Sequence[Sequence[float]]) -> list[tuple[float, float]]:
-    """(seconds since the first sample, rows/s over the interval ending there)."""
+    """(seconds since the first sample, rows/s over the interval ending there). A gap (a pause)
+    is drawn at zero from its start to its end: averaged over the interval after it, the rate
+    would slope down across the pause and read low on its far side."""
     clean = sorted((float(t), float(d)) for t, d in (s[:2] for s in samples if len(s) >= 2))
     if len(clean) < 2:
         return []
     t0 = clean[0][0]
+    spans = [tb - ta for (ta, _), (tb, _) in zip(clean, clean[1:], strict=False)]
     points: list[tuple[float, float]] = [(0.0, 0.0)]
-    for (ta, da), (tb, db) in zip(clean, clean[1:], strict=False):
-        span = tb - ta
+    for i, ((ta, da), (tb, db)) in enumerate(zip(clean, clean[1:], strict=False)):
+        span = spans[i]
         if span <= 0:
+            continue
+        neighbours = [spans[j] for j in (i - 1, i + 1) if 0 <= j < len(spans)]
+        if span >= GAP_SECONDS and neighbours and all(span > GAP_FACTOR * n for n in neighbours):
+            points.append((ta - t0, 0.0))
+            points.append((tb - t0, 0.0))
             continue
         points.append((tb - t0, max(0.0, (db - da) / span)))
     return _thin(points) if len(points) > 1 else []

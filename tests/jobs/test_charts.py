@@ -56,3 +56,17 @@ def test_the_state_bar_escapes_what_it_is_given():
     seg = SimpleNamespace(key='x"><script>', rows=1, offset=0.0, percent=100.0)
     svg = str(charts.segbar_svg([seg]))
     assert "<script>" not in svg and "&quot;&gt;&lt;script&gt;" in svg
+
+
+def test_a_pause_is_drawn_at_zero_not_as_a_slope_down_to_a_low_rate():
+    from jobs.charts import rates
+
+    # 10 rows/s for 5 s, paused 60 s, then 10 rows/s for 5 s.
+    before = [[t, 10 * t] for t in range(0, 6)]
+    after = [[65 + t, 50 + 10 * t] for t in range(0, 6)]
+    points = rates(before + after)
+    assert points[5:8] == [(5.0, 10.0), (5.0, 0.0), (65.0, 0.0)]  # the pause, flat at zero
+    assert [rate for _t, rate in points[8:]] == [10.0] * 5  # and the rate after it as before
+    # Evenly slow rows (one every 15 s) are a slow stretch, not gaps.
+    slow = [[15 * i, i] for i in range(6)]
+    assert all(rate > 0 for t, rate in rates(slow) if t > 0)
