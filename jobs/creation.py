@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import IntegrityError, transaction
@@ -236,14 +237,8 @@ def create_job(
             created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
         ).update(idempotency_key=None)
 
-    active = Job.objects.filter(owner=user, status__in=ACTIVE).count()
-    if active >= settings.BATCHHUB_MAX_ACTIVE_JOBS:
-        raise QuotaExceeded(
-            f"You have {active} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS}. "
-            "Wait for one to finish or cancel one.",
-            retry_after=seconds_until_a_job_ends(user),
-            details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},
-        )
+    # Early, so a request over the quota is refused before its input is read; again below.
+    check_active_quota(user)
     concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
     report, proc = validate_input(
         user,
@@ -288,6 +283,14 @@ def create_job(
     filename, content = source.as_file()
     try:
         with transaction.atomic():
+            # Requests of one account take turns from here to the commit: each counts the jobs
+            # the others made, so parallel creates cannot all pass the quota's first look.
+            lock_account(user)
+            if idempotency_key:
+                earlier = _earlier(user, idempotency_key, fingerprint)
+                if earlier is not None:
+                    return earlier, False
+            check_active_quota(user)
             job.save()  # first: a key taken meanwhile fails here, before any file is written
             job.input_file.save(filename, content, save=False)
             job.save(update_fields=["input_file"])
@@ -306,6 +309,23 @@ def create_job(
             raise
         return earlier, False
     return job, True
+
+
+def lock_account(user) -> None:
+    """Hold the user's row until the transaction ends (PostgreSQL); SQLite's transactions here
+    begin IMMEDIATE, which already lets one writer in at a time."""
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+
+
+def check_active_quota(user) -> None:
+    active = Job.objects.filter(owner=user, status__in=ACTIVE).count()
+    if active >= settings.BATCHHUB_MAX_ACTIVE_JOBS:
+        raise QuotaExceeded(
+            f"You have {active} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS}. "
+            "Wait for one to finish or cancel one.",
+            retry_after=seconds_until_a_job_ends(user),
+            details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},
+        )
 
 
 def _earlier(user, idempotency_key: str, fingerprint: str) -> Job | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 from django.utils import timezone
 
+from jobs import creation
 from jobs.models import Job, JobEvent
 
 from .conftest import API, assert_error, create_form, create_json, upload
@@ -314,6 +316,25 @@ def test_the_quota_retry_after_is_when_the_soonest_job_should_end(api_alice, ali
     assert_error(response, 429, "quota_exceeded")
     assert 98 <= int(response["Retry-After"]) <= 100
     assert Job.objects.count() == 1
+
+
+def test_a_create_racing_past_the_quota_check_is_still_refused(api_alice, alice, settings):
+    # Parallel creates all passed the count before any had saved: 15 at once made 12 active
+    # jobs against a limit of 10. Here a "parallel" job lands while this request reads input.
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 2
+    assert create_json(api_alice, [{"name": "a"}]).status_code == 201
+    validate = creation.validate_input
+
+    def validate_while_another_request_saves(*args, **kwargs):
+        Job.objects.create(owner=alice, name="parallel", processor="template", params={})
+        return validate(*args, **kwargs)
+
+    with mock.patch.object(creation, "validate_input", validate_while_another_request_saves):
+        response = create_json(api_alice, [{"name": "b"}])
+
+    error = assert_error(response, 429, "quota_exceeded")
+    assert error["message"].startswith("You have 2 active jobs; the limit is 2.")
+    assert Job.objects.filter(owner=alice).count() == 2
 
 
 def test_too_many_rows_is_413_too_many_rows_not_retryable(api_alice, settings):
