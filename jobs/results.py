@@ -247,13 +247,31 @@ def _stream_jsonl_copy(job: Job, status: str, columns: list[str]) -> Iterator[by
     yield from _copy_out(sql, params + where_params)
 
 
+def _unique(name: str, prefix: str, taken: set[str]) -> str:
+    """`name`, else `prefix` + name, else that with .2, .3, … until one is free."""
+    candidate, n = name, 1
+    while candidate in taken:
+        candidate = f"{prefix}{name}" + (f".{n}" if n > 1 else "")
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def csv_header(columns: list[str], outputs: list[str]) -> list[str]:
+    """Input columns, output columns, `_status`, `_error`, each name once: a script reading by
+    name (csv.DictReader) would otherwise keep one of two same-named cells and drop the other."""
+    taken = {"_status", "_error"}
+    inputs = [_unique(name, "input.", taken) for name in columns]
+    outs = [_unique(name, "output.", taken) for name in outputs]
+    return [*inputs, *outs, "_status", "_error"]
+
+
 def stream_csv(job: Job, status: str = "all") -> Iterator[bytes]:
     columns = list(job.columns or [])
     outputs = output_columns(job)
-    out_names = [name if name not in columns else f"output.{name}" for name in outputs]
     buffer = _CsvBuffer()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([neutralise(c) for c in [*columns, *out_names, "_status", "_error"]])
+    writer.writerow([neutralise(c) for c in csv_header(columns, outputs)])
     if connection.vendor == "postgresql":
         yield buffer.take()
         yield from _stream_csv_copy(job, status, columns, outputs)

@@ -306,8 +306,9 @@ job_schema = extend_schema_view(
         summary="Download results",
         description=(
             "Streams every row in input order, at any time (partial while the job runs). CSV: the "
-            "input columns, then the processor's output columns, then `_status` and `_error`; "
-            "cells "
+            "input columns, then the processor's output columns, then `_status` and `_error`, "
+            "each header name once (an output named like an input column becomes `output.<name>`, "
+            "an input column named `_status` or `_error` becomes `input.<name>`); cells "
             "a spreadsheet would run as formulas get a leading apostrophe. JSONL/JSON: one row "
             "object per row."
         ),

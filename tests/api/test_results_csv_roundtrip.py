@@ -113,3 +113,27 @@ def test_line_breaks_inside_cells_are_always_quoted(api_alice, finished):
     outside = re.sub(r'"(?:[^"]|"")*"', "", body)  # drop every quoted field
     assert "\r" not in outside
     assert outside.count("\n") == len(CELLS) + 1
+
+
+def test_every_header_name_is_unique_so_cells_read_back_by_name(api_alice, run_job):
+    # An input with `_status`, `_error` and `output.text` columns, and an output named `text`,
+    # gave a header with three names twice: csv.DictReader kept one cell of each pair.
+    rows = [{"text": "hi", "output.text": "o", "_status": "s", "_error": "e"}]
+    created = create_json(api_alice, rows, params={"template": "{text}!"})
+    assert created.status_code == 201, created.json()
+    job = run_job(Job.objects.get(public_id=created.json()["id"]))
+
+    body = _download(api_alice, job).decode("utf-8")
+
+    records = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert records == [
+        {
+            "text": "hi",
+            "output.text": "o",
+            "input._status": "s",
+            "input._error": "e",
+            "output.text.2": "hi!",
+            "_status": "succeeded",
+            "_error": "",
+        }
+    ]
