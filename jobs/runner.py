@@ -186,6 +186,13 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
                     retire=retire,
                     turn_over=turn_over if io_seconds else None,
                 )
+            except Job.DoesNotExist:
+                # Deleted while the chunk ran (DELETE takes its rows and chunks with it): the
+                # chunk's next sync point found no job. Nothing is left to do or to clean up.
+                if Job.objects.filter(pk=job.pk).exists():
+                    raise
+                held.clear()
+                return Step("stop")
             except Exception:
                 _cancel_leftovers_after_failure(job.pk)
                 raise

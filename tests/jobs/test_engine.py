@@ -510,6 +510,17 @@ def test_a_job_deleted_while_its_loop_finishes_ends_the_loop_quietly(alice):
     assert runner.work_once(job.pk).action == "stop"
 
 
+def test_a_job_deleted_while_a_chunk_runs_ends_the_loop_quietly(alice, settings, monkeypatch):
+    # A DELETE while a group ran: the chunk's next sync point raised DoesNotExist, an ERROR
+    # traceback in the worker's log for every job deleted mid-run.
+    job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
+    during_group(monkeypatch, 3, lambda: services.delete(Job.objects.get(pk=job.pk), actor="alice"))
+
+    assert runner.work_once(job.pk).action == "stop"
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not Row.objects.filter(job_id=job.pk).exists()
+
+
 def test_params_the_workers_refuse_fail_the_job_instead_of_every_lease(alice):
     # A job made before a processor's checks grew stricter (here: a width the template now
     # refuses) raised on every claim; its chunk came back each lease and the job stayed
