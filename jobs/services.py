@@ -62,11 +62,15 @@ def list_jobs(user, *, status: str | None = None, processor: str | None = None):
     return qs
 
 
+ROW_INDEX_MAX = 2**31 - 1  # Row.index is a 32-bit integer on PostgreSQL
+
+
 def row_index(row_id: str | int) -> int:
     """Row ids are `row_<n>` (1-based, n is the input position); a bare number works too."""
     text = str(row_id)
     number = text[4:] if text.startswith("row_") else text
-    if not number.isdigit() or int(number) < 1:
+    # ASCII only: str.isdigit() also takes "²", which int() then refuses (a 500).
+    if not (number.isascii() and number.isdigit()) or int(number) < 1:
         raise APIError(
             f"'{row_id}' is not a row: name a row by its number, as row objects give it "
             "(12), or as row_12."
@@ -196,8 +200,11 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
         rows = Row.objects.filter(job=locked, status=RowStatus.FAILED)
         if row_ids is not None:
             indexes = [row_index(r) for r in row_ids]
+            # A number past what a row's index column holds is no row; SQLite would raise
+            # OverflowError on one past 64 bits (a 500).
+            storable = [i for i in indexes if i <= ROW_INDEX_MAX]
             missing = set(indexes) - set(
-                Row.objects.filter(job=locked, index__in=indexes).values_list("index", flat=True)
+                Row.objects.filter(job=locked, index__in=storable).values_list("index", flat=True)
             )
             if missing:
                 raise APIError(

@@ -113,7 +113,20 @@ def test_retry_without_failed_rows_is_409(api_alice, alice, new_job, run_job):
     assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry"), 409, "invalid_state")
 
 
-@pytest.mark.parametrize("rows", [["row_99"], ["nonsense"], [], "row_1", [{"id": 1}]])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["row_99"],
+        ["nonsense"],
+        [],
+        "row_1",
+        [{"id": 1}],
+        # A number too large for the database, and a digit int() refuses, were a 500.
+        [9999999999999999999],
+        ["row_2147483648"],
+        ["²"],
+    ],
+)
 def test_retry_with_bad_row_ids_is_400(api_alice, run_job, rows):
     job = _partial_job(api_alice, run_job)
 
