@@ -17,6 +17,7 @@ BATCHHUB_ACCESS_LOG_POLLS=1 writes every poll's and probe's line, as gunicorn's 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -29,6 +30,13 @@ ANSWERED_FROM_CACHE = "batchhub.answered_from_cache"
 # Set by batchhub/health.py to the probe's path (/healthz, /readyz) when it answered one.
 HEALTH_PROBE = "batchhub.health_probe"
 SUMMARY_SECONDS = 60
+# Signed links carry their credential in the query (results downloads, upload PUTs): whoever
+# reads the access log could use one until it expires.
+_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _TOKEN.sub(r"\1[redacted]", text)
 
 
 class Logger(glogging.Logger):
@@ -55,6 +63,13 @@ class Logger(glogging.Logger):
                 return
         self._summary_due()
         super().access(resp, req, environ, request_time)
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "q", "f"):  # request line, query string, referer
+            if isinstance(atoms.get(name), str):
+                atoms[name] = redact(atoms[name])
+        return atoms
 
     def _summary_due(self) -> None:
         now = time.monotonic()

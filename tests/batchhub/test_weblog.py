@@ -170,3 +170,18 @@ def test_the_health_endpoints_mark_the_requests_they_answer(log, monkeypatch):
         assert len(lines()) == 2  # any other page keeps its line
     finally:
         health.stop()  # tests that fork later must not inherit the checks' threads
+
+
+def test_signed_link_tokens_are_not_written(log):
+    # A signed results link (or upload URL) works without an API key until it expires; its
+    # token was written whole in every access line.
+    logger, lines = log()
+    path = "/api/v1/jobs/job_x/download?token=WyJqb2Ii:sig-123&format=csv"
+    environ = _environ(path, answered=False)
+    environ["QUERY_STRING"] = path.split("?", 1)[1]
+    environ["HTTP_REFERER"] = "http://host/api/v1/uploads/upl_y/content?token=secret-456"
+    logger.access(_Response(200), _Request(), environ, dt.timedelta(milliseconds=1))
+
+    (line,) = lines()
+    assert "sig-123" not in line and "secret-456" not in line
+    assert '"GET /api/v1/jobs/job_x/download?token=[redacted]&format=csv HTTP/1.1" 200' in line
