@@ -66,7 +66,9 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
             joined, params = _batch_update(table, done)
             first, last = min(d.index for d in done), max(d.index for d in done)
         connection.ensure_connection()
-        with PgCursor(connection.connection) as cursor:
+        # Django's error classes, as its own cursors raise them: the loop tells a lost database
+        # (OperationalError) from a refused row (DataError) by them.
+        with connection.wrap_database_errors, PgCursor(connection.connection) as cursor:
             cursor.execute(
                 f'{joined} WHERE r.job_id = %s AND r."index" = v.i '
                 # The range keeps the plan on the few index entries of these rows even when the

@@ -10,10 +10,11 @@ import csv
 import io
 import json
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 
-from jobs import chunk_loop, creation, results
+from jobs import chunk_loop, creation, results, runner, syncpoint
 from jobs.models import Job, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
 from jobs.processors.template import TemplateProcessor
@@ -84,6 +85,23 @@ def test_a_nul_in_an_output_or_error_is_stored_as_a_replacement_character(alice,
     assert rows[1][1] == {"body": "plain"}
     if batch == "mixed":
         assert rows[2][2] == "HTTP 500: \ufffd\ufffd garbage"
+
+
+def test_a_lost_connection_in_the_write_is_the_loops_to_handle(alice, monkeypatch):
+    # PostgreSQL's write goes through psycopg's own cursor: its errors came out as psycopg's,
+    # which the loop's "lost the database" does not know, and the step failed instead.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's write goes through Django's cursor")
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=1, columns=["a"])
+    add_rows(job, 1, status=RowStatus.RUNNING, attempts=1)
+
+    def lost(self, *args, **kwargs):
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(syncpoint.PgCursor, "execute", lost)
+    with pytest.raises(OperationalError) as raised:
+        write_rows(job.pk, [Done(0, RowStatus.SUCCEEDED, {"t": 1}, None, 1)])
+    assert isinstance(raised.value, runner.DATABASE_LOST)
 
 
 def test_write_rows_twice_overwrites_output_with_null(alice):
