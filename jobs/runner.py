@@ -14,6 +14,8 @@ rows it had in flight count the death as an attempt and are run again in halves 
 crash costs a few re-runs at full speed and a row that kills its worker every time ends failed
 alone after the attempts limit. A loop that loses the database reconnects and gives its chunk
 back. Counters stay exact at every commit: `running` is the rows in flight under a live holder.
+A row whose output the database refuses (a value it cannot store) is no crash: its sync point
+writes the batch again a row at a time, and that row alone fails, saying why.
 
 This module is one step of a worker loop (work_once). The parts: chunks.py (plan, claim, take
 over), chunk_loop.py (a chunk's rows through the processor), syncpoint.py (the sync point's

@@ -3,6 +3,7 @@ marks the next rows running, renews the lease and reads the job's status."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from psycopg import Cursor as PgCursor
@@ -21,6 +22,8 @@ from . import livestatus, states
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowResult
+
+logger = logging.getLogger(__name__)
 
 # Rows per sync point for CPU processors: the first group is small, later ones are sized from the
 # measured time per row so that a group takes about GROUP_SECONDS (pause stays well under a second)
@@ -83,7 +86,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     values = [
         (
             d.status,
-            None if d.output is None else jsonsafe.dumps(d.output),
+            None if d.output is None else _dumps(d.output),
             None if d.error is None else jsonsafe.valid_text(d.error),
             d.attempts,
             job_pk,
@@ -99,12 +102,73 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
         )
 
 
+class OutputNotJSON(ValueError):
+    """A row's output that cannot be written as JSON at all (an integer too long to write, a key
+    of a type JSON has none for, a value nested past the interpreter's recursion)."""
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return jsonsafe.dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise OutputNotJSON(str(exc) or type(exc).__name__) from exc
+
+
+def refused_for_content(exc: BaseException) -> bool:
+    """Whether a write failed for what the rows hold, the database being there: a value it cannot
+    store (DataError; on SQLite a JSON check, IntegrityError) or an output that is not JSON.
+    A lost database (OperationalError, InterfaceError) is not, save PostgreSQL's "program limit
+    exceeded" (a jsonb value or a batch past jsonb's size limits), raised as one."""
+    if isinstance(exc, (DataError, IntegrityError, OutputNotJSON)):
+        return True
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    return isinstance(exc, OperationalError) and sqlstate.startswith("54")
+
+
+def refusal_message(exc: BaseException) -> str:
+    """The error a refused row fails with: what the database (or the JSON writer) said."""
+    if isinstance(exc, OutputNotJSON):
+        return f"This row's output cannot be stored: it cannot be written as JSON ({exc})."[:500]
+    diag = getattr(exc.__cause__, "diag", None)
+    reason = getattr(diag, "message_primary", None)
+    if reason:
+        detail = getattr(diag, "message_detail", None)
+        reason = f"{reason} ({detail})" if detail else reason
+    else:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"The database refused this row's output: {reason}"[:500]
+
+
+def write_each(job_pk: int, done: list[Done]) -> list[Done]:
+    """The rows one at a time, each in a savepoint: those the database refuses for their content
+    fail instead, saying why (their Done changed to match). Returns the refused.
+
+    Only after a batch was refused: a statement a row is what write_rows avoids."""
+    refused: list[Done] = []
+    for d in done:
+        try:
+            with transaction.atomic():
+                write_rows(job_pk, [d])
+        except Exception as exc:
+            if not refused_for_content(exc):
+                raise
+            d.status, d.output, d.error = RowStatus.FAILED, None, refusal_message(exc)
+            refused.append(d)
+    write_rows(job_pk, refused)
+    return refused
+
+
+class _Refused(Exception):
+    """A sync point's batch of rows was refused for a row's content: its transaction is rolled
+    back and done again with the rows written one at a time."""
+
+
 def _batch_update(table: str, done: list[Done]) -> tuple[str, list[Any]]:
     """Any batch: one JSON document, each row a positional array [index, status, output, error,
     attempts]. orjson writes it without repeating keys, PostgreSQL parses it once into jsonb and
     each output is taken from it as it is (json_to_recordset would parse every output's text a
     second time). A null output stays SQL NULL."""
-    batch = jsonsafe.dumps([[d.index, d.status, d.output, d.error, d.attempts] for d in done])
+    batch = _dumps([[d.index, d.status, d.output, d.error, d.attempts] for d in done])
     return (
         f"UPDATE {table} AS r SET status = v.x->>1, "
         f"output = NULLIF(v.x->2, 'null'::jsonb), error = v.x->>3, attempts = (v.x->>4)::int "
@@ -144,7 +208,7 @@ def _succeeded_run_update(table: str, done: list[Done]) -> tuple[str, list[Any]]
             RowStatus.SUCCEEDED,
             done[0].attempts,
             done[0].index,
-            jsonsafe.dumps([d.output for d in done]),
+            _dumps([d.output for d in done]),
         ],
     )
 
@@ -226,6 +290,22 @@ class ChunkRun:
 
         Returns the started."""
         finished, self.finished = self.finished, []
+        try:
+            return self._sync(finished, to_start, mark_rows)
+        except _Refused as refused:
+            # Raised by the first write, before anything else in the transaction: it was rolled
+            # back whole, and nothing in memory changed yet. Failing the step instead held the
+            # chunk for a lease, then counted the batch's rows a worker's death.
+            logger.warning(
+                "job %s: a sync point's rows were refused (%s); writing them one at a time",
+                self.job.public_id,
+                refused.__cause__,
+            )
+            return self._sync(finished, to_start, mark_rows, each=True)
+
+    def _sync(
+        self, finished: list[Done], to_start: list[_Item], mark_rows: bool, *, each: bool = False
+    ) -> list[_Item]:
         started: list[_Item] = []
         now = timezone.now()
         with transaction.atomic():
@@ -233,7 +313,22 @@ class ChunkRun:
             # holder writes, so loops of other worker processes are not kept waiting behind this
             # UPDATE. (Cancel, which writes rows under the job lock, leaves rows in flight alone,
             # so the two never wait on each other.)
-            write_rows(self.job.pk, finished)
+            if each:
+                refused = write_each(self.job.pk, finished)
+                if refused:
+                    logger.warning(
+                        "job %s: rows %s failed: %s",
+                        self.job.public_id,
+                        ", ".join(str(d.index + 1) for d in refused[:20]),
+                        refused[0].error,
+                    )
+            else:
+                try:
+                    write_rows(self.job.pk, finished)
+                except Exception as exc:
+                    if finished and refused_for_content(exc):
+                        raise _Refused from exc
+                    raise
             job = Job.objects.select_for_update().get(pk=self.job.pk)
             if job.status == JobStatus.CANCELLED:
                 # Rows that would wait for another try will never get one.
