@@ -291,11 +291,17 @@ def dumps(value: Any) -> str:
         pass
     # orjson also refuses half a character (a processor's output may hold one): it becomes
     # U+FFFD, as a decoder's errors="replace" would write it, since no database stores it.
+    # The replaced value, and the str() of what is unknown, serve the stdlib's writer too: it
+    # writes a NUL as an escape no replacement in its text finds.
+    replaced = with_valid_text(value)
     try:
-        replaced = with_valid_text(value)
-        return orjson.dumps(replaced, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(replaced, default=_valid_str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return valid_text(json.dumps(value, ensure_ascii=False, default=str))
+        return valid_text(json.dumps(replaced, ensure_ascii=False, default=_valid_str))
+
+
+def _valid_str(value: Any) -> str:
+    return valid_text(str(value))
 
 
 def valid_text(text: str) -> str:

@@ -57,3 +57,16 @@ def test_values_built_in_python_are_walked_once_and_take_any_key():
     jsonsafe.check_value({1: "a", "b": ["c"]})  # an int key is no text to check
     with pytest.raises(jsonsafe.JSONLimitError, match="at b\\[0\\]"):
         jsonsafe.check_value({"b": ["x\ud800"]})
+
+
+class _Odd:
+    def __str__(self) -> str:
+        return "odd\x00one"
+
+
+@pytest.mark.parametrize("big", [1, 2**64])  # an integer past 64 bits: the stdlib's writer
+def test_a_nul_is_replaced_whichever_writer_writes_the_output(big):
+    # jsonb refuses the escape \u0000 as it refuses the character itself.
+    text = jsonsafe.dumps({"n": big, "s": "a\x00b", "k\x00": [_Odd()]})
+    assert "\\u0000" not in text
+    assert json.loads(text) == {"n": big, "s": "a\ufffdb", "k\ufffd": ["odd\ufffdone"]}

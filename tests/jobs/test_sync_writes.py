@@ -87,6 +87,15 @@ def test_a_nul_in_an_output_or_error_is_stored_as_a_replacement_character(alice,
         assert rows[2][2] == "HTTP 500: \ufffd\ufffd garbage"
 
 
+def test_a_nul_beside_an_integer_past_64_bits_is_stored_too(alice):
+    # Such an output is written by the stdlib's JSON writer, which escaped the NUL as \u0000:
+    # jsonb refused it, and the row failed.
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=1, columns=["a"])
+    add_rows(job, 1, status=RowStatus.RUNNING, attempts=1)
+    write_rows(job.pk, [Done(0, RowStatus.SUCCEEDED, {"n": 2**64, "body": "a\x00b"}, None, 1)])
+    assert stored(job)[0][:2] == (RowStatus.SUCCEEDED, {"n": 2**64, "body": "a\ufffdb"})
+
+
 def test_a_lost_connection_in_the_write_is_the_loops_to_handle(alice, monkeypatch):
     # PostgreSQL's write goes through psycopg's own cursor: its errors came out as psycopg's,
     # which the loop's "lost the database" does not know, and the step failed instead.
