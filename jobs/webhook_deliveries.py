@@ -254,6 +254,19 @@ def settle_delay(job_pk: int, event_type: str, waiting_since: float) -> float | 
     return SETTLE_EVERY if counts and any(counts) else None
 
 
+def settle(pk: int) -> None:
+    """A job.cancelled event's wait for its job's running rows, made before the delivery takes one
+    of its destination's threads (run() then waits only for what is left): the events of jobs
+    cancelled together wait side by side, not in turn on their receiver's few threads."""
+    delivery = (
+        WebhookDelivery.objects.filter(pk=pk, status=Status.PENDING, attempts=0)
+        .only("job_id", "event_type", "created_at")
+        .first()
+    )
+    if delivery is not None:
+        _settle(delivery)
+
+
 def _settle(delivery: WebhookDelivery) -> None:
     waiting_since = delivery.created_at.timestamp()
     while (wait := settle_delay(delivery.job_id, delivery.event_type, waiting_since)) is not None:

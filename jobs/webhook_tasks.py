@@ -78,6 +78,7 @@ class Senders:
         if where is None:
             webhook_deliveries.run(pk)  # nothing to send: it ends without waiting on anyone
             return
+        webhook_deliveries.settle(pk)  # on this thread, not on one of the destination's
         if not self._take(where, pk):
             return  # its turn comes when a thread on its destination is done
         next_pk: int | None = pk

@@ -323,3 +323,31 @@ def test_the_wait_ends_after_a_bound_if_rows_never_finish(monkeypatch, make_job)
         is None
     )
     assert webhook_deliveries.settle_delay(job.pk, "job.completed", now) is None
+
+
+def test_settle_waits_for_a_cancelled_jobs_rows_before_any_thread_of_its_receiver(
+    monkeypatch, make_job
+):
+    # The sender's threads call it before taking one of the destination's: only an unattempted
+    # job.cancelled event waits, and only while its job's rows run.
+    job = make_job(rows=3, status="cancelled")
+    Job.objects.filter(pk=job.pk).update(running=2, pending=0, cancelled=1)
+    looks = []
+    real = webhook_deliveries.settle_delay
+
+    def rows_end_at_the_second_look(*args):
+        looks.append(args)
+        if len(looks) == 2:
+            Job.objects.filter(pk=job.pk).update(running=0, succeeded=2)
+        return real(*args)
+
+    monkeypatch.setattr(webhook_deliveries, "settle_delay", rows_end_at_the_second_look)
+    monkeypatch.setattr(webhook_deliveries, "SETTLE_EVERY", 0.01)
+    cancelled = WebhookDelivery.objects.create(job=job, webhook_id="a", event_type="job.cancelled")
+    webhook_deliveries.settle(cancelled.pk)
+    assert len(looks) == 2  # waited once, then the rows had ended
+    # Attempted once already, or another event: nothing to wait for.
+    WebhookDelivery.objects.filter(pk=cancelled.pk).update(attempts=1)
+    Job.objects.filter(pk=job.pk).update(running=2)
+    webhook_deliveries.settle(cancelled.pk)
+    assert len(looks) == 2

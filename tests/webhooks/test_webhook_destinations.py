@@ -97,10 +97,23 @@ class Attempts:
         self.ended: list[int] = []
         self.go = {pk: threading.Event() for pk in destinations}
 
+        # A cancelled job's event waits for its running rows until the test says they ended:
+        # in settle() when called first, else inside run(), as webhook_deliveries does.
+        self.rows_running = {pk: threading.Event() for pk in destinations}
+        self.settled: set[int] = set()
+        for event in self.rows_running.values():
+            event.set()
+
     def destination(self, pk: int) -> str | None:
         return self.destinations[pk]
 
+    def settle(self, pk: int) -> None:
+        self.rows_running[pk].wait(10)
+        self.settled.add(pk)
+
     def run(self, pk: int) -> bool:
+        if pk not in self.settled:
+            self.settle(pk)
         self.started.append(pk)
         self.go[pk].wait(10)
         self.ended.append(pk)
@@ -114,8 +127,9 @@ def attempts(monkeypatch, settings):
     fake = Attempts({1: "a", 2: "a", 3: "a", 4: "a", 5: "b", 6: None})
     monkeypatch.setattr(webhook_deliveries, "destination", fake.destination)
     monkeypatch.setattr(webhook_deliveries, "run", fake.run)
+    monkeypatch.setattr(webhook_deliveries, "settle", fake.settle)
     yield fake
-    for event in fake.go.values():
+    for event in [*fake.go.values(), *fake.rows_running.values()]:
         event.set()
     senders.drain()
 
@@ -170,6 +184,24 @@ def test_a_stopping_process_starts_none_of_the_waiting_deliveries(attempts):
     threading.Timer(0.3, lambda: (attempts.go[1].set(), attempts.go[2].set())).start()
     senders.drain()  # the two under way finish; 3 and 4 stay due in their rows for the reaper
     assert sorted(attempts.ended) == [1, 2] and sorted(attempts.started) == [1, 2]
+
+
+def test_cancelled_jobs_events_wait_for_their_rows_without_holding_the_destinations_threads(
+    attempts,
+):
+    # Their wait (up to 30 s for the job's running rows) held one of the receiver's two threads:
+    # the events of jobs cancelled together went out in turn, half a minute each.
+    for pk in (1, 2):
+        attempts.rows_running[pk].clear()  # jobs cancelled, rows still running
+        senders.submit(pk)
+    time.sleep(0.2)
+    senders.submit(3)  # another event for the same receiver, ready now
+    assert wait_until(lambda: 3 in attempts.started, timeout=2)
+    attempts.go[3].set()
+    for pk in (1, 2):
+        attempts.rows_running[pk].set()
+        attempts.go[pk].set()
+    assert wait_until(lambda: sorted(attempts.ended) == [1, 2, 3], timeout=5)
 
 
 def test_a_destination_is_scheme_host_and_port():
