@@ -277,6 +277,23 @@ def test_payload_is_compact_json_and_parses(make_job):
     assert b", " not in body.split(b'"data"')[0]
 
 
+def rows_end_at_look(monkeypatch, job: Job, look: int, **counts) -> list:
+    """The cancelled job's running rows end (its counters become `counts`) at the settle wait's
+    `look`-th look; the looks are recorded in the list returned."""
+    looks: list = []
+    real = webhook_deliveries.settle_delay
+
+    def settle_delay(*args):
+        looks.append(args)
+        if len(looks) == look:
+            Job.objects.filter(pk=job.pk).update(**counts)
+        return real(*args)
+
+    monkeypatch.setattr(webhook_deliveries, "settle_delay", settle_delay)
+    monkeypatch.setattr(webhook_deliveries, "SETTLE_EVERY", 0.01)
+    return looks
+
+
 def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
     run_task, receiver, make_job, allow_loopback, monkeypatch
 ):
@@ -284,17 +301,7 @@ def test_a_cancelled_jobs_event_waits_for_its_running_rows_to_finish(
     # object saying "running": 1000 and counts that changed after it.
     job = make_job(rows=10, status="cancelled", webhook_url=receiver.url)
     Job.objects.filter(pk=job.pk).update(running=4, succeeded=2, cancelled=4, pending=0)
-    checks = []
-    real = webhook_deliveries.settle_delay
-
-    def the_rows_finish_at_the_third_look(*args):
-        checks.append(args)
-        if len(checks) == 3:
-            Job.objects.filter(pk=job.pk).update(running=0, succeeded=6)
-        return real(*args)
-
-    monkeypatch.setattr(webhook_deliveries, "settle_delay", the_rows_finish_at_the_third_look)
-    monkeypatch.setattr(webhook_deliveries, "SETTLE_EVERY", 0.01)
+    checks = rows_end_at_look(monkeypatch, job, 3, running=0, succeeded=6)
     run_task(job.pk, "job.cancelled", "msg_settle")
 
     assert len(checks) == 3 and len(receiver.requests) == 1
@@ -332,17 +339,7 @@ def test_settle_waits_for_a_cancelled_jobs_rows_before_any_thread_of_its_receive
     # job.cancelled event waits, and only while its job's rows run.
     job = make_job(rows=3, status="cancelled")
     Job.objects.filter(pk=job.pk).update(running=2, pending=0, cancelled=1)
-    looks = []
-    real = webhook_deliveries.settle_delay
-
-    def rows_end_at_the_second_look(*args):
-        looks.append(args)
-        if len(looks) == 2:
-            Job.objects.filter(pk=job.pk).update(running=0, succeeded=2)
-        return real(*args)
-
-    monkeypatch.setattr(webhook_deliveries, "settle_delay", rows_end_at_the_second_look)
-    monkeypatch.setattr(webhook_deliveries, "SETTLE_EVERY", 0.01)
+    looks = rows_end_at_look(monkeypatch, job, 2, running=0, succeeded=2)
     cancelled = WebhookDelivery.objects.create(job=job, webhook_id="a", event_type="job.cancelled")
     webhook_deliveries.settle(cancelled.pk)
     assert len(looks) == 2  # waited once, then the rows had ended
