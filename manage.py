@@ -12,7 +12,7 @@ def main() -> None:
     from batchhub.dbfile import refuse_unusable_database
 
     # Before the command's system checks, which open the database file (batchhub/dbfile.py).
-    refuse_unusable_database()
+    refuse_unusable_database(sys.argv)
     execute_from_command_line(sys.argv)
 
 

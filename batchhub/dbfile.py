@@ -88,8 +88,25 @@ def database_problem() -> str | None:
     return None
 
 
-def refuse_unusable_database() -> None:
-    """Stop this process with one line if the configured SQLite file cannot be used."""
+# manage.py commands that never open the database: an operator repairing the file needs them.
+OFFLINE_COMMANDS = frozenset(
+    {"help", "version", "collectstatic", "findstatic", "diffsettings", "startapp", "startproject"}
+)
+
+
+def needs_database(argv: list[str]) -> bool:
+    """Whether the manage.py command in `argv` opens the database (asking for help does not)."""
+    args = argv[1:]
+    if not args or args[0] in OFFLINE_COMMANDS or args[0].startswith("-"):
+        return False  # no command or a bare option (--help, --version): Django prints help
+    return not ({"-h", "--help", "--version"} & set(args[1:]))
+
+
+def refuse_unusable_database(argv: list[str] | None = None) -> None:
+    """Stop this process with one line if the configured SQLite file cannot be used (and the
+    manage.py command in `argv`, when given, would open it)."""
+    if argv is not None and not needs_database(argv):
+        return
     problem = database_problem()
     if problem:
         raise SystemExit(problem)

@@ -147,6 +147,35 @@ def test_migrate_on_an_unusable_sqlite_file_stops_saying_why(tmp_path, case):
     assert_refused_in_one_line(returncode, output, db, case)
 
 
+@pytest.mark.parametrize(
+    "command", [["help"], ["migrate", "--help"], ["collectstatic", "--noinput", "--dry-run"]]
+)
+def test_commands_that_never_open_the_database_still_run_on_an_unusable_file(tmp_path, command):
+    # The operator repairing the file still gets help, and a release can still collect its files.
+    returncode, output, db = run(
+        [sys.executable, str(ROOT / "manage.py"), *command], tmp_path, "a directory"
+    )
+    assert returncode == 0, output[-2000:]
+    assert "cannot be used" not in output
+    assert "Traceback" not in output, output[-2000:]
+
+
+def test_which_manage_py_commands_open_the_database():
+    from batchhub.dbfile import needs_database
+
+    for argv in (["manage.py", "migrate"], ["manage.py", "shell"], ["manage.py", "recover_work"]):
+        assert needs_database(argv), argv
+    for argv in (
+        ["manage.py"],
+        ["manage.py", "--help"],
+        ["manage.py", "help", "migrate"],
+        ["manage.py", "migrate", "-h"],
+        ["manage.py", "collectstatic", "--noinput"],
+        ["manage.py", "version"],
+    ):
+        assert not needs_database(argv), argv
+
+
 def test_beat_on_an_unusable_sqlite_file_stops_saying_why(tmp_path):
     beat = [
         sys.executable,
