@@ -87,3 +87,31 @@ def test_a_manifest_without_a_newer_release_s_file_is_reported(settings, tmp_pat
     assert problem.startswith("STATIC_ROOT's manifest lacks ")
     assert problem.endswith(" more")
     assert "css/batchhub.css," not in problem
+
+
+def test_a_file_changed_since_it_was_collected_is_reported_and_named_plainly(settings, tmp_path):
+    # The upgrade case again: last release's collected files, this release's changed stylesheet.
+    # Named by its old hash, pages would load last release's CSS for as long as it is cached.
+    import json
+    import shutil
+
+    from batchhub.staticfiles import ForgivingManifestStorage, _sources, not_collected
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "batchhub.staticfiles.ForgivingManifestStorage"},
+    }
+    settings.STATIC_ROOT = tmp_path
+    paths = {}
+    for name, source in _sources().items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tmp_path / name)
+        paths[name] = name.replace(".", ".0123456789ab.", 1) if "." in name else name
+    (tmp_path / "css/batchhub.css").write_text("body { color: red; }\n")  # last release's
+    (tmp_path / "staticfiles.json").write_text(json.dumps({"version": "1.1", "paths": paths}))
+
+    assert not_collected() == "STATIC_ROOT holds older copies of css/batchhub.css"
+    storage = ForgivingManifestStorage(location=tmp_path)
+    assert storage.url("css/batchhub.css") == "/static/css/batchhub.css"
+    unchanged = next(name for name in paths if name != "css/batchhub.css")
+    assert storage.url(unchanged) == f"/static/{paths[unchanged]}"
