@@ -3,10 +3,11 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from apikeys.urls import api_urlpatterns as key_api_urls
 from batchhub.login_throttle import ThrottledAdminAuthenticationForm
+from batchhub.schema_view import SchemaView
 from jobs.api.links import link_api_urlpatterns
 from jobs.api.uploads import upload_api_urlpatterns
 from jobs.api.urls import urlpatterns as job_api_urls
@@ -15,7 +16,7 @@ from jobs.webhook_views import webhook_api_urlpatterns
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
 api_v1 = [
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", SchemaView.as_view(), name="schema"),
     *key_api_urls,
     *webhook_api_urlpatterns,
     *link_api_urlpatterns,

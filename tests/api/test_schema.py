@@ -110,3 +110,35 @@ def test_the_docs_page_runs_its_inline_code_by_nonce_only(client):
 def test_redoc_leads_to_the_local_docs(client):
     response = client.get("/api/redoc/")
     assert response.status_code == 301 and response["Location"] == "/api/docs/"
+
+
+def test_format_json_serves_the_schema_as_json(client):
+    import json
+
+    response = client.get("/api/v1/schema/?format=json")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert json.loads(response.content)["openapi"].startswith("3.")
+    assert response["Content-Disposition"].endswith('.json"')
+
+
+def test_format_yaml_and_no_format_serve_yaml(client):
+    for url in ("/api/v1/schema/?format=yaml", "/api/v1/schema/"):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert "yaml" in response["Content-Type"] or "openapi" in response["Content-Type"]
+        assert response.content.startswith(b"openapi:"), url
+
+
+def test_an_unknown_schema_format_is_a_400_naming_the_choices(client):
+    response = client.get("/api/v1/schema/?format=xml")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert "xml" in error["message"] and error["details"] == {"format": ["json", "yaml"]}
+
+
+def test_the_schema_view_is_not_in_the_schema(schema):
+    assert not [path for path in schema["paths"] if "schema" in path]
