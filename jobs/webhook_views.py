@@ -57,8 +57,8 @@ class RedeliverWebhookAPIView(APIView):
         },
         tags=["jobs"],
     )
-    def post(self, request, public_id: str) -> Response:
-        job = services.get_job(request.user, public_id)
+    def post(self, request, id: str) -> Response:
+        job = services.get_job(request.user, id)
         try:
             webhook_id = services.redeliver_webhook(job, actor=services.actor_for(request))
         except CannotRedeliver as exc:
@@ -70,7 +70,8 @@ class RedeliverWebhookAPIView(APIView):
 
 webhook_api_urlpatterns = [
     path(
-        "jobs/<str:public_id>/webhook/redeliver",
+        # `id`, as every other API route names a job (the schema shows the name).
+        "jobs/<str:id>/webhook/redeliver",
         RedeliverWebhookAPIView.as_view(),
         name="api-webhook-redeliver",
     ),

@@ -142,3 +142,14 @@ def test_an_unknown_schema_format_is_a_400_naming_the_choices(client):
 
 def test_the_schema_view_is_not_in_the_schema(schema):
     assert not [path for path in schema["paths"] if "schema" in path]
+
+
+def test_every_job_path_names_its_id_parameter_id(schema):
+    """One name for one thing: a client generator gets `id` on every job operation."""
+    job_paths = [path for path in schema["paths"] if path.startswith("/api/v1/jobs/{")]
+    assert "/api/v1/jobs/{id}/webhook/redeliver" in job_paths
+    for path in job_paths:
+        assert path.startswith("/api/v1/jobs/{id}"), path
+        for operation in schema["paths"][path].values():
+            names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            assert names == ["id"], (path, names)
