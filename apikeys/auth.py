@@ -2,7 +2,8 @@
 
 No key header: returns None, so the next class (session authentication) gets its turn. A key header
 that is present but wrong (malformed, bad checksum, unknown, wrong secret, expired, revoked, owner
-deactivated) is a 401, never a silent fall-through to an anonymous request.
+deactivated) is a 401, never a silent fall-through to an anonymous request. So are two different
+keys in the two headers: which one the request should run as is not ours to guess.
 """
 
 from __future__ import annotations
@@ -35,13 +36,19 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def _presented_key(self, request) -> str | None:
         meta = request.META
+        given = []
         if "HTTP_X_API_KEY" in meta:
-            return meta["HTTP_X_API_KEY"].strip()
-        header = meta.get("HTTP_AUTHORIZATION", "")
-        scheme, _, value = header.strip().partition(" ")
-        if scheme.lower() != self.keyword:
-            return None  # e.g. Basic: not ours
-        return value.strip()
+            given.append(meta["HTTP_X_API_KEY"].strip())
+        scheme, _, value = meta.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() == self.keyword:  # e.g. Basic: not ours
+            given.append(value.strip())
+        if not given:
+            return None
+        if len(set(given)) > 1:
+            raise exceptions.AuthenticationFailed(
+                "Two different API keys were sent (X-API-Key and Authorization: Bearer); send one."
+            )
+        return given[0]
 
     def authenticate_header(self, request) -> str:
         # Any value here makes DRF answer 401 (not 403) to unauthenticated requests.

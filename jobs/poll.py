@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDbSession
+from rest_framework.exceptions import AuthenticationFailed
 
 from apikeys import keycache, keyformat
 from apikeys.auth import APIKeyAuthentication
@@ -151,7 +152,10 @@ def prefetch(request, view, public_id: str) -> None:
     request for the key check, the throttle and the status read (each checks it is theirs)."""
     if getattr(request, "poll_fetched", None) is not None:
         return  # read already, by jobs/fast_status.py, which left the answer to the stack
-    raw = APIKeyAuthentication()._presented_key(request)
+    try:
+        raw = APIKeyAuthentication()._presented_key(request)
+    except AuthenticationFailed:
+        return  # two different keys: the authentication refuses the request
     if not raw:
         return  # a browser session: its own reads
     throttle = GroupRateThrottle()

@@ -104,6 +104,25 @@ def test_a_bearer_key_is_answered_the_same(alice, published, settings, fast_answ
     assert on == off and on[0] == 200
 
 
+def test_two_different_keys_are_refused_on_both_paths(
+    api_alice, alice, published, settings, fast_answers
+):
+    from tests.factories import APIKeyFactory
+
+    _warm(api_alice, published)  # both keys' entries in the cache: the fast path could answer
+    other = APIKeyFactory(owner=alice, name="other").raw
+    fast_answers.clear()
+    on, off = _both(
+        api_alice,
+        settings,
+        f"{API}/jobs/{published.public_id}",
+        HTTP_AUTHORIZATION=f"Bearer {other}",
+    )
+    assert fast_answers == []
+    assert on == off and on[0] == 401
+    assert b"Two different API keys" in on[2]
+
+
 def test_the_fast_answer_follows_a_change_of_the_header_settings(
     api_alice, published, settings, fast_answers
 ):

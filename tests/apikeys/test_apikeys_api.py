@@ -263,3 +263,27 @@ def test_the_openapi_schema_documents_bodies_errors_and_auth(settings):
     assert {"apiKeyHeader", "bearerAuth"} <= schema["components"]["securitySchemes"].keys()
     assert {"apiKeyHeader": []} in keys["get"]["security"]
     assert {"bearerAuth": []} in keys["get"]["security"]
+
+
+def test_two_different_keys_in_the_two_headers_are_refused(api, key_a, alice):
+    _, raw = key_a
+    _, other = services.create_key(alice, "other", None)
+
+    response = api.get(KEYS, headers={"X-API-Key": raw, "Authorization": f"Bearer {other}"})
+
+    _assert_401(response)
+    assert "Two different API keys" in response.json()["error"]["message"]
+    # Whichever header holds a key that does not work: still not the other one's request.
+    bad = _wrong_secret(*key_a)
+    _assert_401(api.get(KEYS, headers={"X-API-Key": raw, "Authorization": f"Bearer {bad}"}))
+    _assert_401(api.get(KEYS, headers={"X-API-Key": bad, "Authorization": f"Bearer {raw}"}))
+
+
+def test_the_same_key_in_both_headers_is_fine(api, key_a):
+    key, raw = key_a
+    response = api.get(KEYS, headers={"X-API-Key": raw, "Authorization": f"Bearer {raw}"})
+    assert response.status_code == 200
+    assert response.json()["results"][0]["id"] == key.public_id
+    # Another scheme in Authorization is not a key (e.g. a proxy's Basic credentials).
+    basic = api.get(KEYS, headers={"X-API-Key": raw, "Authorization": "Basic dXNlcjpwdw=="})
+    assert basic.status_code == 200
