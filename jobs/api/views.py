@@ -37,6 +37,7 @@ from ..representation import job_links, job_representation
 from ..sample import run_sample
 from ..upload import UploadLimit
 from . import embed
+from .request_fields import refuse_repeated_parts
 from .schema import job_schema, processor_schema
 from .serializers import (
     JobCreateFormSerializer,
@@ -152,6 +153,7 @@ class JobViewSet(viewsets.GenericViewSet):
                 )
         data = request.data
         self.upload_limit.raise_if_exceeded()
+        refuse_repeated_parts(data)
         if validate:
             serializer_class = JobValidateJSONSerializer if is_json else JobValidateFormSerializer
         else:
