@@ -79,8 +79,9 @@ VALIDATE_REQUEST = {
 INPUT_ERRORS = {
     400: error_response(
         "invalid_csv (unreadable or invalid input; details.errors lists the problems) or "
-        "invalid_request (unknown processor, bad params or fields, or params naming a saved "
-        "credential you have not got; details.params names the param)."
+        "invalid_request (unknown processor, bad params or fields, a field the body does not "
+        "take (details names each, with the close known name), a multipart part sent twice, "
+        "or params naming a saved credential you have not got; details.params names the param)."
     ),
     413: error_response(
         "file_too_large: the upload is over the size limit, or a gzip upload's text is over the "

@@ -18,6 +18,7 @@ from batchhub.api import LengthRequired
 from .. import links, uploads
 from ..models import Upload
 from ..representation import API_PREFIX, base_url, utc
+from .request_fields import refuse_unknown_fields
 from .schema import COMMON_ERRORS, error_response
 from .serializers import UTCDateTimeField
 
@@ -93,6 +94,7 @@ class UploadListView(APIView):
         tags=["uploads"],
     )
     def post(self, request: Request) -> Response:
+        refuse_unknown_fields(request.data, UploadCreateSerializer().fields)
         given = UploadCreateSerializer(data=request.data if isinstance(request.data, dict) else {})
         given.is_valid(raise_exception=True)
         upload, token, expiry = uploads.create(

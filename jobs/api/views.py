@@ -37,7 +37,7 @@ from ..representation import job_links, job_representation
 from ..sample import run_sample
 from ..upload import UploadLimit
 from . import embed
-from .request_fields import refuse_repeated_parts
+from .request_fields import refuse_repeated_parts, refuse_unknown_fields
 from .schema import job_schema, processor_schema
 from .serializers import (
     JobCreateFormSerializer,
@@ -49,6 +49,13 @@ from .serializers import (
     JobValidateJSONSerializer,
     RetrySerializer,
 )
+
+# Fields one body takes and the other does not: named as such, not as unknown.
+_FORM_ONLY = {"file": "a file goes in a multipart body; in JSON send rows, upload or csv_base64"}
+_JSON_ONLY = {
+    name: "taken in a JSON body only"
+    for name in ("rows", "upload", "csv_base64", "documents", "column_mapping", "job_id")
+}
 
 
 def _query(request: Request, name: str) -> str | None:
@@ -159,6 +166,13 @@ class JobViewSet(viewsets.GenericViewSet):
         else:
             serializer_class = JobCreateJSONSerializer if is_json else JobCreateFormSerializer
         serializer = serializer_class(data=data)
+        if is_json:
+            refuse_unknown_fields(data, serializer.fields, elsewhere=_FORM_ONLY)
+        else:
+            # A browser form posting with its session carries its CSRF token as a field.
+            refuse_unknown_fields(
+                data, [*serializer.fields, "csrfmiddlewaretoken"], elsewhere=_JSON_ONLY
+            )
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
 
