@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -382,9 +383,17 @@ def stream(job: Job, fmt: str = "csv", status: str = "all") -> Iterator[bytes]:
     return STREAMS[fmt](job, status)
 
 
-def filename_for(job: Job, fmt: str, status: str = "all") -> str:
-    stem = (job.name or job.public_id).rsplit(".", 1)[0]
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:80] or job.public_id
+def filename_for(job: Job, fmt: str, status: str = "all", *, ascii_only: bool = False) -> str:
+    """The download's file name: the job's name in its own script (letters, digits, `.`, `-`
+    kept, anything else `_`), or with `ascii_only` the fallback for clients that read no other
+    (accents dropped, other scripts left out)."""
+    stem = unicodedata.normalize("NFC", (job.name or job.public_id).rsplit(".", 1)[0])
+    if ascii_only:
+        stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    base = re.sub(r"[^\w.-]+", "_", stem)[:80]
+    if ascii_only:
+        base = base.strip("_")  # what stood for a left-out script
+    base = base or job.public_id
     suffix = "" if status == "all" else f"-{status}"
     return f"{base}-results{suffix}.{fmt}"
 

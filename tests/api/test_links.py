@@ -158,3 +158,52 @@ def test_the_page_the_api_and_a_signed_link_answer_the_same_download(
         assert len({r[header] for r in answers}) == 1, header
     assert page["Content-Disposition"].endswith(f'-results-succeeded.{fmt}"')
     assert len({b"".join(r.streaming_content) for r in answers}) == 1
+
+
+def _downloads(alice, client_alice, api_alice, job, fmt: str, status: str = "all") -> list:
+    """The same download from the job page, the keyed API and a signed link."""
+    page = client_alice.get(f"/jobs/{job.public_id}/download/{fmt}/?status={status}")
+    keyed = api_alice.get(f"/api/v1/jobs/{job.public_id}/results?format={fmt}&status={status}")
+    link = api_alice.post(
+        f"/api/v1/jobs/{job.public_id}/results-link",
+        {"format": fmt, "status": status},
+        format="json",
+    ).json()["url"]
+    answers = [page, keyed, APIClient().get(link)]
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    return answers
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_a_non_ascii_job_name_is_kept_in_filename_star_with_an_ascii_fallback(
+    alice, client_alice, api_alice, new_job, run_job, fmt
+):
+    job = run_job(new_job(alice, "name\nAnn\n", name="Café résumé 東京.csv"))
+
+    for response in _downloads(alice, client_alice, api_alice, job, fmt):
+        assert response["Content-Disposition"] == (
+            f'attachment; filename="Cafe_resume-results.{fmt}"; '
+            f"filename*=UTF-8''Caf%C3%A9_r%C3%A9sum%C3%A9_%E6%9D%B1%E4%BA%AC-results.{fmt}"
+        )
+
+
+def test_a_name_with_no_ascii_letter_falls_back_to_the_job_id(
+    alice, client_alice, api_alice, new_job, run_job
+):
+    job = run_job(new_job(alice, "name\nAnn\n", name="東京"))
+
+    for response in _downloads(alice, client_alice, api_alice, job, "csv", "succeeded"):
+        assert response["Content-Disposition"] == (
+            f'attachment; filename="{job.public_id}-results-succeeded.csv"; '
+            "filename*=UTF-8''%E6%9D%B1%E4%BA%AC-results-succeeded.csv"
+        )
+
+
+def test_a_name_cannot_smuggle_quotes_or_direction_marks_into_the_header(
+    alice, client_alice, api_alice, new_job, run_job
+):
+    # A right-to-left override would show "…vsc.exe" as "…exe.csv"; a quote would end the value.
+    job = run_job(new_job(alice, "name\nAnn\n", name='a"b\u202eexe'))
+
+    for response in _downloads(alice, client_alice, api_alice, job, "csv"):
+        assert response["Content-Disposition"] == 'attachment; filename="a_b_exe-results.csv"'
