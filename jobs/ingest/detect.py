@@ -58,6 +58,9 @@ class TableInfo:
     id_column: str | None = None
     # Rows stored by write_rows (None before): the ingest need not count them again.
     rows_written: int | None = None
+    # CSV header cells with no name after the last named one (a spreadsheet's export ending
+    # every line with a delimiter): left out of `columns`; a row may only leave them empty.
+    unnamed_tail: int = 0
 
 
 @dataclass
@@ -341,6 +344,12 @@ def _inspect_csv(text: str, info: TableInfo) -> list[dict]:
     # A byte-order mark inside the header (a second one at the start, or files joined after
     # their first line) is invisible: kept, "a" looked present and was not.
     names = [name.strip().strip(_BOM).strip() for name in record]
+    named = len(names)
+    while named and not names[named - 1]:
+        named -= 1
+    if named:  # a header with no name at all is refused below as such
+        info.unnamed_tail = len(names) - named
+        names = names[:named]
     fatal, problems = _header_problems(names, start)
     if fatal:
         raise InputError(fatal)

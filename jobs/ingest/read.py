@@ -104,9 +104,11 @@ def csv_records(
 
 
 def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
+    width = len(info.columns)
     for start, record in csv_records(fileobj, info):
         if record:  # blank lines are skipped
-            yield start, record
+            # The header's unnamed trailing columns are no columns (validate checks them empty).
+            yield start, record[:width] if info.unnamed_tail else record
 
 
 def _kind(obj: Any) -> str:

@@ -76,11 +76,34 @@ class _Scan:
         )
 
     def _ragged(self, line: int, got: int, width: int) -> None:
+        tail = self.info.unnamed_tail
+        expected = (
+            f"{width} to {width + tail} (one per header column, the unnamed last ones empty)"
+            if tail
+            else f"{width} (one per header column)"
+        )
         self.errors.add(
             line,
-            min(got, width) + 1,
-            f"Line {line} has {got} fields, expected {width} (one per header column).",
+            min(got, width + tail) + 1,
+            f"Line {line} has {got} fields, expected {expected}.",
         )
+
+    def _without_unnamed_tail(self, line: int, record: list[str], width: int) -> list[str] | None:
+        """A record that differs from the header's width: without its cells under the header's
+        unnamed trailing columns when those are empty; else None, its problem recorded."""
+        if not width < len(record) <= width + self.info.unnamed_tail:
+            self._ragged(line, len(record), width)
+            return None
+        for number in range(width + 1, len(record) + 1):
+            if record[number - 1]:
+                self.errors.add(
+                    line,
+                    number,
+                    f"Line {line} has a value in column {number}, which has no name in the "
+                    "header; name the column or leave it empty.",
+                )
+                return None
+        return record[:width]
 
     def _bad_id(self, line: int, index: int | None, ref: str | None, duplicate: bool) -> None:
         column = index + 1 if index is not None else None
@@ -119,8 +142,9 @@ class _Scan:
                     self._too_many(start, count)
                     break
                 if len(record) != width:
-                    self._ragged(start, len(record), width)
-                    continue
+                    record = self._without_unnamed_tail(start, record, width)
+                    if record is None:
+                        continue
                 if id_index is None:
                     yield start, None, record
                     continue

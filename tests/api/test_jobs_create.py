@@ -159,6 +159,26 @@ def test_invalid_csv_is_a_400_with_line_errors_and_creates_nothing(api_alice):
     assert Job.objects.count() == 0
 
 
+def test_a_trailing_comma_on_every_line_is_taken_and_left_out(api_alice, run_job):
+    response = create_form(api_alice, "name,text,\nann,hello,\nbob,bye,\n")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["columns"] == ["name", "text"]
+    job = run_job(Job.objects.get(public_id=response.json()["id"]))
+    results = api_alice.get(f"{API}/jobs/{job.public_id}/results")
+    lines = b"".join(results.streaming_content).decode().splitlines()
+    assert lines[0].startswith("name,text,") and lines[1].startswith("ann,hello,ann!")
+
+
+def test_a_value_under_the_unnamed_trailing_column_is_invalid_csv(api_alice):
+    response = create_form(api_alice, "name,text,\nann,hello,\nbob,bye,oops\n")
+
+    error = assert_error(response, 400, "invalid_csv")
+    assert [(p["line"], p["column"]) for p in error["details"]["errors"]] == [(3, 3)]
+    assert "no name in the header" in error["details"]["errors"][0]["message"]
+    assert Job.objects.count() == 0
+
+
 def test_missing_required_column_is_invalid_csv(api_alice):
     response = create_form(api_alice, "name\nann\n", processor="sentiment", params={})
 

@@ -393,6 +393,44 @@ def test_blank_and_duplicate_column_names():
         inspect(io.BytesIO(b"id,,name,id\n1,2,3,4\n"))
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a,b,\n1,2,\n3,4,\n",  # every line ends with a comma, as spreadsheets export
+        b"a,b,\r\n1,2\r\n3,4,\r\n",  # some rows without the trailing empty cell
+        b"a;b;;\n1;2;;\n3;4\n",  # two unnamed columns, another delimiter
+    ],
+    ids=["every-line", "some-rows", "two-columns"],
+)
+def test_a_header_ending_in_unnamed_columns_drops_them_when_the_rows_leave_them_empty(data):
+    report = check(data)
+    assert report.valid, report.errors
+    assert report.columns == ["a", "b"]
+    assert report.preview == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+    info, rows = read_all(data)
+    assert info.columns == ["a", "b"]
+    assert rows == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+
+
+def test_a_value_under_an_unnamed_trailing_column_is_refused_with_its_line_and_column():
+    report = check(b"a,b,\n1,2,\n3,4,x\n5,6\n7,8,,\n")
+    assert report.row_count == 4
+    assert report.errors == [
+        {"line": 3, "column": 3,
+         "message": "Line 3 has a value in column 3, which has no name in the header; "
+                    "name the column or leave it empty."},
+        {"line": 5, "column": 4,
+         "message": "Line 5 has 4 fields, expected 2 to 3 "
+                    "(one per header column, the unnamed last ones empty)."},
+    ]  # fmt: skip
+
+
+def test_an_unnamed_column_before_a_named_one_is_still_refused():
+    assert only_error(check(b"a,,b,\n1,,2,\n")) == {
+        "line": 1, "column": 2, "message": "Column 2 in the header (line 1) has no name."
+    }  # fmt: skip
+
+
 def test_ragged_rows_say_expected_and_got():
     report = check(b"a,b,c\n1,2,3\n4,5\n6,7,8,9\n10,11,12\n")
     assert report.row_count == 4
@@ -626,6 +664,17 @@ def test_write_rows_csv_with_id_column(owner):
         (0, "A-1", ["A-1", "Café"], "pending", 0),
         (1, "B-2", ["B-2", "two\nlines"], "pending", 0),
         (2, "C-3", ["C-3", "Zoë"], "pending", 0),
+    ]
+
+
+@pytest.mark.django_db
+def test_write_rows_leaves_out_the_unnamed_trailing_column(owner):
+    job = _job(owner, id_column="sku")
+    info = write_rows(job, io.BytesIO(b"sku,name,\nA-1,ann,\nB-2,bob\n"), filename="in.csv")
+    assert info.columns == ["sku", "name"]
+    assert _rows(job) == [
+        (0, "A-1", ["A-1", "ann"], "pending", 0),
+        (1, "B-2", ["B-2", "bob"], "pending", 0),
     ]
 
 
