@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from batchhub.api import LimitOffsetPagination
+from batchhub.request_fields import refuse_unknown_fields
 
 from . import services
 from .models import APIKey, APIKeyStatus
@@ -134,6 +135,8 @@ class APIKeyViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return services.list_keys(self.request.user)
 
     def create(self, request: Request) -> Response:
+        # A misspelt "expires_at" would otherwise make a key that never expires.
+        refuse_unknown_fields(request.data, APIKeyCreateSerializer().fields)
         given = APIKeyCreateSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         try:

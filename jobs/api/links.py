@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batchhub.api import APIError
+from batchhub.request_fields import refuse_unknown_fields
 
 from .. import links, results, services
 from ..downloads import results_response
@@ -107,6 +108,7 @@ class ResultsLinkView(APIView):
     )
     def post(self, request: Request, id: str) -> Response:
         job = services.get_job(request.user, id)
+        refuse_unknown_fields(request.data, ResultsLinkRequestSerializer().fields)
         given = ResultsLinkRequestSerializer(
             data=request.data if isinstance(request.data, dict) else {}
         )

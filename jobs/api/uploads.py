@@ -14,11 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batchhub.api import LengthRequired
+from batchhub.request_fields import refuse_unknown_fields
 
 from .. import links, uploads
 from ..models import Upload
 from ..representation import API_PREFIX, base_url, utc
-from .request_fields import refuse_unknown_fields
 from .schema import COMMON_ERRORS, error_response
 from .serializers import UTCDateTimeField
 

@@ -28,6 +28,7 @@ from batchhub.api import (
     raise_if_chunked,
 )
 from batchhub.parsers import BoundedJSONParser
+from batchhub.request_fields import refuse_repeated_parts, refuse_unknown_fields
 
 from .. import creation, input_shapes, poll, results, services
 from ..downloads import results_response
@@ -37,7 +38,6 @@ from ..representation import job_links, job_representation
 from ..sample import run_sample
 from ..upload import UploadLimit
 from . import embed
-from .request_fields import refuse_repeated_parts, refuse_unknown_fields
 from .schema import job_schema, processor_schema
 from .serializers import (
     JobCreateFormSerializer,
@@ -311,6 +311,8 @@ class JobViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, id: str) -> Response:
         job = self._job()
+        # A misspelt "rows" would otherwise retry every failed row.
+        refuse_unknown_fields(request.data, RetrySerializer().fields)
         given = RetrySerializer(
             data=request.data if isinstance(request.data, dict) else {"rows": request.data}
         )

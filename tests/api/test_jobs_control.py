@@ -103,6 +103,18 @@ def test_retry_named_rows(api_alice, run_job):
     assert statuses[1] == RowStatus.FAILED and statuses[3] == RowStatus.PENDING
 
 
+def test_retry_with_a_misspelt_rows_retries_nothing(api_alice, run_job):
+    job = _partial_job(api_alice, run_job)
+
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/retry", {"row": ["row_4"]}, format="json"
+    )
+
+    error = assert_error(response, 400, "invalid_request")
+    assert error["message"] == "Unknown field 'row' (did you mean 'rows'?)."
+    assert Row.objects.filter(job=job, status=RowStatus.FAILED).count() == 2
+
+
 def test_retry_of_a_running_job_is_409(api_alice, alice, new_job):
     job = _processing(new_job(alice, "name\na\n"))
     assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry"), 409, "invalid_state")

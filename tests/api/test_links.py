@@ -207,3 +207,12 @@ def test_a_name_cannot_smuggle_quotes_or_direction_marks_into_the_header(
 
     for response in _downloads(alice, client_alice, api_alice, job, "csv"):
         assert response["Content-Disposition"] == 'attachment; filename="a_b_exe-results.csv"'
+
+
+def test_a_results_link_request_with_an_unknown_field_is_refused(api_alice, alice, new_job):
+    job = new_job(alice, "name\nann\n")
+    response = api_alice.post(
+        f"{API}/jobs/{job.public_id}/results-link", {"expires": 60}, format="json"
+    )
+    error = assert_error(response, 400, "invalid_request")
+    assert error["details"] == {"expires": ["Unknown field; did you mean 'expires_in'?"]}

@@ -287,3 +287,19 @@ def test_the_same_key_in_both_headers_is_fine(api, key_a):
     # Another scheme in Authorization is not a key (e.g. a proxy's Basic credentials).
     basic = api.get(KEYS, headers={"X-API-Key": raw, "Authorization": "Basic dXNlcjpwdw=="})
     assert basic.status_code == 200
+
+
+def test_a_key_request_with_a_misspelt_expiry_makes_no_key(api, key_a):
+    _, raw = key_a
+    before = APIKey.objects.count()
+    response = api.post(
+        KEYS,
+        {"name": "ci", "expires": "2030-01-01T00:00:00Z"},
+        format="json",
+        headers={"X-API-Key": raw},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "Unknown field 'expires' (did you mean 'expires_at'?)."
+    )
+    assert APIKey.objects.count() == before

@@ -1,4 +1,4 @@
-"""Checks on the fields of a request that no serializer makes: a field it does not know (a
+"""Checks on the fields of an API request that no serializer makes: a field it does not know (a
 serializer drops it, so a typo such as `concurency` would go unnoticed) and a multipart part sent
 twice (the parser keeps the last, silently)."""
 
