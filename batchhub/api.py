@@ -9,8 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import (
+    BadRequest,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from rest_framework import exceptions, pagination, status, throttling
 from rest_framework.response import Response
@@ -60,6 +65,20 @@ class LengthRequired(APIError):
     status_code = status.HTTP_411_LENGTH_REQUIRED
     error_code = "length_required"
     default_detail = "Send the body with a Content-Length header (chunked uploads are not read)."
+
+
+class RequestTimeout(APIError, BadRequest):
+    """The client stopped sending its request body (batchhub/webworker.py). Also Django's
+    BadRequest, so that a page's view that was reading the body answers 400, not 500."""
+
+    status_code = status.HTTP_408_REQUEST_TIMEOUT
+    error_code = "request_timeout"
+
+    def __init__(self, *, idle_seconds: float):
+        super().__init__(
+            f"No part of the request body arrived for {idle_seconds:g} s; send it again.",
+            details={"idle_seconds": idle_seconds},
+        )
 
 
 def raise_if_chunked(meta: dict[str, Any]) -> None:

@@ -286,6 +286,9 @@ BATCHHUB_MAX_DECOMPRESSED_BYTES = env_int(
 )
 # One physical line of input: never more than its columns times the field size, nor this.
 BATCHHUB_MAX_ROW_BYTES = env_int("BATCHHUB_MAX_ROW_BYTES", 8 * 1024 * 1024, minimum=1024)
+# A client gets this long to send its request line and headers, and at most this long between
+# two pieces of its body (batchhub/webworker.py); then its connection is closed.
+BATCHHUB_CLIENT_IDLE_SECONDS = env_int("BATCHHUB_CLIENT_IDLE_SECONDS", 15, minimum=1)
 # Checking an upload (validate, create, the dashboard's preview) stops after this many seconds.
 BATCHHUB_VALIDATE_SECONDS = env_int("BATCHHUB_VALIDATE_SECONDS", 60, minimum=1)
 # How long a signed results link (results_url) and a two-step upload's upload_url stay valid.

@@ -122,3 +122,14 @@ def test_a_postgresql_connection_attempt_gives_up_after_seconds(load_settings):
     assert loaded["DATABASES"]["default"]["OPTIONS"]["connect_timeout"] == 10
     given = load_settings(DATABASE_URL="postgres://u:p@db.example:5432/x?connect_timeout=3")
     assert given["DATABASES"]["default"]["OPTIONS"]["connect_timeout"] == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "1.5"])
+def test_a_client_idle_limit_below_a_second_or_not_whole_stops_start_up(load_settings, value):
+    with pytest.raises(ImproperlyConfigured, match=f"^BATCHHUB_CLIENT_IDLE_SECONDS={value!r}"):
+        load_settings(BATCHHUB_CLIENT_IDLE_SECONDS=value)
+
+
+def test_the_client_idle_limit_defaults_to_15_seconds(load_settings, monkeypatch):
+    monkeypatch.delenv("BATCHHUB_CLIENT_IDLE_SECONDS", raising=False)
+    assert load_settings()["BATCHHUB_CLIENT_IDLE_SECONDS"] == 15

@@ -142,3 +142,11 @@ def test_the_web_health_check_command_fails_on_a_503(status, healthy):
         server.shutdown()
         server.server_close()
     assert (done.returncode == 0) is healthy, done.stderr
+
+
+def test_the_web_limits_slow_clients_as_the_procfile_does():
+    # batchhub/webworker.py: a client that stops mid-request no longer holds a thread.
+    command = compose()["services"]["web"]["command"]
+    assert command[command.index("--worker-class") + 1] == "batchhub.webworker.ThreadWorker"
+    web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line[:4] == "web:")
+    assert "--worker-class batchhub.webworker.ThreadWorker" in web
