@@ -81,6 +81,17 @@ class RequestTimeout(APIError, BadRequest):
         )
 
 
+class OneLineForStalledClients(logging.Filter):
+    """Django logs a page's BadRequest with its traceback; a client that stopped sending is not
+    the server's fault, and one line each keeps a slow-loris from burying the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], RequestTimeout):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def raise_if_chunked(meta: dict[str, Any]) -> None:
     """Django reads a WSGI body only as far as its declared length: a chunked one (no
     Content-Length) reads as empty, which would be answered as if nothing had been sent."""

@@ -460,5 +460,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_log_level("LOG_LEVEL", "INFO")},
     # urllib3 (jobs/outbound.py) logs redirects and retries at INFO: up to a line per row of an
     # HTTP job, with URLs whose query strings may carry tokens.
-    "loggers": {"django.db.backends": {"level": "INFO"}, "urllib3": {"level": "WARNING"}},
+    "filters": {"stalled_clients": {"()": "batchhub.api.OneLineForStalledClients"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+        "django.request": {"filters": ["stalled_clients"]},
+    },
 }

@@ -4,13 +4,14 @@ tests/e2e/test_slow_clients.py."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 import time
 
 import pytest
 
-from batchhub.api import RequestTimeout, exception_handler
+from batchhub.api import OneLineForStalledClients, RequestTimeout, exception_handler
 from batchhub.webworker import _Body, set_read_timeout
 
 
@@ -72,3 +73,22 @@ def test_the_read_limit_holds_on_a_blocking_socket():
         with pytest.raises(BlockingIOError):
             server.recv(10)
         assert 0.15 < time.monotonic() - started < 2
+
+
+def test_a_stalled_client_is_one_log_line_without_a_traceback():
+    try:
+        raise RequestTimeout(idle_seconds=15)
+    except RequestTimeout:
+        record = logging.LogRecord(
+            "django.request", logging.WARNING, __file__, 1, "stalled", None, sys.exc_info()
+        )
+    assert OneLineForStalledClients().filter(record)
+    assert record.exc_info is None
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        other = logging.LogRecord(
+            "django.request", logging.ERROR, __file__, 1, "bug", None, sys.exc_info()
+        )
+    OneLineForStalledClients().filter(other)
+    assert other.exc_info is not None
