@@ -150,3 +150,32 @@ def test_the_web_limits_slow_clients_as_the_procfile_does():
     assert command[command.index("--worker-class") + 1] == "batchhub.webworker.ThreadWorker"
     web = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line[:4] == "web:")
     assert "--worker-class batchhub.webworker.ThreadWorker" in web
+
+
+def dockerfile() -> dict[str, list[str]]:
+    """The Dockerfile's instructions by name, continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, rest = line.strip().partition(" ")
+            found.setdefault(name.upper(), []).append(rest.strip())
+    return found
+
+
+def test_the_image_compose_builds_has_its_dockerfile():
+    # `build: .` with no Dockerfile beside it: `docker compose up` stopped at its first step.
+    image = compose()["x-batchhub"]
+    assert image["build"] == "."
+    steps = dockerfile()
+    assert steps["FROM"][0].startswith("python:3.12")
+    run = " && ".join(steps["RUN"])
+    assert "pip install" in run and "--editable ." in run  # the code runs where its files are
+    assert "manage.py collectstatic --noinput" in run  # web nodes serve them, long cached
+    assert steps["USER"] and steps["USER"][-1] != "root"
+    env = " ".join(steps["ENV"])
+    assert f"BATCHHUB_DATA_DIR={compose()['x-batchhub-env']['BATCHHUB_DATA_DIR']}" in env
+    # Its default command is compose's web command.
+    assert yaml.safe_load(steps["CMD"][0]) == compose()["services"]["web"]["command"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "var"} <= set(ignored)  # no local database or secrets in the image
