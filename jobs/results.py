@@ -111,7 +111,9 @@ def _iter_copy(job: Job, wanted: tuple[str, ...] | None):
     )
     loads = json.loads
     connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
+    # Django's error classes, as its own cursors raise them: a database lost mid-export is then
+    # a 503 to the page or API and marks the connection for a health check.
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
         with cursor.copy(sql, params) as copy:
             copy.set_types(["int4", "text", "text", "text", "text", "text"])
             for index, ref, row_status, data, output, error in copy.rows():
@@ -207,7 +209,7 @@ def _copy_out(sql: str, params: list[Any]) -> Iterator[bytes]:
     connection.ensure_connection()
     pieces: list[bytes] = []
     size = 0
-    with connection.connection.cursor() as cursor:
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
         with cursor.copy(sql, params) as copy:
             for data in copy:
                 pieces.append(bytes(data))
