@@ -158,6 +158,28 @@ def write_each(job_pk: int, done: list[Done]) -> list[Done]:
     return refused
 
 
+REFUSED_ROWS_NAMED = 10
+
+
+def refused_event_message(refused: list[Done]) -> str:
+    """The timeline's line for one sync point's refused rows: how many, which, and why the first
+    failed (each row's own error says why it did)."""
+    first = refused[0]
+    if len(refused) == 1:
+        return f"Row {first.index + 1} failed because its output could not be stored: {first.error}"
+    numbers = ", ".join(str(d.index + 1) for d in refused[:REFUSED_ROWS_NAMED])
+    more = len(refused) - REFUSED_ROWS_NAMED
+    named = numbers + (f" and {more:,} more" if more > 0 else "")
+    return (
+        f"{len(refused):,} rows failed because their output could not be stored (rows {named}). "
+        f"Row {first.index + 1}: {first.error}"
+    )
+
+
+def _refused_data(refused: list[Done]) -> dict[str, Any]:
+    return {"rows": len(refused), "first": [d.index + 1 for d in refused[:REFUSED_ROWS_NAMED]]}
+
+
 class _Refused(Exception):
     """A sync point's batch of rows was refused for a row's content: its transaction is rolled
     back and done again with the rows written one at a time."""
@@ -307,6 +329,7 @@ class ChunkRun:
         self, finished: list[Done], to_start: list[_Item], mark_rows: bool, *, each: bool = False
     ) -> list[_Item]:
         started: list[_Item] = []
+        refused: list[Done] = []
         now = timezone.now()
         with transaction.atomic():
             # The rows first, before the job's lock: they belong to this chunk, which only its
@@ -386,7 +409,12 @@ class ChunkRun:
                 job.pending -= len(started)
                 job.running += len(started)
             job.save(update_fields=update)
-            livestatus.publish(job, livestatus.NO_NEW_EVENT)
+            event_id = livestatus.NO_NEW_EVENT
+            if refused:
+                event_id = states.record(
+                    job, "rows_refused", refused_event_message(refused), data=_refused_data(refused)
+                ).pk
+            livestatus.publish(job, event_id)
             Chunk.objects.filter(pk=self.chunk.pk).update(
                 lease_until=now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS),
                 inflight_start=inflight[0],

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection
+from django.urls import reverse
 from psycopg import errors
 
 from jobs import chunks, syncpoint
@@ -187,3 +188,42 @@ def test_write_each_stores_the_good_rows_and_fails_the_refused(alice, monkeypatc
     ]
     assert rows[2].error == "The database refused this row's output: numeric field overflow"
     assert rows[3].output == {"t": 3}
+
+
+def test_the_timeline_says_once_per_sync_point_which_rows_were_refused(
+    alice, client_alice, api_alice, outputs
+):
+    # The worker's log said it; the person watching the job saw rows fail and nothing more.
+    outputs.bad = {name: {(1, 2): "a tuple for a key"} for name in ("person4", "person13")}
+    job = _run(alice, Outputs.name)
+    assert job.failed == 2 and job.succeeded == ROWS - 2
+    events = list(JobEvent.objects.filter(job=job, type="rows_refused"))
+    assert len(events) == 1  # the rows came to one sync point: one line, not one a row
+    assert events[0].data == {"rows": 2, "first": [5, 14]}
+    page = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    timeline = page.split('id="timeline"')[1]
+    assert "Rows refused" in timeline
+    assert (
+        "2 rows failed because their output could not be stored (rows 5, 14). "
+        "Row 5: This row&#x27;s output cannot be stored: it cannot be written as JSON"
+    ) in timeline
+    api = api_alice.get(f"/api/v1/jobs/{job.public_id}/events?limit=500").json()
+    assert [e["type"] for e in api["results"]].count("rows_refused") == 1
+
+
+def test_each_sync_point_that_refuses_rows_says_so_once(alice, outputs):
+    # Chunks of five rows: the two refused rows meet two sync points, each with its own line.
+    outputs.bad = {name: {(1, 2): "x"} for name in ("person2", "person22")}
+    job = _run(alice, IOOutputs.name)
+    assert job.failed == 2
+    events = JobEvent.objects.filter(job=job, type="rows_refused").order_by("id")
+    assert [e.data for e in events] == [{"rows": 1, "first": [3]}, {"rows": 1, "first": [23]}]
+    assert events[0].message.startswith("Row 3 failed because its output could not be stored: ")
+
+
+def test_a_long_list_of_refused_rows_is_cut_short():
+    many = [Done(i, RowStatus.FAILED, None, "e", 1) for i in range(12)]
+    assert syncpoint.refused_event_message(many) == (
+        "12 rows failed because their output could not be stored "
+        "(rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more). Row 1: e"
+    )
