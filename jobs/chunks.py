@@ -195,6 +195,7 @@ def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
         rows.filter(index=culprit).update(
             status=RowStatus.FAILED,
             error=f"The worker died while processing this row ({attempts[culprit]} attempts).",
+            reason="The worker died while processing this row",
         )
         job.running -= 1
         job.failed += 1

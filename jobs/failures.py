@@ -1,42 +1,63 @@
 """Why a job's rows failed, counted: the "reason → rows" table beside the failed-rows download.
 
-Rows failing for the same cause carry the same error text (the processors word their errors
-per cause, not per row), so grouping by the text is the count a person wants. It reads the
-failed rows only, through the partial index on them, when the page is loaded and when a poll
-saw more rows fail (at most every few seconds per open page), never on the poll itself.
+Rows are counted by their reason (jobs/reasons.py), not their full error: an HTTP API's 500s
+carry each row's own request id or time in the body, and counted by the text they were hundreds
+of one-row lines. Each reason shows up to two of its rows' full errors as examples (the least
+and the greatest, from the same grouping: no second read). It reads the failed rows only,
+through the partial index on them, when the page is loaded and when a poll saw more rows fail
+(at most every few seconds per open page), never on the poll itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from django.db.models import Count
+from django.db.models import Count, Max, Min
+from django.db.models.functions import Coalesce
 
 from .models import Job, Row, RowStatus
 
 MAX_REASONS = 20
 REASON_CHARS = 300
+NO_MESSAGE = "(no message)"
 
 
 @dataclass(frozen=True)
 class Reason:
     text: str
     rows: int
+    # Full errors of rows counted here, when they say more than the reason does.
+    examples: list[str] = field(default_factory=list)
+
+
+def _examples(text: str, first: str | None, last: str | None) -> list[str]:
+    shown = []
+    for error in (first, last):
+        if error and error != text and error[:REASON_CHARS] not in shown:
+            shown.append(error[:REASON_CHARS])
+    return shown
 
 
 def reasons(job: Job, limit: int = MAX_REASONS) -> tuple[list[Reason], int]:
-    """The most frequent error texts among failed rows, and how many rows the rest hold."""
+    """The most frequent reasons among failed rows, and how many rows the rest hold."""
     if not job.failed:
         return [], 0
-    counted = (
-        Row.objects.filter(job=job, status=RowStatus.FAILED)
-        .values("error")
-        .annotate(rows=Count("index"))
-        .order_by("-rows", "error")
-    )
-    top = [
-        Reason((item["error"] or "(no message)")[:REASON_CHARS], item["rows"])
-        for item in counted[:limit]
-    ]
+    top = _count(job, limit)
     # The job's counter holds the total (read with the job; no second count).
     return top, max(0, job.failed - sum(r.rows for r in top))
+
+
+def _count(job: Job, limit: int) -> list[Reason]:
+    counted = (
+        Row.objects.filter(job=job, status=RowStatus.FAILED)
+        # Rows failed before reasons were kept have none: their error is their reason.
+        .annotate(why=Coalesce("reason", "error"))
+        .values("why")
+        .annotate(rows=Count("index"), first=Min("error"), last=Max("error"))
+        .order_by("-rows", "why")
+    )
+    top = []
+    for item in counted[:limit]:
+        text = (item["why"] or NO_MESSAGE)[:REASON_CHARS]
+        top.append(Reason(text, item["rows"], _examples(text, item["first"], item["last"])))
+    return top

@@ -262,6 +262,9 @@ class Row(models.Model):
     output = models.JSONField(null=True, blank=True)
     # NULL: the row has no error (the results write null); the engine writes NULL, not "".
     error = models.TextField(null=True, blank=True)  # noqa: DJ001
+    # A failed row's cause, the same text for every row failing for it (jobs/reasons.py): what
+    # the job page counts rows by. NULL for rows failed before it was kept (counted by error).
+    reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     # Times the row was started; a row that keeps killing its worker fails at the limit.
     attempts = models.PositiveSmallIntegerField(default=0)
 

@@ -212,7 +212,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                     details={"rows": [f"row_{i + 1}" for i in sorted(missing)]},
                 )
             rows = rows.filter(index__in=indexes)
-        n = rows.update(status=RowStatus.PENDING, attempts=0, error=None, output=None)
+        n = rows.update(status=RowStatus.PENDING, attempts=0, error=None, reason=None, output=None)
         if not n:
             raise InvalidState(
                 "There are no failed rows to retry.", details={"status": locked.status}

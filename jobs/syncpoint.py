@@ -18,7 +18,7 @@ from psycopg import Cursor as PgCursor
 
 from batchhub import jsonsafe
 
-from . import livestatus, states
+from . import livestatus, reasons, states
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowResult
@@ -50,6 +50,8 @@ class Done:
     output: dict[str, Any] | None
     error: str | None
     attempts: int
+    # Why it failed, as the processor named it; write_rows derives it from the error if not.
+    reason: str | None = None
 
 
 def write_rows(job_pk: int, done: list[Done]) -> None:
@@ -88,6 +90,7 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
             d.status,
             None if d.output is None else _dumps(d.output),
             None if d.error is None else jsonsafe.valid_text(d.error),
+            _reason(d),
             d.attempts,
             job_pk,
             d.index,
@@ -96,10 +99,18 @@ def write_rows(job_pk: int, done: list[Done]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {table} SET status = %s, output = %s, error = %s, attempts = %s "
-            f'WHERE job_id = %s AND "index" = %s',
+            f"UPDATE {table} SET status = %s, output = %s, error = %s, reason = %s, "
+            f'attempts = %s WHERE job_id = %s AND "index" = %s',
             values,
         )
+
+
+def _reason(d: Done) -> str | None:
+    """A failed row's reason (jobs/reasons.py); none for any other row."""
+    if d.status != RowStatus.FAILED or d.error is None:
+        return None
+    reason = reasons.clip(d.reason) if d.reason else reasons.reason_for(d.error)
+    return jsonsafe.valid_text(reason)
 
 
 class OutputNotJSON(ValueError):
@@ -153,6 +164,7 @@ def write_each(job_pk: int, done: list[Done]) -> list[Done]:
             if not refused_for_content(exc):
                 raise
             d.status, d.output, d.error = RowStatus.FAILED, None, refusal_message(exc)
+            d.reason = None  # derived from the refusal's words
             refused.append(d)
     write_rows(job_pk, refused)
     return refused
@@ -187,13 +199,14 @@ class _Refused(Exception):
 
 def _batch_update(table: str, done: list[Done]) -> tuple[str, list[Any]]:
     """Any batch: one JSON document, each row a positional array [index, status, output, error,
-    attempts]. orjson writes it without repeating keys, PostgreSQL parses it once into jsonb and
-    each output is taken from it as it is (json_to_recordset would parse every output's text a
-    second time). A null output stays SQL NULL."""
-    batch = _dumps([[d.index, d.status, d.output, d.error, d.attempts] for d in done])
+    attempts, reason]. orjson writes it without repeating keys, PostgreSQL parses it once into
+    jsonb and each output is taken from it as it is (json_to_recordset would parse every output's
+    text a second time). A null output stays SQL NULL."""
+    batch = _dumps([[d.index, d.status, d.output, d.error, d.attempts, _reason(d)] for d in done])
     return (
         f"UPDATE {table} AS r SET status = v.x->>1, "
-        f"output = NULLIF(v.x->2, 'null'::jsonb), error = v.x->>3, attempts = (v.x->>4)::int "
+        f"output = NULLIF(v.x->2, 'null'::jsonb), error = v.x->>3, attempts = (v.x->>4)::int, "
+        f"reason = v.x->>5 "
         f"FROM (SELECT x, (x->>0)::int AS i FROM jsonb_array_elements(%s::jsonb) AS x) AS v",
         [batch],
     )
@@ -223,7 +236,8 @@ def _succeeded_run_update(table: str, done: list[Done]) -> tuple[str, list[Any]]
     of each row's array, which cost half as much again as rewriting the row
     (docs/performance.md)."""
     return (
-        f"UPDATE {table} AS r SET status = %s, output = v.o, error = NULL, attempts = %s "
+        f"UPDATE {table} AS r SET status = %s, output = v.o, error = NULL, reason = NULL, "
+        f"attempts = %s "
         f"FROM (SELECT o, %s + n::int - 1 AS i "
         f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(o, n)) AS v",
         [
@@ -290,11 +304,15 @@ class ChunkRun:
                 )
                 return
             message = f"{result.error} (gave up after {item.attempts} attempts)"
-            self.finished.append(Done(item.index, RowStatus.FAILED, None, message, item.attempts))
+            # The cause stays the service's answer, however many tries it took.
+            reason = result.reason or reasons.reason_for(result.error)
+            self.finished.append(
+                Done(item.index, RowStatus.FAILED, None, message, item.attempts, reason)
+            )
             return
         if result.error is not None:
             self.finished.append(
-                Done(item.index, RowStatus.FAILED, None, result.error, item.attempts)
+                Done(item.index, RowStatus.FAILED, None, result.error, item.attempts, result.reason)
             )
         else:
             self.succeeded_any = True

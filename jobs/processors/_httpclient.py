@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -92,16 +93,18 @@ def check_response(response: outbound.Response, *, service: str) -> None:
         return
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
+        reason = f"{service} answered 429 Too Many Requests"
         raise RetryableError(
-            f"{service} answered 429 Too Many Requests" + _after(retry_after),
+            reason + _after(retry_after),
             retry_after=retry_after,
             rate_limited=True,
+            reason=reason,
         )
+    # The status is the cause; the body that came with it (ids, times) is the row's own.
+    reason = f"{service} answered {status} {response.reason_phrase}".rstrip()
     if status >= 500:
-        message = f"{service} answered {status} {response.reason_phrase}".rstrip()
-        raise RetryableError(message + _after(retry_after), retry_after=retry_after)
-    message = f"{service} answered {status} {response.reason_phrase}".rstrip()
-    raise RowError(message + _snippet(response))
+        raise RetryableError(reason + _after(retry_after), retry_after=retry_after, reason=reason)
+    raise RowError(reason + _snippet(response), reason=reason)
 
 
 def _after(retry_after: float | None) -> str:
@@ -135,17 +138,38 @@ def transport_errors(service: str) -> Iterator[None]:
 def _mapped(exc: HTTPError, service: str) -> Exception:
     failure = outbound.failure(exc)
     kind, text = failure
+    # The reason leaves out what names the row's own host, URL or address.
     if kind == "timeout":
-        message = f"{service} timed out ({text})"
+        message = reason = f"{service} timed out ({text})"
     elif kind == "bad_url":
         message = f"{service}: the URL cannot be requested ({text})"
+        reason = f"{service}: the URL cannot be requested"
     elif kind == "decode":
         message = f"{service}: the answer could not be decoded ({text})"
+        reason = f"{service}: the answer could not be decoded"
     elif kind == "connection":
         message = f"{service}: connection failed ({text})"
+        reason = f"{service}: connection failed ({_connection_cause(text)})"
     else:  # unsafe, unresolvable, redirects: the text says it all
         message = f"{service}: {text}"
-    return RowError(message) if failure.permanent else RetryableError(message)
+        reason = f"{service}: {_KIND_REASONS[kind]}" if kind in _KIND_REASONS else None
+    if failure.permanent:
+        return RowError(message, reason=reason)
+    return RetryableError(message, reason=reason)
+
+
+_KIND_REASONS = {
+    "unsafe": "the address is not one the processors may reach",
+    "unresolvable": "the host could not be resolved",
+}
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^,;()\]]+)")
+
+
+def _connection_cause(text: str) -> str:
+    """The words after urllib3's "[Errno …]" (Connection refused, Network is unreachable), else
+    the exception's name."""
+    found = _ERRNO.search(text)
+    return found.group(1).strip().rstrip(".'\"") if found else text.split(":", 1)[0]
 
 
 def env_value(name: str, *, what: str) -> str:

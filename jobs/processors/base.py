@@ -26,7 +26,16 @@ ENTRY_POINT_GROUP = "batchhub.processors"
 
 
 class RowError(Exception):
-    """Bad data in this row: the row fails with this message, the job goes on."""
+    """Bad data in this row: the row fails with this message, the job goes on.
+
+    ``reason``: the cause in words that are the same for every row failing for it (no ids, no
+    response body), which the job page counts rows by; without it, the message with the parts
+    that differ from row to row taken out.
+    """
+
+    def __init__(self, message: str = "", *, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason
 
 
 class RetryableError(Exception):
@@ -37,11 +46,17 @@ class RetryableError(Exception):
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+        reason: str | None = None,
     ):
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.reason = reason
 
 
 class ParamsError(ValueError):
@@ -77,6 +92,8 @@ class RowResult:
     retry_after: float | None = None
     rate_limited: bool = False
     usage: dict[str, int] = field(default_factory=dict)
+    # Why the row failed, the same for every row failing for it (see RowError).
+    reason: str | None = None
 
     @classmethod
     def ok(cls, output: dict[str, Any], usage: dict[str, int] | None = None) -> RowResult:
@@ -207,13 +224,14 @@ class Processor:
         try:
             output = self.process_row(row)
         except RowError as exc:
-            return RowResult(error=str(exc) or exc.__class__.__name__)
+            return RowResult(error=str(exc) or exc.__class__.__name__, reason=exc.reason)
         except RetryableError as exc:
             return RowResult(
                 error=str(exc),
                 retry=True,
                 retry_after=exc.retry_after,
                 rate_limited=exc.rate_limited,
+                reason=exc.reason,
             )
         except Exception as exc:  # a processor bug must fail the row, not the worker loop
             logger.exception("processor %s raised on row %s", self.name, row.index)

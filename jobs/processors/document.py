@@ -26,12 +26,18 @@ def fetch_document(
     if not url:
         raise RowError("The document URL is empty.")
     if not re.match(r"(?i)^https?://[^/?#\s]", url):
-        raise RowError(f"Only http and https URLs can be fetched: {url[:200]}")
+        raise RowError(
+            f"Only http and https URLs can be fetched: {url[:200]}",
+            reason="Only http and https URLs can be fetched",
+        )
     with net.transport_errors(SERVICE), client.stream("GET", url) as response:
         net.check_response(response, service=SERVICE)
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
-            raise RowError(f"The document is larger than {max_bytes} bytes ({declared} declared).")
+            raise RowError(
+                f"The document is larger than {max_bytes} bytes ({declared} declared).",
+                reason=f"The document is larger than {max_bytes} bytes.",
+            )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         body = bytearray()
         for piece in response.iter_bytes():
@@ -75,7 +81,9 @@ def _pdf(data: bytes, max_pages: int) -> dict[str, Any]:
     except RowError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise RowError(f"The PDF could not be read: {exc}") from None
+        raise RowError(
+            f"The PDF could not be read: {exc}", reason="The PDF could not be read"
+        ) from None
     return {"title": title, "page_count": count, "text": "\n\n".join(p for p in pages if p)}
 
 

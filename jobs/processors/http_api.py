@@ -210,7 +210,10 @@ class HTTPProcessor(Processor):
         p = self.params
         url = net.fill(p["url"], row.values, url_encode=p["url_encode"])
         if not re.match(r"(?i)^https?://[^/?#\s]", url):
-            raise RowError(f"The URL is not an http(s) URL: {url[:200]}")
+            raise RowError(
+                f"The URL is not an http(s) URL: {url[:200]}",
+                reason="The URL is not an http(s) URL",
+            )
         headers = dict(self.static_headers)
         for name, value in p["headers"].items():
             if isinstance(value, str):

@@ -338,7 +338,10 @@ class LLMProcessor(Processor):
             if not image:
                 raise RowError(f"The image column {p['image_column']!r} is empty.")
             if not re.match(r"(?i)^(https?://[^/?#\s]|data:image/[a-z0-9.+-]+;base64,)", image):
-                raise RowError(f"Not an image URL (http, https or data:image): {image[:200]}")
+                raise RowError(
+                    f"Not an image URL (http, https or data:image): {image[:200]}",
+                    reason="Not an image URL (http, https or data:image)",
+                )
             parts.append({"type": "image_url", "image_url": {"url": image}})
         return parts
 
@@ -367,10 +370,9 @@ class LLMProcessor(Processor):
         errors = sorted(self.validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
         if errors:
             where = ".".join(str(p) for p in errors[0].absolute_path)
-            raise RowError(
-                f"The model's JSON does not match the schema{' at ' + where if where else ''}: "
-                f"{errors[0].message}"
-            )
+            # The schema's complaint quotes the model's value: the place is the reason.
+            at = f"The model's JSON does not match the schema{' at ' + where if where else ''}"
+            raise RowError(f"{at}: {errors[0].message}", reason=at)
         return RowResult.ok(
             {key: net.cell(answer.get(key)) for key in self.schema["properties"]}, usage=usage
         )
@@ -390,11 +392,22 @@ def _content(data: Any) -> str:
             data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
         )
         text = " ".join(str(error.get(k, "")) for k in ("type", "code", "message")).strip()
+        # The type and code name the cause; the message often carries the request's own ids.
+        kind = " ".join(str(error.get(k) or "") for k in ("type", "code")).strip()
         if re.search(r"(?i)rate.?limit|quota|too many requests", text):
-            raise RetryableError(f"{SERVICE}: {text}", rate_limited=True)
+            raise RetryableError(
+                f"{SERVICE}: {text}",
+                rate_limited=True,
+                reason=f"{SERVICE}: {kind}" if kind else None,
+            )
         if re.search(r"(?i)overload|unavailable|timeout", text):
-            raise RetryableError(f"{SERVICE}: {text}")
-        raise RowError(f"{SERVICE} answered with an error: {text or 'no message'}")
+            raise RetryableError(
+                f"{SERVICE}: {text}", reason=f"{SERVICE}: {kind}" if kind else None
+            )
+        raise RowError(
+            f"{SERVICE} answered with an error: {text or 'no message'}",
+            reason=f"{SERVICE} answered with an error: {kind}" if kind else None,
+        )
     try:
         message = data["choices"][0]["message"]
         content = message.get("content")
@@ -403,7 +416,8 @@ def _content(data: Any) -> str:
     if content is None:
         refusal = message.get("refusal") if isinstance(message, dict) else None
         raise RowError(
-            f"The model refused: {refusal}" if refusal else "The model's answer is empty."
+            f"The model refused: {refusal}" if refusal else "The model's answer is empty.",
+            reason="The model refused" if refusal else None,
         )
     if isinstance(content, list):  # content parts: join the text ones
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -443,9 +457,15 @@ def _parse_object(content: str) -> dict[str, Any]:
         except ValueError:
             value = None
         if value is None:
-            raise RowError(f"The model's answer is not valid JSON: {_short(content)}") from None
+            raise RowError(
+                f"The model's answer is not valid JSON: {_short(content)}",
+                reason="The model's answer is not valid JSON",
+            ) from None
     if not isinstance(value, dict):
-        raise RowError(f"The model's answer is JSON but not an object: {_short(content)}")
+        raise RowError(
+            f"The model's answer is JSON but not an object: {_short(content)}",
+            reason="The model's answer is JSON but not an object",
+        )
     return value
 
 

@@ -144,7 +144,10 @@ class ScrapeProcessor(Processor):
         if not url:
             raise RowError("The url is empty.")
         if not re.match(r"(?i)^https?://[^/?#\s]", url):
-            raise RowError(f"Only http and https URLs can be fetched: {url[:200]}")
+            raise RowError(
+                f"Only http and https URLs can be fetched: {url[:200]}",
+                reason="Only http and https URLs can be fetched",
+            )
         limit = self.params["max_bytes"]
         with net.transport_errors(SERVICE), self.client.stream("GET", url) as response:
             status = response.status_code
@@ -154,7 +157,10 @@ class ScrapeProcessor(Processor):
                 net.check_response(response, service=SERVICE)
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise RowError(f"The page is larger than {limit} bytes ({declared} declared).")
+                raise RowError(
+                    f"The page is larger than {limit} bytes ({declared} declared).",
+                    reason=f"The page is larger than {limit} bytes.",
+                )
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type and content_type not in _HTML_TYPES and content_type != "text/plain":
                 raise RowError(f"Not an HTML page (Content-Type: {content_type}).")

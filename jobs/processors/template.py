@@ -182,7 +182,7 @@ class TemplateProcessor(Processor):
         except (ValueError, TypeError) as exc:
             return RowResult(error=f"The template could not be filled: {exc}")
         except RowError as exc:
-            return RowResult(error=str(exc))
+            return RowResult(error=str(exc), reason=exc.reason)
         except Exception as exc:  # as run_one: a bug fails the row, not the worker loop
             logger.exception("processor %s raised on a row", self.name)
             return RowResult(error=f"{exc.__class__.__name__}: {exc}")

@@ -121,6 +121,29 @@ def test_write_rows_twice_overwrites_output_with_null(alice):
     assert stored(job)[0] == (RowStatus.PENDING, None, None, 1, True)
 
 
+def test_a_failed_rows_reason_is_stored_beside_its_error(alice):
+    # What the job page counts failed rows by: the processor's named cause, else the error
+    # without its per-row parts; nothing for a row that did not fail.
+    job = JobFactory(owner=alice, status=JobStatus.PROCESSING, rows=4, columns=["a"])
+    add_rows(job, 4, status=RowStatus.RUNNING, attempts=1)
+    write_rows(
+        job.pk,
+        [
+            Done(
+                0, RowStatus.FAILED, None, "The API answered 500: req 9f8e7d6c5b4a", 1, "HTTP 500"
+            ),
+            Done(1, RowStatus.FAILED, None, "No record 9f8e7d6c5b4a", 1),
+            Done(2, RowStatus.PENDING, None, "timed out", 1, "timeout"),
+            Done(3, RowStatus.SUCCEEDED, {"t": 1}, None, 1),
+        ],
+    )
+    reasons = dict(Row.objects.filter(job=job).values_list("index", "reason"))
+    assert reasons == {0: "HTTP 500", 1: "No record …", 2: None, 3: None}
+    # A failed row that later succeeds (a retry) keeps no reason, on either write path.
+    write_rows(job.pk, [Done(i, RowStatus.SUCCEEDED, {"t": 1}, None, 2) for i in (0, 1)])
+    assert set(Row.objects.filter(job=job).values_list("reason", flat=True)) == {None}
+
+
 RUNS = {
     # A run of consecutive rows in order, all succeeded at one attempt: a CPU group's batch.
     "run": [(i, 2) for i in range(1, 6)],

@@ -101,6 +101,8 @@ def test_404_is_a_row_error_with_status(echo_server):
     result = http(url=echo_server.url + "/status/404").run_one(make_row({}))
     assert not result.retry
     assert result.error == 'The API answered 404 Not Found: {"error": "no such user"}'
+    # The body is the row's own; the status is what rows failing alike share.
+    assert result.reason == "The API answered 404 Not Found"
 
 
 def test_429_is_rate_limited_with_retry_after(echo_server):
@@ -117,6 +119,7 @@ def test_503_is_retried_honouring_an_http_date(echo_server):
 def test_timeout_is_retryable(echo_server):
     result = http(url=echo_server.url + "/slow", timeout=0.2).run_one(make_row({}))
     assert result.retry and "timed out" in result.error
+    assert result.reason == result.error == "The API timed out (ReadTimeoutError)"
 
 
 def test_fields_on_a_non_json_answer_is_a_row_error(echo_server):
@@ -198,4 +201,5 @@ def test_an_answer_that_never_ends_is_a_timeout_not_a_row_held_forever():
     finally:
         site.close()
     assert result.retry and "timed out" in result.error
+    assert result.reason == result.error == "The API timed out (ReadTimeoutError)"
     assert took < 3.0, took

@@ -83,6 +83,7 @@ def test_json_mode_malformed_answer_is_a_row_error(openai_server):
     result = proc.run_one(make_row({"review": "[badjson]"}))
     assert result.retry is False
     assert result.error.startswith("The model's answer is not valid JSON")
+    assert result.reason == "The model's answer is not valid JSON"  # without the prose
 
 
 def test_json_mode_answer_not_matching_schema_is_a_row_error(openai_server):
@@ -93,6 +94,8 @@ def test_json_mode_answer_not_matching_schema_is_a_row_error(openai_server):
         result.error
         == "The model's JSON does not match the schema at score: 'high' is not of type 'number'"
     )
+    # Rows count by where the answer went wrong, not by the value each model answer held.
+    assert result.reason == "The model's JSON does not match the schema at score"
 
 
 def test_429_with_retry_after_is_rate_limited(openai_server):
@@ -112,12 +115,14 @@ def test_quota_error_in_a_200_body_is_rate_limited(openai_server):
     result = llm(openai_server).run_one(make_row({"review": "[quota]"}))
     assert result.retry and result.rate_limited
     assert "quota" in result.error
+    assert result.reason == "The LLM endpoint: insufficient_quota"
 
 
 def test_500_is_retryable_not_rate_limited(openai_server):
     result = llm(openai_server).run_one(make_row({"review": "[500]"}))
     assert result.retry and not result.rate_limited
     assert "500" in result.error
+    assert result.reason == "The LLM endpoint answered 500 Internal Server Error"
 
 
 def test_timeout_is_retryable(openai_server):
@@ -135,6 +140,7 @@ def test_connection_refused_is_retryable():
     )
     result = proc.run_one(make_row({"x": "hi"}))
     assert result.retry and "connection failed" in result.error
+    assert result.reason == "The LLM endpoint: connection failed (Connection refused)"
 
 
 def test_missing_column_is_a_row_error(openai_server):

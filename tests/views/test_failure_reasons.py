@@ -1,0 +1,178 @@
+"""The job page's "Why rows failed" counts rows by a cause a person recognises: an API's "500
+Internal Server Error" once with its row count, not once per row because each answer carried its
+own request id; with one or two of the rows' full errors as examples.
+
+Runs on whichever database the suite uses: both PostgreSQL and SQLite run it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from jobs import reasons, services
+from jobs.models import JobStatus, Row, RowStatus
+from jobs.processors import RowError
+from jobs.processors.template import TemplateProcessor
+from tests.conftest import make_job
+from tests.factories import JobFactory, add_rows
+from tests.processors.servers import LocalServer, _Handler
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+class FailingAPI(_Handler):
+    """/e500/… answers 500 and /e400/… 400, each with a body of its own (a request id, a time),
+    as real APIs do; anything else 200."""
+
+    def _any(self) -> None:
+        self._read_body()
+        stamp = datetime.now(UTC).isoformat()
+        if self.path.startswith("/e500/"):
+            self.send(500, {"error": "internal", "request_id": str(uuid.uuid4()), "at": stamp})
+        elif self.path.startswith("/e400/"):
+            self.send(400, {"error": "invalid input", "request_id": f"req_{uuid.uuid4().hex}"})
+        else:
+            self.send(200, {"ok": True})
+
+    do_GET = do_POST = _any  # noqa: N815
+
+
+def shown_reasons(body: str) -> list[tuple[str, list[str], str]]:
+    """(reason, its examples, rows) as the table shows them, unescaped."""
+    table = body.split('data-testid="failure-reasons"')[1].split("</table>")[0]
+    found = []
+    for cell, rows in re.findall(
+        r'<tr><td class="error-text">(.*?)</td><td class="num">([^<]*)</td></tr>', table
+    ):
+        text = html.unescape(cell.split("<span", 1)[0])
+        examples = [
+            html.unescape(e)
+            for e in re.findall(r'<span class="reason-example"[^>]*>e\.g\. (.*?)</span>', cell)
+        ]
+        found.append((text, examples, rows))
+    return found
+
+
+@pytest.fixture
+def api_server(settings):
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.0/8"
+    with LocalServer(FailingAPI) as server:
+        yield server
+
+
+def test_an_apis_errors_are_counted_by_status_not_by_body(client_alice, alice, run_job, api_server):
+    paths = ["e500"] * 12 + ["e400"] * 5 + ["fine"] * 3
+    csv_text = "path,n\n" + "".join(f"{p},{i}\n" for i, p in enumerate(paths))
+    job = make_job(
+        alice,
+        csv_text,
+        processor="http",
+        params={"url": api_server.url + "/{path}/{n}", "timeout": 5},
+        max_attempts=2,
+    )
+    job = run_job(job)
+    assert job.status == JobStatus.PARTIAL and job.failed == 17
+    errors = set(Row.objects.filter(job=job, status=RowStatus.FAILED).values_list("error", flat=1))
+    assert len(errors) == 5 + 1  # each 400 its own body; the 500s say the status alone
+
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    shown = shown_reasons(body)
+    assert [(text, rows) for text, _, rows in shown] == [
+        ("The API answered 500 Internal Server Error", "12"),
+        ("The API answered 400 Bad Request", "5"),
+    ]
+    assert shown[0][1] == ["The API answered 500 Internal Server Error (gave up after 2 attempts)"]
+    # Two of the 400s' full errors, bodies and all, as examples.
+    assert len(shown[1][1]) == 2
+    for example in shown[1][1]:
+        assert example.startswith('The API answered 400 Bad Request: {"error": "invalid input"')
+        assert example in errors
+    assert "Other reasons" not in body
+    # The section alone (reloaded as rows fail) says the same.
+    part = client_alice.get(reverse("jobs:downloads", args=[job.public_id]), **HTMX)
+    assert shown_reasons(part.content.decode()) == shown
+
+
+def test_other_errors_are_counted_without_their_ids_and_numbers(
+    client_alice, alice, run_job, monkeypatch
+):
+    def upstream(self, row):
+        n = int(row.values["name"][1:])
+        if n % 3 == 0:
+            raise RowError(f"Lookup failed for record {uuid.uuid4()} after {1000 + n} ms")
+        if n % 3 == 1:
+            raise RowError("The text is empty.")
+        return {"text": "ok"}
+
+    monkeypatch.setattr(TemplateProcessor, "process_row", upstream)
+    job = run_job(make_job(alice, "name,text\n" + "".join(f"r{i},x\n" for i in range(9))))
+    assert job.failed == 6
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    shown = shown_reasons(body)
+    assert [(text, rows) for text, _, rows in shown] == [
+        ("Lookup failed for record … after … ms", "3"),
+        ("The text is empty.", "3"),
+    ]
+    assert all(e.startswith("Lookup failed for record ") for e in shown[0][1])
+    assert shown[1][1] == []  # the reason is the whole error: nothing more to show
+
+    # A retry sends the rows back without their reasons.
+    services.retry(job, actor="alice")
+    assert not Row.objects.filter(job=job).exclude(reason=None).exists()
+
+
+def test_rows_failed_before_reasons_were_kept_count_by_their_error(client_alice, alice):
+    job = JobFactory(
+        owner=alice, status=JobStatus.PARTIAL, rows=3, columns=["a"], succeeded=0, failed=3
+    )
+    add_rows(job, 3, status=RowStatus.FAILED, attempts=1)
+    Row.objects.filter(job=job).update(error="HTTP 500", reason=None)
+    Row.objects.filter(job=job, index=2).update(error=None)
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    assert [(t, r) for t, _, r in shown_reasons(body)] == [("HTTP 500", "2"), ("(no message)", "1")]
+
+
+KEPT = [
+    # Numbers that name the cause stay, and so do names in quotes.
+    "The API answered 404 Not Found",
+    "The API answered 500 Internal Server Error",
+    "The row has no column 'name' (used in a template).",
+    "KeyError: 'score'",
+    "The worker died while processing this row (3 attempts).",
+    "Timed out after 30 s",
+    "Connection refused by 10.0.0.12:8080 (HTTP/1.1)",
+]
+
+
+@pytest.mark.parametrize("error", KEPT)
+def test_a_reason_keeps_what_names_the_cause(error):
+    assert reasons.reason_for(error) == error
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (
+            'failed: {"id": "req_8f3k2a9", "at": "2026-12-07T19:01:10Z", "n": 3}',
+            'failed: {"id": "…", "at": "…", "n": 3}',
+        ),
+        ("user 550e8400-e29b-41d4-a716-446655440000 not found", "user … not found"),
+        ("trace 7f3a2b1c9d0e, took 12.53 s", "trace …, took … s"),
+        (
+            "The page is larger than 5000000 bytes (7340032 declared).",
+            "The page is larger than … bytes (… declared).",
+        ),
+        ("record '12345' and '67890' refused", "record '…' and '…' refused"),
+        ("a\n  multi-line\terror", "a multi-line error"),
+    ],
+)
+def test_a_reason_is_the_error_without_what_differs_per_row(error, reason):
+    assert reasons.reason_for(error) == reason
