@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import reverse
 
-from jobs import reasons, services
+from jobs import failures, reasons, services
 from jobs.models import JobStatus, Row, RowStatus
 from jobs.processors import RowError
 from jobs.processors.template import TemplateProcessor
@@ -176,3 +176,20 @@ def test_a_reason_keeps_what_names_the_cause(error):
 )
 def test_a_reason_is_the_error_without_what_differs_per_row(error, reason):
     assert reasons.reason_for(error) == reason
+
+
+def test_the_count_is_made_once_for_a_jobs_state(alice, django_assert_num_queries):
+    job = JobFactory(
+        owner=alice, status=JobStatus.PROCESSING, rows=4, columns=["a"], succeeded=0, failed=2
+    )
+    add_rows(job, 4, status=RowStatus.FAILED, attempts=1)
+    Row.objects.filter(job=job).update(error="boom", reason="boom")
+    Row.objects.filter(job=job, index__gte=2).update(status=RowStatus.RUNNING)
+    first = failures.reasons(job)
+    with django_assert_num_queries(0):  # another page looking at the same state
+        assert failures.reasons(job) == first
+    # A sync point fails another row: the job's counters and stamp move, the count follows.
+    Row.objects.filter(job=job, index=2).update(status=RowStatus.FAILED)
+    job.failed = 3
+    job.save(update_fields=["failed", "updated_at"])
+    assert [(r.text, r.rows) for r in failures.reasons(job)[0]] == [("boom", 3)]
