@@ -297,7 +297,20 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(replaced, default=_valid_str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return valid_text(json.dumps(replaced, ensure_ascii=False, default=_valid_str))
+        # The stdlib writes NaN and Infinity, which no JSON reader (jsonb included) accepts:
+        # null, as orjson writes them, so a value is stored alike whatever else the row holds.
+        return valid_text(json.dumps(_finite(replaced), ensure_ascii=False, default=_valid_str))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and infinity in it as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _valid_str(value: Any) -> str:
