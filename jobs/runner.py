@@ -112,6 +112,24 @@ def work_once(job_pk: int, *, seconds: float = 0.0, io_seconds: float = 0.0) -> 
         return _database_lost(job_pk, held, exc)
 
 
+def head_start(job_pk: int) -> None:
+    """A first step of a job just read, run by the task that read it, when its processor is
+    CPU-bound (such a step ends within TASK_SECONDS).
+
+    The job's loops are queued behind every step queued before them: a 20-row job waited a
+    minute or more for them while other jobs ran, though its whole work is one short step. Its
+    read came through the express queue, so here it starts at once, and is often done. The
+    loops, queued meanwhile, take what is left (and a job already done stops them at once).
+    """
+    job = Job.objects.filter(pk=job_pk).only("status", "processor").first()
+    if job is None or job.status != JobStatus.PROCESSING:
+        return
+    processor_cls = get_processor_class(job.processor)
+    if processor_cls is None or processor_cls.io_bound:
+        return  # an I/O step may take minutes: it waits its turn, as any loop's
+    work_once(job_pk, seconds=TASK_SECONDS)
+
+
 def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> Step:
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status != JobStatus.PROCESSING:

@@ -28,6 +28,7 @@ BROKER_RETRY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.25, "
 @shared_task(name="jobs.ingest", acks_late=True)
 def ingest_job(job_pk: int) -> None:
     loading.ingest(job_pk)
+    runner.head_start(job_pk)
 
 
 @shared_task(name="jobs.work", acks_late=True)

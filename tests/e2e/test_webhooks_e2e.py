@@ -164,6 +164,13 @@ def test_send_again_and_a_new_job_are_not_queued_behind_the_job_steps(
             message="the new job's ingest",
         )
         started = time.time() - asked
+        # Its one short step came with its read, not behind the steps queued before its loops.
+        worker.wait_for(
+            lambda: Job.objects.get(pk=fresh.pk).status == "completed",
+            timeout=90,
+            message="the new job's rows",
+        )
+        finished = time.time() - asked
         waiting = broker.llen(settings.CELERY_TASK_DEFAULT_QUEUE)
         for job in busy:
             services.cancel(Job.objects.get(pk=job.pk), actor="alice")
@@ -171,6 +178,7 @@ def test_send_again_and_a_new_job_are_not_queued_behind_the_job_steps(
     # something waits: not behind the six steps ahead (about 40 s).
     assert resent < 20, f"sent again after {resent:.1f} s; {waiting} steps still queued"
     assert started < 20, f"ingested after {started:.1f} s; {waiting} steps still queued"
+    assert finished < 20, f"completed after {finished:.1f} s; {waiting} steps still queued"
 
 
 def test_a_hanging_receiver_does_not_hold_up_a_healthy_ones_event(
