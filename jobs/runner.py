@@ -221,6 +221,11 @@ def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> 
             if run.status != JobStatus.PROCESSING:
                 return Step("stop")
             if time.monotonic() - began >= seconds:
+                if not Chunk.objects.filter(job_id=job.pk, done=False).exists():
+                    # The job's last chunk: its end need not wait for the next step's turn
+                    # behind every step queued meanwhile.
+                    finalize(job.pk)
+                    return Step("stop")
                 return Step("continue")
             job, group_rows = run.job, run.group_rows  # as of the chunk's last sync point
     finally:

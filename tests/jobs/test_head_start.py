@@ -1,10 +1,12 @@
-"""A job just read gets its first step from the task that read it, when that step is short."""
+"""Work that need not wait for a turn on the workers: a job's first short step, run by the task
+that read the job, and its end, by the step that finished its last chunk."""
 
 from __future__ import annotations
 
 import pytest
 
 from jobs import runner, tasks
+from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus
 from jobs.processors import Processor, base
 from tests.conftest import drive, make_job, rows_text
@@ -54,3 +56,14 @@ def test_an_io_job_waits_for_its_loops(alice, monkeypatch):
     tasks.ingest_job(job.pk)
     job = Job.objects.get(pk=job.pk)
     assert (job.status, job.succeeded, job.pending) == (JobStatus.PROCESSING, 0, 20)
+
+
+def test_the_step_that_finishes_the_last_chunk_ends_the_job(alice, monkeypatch):
+    # Its time up, the step queued a next one to find nothing and end the job: behind every step
+    # queued meanwhile, a 100,000-row job said "processing" with every row done for 15 s.
+    monkeypatch.setattr(runner, "TASK_SECONDS", 0.0)
+    job = make_job(alice, rows_text(20), concurrency=1)
+    loading.ingest(job.pk)
+    step = runner.work_once(job.pk, seconds=0.0)
+    job = Job.objects.get(pk=job.pk)
+    assert (step.action, job.status, job.succeeded) == ("stop", JobStatus.COMPLETED, 20)

@@ -65,9 +65,11 @@ def io_job(alice, monkeypatch):
 
 def test_one_loop_runs_the_chunks_back_to_back_with_no_idle_gap(io_job):
     SlowCall.hold_last = True
-    assert runner.work_once(io_job.pk, io_seconds=60).action == "continue"
+    # The step that finishes the last chunk ends the job.
+    assert runner.work_once(io_job.pk, io_seconds=60).action == "stop"
     job = Job.objects.get(pk=io_job.pk)
     assert (job.succeeded, job.running, job.pending) == (ROWS, 0, 0)
+    assert job.status == JobStatus.COMPLETED
     assert list(Chunk.objects.filter(job=job).values_list("done", "lease_until", "holder")) == [
         (True, None, "")
     ] * (ROWS // CHUNK)
@@ -230,8 +232,9 @@ def test_a_long_step_gives_its_process_up_mid_chunk_and_loses_nothing(
 def test_with_nothing_waiting_a_step_keeps_its_chunk_to_the_end(one_chunk_job, monkeypatch):
     monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
     monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
-    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
-    assert Job.objects.get(pk=one_chunk_job.pk).succeeded == ROWS
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "stop"
+    job = Job.objects.get(pk=one_chunk_job.pk)
+    assert (job.status, job.succeeded) == (JobStatus.COMPLETED, ROWS)
 
 
 def test_a_broker_gone_while_a_step_asks_what_waits_costs_it_nothing(one_chunk_job, monkeypatch):
@@ -242,7 +245,7 @@ def test_a_broker_gone_while_a_step_asks_what_waits_costs_it_nothing(one_chunk_j
 
     monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
     monkeypatch.setattr(memory.Channel, "queue_declare", away)
-    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "continue"
+    assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "stop"
     job = Job.objects.get(pk=one_chunk_job.pk)
     assert (job.succeeded, job.running, job.pending) == (ROWS, 0, 0)
     assert set(Row.objects.filter(job=job).values_list("attempts", flat=True)) == {1}
