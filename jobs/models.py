@@ -184,11 +184,13 @@ class Job(models.Model):
     def estimated_completion(self):
         if self.status != JobStatus.PROCESSING:
             return None
-        rate = self.rows_per_second
+        now = timezone.now()
+        since = self.working_since.timestamp() if self.working_since else None
+        rate = rates.estimate_rate(self.samples, now.timestamp(), since)
         remaining = self.total - self.done
-        if rate <= 0 or remaining <= 0:
+        if not rate or remaining <= 0:
             return None
-        return timezone.now() + timedelta(seconds=remaining / rate)
+        return now + timedelta(seconds=remaining / rate)
 
     @property
     def duration(self) -> timedelta | None:

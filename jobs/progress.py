@@ -150,10 +150,16 @@ def average_rate(job: Job, worked: timedelta | None = None) -> float | None:
     return processed(job) / duration.total_seconds()
 
 
-def eta(job: Job, rate: float | None) -> timedelta | None:
+def eta(job: Job, rate: float | None, now: float | None = None) -> timedelta | None:
+    """Time still to run: the rows left at `rate`, or at the clock's rate when the job gets the
+    workers only part of the time (rates.estimate_rate)."""
     remaining = job.pending + job.running
     if job.status != JobStatus.PROCESSING or not rate or remaining <= 0:
         return None
+    if now is not None:
+        since = job.working_since.timestamp() if job.working_since else None
+        clock = rates.clock_rate(job.samples, now, since)
+        rate = min(rate, clock) if clock else rate
     return timedelta(seconds=remaining / rate)
 
 

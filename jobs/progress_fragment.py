@@ -108,7 +108,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     figures of time (`duration`, the ETA) from it, never from a clock of its own."""
     now = timezone.now()
     rate = progress.recent_rate(job, now.timestamp())
-    eta_in = progress.eta(job, rate)
+    eta_in = progress.eta(job, rate, now.timestamp())
     worked = job.worked(now)
     average_rate = progress.average_rate(job, worked) if job.is_terminal else None
     return {

@@ -44,3 +44,44 @@ def recent_rate(samples: Sequence[Sequence[float]] | None, now: float) -> float 
     if seconds < MIN_SPAN_S:
         return None
     return rows / seconds
+
+
+# The estimate's rate is measured by the clock over this much of the current working stretch.
+CLOCK_WINDOW_S = 120.0
+
+
+def clock_rate(
+    samples: Sequence[Sequence[float]] | None, now: float, since: float | None = None
+) -> float | None:
+    """Rows per second by the clock over the last CLOCK_WINDOW_S since `since` (the current
+    working stretch's start: a pause before it is not counted); None while too short to tell.
+
+    The recent rate leaves out the waits between a job's turns on busy workers. Jobs that
+    share the workers finish by the clock, so the estimate counts the waits in."""
+    start = now - CLOCK_WINDOW_S if since is None else max(now - CLOCK_WINDOW_S, since)
+    points = [(float(s[0]), float(s[1])) for s in samples or [] if len(s) >= 2]
+    for i in range(len(points) - 1, 0, -1):
+        if points[i][1] < points[i - 1][1]:
+            points = points[i:]  # a retry put failed rows back: count from there
+            break
+    points = [p for p in points if p[0] >= start]
+    if len(points) < 2:
+        return None
+    # Up to the last sample while they come (a poll between two is no slowdown); a wait for
+    # the next turn that has lasted longer counts up to now.
+    end = now if now - points[-1][0] > GAP_S else points[-1][0]
+    if end - points[0][0] < MIN_SPAN_S:
+        return None
+    return max(0.0, points[-1][1] - points[0][1]) / (end - points[0][0])
+
+
+def estimate_rate(
+    samples: Sequence[Sequence[float]] | None, now: float, since: float | None = None
+) -> float | None:
+    """The rate an estimated completion divides by: the recent rate, or the clock's when that
+    is lower (the job waits for its turns); None while unknown or stalled."""
+    recent = recent_rate(samples, now)
+    if not recent:
+        return None
+    clock = clock_rate(samples, now, since)
+    return min(recent, clock) if clock else recent

@@ -125,7 +125,12 @@ def test_after_a_resume_the_rate_and_eta_are_the_pages(api_alice, client_alice, 
     before = [[now - 40 + t, 10 * t] for t in range(21)]
     after = [[now - 5 + t, 200 + 10 * t] for t in range(6)]
     Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING, total=1000, pending=750, succeeded=250, samples=before + after
+        status=JobStatus.PROCESSING,
+        total=1000,
+        pending=750,
+        succeeded=250,
+        samples=before + after,
+        working_since=timezone.now() - timedelta(seconds=5),  # the resume
     )
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
@@ -136,6 +141,56 @@ def test_after_a_resume_the_rate_and_eta_are_the_pages(api_alice, client_alice, 
     eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
     assert 70 <= eta.timestamp() - now <= 80  # 750 rows at 10 rows/s
     assert "in 1 min 15 s" in page
+
+
+def test_a_job_taking_turns_on_busy_workers_is_given_the_clocks_eta(
+    api_alice, client_alice, alice, new_job
+):
+    # Three jobs on two pool processes: 10 s at 100 rows/s, then 30 s waiting for its next turn,
+    # four times over. The page and the API said "in 1 min 40 s" for 10,000 rows (the last
+    # burst's rate), then nothing once a wait ran past 30 s: the ETA jumped about every minute.
+    job = new_job(alice, "name\n" + "x\n" * 14_000)
+    now = timezone.now().timestamp()
+    samples = [
+        [now - 150 + 40 * turn + t, 1000 * turn + 100 * t] for turn in range(4) for t in range(11)
+    ]
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING,
+        total=14_000,
+        pending=10_000,
+        succeeded=4_000,
+        samples=samples,
+        started_at=timezone.now() - timedelta(seconds=200),
+        working_since=timezone.now() - timedelta(seconds=200),
+    )
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
+
+    assert body["rows_per_second"] == 100.0  # the recent rate: how fast its rows go
+    eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
+    # 3,000 rows by the clock in the last 110 s of samples: 27 rows/s, 367 s for 10,000 rows.
+    assert 355 <= eta.timestamp() - now <= 380
+    assert "in 6 min" in page
+
+
+def test_a_pause_before_the_stretch_is_not_counted_in_the_eta(api_alice, alice, new_job):
+    # 60 s at 10 rows/s, a 50 s pause, 10 s at 10 rows/s since the resume.
+    job = new_job(alice, "name\n" + "x\n" * 1000)
+    now = timezone.now().timestamp()
+    samples = [[now - 120 + t, 10 * t] for t in range(61)]
+    samples += [[now - 10 + t, 600 + 10 * t] for t in range(11)]
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING,
+        total=1000,
+        pending=300,
+        succeeded=700,
+        samples=samples,
+        working_since=timezone.now() - timedelta(seconds=10),
+    )
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
+    assert 27 <= eta.timestamp() - now <= 33  # 300 rows at 10 rows/s
 
 
 @pytest.mark.parametrize("status", [JobStatus.PAUSED, JobStatus.COMPLETED, JobStatus.CANCELLED])
