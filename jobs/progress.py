@@ -154,12 +154,13 @@ def eta(job: Job, rate: float | None, now: float | None = None) -> timedelta | N
     """Time still to run: the rows left at `rate`, or at the clock's rate when the job gets the
     workers only part of the time (rates.estimate_rate)."""
     remaining = job.pending + job.running
-    if job.status != JobStatus.PROCESSING or not rate or remaining <= 0:
+    if job.status != JobStatus.PROCESSING or remaining <= 0:
         return None
     if now is not None:
         since = job.working_since.timestamp() if job.working_since else None
-        clock = rates.clock_rate(job.samples, now, since)
-        rate = min(rate, clock) if clock else rate
+        rate = rates.lower_known(rate, rates.clock_rate(job.samples, now, since))
+    if not rate:
+        return None
     return timedelta(seconds=remaining / rate)
 
 

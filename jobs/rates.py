@@ -79,9 +79,12 @@ def estimate_rate(
     samples: Sequence[Sequence[float]] | None, now: float, since: float | None = None
 ) -> float | None:
     """The rate an estimated completion divides by: the recent rate, or the clock's when that
-    is lower (the job waits for its turns); None while unknown or stalled."""
-    recent = recent_rate(samples, now)
-    if not recent:
-        return None
-    clock = clock_rate(samples, now, since)
-    return min(recent, clock) if clock else recent
+    is lower or the recent one is unknown (a job's turn on busy workers has just begun, or it
+    waits for the next); None while both are unknown."""
+    return lower_known(recent_rate(samples, now), clock_rate(samples, now, since))
+
+
+def lower_known(recent: float | None, clock: float | None) -> float | None:
+    if recent and clock:
+        return min(recent, clock)
+    return clock or recent or None

@@ -174,6 +174,34 @@ def test_a_job_taking_turns_on_busy_workers_is_given_the_clocks_eta(
     assert "in 6 min" in page
 
 
+def test_a_job_whose_turn_has_just_begun_keeps_its_eta(api_alice, client_alice, alice, new_job):
+    # 10 s at 100 rows/s, 25 s waiting, twice; then 2 s of its next turn. Too short a stretch
+    # for a recent rate: the page showed no rate and no ETA at the start of every turn.
+    job = new_job(alice, "name\n" + "x\n" * 12_400)
+    now = timezone.now().timestamp()
+    samples = [
+        [now - 72 + 35 * turn + t, 1000 * turn + 100 * t] for turn in range(2) for t in range(11)
+    ]
+    samples += [[now - 2 + t, 2000 + 100 * t] for t in range(3)]
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING,
+        total=12_400,
+        pending=10_200,
+        succeeded=2_200,
+        samples=samples,
+        working_since=timezone.now() - timedelta(seconds=100),
+    )
+
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
+
+    assert body["rows_per_second"] == 0.0  # no recent rate yet
+    eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
+    # 2,200 rows by the clock in 72 s: about 30 rows/s, so about 334 s for 10,200 rows.
+    assert 320 <= eta.timestamp() - now <= 350
+    assert "in 5 min" in page
+
+
 def test_a_pause_before_the_stretch_is_not_counted_in_the_eta(api_alice, alice, new_job):
     # 60 s at 10 rows/s, a 50 s pause, 10 s at 10 rows/s since the resume.
     job = new_job(alice, "name\n" + "x\n" * 1000)
