@@ -69,6 +69,31 @@ def test_cancelled_job_does_not_read_as_done(client_alice, alice, run_job):
     assert 'data-testid="duration"' in body and 'data-testid="eta"' not in body
 
 
+def test_a_partial_job_offers_its_succeeded_rows_alone(client_alice, alice, run_job, monkeypatch):
+    # A person feeding the good rows on had to download every row and filter out the failed
+    # ones: the page offered "all" and "failed only", the API "succeeded" too.
+    original = TemplateProcessor.process_row
+
+    def picky(self, row):
+        if row.values["name"].startswith("x"):
+            raise RowError("bad input")
+        return original(self, row)
+
+    monkeypatch.setattr(TemplateProcessor, "process_row", picky)
+    job = run_job(make_job(alice, "name,text\nok1,a\nx1,b\nok2,c\n"))
+    assert job.status == JobStatus.PARTIAL
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    link = re.search(r'href="([^"]+)"[^>]*data-testid="download-csv-succeeded"', body)
+    assert link and "Succeeded rows only, CSV" in body
+    csv_text = b"".join(client_alice.get(link.group(1).replace("&amp;", "&")).streaming_content)
+    lines = csv_text.decode().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["name", "ok1", "ok2"]
+    # Every row succeeded: "all" is already the succeeded rows.
+    done = run_job(make_job(alice, "name,text\nok1,a\n"))
+    body = client_alice.get(reverse("jobs:detail", args=[done.public_id])).content.decode()
+    assert "Succeeded rows only" not in body
+
+
 def test_failure_reasons_are_counted(client_alice, alice, run_job, monkeypatch):
     original = TemplateProcessor.process_row
 
