@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -55,10 +55,26 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
     return Plan(loops=loops, threads=threads, chunk_rows=chunk_rows)
 
 
-def start_loops(job: Job) -> None:
-    """Queue one worker loop (jobs.tasks.work) for each loop of the job's plan."""
+def start_loops(job: Job, *, afresh: bool = True) -> None:
+    """Queue one worker loop (jobs.tasks.work) for each loop of the job's plan.
+
+    Afresh, in place of any started before: their steps may still be queued (a broker that
+    keeps its messages through a restart of the workers, a resume soon after a pause, a retry)
+    and would run beside the new loops. The reaper's loops are added instead: it takes a job
+    whose steps wait behind other jobs' for lost, and replacing those would send the job to the
+    back of the queue at every round, never to run."""
+    generation = None  # steps without one run whatever the start
+    try:
+        with transaction.atomic():
+            if afresh:
+                Job.objects.filter(pk=job.pk).update(loop_generation=F("loop_generation") + 1)
+            generation = (
+                Job.objects.filter(pk=job.pk).values_list("loop_generation", flat=True).first()
+            )
+    except OperationalError:
+        pass  # the database is busy: the loops go on as before there were generations
     for _ in range(plan_for(job).loops):
-        enqueue.send("jobs.work", job.pk)
+        enqueue.send("jobs.work", job.pk, generation)
 
 
 def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int, int]]:

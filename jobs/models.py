@@ -128,6 +128,8 @@ class Job(models.Model):
     # for jobs started before it was kept: their duration is their span.
     worked_seconds = models.FloatField(null=True, blank=True)
     working_since = models.DateTimeField(null=True, blank=True)  # the current stretch's start
+    # Bumped each time the job's loops are started afresh: a step of an older start stops.
+    loop_generation = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 

@@ -53,7 +53,7 @@ def reap(now=None) -> dict[str, int]:
             job.updated_at = now
             # Sync points publish no event id of their own: the key learns of this one here.
             livestatus.publish(job, event.pk)
-            transaction.on_commit(lambda job=job: chunks.start_loops(job))
+            transaction.on_commit(lambda job=job: chunks.start_loops(job, afresh=False))
             done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():
             if finish.finalize(job.pk):

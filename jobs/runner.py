@@ -101,13 +101,15 @@ class Step:
     delay: float = 0.0
 
 
-def work_once(job_pk: int, *, seconds: float = 0.0, io_seconds: float = 0.0) -> Step:
+def work_once(
+    job_pk: int, *, seconds: float = 0.0, io_seconds: float = 0.0, generation: int | None = None
+) -> Step:
     """Claim a chunk of the job and process it, and go on to the next one while less than
     `seconds` have passed (an I/O processor's loop: claims the next one before the current one
     drains while less than `io_seconds` have); say what the loop should do next."""
     held: list[Chunk] = []
     try:
-        return _work(job_pk, seconds, io_seconds, held)
+        return _work(job_pk, seconds, io_seconds, held, generation)
     except DATABASE_LOST as exc:
         return _database_lost(job_pk, held, exc)
 
@@ -130,10 +132,14 @@ def head_start(job_pk: int) -> None:
     work_once(job_pk, seconds=TASK_SECONDS)
 
 
-def _work(job_pk: int, seconds: float, io_seconds: float, held: list[Chunk]) -> Step:
+def _work(
+    job_pk: int, seconds: float, io_seconds: float, held: list[Chunk], generation: int | None
+) -> Step:
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
+    if generation is not None and generation != job.loop_generation:
+        return Step("stop")  # a loop of an earlier start: the job's loops were started afresh
     processor_cls = get_processor_class(job.processor)
     if processor_cls is None:
         states.transition(

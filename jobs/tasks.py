@@ -32,18 +32,25 @@ def ingest_job(job_pk: int) -> None:
 
 
 @shared_task(name="jobs.work", acks_late=True)
-def work(job_pk: int) -> None:
+def work(job_pk: int, generation: int | None = None) -> None:
     """One step of a worker loop: a chunk or a few (up to runner.TASK_SECONDS; an I/O
     processor's chunks, up to runner.IO_TASK_SECONDS), then the loop goes on as a fresh task.
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
     jobs share the workers fairly.
     """
-    step = runner.work_once(job_pk, seconds=runner.TASK_SECONDS, io_seconds=runner.IO_TASK_SECONDS)
+    step = runner.work_once(
+        job_pk,
+        seconds=runner.TASK_SECONDS,
+        io_seconds=runner.IO_TASK_SECONDS,
+        generation=generation,
+    )
     if step.action == "continue":
-        work.apply_async((job_pk,), retry=True, retry_policy=BROKER_RETRY)
+        work.apply_async((job_pk, generation), retry=True, retry_policy=BROKER_RETRY)
     elif step.action == "wait":
-        work.apply_async((job_pk,), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY)
+        work.apply_async(
+            (job_pk, generation), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY
+        )
 
 
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)

@@ -255,3 +255,56 @@ def test_reaper_leaves_a_job_whose_step_may_wait_in_the_queue(
     with django_capture_on_commit_callbacks():
         assert reaper.reap(now=later)["restarted"] == restarted
     assert JobEvent.objects.filter(job=job, type="recovered").count() == restarted
+
+
+def test_steps_queued_before_a_restart_stop_once_the_loops_start_afresh(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    # `make run` stopped gracefully: each loop queued its next step, and the embedded broker
+    # keeps its messages on disk. recover_work then queued the job's loops again, so every
+    # restart added a set: after two, a 2-loop job had 6 steps queued and took three times the
+    # turns of a job started after it (and, with more pool processes, twice its concurrency).
+    from django.core.management import call_command
+
+    from jobs import tasks
+
+    sent = []
+    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    job = make_job(alice, rows_text(300), concurrency=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    before = [args for name, args in sent if name == "jobs.work"]
+    sent.clear()
+    call_command("recover_work")
+    after = [args for name, args in sent if name == "jobs.work"]
+    assert len(before) == len(after) == 1
+
+    monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: sent.append(("next", args)))
+    sent.clear()
+    tasks.work(*before[0])  # the step the last run queued, still in the broker
+    assert Job.objects.get(pk=job.pk).succeeded == 0 and sent == []
+    tasks.work(*after[0])
+    assert Job.objects.get(pk=job.pk).succeeded == 300
+
+
+def test_the_reapers_loops_leave_the_steps_still_queued_to_run(
+    alice, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The reaper takes a job whose steps wait behind other jobs' for one whose loops are lost.
+    # Replacing those steps would send the job to the back of the queue at every round of the
+    # reaper: on workers that long behind, it would never run.
+    from jobs import tasks
+
+    monkeypatch.setattr(enqueue, "waiting", lambda: 3)
+    sent = []
+    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    job = make_job(alice, rows_text(10), concurrency=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    queued = [args for name, args in sent if name == "jobs.work"]
+    later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reaper.reap(now=later)["restarted"] == 1
+    monkeypatch.setattr(tasks.work, "apply_async", lambda *args, **kwargs: None)
+    tasks.work(*queued[0])
+    assert Job.objects.get(pk=job.pk).succeeded == 10
