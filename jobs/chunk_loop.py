@@ -31,6 +31,9 @@ SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
 # A thread about to start a row asks the job's live status (the cache) at most this often.
 STOP_CHECK_SECONDS = 0.05
+# While rows are in flight the loop itself asks it this often: the threads ask only before a
+# row, and may all be waiting on slow requests (then coming back at once, past that limit).
+LOOP_CHECK_SECONDS = 0.25
 
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
@@ -216,7 +219,8 @@ class _StopWatch:
         self.public_id = public_id
         self.stop = stop
         self.lock = threading.Lock()
-        self.checked = time.monotonic()
+        self.checked = self.looked = time.monotonic()
+        self.cancelled = False
 
     def stopped(self) -> bool:
         if self.stop.is_set():
@@ -226,17 +230,38 @@ class _StopWatch:
             if now - self.checked < STOP_CHECK_SECONDS:
                 return False
             self.checked = now
-        stored = livestatus.load(self.public_id)
-        if stored is not None:
-            try:
-                status = orjson.loads(stored[1]).get("status")
-            except (orjson.JSONDecodeError, AttributeError):
-                status = None
-            if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
-                # The loop's next sync point reads the status from the database and ends.
-                self.stop.set()
-                return True
+        status = self._published_status()
+        if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+            # The loop's next sync point reads the status from the database and ends.
+            self.cancelled = self.cancelled or status == JobStatus.CANCELLED
+            self.stop.set()
+            return True
         return False
+
+    def cancel_seen(self) -> bool:
+        """For the loop while rows are in flight: whether the cache says the job was cancelled
+        (asked at most every LOOP_CHECK_SECONDS; a pause seen meanwhile stops the threads). The
+        database has the last word (ChunkRun.drop_in_flight)."""
+        if self.cancelled:
+            return True
+        now = time.monotonic()
+        if now - self.looked < LOOP_CHECK_SECONDS:
+            return False
+        self.looked = now
+        status = self._published_status()
+        if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+            self.cancelled = status == JobStatus.CANCELLED
+            self.stop.set()
+        return self.cancelled
+
+    def _published_status(self) -> str | None:
+        stored = livestatus.load(self.public_id)
+        if stored is None:
+            return None
+        try:
+            return orjson.loads(stored[1]).get("status")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
 
 
 def _run_threaded(
@@ -287,7 +312,9 @@ def _run_threaded(
     began, rows_done = time.monotonic(), 0
     inflight: dict[Future, tuple[_Feed, _Item]] = {}
     finished_calls: SimpleQueue[Future] = SimpleQueue()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}")
+    dropped = False
+    try:
         while True:
             now = time.monotonic()
             feed = feeds[-1]
@@ -336,6 +363,13 @@ def _run_threaded(
                         inflight[future] = (each, item)
                         each.inflight += 1
                         future.add_done_callback(finished_calls.put)
+            if inflight and (
+                any(each.run.status == JobStatus.CANCELLED for each in feeds) or watch.cancel_seen()
+            ):
+                if _drop_in_flight(feeds, inflight, finished_calls):
+                    dropped = True
+                else:
+                    watch.cancelled = False  # the database says otherwise: retried since
             # Chunks before the current one that have nothing in flight are done with (their
             # rows were all started, or a pause or cancel stopped them).
             for done_feed in [f for f in feeds[:-1] if not f.inflight]:
@@ -356,15 +390,62 @@ def _run_threaded(
                 except Empty:
                     break
             for future in done:
-                each, item = inflight.pop(future)
-                each.inflight -= 1
+                _collect(inflight, future)
                 rows_done += 1
-                result = future.result()
-                if result is _NOT_STARTED:
-                    each.run.unstart(item)
-                else:
-                    each.run.collect(item, result)
+    finally:
+        # After a cancel the threads still in a request are not waited for: their rows are
+        # ended and their results will be dropped. Each ends at its request's deadline, so a
+        # cancelled loop leaves at most its `threads` of them behind, for that long at most.
+        pool.shutdown(wait=not dropped, cancel_futures=dropped)
     return feeds[-1]
+
+
+def _collect(inflight: dict[Future, tuple[_Feed, _Item]], future: Future) -> None:
+    """A finished call's row into its chunk's run; a call whose row was dropped is ignored."""
+    taken = inflight.pop(future, None)
+    if taken is None:
+        return
+    each, item = taken
+    each.inflight -= 1
+    result = future.result()
+    if result is _NOT_STARTED:
+        each.run.unstart(item)
+    else:
+        each.run.collect(item, result)
+
+
+def _drop_in_flight(
+    feeds: list[_Feed],
+    inflight: dict[Future, tuple[_Feed, _Item]],
+    finished_calls: SimpleQueue[Future],
+) -> bool:
+    """On a cancel, end the rows in flight as cancelled instead of waiting for their requests
+    (the deadline of one can be minutes): the loop, and the worker process it holds, are free at
+    once. A pause or a turn still waits, since a row dropped then would be run, and its request
+    made, again. The calls already back keep their results; later ones are dropped by
+    `_collect`; rows whose call never began are given back their attempt. Returns whether any
+    row in a request was dropped (the database may say the job is no longer cancelled: then
+    nothing is)."""
+    while True:
+        try:
+            _collect(inflight, finished_calls.get_nowait())
+        except Empty:
+            break
+    for future, (each, item) in list(inflight.items()):
+        if future.cancel():  # queued behind the threads: it never began, and now never will
+            del inflight[future]
+            each.inflight -= 1
+            each.run.unstart(item)
+    dropped = False
+    for each in feeds:
+        mine = [future for future, (owner, _item) in inflight.items() if owner is each]
+        if not each.run.drop_in_flight([inflight[future][1] for future in mine]):
+            continue
+        for future in mine:
+            del inflight[future]
+        each.inflight -= len(mine)
+        dropped = dropped or bool(mine)
+    return dropped
 
 
 def release_chunk(run: ChunkRun) -> None:

@@ -284,6 +284,39 @@ class ChunkRun:
         """A row that was marked running but never began (pause/cancel came first)."""
         self.finished.append(Done(item.index, RowStatus.PENDING, None, None, item.attempts - 1))
 
+    def drop_in_flight(self, in_flight: list[_Item]) -> bool:
+        """The job was cancelled: commit the rows already back, then end the rows still in
+        flight (`in_flight`, marked running) as cancelled now, not when their requests come
+        back. Returns False, changing nothing of those, when the job is not cancelled after all.
+
+        The caller must then never collect their results: from here on they are not this
+        loop's rows. Only rows still `running` change, so a row some other cleanup (the
+        leftovers pass) already cancelled is counted once."""
+        self.sync([])
+        if self.status != JobStatus.CANCELLED:
+            return False
+        if not in_flight:
+            return True
+        with transaction.atomic():
+            # The rows first, then the job's lock, as at every sync point.
+            dropped = Row.objects.filter(
+                job_id=self.job.pk,
+                index__in=[item.index for item in in_flight],
+                status=RowStatus.RUNNING,
+            ).update(status=RowStatus.CANCELLED)
+            job = Job.objects.select_for_update().get(pk=self.job.pk)
+            if job.status != JobStatus.CANCELLED:  # retried since the sync above
+                transaction.set_rollback(True)
+                self.status, self.job = job.status, job
+                return False
+            job.running -= dropped
+            job.cancelled += dropped
+            job.save(update_fields=["running", "cancelled", "updated_at"])
+            livestatus.publish(job, livestatus.NO_NEW_EVENT)
+        self.job = job
+        self.last_sync = time.monotonic()
+        return True
+
     # -- the sync point --
     def sync(self, to_start: list[_Item], *, mark_rows: bool = True) -> list[_Item]:
         """Commit finished rows, start `to_start` if the job is still processing.
