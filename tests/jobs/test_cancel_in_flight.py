@@ -18,7 +18,7 @@ from jobs import finish, runner, services, syncpoint, webhook_deliveries
 from jobs.ingest import loading
 from jobs.models import Job, JobStatus, Row, RowStatus
 from tests.conftest import make_job, rows_text
-from tests.processors.servers import EchoHandler, LocalServer
+from tests.processors.servers import holding_server
 
 # Several threads on one database: PostgreSQL (SQLite's shared in-memory test database has no
 # busy wait between connections).
@@ -28,27 +28,11 @@ HOLD = 20.0  # what the server makes a request wait when the test does not relea
 ROWS, THREADS = 40, 4
 
 
-class HoldingHandler(EchoHandler):
-    """/hold answers once the test releases it (HOLD seconds at most)."""
-
-    def _any(self) -> None:
-        if not self.path.startswith("/hold"):
-            super()._any()
-            return
-        self._record(self._read_body())
-        self.state["release"].wait(HOLD)
-        self.send(200, {"ok": True})
-        with self.state["lock"]:
-            self.state["answered"] += 1
-
-    do_GET = _any  # noqa: N815
-
-
 @pytest.fixture
 def server():
     if connection.vendor != "postgresql":
         pytest.skip("threads on one test database need PostgreSQL")
-    with LocalServer(HoldingHandler, release=threading.Event(), answered=0) as s:
+    with holding_server(HOLD) as s:
         yield s
         s.httpd.state["release"].set()
 
