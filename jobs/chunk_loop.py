@@ -204,6 +204,9 @@ class _Feed:
 
 
 _NOT_STARTED = object()
+# A job being deleted is cancelled first; the cache may say only that it is gone.
+_DELETED = "deleted"
+_ENDED = (JobStatus.CANCELLED, _DELETED)
 
 
 class _StopWatch:
@@ -231,9 +234,9 @@ class _StopWatch:
                 return False
             self.checked = now
         status = self._published_status()
-        if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
+        if status in (JobStatus.PAUSED, *_ENDED):
             # The loop's next sync point reads the status from the database and ends.
-            self.cancelled = self.cancelled or status == JobStatus.CANCELLED
+            self.cancelled = self.cancelled or status in _ENDED
             self.stop.set()
             return True
         return False
@@ -249,8 +252,8 @@ class _StopWatch:
             return False
         self.looked = now
         status = self._published_status()
-        if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
-            self.cancelled = status == JobStatus.CANCELLED
+        if status in (JobStatus.PAUSED, *_ENDED):
+            self.cancelled = status in _ENDED
             self.stop.set()
         return self.cancelled
 
@@ -259,9 +262,12 @@ class _StopWatch:
         if stored is None:
             return None
         try:
-            return orjson.loads(stored[1]).get("status")
-        except (orjson.JSONDecodeError, AttributeError):
+            published = orjson.loads(stored[1])
+        except orjson.JSONDecodeError:
             return None
+        if published is None:
+            return _DELETED  # the key of a job being deleted (livestatus.forget)
+        return published.get("status") if isinstance(published, dict) else None
 
 
 def _run_threaded(
@@ -392,6 +398,10 @@ def _run_threaded(
             for future in done:
                 _collect(inflight, future)
                 rows_done += 1
+    except Job.DoesNotExist:
+        # Deleted, its rows with it: nothing a call in flight brings back can be written.
+        dropped = True
+        raise
     finally:
         # After a cancel the threads still in a request are not waited for: their rows are
         # ended and their results will be dropped. Each ends at its request's deadline, so a

@@ -198,3 +198,23 @@ def test_a_pause_alone_keeps_the_answers_of_the_rows_in_flight(held_job, server)
     assert Row.objects.filter(job=job, status=RowStatus.SUCCEEDED, output={"ok": True}).count() == (
         THREADS
     )
+
+
+def test_deleting_a_job_with_rows_in_flight_frees_its_loop_at_once(held_job, server):
+    at: list[float] = []
+
+    def delete() -> None:
+        every_thread_held(server)
+        control(held_job, "delete", at)
+
+    deleter = in_another_thread(delete)
+    step = runner.work_once(held_job.pk, io_seconds=60)
+    returned = time.monotonic() - at[0]
+    deleter.join(5)
+    assert step.action == "stop"
+    assert returned < 3.0, f"the loop returned {returned:.1f} s after the delete"
+    server.httpd.state["release"].set()
+    wait_until(lambda: server.httpd.state["answered"] == THREADS)
+    loop_threads_ended(held_job)
+    assert not Job.objects.filter(pk=held_job.pk).exists()
+    assert not Row.objects.filter(job_id=held_job.pk).exists()
