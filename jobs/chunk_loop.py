@@ -215,7 +215,9 @@ class _StopWatch:
     The loop learns it at its next sync point (up to SYNC_INTERVAL away), and meanwhile every
     thread that finished a row would start one of those queued behind it: a request made after
     the person pressed Pause or Cancel, perhaps a paid one. A thread about to start a row asks
-    here; the cache is read at most every STOP_CHECK_SECONDS for all threads together.
+    here; the cache is read at most every STOP_CHECK_SECONDS for all threads together. While
+    every thread waits on a request none asks, so the loop does (`cancel_seen`): a cancel then
+    ends the rows in flight without waiting for them (`_drop_in_flight`).
     """
 
     def __init__(self, public_id: str, stop: threading.Event):
