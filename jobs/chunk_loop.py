@@ -3,6 +3,7 @@ a pool of threads for I/O processors, committing at sync points (jobs/syncpoint.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -20,6 +21,8 @@ from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowInput, RowResult
 from .ratelimit import RateLimitTimeout, acquire
 from .syncpoint import CPU_GROUP_ROWS, ChunkRun, _Item
+
+logger = logging.getLogger(__name__)
 
 # Most rows in one CPU group (see CPU_GROUP_ROWS); a group takes about GROUP_SECONDS.
 CPU_GROUP_MAX = 5000
@@ -301,16 +304,22 @@ def _run_threaded(
                 except RateLimitTimeout:
                     continue
 
+    handover = _Handover()
+
     def call(item: _Item):
         # Rows are marked running in groups ahead of the pool; one that has not begun when a
         # pause arrives goes back to pending untouched.
         if watch.stopped():
-            return _NOT_STARTED
+            return handover.back(item, _NOT_STARTED)
         if limiter is not None:
             limiter()
             if stop.is_set():
-                return _NOT_STARTED
-        return processor.run_one(to_input(item))
+                return handover.back(item, _NOT_STARTED)
+        try:
+            result = processor.run_one(to_input(item))
+        except Exception as exc:
+            return handover.back(item, None, exc)
+        return handover.back(item, result)
 
     # Finished calls come back through one queue (a done-callback each) rather than by waiting on
     # every future in flight: concurrent.futures.wait installs and removes a waiter on each of
@@ -374,7 +383,7 @@ def _run_threaded(
             if inflight and (
                 any(each.run.status == JobStatus.CANCELLED for each in feeds) or watch.cancel_seen()
             ):
-                if _drop_in_flight(feeds, inflight, finished_calls):
+                if _drop_in_flight(feeds, inflight, finished_calls, handover):
                     dropped = True
                 else:
                     watch.cancelled = False  # the database says otherwise: retried since
@@ -398,27 +407,104 @@ def _run_threaded(
                 except Empty:
                     break
             for future in done:
-                _collect(inflight, future)
+                _collect(inflight, future, handover)
                 rows_done += 1
     except Job.DoesNotExist:
         # Deleted, its rows with it: nothing a call in flight brings back can be written.
         dropped = True
         raise
     finally:
-        # After a cancel the threads still in a request are not waited for: their rows are
-        # ended and their results will be dropped. Each ends at its request's deadline, so a
-        # cancelled loop leaves at most its `threads` of them behind, for that long at most.
+        # After a cancel the threads still in a request are not waited for: each writes its
+        # own row when its request comes back (`_Handover`), at its deadline at the latest, so
+        # a cancelled loop leaves at most its `threads` of them behind, for that long at most.
         pool.shutdown(wait=not dropped, cancel_futures=dropped)
     return feeds[-1]
 
 
-def _collect(inflight: dict[Future, tuple[_Feed, _Item]], future: Future) -> None:
-    """A finished call's row into its chunk's run; a call whose row was dropped is ignored."""
+_HANDED = object()  # a call whose row its own thread wrote (`_Handover`)
+
+# Calls handed over and not back yet, by processor: its client must outlive them, so the step
+# that ends leaves closing it to the last of them (close_processor).
+_LATE_LOCK = threading.Lock()
+_LATE_CALLS: dict[int, int] = {}
+_CLOSING: dict[int, Processor] = {}
+
+
+def close_processor(processor: Processor) -> None:
+    """Close a step's processor now, or once the calls handed over at a cancel are back."""
+    with _LATE_LOCK:
+        if _LATE_CALLS.get(id(processor)):
+            _CLOSING[id(processor)] = processor
+            return
+    processor.close()
+
+
+def _late_call_back(processor: Processor) -> None:
+    with _LATE_LOCK:
+        key = id(processor)
+        _LATE_CALLS[key] -= 1
+        if _LATE_CALLS[key]:
+            return
+        del _LATE_CALLS[key]
+        closing = _CLOSING.pop(key, None)
+    if closing is not None:
+        closing.close()
+
+
+class _Handover:
+    """Rows whose call the loop stopped waiting for at a cancel: the thread that made the call
+    writes the row itself when it comes back (ChunkRun.write_late), as a sync point would have,
+    on its own connection, then closes it. A call that comes back before the handover returns
+    its result to the loop as usual; the lock decides which, once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.returned: set[int] = set()  # rows (by index) whose call is back with the loop
+        self.runs: dict[int, ChunkRun] = {}  # rows handed over, by index
+
+    def back(self, item: _Item, result, exc: Exception | None = None):
+        """For the calling thread: its result, or _HANDED when it wrote the row itself."""
+        with self.lock:
+            run = self.runs.pop(item.index, None)
+            if run is None:
+                self.returned.add(item.index)
+                if exc is not None:
+                    raise exc
+                return result
+        try:
+            if exc is not None:
+                raise exc  # the reaper's cleanup of the cancelled job ends its row
+            run.write_late(item, None if result is _NOT_STARTED else result)
+        except Exception:
+            logger.exception("job %s: row %d could not be written", run.job.public_id, item.index)
+        finally:
+            connection.close()  # connections are per thread: this one's ends with its row
+            _late_call_back(run.processor)
+        return _HANDED
+
+    def take(self, run: ChunkRun, items: list[_Item]) -> set[int]:
+        """Hand over those of `items` whose call is not back yet; returns their indexes."""
+        with self.lock:
+            taken = {item.index for item in items if item.index not in self.returned}
+            for index in taken:
+                self.runs[index] = run
+            if taken:
+                with _LATE_LOCK:
+                    key = id(run.processor)
+                    _LATE_CALLS[key] = _LATE_CALLS.get(key, 0) + len(taken)
+        return taken
+
+
+def _collect(
+    inflight: dict[Future, tuple[_Feed, _Item]], future: Future, handover: _Handover
+) -> None:
+    """A finished call's row into its chunk's run; a call whose row was handed over is not."""
     taken = inflight.pop(future, None)
     if taken is None:
         return
     each, item = taken
     each.inflight -= 1
+    handover.returned.discard(item.index)
     result = future.result()
     if result is _NOT_STARTED:
         each.run.unstart(item)
@@ -430,17 +516,17 @@ def _drop_in_flight(
     feeds: list[_Feed],
     inflight: dict[Future, tuple[_Feed, _Item]],
     finished_calls: SimpleQueue[Future],
+    handover: _Handover,
 ) -> bool:
-    """On a cancel, end the rows in flight as cancelled instead of waiting for their requests
-    (the deadline of one can be minutes): the loop, and the worker process it holds, are free at
-    once. A pause or a turn still waits, since a row dropped then would be run, and its request
-    made, again. The calls already back keep their results; later ones are dropped by
-    `_collect`; rows whose call never began are given back their attempt. Returns whether any
-    row in a request was dropped (the database may say the job is no longer cancelled: then
-    nothing is)."""
+    """On a cancel, stop waiting for the rows in flight (the deadline of a request can be
+    minutes): the loop, and the worker process it holds, are free at once. Their rows stay
+    running and keep their results (API.md): each thread writes its own row when its request
+    comes back (`_Handover`). A pause or a turn still waits. The calls already back are
+    committed; rows whose call never began are given back their attempt. Returns whether any
+    row was handed over (the database may say the job is no longer cancelled: then none is)."""
     while True:
         try:
-            _collect(inflight, finished_calls.get_nowait())
+            _collect(inflight, finished_calls.get_nowait(), handover)
         except Empty:
             break
     for future, (each, item) in list(inflight.items()):
@@ -451,12 +537,20 @@ def _drop_in_flight(
     dropped = False
     for each in feeds:
         mine = [future for future, (owner, _item) in inflight.items() if owner is each]
-        if not each.run.drop_in_flight([inflight[future][1] for future in mine]):
+        if not each.run.hand_over():  # commits the rows back so far
             continue
+        handed = handover.take(each.run, [inflight[future][1] for future in mine])
         for future in mine:
-            del inflight[future]
-        each.inflight -= len(mine)
-        dropped = dropped or bool(mine)
+            if inflight[future][1].index in handed:
+                del inflight[future]
+                each.inflight -= 1
+            else:
+                _collect(inflight, future, handover)  # came back meanwhile: its result is set now
+        if each.run.finished:
+            each.run.sync([])
+        if handed:
+            each.run.expect_late()
+            dropped = True
     return dropped
 
 
@@ -468,9 +562,12 @@ def release_chunk(run: ChunkRun) -> None:
         index__lt=chunk.end,
         status__in=(RowStatus.PENDING, RowStatus.RUNNING),
     ).exists()
+    late = run.late_until is not None
     Chunk.objects.filter(pk=chunk.pk).update(
-        lease_until=None,
-        holder="",
-        done=not remaining,
+        # Rows left to their threads at a cancel (ChunkRun.hand_over): the lease, and this
+        # process named its holder, keep the reaper's cleanup off them until their deadline.
+        lease_until=run.late_until,
+        holder=chunk.holder if late else "",
+        done=late or not remaining,
         available_at=run.next_available if remaining else None,
     )
