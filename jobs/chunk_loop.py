@@ -220,7 +220,7 @@ class _StopWatch:
     the person pressed Pause or Cancel, perhaps a paid one. A thread about to start a row asks
     here; the cache is read at most every STOP_CHECK_SECONDS for all threads together. While
     every thread waits on a request none asks, so the loop does (`cancel_seen`): a cancel then
-    ends the rows in flight without waiting for them (`_drop_in_flight`).
+    leaves the rows in flight to their threads instead of waiting for them (`_drop_in_flight`).
     """
 
     def __init__(self, public_id: str, stop: threading.Event):
@@ -249,7 +249,7 @@ class _StopWatch:
     def cancel_seen(self) -> bool:
         """For the loop while rows are in flight: whether the cache says the job was cancelled
         (asked at most every LOOP_CHECK_SECONDS; a pause seen meanwhile stops the threads). The
-        database has the last word (ChunkRun.drop_in_flight)."""
+        database has the last word (ChunkRun.hand_over)."""
         if self.cancelled:
             return True
         now = time.monotonic()

@@ -155,8 +155,8 @@ def cancel_rest(job_pk: int) -> None:
 
 
 def _cancel_pending(job: Job, *, limited: bool = True) -> None:
-    # Rows in a request are cancelled by their own loop at once (chunk_loop._drop_in_flight);
-    # other rows already running finish and keep their output; the rest will not start. A CPU
+    # Rows already running finish and keep their output (a row in a request is written by its
+    # own thread when the answer comes back: chunk_loop._Handover); the rest will not start. A CPU
     # processor's rows in flight are still `pending` in the table (their chunk records the
     # range instead): they are running, so they are left to finish too. Those ranges are one
     # per loop at most, so they are read first and excluded by index range.

@@ -41,10 +41,10 @@ MESSAGE_GRACE = timedelta(seconds=60)
 # The reaper sends at most this many messages a round; the rest wait for the next rounds.
 DISPATCH_BATCH = 500
 
-# A cancel lets a group of rows already computing finish, an I/O loop ends its rows in flight
-# within about a second, and a big job's pending rows are cancelled in batches after the
-# request: the job.cancelled event waits this long at most for all of them, so that the job
-# object it carries holds the final counts.
+# A cancel lets the rows already running finish (API.md; an I/O loop's rows in a request are
+# written by their threads when the answers come back), and a big job's pending rows are
+# cancelled in batches after the request: the job.cancelled event waits this long at most for
+# both, so that the job object it carries holds the final counts.
 SETTLE_SECONDS = 30.0
 SETTLE_EVERY = 0.5
 # A claim outlives the longest attempt (the wait for running rows, then the receiver's timeout)

@@ -268,9 +268,8 @@ job_schema = extend_schema_view(
     cancel=extend_schema(
         operation_id="jobs_cancel",
         summary="Cancel a job",
-        description="Rows not started are cancelled. Rows waiting on a request (I/O processors) "
-        "are cancelled at once, their answers dropped; a group of rows already computing "
-        "finishes and keeps its results.",
+        description="Rows not started are cancelled; rows already running finish and keep "
+        "their results.",
         parameters=[JOB_ID],
         request=None,
         responses={
