@@ -3,6 +3,7 @@ a pool of threads for I/O processors, committing at sync points (jobs/syncpoint.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +22,8 @@ from .processors import Processor, RowInput, RowResult
 from .ratelimit import RateLimitTimeout, acquire
 from .syncpoint import CPU_GROUP_ROWS, ChunkRun, _Item
 
+logger = logging.getLogger(__name__)
+
 # Most rows in one CPU group (see CPU_GROUP_ROWS); a group takes about GROUP_SECONDS.
 CPU_GROUP_MAX = 5000
 # SQLite has one write lock for the whole database: a smaller most rows per sync point keeps each
@@ -31,6 +34,9 @@ SYNC_INTERVAL = 0.25  # seconds between sync points while I/O rows are in flight
 MAX_SYNC_GAP = 5.0  # renew the lease at least this often, even when nothing finished
 # A thread about to start a row asks the job's live status (the cache) at most this often.
 STOP_CHECK_SECONDS = 0.05
+# While rows are in flight the loop itself asks it this often: the threads ask only before a
+# row, and may all be waiting on slow requests (then coming back at once, past that limit).
+LOOP_CHECK_SECONDS = 0.25
 
 
 def _row_input(item: _Item, column_names: list[str], input_map: dict[str, str]) -> RowInput:
@@ -201,6 +207,9 @@ class _Feed:
 
 
 _NOT_STARTED = object()
+# A job being deleted is cancelled first; the cache may say only that it is gone.
+_DELETED = "deleted"
+_ENDED = (JobStatus.CANCELLED, _DELETED)
 
 
 class _StopWatch:
@@ -209,14 +218,17 @@ class _StopWatch:
     The loop learns it at its next sync point (up to SYNC_INTERVAL away), and meanwhile every
     thread that finished a row would start one of those queued behind it: a request made after
     the person pressed Pause or Cancel, perhaps a paid one. A thread about to start a row asks
-    here; the cache is read at most every STOP_CHECK_SECONDS for all threads together.
+    here; the cache is read at most every STOP_CHECK_SECONDS for all threads together. While
+    every thread waits on a request none asks, so the loop does (`cancel_seen`): a cancel then
+    leaves the rows in flight to their threads instead of waiting for them (`_drop_in_flight`).
     """
 
     def __init__(self, public_id: str, stop: threading.Event):
         self.public_id = public_id
         self.stop = stop
         self.lock = threading.Lock()
-        self.checked = time.monotonic()
+        self.checked = self.looked = time.monotonic()
+        self.cancelled = False
 
     def stopped(self) -> bool:
         if self.stop.is_set():
@@ -226,17 +238,41 @@ class _StopWatch:
             if now - self.checked < STOP_CHECK_SECONDS:
                 return False
             self.checked = now
-        stored = livestatus.load(self.public_id)
-        if stored is not None:
-            try:
-                status = orjson.loads(stored[1]).get("status")
-            except (orjson.JSONDecodeError, AttributeError):
-                status = None
-            if status in (JobStatus.PAUSED, JobStatus.CANCELLED):
-                # The loop's next sync point reads the status from the database and ends.
-                self.stop.set()
-                return True
+        status = self._published_status()
+        if status in (JobStatus.PAUSED, *_ENDED):
+            # The loop's next sync point reads the status from the database and ends.
+            self.cancelled = self.cancelled or status in _ENDED
+            self.stop.set()
+            return True
         return False
+
+    def cancel_seen(self) -> bool:
+        """For the loop while rows are in flight: whether the cache says the job was cancelled
+        (asked at most every LOOP_CHECK_SECONDS; a pause seen meanwhile stops the threads). The
+        database has the last word (ChunkRun.hand_over)."""
+        if self.cancelled:
+            return True
+        now = time.monotonic()
+        if now - self.looked < LOOP_CHECK_SECONDS:
+            return False
+        self.looked = now
+        status = self._published_status()
+        if status in (JobStatus.PAUSED, *_ENDED):
+            self.cancelled = status in _ENDED
+            self.stop.set()
+        return self.cancelled
+
+    def _published_status(self) -> str | None:
+        stored = livestatus.load(self.public_id)
+        if stored is None:
+            return None
+        try:
+            published = orjson.loads(stored[1])
+        except orjson.JSONDecodeError:
+            return None
+        if published is None:
+            return _DELETED  # the key of a job being deleted (livestatus.forget)
+        return published.get("status") if isinstance(published, dict) else None
 
 
 def _run_threaded(
@@ -268,16 +304,22 @@ def _run_threaded(
                 except RateLimitTimeout:
                     continue
 
+    handover = _Handover()
+
     def call(item: _Item):
         # Rows are marked running in groups ahead of the pool; one that has not begun when a
         # pause arrives goes back to pending untouched.
         if watch.stopped():
-            return _NOT_STARTED
+            return handover.back(item, _NOT_STARTED)
         if limiter is not None:
             limiter()
             if stop.is_set():
-                return _NOT_STARTED
-        return processor.run_one(to_input(item))
+                return handover.back(item, _NOT_STARTED)
+        try:
+            result = processor.run_one(to_input(item))
+        except Exception as exc:
+            return handover.back(item, None, exc)
+        return handover.back(item, result)
 
     # Finished calls come back through one queue (a done-callback each) rather than by waiting on
     # every future in flight: concurrent.futures.wait installs and removes a waiter on each of
@@ -287,7 +329,9 @@ def _run_threaded(
     began, rows_done = time.monotonic(), 0
     inflight: dict[Future, tuple[_Feed, _Item]] = {}
     finished_calls: SimpleQueue[Future] = SimpleQueue()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}") as pool:
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"job-{job.pk}")
+    dropped = False
+    try:
         while True:
             now = time.monotonic()
             feed = feeds[-1]
@@ -336,6 +380,13 @@ def _run_threaded(
                         inflight[future] = (each, item)
                         each.inflight += 1
                         future.add_done_callback(finished_calls.put)
+            if inflight and (
+                any(each.run.status == JobStatus.CANCELLED for each in feeds) or watch.cancel_seen()
+            ):
+                if _drop_in_flight(feeds, inflight, finished_calls, handover):
+                    dropped = True
+                else:
+                    watch.cancelled = False  # the database says otherwise: retried since
             # Chunks before the current one that have nothing in flight are done with (their
             # rows were all started, or a pause or cancel stopped them).
             for done_feed in [f for f in feeds[:-1] if not f.inflight]:
@@ -356,15 +407,151 @@ def _run_threaded(
                 except Empty:
                     break
             for future in done:
-                each, item = inflight.pop(future)
-                each.inflight -= 1
+                _collect(inflight, future, handover)
                 rows_done += 1
-                result = future.result()
-                if result is _NOT_STARTED:
-                    each.run.unstart(item)
-                else:
-                    each.run.collect(item, result)
+    except Job.DoesNotExist:
+        # Deleted, its rows with it: nothing a call in flight brings back can be written.
+        dropped = True
+        raise
+    finally:
+        # After a cancel the threads still in a request are not waited for: each writes its
+        # own row when its request comes back (`_Handover`), at its deadline at the latest, so
+        # a cancelled loop leaves at most its `threads` of them behind, for that long at most.
+        pool.shutdown(wait=not dropped, cancel_futures=dropped)
     return feeds[-1]
+
+
+_HANDED = object()  # a call whose row its own thread wrote (`_Handover`)
+
+# Calls handed over and not back yet, by processor: its client must outlive them, so the step
+# that ends leaves closing it to the last of them (close_processor).
+_LATE_LOCK = threading.Lock()
+_LATE_CALLS: dict[int, int] = {}
+_CLOSING: dict[int, Processor] = {}
+
+
+def close_processor(processor: Processor) -> None:
+    """Close a step's processor now, or once the calls handed over at a cancel are back."""
+    with _LATE_LOCK:
+        if _LATE_CALLS.get(id(processor)):
+            _CLOSING[id(processor)] = processor
+            return
+    processor.close()
+
+
+def _late_call_back(processor: Processor) -> None:
+    with _LATE_LOCK:
+        key = id(processor)
+        _LATE_CALLS[key] -= 1
+        if _LATE_CALLS[key]:
+            return
+        del _LATE_CALLS[key]
+        closing = _CLOSING.pop(key, None)
+    if closing is not None:
+        closing.close()
+
+
+class _Handover:
+    """Rows whose call the loop stopped waiting for at a cancel: the thread that made the call
+    writes the row itself when it comes back (ChunkRun.write_late), as a sync point would have,
+    on its own connection, then closes it. A call that comes back before the handover returns
+    its result to the loop as usual; the lock decides which, once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.returned: set[int] = set()  # rows (by index) whose call is back with the loop
+        self.runs: dict[int, ChunkRun] = {}  # rows handed over, by index
+
+    def back(self, item: _Item, result, exc: Exception | None = None):
+        """For the calling thread: its result, or _HANDED when it wrote the row itself."""
+        with self.lock:
+            run = self.runs.pop(item.index, None)
+            if run is None:
+                self.returned.add(item.index)
+                if exc is not None:
+                    raise exc
+                return result
+        try:
+            if exc is not None:
+                raise exc  # the reaper's cleanup of the cancelled job ends its row
+            run.write_late(item, None if result is _NOT_STARTED else result)
+        except Exception:
+            logger.exception("job %s: row %d could not be written", run.job.public_id, item.index)
+        finally:
+            connection.close()  # connections are per thread: this one's ends with its row
+            _late_call_back(run.processor)
+        return _HANDED
+
+    def take(self, run: ChunkRun, items: list[_Item]) -> set[int]:
+        """Hand over those of `items` whose call is not back yet; returns their indexes."""
+        with self.lock:
+            taken = {item.index for item in items if item.index not in self.returned}
+            for index in taken:
+                self.runs[index] = run
+            if taken:
+                with _LATE_LOCK:
+                    key = id(run.processor)
+                    _LATE_CALLS[key] = _LATE_CALLS.get(key, 0) + len(taken)
+        return taken
+
+
+def _collect(
+    inflight: dict[Future, tuple[_Feed, _Item]], future: Future, handover: _Handover
+) -> None:
+    """A finished call's row into its chunk's run; a call whose row was handed over is not."""
+    taken = inflight.pop(future, None)
+    if taken is None:
+        return
+    each, item = taken
+    each.inflight -= 1
+    handover.returned.discard(item.index)
+    result = future.result()
+    if result is _NOT_STARTED:
+        each.run.unstart(item)
+    else:
+        each.run.collect(item, result)
+
+
+def _drop_in_flight(
+    feeds: list[_Feed],
+    inflight: dict[Future, tuple[_Feed, _Item]],
+    finished_calls: SimpleQueue[Future],
+    handover: _Handover,
+) -> bool:
+    """On a cancel, stop waiting for the rows in flight (the deadline of a request can be
+    minutes): the loop, and the worker process it holds, are free at once. Their rows stay
+    running and keep their results (API.md): each thread writes its own row when its request
+    comes back (`_Handover`). A pause or a turn still waits. The calls already back are
+    committed; rows whose call never began are given back their attempt. Returns whether any
+    row was handed over (the database may say the job is no longer cancelled: then none is)."""
+    while True:
+        try:
+            _collect(inflight, finished_calls.get_nowait(), handover)
+        except Empty:
+            break
+    for future, (each, item) in list(inflight.items()):
+        if future.cancel():  # queued behind the threads: it never began, and now never will
+            del inflight[future]
+            each.inflight -= 1
+            each.run.unstart(item)
+    dropped = False
+    for each in feeds:
+        mine = [future for future, (owner, _item) in inflight.items() if owner is each]
+        if not each.run.hand_over():  # commits the rows back so far
+            continue
+        handed = handover.take(each.run, [inflight[future][1] for future in mine])
+        for future in mine:
+            if inflight[future][1].index in handed:
+                del inflight[future]
+                each.inflight -= 1
+            else:
+                _collect(inflight, future, handover)  # came back meanwhile: its result is set now
+        if each.run.finished:
+            each.run.sync([])
+        if handed:
+            each.run.expect_late()
+            dropped = True
+    return dropped
 
 
 def release_chunk(run: ChunkRun) -> None:
@@ -375,9 +562,12 @@ def release_chunk(run: ChunkRun) -> None:
         index__lt=chunk.end,
         status__in=(RowStatus.PENDING, RowStatus.RUNNING),
     ).exists()
+    late = run.late_until is not None
     Chunk.objects.filter(pk=chunk.pk).update(
-        lease_until=None,
-        holder="",
-        done=not remaining,
+        # Rows left to their threads at a cancel (ChunkRun.hand_over): the lease, and this
+        # process named its holder, keep the reaper's cleanup off them until their deadline.
+        lease_until=run.late_until,
+        holder=chunk.holder if late else "",
+        done=late or not remaining,
         available_at=run.next_available if remaining else None,
     )

@@ -14,7 +14,17 @@ from django.utils import timezone
 
 from batchhub.api import InvalidState
 
-from . import chunks, enqueue, finish, livestatus, runner, services, states, webhook_deliveries
+from . import (
+    chunks,
+    enqueue,
+    finish,
+    holders,
+    livestatus,
+    runner,
+    services,
+    states,
+    webhook_deliveries,
+)
 from .ingest import loading
 from .models import Chunk, Job, JobStatus
 
@@ -76,7 +86,12 @@ def reap(now=None) -> dict[str, int]:
         updated_at__lt=now - lease,
     )
     for job in leftover:
-        if not Chunk.objects.filter(job=job, lease_until__gte=now).exists():
+        # A lease outlives a cancel when rows were left in a request, for their threads to write
+        # (chunk_loop._Handover); it stops counting once its process is known gone.
+        leased = Chunk.objects.filter(job=job, lease_until__gte=now).values_list(
+            "holder", flat=True
+        )
+        if all(holders.is_gone(holder) for holder in leased):
             done["leftovers"] += finish.cancel_leftovers(job.pk)
 
     # An ingest whose task was lost (a worker killed while reading) is started again: at once

@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from . import enqueue, livestatus, states
-from .chunk_loop import process_chunk, release_chunk
+from .chunk_loop import close_processor, process_chunk, release_chunk
 from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
 from .finish import _cancel_leftovers_after_failure, cancel_leftovers, finalize
 from .models import Chunk, Job, JobStatus
@@ -236,7 +236,8 @@ def _work(
             job, group_rows = run.job, run.group_rows  # as of the chunk's last sync point
     finally:
         if processor is not None:
-            processor.close()
+            # Calls left in a request at a cancel still use its client: the last one closes it.
+            close_processor(processor)
 
 
 # The error code of a job whose params the workers refuse; retrying its rows cannot help.

@@ -141,8 +141,22 @@ def cancel(job: Job, *, actor: str) -> Job:
 CANCEL_SECONDS = 0.5
 
 
-def _cancel_pending(job: Job) -> None:
-    # Rows already running finish and keep their output; the rest will not start. A CPU
+def cancel_rest(job_pk: int) -> None:
+    """The pending rows a cancel request left for lack of time (the task it sent), in the same
+    way: its loops may still be running. A count of the rows here would take theirs in flight
+    as pending, and cancelling those would let a result land on a cancelled row: the job's
+    counts stopped adding up. A dead loop's rows are the reaper's (finish.cancel_leftovers)."""
+    job = Job.objects.filter(pk=job_pk, status=JobStatus.CANCELLED).first()
+    if job is None:
+        return  # deleted, or retried since
+    _cancel_pending(job, limited=False)
+    job.refresh_from_db()
+    livestatus.publish(job, livestatus.NO_NEW_EVENT)
+
+
+def _cancel_pending(job: Job, *, limited: bool = True) -> None:
+    # Rows already running finish and keep their output (a row in a request is written by its
+    # own thread when the answer comes back: chunk_loop._Handover); the rest will not start. A CPU
     # processor's rows in flight are still `pending` in the table (their chunk records the
     # range instead): they are running, so they are left to finish too. Those ranges are one
     # per loop at most, so they are read first and excluded by index range.
@@ -153,7 +167,7 @@ def _cancel_pending(job: Job) -> None:
     )
     began = time.monotonic()
     for start in range(0, job.total, finish.BULK_ROWS):
-        if time.monotonic() - began > CANCEL_SECONDS:
+        if limited and time.monotonic() - began > CANCEL_SECONDS:
             enqueue.send("jobs.cancel_leftovers", job.pk)
             return
         rows = Row.objects.filter(

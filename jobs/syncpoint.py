@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # and cheap processors commit thousands of rows per statement.
 CPU_GROUP_ROWS = 100
 SAMPLE_EVERY = 1.0  # seconds between throughput samples
+# Added to twice a processor's timeout for the longest a request left in flight at a cancel may
+# still take (its thread then writes its row: ChunkRun.write_late).
+MAX_LATE_MARGIN = 30.0
 MAX_SAMPLES = 240
 
 
@@ -281,6 +284,8 @@ class ChunkRun:
     # Rows per CPU group, sized from the measured time per row; a task's next chunk starts at it
     # instead of measuring again from CPU_GROUP_ROWS (one sync point fewer per chunk).
     group_rows: int = CPU_GROUP_ROWS
+    # Set at a cancel that left rows in a request (hand_over): their chunk's lease lasts this long.
+    late_until: datetime | None = None
 
     # -- turning results into rows --
     def collect(self, item: _Item, result: RowResult) -> None:
@@ -323,6 +328,85 @@ class ChunkRun:
     def unstart(self, item: _Item) -> None:
         """A row that was marked running but never began (pause/cancel came first)."""
         self.finished.append(Done(item.index, RowStatus.PENDING, None, None, item.attempts - 1))
+
+    def hand_over(self) -> bool:
+        """The job was cancelled: commit the rows already back, so that the rows still in a
+        request can be left to the threads that made it (`write_late`) and the loop need not
+        wait for them. Returns False when the job is not cancelled after all.
+
+        Their rows stay `running` meanwhile (API.md: rows already running finish and keep their
+        results)."""
+        self.sync([])
+        return self.status == JobStatus.CANCELLED
+
+    def expect_late(self) -> None:
+        """Rows were handed over: the chunk stays leased to this process until their requests'
+        deadline (release_chunk keeps `late_until`), so the reaper's cleanup of the cancelled
+        job leaves them alone until then, or until this process is gone."""
+        self.late_until = timezone.now() + timedelta(seconds=self.late_seconds())
+
+    def late_seconds(self) -> float:
+        """How long a request left in flight may still take: its processor's timeout, with
+        room for a connect and an answer read in turn, and never less than a lease."""
+        timeout = (getattr(self.processor, "params", None) or {}).get("timeout")
+        lease = float(settings.BATCHHUB_LEASE_SECONDS)
+        if not isinstance(timeout, (int, float)):
+            return lease
+        return max(lease, 2 * float(timeout) + MAX_LATE_MARGIN)
+
+    def write_late(self, item: _Item, result: RowResult | None) -> bool:
+        """A row handed over at a cancel (`hand_over`), written when its call came back, as a sync
+        point writes it: `result`, or given back when the call never began (None); a row that
+        would wait for another try ends cancelled. Only while the row is still `running`: the
+        reaper's cleanup may have ended it, and a row is counted once. Returns whether it was
+        written. Runs on the calling thread's own connection (the caller closes it)."""
+        late = ChunkRun(job=self.job, chunk=self.chunk, processor=self.processor, plan=self.plan)
+        if result is None:
+            late.unstart(item)
+        else:
+            late.collect(item, result)
+        done = late.finished[0]
+        cancelled = Job.objects.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists()
+        if done.status == RowStatus.PENDING and cancelled:
+            done.status = RowStatus.CANCELLED
+        with transaction.atomic():
+            # The row first, then the job's lock, as at every sync point; the reaper's cleanup,
+            # which changes running rows, waits for this row or finds it no longer running.
+            taken = Row.objects.filter(
+                job_id=self.job.pk, index=done.index, status=RowStatus.RUNNING
+            ).update(status=done.status)
+            if not taken:
+                return False
+            try:
+                with transaction.atomic():
+                    write_rows(self.job.pk, [done])
+            except Exception as exc:
+                if not refused_for_content(exc):
+                    raise
+                done.status, done.output = RowStatus.FAILED, None
+                done.error = refusal_message(exc)
+                write_rows(self.job.pk, [done])
+            job = Job.objects.select_for_update().get(pk=self.job.pk)
+            job.running -= 1
+            counter = {
+                RowStatus.SUCCEEDED: "succeeded",
+                RowStatus.FAILED: "failed",
+                RowStatus.CANCELLED: "cancelled",
+            }.get(done.status, "pending")
+            setattr(job, counter, getattr(job, counter) + 1)
+            update = ["running", counter, "updated_at"]
+            if late.usage:
+                usage = dict(job.usage or {})
+                for key, value in late.usage.items():
+                    usage[key] = usage.get(key, 0) + value
+                job.usage = usage
+                update.append("usage")
+            job.save(update_fields=update)
+            if done.status == RowStatus.PENDING:
+                # Retried since the cancel: its chunk runs it again.
+                Chunk.objects.filter(pk=self.chunk.pk).update(done=False)
+            livestatus.publish(job, livestatus.NO_NEW_EVENT)
+        return True
 
     # -- the sync point --
     def sync(self, to_start: list[_Item], *, mark_rows: bool = True) -> list[_Item]:

@@ -9,10 +9,10 @@ from celery import shared_task
 # webhook_tasks holds the webhook sender's task: imported here so that autodiscovery of
 # jobs.tasks registers it with the workers.
 from . import (
-    finish,
     housekeeping,
     reaper,
     runner,
+    services,
     uploads,
     webhook_tasks,  # noqa: F401
 )
@@ -56,7 +56,7 @@ def work(job_pk: int, generation: int | None = None) -> None:
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)
 def cancel_leftovers(job_pk: int) -> None:
     """The pending rows of a cancelled job that its cancel request left (a very large job)."""
-    finish.cancel_leftovers(job_pk)
+    services.cancel_rest(job_pk)
 
 
 @shared_task(name="jobs.reap")

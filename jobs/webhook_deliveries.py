@@ -41,7 +41,8 @@ MESSAGE_GRACE = timedelta(seconds=60)
 # The reaper sends at most this many messages a round; the rest wait for the next rounds.
 DISPATCH_BATCH = 500
 
-# A cancel lets the rows already running finish (API.md), and a big job's pending rows are
+# A cancel lets the rows already running finish (API.md; an I/O loop's rows in a request are
+# written by their threads when the answers come back), and a big job's pending rows are
 # cancelled in batches after the request: the job.cancelled event waits this long at most for
 # both, so that the job object it carries holds the final counts.
 SETTLE_SECONDS = 30.0

@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from jobs import results
+from jobs import finish, results, services
 from jobs.models import Job, JobEvent, JobStatus
 from tests.conftest import make_job
-from tests.processors.servers import EchoHandler, LocalServer
+from tests.processors.servers import EchoHandler, LocalServer, holding_server
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +103,41 @@ def test_a_pool_process_killed_mid_io_job_loses_no_row_and_doubles_none(
     # Asked again: only rows the killed process had in flight or had not committed yet (a sync
     # point's worth), never its chunks' rows wholesale.
     assert sum(n - 1 for n in asked.values()) < 200
+
+
+def test_cancelled_jobs_stuck_on_a_slow_service_free_the_worker_within_seconds(
+    alice, worker_factory
+):
+    # A cancelled loop waited for its requests in flight: jobs cancelled against a service
+    # answering after 30 s held both pool processes that long, and a new one-row job waited.
+    # The rows in those requests still finish and keep their answers (API.md).
+    worker = worker_factory(concurrency=2)
+    with holding_server(30.0) as slow:
+        stuck = [http_job(alice, slow, 40, "/hold", concurrency=4) for _ in range(2)]
+        # One loop of four threads each, every thread waiting: both pool processes are held.
+        worker.wait_for(lambda: len(slow.requests) >= 8, timeout=30, message="held requests")
+        cancelled_at = time.monotonic()
+        for job in stuck:
+            services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+        fresh = make_job(alice, "name\na\n")
+        done = finished(fresh, timeout=20)
+        took = time.monotonic() - cancelled_at
+        assert done.status == JobStatus.COMPLETED and done.succeeded == 1, worker.tail()
+        assert took < 10, f"the new job finished {took:.1f} s after the cancels"
+        for job in stuck:
+            job = Job.objects.get(pk=job.pk)
+            # Still in a request: running until the service answers.
+            assert (job.status, job.running, job.cancelled) == (JobStatus.CANCELLED, 4, 36)
+        slow.httpd.state["release"].set()
+        for job in stuck:
+            job = wait_for(
+                lambda job=job: (j := Job.objects.get(pk=job.pk)).running == 0 and j, timeout=10
+            )
+            assert job.status == JobStatus.CANCELLED
+            assert (job.succeeded, job.failed, job.cancelled) == (4, 0, 36), worker.tail()
+            assert job.counts == {"total": job.total, **finish.recount(job)}
+            assert job.rows.filter(status="succeeded", output={"ok": True}).count() == 4
+        assert len(slow.requests) == 8  # nothing started after the cancels
 
 
 def test_rate_limit_holds_across_workers(alice, worker_factory, server):

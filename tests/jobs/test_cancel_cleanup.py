@@ -11,7 +11,7 @@ from jobs import chunks, finish, reaper, runner, services
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
-from jobs.tasks import ingest_job
+from jobs.tasks import cancel_leftovers, ingest_job
 from tests.conftest import make_job, rows_text
 from tests.jobs.test_engine import during_group, grouped_job
 
@@ -130,9 +130,29 @@ def test_cancel_cut_short_leaves_the_rest_to_a_task_and_counters_add_up(alice, m
     assert sent == [job.pk]
     assert job.status == JobStatus.CANCELLED and job.pending == 1000
     assert sum(job.counts[k] for k in job.counts if k != "total") == job.total
-    finish.cancel_leftovers(job.pk)  # what the task does
+    cancel_leftovers(job.pk)  # the task
     assert_settled(job)
     assert not Chunk.objects.filter(job=job, done=False).exists()
+
+
+def test_the_task_of_a_cancel_cut_short_leaves_a_live_loops_group_to_it(
+    alice, settings, monkeypatch
+):
+    # The task cancelled the rows of the group in flight too and counted the rows: the group's
+    # results then landed on cancelled rows, and the job said 900 cancelled and -100 running.
+    job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
+    monkeypatch.setattr(services, "CANCEL_SECONDS", -1.0)  # out of time at once
+    monkeypatch.setattr("jobs.tasks.cancel_leftovers.delay", lambda pk: None)
+
+    def cancel_and_run_the_task():
+        services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+        cancel_leftovers(job.pk)
+
+    during_group(monkeypatch, 2, cancel_and_run_the_task)
+    assert runner.work_once(job.pk).action == "stop"
+    assert_settled(job)
+    # The group in flight finished and kept its outputs; nothing else ran.
+    assert (job.succeeded, job.cancelled) == (200, 800)
 
 
 def test_make_run_start_releases_the_last_runs_leases_and_restarts_loops(alice, monkeypatch):

@@ -386,3 +386,24 @@ class EchoHandler(_Handler):
             self.send(404, {"error": "unknown path"})
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any  # noqa: N815
+
+
+class HoldingHandler(EchoHandler):
+    """/hold answers once the server's ``release`` event is set, or after ``hold`` seconds (a
+    slow service); the answers sent are counted in ``answered``."""
+
+    def _any(self) -> None:
+        if not self.path.startswith("/hold"):
+            super()._any()
+            return
+        self._record(self._read_body())
+        self.state["release"].wait(self.state["hold"])
+        self.send(200, {"ok": True})
+        with self.state["lock"]:
+            self.state["answered"] += 1
+
+    do_GET = _any  # noqa: N815
+
+
+def holding_server(hold: float) -> LocalServer:
+    return LocalServer(HoldingHandler, release=threading.Event(), answered=0, hold=hold)
