@@ -210,6 +210,15 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 f"Only a finished or paused job can retry rows; this one is {locked.status}.",
                 details={"status": locked.status},
             )
+        if locked.status == JobStatus.CANCELLED and locked.running:
+            # Rows in a request at the cancel are written by their threads as their answers come
+            # back (chunk_loop._Handover), their chunk held until then: a retry meanwhile would
+            # let the job end with them still running, or run them a second time.
+            raise InvalidState(
+                f"{locked.running} row{'s' if locked.running != 1 else ''} started before the "
+                "cancel still finish; retry once they are done.",
+                details={"status": locked.status, "running": locked.running},
+            )
         _check_params_still_accepted(locked)
         rows = Row.objects.filter(job=locked, status=RowStatus.FAILED)
         if row_ids is not None:

@@ -7,6 +7,7 @@ import pytest
 from jobs.ingest import loading
 from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
 from tests.conftest import drive
+from tests.factories import JobFactory, add_rows
 
 from .conftest import API, assert_error, create_json
 
@@ -118,6 +119,24 @@ def test_retry_with_a_misspelt_rows_retries_nothing(api_alice, run_job):
 def test_retry_of_a_running_job_is_409(api_alice, alice, new_job):
     job = _processing(new_job(alice, "name\na\n"))
     assert_error(api_alice.post(f"{API}/jobs/{job.public_id}/retry"), 409, "invalid_state")
+
+
+def test_no_retry_of_a_cancelled_job_while_its_rows_in_flight_finish(api_alice, alice):
+    # Rows in a request at the cancel are written by their threads when the answers come back;
+    # a retry meanwhile let the job end with them running, or run them twice.
+    job = JobFactory(
+        owner=alice, status=JobStatus.CANCELLED, rows=3, succeeded=0, failed=1, running=1,
+        cancelled=1,
+    )  # fmt: skip
+    add_rows(job, 3, status=lambda i: [RowStatus.FAILED, RowStatus.RUNNING, RowStatus.CANCELLED][i])
+    answer = api_alice.post(f"{API}/jobs/{job.public_id}/retry")
+    assert_error(answer, 409, "invalid_state")
+    assert "1 row started before the cancel still finish" in answer.json()["error"]["message"]
+    assert Row.objects.get(job=job, index=0).status == RowStatus.FAILED
+
+    Row.objects.filter(job=job, index=1).update(status=RowStatus.SUCCEEDED)
+    Job.objects.filter(pk=job.pk).update(running=0, succeeded=1)
+    assert api_alice.post(f"{API}/jobs/{job.public_id}/retry").status_code == 200
 
 
 def test_retry_without_failed_rows_is_409(api_alice, alice, new_job, run_job):
