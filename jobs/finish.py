@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from . import livestatus, states
@@ -19,24 +19,37 @@ logger = logging.getLogger(__name__)
 BULK_ROWS = 10_000
 
 
-def cancel_leftovers(job_pk: int) -> int:
+def cancel_leftovers(job_pk: int, *, spare_late: bool = False) -> int:
     """Rows of a cancelled or failed job left `pending` or `running` become `cancelled`.
 
     They will never run: a worker died or failed mid-chunk after the job was cancelled, or a
     cancel was cut short. Done in index ranges of BULK_ROWS rows, one short transaction each,
     then the counters are set from one count of the rows. Returns the rows changed.
+
+    `spare_late`: leave the rows of chunks a cancelled loop left to the threads of its requests
+    in flight (done, and leased until the requests' deadline: chunk_loop._Handover), which
+    write them when their answers come back; the reaper's cleanup ends them if that process is
+    gone.
     """
     job = Job.objects.filter(pk=job_pk).first()
     if job is None or job.status not in (JobStatus.CANCELLED, JobStatus.FAILED):
         return 0
+    spared = Q()
+    if spare_late:
+        late = Chunk.objects.filter(job_id=job_pk, done=True, lease_until__gte=timezone.now())
+        for start, end in late.values_list("start", "end"):
+            spared |= Q(index__gte=start, index__lt=end)
     changed = 0
     for start in range(0, job.total, BULK_ROWS):
-        changed += Row.objects.filter(
+        rows = Row.objects.filter(
             job_id=job_pk,
             index__gte=start,
             index__lt=start + BULK_ROWS,
             status__in=(RowStatus.PENDING, RowStatus.RUNNING),
-        ).update(status=RowStatus.CANCELLED)
+        )
+        if spared:
+            rows = rows.exclude(spared)
+        changed += rows.update(status=RowStatus.CANCELLED)
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_pk)
         counts = recount(job)
@@ -53,7 +66,8 @@ def _cancel_leftovers_after_failure(job_pk: int) -> None:
     """A loop failed mid-chunk: if the job was cancelled meanwhile, nobody will run its rows."""
     try:
         if Job.objects.filter(pk=job_pk, status=JobStatus.CANCELLED).exists():
-            cancel_leftovers(job_pk)
+            # Another loop's rows in a request at the cancel keep their answers (API.md).
+            cancel_leftovers(job_pk, spare_late=True)
     except Exception as exc:  # the database may be what failed; the reaper finishes this later
         # One line: the loop's own failure has its traceback already, and most jobs whose loop
         # failed were not cancelled at all.

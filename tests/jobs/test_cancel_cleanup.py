@@ -192,3 +192,28 @@ def test_a_database_gone_after_a_loop_failed_is_one_plain_warning(monkeypatch, c
     (record,) = [r for r in caplog.records if r.name == "jobs.finish"]
     assert record.exc_info is None and "could not look for a cancel" in record.getMessage()
     assert "OperationalError: server closed" in record.getMessage()
+
+
+def test_a_loop_failing_after_a_cancel_leaves_another_loops_late_rows_to_their_threads(
+    alice, settings
+):
+    # A cancelled loop left its rows in a request to their threads (chunk_loop._Handover): the
+    # chunk is done and leased until the requests' deadline. Another loop of the job failing
+    # then cancelled those rows too, and their answers, perhaps paid for, were dropped.
+    settings.BATCHHUB_CHUNK_ROWS = 10
+    job = make_job(alice, rows_text(50), concurrency=1)
+    loading.ingest(job.pk)
+    Row.objects.filter(job=job, index__lt=5).update(status=RowStatus.RUNNING, attempts=1)
+    Job.objects.filter(pk=job.pk).update(pending=45, running=5)
+    services.cancel(Job.objects.get(pk=job.pk), actor="alice")
+    late = timezone.now() + timedelta(minutes=1)
+    Chunk.objects.filter(job=job, start=0).update(done=True, lease_until=late, holder="its own")
+    # Rows a cancel cut short left pending, in a chunk nobody holds.
+    Row.objects.filter(job=job, index__gte=40).update(status=RowStatus.PENDING)
+
+    runner._cancel_leftovers_after_failure(job.pk)
+    statuses = dict(Row.objects.filter(job=job).values_list("index", "status"))
+    assert {statuses[i] for i in range(5)} == {RowStatus.RUNNING}
+    assert {statuses[i] for i in range(5, 50)} == {RowStatus.CANCELLED}
+    job.refresh_from_db()
+    assert (job.running, job.pending, job.cancelled) == (5, 0, 45)
