@@ -114,17 +114,23 @@ def work_once(
         return _database_lost(job_pk, held, exc)
 
 
+# Jobs of at most this many rows get a head start: the small jobs a person waits for in front of
+# the page. A step stops only between chunks, and a larger job's chunk of a slow CPU processor
+# (a pattern running into its timeout on every row) would hold the express queue's task long.
+HEAD_START_ROWS = 1000
+
+
 def head_start(job_pk: int) -> None:
-    """A first step of a job just read, run by the task that read it, when its processor is
-    CPU-bound (such a step ends within TASK_SECONDS).
+    """A first step of a small job just read, run by the task that read it, when its processor
+    is CPU-bound (such a step ends within TASK_SECONDS, or its few rows).
 
     The job's loops are queued behind every step queued before them: a 20-row job waited a
     minute or more for them while other jobs ran, though its whole work is one short step. Its
     read came through the express queue, so here it starts at once, and is often done. The
     loops, queued meanwhile, take what is left (and a job already done stops them at once).
     """
-    job = Job.objects.filter(pk=job_pk).only("status", "processor").first()
-    if job is None or job.status != JobStatus.PROCESSING:
+    job = Job.objects.filter(pk=job_pk).only("status", "processor", "total").first()
+    if job is None or job.status != JobStatus.PROCESSING or job.total > HEAD_START_ROWS:
         return
     processor_cls = get_processor_class(job.processor)
     if processor_cls is None or processor_cls.io_bound:

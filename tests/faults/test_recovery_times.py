@@ -15,7 +15,6 @@ import time
 import pytest
 from django.db import close_old_connections, connection
 
-from jobs import runner
 from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
 from tests.conftest import _api_client_for, make_job, rows_text
 from tests.faults.test_faults import finished, names_in_results, needs_services_script, services
@@ -115,10 +114,6 @@ def outage(alice, worker_factory, settings, server: str, down_s: float) -> dict:
     n = 60_000
     job = big_job(alice, n)
     worker.wait_for(lambda: (succeeded_now(job) or 0) >= 2000, timeout=120, message="progress")
-    # Past the first step, which the task that read the job runs itself (runner.head_start):
-    # the fault is meant for loops at work, not for loop messages still waiting for it to end.
-    time.sleep(runner.TASK_SECONDS + 1)
-    assert (succeeded_now(job) or 0) < n // 2, "the job ran too fast to cut it mid-way"
     poller = Poller(alice, job)
     poller.start()
     connection.close()

@@ -36,16 +36,25 @@ def test_a_small_cpu_job_is_done_by_the_task_that_reads_it(alice):
     assert not Chunk.objects.filter(job=job, done=False).exists()
 
 
-def test_a_large_cpu_job_gets_a_head_start_and_its_loops_do_the_rest(alice, settings, monkeypatch):
+def test_a_cpu_job_s_head_start_is_one_step_and_its_loops_do_the_rest(alice, settings, monkeypatch):
     settings.BATCHHUB_CHUNK_ROWS = 50
     monkeypatch.setattr(runner, "TASK_SECONDS", 0.0)  # a step of one chunk
-    job = make_job(alice, rows_text(3000), concurrency=1)
+    job = make_job(alice, rows_text(runner.HEAD_START_ROWS), concurrency=1)
     tasks.ingest_job(job.pk)
     job = Job.objects.get(pk=job.pk)
     # The step ends within its time, on a chunk's boundary, and leaves no chunk held.
     assert (job.status, job.succeeded, job.running) == (JobStatus.PROCESSING, 50, 0)
     assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
-    assert drive(job).succeeded == 3000
+    assert drive(job).succeeded == runner.HEAD_START_ROWS
+
+
+def test_a_larger_cpu_job_waits_for_its_loops(alice):
+    # A step stops only between chunks: a larger job's chunk of a slow processor would hold
+    # the read's task (and the express queue behind it) for as long as the chunk takes.
+    job = make_job(alice, rows_text(runner.HEAD_START_ROWS + 1), concurrency=1)
+    tasks.ingest_job(job.pk)
+    job = Job.objects.get(pk=job.pk)
+    assert (job.status, job.succeeded) == (JobStatus.PROCESSING, 0)
 
 
 def test_an_io_job_waits_for_its_loops(alice, monkeypatch):
