@@ -19,6 +19,7 @@ and the health checks unanswered. With `BATCHHUB_CLIENT_IDLE_SECONDS`:
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -59,8 +60,9 @@ class _Body:
     def _guarded(self, method, *args):
         try:
             return method(*args)
-        except (BlockingIOError, TimeoutError) as exc:
-            # BlockingIOError is SO_RCVTIMEO's EAGAIN on a blocking socket. Django would wrap an
+        except (BlockingIOError, TimeoutError, ssl.SSLWantReadError) as exc:
+            # BlockingIOError is SO_RCVTIMEO's EAGAIN on a blocking socket (SSLWantReadError
+            # when gunicorn itself speaks TLS). Django would wrap an
             # OSError as UnreadablePostError, which the CSRF check swallows before the view reads
             # on and waits the whole limit again; a RequestTimeout stops every reader.
             self._stop_reading()
@@ -126,14 +128,15 @@ class ThreadWorker(gthread.ThreadWorker):
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        # Under the lock: a thread that has just read a late connection's headers takes it out
+        # of the list under the same lock (handle_request), so its request is never cut.
         with self._headers_lock:
             late = [c for c, deadline in self._reading_headers.items() if deadline <= now]
             for conn in late:
                 del self._reading_headers[conn]
-        for conn in late:
-            if conn.is_http2:
-                continue  # a long-lived connection of many streams, not a request's headers
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                if conn.is_http2:
+                    continue  # a long-lived connection of many streams, not a request's headers
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

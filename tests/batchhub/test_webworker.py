@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import sys
 import time
 
@@ -35,7 +36,11 @@ class TimingOut:
     readline = read
 
 
-@pytest.mark.parametrize("error", [BlockingIOError(11, "timed out"), TimeoutError()])
+@pytest.mark.parametrize(
+    "error",
+    # The kernel's read limit on a plain socket, on a TLS one (gunicorn speaking TLS), Python's.
+    [BlockingIOError(11, "timed out"), ssl.SSLWantReadError(), TimeoutError()],
+)
 def test_a_read_that_timed_out_raises_request_timeout_and_stops_reading_the_client(error):
     server, client = tcp_pair()
     with server, client:
