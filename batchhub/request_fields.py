@@ -11,6 +11,7 @@ from typing import Any
 from batchhub.api import APIError
 
 MAX_NAMED = 20
+CSRF_FIELD = "csrfmiddlewaretoken"
 
 
 def refuse_repeated_parts(data: Any) -> None:
@@ -43,7 +44,8 @@ def refuse_unknown_fields(
     to where they go (e.g. JSON-only fields in a multipart body)."""
     if not isinstance(data, Mapping):
         return  # not an object: the serializer says so
-    known = list(known)
+    # A browser's form carries Django's CSRF token beside its fields (session clients).
+    known = [*known, CSRF_FIELD]
     unknown = [str(name) for name in data if name not in known]
     if not unknown:
         return

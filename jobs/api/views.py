@@ -166,13 +166,9 @@ class JobViewSet(viewsets.GenericViewSet):
         else:
             serializer_class = JobCreateJSONSerializer if is_json else JobCreateFormSerializer
         serializer = serializer_class(data=data)
-        if is_json:
-            refuse_unknown_fields(data, serializer.fields, elsewhere=_FORM_ONLY)
-        else:
-            # A browser form posting with its session carries its CSRF token as a field.
-            refuse_unknown_fields(
-                data, [*serializer.fields, "csrfmiddlewaretoken"], elsewhere=_JSON_ONLY
-            )
+        refuse_unknown_fields(
+            data, serializer.fields, elsewhere=_FORM_ONLY if is_json else _JSON_ONLY
+        )
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)
 

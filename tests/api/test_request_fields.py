@@ -181,3 +181,21 @@ def test_a_flood_of_unknown_fields_gets_a_short_answer(api_alice):
     assert error["message"].startswith(f"Unknown fields: '{'x' * 59}…', 'extra_0', ")
     assert error["message"].endswith("and 4,981 more.")
     assert len(response.content) < 3000
+
+
+def test_a_browser_form_s_csrf_token_is_taken_on_every_endpoint_that_checks_fields(
+    api_alice, alice
+):
+    # A session client posting a form sends Django's CSRF token as a field: refused as unknown
+    # on retry and key create (which take forms), where only create and validate took it.
+    from tests.factories import JobFactory, add_rows
+
+    job = JobFactory(owner=alice, status="partial", rows=1, succeeded=0, failed=1)
+    add_rows(job, 1, status="failed")
+    token = {"csrfmiddlewaretoken": "token"}
+    for path, form in ((f"{API}/keys", {"name": "a key", **token}),):
+        response = api_alice.post(path, form, format="multipart")
+        body = response.json() if response.content else {}
+        assert response.status_code < 300, (path, body)
+    retried = api_alice.post(f"{API}/jobs/{job.public_id}/retry", token, format="multipart")
+    assert retried.status_code == 200, retried.json()
