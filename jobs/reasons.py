@@ -10,6 +10,7 @@ a digit. Short numbers stay: "answered 404" and "answered 500" are different cau
 
 from __future__ import annotations
 
+import functools
 import re
 
 REASON_CHARS = 200
@@ -34,11 +35,19 @@ _SPACE = re.compile(r"\s+")
 _GAPS = re.compile(rf"{GAP}(?:[\s,;]*{GAP})+")
 
 
+# A reason is at most REASON_CHARS long: what lies past this much of an error never shows in it.
+READ_CHARS = 10 * REASON_CHARS
+
+
+@functools.lru_cache(maxsize=1024)
 def reason_for(error: str | None) -> str | None:
-    """`error` without its row-to-row variable parts; None for no error."""
+    """`error` without its row-to-row variable parts; None for no error.
+
+    Run in the sync point's transaction for each failed row (on SQLite, under its one write
+    lock): rows failing with one text are worked out once, and a long error only in its head."""
     if error is None:
         return None
-    text = _SPACE.sub(" ", error).strip()
+    text = _SPACE.sub(" ", error[:READ_CHARS]).strip()
     text = _UUID.sub(GAP, text)
     text = _TIMESTAMP.sub(GAP, text)
     text = _QUOTED.sub(lambda m: m.group(1) + GAP + m.group(1), text)
