@@ -306,8 +306,8 @@ def _finite(value: Any) -> Any:
     """`value` with every NaN and infinity in it as None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]  # a tuple is written as an array anyway
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     return value

@@ -77,4 +77,7 @@ def test_nan_is_written_as_null_whichever_writer_writes_the_output():
     # which jsonb refuses: the same value failed a row or not depending on its neighbours.
     for big in (1, 2**64):
         value = {"n": big, "x": float("nan"), "y": [float("inf"), -float("inf"), 1.5]}
-        assert json.loads(jsonsafe.dumps(value)) == {"n": big, "x": None, "y": [None, None, 1.5]}
+        value["t"] = (float("nan"), 2)
+        assert json.loads(jsonsafe.dumps(value)) == {
+            "n": big, "x": None, "y": [None, None, 1.5], "t": [None, 2]
+        }  # fmt: skip
