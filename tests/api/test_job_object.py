@@ -117,6 +117,23 @@ def test_a_processing_job_shows_progress_rate_and_eta(api_alice, alice, new_job)
     assert TIMESTAMP.match(body["estimated_completion"])
 
 
+def at_work(
+    job: Job, *, total: int, succeeded: int, samples: list, working_for: float, started=False
+) -> None:
+    """`job` processing: `succeeded` of its `total` rows done, its throughput `samples`, its
+    current working stretch begun `working_for` s ago (and the job then, if `started`)."""
+    since = timezone.now() - timedelta(seconds=working_for)
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.PROCESSING,
+        total=total,
+        pending=total - succeeded,
+        succeeded=succeeded,
+        samples=samples,
+        working_since=since,
+        **({"started_at": since} if started else {}),
+    )
+
+
 def test_after_a_resume_the_rate_and_eta_are_the_pages(api_alice, client_alice, alice, new_job):
     # 20 s at 10 rows/s, 15 s paused, 5 s at 10 rows/s again: the API counted the pause as work
     # and said 5 rows/s (and an ETA twice as far) beside a page saying 10.
@@ -124,14 +141,7 @@ def test_after_a_resume_the_rate_and_eta_are_the_pages(api_alice, client_alice, 
     now = timezone.now().timestamp()
     before = [[now - 40 + t, 10 * t] for t in range(21)]
     after = [[now - 5 + t, 200 + 10 * t] for t in range(6)]
-    Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING,
-        total=1000,
-        pending=750,
-        succeeded=250,
-        samples=before + after,
-        working_since=timezone.now() - timedelta(seconds=5),  # the resume
-    )
+    at_work(job, total=1000, succeeded=250, samples=before + after, working_for=5)  # the resume
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
     page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
@@ -154,15 +164,7 @@ def test_a_job_taking_turns_on_busy_workers_is_given_the_clocks_eta(
     samples = [
         [now - 150 + 40 * turn + t, 1000 * turn + 100 * t] for turn in range(4) for t in range(11)
     ]
-    Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING,
-        total=14_000,
-        pending=10_000,
-        succeeded=4_000,
-        samples=samples,
-        started_at=timezone.now() - timedelta(seconds=200),
-        working_since=timezone.now() - timedelta(seconds=200),
-    )
+    at_work(job, total=14_000, succeeded=4_000, samples=samples, working_for=200, started=True)
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
     page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
@@ -183,14 +185,7 @@ def test_a_job_whose_turn_has_just_begun_keeps_its_eta(api_alice, client_alice, 
         [now - 72 + 35 * turn + t, 1000 * turn + 100 * t] for turn in range(2) for t in range(11)
     ]
     samples += [[now - 2 + t, 2000 + 100 * t] for t in range(3)]
-    Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING,
-        total=12_400,
-        pending=10_200,
-        succeeded=2_200,
-        samples=samples,
-        working_since=timezone.now() - timedelta(seconds=100),
-    )
+    at_work(job, total=12_400, succeeded=2_200, samples=samples, working_for=100)
 
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
     page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
@@ -208,14 +203,7 @@ def test_a_pause_before_the_stretch_is_not_counted_in_the_eta(api_alice, alice, 
     now = timezone.now().timestamp()
     samples = [[now - 120 + t, 10 * t] for t in range(61)]
     samples += [[now - 10 + t, 600 + 10 * t] for t in range(11)]
-    Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.PROCESSING,
-        total=1000,
-        pending=300,
-        succeeded=700,
-        samples=samples,
-        working_since=timezone.now() - timedelta(seconds=10),
-    )
+    at_work(job, total=1000, succeeded=700, samples=samples, working_for=10)
     body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
     eta = datetime.fromisoformat(body["estimated_completion"].replace("Z", "+00:00"))
     assert 27 <= eta.timestamp() - now <= 33  # 300 rows at 10 rows/s

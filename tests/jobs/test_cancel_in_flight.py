@@ -120,13 +120,14 @@ def answered(job: Job, server) -> None:
     loop_threads_ended(job)  # the threads left behind end with their row written
 
 
-def cancelled_mid_request(job: Job, server) -> float:
-    """Cancel while every thread waits on a request; the seconds the loop took to return."""
+def cancelled_mid_request(job: Job, server, action: str = "cancel") -> float:
+    """Cancel (or delete) while every thread waits on a request; the seconds the loop took to
+    return."""
     at: list[float] = []
 
     def cancel() -> None:
         every_thread_held(server)
-        control(job, "cancel", at)
+        control(job, action, at)
 
     canceller = in_another_thread(cancel)
     step = runner.work_once(job.pk, io_seconds=60)
@@ -242,17 +243,7 @@ def test_a_pause_alone_keeps_the_answers_of_the_rows_in_flight(held_job, server)
 
 
 def test_deleting_a_job_with_rows_in_flight_frees_its_loop_at_once(held_job, server):
-    at: list[float] = []
-
-    def delete() -> None:
-        every_thread_held(server)
-        control(held_job, "delete", at)
-
-    deleter = in_another_thread(delete)
-    step = runner.work_once(held_job.pk, io_seconds=60)
-    returned = time.monotonic() - at[0]
-    deleter.join(5)
-    assert step.action == "stop"
+    returned = cancelled_mid_request(held_job, server, "delete")
     assert returned < 2.0, f"the loop returned {returned:.1f} s after the delete"
     # The answers that come back later have no row to land on, and bring none back.
     answered(held_job, server)
