@@ -116,6 +116,35 @@ def _reason(d: Done) -> str | None:
     return jsonsafe.valid_text(reason)
 
 
+_COUNTERS = ("running", "succeeded", "failed", "pending", "cancelled")
+
+
+def _count_finished(job: Job, finished: list[Done]) -> None:
+    """Move the job's counters for rows that were running and ended as `finished` says (a row
+    given back is pending again)."""
+    for d in finished:
+        job.running -= 1
+        if d.status == RowStatus.SUCCEEDED:
+            job.succeeded += 1
+        elif d.status == RowStatus.FAILED:
+            job.failed += 1
+        elif d.status == RowStatus.CANCELLED:
+            job.cancelled += 1
+        else:
+            job.pending += 1
+
+
+def _add_usage(job: Job, usage: dict[str, int]) -> bool:
+    """Add a processor's usage (tokens, …) to the job's; whether there was any."""
+    if not usage:
+        return False
+    total = dict(job.usage or {})
+    for key, value in usage.items():
+        total[key] = total.get(key, 0) + value
+    job.usage = total
+    return True
+
+
 class OutputNotJSON(ValueError):
     """A row's output that cannot be written as JSON at all (an integer too long to write, a key
     of a type JSON has none for, a value nested past the interpreter's recursion)."""
@@ -387,19 +416,9 @@ class ChunkRun:
                 done.error = refusal_message(exc)
                 write_rows(self.job.pk, [done])
             job = Job.objects.select_for_update().get(pk=self.job.pk)
-            job.running -= 1
-            counter = {
-                RowStatus.SUCCEEDED: "succeeded",
-                RowStatus.FAILED: "failed",
-                RowStatus.CANCELLED: "cancelled",
-            }.get(done.status, "pending")
-            setattr(job, counter, getattr(job, counter) + 1)
-            update = ["running", counter, "updated_at"]
-            if late.usage:
-                usage = dict(job.usage or {})
-                for key, value in late.usage.items():
-                    usage[key] = usage.get(key, 0) + value
-                job.usage = usage
+            _count_finished(job, [done])
+            update = [*_COUNTERS, "updated_at"]
+            if _add_usage(job, late.usage):
                 update.append("usage")
             job.save(update_fields=update)
             if done.status == RowStatus.PENDING:
@@ -464,30 +483,9 @@ class ChunkRun:
                     Row.objects.filter(job_id=job.pk, index__in=[d.index for d in again]).update(
                         status=RowStatus.CANCELLED
                     )
-            for d in finished:
-                job.running -= 1
-                if d.status == RowStatus.SUCCEEDED:
-                    job.succeeded += 1
-                elif d.status == RowStatus.FAILED:
-                    job.failed += 1
-                elif d.status == RowStatus.CANCELLED:
-                    job.cancelled += 1
-                else:
-                    job.pending += 1
-            update = [
-                "running",
-                "succeeded",
-                "failed",
-                "pending",
-                "cancelled",
-                "updated_at",
-                "throttle_streak",
-            ]
-            if self.usage:
-                usage = dict(job.usage or {})
-                for key, value in self.usage.items():
-                    usage[key] = usage.get(key, 0) + value
-                job.usage = usage
+            _count_finished(job, finished)
+            update = [*_COUNTERS, "updated_at", "throttle_streak"]
+            if _add_usage(job, self.usage):
                 self.usage = {}
                 update.append("usage")
             if self.succeeded_any:
