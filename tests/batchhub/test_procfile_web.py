@@ -25,6 +25,24 @@ def web_command(bind: str) -> list[str]:
     return [str(Path(sys.executable).parent / "gunicorn"), *args[1:]]
 
 
+def start_web(port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """The Procfile's web process on 127.0.0.1:`port`, in a session of its own (kill its group);
+    its output to `log`, or nowhere."""
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            web_command(f"127.0.0.1:{port}"),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            out.close()  # the process has its own copy
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,17 +59,7 @@ def test_two_web_processes_run_side_by_side_without_a_shared_control_socket(tmp_
     # on the machine took it over from the first.
     env = {**os.environ, "HOME": str(tmp_path), "DJANGO_SETTINGS_MODULE": "batchhub.settings"}
     ports = [free_port(), free_port()]
-    procs = [
-        subprocess.Popen(
-            web_command(f"127.0.0.1:{port}"),
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for port in ports
-    ]
+    procs = [start_web(port, env) for port in ports]
     try:
         deadline = time.monotonic() + 60
         while not all(serving(p) for p in ports) and time.monotonic() < deadline:

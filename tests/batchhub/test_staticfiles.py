@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.batchhub.test_procfile_web import ROOT, free_port, serving, web_command
+from tests.batchhub.test_procfile_web import ROOT, free_port, serving, start_web
 
 
 @pytest.fixture
@@ -33,15 +32,7 @@ def web_without_collectstatic(tmp_path):
     )
     (tmp_path / "static").mkdir()
     log = tmp_path / "web.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            web_command(f"127.0.0.1:{port}"),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_web(port, env, log)
     try:
         deadline = time.monotonic() + 60
         while not serving(port):

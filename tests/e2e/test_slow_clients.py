@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 
@@ -18,9 +17,9 @@ import pytest
 
 from apikeys.services import create_key
 from jobs.models import Job, Upload
-from tests.batchhub.test_procfile_web import free_port, web_command
+from tests.batchhub.test_procfile_web import free_port, start_web
 from tests.conftest import PASSWORD
-from tests.support.worker import ROOT, require_real_services, wait_for, worker_env
+from tests.support.worker import require_real_services, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +40,7 @@ def site(transactional_db, settings, tmp_path):
         SECRET_KEY=settings.SECRET_KEY,
         HOME=str(tmp_path),
     )
-    log = open(tmp_path / "web.log", "wb")
-    proc = subprocess.Popen(
-        web_command(f"127.0.0.1:{port}"),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_web(port, env, tmp_path / "web.log")
     base = f"http://127.0.0.1:{port}"
 
     def up():
@@ -63,7 +54,6 @@ def site(transactional_db, settings, tmp_path):
     yield {"base": base, "port": port, "media": media, "tmp": tmp}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(30)
-    log.close()
 
 
 def multipart(boundary: str, fields: dict[str, str], file: bytes) -> bytes:
