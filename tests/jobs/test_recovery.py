@@ -257,6 +257,17 @@ def test_reaper_leaves_a_job_whose_step_may_wait_in_the_queue(
     assert JobEvent.objects.filter(job=job, type="recovered").count() == restarted
 
 
+def recorded_sends(monkeypatch) -> list[tuple[str, tuple]]:
+    """The broker messages the engine sends from here on, recorded instead of sent."""
+    sent: list[tuple[str, tuple]] = []
+    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    return sent
+
+
+def work_steps(sent: list[tuple[str, tuple]]) -> list[tuple]:
+    return [args for name, args in sent if name == "jobs.work"]
+
+
 def test_steps_queued_before_a_restart_stop_once_the_loops_start_afresh(
     alice, monkeypatch, django_capture_on_commit_callbacks
 ):
@@ -268,15 +279,14 @@ def test_steps_queued_before_a_restart_stop_once_the_loops_start_afresh(
 
     from jobs import tasks
 
-    sent = []
-    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    sent = recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(300), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):
         loading.ingest(job.pk)
-    before = [args for name, args in sent if name == "jobs.work"]
+    before = work_steps(sent)
     sent.clear()
     call_command("recover_work")
-    after = [args for name, args in sent if name == "jobs.work"]
+    after = work_steps(sent)
     assert len(before) == len(after) == 1
 
     monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: sent.append(("next", args)))
@@ -296,12 +306,11 @@ def test_the_reapers_loops_leave_the_steps_still_queued_to_run(
     from jobs import tasks
 
     monkeypatch.setattr(enqueue, "waiting", lambda: 3)
-    sent = []
-    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    sent = recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):
         loading.ingest(job.pk)
-    queued = [args for name, args in sent if name == "jobs.work"]
+    queued = work_steps(sent)
     later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
     with django_capture_on_commit_callbacks(execute=True):
         assert reaper.reap(now=later)["restarted"] == 1
