@@ -67,6 +67,12 @@ def segments(job: Job) -> list[Segment]:
     return out
 
 
+def still_moving(job: Job) -> bool:
+    """Whether the page has something left to watch: an active job, or a cancelled one whose
+    rows in a request at the cancel still finish (they keep their results, the counts move)."""
+    return job.is_active or job.running > 0
+
+
 def processed(job: Job) -> int:
     """Rows the processor actually finished (cancelled rows never ran)."""
     return job.succeeded + job.failed
@@ -192,4 +198,10 @@ def waiting_for(job: Job, now=None) -> str:
         return "Waiting for a free worker: the rows are queued and start when one is free."
     if job.status == JobStatus.FINALIZING:
         return "Finishing up: the last rows are being written."
+    if job.is_terminal and job.running > 0:
+        rows = f"{job.running} row{'s' if job.running != 1 else ''}"
+        return (
+            f"{rows} started before it stopped still finish{'es' if job.running == 1 else ''}: "
+            "they keep their results, and the counts change as they do."
+        )
     return ""

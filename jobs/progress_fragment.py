@@ -49,7 +49,9 @@ def controls(job: Job) -> dict[str, bool]:
         # workers refuse the job's params (it would only fail again).
         "retry": job.failed > 0
         and (job.is_terminal or job.status == JobStatus.PAUSED)
-        and job.error_code != PARAMS_REFUSED,
+        and job.error_code != PARAMS_REFUSED
+        # Refused (409) while rows started before a cancel still finish: offered once they have.
+        and not (job.status == JobStatus.CANCELLED and job.running),
     }
 
 
@@ -133,6 +135,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "seen": _seen(job),
         "announce": announce,
         "poll_every": "1s",
+        "polling": progress.still_moving(job),
         "urls": _urls(get_script_prefix(), job.public_id),
     }
 
@@ -164,7 +167,7 @@ def _fragment(job: Job, *, announce: str = "", action_error: str = "") -> _Fragm
         job.done,
         job.failed,
         last_event_id(job),
-        job.is_active,
+        progress.still_moving(job),
     )
 
 

@@ -89,6 +89,8 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
         "processor_filters": processors,
         "filter_error": error,
         "any_active": any(job.is_active for job in jobs),
+        # A cancelled job's rows in a request at the cancel still finish: watched till they do.
+        "any_moving": any(progress.still_moving(job) for job in jobs),
         "rows_query": urlencode(query),
         "filter_query": filter_query,
     }
@@ -109,7 +111,7 @@ def list_rows(request: HttpRequest) -> HttpResponse:
     """The table body of the jobs list, polled while any job on the page is active."""
     context = _list_context(request)
     response = render(request, "jobs/list.html#rows", context)
-    if not context["any_active"]:
+    if not context["any_moving"]:
         response.status_code = STOP_POLLING
     return response
 

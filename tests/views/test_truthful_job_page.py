@@ -1,0 +1,84 @@
+"""What the job page and the jobs list say against the job's own numbers, in states a quick run
+never shows: rows still finishing after a cancel, every row failed, a pause with its reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs import livestatus, progress_fragment
+from jobs.ingest import loading
+from jobs.models import Job
+from tests.conftest import make_job, rows_text
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _set(job: Job, **fields) -> Job:
+    """The job's row as the engine would leave it, published as the engine publishes it."""
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now(), **fields)
+    job = Job.objects.get(pk=job.pk)
+    livestatus.publish(job, livestatus.NO_NEW_EVENT)
+    progress_fragment.clear()
+    return job
+
+
+def _cancelled_with_rows_in_a_request(alice) -> Job:
+    job = make_job(alice, rows_text(40), name="cancel-mid")
+    loading.ingest(job.pk)  # rows for the preview, which still shows some running
+    now = timezone.now()
+    return _set(
+        job,
+        status="cancelled",
+        total=40,
+        pending=0,
+        running=4,
+        succeeded=2,
+        failed=2,
+        cancelled=32,
+        started_at=now - timedelta(seconds=5),
+        finished_at=now,
+    )
+
+
+def _section(body: str) -> str:
+    return body.split('<section id="progress"', 1)[1].split("</section>", 1)[0]
+
+
+def test_a_cancelled_job_is_watched_until_its_started_rows_finish(client_alice, alice):
+    # The page stopped polling at the cancel and kept the counts of that moment for good
+    # ("Started 12", the failed rows of then) while the rows in a request came back.
+    job = _cancelled_with_rows_in_a_request(alice)
+    detail = reverse("jobs:detail", args=[job.public_id])
+    poll = reverse("jobs:progress", args=[job.public_id])
+
+    body = client_alice.get(detail).content.decode()
+    section = _section(body)
+    assert 'hx-trigger="every 1s"' in section
+    # The preview reloads as they come back (their rows still read "running" there).
+    results = body.split('<section id="results"', 1)[1].split(">", 1)[0]
+    assert "job-progressed from:body" in results
+    seen = section.split("?seen=", 1)[1].split('"', 1)[0]
+    assert "4 rows started before it stopped still finish" in section
+    # The API refuses a retry until they have finished: the page does not offer one.
+    assert 'id="btn-retry"' not in section
+    answer = client_alice.get(poll, {"seen": seen}, **HTMX)
+    assert answer.status_code == 200
+    listed = client_alice.get(reverse("jobs:list_rows"), **HTMX)
+    assert listed.status_code == 200 and 'hx-trigger="every 2s"' in listed.content.decode()
+
+    _set(job, running=0, succeeded=5, failed=3)
+    answer = client_alice.get(poll, {"seen": seen}, **HTMX)
+    assert answer.status_code == 286
+    text = answer.content.decode()
+    assert 'data-testid="succeeded">5<' in text and 'data-testid="failed">3<' in text
+    assert 'data-testid="running">0<' in text
+    assert 'id="btn-retry"' in text
+    assert "still finish" not in text
+    assert answer["HX-Trigger"] == "job-progressed, job-failed"
+    assert client_alice.get(reverse("jobs:list_rows"), **HTMX).status_code == 286
