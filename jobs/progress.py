@@ -67,6 +67,15 @@ def segments(job: Job) -> list[Segment]:
     return out
 
 
+def status_label(job: Job) -> str:
+    """The status in words, the same on the badge, the stepper, the tab title and the list.
+
+    "partial" in the API either way; a page says whether any row succeeded."""
+    if job.status == JobStatus.PARTIAL:
+        return "Completed with failures" if job.succeeded else "Every row failed"
+    return job.get_status_display()
+
+
 def still_moving(job: Job) -> bool:
     """Whether the page has something left to watch: an active job, or a cancelled one whose
     rows in a request at the cancel still finish (they keep their results, the counts move)."""
@@ -101,10 +110,7 @@ def stages(job: Job) -> list[dict[str, Any]]:
     for i, (key, label) in enumerate(STAGES):
         note = ""
         if key == "done" and job.status in TERMINAL:
-            label = job.get_status_display()
-            if job.status == JobStatus.PARTIAL:
-                # "partial" in the API either way; the page says when no row succeeded.
-                label = "Every row failed" if not job.succeeded else "Completed with failures"
+            label = status_label(job)
         elif key == "processing" and job.status == JobStatus.PAUSED:
             note = "paused"
         if stop is not None:

@@ -116,6 +116,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     return {
         "job": job,
         "stages": progress.stages(job),
+        "status_label": progress.status_label(job),
         "segments": progress.segments(job),
         "controls": controls(job),
         "counts": job.counts,
@@ -173,6 +174,8 @@ def _fragment(job: Job, *, announce: str = "", action_error: str = "") -> _Fragm
 
 def _announce(job: Job, seen: tuple[str, int, int | None] | None) -> str:
     if seen and seen[0] != job.status:
+        if job.status == JobStatus.PARTIAL:
+            return f"Job finished: {progress.status_label(job).lower()}."
         return f"Job {job.get_status_display().lower()}."
     return ""
 

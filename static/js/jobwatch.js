@@ -18,11 +18,11 @@
     note.onclick = function () { window.focus(); if (url) window.location.href = url; };
   }
 
-  function watchJob(id, status, name, summary, url) {
+  function watchJob(id, status, label, name, summary, url) {
     var before = seen[id];
     seen[id] = status;
     if (before && isActive(before) && !isActive(status)) {
-      notify(name + ": " + status, summary, url);
+      notify(name + ": " + (label || status).toLowerCase(), summary, url);
     }
   }
 
@@ -33,7 +33,7 @@
       document.title = isActive(d.status)
         ? d.percent + "% · " + d.statusLabel + " · " + baseTitle
         : d.statusLabel + " · " + baseTitle;
-      watchJob(d.job, d.status, d.name, d.summary, window.location.href);
+      watchJob(d.job, d.status, d.statusLabel, d.name, d.summary, window.location.href);
       // A job that ended while watched has nothing left to notify of.
       if (!isActive(d.status)) {
         document.querySelectorAll("[data-notify-button]").forEach(function (button) {
@@ -48,7 +48,7 @@
         var d = row.dataset;
         if (isActive(d.status)) running += 1;
         var link = row.querySelector("a");
-        watchJob(d.job, d.status, d.name, d.summary || "", link ? link.href : "");
+        watchJob(d.job, d.status, d.statusLabel, d.name, d.summary || "", link ? link.href : "");
       });
       document.title = (running ? running + " active · " : "") + baseTitle;
     }

@@ -201,7 +201,7 @@ def test_failed_rows_download_and_reasons(
     job = make_job(alice, _with_failures(), name="some-fail", params={"template": "{name} ok"})
     login()
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
-    wait_for_status(page, "Partial")
+    wait_for_status(page, "Completed with failures")
     page.reload()
     job.refresh_from_db()
     assert job.failed == 21 and job.succeeded == 39
@@ -473,7 +473,7 @@ def test_rows_failing_while_the_page_is_open_show_up_in_the_failed_rows_section(
     assert _text(page, "status") == "Processing"  # while it runs, not at the end
     assert page.get_by_role("link", name="Failed rows only, CSV").is_visible()
     assert "late" in page.get_by_test_id("failure-reasons").inner_text()
-    wait_for_status(page, "Partial")
+    wait_for_status(page, "Completed with failures")
     # The end reloads it too, even right after a reload for rows failing.
     page.wait_for_function(
         "() => document.querySelector('#failed-title').innerText === 'Failed rows (1500)'"

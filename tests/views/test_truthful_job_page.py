@@ -82,3 +82,42 @@ def test_a_cancelled_job_is_watched_until_its_started_rows_finish(client_alice, 
     assert "still finish" not in text
     assert answer["HX-Trigger"] == "job-progressed, job-failed"
     assert client_alice.get(reverse("jobs:list_rows"), **HTMX).status_code == 286
+
+
+@pytest.mark.parametrize(
+    ("succeeded", "label", "announced"),
+    [
+        (0, "Every row failed", "Job finished: every row failed."),
+        (20, "Completed with failures", "Job finished: completed with failures."),
+    ],
+)
+def test_a_partial_job_is_named_alike_everywhere(client_alice, alice, succeeded, label, announced):
+    # Every row of a job failed: the stepper said "Every row failed", while the badge, the tab
+    # title, the list and the screen reader's announcement said "Partial".
+    job = make_job(alice, rows_text(30), name="all-fail")
+    job = _set(
+        job,
+        status="partial",
+        total=30,
+        pending=0,
+        succeeded=succeeded,
+        failed=30 - succeeded,
+        started_at=timezone.now() - timedelta(seconds=3),
+        finished_at=timezone.now(),
+    )
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    assert f'data-testid="status">{label}</span>' in section
+    assert f'data-status-label="{label}"' in section  # the tab title's
+    assert f'<span class="step-label">{label}</span>' in section
+    assert "Partial" not in section
+
+    poll = client_alice.get(
+        reverse("jobs:progress", args=[job.public_id]), {"seen": "processing-0"}, **HTMX
+    )
+    assert announced in poll.content.decode()
+
+    listed = client_alice.get(reverse("jobs:list")).content.decode()
+    assert f'badge-partial">{label}</span>' in listed
+    assert f'data-status-label="{label}"' in listed  # its notification's
