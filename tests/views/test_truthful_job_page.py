@@ -121,3 +121,26 @@ def test_a_partial_job_is_named_alike_everywhere(client_alice, alice, succeeded,
     listed = client_alice.get(reverse("jobs:list")).content.decode()
     assert f'badge-partial">{label}</span>' in listed
     assert f'data-status-label="{label}"' in listed  # its notification's
+
+
+def test_a_paused_job_says_why_once(client_alice, alice):
+    # "Paused: Auto-paused: … Resumes soon after 21:56:40 UTC. It resumes by itself soon after
+    # 21:56 UTC.": the badge's word twice, the time twice.
+    job = make_job(alice, rows_text(20), name="rate-limited")
+    resume_at = timezone.now() + timedelta(seconds=30)
+    reason = (
+        "Auto-paused: the service kept answering 429 (rate limited). Resumes soon after "
+        f"{resume_at:%H:%M:%S} UTC."
+    )
+    job = _set(job, status="paused", total=20, pending=20, pause_reason=reason, resume_at=resume_at)
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    notice = section.split('data-testid="pause-reason">', 1)[1].split("</p>", 1)[0]
+    assert notice == reason
+
+    job = _set(job, pause_reason="Paused by alice.", resume_at=None)
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    assert 'data-testid="pause-reason">Paused by alice.</p>' in section
