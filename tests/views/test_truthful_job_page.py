@@ -144,3 +144,20 @@ def test_a_paused_job_says_why_once(client_alice, alice):
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
     assert 'data-testid="pause-reason">Paused by alice.</p>' in section
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_a_job_that_ended_before_its_input_was_read_says_so(client_alice, alice, status):
+    # An input refused by the worker (or a cancel while queued) showed "0 of 0 rows processed
+    # (0.0%)", a preview promising rows "once the input has been read", and "0 / 0 / 0".
+    job = make_job(alice, rows_text(3), name="never-read")
+    job = _set(job, status=status, finished_at=timezone.now())
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    assert "No rows: the job ended before its input file was read." in _section(body)
+    assert "0 of 0" not in body
+    results = body.split('<section id="results"', 1)[1].split("</section>", 1)[0]
+    assert "No rows: the job ended before its input file was read." in results
+    assert "they appear once" not in results
+    listed = client_alice.get(reverse("jobs:list")).content.decode()
+    row = listed.split(f'data-job="{job.public_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "No rows read" in row and '<span title="total">0</span>' not in row
