@@ -161,3 +161,21 @@ def test_a_job_that_ended_before_its_input_was_read_says_so(client_alice, alice,
     listed = client_alice.get(reverse("jobs:list")).content.decode()
     row = listed.split(f'data-job="{job.public_id}"', 1)[1].split("</tr>", 1)[0]
     assert "No rows read" in row and '<span title="total">0</span>' not in row
+
+
+def test_started_rows_beyond_the_concurrency_show_the_limit(client_alice, alice):
+    # "Started 12" at concurrency 4 read as a broken limit: the loop hands each thread rows
+    # ahead, so the page says, in sight and not in a tooltip, how many of them run at once.
+    job = make_job(alice, rows_text(60), name="ahead", concurrency=4)
+    job = _set(job, status="processing", total=60, pending=48, running=12)
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    started = section.split('data-testid="in-flight">', 1)[1].split("</dd>", 1)[0]
+    assert started == '12<span class="counter-note" data-testid="at-once">at most 4 at once</span>'
+
+    job = _set(job, pending=57, running=3)
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    assert 'data-testid="in-flight">3</dd>' in section
