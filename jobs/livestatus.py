@@ -17,8 +17,11 @@ caller: a cache that is away is a miss on read and a skipped write on publish.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
+import threading
 from typing import Any
 
 import orjson
@@ -29,6 +32,11 @@ from django.utils import timezone
 from batchhub import jsonsafe
 
 from .models import Job, JobEvent
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the thread lock alone
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +235,33 @@ def _send(public_id: str, version: tuple[int, int], payload: str) -> bool | str:
         return False
 
 
+_IN_TURN = threading.Lock()
+
+
+@contextlib.contextmanager
+def _in_turn():
+    """One read then write at a time: between another's read and write, a newer state written
+    would be overwritten by the older (a cancel's late rows publish at once, from threads; two
+    worker processes' sync points too). A lock file beside the file cache, held by each call's
+    own open file, keeps out threads and processes alike; a thread lock, the per-process cache."""
+    directory = getattr(cache, "_dir", None)
+    if directory is None or fcntl is None:
+        with _IN_TURN:
+            yield
+        return
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "livestatus.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file lets the lock go
+
+
 def _send_in_steps(public_id: str, stamp: int, event_id: int, payload: str, newest: bool) -> int:
     # The file or per-process cache: what the script does, as a read then a write.
+    with _in_turn():
+        return _compare_and_set(public_id, stamp, event_id, payload, newest)
+
+
+def _compare_and_set(public_id: str, stamp: int, event_id: int, payload: str, newest: bool) -> int:
     old = cache.get(cache_key(public_id))
     if old is None:
         if not newest:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 
 import pytest
 from django.core.cache import cache
@@ -273,3 +275,33 @@ def test_a_sync_point_asks_the_database_for_the_event_only_when_the_key_is_missi
     with CaptureQueriesContext(connection) as queries:
         _write_now(published, livestatus.NO_NEW_EVENT)
     assert queries.captured_queries == []
+
+
+def test_two_publishes_at_once_leave_the_newer(alice, published, monkeypatch):
+    # A cancel's rows in a request come back together and their threads publish at once; on the
+    # file or per-process cache each publish read the key then wrote it, so an older state read
+    # before a newer one was written could be written after it: the API and the page then said
+    # "1 running" of a job whose rows had all finished, for as long as the key lived.
+    from django.core.cache import caches
+
+    if livestatus._redis() is not None:
+        pytest.skip("Redis compares and writes in one script")
+    old = Job.objects.get(pk=published.pk)
+    newer = states.transition(published.pk, JobStatus.PAUSED, actor="alice")
+    newer_event = livestatus.newest_event_id(newer.pk)
+    backend = type(caches["default"])
+    real_get = backend.get
+
+    def get(self, *args, **kwargs):
+        value = real_get(self, *args, **kwargs)
+        if threading.current_thread().name == "older":
+            time.sleep(0.4)  # between its read and its write, the newer publish comes
+        return value
+
+    monkeypatch.setattr(backend, "get", get)
+    older = threading.Thread(target=_write_now, args=(old, livestatus.NO_NEW_EVENT), name="older")
+    older.start()
+    time.sleep(0.1)
+    _write_now(newer, newer_event)
+    older.join()
+    assert livestatus.read(alice, published.public_id).status == JobStatus.PAUSED
