@@ -249,9 +249,12 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
             index__gte=OuterRef("start"),
             index__lt=OuterRef("end"),
         )
-        Chunk.objects.filter(job=locked).filter(Exists(pending_in_chunk)).update(
-            done=False, available_at=None, claims=0
-        )
+        reopen = {"done": False, "available_at": None, "claims": 0}
+        if locked.status == JobStatus.CANCELLED:
+            # The lease kept for rows in a request at the cancel outlives them (none is left,
+            # checked above): kept, no loop could claim these rows until it ran out.
+            reopen |= {"lease_until": None, "holder": ""}
+        Chunk.objects.filter(job=locked).filter(Exists(pending_in_chunk)).update(**reopen)
         message = f"{actor} retried {n} failed row{'s' if n != 1 else ''}."
         if locked.status == JobStatus.PAUSED:
             event = states.record(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from jobs import runner
 from jobs.ingest import loading
-from jobs.models import Job, JobEvent, JobStatus, Row, RowStatus
+from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from tests.conftest import drive
 from tests.factories import JobFactory, add_rows
 
@@ -192,3 +196,28 @@ def test_no_retry_for_a_job_whose_params_the_workers_refuse(
     page = client_alice.get(f"/jobs/{job.public_id}/").content.decode()
     assert "Retry failed rows" not in page
     assert "Run again with the same settings" in page
+
+
+def test_a_retry_after_the_rows_of_a_cancel_finished_runs_at_once(api_alice, alice, new_job):
+    # The rows in a request at a cancel keep their chunk's lease until their deadline, and it
+    # outlived them: a retry once they had finished set its rows pending behind that lease, and
+    # the job sat "processing" with nothing running until the reaper restarted it, minutes later.
+    job = _processing(new_job(alice, "name\na\nb\nc\n"))
+    Row.objects.filter(job=job).update(status=RowStatus.SUCCEEDED)
+    Row.objects.filter(job=job, index=0).update(status=RowStatus.FAILED, error="boom")
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.CANCELLED, pending=0, running=0, succeeded=2, failed=1
+    )
+    # As the cancelled loop left it for its rows in a request (chunk_loop.release_chunk).
+    Chunk.objects.filter(job=job).update(
+        done=True, lease_until=timezone.now() + timedelta(minutes=2), holder="host|1|2|3"
+    )
+    assert api_alice.post(f"{API}/jobs/{job.public_id}/retry").status_code == 200
+
+    for _ in range(5):  # a worker's next steps, no lease cleared by hand
+        if Job.objects.get(pk=job.pk).status != JobStatus.PROCESSING:
+            break
+        runner.work_once(job.pk)
+    body = api_alice.get(f"{API}/jobs/{job.public_id}").json()
+    assert body["counts"]["pending"] == 0 and body["counts"]["succeeded"] == 3
+    assert body["status"] != "processing"
