@@ -201,6 +201,11 @@ def _respond(fragment: _Fragment, seen: tuple | None, *, polling: bool) -> HttpR
                 response["HX-Trigger"] = ", ".join(events)
     if polling and not fragment.active:
         response.status_code = STOP_POLLING
+        if response.has_header("HX-Trigger"):
+            # The last answer: everything reloads once. "job-failed" alone may fall in the
+            # downloads' throttle and be dropped, and no later answer would bring it again
+            # (a cancelled job's last rows come back with its status unchanged).
+            response["HX-Trigger"] = "job-changed"
     return response
 
 
