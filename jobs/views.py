@@ -350,11 +350,20 @@ def job_again(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def job_download(request: HttpRequest, public_id: str, fmt: str) -> StreamingHttpResponse:
+def job_download(
+    request: HttpRequest, public_id: str, fmt: str
+) -> HttpResponse | StreamingHttpResponse:
     job = services.get_job(request.user, public_id)
     if fmt not in ("csv", "jsonl", "json"):
         raise Http404("No such format.")
-    status = request.GET.get("status", "all")
+    # An empty ?status= is the default; any other unknown value is refused, not read as "all",
+    # so a mistyped "failed" link never hands over every row as if it were the failed ones.
+    status = request.GET.get("status") or "all"
     if status not in results.STATUS_FILTERS:
-        status = "all"
+        allowed = ", ".join(results.STATUS_FILTERS)
+        return HttpResponse(
+            f"Unknown status {status[:40]!r}: use one of {allowed}.\n",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     return results_response(job, fmt, status)

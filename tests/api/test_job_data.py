@@ -194,3 +194,12 @@ def test_rows_with_a_gap_in_indexes_still_page_by_position(api_alice, finished):
     body = api_alice.get(f"{API}/jobs/{finished.public_id}/rows?limit=2&offset=2").json()
 
     assert [r["row"] for r in body["results"]] == [3, 4]
+
+
+def test_results_with_an_unknown_status_is_400_naming_the_allowed_ones(api_alice, finished):
+    error = assert_error(
+        api_alice.get(f"{API}/jobs/{finished.public_id}/results?status=weird"),
+        400,
+        "invalid_request",
+    )
+    assert error["details"] == {"status": ["all", "succeeded", "failed"]}

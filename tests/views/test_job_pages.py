@@ -505,3 +505,25 @@ def test_a_finished_job_states_one_average_and_a_paused_one_its_work_so_far(clie
     body = client_alice.get(_urls(job)["detail"]).content.decode()
     assert '<dt>Worked for</dt><dd data-testid="worked">42 s<' in body
     assert "Running for" not in body
+
+
+@pytest.mark.parametrize("status", ["bogus", "FAILED", "failed "])
+def test_download_refuses_an_unknown_status_naming_the_allowed_ones(
+    client_alice, job, run_job, status
+):
+    # Read as "all", a mistyped failed-rows link would hand over every row as the failed ones.
+    run_job(job)
+    url = reverse("jobs:download", args=[job.public_id, "csv"])
+    response = client_alice.get(url, {"status": status})
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "all, succeeded, failed" in text
+    assert "person0" not in text
+
+
+def test_download_empty_status_is_every_row(client_alice, job, run_job):
+    run_job(job)
+    url = reverse("jobs:download", args=[job.public_id, "csv"])
+    response = client_alice.get(url, {"status": ""})
+    assert response.status_code == 200
+    assert len(b"".join(response.streaming_content).splitlines()) == 6
