@@ -29,6 +29,9 @@ class JSONLimitError(ValueError):
     the slot.
     """
 
+    # The key an object held twice, for that problem.
+    key: str | None = None
+
     def __init__(
         self, problem: str, *, path: list[str | int] | None = None, char: int | None = None
     ):
@@ -88,27 +91,61 @@ def _sentinel_float(text: str) -> Any:
     return _SENTINEL if math.isinf(value) else value
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return value
+
+
+_REPEATED_KEY = (
+    "has the key {} twice in one object{{where}}; keys must be unique "
+    "(the second value would replace the first, and the first would be lost)"
+)
+
 # Built once: json.loads with any hook builds a new decoder per call, which costs more than the
 # parse of a short JSONL line.
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+_UNIQUE_DECODER = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_no_constant, object_pairs_hook=_unique_keys
+)
 
 
-def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool = False) -> Any:
+def loads(
+    text: str | bytes,
+    *,
+    max_depth: int = MAX_DEPTH,
+    replace_halves: bool = False,
+    unique_keys: bool = True,
+) -> Any:
     """json.loads that refuses nesting deeper than `max_depth` and numbers that are not finite.
 
     Raises json.JSONDecodeError for text that is not JSON and JSONLimitError (also a ValueError)
     for the bounds, with the place (path of keys and indexes, and the character) when known.
     `replace_halves`: a lone surrogate becomes U+FFFD instead (an outside service's answer,
     which the sender cannot fix, rather than input a person can).
+    `unique_keys`: an object with a key twice is refused, since parsing keeps only its last
+    value; an outside service's answer, which nobody can fix, passes False.
     """
     if isinstance(text, (bytes, bytearray)):
         text = text.decode("utf-8")
     try:
-        value = _DECODER.decode(text)
+        value = (_UNIQUE_DECODER if unique_keys else _DECODER).decode(text)
     except RecursionError:
         raise _too_deep(text, max_depth) from None
     except _NonFinite as exc:
         raise _non_finite(text, exc.text) from None
+    except _RepeatedKey as exc:
+        raise _repeated_key(text, exc.key) from None
     except json.JSONDecodeError:
         raise
     except ValueError:
@@ -128,6 +165,56 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, replace_halves: bool
                 return with_valid_text(value)
             check_value(value, max_depth=max_depth)
     return value
+
+
+class _Repeated(dict):
+    """An object that had a key twice, kept as parsed so that the walk can say where it is."""
+
+    key = ""
+
+
+def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    marked = _Repeated(value)
+    seen: set[str] = set()
+    marked.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return marked
+
+
+def _repeated_key(text: str, key: str) -> JSONLimitError:
+    # Only on the error path: parse again, marking such objects, to find the first one's path.
+    path: list[str | int] | None = None
+    try:
+        found = _first_repeat(json.JSONDecoder(object_pairs_hook=_mark_repeats).decode(text))
+    except (RecursionError, ValueError):
+        found = None  # too deep or too long a number further on: the key is still named
+    if found is not None:
+        path, key = found
+    shown = json.dumps(key if len(key) <= 60 else key[:60] + "…", ensure_ascii=False)
+    # Braces in the key must not be read as the message's {where} slot.
+    error = JSONLimitError(
+        _REPEATED_KEY.format(shown.replace("{", "{{").replace("}", "}}")), path=path
+    )
+    error.key = key
+    return error
+
+
+def _first_repeat(value: Any) -> tuple[list[str | int], str] | None:
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _Repeated):
+            return path, item.key
+        if isinstance(item, dict):
+            pairs = list(item.items())
+        elif isinstance(item, list):
+            pairs = list(enumerate(item))
+        else:
+            continue
+        stack.extend((child, [*path, k]) for k, child in reversed(pairs))
+    return None
 
 
 def with_valid_text(value: Any) -> Any:

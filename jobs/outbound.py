@@ -319,7 +319,7 @@ class Response:
 
     def json(self) -> Any:
         # Bounded: an answer nested thousands deep is a ValueError (a row error), not a crash.
-        return jsonsafe.loads(self.content, replace_halves=True)
+        return jsonsafe.loads(self.content, replace_halves=True, unique_keys=False)
 
     def iter_bytes(self, chunk_size: int = 65_536) -> Iterator[bytes]:
         """The body, decompressed, piece by piece (streamed answers)."""

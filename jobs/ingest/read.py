@@ -182,7 +182,9 @@ def _limit_problem(
     """(line, column, message) for JSON that breaks a bound; the column is its top-level key."""
     key = exc.path[0] if exc.path and isinstance(exc.path[0], str) else None
     if key is None:
-        return line, None, f"{what} {exc.phrase()}."
+        # A row's own key given twice: that key is the column.
+        column = columns.index(exc.key) + 1 if not exc.path and exc.key in columns else None
+        return line, column, f"{what} {exc.phrase()}."
     column = columns.index(key) + 1 if key in columns else None
     inner = f" at {jsonsafe.format_path(exc.path)}" if len(exc.path) > 1 else ""
     return line, column, f"{what} {exc.phrase(f'in column {_quote(key)}{inner}')}."

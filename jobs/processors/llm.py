@@ -444,13 +444,13 @@ def _parse_object(content: str) -> dict[str, Any]:
     if fenced:
         text = fenced.group(1).strip()
     try:
-        value = jsonsafe.loads(text, replace_halves=True)
+        value = jsonsafe.loads(text, replace_halves=True, unique_keys=False)
     except ValueError:
         # Chatty models wrap the object in a sentence: try the outermost braces before giving up.
         start, end = text.find("{"), text.rfind("}")
         try:
             value = (
-                jsonsafe.loads(text[start : end + 1], replace_halves=True)
+                jsonsafe.loads(text[start : end + 1], replace_halves=True, unique_keys=False)
                 if 0 <= start < end
                 else None
             )

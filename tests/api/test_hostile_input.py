@@ -377,3 +377,45 @@ def test_jsonl_that_is_not_utf8_is_refused_naming_the_byte(api_alice):
     body = b'{"name": "ann"}\n{"name": "b\xff\xfe"}\n'
     first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", "utf-8", "0xFF")
     assert "character 12" in first["message"]
+
+
+# --- a key given twice in one object --------------------------------------------------------------
+# Parsing keeps the last value of a repeated key: the first was dropped without a word.
+
+
+def test_a_repeated_key_in_jsonl_is_refused_naming_line_and_column(api_alice):
+    body = b'{"name": "ann", "n": 1}\n{"n": 2, "name": "first", "name": "second"}\n'
+    first = assert_refused_file(api_alice, body, "in.jsonl", 2, "Line 2", '"name" twice')
+    assert first["column"] == 1  # the column "name"
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+def test_a_repeated_key_in_rows_is_a_400_naming_the_row(api_alice, path):
+    body = (
+        '{"processor": "template", "params": {"template": "{name}"}, '
+        '"rows": [{"name": "a"}, {"name": "first", "name": "second"}]}'
+    )
+    response = api_alice.post(f"{API}/{path}", body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert 'has the key "name" twice in one object at rows[1]' in error["message"]
+    assert Job.objects.count() == 0
+
+
+def test_a_repeated_field_in_a_json_body_is_a_400(api_alice):
+    # Which processor ran depended on the order of two fields the client may not know it sent.
+    body = (
+        '{"processor": "template", "processor": "wordcount", '
+        '"params": {"template": "{name}"}, "rows": [{"name": "a"}]}'
+    )
+    response = api_alice.post(f"{API}/jobs", body, content_type="application/json")
+    error = assert_error(response, 400, "invalid_request")
+    assert '"processor" twice' in error["message"]
+    assert Job.objects.count() == 0
+
+
+def test_a_repeated_key_in_the_params_string_is_a_400(api_alice):
+    params = '{"template": "{name}", "template": "{other}"}'
+    response = create_file(api_alice, b"name\nann\n", "in.csv", params=params)
+    error = assert_error(response, 400, "invalid_request")
+    assert '"template" twice' in error["message"]
+    assert Job.objects.count() == 0

@@ -81,3 +81,10 @@ def test_nan_is_written_as_null_whichever_writer_writes_the_output():
         assert json.loads(jsonsafe.dumps(value)) == {
             "n": big, "x": None, "y": [None, None, 1.5], "t": [None, 2]
         }  # fmt: skip
+
+
+def test_a_repeated_key_is_refused_unless_the_text_is_an_outside_answer():
+    with pytest.raises(jsonsafe.JSONLimitError, match='"a" twice'):
+        jsonsafe.loads('{"a": 1, "a": 2}')
+    # A service's answer cannot be fixed by the person running the job: read as parsers do.
+    assert jsonsafe.loads('{"a": 1, "a": 2}', unique_keys=False) == {"a": 2}
