@@ -67,6 +67,23 @@ class LengthRequired(APIError):
     default_detail = "Send the body with a Content-Length header (chunked uploads are not read)."
 
 
+class UnsupportedContentEncoding(APIError):
+    """A request body compressed as a whole (Content-Encoding): no parser here unpacks it, so
+    read as it is it looked like broken text, or like a form missing every field."""
+
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    error_code = "unsupported_media_type"
+
+    def __init__(self, coding: str):
+        shown = coding[:40]
+        super().__init__(
+            f"The body is sent with Content-Encoding: {shown}, which is not read here; send it "
+            "uncompressed. A gzip-compressed file goes in as the file itself (its bytes show it "
+            "is gzip).",
+            details={"content_encoding": shown},
+        )
+
+
 class RequestTimeout(APIError, BadRequest):
     """The client stopped sending its request body (batchhub/webworker.py). Also Django's
     BadRequest, so that a page's view that was reading the body answers 400, not 500."""
@@ -211,6 +228,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             message = "Not found."
     if isinstance(exc, QuotaExceeded):
         response["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, UnsupportedContentEncoding):
+        response["Accept-Encoding"] = "identity"  # RFC 9110: the codings a request may use
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         response["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
         message = f"Too many requests; try again in {response['Retry-After']} s."

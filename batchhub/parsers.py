@@ -1,7 +1,9 @@
-"""The API's JSON parser: DRF's, with the bounds of batchhub.jsonsafe (depth, finite numbers).
+"""The API's parsers: DRF's, refusing a compressed body, and for JSON with the bounds of
+batchhub.jsonsafe (depth, finite numbers, unique keys).
 
-DRF's own parser lets a deeply nested body end in a RecursionError (a 500) and turns 1e400 into
-float infinity, which no JSON reader or database column accepts later.
+DRF's own JSON parser lets a deeply nested body end in a RecursionError (a 500) and turns 1e400
+into float infinity, which no JSON reader or database column accepts later. None of DRF's
+parsers looks at Content-Encoding: a gzip body was read as its compressed bytes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,34 @@ import codecs
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonsafe
+from .api import UnsupportedContentEncoding
+
+
+def refuse_content_coding(parser_context: dict | None) -> None:
+    request = (parser_context or {}).get("request")
+    coding = (getattr(request, "META", {}).get("HTTP_CONTENT_ENCODING") or "").strip()
+    if coding and coding.lower() != "identity":
+        raise UnsupportedContentEncoding(coding)
+
+
+class PlainMultiPartParser(MultiPartParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(parser_context)
+        return super().parse(stream, media_type, parser_context)
+
+
+class PlainFormParser(FormParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(parser_context)
+        return super().parse(stream, media_type, parser_context)
 
 
 class BoundedJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(parser_context)
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = codecs.getreader(encoding)(stream).read()

@@ -413,8 +413,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "batchhub.parsers.BoundedJSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "batchhub.parsers.PlainMultiPartParser",
+        "batchhub.parsers.PlainFormParser",
     ],
     "DEFAULT_PAGINATION_CLASS": "batchhub.api.LimitOffsetPagination",
     "PAGE_SIZE": 50,

@@ -9,13 +9,13 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batchhub.api import APIError
+from batchhub.parsers import BoundedJSONParser
 from batchhub.request_fields import refuse_unknown_fields
 
 from .. import links, results, services
@@ -84,7 +84,7 @@ class ResultsLinkSerializer(serializers.Serializer):
 
 
 class ResultsLinkView(APIView):
-    parser_classes = [JSONParser]
+    parser_classes = [BoundedJSONParser]
     throttle_group = "control"
 
     @extend_schema(

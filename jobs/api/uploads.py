@@ -7,13 +7,13 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batchhub.api import LengthRequired
+from batchhub.parsers import BoundedJSONParser
 from batchhub.request_fields import refuse_unknown_fields
 
 from .. import links, uploads
@@ -77,7 +77,7 @@ UPLOAD_ID = OpenApiParameter(
 
 
 class UploadListView(APIView):
-    parser_classes = [JSONParser]
+    parser_classes = [BoundedJSONParser]
     throttle_group = "create"
 
     @extend_schema(

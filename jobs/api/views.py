@@ -16,7 +16,6 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -27,7 +26,7 @@ from batchhub.api import (
     error_body,
     raise_if_chunked,
 )
-from batchhub.parsers import BoundedJSONParser
+from batchhub.parsers import BoundedJSONParser, PlainMultiPartParser
 from batchhub.request_fields import refuse_repeated_parts, refuse_unknown_fields
 
 from .. import creation, input_shapes, poll, results, services
@@ -100,7 +99,7 @@ class ProcessorViewSet(viewsets.ViewSet):
 @job_schema
 class JobViewSet(viewsets.GenericViewSet):
     pagination_class = LimitOffsetPagination
-    parser_classes = [BoundedJSONParser, MultiPartParser]
+    parser_classes = [BoundedJSONParser, PlainMultiPartParser]
     serializer_class = JobSerializer
     throttle_groups = {
         "list": "read",

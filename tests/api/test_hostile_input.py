@@ -14,6 +14,7 @@ import time
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from jobs.forms import JSONTextField
 from jobs.models import Job
@@ -419,3 +420,56 @@ def test_a_repeated_key_in_the_params_string_is_a_400(api_alice):
     error = assert_error(response, 400, "invalid_request")
     assert '"template" twice' in error["message"]
     assert Job.objects.count() == 0
+
+
+# --- a body compressed as a whole (Content-Encoding) ----------------------------------------------
+# No parser unpacked it: gzip JSON was "not valid utf-8 text", a gzip form "missing" every field,
+# and a body labelled br but sent plain was read as if the label were not there.
+
+ROWS_BODY = '{"processor": "template", "params": {"template": "{name}"}, "rows": [{"name": "a"}]}'
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate, gzip"])
+def test_a_compressed_json_body_is_415_naming_the_coding(api_alice, path, coding):
+    body = gzip.compress(ROWS_BODY.encode()) if coding == "gzip" else ROWS_BODY.encode()
+    response = api_alice.post(
+        f"{API}/{path}", body, content_type="application/json", HTTP_CONTENT_ENCODING=coding
+    )
+    error = assert_error(response, 415, "unsupported_media_type")
+    assert f"Content-Encoding: {coding}" in error["message"]
+    assert response["Accept-Encoding"] == "identity"
+    assert Job.objects.count() == 0
+
+
+def test_a_compressed_multipart_body_is_415(api_alice):
+    fields = {"file": upload(b"name\nann\n", "in.csv"), "processor": "template", "params": TEMPLATE}
+    body = encode_multipart(BOUNDARY, fields)
+    response = api_alice.generic(
+        "POST",
+        f"{API}/jobs",
+        gzip.compress(body),
+        content_type=MULTIPART_CONTENT,
+        HTTP_CONTENT_ENCODING="gzip",
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert Job.objects.count() == 0
+
+
+def test_identity_coding_is_read_as_plain(api_alice):
+    response = api_alice.post(
+        f"{API}/jobs/validate",
+        ROWS_BODY,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="identity",
+    )
+    assert response.status_code == 200
+    assert response.json()["valid"] is True
+
+
+def test_other_json_bodies_refuse_a_compressed_body_too(api_alice):
+    body = gzip.compress(b'{"name": "ci"}')
+    response = api_alice.post(
+        f"{API}/keys", body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
+    assert_error(response, 415, "unsupported_media_type")
