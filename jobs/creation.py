@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.files.base import ContentFile, File
+from django.core.files.base import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -29,6 +30,9 @@ from .ssrf import validate_webhook_url
 from .upload import decompressed_too_large, too_large
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# Rows sent as JSON become a JSONL file: kept in memory while small, on disk past this.
+ROWS_SPOOL_BYTES = 1024 * 1024
+ROWS_PER_WRITE = 1000
 
 
 class Source:
@@ -67,9 +71,16 @@ class Source:
 
     def as_file(self) -> tuple[str, File]:
         if self.rows is not None:
-            # JSON rows are kept as a JSONL file, so every job is ingested the same way.
-            body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows).encode()
-            return "rows.jsonl", ContentFile(body)
+            # JSON rows are kept as a JSONL file, so every job is ingested the same way; written
+            # a slice at a time, never as one string of the whole table beside its rows.
+            spool = tempfile.SpooledTemporaryFile(max_size=ROWS_SPOOL_BYTES)
+            for start in range(0, len(self.rows), ROWS_PER_WRITE):
+                piece = self.rows[start : start + ROWS_PER_WRITE]
+                spool.write(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in piece).encode()
+                )
+            spool.seek(0)
+            return "rows.jsonl", File(spool, name="rows.jsonl")
         return _safe_filename(self.filename), self.upload
 
     @property
@@ -77,6 +88,13 @@ class Source:
         if self.rows is not None:
             return 0
         return int(getattr(self.upload, "size", 0) or 0)
+
+
+def _too_many_rows(count: int) -> TooManyRows:
+    return TooManyRows(
+        f"The input has {count} rows; the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
+        details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
+    )
 
 
 def _safe_filename(name: str) -> str:
@@ -239,6 +257,9 @@ def create_job(
 
     # Early, so a request over the quota is refused before its input is read; again below.
     check_active_quota(user)
+    if source.rows is not None and len(source.rows) > settings.BATCHHUB_MAX_ROWS:
+        # Counted already: no need to check a million rows to refuse the rest.
+        raise _too_many_rows(len(source.rows))
     concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
     report, proc = validate_input(
         user,
@@ -253,11 +274,7 @@ def create_job(
         webhook_url=webhook_url,
     )
     if report.row_count > settings.BATCHHUB_MAX_ROWS:
-        raise TooManyRows(
-            f"The input has {report.row_count} rows; "
-            f"the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
-            details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
-        )
+        raise _too_many_rows(report.row_count)
     if not report.valid:
         raise InvalidCSV(report.errors[0]["message"], details={"errors": report.errors})
 
