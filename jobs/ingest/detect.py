@@ -286,9 +286,17 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
             )
         if not text.strip():
             raise TextProblem("The file is empty: it needs a header line and at least one row.")
+        jsonl = _jsonl_name(filename) or text.lstrip().startswith("{")
         if not complete:
             # Detection only looks at whole lines: the sample may end in the middle of one.
             cut = max(text.rfind("\n"), text.rfind("\r"))
+            if cut <= 0 and jsonl:
+                # A JSONL row longer than the sample: the row scan learns the columns from it
+                # and holds it to the limits every other line meets.
+                info.format = "jsonl"
+                if info.encoding not in _JSON_ENCODINGS:
+                    decode_sample(sample, "utf-8", complete)
+                return info, []
             if cut <= 0:
                 raise TextProblem(
                     f"The first line is longer than {SAMPLE_BYTES // 1024} KB; "
@@ -297,7 +305,7 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
                 )
             text = text[: cut + 1]
         stripped = text.lstrip()
-        if _jsonl_name(filename) or stripped.startswith("{"):
+        if jsonl:
             info.format = "jsonl"
             if info.encoding not in _JSON_ENCODINGS:
                 # JSON is UTF-8 (UTF-16 or 32 with a BOM): a legacy guess turned bytes that are

@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from jobs.forms import JSONTextField
+from jobs.ingest import loading
 from jobs.models import Job
 
 from .conftest import API, assert_error, upload
@@ -473,3 +474,34 @@ def test_other_json_bodies_refuse_a_compressed_body_too(api_alice):
         f"{API}/keys", body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
     )
     assert_error(response, 415, "unsupported_media_type")
+
+
+# --- a JSONL row longer than the detection sample -------------------------------------------------
+# The sample's "first line longer than 64 KB" was meant for a CSV header: it refused a JSONL file
+# whose first row was long ("does not look like a CSV or JSONL file") and took the same rows the
+# other way round.
+
+
+@pytest.mark.parametrize("name", ["in.jsonl", "in.txt"])
+def test_a_long_first_jsonl_row_reads_like_a_long_later_one(api_alice, name):
+    long_row = json.dumps({"name": "x" * 100_000}).encode() + b"\n"
+    short_row = b'{"name": "ann", "n": 1}\n'
+    for body in (long_row + short_row, short_row + long_row):
+        report = validate_file(api_alice, body, name).json()
+        assert report["valid"] is True, report["errors"]
+        assert report["row_count"] == 2
+        assert report["columns"] in (["name", "n"], ["name"]) and "name" in report["columns"]
+        assert report["format"] == "jsonl"
+    response = create_file(api_alice, long_row + short_row, name)
+    assert response.status_code == 201, response.content[:300]
+    job = Job.objects.get()
+    loading.ingest(job.pk)
+    job.refresh_from_db()
+    assert job.total == 2
+    assert job.columns == ["name", "n"]
+
+
+def test_a_jsonl_first_row_over_the_row_limit_is_refused_naming_line_1(api_alice):
+    body = json.dumps({"name": "x" * 9_000_000}).encode() + b"\n" + b'{"name": "ann"}\n'
+    first = assert_refused_file(api_alice, body, "in.jsonl", 1, "Line 1 is longer than")
+    assert "does not look like" not in first["message"]
