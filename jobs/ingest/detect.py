@@ -176,6 +176,18 @@ def _detect_delimiter(text: str, complete: bool) -> str:
     return tied[0]
 
 
+def _field_at(text: str, at: int, complete: bool) -> int | None:
+    """The CSV column (field number) that character `at` of the sample lies in: the record
+    around it, parsed up to a stand-in for that character (a quoted field may span lines)."""
+    delimiter = _detect_delimiter(text.replace("\x00", ""), complete)
+    dialect = {**_dialect(delimiter), "strict": False}
+    try:
+        records = list(csv.reader(io.StringIO(text[:at] + "x", newline=""), **dialect))
+    except csv.Error:
+        return None
+    return len(records[-1]) if records else None
+
+
 def _jsonl_name(filename: str | None) -> bool:
     name = (filename or "").lower().removesuffix(".gz")
     return name.endswith(_JSONL_NAMES)
@@ -279,11 +291,14 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
             at = text.index("\x00")
             line = text.count("\n", 0, at) + 1
             char = at - (text.rfind("\n", 0, at) + 1) + 1
-            raise TextProblem(
+            problem = TextProblem(
                 f"Line {line} contains a NUL byte (at character {char}): this is not a text "
                 "file; upload a CSV or JSONL file.",
                 line,
             )
+            if not (_jsonl_name(filename) or text.lstrip().startswith("{")):
+                problem.column = _field_at(text, at, complete)
+            raise problem
         if not text.strip():
             raise TextProblem("The file is empty: it needs a header line and at least one row.")
         jsonl = _jsonl_name(filename) or text.lstrip().startswith("{")
@@ -323,7 +338,7 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
         info.delimiter = _detect_delimiter(text, complete)
         return info, _inspect_csv(text, info)
     except TextProblem as problem:
-        exc = InputError([_error(problem.line, None, problem.message)])
+        exc = InputError([_error(problem.line, getattr(problem, "column", None), problem.message)])
         exc.info = info
         raise exc from None
     except InputError as exc:

@@ -13,6 +13,7 @@ from batchhub import jsonsafe
 
 from .detect import InputError, TableInfo, _csv_message, _dialect, _error, _flatten, _quote
 from .text import (
+    BAD_CHAR,
     Limits,
     TextProblem,
     TextStream,
@@ -66,18 +67,33 @@ def _skip_header(stream: TextStream, reader) -> int:
     return reader.line_num
 
 
-def _read_failure(stream: TextStream, exc: Exception, last: int) -> InputError:
+def _read_failure(stream: TextStream, exc: Exception, last: int, info: TableInfo) -> InputError:
     """The InputError for an exception raised while reading records (after line `last`)."""
     if isinstance(exc, InputError):
         return exc
     if isinstance(exc, csv.Error):
         return InputError([_error(last + 1, None, _csv_message(exc, last + 1))])
     problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
-    return _problem_error(problem)
+    column = _bad_char_column(stream, info) if problem.bad_char else None
+    return _problem_error(problem, column)
 
 
-def _problem_error(problem: TextProblem) -> InputError:
-    return InputError([_error(problem.line, None, problem.message)], stop=problem.stop)
+def _problem_error(problem: TextProblem, column: int | None = None) -> InputError:
+    return InputError([_error(problem.line, column, problem.message)], stop=problem.stop)
+
+
+def _bad_char_column(stream: TextStream, info: TableInfo) -> int | None:
+    """The column (field number) holding a CSV's first bad byte or NUL, from a second pass that
+    parses records (a quoted field may span lines); only on the error path."""
+    try:
+        with stream.marked_lines() as lines:
+            for record in csv.reader(lines, **_dialect(info.delimiter)):
+                for number, field in enumerate(record, 1):
+                    if BAD_CHAR.search(field):
+                        return number
+    except Exception:  # noqa: BLE001 -- the column is a nicety; the line is already named
+        return None
+    return None
 
 
 def csv_records(
@@ -100,7 +116,7 @@ def csv_records(
                 last = reader.line_num
                 yield start, record
         except Exception as exc:
-            raise _read_failure(stream, exc, last) from None
+            raise _read_failure(stream, exc, last, info) from None
 
 
 def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:

@@ -8,6 +8,7 @@ bytes instead, and the slow search for *where* a problem is only runs once one w
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import gzip
 import importlib
@@ -57,6 +58,8 @@ class TextProblem(Exception):
         self.message = message
         self.line = line
         self.stop = stop
+        # Set for a bad byte or NUL: the reader may then find the column it lies in.
+        self.bad_char = False
 
 
 class _NulByte(Exception):
@@ -173,6 +176,7 @@ def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
 
 codecs.register_error("batchhub.mark", _mark_undecodable)
 _BAD_CHAR = re.compile("[\x00\udc00-\udcff]")
+BAD_CHAR = _BAD_CHAR
 # A multi-byte UTF-8 character (2 to 4 bytes, no overlong forms).
 _UTF8_SEQUENCE = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
@@ -409,9 +413,10 @@ class TextStream:
             )
         raise exc
 
-    def _locate(self) -> TextProblem | None:
-        # Only on the error path: read the file again from the start, marking bad bytes instead of
-        # failing, and report the first line holding one.
+    @contextlib.contextmanager
+    def marked_lines(self) -> Iterator[io.TextIOWrapper]:
+        """The file's lines again from the start, each bad byte and NUL matching BAD_CHAR
+        instead of failing: only on the error path, to say where the first one is."""
         self._fileobj.seek(self._start)
         raw = open_binary(self._fileobj, self.compressed)
         limits = self._bytes_only()
@@ -422,28 +427,37 @@ class TextStream:
             newline="",
         )
         try:
-            for number, line in enumerate(text, 1):
-                match = _BAD_CHAR.search(line)
-                if match is None:
-                    continue
-                char = match.start() + 1
-                if match.group() == "\x00":
-                    return TextProblem(
-                        f"Line {number} contains a NUL character (at character {char}); "
-                        "is this really a text file?",
-                        number,
-                    )
-                return TextProblem(
-                    _undecodable_message(number, self.encoding, ord(match.group()) - 0xDC00, char),
-                    number,
-                )
-        except (*_GZIP_ERRORS, _OverLimit):
-            return None
+            yield text
         finally:
             text.close()
             if self.compressed:
                 raw.close()
+
+    def _locate(self) -> TextProblem | None:
+        try:
+            with self.marked_lines() as text:
+                for number, line in enumerate(text, 1):
+                    match = _BAD_CHAR.search(line)
+                    if match is not None:
+                        problem = _bad_char_problem(number, self.encoding, match)
+                        problem.bad_char = True
+                        return problem
+        except (*_GZIP_ERRORS, _OverLimit):
+            return None
         return None
+
+
+def _bad_char_problem(number: int, encoding: str, match: re.Match) -> TextProblem:
+    char = match.start() + 1
+    if match.group() == "\x00":
+        return TextProblem(
+            f"Line {number} contains a NUL character (at character {char}); "
+            "is this really a text file?",
+            number,
+        )
+    return TextProblem(
+        _undecodable_message(number, encoding, ord(match.group()) - 0xDC00, char), number
+    )
 
 
 def _megabytes(n: int) -> str:

@@ -505,3 +505,29 @@ def test_a_jsonl_first_row_over_the_row_limit_is_refused_naming_line_1(api_alice
     body = json.dumps({"name": "x" * 9_000_000}).encode() + b"\n" + b'{"name": "ann"}\n'
     first = assert_refused_file(api_alice, body, "in.jsonl", 1, "Line 1 is longer than")
     assert "does not look like" not in first["message"]
+
+
+# --- the column of a bad byte or NUL in a CSV -----------------------------------------------------
+# The message said "at character 10" of the line, and `column` was null: the field is known.
+
+
+def _csv_rows(start: int, count: int) -> bytes:
+    return "".join(f"{i},hello {i},x\n" for i in range(start, start + count)).encode()
+
+
+def test_a_bad_byte_deep_in_a_csv_names_its_line_and_column(api_alice):
+    body = b"id,name,c\n" + _csv_rows(0, 79_999) + b"79999,caf\xe9,x\n" + _csv_rows(80_000, 20_000)
+    first = assert_refused_file(api_alice, body, "in.csv", 80_001, "0xE9")
+    assert first["column"] == 2
+
+
+def test_a_nul_in_a_quoted_field_spanning_lines_names_its_column(api_alice):
+    body = b"id,name,c\n" + _csv_rows(0, 5_000) + b'9,"two\nlines",x\x00y\n' + _csv_rows(0, 5)
+    first = assert_refused_file(api_alice, body, "in.csv", 5_003, "NUL")
+    assert first["column"] == 3
+
+
+@pytest.mark.parametrize(("body", "column"), [(b"a;b\n1;x\x00\n", 2), (b"a,b\n\x001,x\n", 1)])
+def test_a_nul_near_the_start_names_its_column(api_alice, body, column):
+    first = assert_refused_file(api_alice, body, "in.csv", 2, "NUL")
+    assert first["column"] == column

@@ -567,7 +567,7 @@ def test_nul_bytes(tmp_path):
     assert "not a text file" in only_error(check(b"a,b\n1,\x002\n"))["message"]
     late = b"a,b\n" + b"1,padding padding padding\n" * 3000 + b"2,x\x00y\n"
     assert only_error(check(late)) == {
-        "line": 3002, "column": None,
+        "line": 3002, "column": 2,
         "message": "Line 3002 contains a NUL character (at character 4); "
         "is this really a text file?",
     }  # fmt: skip
