@@ -325,10 +325,14 @@ class JobViewSet(viewsets.GenericViewSet):
         fmt = _query(request, "format") or "csv"
         wanted = _query(request, "status") or "all"
         if fmt not in results.FORMATS:
-            raise APIError(f"Unknown format '{fmt}'.", details={"format": list(results.FORMATS)})
+            raise APIError(
+                f"Unknown format '{fmt}': use one of {', '.join(results.FORMATS)}.",
+                details={"format": list(results.FORMATS)},
+            )
         if wanted not in results.STATUS_FILTERS:
             raise APIError(
-                f"Unknown status '{wanted}'.", details={"status": list(results.STATUS_FILTERS)}
+                f"Unknown status '{wanted}': use one of {', '.join(results.STATUS_FILTERS)}.",
+                details={"status": list(results.STATUS_FILTERS)},
             )
         return results_response(job, fmt, wanted)
 

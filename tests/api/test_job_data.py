@@ -203,3 +203,5 @@ def test_results_with_an_unknown_status_is_400_naming_the_allowed_ones(api_alice
         "invalid_request",
     )
     assert error["details"] == {"status": ["all", "succeeded", "failed"]}
+    # The sentence a person reads names them too, not only the details a script reads.
+    assert "use one of all, succeeded, failed" in error["message"]
