@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -67,12 +68,28 @@ def _skip_header(stream: TextStream, reader) -> int:
     return reader.line_num
 
 
+_UNCLOSED = "unexpected end of data"  # the csv module's words for a file ending inside quotes
+
+
+def _unclosed_quote_column(stream: TextStream, info: TableInfo, last: int) -> int | None:
+    """The column whose quote is never closed: the record that starts after line `last`, read
+    again without strictness, ends in that field. Only on the error path."""
+    try:
+        with stream.marked_lines() as lines:
+            rest = itertools.islice(lines, last, None)
+            record = next(csv.reader(rest, **{**_dialect(info.delimiter), "strict": False}), None)
+    except Exception:  # noqa: BLE001 -- the column is a nicety; the line is already named
+        return None
+    return len(record) if record else None
+
+
 def _read_failure(stream: TextStream, exc: Exception, last: int, info: TableInfo) -> InputError:
     """The InputError for an exception raised while reading records (after line `last`)."""
     if isinstance(exc, InputError):
         return exc
     if isinstance(exc, csv.Error):
-        return InputError([_error(last + 1, None, _csv_message(exc, last + 1))])
+        column = _unclosed_quote_column(stream, info, last) if _UNCLOSED in str(exc) else None
+        return InputError([_error(last + 1, column, _csv_message(exc, last + 1))])
     problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
     column = _bad_char_column(stream, info) if problem.bad_char else None
     return _problem_error(problem, column)

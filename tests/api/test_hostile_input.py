@@ -531,3 +531,15 @@ def test_a_nul_in_a_quoted_field_spanning_lines_names_its_column(api_alice):
 def test_a_nul_near_the_start_names_its_column(api_alice, body, column):
     first = assert_refused_file(api_alice, body, "in.csv", 2, "NUL")
     assert first["column"] == column
+
+
+def test_a_quote_never_closed_near_the_end_names_its_line_and_column(api_alice):
+    body = b"id,name,c\n" + _csv_rows(0, 99_997) + b'99998,"never closed\n' + _csv_rows(0, 1)
+    first = assert_refused_file(api_alice, body, "in.csv", 99_999, "never closed")
+    assert first["column"] == 2
+
+
+def test_a_quote_never_closed_after_a_field_spanning_lines_names_its_column(api_alice):
+    body = b"id,name,c\n" + _csv_rows(0, 10) + b'1,"two\nlines","open\n' + _csv_rows(0, 2)
+    first = assert_refused_file(api_alice, body, "in.csv", 12, "never closed")
+    assert first["column"] == 3

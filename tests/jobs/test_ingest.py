@@ -488,7 +488,7 @@ def test_unclosed_quote_names_the_line_where_the_record_starts():
     report = check(b'a,b\n1,2\n3,"never closed\n5,6\n7,8\n')
     assert only_error(report) == {
         "line": 3,
-        "column": None,
+        "column": 2,
         "message": "Line 3 opens a quoted field that is never closed: the file ends inside quotes. "
         'Check for a missing closing " in this record.',
     }
