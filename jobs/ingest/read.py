@@ -160,6 +160,11 @@ class _Objects:
         self.report = report
         self.limit = settings.BATCHHUB_MAX_FIELD_BYTES
         self.max_columns = settings.BATCHHUB_MAX_COLUMNS
+        if len(self.columns) > self.max_columns or any(not c.strip() for c in self.columns):
+            # Detection took these from the first row, which then matched them and skipped the
+            # checks every new key meets: start empty, so that row is held to them too.
+            self.columns.clear()
+            self.index.clear()
 
     def align(self, obj: Any, line: int, what: str, size: int) -> list | None:
         if type(obj) is not dict:

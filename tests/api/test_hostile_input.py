@@ -543,3 +543,30 @@ def test_a_quote_never_closed_after_a_field_spanning_lines_names_its_column(api_
     body = b"id,name,c\n" + _csv_rows(0, 10) + b'1,"two\nlines","open\n' + _csv_rows(0, 2)
     first = assert_refused_file(api_alice, body, "in.csv", 12, "never closed")
     assert first["column"] == 3
+
+
+# --- the first row's keys meet the checks every later key meets -----------------------------------
+# Detection took the columns from the first row, which then matched them as they were: a first
+# row of a hundred thousand keys passed the column limit, and a key with no name passed too.
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+def test_a_first_row_over_the_column_limit_is_refused(api_alice, settings, path):
+    settings.BATCHHUB_MAX_COLUMNS = 20
+    row = {**{f"k{i}": 1 for i in range(50)}, "name": "a"}
+    body = {"processor": "template", "params": {"template": "{name}"}, "rows": [row]}
+    response = api_alice.post(f"{API}/{path}", body, format="json")
+    if path == "jobs":
+        error = assert_error(response, 400, "invalid_csv")
+        first = error["details"]["errors"][0]
+    else:
+        first = response.json()["errors"][0]
+    assert first["line"] == 1 and first["column"] == 21
+    assert "over the limit of 20" in first["message"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("key", ["", "  "])
+def test_a_first_jsonl_row_with_a_key_with_no_name_is_refused(api_alice, key):
+    body = json.dumps({key: "a", "name": "b"}).encode() + b'\n{"name": "c"}\n'
+    assert_refused_file(api_alice, body, "in.jsonl", 1, "Line 1 has a key with no name")
