@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import enqueue, holders, livestatus, states
-from .models import Chunk, Job, Row, RowStatus
+from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, get_processor_class
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ def start_loops(job: Job, *, afresh: bool = True) -> None:
     try:
         with transaction.atomic():
             if afresh:
-                Job.objects.filter(pk=job.pk).update(loop_generation=F("loop_generation") + 1)
+                Job.objects.filter(pk=job.pk).update(
+                    loop_generation=F("loop_generation") + 1, idle_loops=0
+                )
             generation = (
                 Job.objects.filter(pk=job.pk).values_list("loop_generation", flat=True).first()
             )
@@ -75,6 +77,43 @@ def start_loops(job: Job, *, afresh: bool = True) -> None:
         pass  # the database is busy: the loops go on as before there were generations
     for _ in range(plan_for(job).loops):
         enqueue.send("jobs.work", job.pk, generation)
+
+
+def stand_by(job_pk: int, generation: int | None) -> bool:
+    """For a loop that found no chunk to claim while others were held: whether it stops. Not
+    when one became claimable meanwhile. A loop of the current start that stops is counted
+    idle, under the job's lock, for `hand_on` to wake should a held chunk be given back by a
+    loop that stops too."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_pk).first()
+        if job is None:
+            return True
+        # Read after the lock: a chunk given back before `hand_on` looked is claimable here.
+        if claimable_chunks(job_pk, timezone.now()).exists():
+            return False
+        if job.status == JobStatus.PROCESSING and generation == job.loop_generation:
+            Job.objects.filter(pk=job_pk).update(idle_loops=F("idle_loops") + 1)
+    return True
+
+
+def hand_on(job_pk: int) -> None:
+    """For a loop that stops while the job processes (a pause it saw was lifted since, or the
+    job's loops were started afresh): the chunks it gave back may have no loop to come for
+    them, the new start's having found them held and stopped (`stand_by`). Wake one of those
+    for them; never more loops than the start had."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_pk).first()
+        if job is None or job.status != JobStatus.PROCESSING or not job.idle_loops:
+            return
+        unheld = Chunk.objects.filter(job_id=job_pk, done=False).filter(
+            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+        )
+        if not unheld.exists():
+            return
+        Job.objects.filter(pk=job_pk).update(idle_loops=F("idle_loops") - 1)
+        generation = job.loop_generation
+    enqueue.send("jobs.work", job_pk, generation)
 
 
 def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int, int]]:

@@ -130,6 +130,10 @@ class Job(models.Model):
     working_since = models.DateTimeField(null=True, blank=True)  # the current stretch's start
     # Bumped each time the job's loops are started afresh: a step of an older start stops.
     loop_generation = models.PositiveIntegerField(default=0)
+    # Loops of the current start that stopped because every open chunk was held: a loop of an
+    # earlier start, or one a lifted pause stopped, that gives a chunk back wakes one of them
+    # (chunks.hand_on); no loop would come for that chunk before the reaper.
+    idle_loops = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 

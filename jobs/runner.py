@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from . import enqueue, livestatus, states
 from .chunk_loop import close_processor, process_chunk, release_chunk
-from .chunks import _LEFT_BEHIND, claim_chunk, give_back, plan_for
+from .chunks import _LEFT_BEHIND, claim_chunk, give_back, hand_on, plan_for, stand_by
 from .finish import _cancel_leftovers_after_failure, cancel_leftovers, finalize
 from .models import Chunk, Job, JobStatus
 from .processors import ParamsError, Processor, ProcessorContext, get_processor_class
@@ -145,7 +145,10 @@ def _work(
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
     if generation is not None and generation != job.loop_generation:
-        return Step("stop")  # a loop of an earlier start: the job's loops were started afresh
+        # A loop of an earlier start: the job's loops were started afresh. Its last step may
+        # have given back a chunk the new ones found held.
+        _hand_on(job.pk)
+        return Step("stop")
     processor_cls = get_processor_class(job.processor)
     if processor_cls is None:
         states.transition(
@@ -192,7 +195,7 @@ def _work(
         while True:
             chunk = claim_chunk(job.pk)
             if chunk is None:
-                return _no_chunk(job)
+                return _no_chunk(job, generation)
             held[:] = [chunk]
             if processor is None:
                 plan = plan_for(job, processor_cls)
@@ -230,7 +233,11 @@ def _work(
                 raise
             release_chunk(run)
             held.clear()
-            if run.status != JobStatus.PROCESSING:
+            stale = generation is not None and generation != run.job.loop_generation
+            if run.status != JobStatus.PROCESSING or stale:
+                # Paused (perhaps resumed since), cancelled, or started afresh: the loops of
+                # the new start may have found this chunk held and stopped.
+                _hand_on(job.pk)
                 return Step("stop")
             if time.monotonic() - began >= seconds:
                 if not Chunk.objects.filter(job_id=job.pk, done=False).exists():
@@ -244,6 +251,14 @@ def _work(
         if processor is not None:
             # Calls left in a request at a cancel still use its client: the last one closes it.
             close_processor(processor)
+
+
+def _hand_on(job_pk: int) -> None:
+    """A loop stops while its job may process: the loops that found its chunks held and stopped
+    get them (chunks.hand_on), and if it did the job's last rows, the job ends here."""
+    hand_on(job_pk)
+    if not Chunk.objects.filter(job_id=job_pk, done=False).exists():
+        finalize(job_pk)
 
 
 # The error code of a job whose params the workers refuse; retrying its rows cannot help.
@@ -264,7 +279,7 @@ def _params_refused(job: Job, exc: ParamsError) -> Step:
     return Step("stop")
 
 
-def _no_chunk(job: Job) -> Step:
+def _no_chunk(job: Job, generation: int | None = None) -> Step:
     """Nothing to claim: finish the job, wait for backed-off rows, or leave it to other loops."""
     now = timezone.now()
     open_chunks = Chunk.objects.filter(job_id=job.pk, done=False)
@@ -273,7 +288,8 @@ def _no_chunk(job: Job) -> Step:
         return Step("stop")
     leased = open_chunks.filter(lease_until__gte=now).exists()
     if leased:
-        return Step("stop")  # another loop holds work; it finalizes when it is done
+        # Another loop holds work; it finalizes when it is done.
+        return Step("stop") if stand_by(job.pk, generation) else Step("continue")
     next_at = open_chunks.order_by("available_at").values_list("available_at", flat=True).first()
     if next_at is not None and next_at > now:
         return Step("wait", min(60.0, (next_at - now).total_seconds() + 0.05))
