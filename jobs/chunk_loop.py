@@ -306,15 +306,23 @@ def _run_threaded(
 
     handover = _Handover()
 
+    def begins() -> bool:
+        if watch.stopped():
+            return False
+        if limiter is not None:
+            limiter()
+            return not stop.is_set()
+        return True
+
     def call(item: _Item):
         # Rows are marked running in groups ahead of the pool; one that has not begun when a
         # pause arrives goes back to pending untouched.
-        if watch.stopped():
+        try:
+            begun = begins()
+        except Exception as exc:  # the cache or the limiter failed: no request was made
+            return handover.back(item, _NOT_STARTED, exc)
+        if not begun:
             return handover.back(item, _NOT_STARTED)
-        if limiter is not None:
-            limiter()
-            if stop.is_set():
-                return handover.back(item, _NOT_STARTED)
         try:
             result = processor.run_one(to_input(item))
         except Exception as exc:
@@ -463,7 +471,8 @@ class _Handover:
         self.runs: dict[int, ChunkRun] = {}  # rows handed over, by index
 
     def back(self, item: _Item, result, exc: Exception | None = None):
-        """For the calling thread: its result, or _HANDED when it wrote the row itself."""
+        """For the calling thread: its result, or _HANDED when it wrote the row itself. `exc`:
+        what the call raised instead (with `_NOT_STARTED`, before its request began)."""
         with self.lock:
             run = self.runs.pop(item.index, None)
             if run is None:
@@ -472,9 +481,18 @@ class _Handover:
                     raise exc
                 return result
         try:
-            if exc is not None:
-                raise exc  # the reaper's cleanup of the cancelled job ends its row
-            run.write_late(item, None if result is _NOT_STARTED else result)
+            if result is _NOT_STARTED:
+                if exc is not None:
+                    logger.warning(
+                        "job %s: row %d never began: %r", run.job.public_id, item.index, exc
+                    )
+                result = None
+            elif exc is not None:
+                # As Processor.run_one fails a row whose processor raised; left running, it
+                # would wait for the reaper's cleanup at its deadline and end cancelled.
+                logger.error("job %s: row %d raised", run.job.public_id, item.index, exc_info=exc)
+                result = RowResult(error=f"{exc.__class__.__name__}: {exc}")
+            run.write_late(item, result)
         except Exception:
             logger.exception("job %s: row %d could not be written", run.job.public_id, item.index)
         finally:

@@ -18,9 +18,19 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from jobs import finish, holders, reaper, runner, services, syncpoint, webhook_deliveries
+from jobs import (
+    chunk_loop,
+    finish,
+    holders,
+    reaper,
+    runner,
+    services,
+    syncpoint,
+    webhook_deliveries,
+)
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
+from jobs.processors.http_api import HTTPProcessor
 from tests.conftest import make_job, rows_text
 from tests.processors.servers import holding_server
 
@@ -250,3 +260,74 @@ def test_deleting_a_job_with_rows_in_flight_frees_its_loop_at_once(held_job, ser
     assert not Job.objects.filter(pk=held_job.pk).exists()
     assert not Row.objects.filter(job_id=held_job.pk).exists()
     assert len(server.requests) == THREADS
+
+
+def test_a_call_that_raises_after_the_cancel_ends_its_row_failed(held_job, server, monkeypatch):
+    # The connection reset (or the processor's bug) reaches the thread instead of a result: the
+    # row ended running until the reaper's cleanup, minutes later, and then cancelled.
+    real = HTTPProcessor.run_one
+
+    def run_one(self, row):
+        real(self, row)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(HTTPProcessor, "run_one", run_one)
+    cancelled_mid_request(held_job, server)
+    released = time.monotonic()
+    answered(held_job, server)
+    assert time.monotonic() - released < 5.0
+    job = Job.objects.get(pk=held_job.pk)
+    assert job.status == JobStatus.CANCELLED
+    assert (job.running, job.succeeded, job.failed, job.cancelled) == (
+        0,
+        0,
+        THREADS,
+        ROWS - THREADS,
+    )
+    assert job.counts == {"total": ROWS, **finish.recount(job)}
+    failed = Row.objects.filter(job=job, status=RowStatus.FAILED)
+    assert {(r.error, r.reason) for r in failed} == {
+        ("ConnectionResetError: [Errno 104] Connection reset by peer",) * 2
+    }
+
+
+def test_a_row_whose_limiter_fails_after_the_cancel_ends_cancelled(
+    alice, server, settings, monkeypatch
+):
+    # A thread waiting for the job's rate limit when the cancel came, whose limiter then fails
+    # (the cache away): no request was made, and the row never ended (nor did the step's
+    # processor close, waiting for that thread's call to come back).
+    settings.BATCHHUB_PROCESSOR_ALLOW_PRIVATE = "127.0.0.0/8"
+    params = {"method": "GET", "url": server.url + "/hold?row={name}", "fields": {"ok": "ok"}}
+    job = make_job(alice, rows_text(ROWS), "http", params, concurrency=THREADS, rate_limit=6000)
+    loading.ingest(job.pk)
+    gate, asked = threading.Event(), []
+
+    def acquire(key, rate, timeout):
+        asked.append(key)
+        if len(asked) >= THREADS:
+            gate.wait(10)
+            raise ConnectionError("the cache is away")
+
+    monkeypatch.setattr(chunk_loop, "acquire", acquire)
+    at: list[float] = []
+
+    def cancel() -> None:
+        wait_until(lambda: len(server.requests) >= THREADS - 1 and len(asked) >= THREADS)
+        time.sleep(0.3)
+        control(job, "cancel", at)
+
+    canceller = in_another_thread(cancel)
+    assert runner.work_once(job.pk, io_seconds=60).action == "stop"
+    canceller.join(5)
+    assert Job.objects.get(pk=job.pk).running == THREADS
+    gate.set()
+    answered_rows = THREADS - 1
+    server.httpd.state["release"].set()
+    wait_until(lambda: server.httpd.state["answered"] == answered_rows)
+    loop_threads_ended(job)
+    job.refresh_from_db()
+    assert (job.status, job.running, job.pending) == (JobStatus.CANCELLED, 0, 0)
+    assert (job.succeeded, job.cancelled) == (answered_rows, ROWS - answered_rows)
+    assert job.counts == {"total": ROWS, **finish.recount(job)}
+    assert len(server.requests) == answered_rows

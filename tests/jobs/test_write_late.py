@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.db.models import F
 
-from jobs import finish, services
+from jobs import chunk_loop, finish, services
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import RowResult
@@ -62,3 +62,26 @@ def test_a_row_the_reaper_ended_first_is_not_written_or_counted_again(
     job = Job.objects.get(pk=run.job.pk)
     assert (job.running, job.succeeded, job.cancelled) == (0, 0, 10)
     assert Row.objects.get(job=job, index=0).output is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_call_that_raised_ends_its_row_failed_saying_why(cancelled_with_rows_in_flight):
+    run, (reset, ok, still_mine) = cancelled_with_rows_in_flight
+    handover = chunk_loop._Handover()
+    assert handover.take(run, [reset, ok]) == {0, 1}
+    run.expect_late()
+    # A processor whose call lets a connection reset through instead of returning a result.
+    raised = ConnectionResetError(104, "Connection reset by peer")
+    assert handover.back(reset, None, raised) is chunk_loop._HANDED
+    assert handover.back(ok, RowResult.ok({"n": 1})) is chunk_loop._HANDED
+    # A call the loop still waits for is the loop's to deal with, as before.
+    with pytest.raises(ConnectionResetError):
+        handover.back(still_mine, None, raised)
+
+    job = Job.objects.get(pk=run.job.pk)
+    assert (job.running, job.succeeded, job.failed, job.cancelled) == (1, 1, 1, 7)
+    assert job.counts == {"total": 10, **finish.recount(job)}
+    failed = Row.objects.get(job=job, index=0)
+    assert failed.status == RowStatus.FAILED
+    assert failed.error == "ConnectionResetError: [Errno 104] Connection reset by peer"
+    assert failed.reason == "ConnectionResetError: [Errno 104] Connection reset by peer"
