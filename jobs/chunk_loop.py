@@ -10,10 +10,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from queue import Empty, SimpleQueue
 
 import orjson
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
 
 from . import livestatus
 from .chunks import Plan
@@ -459,6 +461,36 @@ def _late_call_back(processor: Processor) -> None:
         closing.close()
 
 
+# A late row's write that found the database away is tried again this often, until the row's
+# deadline (ChunkRun.late_until): past it the reaper's cleanup may end the row instead.
+LATE_RETRY_SECONDS = 0.5
+
+
+def _write_late(run: ChunkRun, item: _Item, result: RowResult | None) -> None:
+    """run.write_late, again while the database is away (a restart, a failover): the answer came
+    back, and API.md says it is kept. A write that did commit before its connection went finds
+    its row no longer running the next time: written once."""
+    deadline = run.late_until or timezone.now() + timedelta(seconds=run.late_seconds())
+    while True:
+        try:
+            run.write_late(item, result)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            if timezone.now() + timedelta(seconds=LATE_RETRY_SECONDS) >= deadline:
+                raise
+            logger.warning(
+                "job %s: row %d not written yet (%s); trying again",
+                run.job.public_id,
+                item.index,
+                exc,
+            )
+        try:
+            connection.close()
+        except (OperationalError, InterfaceError):
+            pass
+        time.sleep(LATE_RETRY_SECONDS)
+
+
 class _Handover:
     """Rows whose call the loop stopped waiting for at a cancel: the thread that made the call
     writes the row itself when it comes back (ChunkRun.write_late), as a sync point would have,
@@ -492,7 +524,7 @@ class _Handover:
                 # would wait for the reaper's cleanup at its deadline and end cancelled.
                 logger.error("job %s: row %d raised", run.job.public_id, item.index, exc_info=exc)
                 result = RowResult(error=f"{exc.__class__.__name__}: {exc}")
-            run.write_late(item, result)
+            _write_late(run, item, result)
         except Exception:
             logger.exception("job %s: row %d could not be written", run.job.public_id, item.index)
         finally:

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from jobs import (
@@ -289,6 +289,26 @@ def test_a_call_that_raises_after_the_cancel_ends_its_row_failed(held_job, serve
     assert {(r.error, r.reason) for r in failed} == {
         ("ConnectionResetError: [Errno 104] Connection reset by peer",) * 2
     }
+
+
+def test_a_late_answer_is_kept_through_a_database_blip(held_job, server, monkeypatch):
+    monkeypatch.setattr(chunk_loop, "LATE_RETRY_SECONDS", 0.1, raising=False)
+    real = syncpoint.ChunkRun.write_late
+    tries: dict[int, int] = {}
+
+    def write_late(self, item, result):
+        tries[item.index] = tries.get(item.index, 0) + 1
+        if tries[item.index] <= 2:  # the database is away for each row's first two tries
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(self, item, result)
+
+    monkeypatch.setattr(syncpoint.ChunkRun, "write_late", write_late)
+    cancelled_mid_request(held_job, server)
+    released = time.monotonic()
+    answered(held_job, server)
+    assert time.monotonic() - released < 5.0
+    assert_final(held_job)  # the answers were kept, each row counted once
+    assert sorted(tries.values()) == [3] * THREADS
 
 
 def test_a_row_whose_limiter_fails_after_the_cancel_ends_cancelled(

@@ -4,8 +4,12 @@ running."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.db import OperationalError
 from django.db.models import F
+from django.utils import timezone
 
 from jobs import chunk_loop, finish, services
 from jobs.ingest import loading
@@ -85,3 +89,51 @@ def test_a_late_call_that_raised_ends_its_row_failed_saying_why(cancelled_with_r
     assert failed.status == RowStatus.FAILED
     assert failed.error == "ConnectionResetError: [Errno 104] Connection reset by peer"
     assert failed.reason == "ConnectionResetError: [Errno 104] Connection reset by peer"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_answer_is_written_once_the_database_is_back(
+    cancelled_with_rows_in_flight, monkeypatch
+):
+    run, (ok, failed, _again) = cancelled_with_rows_in_flight
+    handover = chunk_loop._Handover()
+    handover.take(run, [ok, failed])
+    run.expect_late()
+    monkeypatch.setattr(chunk_loop, "LATE_RETRY_SECONDS", 0.01, raising=False)
+    real = ChunkRun.write_late
+    away = {"writes": 3}
+
+    def write_late(self, item, result):
+        if away["writes"]:  # the database is away for the first few tries
+            away["writes"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(self, item, result)
+
+    monkeypatch.setattr(ChunkRun, "write_late", write_late)
+    assert handover.back(ok, RowResult.ok({"n": 1})) is chunk_loop._HANDED
+    assert handover.back(failed, RowResult(error="HTTP 404")) is chunk_loop._HANDED
+    job = Job.objects.get(pk=run.job.pk)
+    assert (job.running, job.succeeded, job.failed, job.cancelled) == (1, 1, 1, 7)
+    assert Row.objects.get(job=job, index=0).output == {"n": 1}
+    assert Row.objects.get(job=job, index=1).error == "HTTP 404"
+    assert job.counts == {"total": 10, **finish.recount(job)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_answer_is_left_to_the_reaper_once_its_deadline_passed(
+    cancelled_with_rows_in_flight, monkeypatch
+):
+    run, (ok, *_rest) = cancelled_with_rows_in_flight
+    handover = chunk_loop._Handover()
+    handover.take(run, [ok])
+    run.late_until = timezone.now() - timedelta(seconds=1)  # the reaper's cleanup may end it
+    tries = []
+
+    def write_late(self, item, result):
+        tries.append(item.index)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(ChunkRun, "write_late", write_late)
+    assert handover.back(ok, RowResult.ok({"n": 1})) is chunk_loop._HANDED
+    assert tries == [0]  # not tried again: the thread ends
+    assert Job.objects.get(pk=run.job.pk).running == 3
