@@ -96,24 +96,25 @@ def stand_by(job_pk: int, generation: int | None) -> bool:
     return True
 
 
-def hand_on(job_pk: int) -> None:
+def hand_on(job_pk: int) -> bool:
     """For a loop that stops while the job processes (a pause it saw was lifted since, or the
     job's loops were started afresh): the chunks it gave back may have no loop to come for
     them, the new start's having found them held and stopped (`stand_by`). Wake one of those
-    for them; never more loops than the start had."""
+    for them; never more loops than the start had. Returns whether the job is processing."""
     now = timezone.now()
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_pk).first()
-        if job is None or job.status != JobStatus.PROCESSING or not job.idle_loops:
-            return
+        if job is None or job.status != JobStatus.PROCESSING:
+            return False
         unheld = Chunk.objects.filter(job_id=job_pk, done=False).filter(
             Q(lease_until__isnull=True) | Q(lease_until__lt=now)
         )
-        if not unheld.exists():
-            return
+        if not job.idle_loops or not unheld.exists():
+            return True
         Job.objects.filter(pk=job_pk).update(idle_loops=F("idle_loops") - 1)
         generation = job.loop_generation
     enqueue.send("jobs.work", job_pk, generation)
+    return True
 
 
 def chunk_bounds(total: int, chunk_rows: int, loops: int = 1) -> list[tuple[int, int]]:

@@ -256,8 +256,8 @@ def _work(
 def _hand_on(job_pk: int) -> None:
     """A loop stops while its job may process: the loops that found its chunks held and stopped
     get them (chunks.hand_on), and if it did the job's last rows, the job ends here."""
-    hand_on(job_pk)
-    if not Chunk.objects.filter(job_id=job_pk, done=False).exists():
+    # A cancelled or paused job is not counted for a finalize that would not happen.
+    if hand_on(job_pk) and not Chunk.objects.filter(job_id=job_pk, done=False).exists():
         finalize(job_pk)
 
 

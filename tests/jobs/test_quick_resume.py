@@ -259,3 +259,35 @@ def test_a_replaced_loop_that_does_the_last_rows_ends_the_job(alice, monkeypatch
     # The resume's loop (run above) and no other: nothing was left to hand on.
     assert steps == [(job.pk, Job.objects.get(pk=job.pk).loop_generation)]
     assert_every_row_once(job, ROWS)
+
+
+class CancelledMidChunk(Processor):
+    """Echoes the name; the job is cancelled while its first group runs."""
+
+    name = "cancelled_mid_chunk_test"
+    inputs = ["name"]
+    outputs = ["echo"]
+    job_pk: int = 0
+
+    def process_row(self, row):
+        if row.index == 10:
+            services.cancel(Job.objects.get(pk=CancelledMidChunk.job_pk), actor="alice")
+        return {"echo": row.inputs["name"]}
+
+
+def test_a_loop_a_cancel_stopped_hands_nothing_on_and_counts_no_rows(alice, monkeypatch):
+    # Its chunks are all done at the cancel: a finalize would count the job's rows for nothing.
+    monkeypatch.setitem(base.registry(), CancelledMidChunk.name, CancelledMidChunk)
+    steps = recorded_steps(monkeypatch)
+    job = make_job(alice, rows_text(ROWS), processor=CancelledMidChunk.name, concurrency=1)
+    CancelledMidChunk.job_pk = job.pk
+    loading.ingest(job.pk)
+    ((_pk, first),) = steps
+    steps.clear()
+    counted = []
+    monkeypatch.setattr(finish, "recount", lambda job: counted.append(job.pk) or {})
+    assert runner.work_once(job.pk, seconds=60, generation=first) == runner.Step("stop")
+    assert (steps, counted) == ([], [])
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    assert job.running == 0 and job.succeeded + job.cancelled == ROWS
