@@ -187,19 +187,19 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
 def test_a_quick_resume_starts_rows_again_at_once(alice, api_alice, worker_factory, server):
     # The loop that saw the pause gives its chunk back once its requests in flight are in; the
     # resume's loop had looked before that, found the job's only chunk held and stopped. The
-    # chunk then waited for the reaper (5 s without progress) before a row started again.
+    # chunk then waited for the reaper's stall limit before a row started again.
     worker = worker_factory(concurrency=2, beat=True)
     server.httpd.state["latency"] = 1.0
     job = http_job(alice, server, 60, "/latency", concurrency=4)
     # Past a step's first seconds: its loop would not claim the chunk again itself.
     worker.wait_for(lambda: len(server.requests) >= 12, timeout=30, message="first rows")
     services.pause(Job.objects.get(pk=job.pk), actor="alice")
-    time.sleep(0.5)  # the loop sees it; its requests take a second more
+    time.sleep(0.5)  # the loop sees it; its requests are still in flight
     services.resume(Job.objects.get(pk=job.pk), actor="alice")
     resumed_at, asked = time.time(), len(server.requests)
     worker.wait_for(lambda: len(server.requests) > asked, timeout=30, message="rows again")
     started = sorted(server.times)[asked]  # the first request made since the resume
-    assert started - resumed_at < 3.0, f"rows started again {started - resumed_at:.1f} s later"
+    assert started - resumed_at < 4.0, f"rows started again {started - resumed_at:.1f} s later"
     job = finished(job)
     assert job.status == JobStatus.COMPLETED, worker.tail()
     body = api_alice.get(f"/api/v1/jobs/{job.public_id}").json()
