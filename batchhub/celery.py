@@ -4,9 +4,16 @@ import gc
 import logging
 import os
 import signal
+import time
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, import_modules, worker_init, worker_process_init
+from celery.signals import (
+    before_task_publish,
+    celeryd_after_setup,
+    import_modules,
+    worker_init,
+    worker_process_init,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchhub.settings")
 
@@ -40,6 +47,17 @@ def settle_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# The header each message carries with the time it was sent (jobs/steps.py reads it).
+SENT_HEADER = "batchhub_sent_at"
+
+
+@before_task_publish.connect
+def _stamp_sent_time(headers=None, **_kwargs) -> None:
+    # Beat's messages too: the reaper's tells it which job steps have left the queue before it.
+    if headers is not None:
+        headers.setdefault(SENT_HEADER, time.time())
 
 
 @celeryd_after_setup.connect

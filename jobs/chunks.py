@@ -13,7 +13,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import enqueue, holders, livestatus, states
+from . import enqueue, holders, livestatus, states, steps
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, get_processor_class
 
@@ -60,9 +60,8 @@ def start_loops(job: Job, *, afresh: bool = True) -> None:
 
     Afresh, in place of any started before: their steps may still be queued (a broker that
     keeps its messages through a restart of the workers, a resume soon after a pause, a retry)
-    and would run beside the new loops. The reaper's loops are added instead: it takes a job
-    whose steps wait behind other jobs' for lost, and replacing those would send the job to the
-    back of the queue at every round, never to run."""
+    and would run beside the new loops. The reaper counts the new start itself, in the statement
+    that finds the job's steps lost (jobs/steps.py)."""
     generation = None  # steps without one run whatever the start
     try:
         with transaction.atomic():
@@ -75,8 +74,9 @@ def start_loops(job: Job, *, afresh: bool = True) -> None:
             )
     except OperationalError:
         pass  # the database is busy: the loops go on as before there were generations
-    for _ in range(plan_for(job).loops):
-        enqueue.send("jobs.work", job.pk, generation)
+    sent = [enqueue.send("jobs.work", job.pk, generation) for _ in range(plan_for(job).loops)]
+    if any(sent):
+        steps.queued(job.pk)
 
 
 def stand_by(job_pk: int, generation: int | None) -> bool:
@@ -113,7 +113,8 @@ def hand_on(job_pk: int) -> bool:
             return True
         Job.objects.filter(pk=job_pk).update(idle_loops=F("idle_loops") - 1)
         generation = job.loop_generation
-    enqueue.send("jobs.work", job_pk, generation)
+    if enqueue.send("jobs.work", job_pk, generation):
+        steps.queued(job_pk)
     return True
 
 

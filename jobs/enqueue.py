@@ -22,11 +22,14 @@ from kombu.exceptions import ChannelError, OperationalError
 logger = logging.getLogger(__name__)
 
 
-def send(name: str, *args) -> None:
+def send(name: str, *args) -> bool:
+    """Queue the task; False when the broker refused it (logged)."""
     try:
         current_app.tasks[name].delay(*args)
     except OperationalError as exc:
         _unsent(name, args, exc)
+        return False
+    return True
 
 
 def send_later(name: str, seconds: float, *args) -> None:

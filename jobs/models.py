@@ -134,6 +134,11 @@ class Job(models.Model):
     # earlier start, or one a lifted pause stopped, that gives a chunk back wakes one of them
     # (chunks.hand_on); no loop would come for that chunk before the reaper.
     idle_loops = models.PositiveIntegerField(default=0)
+    # A loop's next step is a broker message until a worker takes it: when the job's newest one
+    # was queued (when due, if delayed) and when one last started let the reaper tell steps that
+    # wait their turn from lost ones (jobs/steps.py).
+    step_queued_at = models.DateTimeField(null=True, blank=True)
+    step_started_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 

@@ -23,6 +23,7 @@ from . import (
     runner,
     services,
     states,
+    steps,
     webhook_deliveries,
 )
 from .ingest import loading
@@ -32,39 +33,55 @@ from .models import Chunk, Job, JobStatus
 # a redelivered task to have started reading again (it records itself as the reader).
 READER_GRACE = timedelta(seconds=5)
 
+UNASKED = object()  # the queue not yet asked this round
 
-def reap(now=None) -> dict[str, int]:
-    """Put stalled work back in motion; resume auto-paused jobs whose wait is over."""
+# What the job's timeline says of a restart: a process that held its rows is gone, or no step of
+# its loops is left (a worker killed with the messages it had taken, a broker restarted without
+# them, a step that failed).
+WORKER_STOPPED = "No progress for a while: work restarted (a worker stopped)."
+STEPS_LOST = (
+    "No progress for a while, and none of its work was queued or running (lost with a worker "
+    "or the broker): work restarted."
+)
+
+
+def _restart(job: Job, now, stall: timedelta, left_before) -> bool:
+    """Start the job's loops afresh if its steps are gone; say why on its timeline."""
+    with transaction.atomic():
+        if not steps.take_for_lost(job.pk, now=now, stall=stall, left_before=left_before):
+            return False  # a step waits its turn, or has just started
+        # needs_loops found no live holder: a chunk still leased was a dead process's.
+        message = WORKER_STOPPED if chunks.held(job.pk, now) else STEPS_LOST
+        event = states.record(job, "recovered", message)
+        job.refresh_from_db()
+        # Sync points publish no event id of their own: the key learns of this one here.
+        livestatus.publish(job, event.pk)
+        transaction.on_commit(lambda job=job: chunks.start_loops(job, afresh=False))
+    return True
+
+
+def reap(now=None, probe=None) -> dict[str, int]:
+    """Put stalled work back in motion; resume auto-paused jobs whose wait is over.
+
+    `probe`: when this round's own message was queued (jobs.tasks.reap), behind the job steps
+    queued before it."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     done = {"restarted": 0, "resumed": 0, "reingested": 0, "finalized": 0}
 
     # A loop commits at least every few seconds (chunk_loop.MAX_SYNC_GAP): a job without a commit
-    # for STALL_SECONDS whose chunks nobody holds has lost its loops (their messages went with a
-    # broker restart, or their worker was killed whole), however long the lease.
+    # for STALL_SECONDS whose chunks no live loop holds has either lost its loops or waits for
+    # their next steps' turn behind other jobs' (jobs/steps.py tells which), however long the
+    # lease and however long the wait.
     stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
-    waiting: int | None = None  # asked once a round, of the broker, when a job looks stalled
+    left_before = UNASKED  # asked once a round, when a job looks stalled
     for job in stale:
         if chunks.needs_loops(job.pk, now):
-            if job.updated_at >= now - lease and not chunks.held(job.pk, now):
-                # Its loops' next steps may be among the messages waiting for a pool process
-                # (the jobs of a busy worker take turns): new loops would put more requests in
-                # flight than its concurrency, and the event would say a worker stopped. Once
-                # nothing waits, or after the lease, its loops are lost.
-                if waiting is None:
-                    waiting = enqueue.waiting()
-                if waiting:
-                    continue
-            event = states.record(
-                job, "recovered", "No progress for a while: work restarted (a worker stopped)."
-            )
-            Job.objects.filter(pk=job.pk).update(updated_at=now)
-            job.updated_at = now
-            # Sync points publish no event id of their own: the key learns of this one here.
-            livestatus.publish(job, event.pk)
-            transaction.on_commit(lambda job=job: chunks.start_loops(job, afresh=False))
-            done["restarted"] += 1
+            if left_before is UNASKED:
+                left_before = steps.left_queue_before(now, probe)
+            if left_before is not None and _restart(job, now, stall, left_before):
+                done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():
             if finish.finalize(job.pk):
                 done["finalized"] += 1

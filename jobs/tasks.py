@@ -13,6 +13,7 @@ from . import (
     reaper,
     runner,
     services,
+    steps,
     uploads,
     webhook_tasks,  # noqa: F401
 )
@@ -37,8 +38,10 @@ def work(job_pk: int, generation: int | None = None) -> None:
     processor's chunks, up to runner.IO_TASK_SECONDS), then the loop goes on as a fresh task.
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
-    jobs share the workers fairly.
+    jobs share the workers fairly. The job records when its steps are queued and start
+    (jobs/steps.py), so that one waiting its turn is not taken for lost.
     """
+    steps.started(job_pk)
     step = runner.work_once(
         job_pk,
         seconds=runner.TASK_SECONDS,
@@ -47,10 +50,12 @@ def work(job_pk: int, generation: int | None = None) -> None:
     )
     if step.action == "continue":
         work.apply_async((job_pk, generation), retry=True, retry_policy=BROKER_RETRY)
+        steps.queued(job_pk)
     elif step.action == "wait":
         work.apply_async(
             (job_pk, generation), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY
         )
+        steps.queued(job_pk, step.delay)
 
 
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)
@@ -59,9 +64,10 @@ def cancel_leftovers(job_pk: int) -> None:
     services.cancel_rest(job_pk)
 
 
-@shared_task(name="jobs.reap")
-def reap() -> None:
-    reaper.reap()
+@shared_task(name="jobs.reap", bind=True)
+def reap(self) -> None:
+    # When this message was queued: every step queued before it has left the queue.
+    reaper.reap(probe=steps.sent_at(self.request))
 
 
 @shared_task(name="jobs.expire_jobs")

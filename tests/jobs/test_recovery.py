@@ -12,7 +12,7 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import chunk_loop, chunks, enqueue, holders, reaper, runner, syncpoint
+from jobs import chunk_loop, chunks, enqueue, holders, reaper, runner, steps, syncpoint
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
 from jobs.processors import Processor, base
@@ -214,8 +214,9 @@ def test_a_loop_that_loses_the_database_gives_its_chunk_back(
 
 
 def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chunk(
-    alice, settings, django_capture_on_commit_callbacks
+    alice, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
+    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
     job = make_job(alice, rows_text(10), concurrency=1)
     loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
@@ -225,42 +226,47 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
     with django_capture_on_commit_callbacks():
         assert reaper.reap(now=later)["restarted"] == 1
     assert settings.BATCHHUB_LEASE_SECONDS > runner.STALL_SECONDS
+    event = JobEvent.objects.get(job=job, type="recovered")
+    assert event.message == "No progress for a while: work restarted (a worker stopped)."
 
 
 @pytest.mark.parametrize(
-    ("waiting", "stalled_for", "restarted"),
+    ("waiting", "probe", "restarted"),
     [
-        (3, runner.STALL_SECONDS + 1, 0),  # its next step may be among those waiting
-        (0, runner.STALL_SECONDS + 1, 1),  # nothing waits: its loops are lost
-        (3, None, 1),  # past the lease, waiting or not
+        # No message of the reaper's has passed its steps: they may be among those waiting.
+        (3, None, 0),
+        # The reaper's own message was queued before its newest step, which may still wait.
+        (3, -1.0, 0),
+        # Queued after its newest step and run: its steps left the queue, and none started.
+        (3, steps.ORDER_SLACK.total_seconds() + 1, 1),
+        # Nothing waits: its steps are lost.
+        (0, None, 1),
     ],
 )
-def test_reaper_leaves_a_job_whose_step_may_wait_in_the_queue(
-    alice,
-    settings,
-    monkeypatch,
-    django_capture_on_commit_callbacks,
-    waiting,
-    stalled_for,
-    restarted,
+def test_reaper_leaves_a_job_whose_steps_wait_in_the_queue_however_long(
+    alice, settings, monkeypatch, django_capture_on_commit_callbacks, waiting, probe, restarted
 ):
     # A job of a busy worker waits between its steps, no chunk held, while other jobs' steps
-    # run: taking that for lost loops added loops (more requests in flight than its
-    # concurrency) and said "a worker stopped".
+    # run, at times for longer than the lease: taking that for lost loops added loops (more
+    # requests in flight than its concurrency) and said "a worker stopped".
     monkeypatch.setattr(enqueue, "waiting", lambda: waiting)
+    recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
-    loading.ingest(job.pk)
-    seconds = stalled_for or settings.BATCHHUB_LEASE_SECONDS + 1
-    later = timezone.now() + timedelta(seconds=seconds)
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    queued_at = Job.objects.get(pk=job.pk).step_queued_at
+    assert queued_at is not None
+    later = timezone.now() + timedelta(seconds=10 * settings.BATCHHUB_LEASE_SECONDS)
+    kwargs = {} if probe is None else {"probe": queued_at + timedelta(seconds=probe)}
     with django_capture_on_commit_callbacks():
-        assert reaper.reap(now=later)["restarted"] == restarted
+        assert reaper.reap(now=later, **kwargs)["restarted"] == restarted
     assert JobEvent.objects.filter(job=job, type="recovered").count() == restarted
 
 
 def recorded_sends(monkeypatch) -> list[tuple[str, tuple]]:
     """The broker messages the engine sends from here on, recorded instead of sent."""
     sent: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)))
+    monkeypatch.setattr(enqueue, "send", lambda name, *args: sent.append((name, args)) or True)
     return sent
 
 
@@ -297,23 +303,30 @@ def test_steps_queued_before_a_restart_stop_once_the_loops_start_afresh(
     assert Job.objects.get(pk=job.pk).succeeded == 300
 
 
-def test_the_reapers_loops_leave_the_steps_still_queued_to_run(
-    alice, settings, monkeypatch, django_capture_on_commit_callbacks
+def test_the_reapers_loops_replace_the_lost_ones_and_a_late_step_of_those_stops(
+    alice, monkeypatch, django_capture_on_commit_callbacks
 ):
-    # The reaper takes a job whose steps wait behind other jobs' for one whose loops are lost.
-    # Replacing those steps would send the job to the back of the queue at every round of the
-    # reaper: on workers that long behind, it would never run.
+    # The reaper restarts a job only once its steps left the queue without starting: one that
+    # comes back after all (Redis gives a dead worker's unacknowledged messages back an hour
+    # later) would run beside the new loops, so the restart counts as a new start.
     from jobs import tasks
 
-    monkeypatch.setattr(enqueue, "waiting", lambda: 3)
+    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
     sent = recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):
         loading.ingest(job.pk)
-    queued = work_steps(sent)
-    later = timezone.now() + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS + 1)
+    lost = work_steps(sent)
+    sent.clear()
+    later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
     with django_capture_on_commit_callbacks(execute=True):
         assert reaper.reap(now=later)["restarted"] == 1
+    new = work_steps(sent)
+    assert len(lost) == len(new) == 1  # the plan's loops, no more
+    event = JobEvent.objects.get(job=job, type="recovered")
+    assert event.message == reaper.STEPS_LOST and "worker stopped" not in event.message
     monkeypatch.setattr(tasks.work, "apply_async", lambda *args, **kwargs: None)
-    tasks.work(*queued[0])
+    tasks.work(*lost[0])
+    assert Job.objects.get(pk=job.pk).succeeded == 0
+    tasks.work(*new[0])
     assert Job.objects.get(pk=job.pk).succeeded == 10

@@ -1,0 +1,90 @@
+"""The trace a job's loop steps leave on the job, and what the reaper reads from it.
+
+A loop's next step is a broker message (jobs.tasks.work) until a worker takes it. A job whose
+steps wait their turn behind other jobs' and a job whose steps were lost (a worker killed whole
+with the messages it had taken, a broker restarted without its messages) look alike in the
+database: no chunk held, nothing committed. The queue's order tells them apart. The job keeps
+when its newest step was queued and when one last started; the reaper's own message
+(jobs.reap, in the same queue) says when it was queued. Once that message runs, every step
+queued before it has left the queue: a job none of whose steps started since, and none holding
+a chunk, has lost them. A broker that says nothing waits tells the same of every step queued
+before it was asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from django.db import DatabaseError
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from batchhub.celery import SENT_HEADER
+
+from . import enqueue
+from .models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# Messages queued this close together may leave the queue in either order (several senders,
+# the clocks of several machines): a step counts as gone once one queued this much later ran.
+ORDER_SLACK = timedelta(seconds=2)
+
+
+def queued(job_pk: int, delay: float = 0.0) -> None:
+    """A step of the job was just queued, to start after `delay` seconds."""
+    due = Value(timezone.now() + timedelta(seconds=delay), output_field=DateTimeField())
+    try:
+        # The latest due time stands: a delayed step queued before a plain one comes later.
+        Job.objects.filter(pk=job_pk).update(
+            step_queued_at=Greatest(Coalesce("step_queued_at", due), due)
+        )
+    except DatabaseError as exc:
+        # The step is queued: without the record the reaper may restart the job's loops once
+        # the step looks overdue, and the step then stops (it belongs to an earlier start).
+        logger.warning("job %s: step queued but not recorded (%s)", job_pk, exc)
+
+
+def started(job_pk: int) -> None:
+    """A step of the job starts; written before it reads which start of the loops it belongs to,
+    so that the reaper's restart (take_for_lost) and this step never both go on."""
+    try:
+        Job.objects.filter(pk=job_pk).update(step_started_at=timezone.now())
+    except DatabaseError:
+        pass  # the step's own reads meet the same trouble, and reconnect (runner)
+
+
+def sent_at(request) -> datetime | None:
+    """When the message of a running task was sent, if it says."""
+    stamp = request.get(SENT_HEADER) if request is not None else None
+    if not isinstance(stamp, int | float):
+        return None
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+def left_queue_before(now: datetime, probe: datetime | None) -> datetime | None:
+    """A time before which every step queued has left the queue (taken by a worker, or lost):
+    the reaper's message was sent at `probe` and has run; or nothing waits in the queues now."""
+    times = [probe] if probe is not None else []
+    if enqueue.waiting() == 0:
+        times.append(now)
+    return max(times) - ORDER_SLACK if times else None
+
+
+def take_for_lost(job_pk: int, *, now: datetime, stall: timedelta, left_before: datetime) -> bool:
+    """Take the job's loops for lost, and start them afresh (their count bumped), if nothing
+    committed and no step started for `stall`, and its newest step was queued (due) before
+    `left_before`. One statement: a step starting meanwhile keeps the job as it is."""
+    return bool(
+        Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
+        .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
+        .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
+        .update(
+            loop_generation=F("loop_generation") + 1,
+            idle_loops=0,  # the loops of the earlier start it counted are gone with it
+            step_queued_at=now,
+            updated_at=now,
+        )
+    )

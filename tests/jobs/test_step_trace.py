@@ -1,0 +1,153 @@
+"""The trace of a job's loop steps (jobs/steps.py): when they are queued and start, and how the
+reaper tells steps that wait their turn from lost ones by the order of the queue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from celery import current_app
+from celery.app.task import Context
+from django.conf import settings
+from django.utils import timezone
+from kombu import Connection
+
+from batchhub.celery import SENT_HEADER
+from jobs import enqueue, reaper, runner, steps, tasks
+from jobs.ingest import loading
+from jobs.models import Chunk, Job, JobEvent
+from tests.conftest import make_job, rows_text
+from tests.jobs.test_recovery import GONE, recorded_sends, work_steps
+
+pytestmark = pytest.mark.django_db
+
+STALLED = timedelta(seconds=runner.STALL_SECONDS + 1)
+
+
+@pytest.fixture
+def queued_job(alice, monkeypatch, django_capture_on_commit_callbacks):
+    """A 10-row job read, its one loop's first step queued (recorded, not sent)."""
+    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
+    sent = recorded_sends(monkeypatch)
+    job = make_job(alice, rows_text(10), concurrency=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    job.refresh_from_db()
+    job.sent = sent
+    return job
+
+
+def reap(now, **kwargs) -> int:
+    return reaper.reap(now=now, **kwargs)["restarted"]
+
+
+def test_a_step_records_its_start_and_its_next_steps_queueing(queued_job, monkeypatch):
+    queued = []
+    monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: queued.append(kw))
+    monkeypatch.setattr(runner, "work_once", lambda *a, **kw: runner.Step("wait", 30.0))
+    before = timezone.now()
+    tasks.work(queued_job.pk, queued_job.loop_generation)
+    job = Job.objects.get(pk=queued_job.pk)
+    assert before <= job.step_started_at <= timezone.now()
+    # A delayed step counts from when it is due: it cannot start before.
+    assert queued[0]["countdown"] == 30.0
+    assert job.step_queued_at >= before + timedelta(seconds=30)
+    # A plain step queued meanwhile leaves the later due time standing.
+    steps.queued(job.pk)
+    assert Job.objects.get(pk=job.pk).step_queued_at == job.step_queued_at
+
+
+def test_a_step_that_has_just_started_keeps_its_job_from_a_restart(queued_job):
+    # A step taken from the queue has not claimed its chunk yet: nothing held, nothing new
+    # committed, and nothing waits.
+    later = timezone.now() + STALLED
+    Job.objects.filter(pk=queued_job.pk).update(step_started_at=later - timedelta(seconds=1))
+    assert reap(later) == 0
+    assert reap(later + STALLED) == 1
+
+
+def test_a_delayed_step_not_yet_due_is_not_lost(queued_job):
+    # It waits in a worker for its time, not in the queue: "nothing waits" says nothing of it.
+    steps.queued(queued_job.pk, delay=60.0)
+    assert reap(timezone.now() + STALLED) == 0
+    assert reap(timezone.now() + timedelta(seconds=60) + STALLED) == 1
+
+
+def test_a_dead_holders_chunk_is_left_to_the_jobs_queued_step(queued_job, monkeypatch):
+    # The job's next step waits behind other jobs' and will take the chunk over itself: new
+    # loops would run beside it. Once its steps are gone, the restart says a worker stopped.
+    monkeypatch.setattr(enqueue, "waiting", lambda: 5)
+    chunk = Chunk.objects.filter(job=queued_job).first()
+    Chunk.objects.filter(pk=chunk.pk).update(
+        holder=GONE, lease_until=timezone.now() + timedelta(hours=1)
+    )
+    later = timezone.now() + timedelta(seconds=10 * settings.BATCHHUB_LEASE_SECONDS)
+    queued_at = Job.objects.get(pk=queued_job.pk).step_queued_at
+    assert reap(later, probe=queued_at) == 0
+    assert not JobEvent.objects.filter(job=queued_job, type="recovered").exists()
+    assert reap(later, probe=queued_at + steps.ORDER_SLACK * 2) == 1
+    event = JobEvent.objects.get(job=queued_job, type="recovered")
+    assert event.message == reaper.WORKER_STOPPED
+
+
+def test_a_step_that_starts_as_the_reaper_decides_stops_or_keeps_the_job(queued_job):
+    # The restart and a step's start are one statement each on the job's row: whichever comes
+    # first, the job ends with one set of loops.
+    later = timezone.now() + STALLED
+    left = later - steps.ORDER_SLACK
+    assert steps.take_for_lost(queued_job.pk, now=later, stall=STALLED, left_before=left)
+    # The step that was judged lost starts after all: it belongs to an earlier start and stops.
+    old = queued_job.loop_generation
+    steps.started(queued_job.pk)
+    assert runner.work_once(queued_job.pk, generation=old).action == "stop"
+    assert Job.objects.get(pk=queued_job.pk).succeeded == 0
+    # A step started first: the reaper leaves the job alone.
+    again = later + STALLED
+    Job.objects.filter(pk=queued_job.pk).update(step_started_at=again, updated_at=later)
+    assert not steps.take_for_lost(queued_job.pk, now=again, stall=STALLED, left_before=again)
+
+
+def test_every_message_carries_when_it_was_sent_and_the_reaper_reads_its_own(monkeypatch):
+    before = timezone.now()
+    result = tasks.reap.apply_async()
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        queue = conn.SimpleQueue(settings.CELERY_TASK_DEFAULT_QUEUE)
+        while True:  # other tests' messages may wait before it
+            message = queue.get(timeout=1)
+            message.ack()
+            if message.headers.get("id") == result.id:
+                break
+    headers = dict(message.headers)
+    assert isinstance(headers[SENT_HEADER], float)
+    sent = steps.sent_at(Context(headers))
+    assert before <= sent <= timezone.now()
+    seen = {}
+    monkeypatch.setattr(reaper, "reap", lambda **kw: seen.update(kw))
+    tasks.reap.push_request(**headers)
+    try:
+        tasks.reap.run()
+    finally:
+        tasks.reap.pop_request()
+    assert seen == {"probe": sent}
+    assert steps.sent_at(Context({})) is None
+
+
+def test_the_reapers_message_and_the_steps_share_one_queue():
+    # Its message can only tell which steps left the queue if it waited in the same one.
+    def queue_of(task: str) -> str:
+        return current_app.amqp.router.route({}, task)["queue"].name
+
+    assert queue_of("jobs.reap") == queue_of("jobs.work") == settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def test_a_restart_is_recorded_as_queued(queued_job, django_capture_on_commit_callbacks):
+    # The new loops' steps wait their turn like any: the next rounds leave them alone.
+    later = timezone.now() + STALLED
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap(later) == 1
+    steps_sent = work_steps(queued_job.sent)
+    assert len(steps_sent) == 2  # the first start's and the restart's
+    job = Job.objects.get(pk=queued_job.pk)
+    assert job.step_queued_at >= later
+    assert job.loop_generation == queued_job.loop_generation + 1
+    assert reap(later + timedelta(seconds=1)) == 0
