@@ -19,7 +19,7 @@ from tests.support.makerun import MakeRun
 
 pytestmark = pytest.mark.e2e
 
-JOBS, ROWS, CONCURRENCY, LEASE = 6, 600, 4, 5
+JOBS, ROWS, CONCURRENCY, LEASE = 6, 400, 4, 5
 
 
 class PerJobHandler(EchoHandler):
