@@ -137,6 +137,8 @@ def _describe(index: int, row: dict, result: RowResult | None, timeout: float) -
         "output": None,
         "error": None,
     }
+    if result is not None:
+        result = result.checked()
     if result is None:
         entry["error"] = f"Did not finish within the sample's {timeout:g} s."
     elif result.error is not None:

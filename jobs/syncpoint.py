@@ -318,6 +318,7 @@ class ChunkRun:
 
     # -- turning results into rows --
     def collect(self, item: _Item, result: RowResult) -> None:
+        result = result.checked()
         if result.usage:
             for key, value in result.usage.items():
                 if isinstance(value, (int, float)):
@@ -351,7 +352,7 @@ class ChunkRun:
         else:
             self.succeeded_any = True
             self.finished.append(
-                Done(item.index, RowStatus.SUCCEEDED, result.output or {}, None, item.attempts)
+                Done(item.index, RowStatus.SUCCEEDED, result.output, None, item.attempts)
             )
 
     def unstart(self, item: _Item) -> None:

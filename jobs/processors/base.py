@@ -99,6 +99,18 @@ class RowResult:
     def ok(cls, output: dict[str, Any], usage: dict[str, int] | None = None) -> RowResult:
         return cls(output=output, usage=usage or {})
 
+    def checked(self) -> RowResult:
+        """This result, or a failure when it claims success without a dict of output columns:
+        stored as it came, such an output broke its job's page and every CSV download."""
+        if self.error is not None or self.retry or isinstance(self.output, dict):
+            return self
+        got = "None" if self.output is None else f"a {type(self.output).__name__}"
+        return RowResult(
+            error=f"The processor returned {got}, not a dict of output columns.",
+            usage=self.usage,
+            reason="The processor returned no dict of output columns",
+        )
+
 
 def _with_defaults(validator_class):
     """A validator that also fills in schema defaults, so processors see complete params."""

@@ -7,6 +7,8 @@ Runs on whichever database the suite uses: both PostgreSQL and SQLite run it.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from typing import Any
 
@@ -231,3 +233,42 @@ def test_a_long_list_of_refused_rows_is_cut_short():
         "12 rows failed because their output could not be stored "
         "(rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more). Row 1: e"
     )
+
+
+@pytest.mark.parametrize("processor", [Outputs.name, IOOutputs.name])
+@pytest.mark.parametrize(
+    ("output", "got"), [("a text", "a str"), (["a", "list"], "a list"), (None, "None")]
+)
+def test_an_output_that_is_no_dict_of_columns_fails_alone(
+    alice, client_alice, api_alice, outputs, processor, output, got
+):
+    # Stored as it came, such a row cut every CSV download short and made the job page a 500.
+    outputs.bad = {f"person{BAD}": output}
+    job = _run(alice, processor, concurrency=4 if processor == IOOutputs.name else 1)
+    message = f"The processor returned {got}, not a dict of output columns."
+    bad = _assert_alone_failed(job, message)
+    assert bad.error == message
+    csv_text = api_alice.get(f"/api/v1/jobs/{job.public_id}/results?format=csv")
+    assert csv_text.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(csv_text.streaming_content).decode())))
+    assert len(rows) == ROWS + 1
+    assert rows[BAD + 1][-2:] == ["failed", message]
+    page = client_alice.get(reverse("jobs:detail", args=[job.public_id]))
+    assert page.status_code == 200
+    assert "The processor returned no dict of output columns" in page.content.decode()
+
+
+def test_a_sample_run_says_an_output_is_no_dict_of_columns(api_alice, outputs):
+    # The sample showed the text as the row's output, as if the job would store it.
+    outputs.bad = {"person1": "a text"}
+    rows = [{"name": f"person{i}"} for i in range(3)]
+    body = api_alice.post(
+        "/api/v1/jobs/validate",
+        {"processor": Outputs.name, "params": {}, "rows": rows, "sample": 3},
+        format="json",
+    ).json()
+    assert [(r["output"], r["error"]) for r in body["sample"]] == [
+        ({"echo": "person0"}, None),
+        (None, "The processor returned a str, not a dict of output columns."),
+        ({"echo": "person2"}, None),
+    ]
