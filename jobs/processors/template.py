@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import re
 import string
@@ -17,6 +18,20 @@ logger = logging.getLogger(__name__)
 # otherwise make every row's output a gigabyte and take the worker's memory with it.
 MAX_SPEC_NUMBER = 1000
 _DIGITS = re.compile(r"\d+")
+
+
+# Cells filled in as they are: a number keeps its type, so that `{price:.2f}` formats it.
+_AS_IS = frozenset({str, int, float})
+
+
+def _cell_text(value: Any) -> Any:
+    """A cell as the template fills it: what a JSONL row holds spelled as JSON spells it (true,
+    {"a":1}), as the `llm` and `http` templates do, never Python's True or {'a': 1}."""
+    if value is None:
+        return ""
+    if type(value) in _AS_IS:
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _check_spec(field_name: str, format_spec: str) -> None:
@@ -137,7 +152,7 @@ class TemplateProcessor(Processor):
 
     def process_row(self, row: RowInput) -> dict[str, Any]:
         get = row.values.get
-        values = {name: ("" if (value := get(name)) is None else value) for name in self.fields}
+        values = {name: _cell_text(get(name)) for name in self.fields}
         if self._repeats:
             check_filled_size(self._repeats, lambda name: str(values[name]))
         try:
@@ -171,8 +186,8 @@ class TemplateProcessor(Processor):
         try:
             if len(values) >= self._min_len:
                 args = self._getter(values) if self._getter is not None else ()
-                if None in args:
-                    args = ["" if v is None else v for v in args]
+                if not _AS_IS.issuperset(map(type, args)):
+                    args = [_cell_text(v) for v in args]
             else:
                 n = len(values)
                 args = [_last_present(values, n, where) for where in self._candidates]
@@ -191,7 +206,7 @@ class TemplateProcessor(Processor):
 def _last_present(values: list[Any], n: int, candidates: list[int]) -> Any:
     for i in candidates:
         if i < n:
-            return "" if values[i] is None else values[i]
+            return _cell_text(values[i])
     return ""
 
 
