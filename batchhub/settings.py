@@ -347,6 +347,8 @@ BATCHHUB_READYZ_TIMEOUT = env_float("BATCHHUB_READYZ_TIMEOUT", 2.0, minimum=0.1)
 # Unit tests enqueue into memory and drive the engine directly; end-to-end tests set a real broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://" if TESTING else "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's own, but each message written whole before a worker can take it.
+    CELERY_BROKER_TRANSPORT = "batchhub.fsbroker:Transport"
     _broker_dir = DATA_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),

@@ -1,0 +1,61 @@
+"""The embedded broker's messages are whole when a worker takes them: kombu's filesystem
+transport created a message file and then wrote it, and a worker that took the empty file in
+between stopped with an "Unrecoverable error" (JSON it could not read), and `make run` with it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from kombu import Connection
+
+from tests.batchhub.test_settings_env import load_settings  # noqa: F401 (a fixture)
+
+MESSAGES = 60
+BODY = "x" * 2_000_000  # large enough that writing it takes a while
+
+
+def _connection(settings: dict) -> Connection:
+    return Connection(
+        settings["CELERY_BROKER_URL"],
+        transport=settings["CELERY_BROKER_TRANSPORT"],
+        transport_options=settings["CELERY_BROKER_TRANSPORT_OPTIONS"],
+    )
+
+
+def test_a_reader_never_takes_a_message_being_written(load_settings):  # noqa: F811
+    settings = load_settings(CELERY_BROKER_URL="filesystem://")
+    for folder in ("data_folder_out", "processed_folder", "control_folder"):
+        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    received: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with _connection(settings) as conn:
+            queue = conn.SimpleQueue("q")
+            while len(received) < MESSAGES and not stop.is_set():
+                try:
+                    message = queue.get(block=True, timeout=0.001)
+                except queue.Empty:
+                    continue
+                except BaseException as exc:  # what stopped the worker
+                    errors.append(exc)
+                    return
+                received.append(message.payload["n"])
+                assert message.payload["body"] == BODY
+                message.ack()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with _connection(settings) as conn:
+            queue = conn.SimpleQueue("q")
+            for n in range(MESSAGES):
+                queue.put({"n": n, "body": BODY})
+        reader.join(timeout=60)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert sorted(received) == list(range(MESSAGES))
