@@ -14,6 +14,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    # Uploads of the jobs a test makes, kept with the test's files: under the data dir they piled
+    # up beside a `make run`'s own, for jobs its database never had.
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
 @pytest.fixture
 def alice(db):
     from .factories import UserFactory
