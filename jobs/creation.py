@@ -182,14 +182,18 @@ QUOTA_RETRY_SECONDS = (5, 60, 3600)  # shortest, when nothing is estimated, long
 def seconds_until_a_job_ends(user) -> int:
     """A Retry-After for the active-jobs quota: when the user's soonest job should finish.
 
-    Only processing jobs have an estimate; a queued or paused one gives no hint, so then a
-    minute, and never so long that a client gives up on a quota a cancel frees at once.
+    A job on its way with no estimate yet (queued, being read, just started, finalizing) may
+    end at any moment: a small one ends within a second, so the shortest wait; a script told a
+    minute made ten small jobs a minute. Paused jobs alone give no hint: a minute. Never so
+    long that a client gives up on a quota a cancel frees at once.
     """
     shortest, unknown, longest = QUOTA_RETRY_SECONDS
     now = timezone.now()
-    processing = Job.objects.filter(owner=user, status=JobStatus.PROCESSING)
-    ends = [job.estimated_completion for job in processing]
-    seconds = [(end - now).total_seconds() for end in ends if end is not None]
+    moving = Job.objects.filter(owner=user, status__in=ACTIVE - {JobStatus.PAUSED})
+    seconds = []
+    for job in moving:
+        end = job.estimated_completion if job.status == JobStatus.PROCESSING else None
+        seconds.append(shortest if end is None else (end - now).total_seconds())
     if not seconds:
         return unknown
     return int(min(max(min(seconds), shortest), longest))

@@ -313,9 +313,20 @@ def test_too_many_active_jobs_is_quota_exceeded_with_retry_after(api_alice, sett
     assert error["message"] == (
         "You have 2 active jobs; the limit is 2. Wait for one to finish or cancel one."
     )
-    # Queued jobs have no estimate yet: a minute.
-    assert response["Retry-After"] == "60"
+    # Queued jobs have no estimate yet and may end at any moment (a small one within a second).
+    assert response["Retry-After"] == "5"
     assert Job.objects.count() == 2
+
+
+def test_paused_jobs_alone_give_the_quota_retry_after_a_minute(api_alice, alice, settings):
+    settings.BATCHHUB_MAX_ACTIVE_JOBS = 1
+    assert create_json(api_alice, [{"name": "a"}]).status_code == 201
+    Job.objects.filter(owner=alice).update(status="paused")
+
+    response = create_json(api_alice, [{"name": "b"}])
+
+    assert_error(response, 429, "quota_exceeded")
+    assert response["Retry-After"] == "60"
 
 
 def test_the_quota_retry_after_is_when_the_soonest_job_should_end(api_alice, alice, settings):
