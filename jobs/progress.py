@@ -204,7 +204,8 @@ def waiting_for(job: Job, now=None) -> str:
         return "Waiting for a free worker: the rows are queued and start when one is free."
     if job.status == JobStatus.FINALIZING:
         return "Finishing up: the last rows are being written."
-    if job.is_terminal and job.running > 0:
+    # Only a cancel leaves rows in a request to finish; a failed job's are stopped (the reaper).
+    if job.status == JobStatus.CANCELLED and job.running > 0:
         rows = f"{job.running} row{'s' if job.running != 1 else ''}"
         return (
             f"{rows} started before it stopped still finish{'es' if job.running == 1 else ''}: "

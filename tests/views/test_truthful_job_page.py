@@ -181,3 +181,12 @@ def test_started_rows_beyond_the_concurrency_show_the_limit(client_alice, alice)
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
     assert 'data-testid="in-flight">3</dd>' in section
+
+
+def test_a_failed_job_with_rows_left_running_does_not_promise_their_results(client_alice, alice):
+    # Only a cancel hands rows in a request over to finish; a failed job's leftovers are cancelled.
+    job = _set(_cancelled_with_rows_in_a_request(alice), status="failed")
+    section = _section(
+        client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    )
+    assert "still finish" not in section
