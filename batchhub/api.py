@@ -246,8 +246,28 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     # otherwise overflow the query and end in a 500).
     max_offset = 2**53
 
+    def get_limit(self, request) -> int:
+        given = self._given(request, self.limit_query_param, minimum=1)
+        return self.default_limit if given is None else min(given, self.max_limit)
+
     def get_offset(self, request) -> int:
-        return min(super().get_offset(request), self.max_offset)
+        given = self._given(request, self.offset_query_param, minimum=0)
+        return 0 if given is None else min(given, self.max_offset)
+
+    @staticmethod
+    def _given(request, name: str, *, minimum: int) -> int | None:
+        # DRF reads `?limit=abc`, `0` or `-1` as the default and `?offset=-5` as 0: a script with
+        # a bug then pages through something else than it asked for, without a word.
+        text = request.query_params.get(name)
+        if text is None or text == "":
+            return None
+        value = int(text) if text.isascii() and text.isdigit() else None
+        if value is None or value < minimum:
+            raise APIError(
+                f"'{name}' must be a whole number of at least {minimum}, not {text[:40]!r}.",
+                details={name: text[:40]},
+            )
+        return value
 
 
 class GroupRateThrottle(throttling.SimpleRateThrottle):

@@ -68,3 +68,22 @@ def test_an_offset_past_the_end_is_an_empty_page_with_the_count(api_alice, finis
     for offset in (7, 8, 1000):
         body = api_alice.get(f"{API}/jobs/{finished.public_id}/rows?offset={offset}").json()
         assert body["results"] == [] and body["count"] == 7 and body["next"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [("limit=0", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"), ("offset=-5", "offset")],
+)
+def test_a_paging_value_that_is_not_a_count_is_a_400(api_alice, finished, query, name):
+    # DRF read these as the default page and offset 0: a script's bug paged through other rows.
+    for path in (f"jobs/{finished.public_id}/rows", "jobs", f"jobs/{finished.public_id}/events"):
+        answer = api_alice.get(f"{API}/{path}?{query}")
+        assert answer.status_code == 400, (path, answer.content)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_request" and f"'{name}'" in error["message"]
+
+
+def test_a_limit_past_the_most_is_the_most_and_empty_values_the_defaults(api_alice, finished):
+    body = api_alice.get(f"{API}/jobs/{finished.public_id}/rows?limit=100000&offset=").json()
+    assert len(body["results"]) == body["count"]  # the job has fewer rows than 500
+    assert api_alice.get(f"{API}/jobs?limit=&offset=0").status_code == 200
