@@ -19,10 +19,14 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+STAMP_DIGITS = 15  # of milliseconds: wider than any uptime
+
 
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # kombu takes the files in the order of their names: a stamp of fixed width keeps that
+        # the order they were written in when the uptime's count of milliseconds gains a digit.
+        name = f"{round(monotonic() * 1000):0{STAMP_DIGITS}d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # Readers take only `<stamp>.<queue>.msg`: a leading dot hides the file being written
         # until the rename, which puts it in place whole.

@@ -59,3 +59,28 @@ def test_a_reader_never_takes_a_message_being_written(load_settings):  # noqa: F
         reader.join()
     assert errors == []
     assert sorted(received) == list(range(MESSAGES))
+
+
+def test_messages_leave_in_the_order_sent_when_the_uptime_gains_a_digit(
+    load_settings,  # noqa: F811
+    monkeypatch,
+):
+    # kombu takes the files in the order of their names: once the stamp gained a digit, newer
+    # messages sorted ahead of older ones, and older steps waited behind them.
+    from batchhub import fsbroker
+
+    settings = load_settings(CELERY_BROKER_URL="filesystem://")
+    for folder in ("data_folder_out", "processed_folder", "control_folder"):
+        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    clock = iter([999_999.998, 999_999.999, 1_000_000.0, 1_000_000.001])
+    monkeypatch.setattr(fsbroker, "monotonic", lambda: next(clock))
+    with _connection(settings) as conn:
+        queue = conn.SimpleQueue("order")
+        for n in range(4):
+            queue.put({"n": n})
+        taken = []
+        for _ in range(4):
+            message = queue.get(timeout=1)
+            taken.append(message.payload["n"])
+            message.ack()
+    assert taken == [0, 1, 2, 3]
