@@ -4,7 +4,6 @@ import gc
 import logging
 import os
 import signal
-import time
 
 from celery import Celery
 from celery.signals import (
@@ -49,15 +48,28 @@ def settle_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-# The header each message carries with the time it was sent (jobs/steps.py reads it).
+# The header the reaper's message (jobs.reap) carries with the database's time when it was sent
+# (jobs/steps.py reads it).
 SENT_HEADER = "batchhub_sent_at"
+REAP_TASK = "jobs.reap"
 
 
 @before_task_publish.connect
-def _stamp_sent_time(headers=None, **_kwargs) -> None:
-    # Beat's messages too: the reaper's tells it which job steps have left the queue before it.
-    if headers is not None:
-        headers.setdefault(SENT_HEADER, time.time())
+def _stamp_sent_time(sender=None, headers=None, **_kwargs) -> None:
+    # The database's clock, not beat's: the job steps it is compared with are stamped with it.
+    # A database beat cannot reach leaves the message unstamped (the reaper's older rule).
+    if sender != REAP_TASK or headers is None or SENT_HEADER in headers:
+        return
+    try:
+        from django.db import connection
+
+        from .dbclock import now
+
+        if not connection.in_atomic_block:  # beat's long-lived connection, as after a request
+            connection.close_if_unusable_or_obsolete()
+        headers[SENT_HEADER] = now().timestamp()
+    except Exception as exc:
+        logging.getLogger(__name__).warning("reaper message sent without its time (%s)", exc)
 
 
 @celeryd_after_setup.connect

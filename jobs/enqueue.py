@@ -59,9 +59,15 @@ _unanswered_until = 0.0
 def waiting() -> int:
     """Messages waiting for a worker in the queues this process's worker takes from (0 when the
     broker cannot say): a long step gives its pool process up when something waits for it."""
+    return queue_length() or 0
+
+
+def queue_length() -> int | None:
+    """The same count, None when the broker cannot say: the reaper takes only a real 0 for an
+    empty queue (a step still queued through a broker blip is not lost)."""
     global _unanswered_until
     if time.monotonic() < _unanswered_until:
-        return 0
+        return None
     names = set(current_app.amqp.queues.consume_from or [settings.CELERY_TASK_DEFAULT_QUEUE])
     names.add(settings.BATCHHUB_EXPRESS_QUEUE)  # every worker takes from it (batchhub/celery.py)
     total = 0
@@ -81,5 +87,5 @@ def waiting() -> int:
         # the answer is only a hint, and the step it would end has rows in flight.
         _unanswered_until = time.monotonic() + WAITING_RETRY_SECONDS
         logger.info("could not count the messages waiting (%s); asking again in 30 s", exc)
-        return 0
+        return None
     return total

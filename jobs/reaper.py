@@ -10,8 +10,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from batchhub import dbclock
 from batchhub.api import InvalidState
 
 from . import (
@@ -64,8 +64,9 @@ def reap(now=None, probe=None) -> dict[str, int]:
     """Put stalled work back in motion; resume auto-paused jobs whose wait is over.
 
     `probe`: when this round's own message was queued (jobs.tasks.reap), behind the job steps
-    queued before it."""
-    now = now or timezone.now()
+    queued before it (the database's time)."""
+    # The database's clock: the steps' times and the reaper's message are on it (steps.py).
+    now = now or dbclock.now()
     lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
     done = {"restarted": 0, "resumed": 0, "reingested": 0, "finalized": 0}
 
@@ -79,8 +80,8 @@ def reap(now=None, probe=None) -> dict[str, int]:
     for job in stale:
         if chunks.needs_loops(job.pk, now):
             if left_before is UNASKED:
-                left_before = steps.left_queue_before(now, probe)
-            if left_before is not None and _restart(job, now, stall, left_before):
+                left_before = steps.left_queue_before(now, probe, lease)
+            if _restart(job, now, stall, left_before):
                 done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():
             if finish.finalize(job.pk):

@@ -17,9 +17,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError
-from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Coalesce, Greatest
-from django.utils import timezone
+from django.db.models import DurationField, F, Q, Value
+from django.db.models.functions import Coalesce, Greatest, Now
 
 from batchhub.celery import SENT_HEADER
 
@@ -35,7 +34,8 @@ ORDER_SLACK = timedelta(seconds=2)
 
 def queued(job_pk: int, delay: float = 0.0) -> None:
     """A step of the job was just queued, to start after `delay` seconds."""
-    due = Value(timezone.now() + timedelta(seconds=delay), output_field=DateTimeField())
+    # The database's clock, as every time the reaper compares with this one (batchhub/dbclock).
+    due = Now() + Value(timedelta(seconds=delay), output_field=DurationField()) if delay else Now()
     try:
         # The latest due time stands: a delayed step queued before a plain one comes later.
         Job.objects.filter(pk=job_pk).update(
@@ -51,26 +51,33 @@ def started(job_pk: int) -> None:
     """A step of the job starts; written before it reads which start of the loops it belongs to,
     so that the reaper's restart (take_for_lost) and this step never both go on."""
     try:
-        Job.objects.filter(pk=job_pk).update(step_started_at=timezone.now())
+        Job.objects.filter(pk=job_pk).update(step_started_at=Now())
     except DatabaseError:
         pass  # the step's own reads meet the same trouble, and reconnect (runner)
 
 
 def sent_at(request) -> datetime | None:
-    """When the message of a running task was sent, if it says."""
+    """When the message of a running task was sent (the database's time), if it says."""
     stamp = request.get(SENT_HEADER) if request is not None else None
     if not isinstance(stamp, int | float):
         return None
     return datetime.fromtimestamp(stamp, tz=UTC)
 
 
-def left_queue_before(now: datetime, probe: datetime | None) -> datetime | None:
+def left_queue_before(now: datetime, probe: datetime | None, lease: timedelta) -> datetime:
     """A time before which every step queued has left the queue (taken by a worker, or lost):
-    the reaper's message was sent at `probe` and has run; or nothing waits in the queues now."""
-    times = [probe] if probe is not None else []
-    if enqueue.waiting() == 0:
+    the reaper's message was sent at `probe` and has run; or nothing waits in the queues now.
+    `now` and `probe` are the database's times, as the steps' are."""
+    times = [min(probe, now)] if probe is not None else []
+    # Only the broker's own 0: one that cannot say (a blip) may still hold the steps.
+    if enqueue.queue_length() == 0:
         times.append(now)
-    return max(times) - ORDER_SLACK if times else None
+    if not times:
+        # No message of the reaper's says (sent by an older beat, or by one that could not
+        # reach the database), and the queue may hold the steps: the rule before steps were
+        # traced, a lease without one starting. A dead worker's job is restarted after all.
+        return now - lease
+    return max(times) - ORDER_SLACK
 
 
 def take_for_lost(job_pk: int, *, now: datetime, stall: timedelta, left_before: datetime) -> bool:

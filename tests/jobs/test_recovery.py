@@ -216,7 +216,7 @@ def test_a_loop_that_loses_the_database_gives_its_chunk_back(
 def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chunk(
     alice, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 0)
     job = make_job(alice, rows_text(10), concurrency=1)
     loading.ingest(job.pk)
     later = timezone.now() + timedelta(seconds=runner.STALL_SECONDS + 1)
@@ -233,8 +233,6 @@ def test_reaper_restarts_loops_after_a_short_stall_only_when_nobody_holds_a_chun
 @pytest.mark.parametrize(
     ("waiting", "probe", "restarted"),
     [
-        # No message of the reaper's has passed its steps: they may be among those waiting.
-        (3, None, 0),
         # The reaper's own message was queued before its newest step, which may still wait.
         (3, -1.0, 0),
         # Queued after its newest step and run: its steps left the queue, and none started.
@@ -249,7 +247,7 @@ def test_reaper_leaves_a_job_whose_steps_wait_in_the_queue_however_long(
     # A job of a busy worker waits between its steps, no chunk held, while other jobs' steps
     # run, at times for longer than the lease: taking that for lost loops added loops (more
     # requests in flight than its concurrency) and said "a worker stopped".
-    monkeypatch.setattr(enqueue, "waiting", lambda: waiting)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: waiting)
     recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):
@@ -311,7 +309,7 @@ def test_the_reapers_loops_replace_the_lost_ones_and_a_late_step_of_those_stops(
     # later) would run beside the new loops, so the restart counts as a new start.
     from jobs import tasks
 
-    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 0)
     sent = recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):

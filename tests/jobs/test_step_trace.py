@@ -12,6 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 from kombu import Connection
 
+from batchhub import celery as celery_setup
+from batchhub import dbclock
 from batchhub.celery import SENT_HEADER
 from jobs import enqueue, reaper, runner, steps, tasks
 from jobs.ingest import loading
@@ -21,13 +23,15 @@ from tests.jobs.test_recovery import GONE, recorded_sends, work_steps
 
 pytestmark = pytest.mark.django_db
 
+QUEUE_LENGTH = enqueue.queue_length  # the broker's own answer, before a test replaces it
+
 STALLED = timedelta(seconds=runner.STALL_SECONDS + 1)
 
 
 @pytest.fixture
 def queued_job(alice, monkeypatch, django_capture_on_commit_callbacks):
     """A 10-row job read, its one loop's first step queued (recorded, not sent)."""
-    monkeypatch.setattr(enqueue, "waiting", lambda: 0)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 0)
     sent = recorded_sends(monkeypatch)
     job = make_job(alice, rows_text(10), concurrency=1)
     with django_capture_on_commit_callbacks(execute=True):
@@ -45,10 +49,10 @@ def test_a_step_records_its_start_and_its_next_steps_queueing(queued_job, monkey
     queued = []
     monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: queued.append(kw))
     monkeypatch.setattr(runner, "work_once", lambda *a, **kw: runner.Step("wait", 30.0))
-    before = timezone.now()
+    before = dbclock.now()
     tasks.work(queued_job.pk, queued_job.loop_generation)
     job = Job.objects.get(pk=queued_job.pk)
-    assert before <= job.step_started_at <= timezone.now()
+    assert before <= job.step_started_at <= dbclock.now()
     # A delayed step counts from when it is due: it cannot start before.
     assert queued[0]["countdown"] == 30.0
     assert job.step_queued_at >= before + timedelta(seconds=30)
@@ -76,7 +80,7 @@ def test_a_delayed_step_not_yet_due_is_not_lost(queued_job):
 def test_a_dead_holders_chunk_is_left_to_the_jobs_queued_step(queued_job, monkeypatch):
     # The job's next step waits behind other jobs' and will take the chunk over itself: new
     # loops would run beside it. Once its steps are gone, the restart says a worker stopped.
-    monkeypatch.setattr(enqueue, "waiting", lambda: 5)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 5)
     chunk = Chunk.objects.filter(job=queued_job).first()
     Chunk.objects.filter(pk=chunk.pk).update(
         holder=GONE, lease_until=timezone.now() + timedelta(hours=1)
@@ -107,8 +111,8 @@ def test_a_step_that_starts_as_the_reaper_decides_stops_or_keeps_the_job(queued_
     assert not steps.take_for_lost(queued_job.pk, now=again, stall=STALLED, left_before=again)
 
 
-def test_every_message_carries_when_it_was_sent_and_the_reaper_reads_its_own(monkeypatch):
-    before = timezone.now()
+def test_the_reapers_message_carries_when_it_was_sent_and_the_reaper_reads_it(monkeypatch):
+    before = dbclock.now()
     result = tasks.reap.apply_async()
     with Connection(settings.CELERY_BROKER_URL) as conn:
         queue = conn.SimpleQueue(settings.CELERY_TASK_DEFAULT_QUEUE)
@@ -120,7 +124,7 @@ def test_every_message_carries_when_it_was_sent_and_the_reaper_reads_its_own(mon
     headers = dict(message.headers)
     assert isinstance(headers[SENT_HEADER], float)
     sent = steps.sent_at(Context(headers))
-    assert before <= sent <= timezone.now()
+    assert before <= sent <= dbclock.now()
     seen = {}
     monkeypatch.setattr(reaper, "reap", lambda **kw: seen.update(kw))
     tasks.reap.push_request(**headers)
@@ -151,3 +155,54 @@ def test_a_restart_is_recorded_as_queued(queued_job, django_capture_on_commit_ca
     assert job.step_queued_at >= later
     assert job.loop_generation == queued_job.loop_generation + 1
     assert reap(later + timedelta(seconds=1)) == 0
+
+
+def test_a_broker_that_cannot_say_what_waits_is_not_taken_for_an_empty_queue(
+    queued_job, monkeypatch
+):
+    # A Redis blip: the count failed and read as 0 for the next half minute, and every job whose
+    # step was still queued looked lost and restarted.
+    monkeypatch.setattr(enqueue, "queue_length", QUEUE_LENGTH)
+    monkeypatch.setattr(enqueue, "_unanswered_until", 0.0)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    monkeypatch.setattr(current_app.pool, "acquire", unreachable)
+    assert reap(timezone.now() + STALLED) == 0
+    assert not JobEvent.objects.filter(job=queued_job, type="recovered").exists()
+    # A loop's turn-over still reads it as nothing waiting: it keeps its pool process.
+    assert enqueue.waiting() == 0
+
+
+@pytest.mark.parametrize("length", [3, None])
+def test_without_the_reapers_time_a_lost_job_restarts_after_a_lease(
+    queued_job, monkeypatch, length
+):
+    # An older beat (a rolling upgrade) sends the reaper's message without its time: with a busy
+    # queue, or a broker that cannot say, a lost job was never restarted, even one whose worker
+    # machine died. Without it, the rule before steps were traced: a lease without a start.
+    monkeypatch.setattr(enqueue, "queue_length", lambda: length)
+    lease = timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
+    assert reap(timezone.now() + STALLED) == 0
+    assert reap(timezone.now() + lease + STALLED) == 1
+
+
+def test_the_reapers_time_and_the_steps_are_on_one_clock(queued_job, monkeypatch):
+    # Beat's clock ahead of the workers': a step queued after the reaper's message looked queued
+    # before it, and its job was restarted as lost while the step waited its turn. Every one of
+    # those times is the database's.
+    import time
+
+    real_time, real_now = time.time, timezone.now
+    monkeypatch.setattr(time, "time", lambda: real_time() + 60)
+    headers = {}
+    celery_setup._stamp_sent_time(sender="jobs.reap", headers=headers)
+    monkeypatch.setattr(time, "time", real_time)
+    # The worker that queues the job's next step runs behind.
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(seconds=60))
+    steps.queued(queued_job.pk)
+    monkeypatch.setattr(timezone, "now", real_now)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 5)
+    assert reap(timezone.now() + STALLED, probe=steps.sent_at(Context(headers))) == 0
+    assert not JobEvent.objects.filter(job=queued_job, type="recovered").exists()
