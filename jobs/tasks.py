@@ -55,7 +55,10 @@ def work(job_pk: int, generation: int | None = None) -> None:
         work.apply_async(
             (job_pk, generation), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY
         )
-        steps.queued(job_pk, step.delay)
+        # Once due, a delayed step waits in the worker that holds it, out of the queue, for a
+        # pool process: counted as queued until one is free (a step's usual length; a longer
+        # wait is taken for lost, and the step then stops as an earlier start's).
+        steps.queued(job_pk, step.delay + runner.IO_TASK_SECONDS)
 
 
 @shared_task(name="jobs.cancel_leftovers", acks_late=True)

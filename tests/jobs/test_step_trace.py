@@ -53,9 +53,10 @@ def test_a_step_records_its_start_and_its_next_steps_queueing(queued_job, monkey
     tasks.work(queued_job.pk, queued_job.loop_generation)
     job = Job.objects.get(pk=queued_job.pk)
     assert before <= job.step_started_at <= dbclock.now()
-    # A delayed step counts from when it is due: it cannot start before.
+    # A delayed step counts from when it is due (it cannot start before), and then from when
+    # a pool process is free for it.
     assert queued[0]["countdown"] == 30.0
-    assert job.step_queued_at >= before + timedelta(seconds=30)
+    assert job.step_queued_at >= before + timedelta(seconds=30 + runner.IO_TASK_SECONDS)
     # A plain step queued meanwhile leaves the later due time standing.
     steps.queued(job.pk)
     assert Job.objects.get(pk=job.pk).step_queued_at == job.step_queued_at
@@ -206,3 +207,17 @@ def test_the_reapers_time_and_the_steps_are_on_one_clock(queued_job, monkeypatch
     monkeypatch.setattr(enqueue, "queue_length", lambda: 5)
     assert reap(timezone.now() + STALLED, probe=steps.sent_at(Context(headers))) == 0
     assert not JobEvent.objects.filter(job=queued_job, type="recovered").exists()
+
+
+def test_a_delayed_step_due_but_waiting_for_a_pool_process_is_not_lost(queued_job, monkeypatch):
+    # Once due, it waits in the worker that holds it for a free pool process, out of the queue:
+    # a reaper's message passing it found it gone, and the job restarted as lost.
+    monkeypatch.setattr(tasks.work, "apply_async", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "work_once", lambda *a, **kw: runner.Step("wait", 30.0))
+    tasks.work(queued_job.pk, queued_job.loop_generation)
+    monkeypatch.setattr(enqueue, "queue_length", lambda: 5)
+    due = dbclock.now() + timedelta(seconds=30)
+    assert reap(due + STALLED, probe=due + 2 * steps.ORDER_SLACK) == 0
+    # Not started once a busy pool process would have been free: lost.
+    free = due + timedelta(seconds=runner.IO_TASK_SECONDS) + 2 * steps.ORDER_SLACK
+    assert reap(free + STALLED, probe=free) == 1
