@@ -55,28 +55,30 @@ def plan_for(job: Job, processor_cls: type[Processor] | None = None) -> Plan:
     return Plan(loops=loops, threads=threads, chunk_rows=chunk_rows)
 
 
-def start_loops(job: Job, *, afresh: bool = True) -> None:
+def start_loops(job: Job, *, generation: int | None = None) -> None:
     """Queue one worker loop (jobs.tasks.work) for each loop of the job's plan.
 
     Afresh, in place of any started before: their steps may still be queued (a broker that
     keeps its messages through a restart of the workers, a resume soon after a pause, a retry)
     and would run beside the new loops. The reaper counts the new start itself, in the statement
-    that finds the job's steps lost (jobs/steps.py)."""
-    generation = None  # steps without one run whatever the start
-    try:
-        with transaction.atomic():
-            if afresh:
-                Job.objects.filter(pk=job.pk).update(
-                    loop_generation=F("loop_generation") + 1, idle_loops=0
-                )
-            generation = (
-                Job.objects.filter(pk=job.pk).values_list("loop_generation", flat=True).first()
-            )
-    except OperationalError:
-        pass  # the database is busy: the loops go on as before there were generations
+    that finds the job's steps lost (jobs/steps.py), and passes the `generation` it made: read
+    again here, a resume's start landing in between would get a second plan of its count."""
+    if generation is None:  # still None if the database is busy: such steps run for any start
+        generation = _new_start(job.pk)
     sent = [enqueue.send("jobs.work", job.pk, generation) for _ in range(plan_for(job).loops)]
     if any(sent):
         steps.queued(job.pk)
+
+
+def _new_start(job_pk: int) -> int | None:
+    try:
+        with transaction.atomic():
+            Job.objects.filter(pk=job_pk).update(
+                loop_generation=F("loop_generation") + 1, idle_loops=0
+            )
+            return _generation(job_pk)
+    except OperationalError:
+        return None  # the database is busy: the loops go on as before there were generations
 
 
 def stand_by(job_pk: int, generation: int | None) -> bool:
@@ -181,6 +183,10 @@ def claim_chunk(job_pk: int) -> Chunk | None:
         chunk.save(update_fields=["lease_until", "claims", "holder"])
         chunk.suspects = take_over(job_pk, chunk)
     return chunk
+
+
+def _generation(job_pk: int) -> int | None:
+    return Job.objects.filter(pk=job_pk).values_list("loop_generation", flat=True).first()
 
 
 def _abandoned_chunk(job_pk: int, now: datetime) -> Chunk | None:

@@ -48,7 +48,8 @@ STEPS_LOST = (
 def _restart(job: Job, now, stall: timedelta, left_before) -> bool:
     """Start the job's loops afresh if its steps are gone; say why on its timeline."""
     with transaction.atomic():
-        if not steps.take_for_lost(job.pk, now=now, stall=stall, left_before=left_before):
+        generation = steps.take_for_lost(job.pk, now=now, stall=stall, left_before=left_before)
+        if generation is None:
             return False  # a step waits its turn, or has just started
         # needs_loops found no live holder: a chunk still leased was a dead process's.
         message = WORKER_STOPPED if chunks.held(job.pk, now) else STEPS_LOST
@@ -56,7 +57,10 @@ def _restart(job: Job, now, stall: timedelta, left_before) -> bool:
         job.refresh_from_db()
         # Sync points publish no event id of their own: the key learns of this one here.
         livestatus.publish(job, event.pk)
-        transaction.on_commit(lambda job=job: chunks.start_loops(job, afresh=False))
+        # The count this restart made: a resume landing before the commit's callback has its own.
+        transaction.on_commit(
+            lambda job=job, gen=generation: chunks.start_loops(job, generation=gen)
+        )
     return True
 
 

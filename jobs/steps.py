@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.db.models import DurationField, F, Q, Value
 from django.db.models.functions import Coalesce, Greatest, Now
 
@@ -80,18 +80,27 @@ def left_queue_before(now: datetime, probe: datetime | None, lease: timedelta) -
     return max(times) - ORDER_SLACK
 
 
-def take_for_lost(job_pk: int, *, now: datetime, stall: timedelta, left_before: datetime) -> bool:
+def take_for_lost(
+    job_pk: int, *, now: datetime, stall: timedelta, left_before: datetime
+) -> int | None:
     """Take the job's loops for lost, and start them afresh (their count bumped), if nothing
     committed and no step started for `stall`, and its newest step was queued (due) before
-    `left_before`. One statement: a step starting meanwhile keeps the job as it is."""
-    return bool(
-        Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
-        .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
-        .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
-        .update(
-            loop_generation=F("loop_generation") + 1,
-            idle_loops=0,  # the loops of the earlier start it counted are gone with it
-            step_queued_at=now,
-            updated_at=now,
+    `left_before`. One statement: a step starting meanwhile keeps the job as it is.
+
+    Returns the new start's count (None when the job is left alone), read under the same lock:
+    a resume or retry starting the loops meanwhile gets a count of its own."""
+    with transaction.atomic():
+        taken = (
+            Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
+            .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
+            .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
+            .update(
+                loop_generation=F("loop_generation") + 1,
+                idle_loops=0,  # the loops of the earlier start it counted are gone with it
+                step_queued_at=now,
+                updated_at=now,
+            )
         )
-    )
+        if not taken:
+            return None
+        return Job.objects.filter(pk=job_pk).values_list("loop_generation", flat=True).get()

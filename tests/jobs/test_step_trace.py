@@ -15,7 +15,7 @@ from kombu import Connection
 from batchhub import celery as celery_setup
 from batchhub import dbclock
 from batchhub.celery import SENT_HEADER
-from jobs import enqueue, reaper, runner, steps, tasks
+from jobs import chunks, enqueue, reaper, runner, steps, tasks
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent
 from tests.conftest import make_job, rows_text
@@ -100,7 +100,8 @@ def test_a_step_that_starts_as_the_reaper_decides_stops_or_keeps_the_job(queued_
     # first, the job ends with one set of loops.
     later = timezone.now() + STALLED
     left = later - steps.ORDER_SLACK
-    assert steps.take_for_lost(queued_job.pk, now=later, stall=STALLED, left_before=left)
+    generation = steps.take_for_lost(queued_job.pk, now=later, stall=STALLED, left_before=left)
+    assert generation == queued_job.loop_generation + 1
     # The step that was judged lost starts after all: it belongs to an earlier start and stops.
     old = queued_job.loop_generation
     steps.started(queued_job.pk)
@@ -109,7 +110,7 @@ def test_a_step_that_starts_as_the_reaper_decides_stops_or_keeps_the_job(queued_
     # A step started first: the reaper leaves the job alone.
     again = later + STALLED
     Job.objects.filter(pk=queued_job.pk).update(step_started_at=again, updated_at=later)
-    assert not steps.take_for_lost(queued_job.pk, now=again, stall=STALLED, left_before=again)
+    assert steps.take_for_lost(queued_job.pk, now=again, stall=STALLED, left_before=again) is None
 
 
 def test_the_reapers_message_carries_when_it_was_sent_and_the_reaper_reads_it(monkeypatch):
@@ -221,3 +222,21 @@ def test_a_delayed_step_due_but_waiting_for_a_pool_process_is_not_lost(queued_jo
     # Not started once a busy pool process would have been free: lost.
     free = due + timedelta(seconds=runner.IO_TASK_SECONDS) + 2 * steps.ORDER_SLACK
     assert reap(free + STALLED, probe=free) == 1
+
+
+def test_a_start_landing_before_the_reapers_loops_are_queued_gets_one_plan(
+    queued_job, django_capture_on_commit_callbacks
+):
+    # A resume or retry between the reaper's restart and the queueing of its loops: the reaper
+    # read the job's start count again and queued a second plan under the resume's count.
+    later = timezone.now() + STALLED
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert reap(later) == 1
+    queued_job.sent.clear()
+    chunks.start_loops(Job.objects.get(pk=queued_job.pk))
+    for callback in callbacks:
+        callback()
+    current = Job.objects.get(pk=queued_job.pk).loop_generation
+    generations = [args[1] for args in work_steps(queued_job.sent)]
+    assert generations.count(current) == chunks.plan_for(queued_job).loops
+    assert generations.count(queued_job.loop_generation + 1) == 1  # the reaper's: they stop
