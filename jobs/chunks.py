@@ -166,8 +166,15 @@ def _locked(qs):
     return qs
 
 
-def claim_chunk(job_pk: int) -> Chunk | None:
-    """Lease the job's next chunk. Its `suspects` are the rows a previous holder died with."""
+class StaleStart(Exception):
+    """The job's loops were started afresh since the claiming step's own start."""
+
+
+def claim_chunk(job_pk: int, generation: int | None = None) -> Chunk | None:
+    """Lease the job's next chunk. Its `suspects` are the rows a previous holder died with.
+
+    With the `generation` of the claiming loop: raises StaleStart, the claim undone (no attempt
+    counted), if the job's loops were started afresh since that loop's step began."""
     now = timezone.now()
     with transaction.atomic():
         # A dead holder's chunk first: its rows count as running until taken over, and left
@@ -181,6 +188,10 @@ def claim_chunk(job_pk: int) -> Chunk | None:
         chunk.claims += 1
         chunk.holder = holders.current()
         chunk.save(update_fields=["lease_until", "claims", "holder"])
+        # Read after the write: SQLite's busy waits come before it, and the reaper's restart
+        # (jobs/steps.py) may land in them; past it, the restart sees the chunk held.
+        if generation is not None and generation != _generation(job_pk):
+            raise StaleStart
         chunk.suspects = take_over(job_pk, chunk)
     return chunk
 

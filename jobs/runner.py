@@ -33,7 +33,15 @@ from django.utils import timezone
 
 from . import enqueue, livestatus, states
 from .chunk_loop import close_processor, process_chunk, release_chunk
-from .chunks import _LEFT_BEHIND, claim_chunk, give_back, hand_on, plan_for, stand_by
+from .chunks import (
+    _LEFT_BEHIND,
+    StaleStart,
+    claim_chunk,
+    give_back,
+    hand_on,
+    plan_for,
+    stand_by,
+)
 from .finish import _cancel_leftovers_after_failure, cancel_leftovers, finalize
 from .models import Chunk, Job, JobStatus
 from .processors import ParamsError, Processor, ProcessorContext, get_processor_class
@@ -193,7 +201,13 @@ def _work(
 
     try:
         while True:
-            chunk = claim_chunk(job.pk)
+            try:
+                chunk = claim_chunk(job.pk, generation)
+            except StaleStart:
+                # Started afresh while this step waited for its claim (a busy database): the
+                # new loops take the chunks.
+                _hand_on(job.pk)
+                return Step("stop")
             if chunk is None:
                 return _no_chunk(job, generation)
             held[:] = [chunk]

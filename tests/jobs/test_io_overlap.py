@@ -93,8 +93,8 @@ def test_a_pause_while_two_chunks_are_held_stops_both_and_loses_nothing(io_job, 
     claims = {"n": 0}
     real_claim = runner.claim_chunk
 
-    def claim(job_pk):
-        chunk = real_claim(job_pk)
+    def claim(job_pk, generation=None):
+        chunk = real_claim(job_pk, generation)
         claims["n"] += 1
         if claims["n"] == 2:  # the overlap's claim: chunk 1's last rows are in flight
             services.pause(Job.objects.get(pk=job_pk), actor="alice")
@@ -120,9 +120,9 @@ def test_a_loop_that_loses_the_database_with_two_chunks_gives_both_back(io_job, 
     claims = {"n": 0}
     real_claim, real_write = runner.claim_chunk, syncpoint.write_rows
 
-    def claim(job_pk):
+    def claim(job_pk, generation=None):
         claims["n"] += 1
-        return real_claim(job_pk)
+        return real_claim(job_pk, generation)
 
     def write_rows(job_pk, done):
         if claims["n"] == 2:  # both chunks held: the first's last rows, the second's first

@@ -9,6 +9,7 @@ import pytest
 from celery import current_app
 from celery.app.task import Context
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 from kombu import Connection
 
@@ -240,3 +241,24 @@ def test_a_start_landing_before_the_reapers_loops_are_queued_gets_one_plan(
     generations = [args[1] for args in work_steps(queued_job.sent)]
     assert generations.count(current) == chunks.plan_for(queued_job).loops
     assert generations.count(queued_job.loop_generation + 1) == 1  # the reaper's: they stop
+
+
+def test_a_step_whose_loops_restart_before_its_claim_stops_without_the_chunk(
+    queued_job, monkeypatch
+):
+    # The step checked its start at the top, then waited for the database (SQLite's busy
+    # waits) longer than the stall: the reaper restarted the loops meanwhile, and the step ran
+    # a chunk beside the new ones.
+    old = queued_job.loop_generation
+    real = runner.get_processor_class
+
+    def restarted_meanwhile(name):
+        Job.objects.filter(pk=queued_job.pk).update(loop_generation=F("loop_generation") + 1)
+        return real(name)
+
+    monkeypatch.setattr(runner, "get_processor_class", restarted_meanwhile)
+    assert runner.work_once(queued_job.pk, generation=old).action == "stop"
+    assert Job.objects.get(pk=queued_job.pk).succeeded == 0
+    # Given back as it was: no attempt counted, free for the new loops.
+    chunk = Chunk.objects.filter(job=queued_job).order_by("seq").first()
+    assert chunk.claims == 0 and not chunk.holder and chunk.lease_until is None
