@@ -28,7 +28,8 @@ from .models import Job, JobStatus
 logger = logging.getLogger(__name__)
 
 # Messages queued this close together may leave the queue in either order (several senders,
-# the clocks of several machines): a step counts as gone once one queued this much later ran.
+# each writing its time just around its send): a step counts as gone once one queued this much
+# later ran. One clock, the database's, stamps them all.
 ORDER_SLACK = timedelta(seconds=2)
 
 
