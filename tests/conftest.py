@@ -14,6 +14,16 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_modifyitems(config, items):
+    # `make test` keeps to its time budget: the longer runs marked slow are for BATCHHUB_SLOW=1.
+    if os.environ.get("BATCHHUB_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set BATCHHUB_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     # Uploads of the jobs a test makes, kept with the test's files: under the data dir they piled

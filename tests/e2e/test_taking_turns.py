@@ -111,6 +111,9 @@ def test_jobs_taking_turns_on_make_run_are_never_restarted(tmp_path, service):
     check_the_service(service)
 
 
+# The same rule on PostgreSQL and Redis is guarded within `make test` by the fault test of jobs
+# taking turns through a Redis restart; this longer run of it is for BATCHHUB_SLOW=1.
+@pytest.mark.slow
 def test_jobs_taking_turns_on_a_real_worker_are_never_restarted(alice, worker_factory, service):
     # PostgreSQL and Redis: the lease is the fixture's 5 s, the reaper runs every second.
     worker_factory(beat=True, concurrency=2)
