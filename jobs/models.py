@@ -391,8 +391,11 @@ class UserSettings(models.Model):
         return secrets_
 
 
+STAGED = "staged"  # the storage folder of two-step uploads, one folder per upload
+
+
 def staged_upload_path(upload: Upload, filename: str) -> str:
-    return f"staged/{upload.public_id}/{filename}"
+    return f"{STAGED}/{upload.public_id}/{filename}"
 
 
 class Upload(models.Model):

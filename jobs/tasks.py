@@ -82,3 +82,5 @@ def expire_jobs() -> None:
     unused = uploads.expire_uploads()
     if unused:
         logger.info("expired %d unused uploads", unused)
+    # And the empty folders of used ones, which releases before kept.
+    uploads.remove_empty_folders()

@@ -9,10 +9,12 @@ validated and copies it into the job. An upload makes one job; unused ones expir
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import File
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
@@ -20,7 +22,7 @@ from django.utils import timezone
 from batchhub.api import APIError, InvalidState
 
 from . import links
-from .models import Upload
+from .models import STAGED, Upload
 from .upload import too_large
 
 logger = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ def receive(upload_id: str, token: str, stream, content_length: int) -> Upload:
 def _delete_partial(upload: Upload) -> None:
     # Storage.save has already created the file under a name FieldFile did not get to keep.
     storage = upload.file.storage
-    prefix = f"staged/{upload.public_id}/"
+    prefix = f"{STAGED}/{upload.public_id}/"
     try:
         _dirs, files = storage.listdir(prefix)
     except (FileNotFoundError, NotImplementedError):
@@ -133,10 +135,25 @@ def for_job(user, public_id: str) -> Upload:
 
 
 def consume(upload: Upload) -> None:
-    """The job has its own copy: drop the staged file; the row remembers the upload was used."""
+    """The job has its own copy: drop the staged file and its folder; the row remembers the
+    upload was used."""
     name = upload.file.name
     Upload.objects.filter(pk=upload.pk).update(file="")
-    transaction.on_commit(lambda: upload.file.storage.delete(name))
+
+    def drop() -> None:
+        upload.file.storage.delete(name)
+        _remove_folder(upload.file.storage, upload.public_id)
+
+    transaction.on_commit(drop)
+
+
+def _remove_folder(storage, public_id: str) -> bool:
+    """Remove the upload's staged folder if it is empty (local disk; object stores have none)."""
+    try:
+        os.rmdir(storage.path(f"{STAGED}/{public_id}"))
+    except (NotImplementedError, OSError):
+        return False  # not a local disk, not there, or not empty (a file arriving is kept)
+    return True
 
 
 def expire_uploads(now=None) -> int:
@@ -149,6 +166,22 @@ def expire_uploads(now=None) -> int:
         except Exception:
             logger.exception("could not delete the file of expired upload %s", upload.public_id)
             continue
+        _remove_folder(upload.file.storage, upload.public_id)
         upload.delete()
         count += 1
     return count
+
+
+def remove_empty_folders() -> int:
+    """Remove the empty staged folders no waiting upload will fill: those of used and deleted
+    uploads (left by releases that kept them). Returns how many went."""
+    try:
+        folders, _files = default_storage.listdir(STAGED)
+    except (FileNotFoundError, NotImplementedError):
+        return 0
+    waiting = set(
+        Upload.objects.filter(public_id__in=folders)
+        .exclude(received_at__isnull=False, file="")
+        .values_list("public_id", flat=True)
+    )
+    return sum(_remove_folder(default_storage, name) for name in folders if name not in waiting)

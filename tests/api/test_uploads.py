@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from jobs import tasks
 from jobs.models import Job, Upload
 from jobs.uploads import expire_uploads
 from tests.api.conftest import API, assert_error
@@ -163,6 +164,7 @@ def test_unused_uploads_expire_with_their_files(api_alice, settings):
     assert expire_uploads(upload.expires_at + timedelta(seconds=1)) == 1
 
     assert not path.exists() and not Upload.objects.filter(pk=upload.pk).exists()
+    assert not path.parent.exists()  # its folder too
 
 
 def test_expires_at_is_one_moment_the_url_has_its_own(api_alice, settings):
@@ -177,3 +179,39 @@ def test_expires_at_is_one_moment_the_url_has_its_own(api_alice, settings):
     assert 590 < (url_until - timezone.now()).total_seconds() <= 600
     assert url_until < upload.expires_at
     assert "upload_url_expires_at" not in fetched and "upload_url" not in fetched
+
+
+def test_a_used_uploads_folder_goes_with_its_file(
+    api_alice, settings, django_capture_on_commit_callbacks
+):
+    started = _start(api_alice, filename="people.csv")
+    _put(started["upload_url"], b"text\ngood\n")
+    folder = settings.MEDIA_ROOT / "staged" / started["id"]
+    assert folder.is_dir()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        created = api_alice.post(
+            f"{API}/jobs", {"upload": started["id"], "processor": "sentiment"}, format="json"
+        )
+    assert created.status_code == 201, created.content
+
+    assert not folder.exists()
+    assert not list((settings.MEDIA_ROOT / "staged").iterdir())
+
+
+def test_the_hourly_sweep_removes_the_empty_folders_no_upload_will_fill(api_alice, settings):
+    staged = settings.MEDIA_ROOT / "staged"
+    used = _start(api_alice)
+    _put(used["upload_url"], b"text\nhi\n")
+    Upload.objects.filter(public_id=used["id"]).update(file="")  # used by a release that kept
+    (staged / used["id"] / "input.csv").unlink()  # its folder
+    (staged / "upl_deleted").mkdir()  # an upload deleted with its user
+    waiting = _start(api_alice)
+    (staged / waiting["id"]).mkdir()  # a PUT refused at the limit leaves it: one may come
+    received = _start(api_alice)
+    _put(received["upload_url"], b"text\nhi\n")
+
+    tasks.expire_jobs()
+
+    assert sorted(p.name for p in staged.iterdir()) == sorted([waiting["id"], received["id"]])
+    assert (staged / received["id"] / "input.csv").read_bytes() == b"text\nhi\n"
