@@ -127,6 +127,14 @@ except Exception as exc:  # dj-database-url raises several types for a bad URL
     raise ImproperlyConfigured(
         f"DATABASE_URL={DATABASE_URL!r} is not a database URL: {exc}"
     ) from exc
+# The write-ahead log is cut back to this size whenever a checkpoint has let it start over;
+# otherwise it stays as large as it ever grew (while readers kept checkpoints from catching up
+# with a big job's deletion, say).
+BATCHHUB_SQLITE_WAL_LIMIT_BYTES = 16 * 1024 * 1024
+BATCHHUB_SQLITE_INIT_COMMAND = (
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+    f"PRAGMA journal_size_limit={BATCHHUB_SQLITE_WAL_LIMIT_BYTES};"
+)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker share the file: WAL lets readers run beside the one writer, IMMEDIATE
     # transactions queue writers instead of failing with "database is locked" on upgrade, and
@@ -142,7 +150,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             # engine transactions hold it for milliseconds. Workers wait longer (celery.py).
             "timeout": env_float("BATCHHUB_SQLITE_TIMEOUT", 5.0, minimum=0.1),
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": BATCHHUB_SQLITE_INIT_COMMAND,
         }
     )
     if not TESTING:
