@@ -129,7 +129,8 @@ except Exception as exc:  # dj-database-url raises several types for a bad URL
     ) from exc
 # The write-ahead log is cut back to this size whenever a checkpoint has let it start over;
 # otherwise it stays as large as it ever grew (while readers kept checkpoints from catching up
-# with a big job's deletion, say).
+# with a big job's deletion, say). New files get incremental auto-vacuum instead of a pragma here
+# (batchhub/sqlite3/base.py; batchhub/dbspace.py gives their free pages back).
 BATCHHUB_SQLITE_WAL_LIMIT_BYTES = 16 * 1024 * 1024
 BATCHHUB_SQLITE_INIT_COMMAND = (
     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
@@ -344,6 +345,9 @@ BATCHHUB_BASE_URL = env_str("BATCHHUB_BASE_URL", "").rstrip("/")
 # Extra processor classes by dotted path ("package.module:Class"), beside entry points.
 BATCHHUB_PROCESSORS = env_list("BATCHHUB_PROCESSORS", [])
 BATCHHUB_REAPER_INTERVAL = env_float("BATCHHUB_REAPER_INTERVAL", 5.0, minimum=1.0)
+# Seconds between two runs of the step that gives an embedded (SQLite) database's free pages back
+# to the file system (batchhub/dbspace.py); PostgreSQL's autovacuum needs no such step.
+BATCHHUB_SPACE_INTERVAL = env_float("BATCHHUB_SPACE_INTERVAL", 60.0, minimum=1.0)
 # CPU priority of worker processes (nice, 0 to 19): on a shared machine the web process and the
 # database come first (batchhub/priority.py). 0 leaves the priority alone.
 BATCHHUB_WORKER_NICE = env_int("BATCHHUB_WORKER_NICE", 10, minimum=0, maximum=19)
@@ -412,6 +416,11 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-work": {"task": "jobs.reap", "schedule": BATCHHUB_REAPER_INTERVAL},
     "expire-jobs": {"task": "jobs.expire_jobs", "schedule": 3600.0},
 }
+if DATABASES["default"]["ENGINE"] == "batchhub.sqlite3":
+    CELERY_BEAT_SCHEDULE["give-back-space"] = {
+        "task": "jobs.give_back_space",
+        "schedule": BATCHHUB_SPACE_INTERVAL,
+    }
 
 # --- REST framework -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -6,6 +6,8 @@ import logging
 
 from celery import shared_task
 
+from batchhub import dbspace
+
 # webhook_tasks holds the webhook sender's task: imported here so that autodiscovery of
 # jobs.tasks registers it with the workers.
 from . import (
@@ -84,3 +86,9 @@ def expire_jobs() -> None:
         logger.info("expired %d unused uploads", unused)
     # And the empty folders of used ones, which releases before kept.
     uploads.remove_empty_folders()
+
+
+@shared_task(name="jobs.give_back_space")
+def give_back_space() -> None:
+    """The embedded database's free pages given back to the file system, in short slices."""
+    dbspace.give_back()

@@ -9,15 +9,24 @@ exclusive flock on a file beside the database, tried every millisecond up to the
 timeout, so the next writer starts about a millisecond after the last one committed. SQLite's
 lock still keeps writers apart (writers outside this backend just do not take turns); the turn
 only decides who asks for it next. An in-memory database has no file, and no turns.
+
+A database file this backend creates is made with `auto_vacuum=INCREMENTAL`, so that the space
+of deleted jobs can be given back to the file system in short slices (batchhub/dbspace.py). The
+mode is fixed when SQLite writes the file's first page, so it is set on a connection of its own
+before Django's opens the file (whose `journal_mode=WAL` writes that page): set on every
+connection instead, the pragma would write the file's header each time.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import time
+from contextlib import contextmanager
 
 from django.db.backends.sqlite3 import base
+from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError
 
 TRY_EVERY = 0.001  # seconds between two tries for the turn
@@ -27,6 +36,24 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _turn_fd: int | None = None
     _turn_pid: int | None = None  # the process that opened _turn_fd
     _has_turn = False
+
+    def get_new_connection(self, conn_params):
+        if not self.is_in_memory_db():
+            _make_new_file_incremental(str(self.settings_dict["NAME"]), conn_params)
+        return super().get_new_connection(conn_params)
+
+    @contextmanager
+    def turn(self, timeout: float | None = None):
+        """Hold the writers' turn around statements outside Django's transactions (VACUUM, a
+        checkpoint, a transaction begun by hand); `timeout` seconds instead of the connection's."""
+        if self.in_atomic_block:
+            raise TransactionManagementError("An atomic block holds the turn already.")
+        self.ensure_connection()
+        self._take_turn(timeout)
+        try:
+            yield
+        finally:
+            self._end_turn()
 
     def _start_transaction_under_autocommit(self) -> None:
         self._take_turn()
@@ -68,11 +95,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._turn_pid = os.getpid()
         return self._turn_fd
 
-    def _take_turn(self) -> None:
+    def _take_turn(self, timeout: float | None = None) -> None:
         fd = self._turn_file()
         if fd is None:
             return
-        deadline = time.monotonic() + float(self.settings_dict["OPTIONS"].get("timeout", 5.0))
+        if timeout is None:
+            timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5.0))
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,3 +128,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _make_new_file_incremental(name: str, conn_params: dict) -> None:
+    """Give a database file that has no page yet the incremental auto-vacuum mode."""
+    if name.startswith("file:"):
+        return  # a URI: not a plain path to look at (the project's settings never make one)
+    try:
+        if os.path.getsize(name) > 0:
+            return
+    except OSError:
+        pass  # not there yet: the connect below creates it
+    db = sqlite3.connect(name, timeout=float(conn_params.get("timeout", 5.0)))
+    try:
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # Any write makes SQLite write the first page, and with it the mode; a file another
+        # process filled meanwhile keeps its own (the pragma changes nothing once there are tables).
+        db.execute("PRAGMA user_version=0")
+    finally:
+        db.close()

@@ -1,16 +1,87 @@
-"""The embedded default's database file gives space back: the write-ahead log is cut back to its
-limit after checkpoints."""
+"""The embedded default's database file gives the space of deleted jobs back (batchhub/dbspace.py):
+new files are made for it, the beat's step shrinks them in short slices, the write-ahead log is
+cut back after checkpoints."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.db.utils import ConnectionHandler
 
+from batchhub import dbspace
+
+ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
+
+
+def child_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CACHE_URL")}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'batchhub.sqlite3'}",
+            "BATCHHUB_DATA_DIR": str(tmp_path),
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "DJANGO_SETTINGS_MODULE": "batchhub.settings",
+            "BATCHHUB_TESTING": "0",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def run(args: list[str], tmp_path: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=child_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_a_deleted_jobs_space_goes_back_to_the_file_system_at_the_beats_step(tmp_path):
+    out = run([str(ROOT / "tests/support/space_child.py"), str(tmp_path), "15000"], tmp_path)
+    figures = json.loads(out.strip().splitlines()[-1])
+    ran, deleted, stepped = figures["ran"], figures["deleted"], figures["stepped"]
+
+    # The file `migrate` made can give pages back; the job filled it with more than it keeps.
+    assert ran["mode"] == "incremental"
+    free = deleted["free_pages"] * deleted["page_size"]
+    assert free > 2 * figures["keep_bytes"], deleted
+    # The step gave back all but what it keeps for the next jobs' rows, and the file on disk
+    # shrank by that much at once (its checkpoint), not at some later write.
+    given = free - figures["keep_bytes"]
+    assert stepped["free_pages"] * stepped["page_size"] <= figures["keep_bytes"]
+    assert stepped["file_bytes"] <= deleted["file_bytes"] - 0.9 * given, (deleted, stepped)
+    assert stepped["file_bytes"] <= 0.6 * ran["file_bytes"], (ran, stepped)
+
+
+def test_the_step_is_on_the_beat_schedule_of_the_embedded_default_only():
+    scheduled = "give-back-space" in settings.CELERY_BEAT_SCHEDULE
+    assert scheduled == (connection.vendor == "sqlite")
+
+
+@pytest.mark.django_db
+def test_the_suites_in_memory_database_is_left_as_it_was():
+    assert dbspace.space() is None
+    assert dbspace.give_back().pages == 0
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA auto_vacuum")
+            assert cursor.fetchone()[0] == 0
 
 
 # --- the write-ahead log ------------------------------------------------------------------------
@@ -71,3 +142,44 @@ def test_the_log_is_cut_back_to_its_limit_once_a_checkpoint_lets_it_start_over(p
     write(project_sqlite, 1)
     write(project_sqlite, 1)
     assert wal.stat().st_size <= settings.BATCHHUB_SQLITE_WAL_LIMIT_BYTES
+
+
+def test_the_step_cuts_the_log_back_on_a_site_that_writes_nothing_more(project_sqlite):
+    wal = grow_the_log_past_its_limit(project_sqlite)
+
+    dbspace.give_back(project_sqlite)
+
+    assert wal.stat().st_size <= settings.BATCHHUB_SQLITE_WAL_LIMIT_BYTES
+
+
+def test_slices_give_the_lock_to_a_writer_in_between(project_sqlite, tmp_path):
+    write(project_sqlite, 48)
+    with project_sqlite.cursor() as cursor:
+        cursor.execute("DELETE FROM filler WHERE rowid % 4 != 0")  # gaps to move pages into
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        # Another process's web request, writing every 20 ms while the step runs.
+        db = sqlite3.connect(project_sqlite.settings_dict["NAME"], timeout=5, isolation_level=None)
+        while not stop.is_set():
+            began = time.monotonic()
+            db.execute("BEGIN IMMEDIATE")
+            waits.append(time.monotonic() - began)
+            db.execute("INSERT INTO filler VALUES (x'00')")
+            db.execute("COMMIT")
+            time.sleep(0.02)
+        db.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        given = dbspace.give_back(project_sqlite, keep_bytes=0)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert given.bytes > 20 * MB and given.slices > 3
+    assert dbspace.space(project_sqlite).free_pages == 0
+    # Each slice is sized to hold writes for about SLICE_SECONDS; a busy machine's hiccups aside.
+    assert given.longest_hold < 0.25
+    assert max(waits) < 0.5
