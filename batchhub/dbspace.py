@@ -9,8 +9,9 @@ and the workers' writes, and rests between them, so a writer that comes meanwhil
 slice at most. The file shrinks when a checkpoint has copied the last slice into it; the
 write-ahead log is then cut back to its limit (settings' journal_size_limit).
 
-A file made before that (auto_vacuum NONE) has no page map to move pages by: only the log is
-cut back. PostgreSQL's autovacuum does all this by itself.
+A file made before that (auto_vacuum NONE) has no page map to move pages by: `compact` rewrites
+it whole with VACUUM, switching the mode on the way, and every write waits while it copies
+(`manage.py compact_database`). PostgreSQL's autovacuum does all this by itself.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ REST_SECONDS = 0.005
 RUN_SECONDS = 10.0
 # A checkpoint that cuts the write-ahead log holds writers back while readers finish: no longer.
 TRUNCATE_WAIT_MS = 100
+# What VACUUM copies a second here, for the estimate said before it starts (docs/performance.md).
+VACUUM_BYTES_PER_SECOND = 40 * 1024 * 1024
 
 MODES = {0: "none", 1: "full", 2: "incremental"}
 
@@ -214,5 +217,38 @@ def checkpoint(conn=None) -> None:
             cursor.execute(f"PRAGMA busy_timeout={wait}")
 
 
+def compact(conn=None, *, timeout: float = 60.0) -> float:
+    """Rewrite the file with VACUUM in incremental auto-vacuum mode; returns the seconds writes
+    waited for it. It takes the writers' turn first (up to `timeout` seconds) so it comes next
+    instead of polling for a free moment between the workers' writes."""
+    conn = conn or default_connection
+    with conn.turn(timeout), conn.cursor() as cursor:
+        began = time.monotonic()
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        cursor.execute("VACUUM")
+        held = time.monotonic() - began
+    checkpoint(conn)
+    return held
+
+
+def vacuum_estimate(now: Space) -> str:
+    """How long VACUUM should hold writes on this file, in words: it copies the pages in use."""
+    seconds = now.used_bytes / VACUUM_BYTES_PER_SECOND
+    return "under a second" if seconds < 1 else f"about {seconds:.0f} s"
+
+
 def megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):,.1f} MB"
+
+
+def start_note(conn=None) -> str | None:
+    """A line for `make run`'s start when the file keeps much free space it cannot give back."""
+    now = space(conn)
+    if now is None or now.mode == "incremental" or now.free_bytes <= KEEP_BYTES:
+        return None
+    return (
+        f"The database file {now.path} is {megabytes(now.file_bytes)}, "
+        f"{megabytes(now.free_bytes)} of it free space it keeps (made before it could give space "
+        "back): `python manage.py compact_database` gives it back, holding writes for "
+        f"{vacuum_estimate(now)}."
+    )

@@ -1,9 +1,11 @@
 """The embedded default's database file gives the space of deleted jobs back (batchhub/dbspace.py):
 new files are made for it, the beat's step shrinks them in short slices, the write-ahead log is
-cut back after checkpoints."""
+cut back after checkpoints, and an older file is compacted once by `manage.py compact_database`.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from django.db.utils import ConnectionHandler
 
@@ -183,3 +186,47 @@ def test_slices_give_the_lock_to_a_writer_in_between(project_sqlite, tmp_path):
     # Each slice is sized to hold writes for about SLICE_SECONDS; a busy machine's hiccups aside.
     assert given.longest_hold < 0.25
     assert max(waits) < 0.5
+
+
+# --- a file made before: compact_database ---------------------------------------------------------
+
+
+def test_an_older_file_is_named_at_start_and_compacted_once_by_the_command(tmp_path):
+    db = tmp_path / "batchhub.sqlite3"
+    old = sqlite3.connect(db)
+    old.execute("PRAGMA user_version=0")  # a file made by the release before: auto_vacuum none
+    old.close()
+    run(["manage.py", "migrate", "--noinput", "-v0"], tmp_path)
+    old = sqlite3.connect(db, isolation_level=None)
+    old.execute("CREATE TABLE scratch (blob BLOB)")
+    old.execute(
+        "INSERT INTO scratch SELECT randomblob(1000) FROM "
+        "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
+        "SELECT i FROM n)"
+    )
+    old.execute("DROP TABLE scratch")
+    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    old.close()
+    before = db.stat().st_size
+    assert before > 16 * MB
+
+    start = run(["manage.py", "ensure_admin"], tmp_path)
+    assert f"The database file {db} is " in start
+    assert "`python manage.py compact_database` gives it back" in start
+
+    out = run(["manage.py", "compact_database"], tmp_path)
+    assert "auto_vacuum none" in out and "VACUUM held writes for" in out
+    assert db.stat().st_size < before / 10
+    assert "auto_vacuum incremental" in out.splitlines()[-1]
+    again = run(["manage.py", "ensure_admin"], tmp_path)
+    assert "compact_database" not in again
+
+
+@pytest.mark.django_db
+def test_the_command_has_nothing_to_do_on_postgresql_or_in_memory():
+    out = io.StringIO()
+    call_command("compact_database", stdout=out)
+    if connection.vendor == "postgresql":
+        assert "autovacuum gives space back by itself; nothing to do" in out.getvalue()
+    else:
+        assert "in memory: it has no file to compact" in out.getvalue()

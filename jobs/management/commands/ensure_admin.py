@@ -6,6 +6,8 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from batchhub import dbspace
+
 
 class Command(BaseCommand):
     help = "Create the first user if there is none, and say how to log in."
@@ -40,3 +42,7 @@ class Command(BaseCommand):
         for line in lines:
             self.stdout.write(line)
         self.stdout.write("=" * width)
+        # A database file that keeps the space of deleted jobs and cannot give it back itself.
+        note = dbspace.start_note()
+        if note:
+            self.stdout.write(note)
