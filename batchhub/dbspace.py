@@ -39,8 +39,9 @@ REST_SECONDS = 0.005
 RUN_SECONDS = 10.0
 # A checkpoint that cuts the write-ahead log holds writers back while readers finish: no longer.
 TRUNCATE_WAIT_MS = 100
-# What VACUUM copies a second here, for the estimate said before it starts (docs/performance.md).
-VACUUM_BYTES_PER_SECOND = 40 * 1024 * 1024
+# What VACUUM copies a second, for the estimate said before it starts: half what it did on a
+# small shared machine (docs/performance.md).
+VACUUM_BYTES_PER_SECOND = 60 * 1024 * 1024
 
 MODES = {0: "none", 1: "full", 2: "incremental"}
 
