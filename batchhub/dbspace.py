@@ -16,11 +16,13 @@ it whole with VACUUM, switching the mode on the way, and every write waits while
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass
 
+from django.db import DatabaseError
 from django.db import connection as default_connection
 
 logger = logging.getLogger(__name__)
@@ -176,7 +178,9 @@ def _slice(conn, keep: int, pages: int, done: GivenBack) -> float | None:
                 freed = len(cursor.fetchall())
             cursor.execute("COMMIT")
         except BaseException:
-            cursor.execute("ROLLBACK")
+            # A connection that broke cannot roll back: the error to raise is the first one.
+            with contextlib.suppress(DatabaseError):
+                cursor.execute("ROLLBACK")
             raise
         held = time.monotonic() - began
     if want <= 0:
