@@ -184,6 +184,9 @@ def test_a_run_of_429s_auto_pauses_and_the_job_resumes_by_itself(
     assert set(resumed_by) == {"system"}
 
 
+# The hand-on itself is tested without a worker (tests/jobs/test_quick_resume.py, threads and
+# real requests on PostgreSQL); this run with a real worker is for BATCHHUB_SLOW=1.
+@pytest.mark.slow
 def test_a_quick_resume_starts_rows_again_at_once(alice, api_alice, worker_factory, server):
     # The loop that saw the pause gives its chunk back once its requests in flight are in; the
     # resume's loop had looked before that, found the job's only chunk held and stopped. The

@@ -42,7 +42,7 @@ class PerJobHandler(EchoHandler):
 
 @pytest.fixture
 def service():
-    with LocalServer(PerJobHandler, inflight=Counter(), most=Counter(), latency=0.1) as server:
+    with LocalServer(PerJobHandler, inflight=Counter(), most=Counter(), latency=0.05) as server:
         yield server
 
 
