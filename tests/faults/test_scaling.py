@@ -1,4 +1,4 @@
-"""One job on one, two and four worker processes: same results, I/O throughput that scales."""
+"""One job on one and four worker processes: same results, I/O throughput that scales."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def run_with_workers(alice, worker_factory, n: int, url: str) -> tuple[Job, list
     return job, rows
 
 
-def test_two_and_four_workers_give_the_same_results_faster(alice, worker_factory):
+def test_four_workers_give_the_same_results_faster(alice, worker_factory):
     # Slow enough answers that 64 in flight stay far inside what the stand-in server (Python
     # threads, on the same two cores) answers a second: at 50 ms it was the server that four
     # workers measured, 300 to 390 rows/s against 520 for two.
@@ -39,13 +39,14 @@ def test_two_and_four_workers_give_the_same_results_faster(alice, worker_factory
         CountingHandler, inflight=0, max_inflight=0, latency=0.2, throttle_until=0.0
     ) as server:
         url = server.url + "/latency"
-        runs = {n: run_with_workers(alice, worker_factory, n, url) for n in (1, 2, 4)}
+        # Two workers lie between the two and cost the suite a run of its own.
+        runs = {n: run_with_workers(alice, worker_factory, n, url) for n in (1, 4)}
     outputs = {}
     for n, (job, rows) in runs.items():
         assert job.status == JobStatus.COMPLETED and job.succeeded == 800
         # Same rows, same order, same inputs, every one succeeded (outputs carry no timing).
         outputs[n] = [(r["row"], r["input"], r["status"], r["output"]) for r in rows]
-    assert outputs[1] == outputs[2] == outputs[4]
+    assert outputs[1] == outputs[4]
     rate = {
         n: 800 / (job.finished_at - job.started_at).total_seconds() for n, (job, _) in runs.items()
     }
