@@ -167,6 +167,12 @@ class Job(models.Model):
         return self.status in ACTIVE
 
     @property
+    def finishing_after_cancel(self) -> bool:
+        """Rows in a request at the cancel still finish, written by their threads as answers come
+        back (chunk_loop._Handover): the job's counts move, and a retry must wait for them."""
+        return self.status == JobStatus.CANCELLED and self.running > 0
+
+    @property
     def done(self) -> int:
         return self.succeeded + self.failed + self.cancelled
 

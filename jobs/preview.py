@@ -7,7 +7,7 @@ import contextlib
 import itertools
 from typing import Any
 
-from . import results
+from . import progress, results
 from .models import Job, JobStatus, RowStatus
 
 LIMIT = 50
@@ -38,8 +38,8 @@ def settled(job: Job, rows: list[dict[str, Any]], failed_only: bool) -> bool:
     Until then it reloads as rows finish. A job of 1M rows finishes its first 50 in a moment,
     and from then on its page asks for the progress alone, once a second.
     """
-    if not job.is_active and not job.running:
-        return True  # rows started before a cancel may still finish
+    if not progress.still_moving(job):
+        return True
     still_reading = job.status in (JobStatus.QUEUED, JobStatus.VALIDATING)
     if len(rows) < LIMIT and (failed_only or still_reading):
         return False  # more rows may come: new failures, or rows still being read

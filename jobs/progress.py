@@ -77,8 +77,9 @@ def status_label(job: Job) -> str:
 
 
 def still_moving(job: Job) -> bool:
-    """Whether the page has something left to watch: an active job, or a cancelled one whose
-    rows in a request at the cancel still finish (they keep their results, the counts move)."""
+    """Whether the page has something left to watch: an active job, or an ended one with rows
+    still running: a cancel's rows in a request finish, a failed job's leftovers are cancelled by
+    the reaper; either way the counts move."""
     return job.is_active or job.running > 0
 
 
@@ -205,7 +206,7 @@ def waiting_for(job: Job, now=None) -> str:
     if job.status == JobStatus.FINALIZING:
         return "Finishing up: the last rows are being written."
     # Only a cancel leaves rows in a request to finish; a failed job's are stopped (the reaper).
-    if job.status == JobStatus.CANCELLED and job.running > 0:
+    if job.finishing_after_cancel:
         rows = f"{job.running} row{'s' if job.running != 1 else ''}"
         return (
             f"{rows} started before it stopped still finish{'es' if job.running == 1 else ''}: "

@@ -51,7 +51,7 @@ def controls(job: Job) -> dict[str, bool]:
         and (job.is_terminal or job.status == JobStatus.PAUSED)
         and job.error_code != PARAMS_REFUSED
         # Refused (409) while rows started before a cancel still finish: offered once they have.
-        and not (job.status == JobStatus.CANCELLED and job.running),
+        and not job.finishing_after_cancel,
     }
 
 

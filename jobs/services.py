@@ -210,7 +210,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
                 f"Only a finished or paused job can retry rows; this one is {locked.status}.",
                 details={"status": locked.status},
             )
-        if locked.status == JobStatus.CANCELLED and locked.running:
+        if locked.finishing_after_cancel:
             # Rows in a request at the cancel are written by their threads as their answers come
             # back (chunk_loop._Handover), their chunk held until then: a retry meanwhile would
             # let the job end with them still running, or run them a second time.
