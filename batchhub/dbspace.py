@@ -37,8 +37,9 @@ MIN_SLICE_PAGES, MAX_SLICE_PAGES = 16, 16384
 # At least this long between two slices, and as long as the last slice held the lock: the
 # others' writes go first.
 REST_SECONDS = 0.005
-# One run of the periodic step stops after this long; the next run goes on.
-RUN_SECONDS = 10.0
+# One run of the periodic step stops after this long; the next run goes on. It holds one of the
+# worker's pool processes (two on the embedded default) from the jobs' chunks meanwhile.
+RUN_SECONDS = 2.0
 # A checkpoint that cuts the write-ahead log holds writers back while readers finish: no longer.
 TRUNCATE_WAIT_MS = 100
 # What VACUUM copies a second, for the estimate said before it starts: half what it did on a

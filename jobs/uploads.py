@@ -179,9 +179,10 @@ def remove_empty_folders() -> int:
         folders, _files = default_storage.listdir(STAGED)
     except (FileNotFoundError, NotImplementedError):
         return 0
+    # The uploads still waiting (few: they expire), not an IN list of every folder on disk.
     waiting = set(
-        Upload.objects.filter(public_id__in=folders)
-        .exclude(received_at__isnull=False, file="")
-        .values_list("public_id", flat=True)
+        Upload.objects.exclude(received_at__isnull=False, file="").values_list(
+            "public_id", flat=True
+        )
     )
     return sum(_remove_folder(default_storage, name) for name in folders if name not in waiting)
