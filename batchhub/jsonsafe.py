@@ -9,10 +9,13 @@ enters the system (request bodies, form fields, JSONL lines) goes through `loads
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -96,14 +99,16 @@ class _RepeatedKey(Exception):
         self.key = key
 
 
+def _repeat_in(pairs: list[tuple[str, Any]]) -> str:
+    """The first key given twice among `pairs` (which hold one)."""
+    seen: set[str] = set()
+    return next(k for k, _ in pairs if k in seen or seen.add(k))
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _RepeatedKey(key)
-            seen.add(key)
+        raise _RepeatedKey(_repeat_in(pairs))
     return value
 
 
@@ -178,8 +183,7 @@ def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(value) == len(pairs):
         return value
     marked = _Repeated(value)
-    seen: set[str] = set()
-    marked.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    marked.key = _repeat_in(pairs)
     return marked
 
 
@@ -187,11 +191,12 @@ def _repeated_key(text: str, key: str) -> JSONLimitError:
     # Only on the error path: parse again, marking such objects, to find the first one's path.
     path: list[str | int] | None = None
     try:
-        found = _first_repeat(json.JSONDecoder(object_pairs_hook=_mark_repeats).decode(text))
+        marked = json.JSONDecoder(object_pairs_hook=_mark_repeats).decode(text)
+        path = _path_to(marked, lambda item: type(item) is _Repeated)
     except (RecursionError, ValueError):
-        found = None  # too deep or too long a number further on: the key is still named
-    if found is not None:
-        path, key = found
+        pass  # too deep or too long a number further on: the key is still named
+    if path is not None:
+        key = functools.reduce(operator.getitem, path, marked).key
     shown = json.dumps(key if len(key) <= 60 else key[:60] + "…", ensure_ascii=False)
     # Braces in the key must not be read as the message's {where} slot.
     error = JSONLimitError(
@@ -199,22 +204,6 @@ def _repeated_key(text: str, key: str) -> JSONLimitError:
     )
     error.key = key
     return error
-
-
-def _first_repeat(value: Any) -> tuple[list[str | int], str] | None:
-    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
-    while stack:
-        item, path = stack.pop()
-        if isinstance(item, _Repeated):
-            return path, item.key
-        if isinstance(item, dict):
-            pairs = list(item.items())
-        elif isinstance(item, list):
-            pairs = list(enumerate(item))
-        else:
-            continue
-        stack.extend((child, [*path, k]) for k, child in reversed(pairs))
-    return None
 
 
 def with_valid_text(value: Any) -> Any:
@@ -335,7 +324,7 @@ def _non_finite(text: str, literal: str) -> JSONLimitError:
         )
     except (ValueError, RecursionError):
         marked = None
-    path = _path_to(marked, _SENTINEL) if marked is not None else None
+    path = _path_to(marked, lambda item: item is _SENTINEL) if marked is not None else None
     return JSONLimitError(_NON_FINITE.format(literal), path=path)
 
 
@@ -349,15 +338,16 @@ def _long_integer(text: str) -> JSONLimitError:
         marked = json.loads(text, parse_int=marked_int)
     except (ValueError, RecursionError):
         marked = None
-    path = _path_to(marked, _SENTINEL) if marked is not None else None
+    path = _path_to(marked, lambda item: item is _SENTINEL) if marked is not None else None
     return JSONLimitError(f"holds an integer of more than {digits:,} digits{{where}}", path=path)
 
 
-def _path_to(value: Any, target: Any) -> list[str | int] | None:
+def _path_to(value: Any, found: Callable[[Any], bool]) -> list[str | int] | None:
+    """The keys and indexes to the first item of `value` (depth first) that `found` picks."""
     stack: list[tuple[Any, list]] = [(value, [])]
     while stack:
         item, path = stack.pop()
-        if item is target:
+        if found(item):
             return path
         if isinstance(item, dict):
             stack.extend((child, [*path, key]) for key, child in reversed(item.items()))
