@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.bench.bench_sqlite import ROWS, emit  # noqa: E402  (one JSON line's shape)
 from tests.bench.benchdata import TEMPLATE, make_csv  # noqa: E402
 
-ROWS = int(os.environ.get("BENCH_SQLITE_ROWS") or 100_000)
 REPEATS = int(os.environ.get("BENCH_SPACE_REPEATS") or 3)
 JOBS = 3
 
@@ -121,16 +121,6 @@ def child(mode: str, tmp: Path, csv: Path) -> dict:
     after = dbspace.space()
     figures.update(after_mb=after.file_bytes / 2**20, wal_after_mb=after.wal_bytes / 2**20)
     return figures
-
-
-def emit(bench: str, value: float, unit: str, baseline: str | None, baseline_value, goal: str,
-         **extra) -> None:
-    ratio = round(value / baseline_value, 4) if baseline_value else None
-    print(json.dumps({
-        "bench": bench, "value": round(value, 3), "unit": unit, "baseline": baseline,
-        "baseline_value": None if baseline_value is None else round(baseline_value, 3),
-        "ratio": ratio, "goal": goal, "rows": ROWS, **extra,
-    }), flush=True)
 
 
 def run_child(mode: str, tmp: Path, csv: Path) -> dict:
