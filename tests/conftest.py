@@ -143,6 +143,21 @@ def new_job():
     return make_job
 
 
+def set_published(job, **fields):
+    """The job's row as the engine would leave it, published as the engine publishes it (the
+    live status), the job page's memo of its render cleared. Returns the job read again."""
+    from django.utils import timezone
+
+    from jobs import livestatus, progress_fragment
+    from jobs.models import Job
+
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now(), **fields)
+    job = Job.objects.get(pk=job.pk)
+    livestatus.publish(job, livestatus.NO_NEW_EVENT)
+    progress_fragment.clear()
+    return job
+
+
 def rows_text(n: int, header: str = "name,text") -> str:
     buf = io.StringIO()
     buf.write(header + "\n")

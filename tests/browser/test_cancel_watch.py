@@ -7,18 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import livestatus
 from jobs.ingest import loading
-from jobs.models import Job
-from tests.conftest import make_job, rows_text
+from tests.conftest import make_job, rows_text, set_published
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _set(job: Job, **fields) -> None:
-    """The job's counters as a row coming back writes them, published as the engine does."""
-    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now(), **fields)
-    livestatus.publish(Job.objects.get(pk=job.pk), livestatus.NO_NEW_EVENT)
 
 
 def _failed_title(page) -> str:
@@ -32,7 +24,7 @@ def test_the_last_rows_of_a_cancel_reach_every_part_of_the_page(page, live_serve
     job = make_job(alice, rows_text(10), name="cancel-mid")
     loading.ingest(job.pk)
     now = timezone.now()
-    _set(
+    set_published(
         job,
         status="cancelled",
         total=10,
@@ -49,11 +41,11 @@ def test_the_last_rows_of_a_cancel_reach_every_part_of_the_page(page, live_serve
     assert _failed_title(page) == "Failed rows (1)"
     assert page.locator("#btn-retry").count() == 0  # the API refuses it while rows finish
 
-    _set(job, running=2, failed=2)
+    set_published(job, running=2, failed=2)
     page.wait_for_function(
         "() => document.querySelector('#failed-title').innerText.trim() === 'Failed rows (2)'"
     )
-    _set(job, running=0, failed=3, succeeded=2)  # the last rows, within the throttle's 3 s
+    set_published(job, running=0, failed=3, succeeded=2)  # the last rows, within the throttle's 3 s
     page.wait_for_function(
         "() => document.querySelector('[data-testid=failed]').innerText.trim() === '3'"
     )

@@ -9,30 +9,20 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import livestatus, progress_fragment
 from jobs.ingest import loading
 from jobs.models import Job
-from tests.conftest import make_job, rows_text
+from tests.conftest import make_job, rows_text, set_published
 
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
-def _set(job: Job, **fields) -> Job:
-    """The job's row as the engine would leave it, published as the engine publishes it."""
-    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now(), **fields)
-    job = Job.objects.get(pk=job.pk)
-    livestatus.publish(job, livestatus.NO_NEW_EVENT)
-    progress_fragment.clear()
-    return job
-
-
 def _cancelled_with_rows_in_a_request(alice) -> Job:
     job = make_job(alice, rows_text(40), name="cancel-mid")
     loading.ingest(job.pk)  # rows for the preview, which still shows some running
     now = timezone.now()
-    return _set(
+    return set_published(
         job,
         status="cancelled",
         total=40,
@@ -72,7 +62,7 @@ def test_a_cancelled_job_is_watched_until_its_started_rows_finish(client_alice, 
     listed = client_alice.get(reverse("jobs:list_rows"), **HTMX)
     assert listed.status_code == 200 and 'hx-trigger="every 2s"' in listed.content.decode()
 
-    _set(job, running=0, succeeded=5, failed=3)
+    set_published(job, running=0, succeeded=5, failed=3)
     answer = client_alice.get(poll, {"seen": seen}, **HTMX)
     assert answer.status_code == 286
     text = answer.content.decode()
@@ -97,7 +87,7 @@ def test_a_partial_job_is_named_alike_everywhere(client_alice, alice, succeeded,
     # Every row of a job failed: the stepper said "Every row failed", while the badge, the tab
     # title, the list and the screen reader's announcement said "Partial".
     job = make_job(alice, rows_text(30), name="all-fail")
-    job = _set(
+    job = set_published(
         job,
         status="partial",
         total=30,
@@ -134,14 +124,16 @@ def test_a_paused_job_says_why_once(client_alice, alice):
         "Auto-paused: the service kept answering 429 (rate limited). Resumes soon after "
         f"{resume_at:%H:%M:%S} UTC."
     )
-    job = _set(job, status="paused", total=20, pending=20, pause_reason=reason, resume_at=resume_at)
+    job = set_published(
+        job, status="paused", total=20, pending=20, pause_reason=reason, resume_at=resume_at
+    )
     section = _section(
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
     notice = section.split('data-testid="pause-reason">', 1)[1].split("</p>", 1)[0]
     assert notice == reason
 
-    job = _set(job, pause_reason="Paused by alice.", resume_at=None)
+    job = set_published(job, pause_reason="Paused by alice.", resume_at=None)
     section = _section(
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
@@ -153,7 +145,7 @@ def test_a_job_that_ended_before_its_input_was_read_says_so(client_alice, alice,
     # An input refused by the worker (or a cancel while queued) showed "0 of 0 rows processed
     # (0.0%)", a preview promising rows "once the input has been read", and "0 / 0 / 0".
     job = make_job(alice, rows_text(3), name="never-read")
-    job = _set(job, status=status, finished_at=timezone.now())
+    job = set_published(job, status=status, finished_at=timezone.now())
     body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     assert "No rows: the job ended before its input file was read." in _section(body)
     assert "0 of 0" not in body
@@ -169,14 +161,14 @@ def test_started_rows_beyond_the_concurrency_show_the_limit(client_alice, alice)
     # "Started 12" at concurrency 4 read as a broken limit: the loop hands each thread rows
     # ahead, so the page says, in sight and not in a tooltip, how many of them run at once.
     job = make_job(alice, rows_text(60), name="ahead", concurrency=4)
-    job = _set(job, status="processing", total=60, pending=48, running=12)
+    job = set_published(job, status="processing", total=60, pending=48, running=12)
     section = _section(
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
     started = section.split('data-testid="in-flight">', 1)[1].split("</dd>", 1)[0]
     assert started == '12<span class="counter-note" data-testid="at-once">at most 4 at once</span>'
 
-    job = _set(job, pending=57, running=3)
+    job = set_published(job, pending=57, running=3)
     section = _section(
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
@@ -185,7 +177,7 @@ def test_started_rows_beyond_the_concurrency_show_the_limit(client_alice, alice)
 
 def test_a_failed_job_with_rows_left_running_does_not_promise_their_results(client_alice, alice):
     # Only a cancel hands rows in a request over to finish; a failed job's leftovers are cancelled.
-    job = _set(_cancelled_with_rows_in_a_request(alice), status="failed")
+    job = set_published(_cancelled_with_rows_in_a_request(alice), status="failed")
     section = _section(
         client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     )
