@@ -73,10 +73,8 @@ def start_loops(job: Job, *, generation: int | None = None) -> None:
 def _new_start(job_pk: int) -> int | None:
     try:
         with transaction.atomic():
-            Job.objects.filter(pk=job_pk).update(
-                loop_generation=F("loop_generation") + 1, idle_loops=0
-            )
-            return _generation(job_pk)
+            Job.objects.filter(pk=job_pk).update(**steps.new_start())
+            return steps.generation(job_pk)
     except OperationalError:
         return None  # the database is busy: the loops go on as before there were generations
 
@@ -190,14 +188,10 @@ def claim_chunk(job_pk: int, generation: int | None = None) -> Chunk | None:
         chunk.save(update_fields=["lease_until", "claims", "holder"])
         # Read after the write: SQLite's busy waits come before it, and the reaper's restart
         # (jobs/steps.py) may land in them; past it, the restart sees the chunk held.
-        if generation is not None and generation != _generation(job_pk):
+        if generation is not None and generation != steps.generation(job_pk):
             raise StaleStart
         chunk.suspects = take_over(job_pk, chunk)
     return chunk
-
-
-def _generation(job_pk: int) -> int | None:
-    return Job.objects.filter(pk=job_pk).values_list("loop_generation", flat=True).first()
 
 
 def _abandoned_chunk(job_pk: int, now: datetime) -> Chunk | None:

@@ -95,13 +95,17 @@ def take_for_lost(
             Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
             .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
             .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
-            .update(
-                loop_generation=F("loop_generation") + 1,
-                idle_loops=0,  # the loops of the earlier start it counted are gone with it
-                step_queued_at=now,
-                updated_at=now,
-            )
+            .update(**new_start(), step_queued_at=now, updated_at=now)
         )
-        if not taken:
-            return None
-        return Job.objects.filter(pk=job_pk).values_list("loop_generation", flat=True).get()
+        return generation(job_pk) if taken else None
+
+
+def new_start() -> dict:
+    """What starting a job's loops afresh writes on the job: its count of starts bumped (a step
+    of an earlier start stops), none of the new start's loops idle yet."""
+    return {"loop_generation": F("loop_generation") + 1, "idle_loops": 0}
+
+
+def generation(job_pk: int) -> int | None:
+    """The count of the job's current start (None for a job gone)."""
+    return Job.objects.filter(pk=job_pk).values_list("loop_generation", flat=True).first()
