@@ -2,8 +2,10 @@
 
 The reaper compares when a job's steps were queued and started (written by the workers) with
 when its own message was sent (by beat): each machine's own clock may be seconds off the others,
-which would put a step queued after the reaper's message before it. Every one of those times is
-the database's.
+which would put a step queued after the reaper's message before it. Those times (the steps'
+and the reaper message's) are the database's. The leases and `updated_at` are still written by
+each machine's clock and compared with this one: a few seconds of skew there only moves when a
+stall is noticed.
 """
 
 from __future__ import annotations
