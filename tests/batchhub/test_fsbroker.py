@@ -5,8 +5,11 @@ between stopped with an "Unrecoverable error" (JSON it could not read), and `mak
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import pytest
+from celery.worker import state
 from kombu import Connection
 
 from tests.batchhub.test_settings_env import load_settings  # noqa: F401 (a fixture)
@@ -84,3 +87,22 @@ def test_messages_leave_in_the_order_sent_when_the_uptime_gains_a_digit(
             taken.append(message.payload["n"])
             message.ack()
     assert taken == [0, 1, 2, 3]
+
+
+def test_a_wait_for_a_message_ends_soon_after_the_worker_is_asked_to_stop(
+    load_settings,  # noqa: F811
+    monkeypatch,
+):
+    # Celery's loop for this transport looks for a stop between waits of 2 s: Ctrl-C on an idle
+    # `make run` sat out the wait before the worker began to stop.
+    settings = load_settings(CELERY_BROKER_URL="filesystem://")
+    for folder in ("data_folder_out", "processed_folder", "control_folder"):
+        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    with _connection(settings) as conn:
+        conn.SimpleQueue("idle")  # declared, empty
+        threading.Timer(0.3, lambda: monkeypatch.setattr(state, "should_stop", 0)).start()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=2.0)  # what Celery's loop asks for
+        waited = time.monotonic() - started
+    assert waited < 1.2, waited
