@@ -42,7 +42,9 @@ class MakeRun:
                 "BATCHHUB_ADMIN_USER": ADMIN,
                 "BATCHHUB_ADMIN_PASSWORD": PASSWORD,
                 "MEDIA_ROOT": str(tmp_path / "var" / "media"),
-                "STATIC_ROOT": str(tmp_path / "var" / "static"),
+                # Shared: `make run` collects static files only when they changed, as on a
+                # user's second start; the first start in a checkout collects them.
+                "STATIC_ROOT": str(ROOT / "var" / "test-static"),
                 **env,
             }
         )
