@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import threading
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -96,6 +98,34 @@ def assert_every_row_once(web: httpx.Client, job_id: str, rows: int) -> None:
         assert r["line"] == f"{r['name']} <{r['email']}>"
 
 
+def assert_download_while_running(web: httpx.Client, job_id: str, rows: int) -> None:
+    body = web.get(f"/api/v1/jobs/{job_id}/results", params={"format": "jsonl"})
+    assert body.status_code == 200, body.text[:500]
+    lines = [json.loads(line) for line in body.text.splitlines()]
+    assert [line["input"]["id"] for line in lines] == [str(i) for i in range(1, rows + 1)]
+    statuses = Counter(line["status"] for line in lines)
+    assert set(statuses) <= {"pending", "running", "succeeded"}, statuses
+    assert 0 < statuses["succeeded"] < rows, statuses  # a partial download, not a finished one
+    for line in lines:
+        if line["status"] == "succeeded":
+            assert line["output"]["line"] == f"{line['input']['name']} <{line['input']['email']}>"
+        else:
+            assert line["output"] is None, line
+
+
+def assert_json_and_last_page(web: httpx.Client, job_id: str, rows: int) -> None:
+    whole = web.get(f"/api/v1/jobs/{job_id}/results", params={"format": "json"}).json()
+    assert [r["input"]["id"] for r in whole] == [str(i) for i in range(1, rows + 1)]
+    assert {r["status"] for r in whole} == {"succeeded"}
+    last = web.get(f"/api/v1/jobs/{job_id}/rows", params={"offset": rows - 500, "limit": 500})
+    assert last.status_code == 200, last.text[:500]
+    page = last.json()
+    assert page["count"] == rows
+    assert [r["input"]["id"] for r in page["results"]] == [
+        str(i) for i in range(rows - 499, rows + 1)
+    ]
+
+
 def settled(job: dict) -> bool:
     c = job["counts"]
     return (
@@ -136,6 +166,8 @@ def test_a_100k_row_job_with_polls_and_controls_on_make_run(make_run):
 
         resumed, controls["resume"] = timed(web, "POST", f"/api/v1/jobs/{job['id']}/resume")
         assert resumed.status_code == 200, resumed.text
+        # Results at any moment: every row once, in input order, finished ones with their output.
+        assert_download_while_running(web, job["id"], ROWS)
 
         # A second job, cancelled while both run.
         other = create(web, ROWS // 5, "other")
@@ -154,6 +186,7 @@ def test_a_100k_row_job_with_polls_and_controls_on_make_run(make_run):
         poller.join()
     assert job["status"] == "completed" and job["counts"]["succeeded"] == ROWS, job
     assert_every_row_once(web, job["id"], ROWS)
+    assert_json_and_last_page(web, job["id"], ROWS)
 
     failures = [(status, took) for status, took in poller.answers if status >= 500]
     assert not failures, (failures[:10], make_run.log()[-3000:])
