@@ -39,7 +39,7 @@ echo "== 1/3 unit + API tests on PostgreSQL"
 env -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 -m "not e2e and not browser" || status=$?
 
 echo "== 2/3 end-to-end and browser tests (real workers, PostgreSQL + Redis)"
-$BIN/pytest -p no:cacheprovider -q --durations=15 -m "e2e or browser" || status=$?
+$BIN/pytest -p no:cacheprovider -q --durations=40 -m "e2e or browser" || status=$?
 
 echo "== 3/3 unit tests on SQLite (the embedded default)"
 env -u DATABASE_URL -u CELERY_BROKER_URL -u CACHE_URL $BIN/pytest -p no:cacheprovider -q -n 2 \
