@@ -172,6 +172,44 @@ def loads(
     return value
 
 
+# Finds where a value ends without judging it: only on the error path of raw_decode, whose
+# locating functions then read that value alone.
+_LOOSE = json.JSONDecoder(
+    parse_float=lambda _text: 0.0, parse_int=lambda _text: 0, parse_constant=lambda _name: 0.0
+)
+
+
+def raw_decode(text: str, start: int, *, max_depth: int = MAX_DEPTH) -> tuple[Any, int]:
+    """The JSON value that starts at index `start` of `text` (no whitespace before it) and the
+    index after it, with the bounds and errors of `loads` (unique keys, text only).
+
+    For reading a long document one value at a time (the items of a large list) without
+    building the rest. A problem's `path` is relative to this value; `char` counts in `text`.
+    """
+    try:
+        value, end = _UNIQUE_DECODER.raw_decode(text, start)
+    except RecursionError:
+        raise _too_deep(text, max_depth, start) from None
+    except json.JSONDecodeError:
+        raise
+    except (_NonFinite, _RepeatedKey, ValueError):
+        # Not finite, a key twice, or an integer too long: `loads` of this value alone says
+        # which and where.
+        try:
+            _value, end = _LOOSE.raw_decode(text, start)
+        except RecursionError:
+            raise _too_deep(text, max_depth, start) from None
+        loads(text[start:end], max_depth=max_depth)
+        raise  # not reached: loads raised the same problem, located
+    if text.count("[", start, end) + text.count("{", start, end) > max_depth and (
+        depth(value) > max_depth
+    ):
+        raise _too_deep(text, max_depth, start)
+    if text.find("\\u", start, end) >= 0 and _SURROGATE_ESCAPE.search(text, start, end):
+        loads(text[start:end], max_depth=max_depth)
+    return value, end
+
+
 class _Repeated(dict):
     """An object that had a key twice, kept as parsed so that the walk can say where it is."""
 
@@ -286,15 +324,16 @@ def line_and_column(text: str, char: int) -> tuple[int, int]:
     return line, char - (before.rfind("\n") + 1)
 
 
+_OBJECT_START = re.compile(r"[ \t\n\r]*\{")
 # A JSON string (skipped whole, at C speed) or a bracket.
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
-def _too_deep(text: str, max_depth: int) -> JSONLimitError:
+def _too_deep(text: str, max_depth: int, start: int = 0) -> JSONLimitError:
     # Only on the error path: find where the nesting passes the bound, and the last string seen
-    # at the top level of an object (the key holding the deep value).
+    # at the top level of an object (the key holding the deep value), in the value at `start`.
     level, key = 0, None
-    for match in _TOKEN.finditer(text):
+    for match in _TOKEN.finditer(text, start):
         token = match.group()
         if token[0] == '"':
             if level == 1:
@@ -303,7 +342,7 @@ def _too_deep(text: str, max_depth: int) -> JSONLimitError:
             level += 1
             if level > max_depth:
                 path = None
-                if key is not None and text.lstrip().startswith("{"):
+                if key is not None and _OBJECT_START.match(text, start):
                     try:
                         path = [json.loads(key)]
                     except ValueError:

@@ -14,7 +14,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
-from . import jsonsafe
+from . import jsonsafe, jsonstream
 from .api import UnsupportedContentEncoding
 
 
@@ -48,7 +48,7 @@ class BoundedJSONParser(JSONParser):
                 f"The JSON body is not valid {encoding} text ({exc.reason})."
             ) from None
         try:
-            return jsonsafe.loads(text)
+            return self.loads(text)
         except jsonsafe.JSONLimitError as exc:
             where = None
             if exc.char is not None:
@@ -57,3 +57,30 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(f"The JSON body {exc.phrase(where)}.") from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+    def loads(self, text: str):
+        return jsonsafe.loads(text)
+
+
+class StreamedRowsJSONParser(BoundedJSONParser):
+    """JSON whose big list fields, those the view names in `streamed_json_fields` (a job's
+    `rows`), are read an item at a time into a file of JSON lines (jsonstream.JSONLines)
+    instead of a Python object per item: a large body costs the web process about its size
+    rather than many times it."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        view = (parser_context or {}).get("view")
+        self.streamed = tuple(getattr(view, "streamed_json_fields", ()))
+        return super().parse(stream, media_type, parser_context)
+
+    def loads(self, text: str):
+        if not self.streamed:
+            return jsonsafe.loads(text)
+        try:
+            return jsonstream.loads_object(text, self.streamed)
+        except jsonstream.NotAnObject:
+            # The fields come in an object; anything else is refused unread.
+            raise ParseError(
+                "The JSON body must be an object of the request's fields, such as "
+                '{"processor": …, "rows": […]}.'
+            ) from None

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from batchhub.api import APIError, Conflict, InvalidCSV, QuotaExceeded, TooManyRows
+from batchhub.jsonstream import JSONLines
 
 from . import credentials, enqueue, states
 from . import ingest as ingest_mod
@@ -38,7 +39,7 @@ ROWS_PER_WRITE = 1000
 class Source:
     """The input of a job: an uploaded file or a list of row objects, readable more than once."""
 
-    def __init__(self, *, upload: File | None = None, rows: list[dict] | None = None):
+    def __init__(self, *, upload: File | None = None, rows: list[dict] | JSONLines | None = None):
         if (upload is None) == (rows is None):
             raise APIError(
                 "Send either a file or rows.", details={"file": ["Send either a file or rows."]}
@@ -47,7 +48,13 @@ class Source:
         self.rows = rows
         self.filename = getattr(upload, "name", None) or "rows.jsonl"
         if rows is not None:
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            if isinstance(rows, JSONLines):
+                if rows.not_objects:
+                    raise APIError(
+                        "rows must be a list of objects.",
+                        details={"rows": ["rows must be a list of objects."]},
+                    )
+            elif not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise APIError(
                     "rows must be a list of objects.",
                     details={"rows": ["rows must be a list of objects."]},
@@ -70,6 +77,9 @@ class Source:
         return report
 
     def as_file(self) -> tuple[str, File]:
+        if isinstance(self.rows, JSONLines):
+            # Already a file of JSON lines, one a row, as the body was read.
+            return "rows.jsonl", File(self.rows.open(), name="rows.jsonl")
         if self.rows is not None:
             # JSON rows are kept as a JSONL file, so every job is ingested the same way; written
             # a slice at a time, never as one string of the whole table beside its rows.
@@ -200,6 +210,11 @@ def seconds_until_a_job_ends(user) -> int:
 
 
 def request_fingerprint(payload: dict[str, Any], upload: File | None) -> str:
+    rows = payload.get("rows")
+    if isinstance(rows, JSONLines):
+        # Hashed as the lines they are, a block at a time, not as one string of the table.
+        payload = {**payload, "rows": "lines"}
+        upload = File(rows.open())
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     if upload is not None:
         fh = upload.open("rb") if hasattr(upload, "open") else upload

@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from batchhub import jsonsafe
+from batchhub.jsonstream import JSONLines
 
 from .. import input_shapes
 from ..models import MAX_RATE_LIMIT, JobEvent, JobStatus, RowStatus
@@ -92,6 +93,14 @@ class RowsField(serializers.ListField):
     row, which doubled the memory a large rows body takes (each row is read again later)."""
 
     def run_child_validation(self, data: list[Any]) -> list[Any]:
+        if isinstance(data, JSONLines):
+            # Read from the body a row at a time: the parser noted the rows that are no object.
+            message = self.child.error_messages["not_a_dict"]
+            if data.not_objects:
+                raise serializers.ValidationError(
+                    {i: [message.format(input_type=kind)] for i, kind in data.not_objects}
+                )
+            return data
         errors = {
             index: [self.child.error_messages["not_a_dict"].format(input_type=type(item).__name__)]
             for index, item in enumerate(data)

@@ -26,7 +26,7 @@ from batchhub.api import (
     error_body,
     raise_if_chunked,
 )
-from batchhub.parsers import BoundedJSONParser, PlainMultiPartParser
+from batchhub.parsers import PlainMultiPartParser, StreamedRowsJSONParser
 from batchhub.request_fields import refuse_repeated_parts, refuse_unknown_fields
 
 from .. import creation, input_shapes, poll, results, services
@@ -99,7 +99,7 @@ class ProcessorViewSet(viewsets.ViewSet):
 @job_schema
 class JobViewSet(viewsets.GenericViewSet):
     pagination_class = LimitOffsetPagination
-    parser_classes = [BoundedJSONParser, PlainMultiPartParser]
+    parser_classes = [StreamedRowsJSONParser, PlainMultiPartParser]
     serializer_class = JobSerializer
     throttle_groups = {
         "list": "read",
@@ -118,6 +118,11 @@ class JobViewSet(viewsets.GenericViewSet):
     }
 
     # --- request plumbing ---------------------------------------------------------------------
+
+    @property
+    def streamed_json_fields(self) -> tuple[str, ...]:
+        # A job's rows are read a row at a time into a file, never as a list of objects.
+        return ("rows",) if self.action in ("create", "validate") else ()
 
     def initialize_request(self, request, *args: Any, **kwargs: Any) -> Request:
         drf_request = super().initialize_request(request, *args, **kwargs)

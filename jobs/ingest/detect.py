@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 
 from batchhub import jsonsafe
+from batchhub.jsonstream import JSONLines
 
 from .text import (
     SAMPLE_BYTES,
@@ -259,9 +260,12 @@ def _header_problems(names: list[str], line: int) -> tuple[list[dict], list[dict
 
 
 def _inspect_rows(rows: Any) -> TableInfo:
-    if not isinstance(rows, list):
+    if isinstance(rows, JSONLines):
+        first = rows.first
+    elif not isinstance(rows, list):
         raise InputError([_error(None, None, "rows must be a list of objects.")])
-    first = rows[0] if rows else None
+    else:
+        first = rows[0] if rows else None
     columns = list(_flatten(first)) if type(first) is dict else []
     return TableInfo(
         format="rows",

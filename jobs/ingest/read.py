@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 
 from batchhub import jsonsafe
+from batchhub.jsonstream import JSONLines, loads_checked
 
 from .detect import InputError, TableInfo, _csv_message, _dialect, _error, _flatten, _quote
 from .text import (
@@ -281,6 +282,24 @@ def _iter_jsonl(
             raise _problem_error(stream.problem(exc, number)) from None
 
 
+def _iter_lines(rows: JSONLines, info: TableInfo, report) -> Iterator[tuple[int, list]]:
+    """Rows read from a JSON body a row at a time: jsonsafe's bounds were checked as each was
+    read, and each line is the row's own text, so its size and a NUL are seen there."""
+    objects = _Objects(info, report)
+    loads = loads_checked
+    for number, line in enumerate(rows.lines(), 1):
+        if "\\u0000" in line:
+            report(
+                number,
+                None,
+                f"Row {number} contains a NUL character (\\u0000), which cannot be stored.",
+            )
+            continue
+        values = objects.align(loads(line), number, f"Row {number}", len(line))
+        if values is not None:
+            yield number, values
+
+
 def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]]:
     objects = _Objects(info, report)
     for number, obj in enumerate(rows, 1):
@@ -313,6 +332,8 @@ def _iter_source(
     source, info: TableInfo, report, deadline: float | None = None
 ) -> Iterator[tuple[int, list]]:
     if info.format == "rows":
+        if isinstance(source, JSONLines):
+            return _iter_lines(source, info, report)
         return _iter_list(source, info, report)
     if info.format == "jsonl":
         return _iter_jsonl(source, info, report, deadline)

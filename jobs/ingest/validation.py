@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 
+from batchhub.jsonstream import JSONLines
+
 from ..models import Row
 from .detect import (
     PREVIEW_ROWS,
@@ -221,6 +223,8 @@ def _ref_max_length() -> int:
 
 
 def _prepare(source, filename: str | None) -> tuple[TableInfo, list[dict]]:
+    if isinstance(source, JSONLines):
+        return _inspect_rows(source), []
     if isinstance(source, (list, tuple)):
         return _inspect_rows(list(source) if isinstance(source, tuple) else source), []
     return _inspect_file(source, filename)
@@ -277,7 +281,7 @@ def validate(
         info, problems = _prepare(source, filename)
     except InputError as exc:
         info = exc.info or TableInfo(
-            format="rows" if isinstance(source, (list, tuple)) else "csv",
+            format="rows" if isinstance(source, (list, tuple, JSONLines)) else "csv",
             encoding=None,
             delimiter=None,
             columns=[],

@@ -1,0 +1,187 @@
+"""A JSON object read field by field, one list field of it item by item into a file.
+
+A body of a million small rows parsed whole is a million Python objects at once (hundreds of
+bytes each, many times the body). Here each item of the streamed field is parsed alone (with
+jsonsafe's bounds), handed to a sink that writes it out as one JSON line, and dropped: the
+memory is the body's text and one item, whatever the count.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from . import jsonsafe
+
+_WS = re.compile(r"[ \t\n\r]*")
+# Whitespace inside a value: the only place a raw line break can be in valid JSON.
+_LINE_BREAK = re.compile(r"[\r\n]")
+SPOOL_BYTES = 1024 * 1024
+_WRITE_LINES = 1000
+MAX_NAMED = 20
+
+
+class NotAnObject(ValueError):
+    """The document is not a JSON object."""
+
+
+class JSONLines:
+    """The items of a JSON list, one JSON text a line in a temporary file (in memory while
+    small): counted, the first kept, the ones that are not objects named."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self.count = 0
+        self.first: Any = None
+        # (index, type name) of the first items that are not objects, and how many there were.
+        self.not_objects: list[tuple[int, str]] = []
+        self.not_object_count = 0
+        self._pending: list[str] = []
+
+    def add(self, value: Any, text: str, start: int, end: int) -> None:
+        if self.count == 0:
+            self.first = value
+        if type(value) is not dict:
+            self.not_object_count += 1
+            if len(self.not_objects) < MAX_NAMED:
+                self.not_objects.append((self.count, type(value).__name__))
+        line = text[start:end]
+        if "\n" in line or "\r" in line:
+            line = _LINE_BREAK.sub(" ", line)
+        self._pending.append(line)
+        self.count += 1
+        if len(self._pending) >= _WRITE_LINES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.file.seek(0, 2)
+            self.file.write(("\n".join(self._pending) + "\n").encode())
+            self._pending.clear()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def lines(self) -> Iterator[str]:
+        """Each item's JSON text, in order."""
+        self._flush()
+        self.file.seek(0)
+        for raw in self.file:
+            yield raw.decode().rstrip("\n")
+
+    def __iter__(self) -> Iterator[Any]:
+        for line in self.lines():
+            yield loads_checked(line)
+
+    def open(self):
+        """The JSON lines as a binary file, from the start."""
+        self._flush()
+        self.file.seek(0)
+        return self.file
+
+
+def loads_checked(line: str) -> Any:
+    """A line that jsonsafe has already read: orjson's speed, the stdlib for what orjson
+    refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+def _skip(text: str, at: int) -> int:
+    return _WS.match(text, at).end()
+
+
+def _within(exc: jsonsafe.JSONLimitError, *prefix: str | int) -> jsonsafe.JSONLimitError:
+    if exc.path is not None:
+        exc.path = [*prefix, *exc.path]
+    elif exc.char is None:
+        exc.path = list(prefix)
+    return exc
+
+
+def loads_object(text: str, streamed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON object in `text`, with jsonsafe's bounds; a field named in `streamed` whose value
+    is a list becomes a JSONLines of its items.
+
+    Raises NotAnObject for any other JSON document (unread past its first character),
+    json.JSONDecodeError and jsonsafe.JSONLimitError as jsonsafe.loads does (paths from the top).
+    """
+    at = _skip(text, 0)
+    if text[at : at + 1] != "{":
+        raise NotAnObject("The JSON body is not an object.")
+    at = _skip(text, at + 1)
+    data: dict[str, Any] = {}
+    if text[at : at + 1] == "}":
+        return _end(data, text, at + 1)
+    while True:
+        if text[at : at + 1] != '"':
+            raise json.JSONDecodeError(
+                "Expecting property name enclosed in double quotes", text, at
+            )
+        key, at = json.decoder.scanstring(text, at + 1)
+        if key in data:
+            raise _repeated(key)
+        if jsonsafe._SURROGATE.search(key):
+            jsonsafe.check_value({key: None})  # raises, naming the half character
+        at = _skip(text, at)
+        if text[at : at + 1] != ":":
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+        at = _skip(text, at + 1)
+        if key in streamed and text[at : at + 1] == "[":
+            data[key], at = _stream_list(text, at, key)
+        else:
+            try:
+                data[key], at = jsonsafe.raw_decode(text, at)
+            except jsonsafe.JSONLimitError as exc:
+                raise _within(exc, key) from None
+        at = _skip(text, at)
+        separator = text[at : at + 1]
+        if separator == "}":
+            return _end(data, text, at + 1)
+        if separator != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        at = _skip(text, at + 1)
+
+
+def _end(data: dict[str, Any], text: str, at: int) -> dict[str, Any]:
+    at = _skip(text, at)
+    if at != len(text):
+        raise json.JSONDecodeError("Extra data", text, at)
+    return data
+
+
+def _repeated(key: str) -> jsonsafe.JSONLimitError:
+    shown = json.dumps(key if len(key) <= 60 else key[:60] + "…", ensure_ascii=False)
+    error = jsonsafe.JSONLimitError(
+        jsonsafe._REPEATED_KEY.format(shown.replace("{", "{{").replace("}", "}}"))
+    )
+    error.key = key
+    return error
+
+
+def _stream_list(text: str, at: int, key: str) -> tuple[JSONLines, int]:
+    sink = JSONLines()
+    at = _skip(text, at + 1)
+    if text[at : at + 1] == "]":
+        return sink, at + 1
+    decode, skip, add = jsonsafe.raw_decode, _WS.match, sink.add
+    while True:
+        try:
+            value, end = decode(text, at)
+        except jsonsafe.JSONLimitError as exc:
+            raise _within(exc, key, sink.count) from None
+        add(value, text, at, end)
+        at = skip(text, end).end()
+        separator = text[at : at + 1]
+        if separator == "]":
+            return sink, at + 1
+        if separator != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        at = skip(text, at + 1).end()

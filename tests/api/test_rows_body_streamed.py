@@ -1,0 +1,98 @@
+"""A job's JSON `rows` are read from the body a row at a time: the same rows, the same answers.
+
+What the body's text may hold between and inside rows (line breaks as whitespace, integers
+beyond 64 bits, escapes) reaches the job as it would from a list parsed whole, and a body that
+is broken partway says where.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.models import Job
+
+from .conftest import API, assert_error
+
+pytestmark = pytest.mark.django_db
+
+HEAD = '{"processor": "template", "params": {"template": "{name}"}, "rows": '
+
+
+def _post(client, path: str, body: str):
+    return client.post(f"{API}/{path}", body, content_type="application/json")
+
+
+def test_pretty_printed_rows_with_line_breaks_make_the_same_job(api_alice):
+    rows = [{"name": "ann", "n": 1}, {"name": "b\u00e9a", "n": 2**70}, {"name": "c\\nd"}]
+    body = json.dumps(
+        {"processor": "template", "params": {"template": "{name}"}, "rows": rows}, indent=2
+    ).replace("\n", "\r\n")
+    report = _post(api_alice, "jobs/validate", body).json()
+    assert report["valid"] is True, report
+    assert report["row_count"] == 3
+    assert report["preview"][1] == {"name": "béa", "n": 2**70}
+    assert report["preview"][2]["name"] == "c\\nd"
+    created = _post(api_alice, "jobs", body)
+    assert created.status_code == 201, created.content[:300]
+    stored = Job.objects.get().input_file.read().decode().splitlines()
+    assert [json.loads(line) for line in stored] == rows
+
+
+def test_a_syntax_error_late_in_the_rows_names_its_line_and_column(api_alice):
+    lines = [HEAD + "["] + [f'  {{"name": "r{i}"}},' for i in range(500)] + ['  {"name" "x"}', "]}"]
+    response = _post(api_alice, "jobs", "\n".join(lines))
+    error = assert_error(response, 400, "invalid_request")
+    assert "Expecting ':' delimiter: line 502 column 11" in error["message"], error["message"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", ['[{"name": "a"}]', '"rows"', "[1, 2"])
+def test_a_body_that_is_not_an_object_is_a_400(api_alice, body):
+    error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
+    assert "must be an object" in error["message"]
+
+
+def test_text_after_the_body_is_a_400(api_alice):
+    error = assert_error(
+        _post(api_alice, "jobs", HEAD + '[{"name": "a"}]} {}'), 400, "invalid_request"
+    )
+    assert "Extra data" in error["message"]
+
+
+def test_rows_that_are_not_objects_are_named(api_alice):
+    response = _post(api_alice, "jobs/validate", HEAD + '[{"name": "a"}, 5, "x", {"name": "b"}]}')
+    error = assert_error(response, 400, "invalid_request")
+    assert error["message"].startswith("rows[1]: "), error["message"]
+    assert set(error["details"]["rows"]) == {"1", "2"}, error["details"]
+
+
+def test_the_same_rows_body_with_an_idempotency_key_gives_the_first_job(api_alice):
+    body = HEAD + '[{"name": "a"}, {"name": "b"}]}'
+    first = api_alice.post(
+        f"{API}/jobs", body, content_type="application/json", headers={"Idempotency-Key": "k1"}
+    )
+    again = api_alice.post(
+        f"{API}/jobs", body, content_type="application/json", headers={"Idempotency-Key": "k1"}
+    )
+    other = api_alice.post(
+        f"{API}/jobs",
+        HEAD + '[{"name": "c"}]}',
+        content_type="application/json",
+        headers={"Idempotency-Key": "k1"},
+    )
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert_error(other, 409, "idempotency_conflict")
+
+
+def test_retry_still_takes_a_list_of_row_ids(api_alice, alice_job):
+    # Only a job's create and validate stream their rows; retry's rows are ids.
+    response = api_alice.post(
+        f"{API}/jobs/{alice_job.public_id}/retry",
+        '{"rows": ["row_1"]}',
+        content_type="application/json",
+    )
+    assert response.status_code in (200, 409), response.content[:300]
+    assert "rows must" not in response.content.decode()
