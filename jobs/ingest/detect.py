@@ -17,6 +17,7 @@ from django.conf import settings
 from batchhub import jsonsafe
 from batchhub.jsonstream import JSONLines
 
+from .fields import problem_field
 from .text import (
     SAMPLE_BYTES,
     Stop,
@@ -177,16 +178,11 @@ def _detect_delimiter(text: str, complete: bool) -> str:
     return tied[0]
 
 
-def _field_at(text: str, at: int, complete: bool) -> int | None:
-    """The CSV column (field number) that character `at` of the sample lies in: the record
-    around it, parsed up to a stand-in for that character (a quoted field may span lines)."""
+def _field_at(text: str, complete: bool) -> int | None:
+    """The CSV column (field number) of the sample's first NUL."""
     delimiter = _detect_delimiter(text.replace("\x00", ""), complete)
-    dialect = {**_dialect(delimiter), "strict": False}
-    try:
-        records = list(csv.reader(io.StringIO(text[:at] + "x", newline=""), **dialect))
-    except csv.Error:
-        return None
-    return len(records[-1]) if records else None
+    lines = io.StringIO(text, newline="")
+    return problem_field(lines, delimiter, settings.BATCHHUB_MAX_FIELD_BYTES, bad_char_only=True)
 
 
 def _jsonl_name(filename: str | None) -> bool:
@@ -301,7 +297,7 @@ def _inspect_file(fileobj: BinaryIO, filename: str | None) -> tuple[TableInfo, l
                 line,
             )
             if not (_jsonl_name(filename) or text.lstrip().startswith("{")):
-                problem.column = _field_at(text, at, complete)
+                problem.column = _field_at(text, complete)
             raise problem
         if not text.strip():
             raise TextProblem("The file is empty: it needs a header line and at least one row.")

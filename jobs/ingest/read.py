@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 from django.conf import settings
@@ -14,11 +15,13 @@ from batchhub import jsonsafe
 from batchhub.jsonstream import JSONLines, loads_checked
 
 from .detect import InputError, TableInfo, _csv_message, _dialect, _error, _flatten, _quote
+from .fields import problem_field
 from .text import (
     BAD_CHAR,
     Limits,
     TextProblem,
     TextStream,
+    bad_char_problem,
     single_byte,
 )
 
@@ -69,49 +72,96 @@ def _skip_header(stream: TextStream, reader) -> int:
     return reader.line_num
 
 
-_UNCLOSED = "unexpected end of data"  # the csv module's words for a file ending inside quotes
-
-
-def _unclosed_quote_column(stream: TextStream, info: TableInfo, last: int) -> int | None:
-    """The column whose quote is never closed: the record that starts after line `last`, read
-    again without strictness, ends in that field. Only on the error path."""
-    try:
-        with stream.marked_lines() as lines:
-            rest = itertools.islice(lines, last, None)
-            record = next(csv.reader(rest, **{**_dialect(info.delimiter), "strict": False}), None)
-    except Exception:  # noqa: BLE001 -- the column is a nicety; the line is already named
-        return None
-    return len(record) if record else None
-
-
-def _read_failure(stream: TextStream, exc: Exception, last: int, info: TableInfo) -> InputError:
-    """The InputError for an exception raised while reading records (after line `last`)."""
-    if isinstance(exc, InputError):
-        return exc
-    if isinstance(exc, csv.Error):
-        column = _unclosed_quote_column(stream, info, last) if _UNCLOSED in str(exc) else None
-        return InputError([_error(last + 1, column, _csv_message(exc, last + 1))])
-    problem = stream.problem(exc, last)  # decoding, NUL bytes, broken gzip; re-raises others
-    column = _bad_char_column(stream, info) if problem.bad_char else None
-    return _problem_error(problem, column)
-
-
 def _problem_error(problem: TextProblem, column: int | None = None) -> InputError:
     return InputError([_error(problem.line, column, problem.message)], stop=problem.stop)
 
 
-def _bad_char_column(stream: TextStream, info: TableInfo) -> int | None:
-    """The column (field number) holding a CSV's first bad byte or NUL, from a second pass that
-    parses records (a quoted field may span lines); only on the error path."""
+def _column_in_record(stream: TextStream, info: TableInfo, last: int) -> int | None:
+    """The column of the csv module's complaint about the record that starts after line
+    `last`: the file read again up to that record's problem. Only on the error path."""
     try:
         with stream.marked_lines() as lines:
-            for record in csv.reader(lines, **_dialect(info.delimiter)):
-                for number, field in enumerate(record, 1):
-                    if BAD_CHAR.search(field):
-                        return number
+            return problem_field(
+                itertools.islice(lines, last, None),
+                info.delimiter,
+                settings.BATCHHUB_MAX_FIELD_BYTES,
+            )
     except Exception:  # noqa: BLE001 -- the column is a nicety; the line is already named
         return None
-    return None
+
+
+class _BadCharFound(Exception):
+    pass
+
+
+def _records_before_bad_char(
+    stream: TextStream, info: TableInfo, last: int, header_read: bool
+) -> Generator[tuple[int, list[str]], None, InputError | None]:
+    """After a read failed on a bad byte or NUL: the records after line `last` that end before
+    it, then (returned) its problem with line and column, in one more pass over the file.
+
+    The failed read decoded a block at a time, so the records of that block before the bad
+    byte (up to thousands) were never read: without them the row count came out short, and
+    their own problems unseen. They are read leniently here (the strict reader stopped on this
+    block): a record with a stray quote among them passes.
+    """
+    found: tuple[int, re.Match, str] | None = None
+    pending: list[str] = []  # the lines of the record being read
+
+    def up_to_bad(lines):
+        nonlocal found
+        for number, line in enumerate(lines, 1):
+            if number <= last:
+                continue
+            match = BAD_CHAR.search(line)
+            if match is not None:
+                found = (number, match, line)
+                raise _BadCharFound
+            pending.append(line)
+            yield line
+
+    try:
+        with stream.marked_lines() as lines:
+            reader = csv.reader(up_to_bad(lines), **{**_dialect(info.delimiter), "strict": False})
+            done = 0
+            try:
+                for record in reader:
+                    start, done = last + done + 1, reader.line_num
+                    pending.clear()
+                    if not header_read:
+                        header_read = bool(record)  # the header is not a row
+                        continue
+                    yield start, record
+            except _BadCharFound:
+                pass
+    except (InputError, GeneratorExit):
+        raise
+    except Exception:  # noqa: BLE001 -- a damaged gzip further on: the caller names the line
+        return None
+    if found is None:
+        return None
+    number, match, line = found
+    column = problem_field(
+        [*pending, line], info.delimiter, settings.BATCHHUB_MAX_FIELD_BYTES, bad_char_only=True
+    )
+    return _problem_error(bad_char_problem(number, stream.encoding, match), column)
+
+
+def _read_failure(
+    stream: TextStream, exc: Exception, last: int, info: TableInfo, header_read: bool
+) -> Generator[tuple[int, list[str]], None, InputError]:
+    """The InputError for an exception raised while reading records (after line `last`), after
+    yielding the records a failed block held before its bad byte."""
+    if isinstance(exc, InputError):
+        return exc
+    if isinstance(exc, csv.Error):
+        column = _column_in_record(stream, info, last)
+        return InputError([_error(last + 1, column, _csv_message(exc, last + 1))])
+    if stream.is_bad_char(exc):
+        failure = yield from _records_before_bad_char(stream, info, last, header_read)
+        if failure is not None:
+            return failure
+    return _problem_error(stream.problem(exc, last))  # decoding, broken gzip; re-raises others
 
 
 def csv_records(
@@ -122,19 +172,22 @@ def csv_records(
     The one loop over a CSV's records, for iter_rows and for validation (and so the ingest):
     line numbers are physical lines, a record spanning lines is named by its first. Raises
     InputError for a problem that stops reading (bad bytes, broken quoting, a limit), naming
-    its line.
+    its line, after every record before it.
     """
     stream, reader = _open_csv(fileobj, info, deadline)
     last = 0
+    header_read = False
     with stream:
         try:
             last = _skip_header(stream, reader)
+            header_read = True
             for record in reader:
                 start = last + 1
                 last = reader.line_num
                 yield start, record
         except Exception as exc:
-            raise _read_failure(stream, exc, last, info) from None
+            failure = yield from _read_failure(stream, exc, last, info, header_read)
+            raise failure from None
 
 
 def _iter_csv(fileobj: BinaryIO, info: TableInfo) -> Iterator[tuple[int, list]]:
@@ -229,57 +282,92 @@ def _limit_problem(
     return line, column, f"{what} {exc.phrase(f'in column {_quote(key)}{inner}')}."
 
 
+class _JSONLRows:
+    """JSONL lines to rows: the problems of each line reported, lines that are no row counted
+    against the row limit."""
+
+    def __init__(self, info: TableInfo, report):
+        self.objects = _Objects(info, report)
+        self.report = report
+        self.number = 0  # the last line read
+        self.skipped = 0
+
+    def rows(self, numbered: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list]]:
+        max_skipped = settings.BATCHHUB_MAX_ROWS
+        for number, line in numbered:
+            self.number = number
+            values = None if line.isspace() else self._values(number, line)
+            if values is not None:
+                yield number, values
+                continue
+            # Blank lines and lines that are no row count against the row limit too, so a
+            # file of a billion of them is not read to its end.
+            self.skipped += 1
+            if self.skipped > max_skipped:
+                _raise(
+                    number,
+                    None,
+                    f"The file has more than {max_skipped:,} lines that are blank or not "
+                    f"rows (line {number} is one); reading stopped there.",
+                )
+
+    def _values(self, number: int, line: str) -> list | None:
+        report, columns = self.report, self.objects.columns
+        try:
+            obj = jsonsafe.loads(line)
+        except jsonsafe.JSONLimitError as exc:
+            report(*_limit_problem(exc, number, f"Line {number}", columns))
+            return None
+        except ValueError as exc:
+            detail = f"{exc.msg} at character {exc.colno}" if hasattr(exc, "colno") else str(exc)
+            report(number, None, f"Line {number} is not valid JSON ({detail}).")
+            return None
+        if "\\u0000" in line:
+            report(
+                number,
+                None,
+                f"Line {number} contains a NUL character (\\u0000), which cannot be stored.",
+            )
+            return None
+        return self.objects.align(obj, number, f"Line {number}", len(line))
+
+
+def _lines_before_bad_char(
+    stream: TextStream, after: int, found: list
+) -> Iterator[tuple[int, str]]:
+    """The lines after line `after` up to the file's first bad byte, read again; that byte's
+    line and match are put in `found`."""
+    with stream.marked_lines() as lines:
+        for number, line in enumerate(lines, 1):
+            if number <= after:
+                continue
+            match = BAD_CHAR.search(line)
+            if match is not None:
+                found.append((number, match))
+                return
+            yield number, line
+
+
 def _iter_jsonl(
     fileobj: BinaryIO, info: TableInfo, report, deadline: float | None = None
 ) -> Iterator[tuple[int, list]]:
-    objects = _Objects(info, report)
-    loads = jsonsafe.loads
-    number = skipped = 0
-    max_skipped = settings.BATCHHUB_MAX_ROWS
+    rows = _JSONLRows(info, report)
     limits = read_limits(info, deadline)
     with TextStream(fileobj, info.encoding, info.compressed, limits) as stream:
         try:
-            for number, line in enumerate(stream.lines, 1):
-                values = None
-                if not line.isspace():
-                    try:
-                        obj = loads(line)
-                    except jsonsafe.JSONLimitError as exc:
-                        report(*_limit_problem(exc, number, f"Line {number}", objects.columns))
-                    except ValueError as exc:
-                        detail = (
-                            f"{exc.msg} at character {exc.colno}"
-                            if hasattr(exc, "colno")
-                            else str(exc)
-                        )
-                        report(number, None, f"Line {number} is not valid JSON ({detail}).")
-                    else:
-                        if "\\u0000" in line:
-                            report(
-                                number,
-                                None,
-                                f"Line {number} contains a NUL character (\\u0000), "
-                                "which cannot be stored.",
-                            )
-                        else:
-                            values = objects.align(obj, number, f"Line {number}", len(line))
-                if values is not None:
-                    yield number, values
-                    continue
-                # Blank lines and lines that are no row count against the row limit too, so a
-                # file of a billion of them is not read to its end.
-                skipped += 1
-                if skipped > max_skipped:
-                    _raise(
-                        number,
-                        None,
-                        f"The file has more than {max_skipped:,} lines that are blank or not "
-                        f"rows (line {number} is one); reading stopped there.",
-                    )
+            yield from rows.rows(enumerate(stream.lines, 1))
         except InputError:
             raise
         except Exception as exc:
-            raise _problem_error(stream.problem(exc, number)) from None
+            if stream.is_bad_char(exc):
+                # The failed read lost the lines of its block before the bad byte: read them
+                # again, so they are counted and checked, then name the byte.
+                found: list = []
+                yield from rows.rows(_lines_before_bad_char(stream, rows.number, found))
+                if found:
+                    number, match = found[0]
+                    raise _problem_error(bad_char_problem(number, stream.encoding, match)) from None
+            raise _problem_error(stream.problem(exc, rows.number)) from None
 
 
 def _iter_lines(rows: JSONLines, info: TableInfo, report) -> Iterator[tuple[int, list]]:

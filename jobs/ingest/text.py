@@ -391,6 +391,11 @@ class TextStream:
                 gz.close()
             self._fileobj.seek(self._start)
 
+    @staticmethod
+    def is_bad_char(exc: BaseException) -> bool:
+        """A read that failed on a byte that is no text in the encoding, or a NUL."""
+        return isinstance(exc, (UnicodeDecodeError, _NulByte))
+
     def problem(self, exc: BaseException, lines_read: int) -> TextProblem:
         """Turn an exception raised while reading into a TextProblem that names the line."""
         if isinstance(exc, TextProblem):
@@ -439,15 +444,20 @@ class TextStream:
                 for number, line in enumerate(text, 1):
                     match = _BAD_CHAR.search(line)
                     if match is not None:
-                        problem = _bad_char_problem(number, self.encoding, match)
-                        problem.bad_char = True
-                        return problem
+                        return bad_char_problem(number, self.encoding, match)
         except (*_GZIP_ERRORS, _OverLimit):
             return None
         return None
 
 
-def _bad_char_problem(number: int, encoding: str, match: re.Match) -> TextProblem:
+def bad_char_problem(number: int, encoding: str, match: re.Match) -> TextProblem:
+    """The problem of line `number`, whose `match` of BAD_CHAR is its first bad byte or NUL."""
+    problem = _bad_char_message(number, encoding, match)
+    problem.bad_char = True
+    return problem
+
+
+def _bad_char_message(number: int, encoding: str, match: re.Match) -> TextProblem:
     char = match.start() + 1
     if match.group() == "\x00":
         return TextProblem(

@@ -570,3 +570,22 @@ def test_a_first_row_over_the_column_limit_is_refused(api_alice, settings, path)
 def test_a_first_jsonl_row_with_a_key_with_no_name_is_refused(api_alice, key):
     body = json.dumps({key: "a", "name": "b"}).encode() + b'\n{"name": "c"}\n'
     assert_refused_file(api_alice, body, "in.jsonl", 1, "Line 1 has a key with no name")
+
+
+def test_a_bad_byte_far_into_a_file_counts_every_row_before_it(api_alice):
+    # The check read a block at a time and lost the rows of the block before the byte: a file
+    # whose line 80,001 held one was "77,692 rows".
+    lines = ["id,name,city"] + [f"{i},person {i},Zürich" for i in range(1, 80_000)]
+    body = ("\n".join(lines) + "\n").encode() + b"80000,bad \xff byte,x\n"
+    report = validate_file(api_alice, body).json()
+    assert report["row_count"] == 79_999
+    first = report["errors"][0]
+    assert (first["line"], first["column"]) == (80_001, 2), first
+    assert "0xFF at character 11" in first["message"]
+
+
+@pytest.mark.parametrize(("line", "column"), [(b'3,"ab"x,y', 2), (b"3,y," + b"z" * 140_000, 3)])
+def test_text_after_a_quote_and_an_over_long_field_name_their_column(api_alice, line, column):
+    body = b"id,name,city\n1,ann,x\n2,bob,y\n" + line + b"\n"
+    first = assert_refused_file(api_alice, body, "in.csv", 4)
+    assert first["column"] == column, first

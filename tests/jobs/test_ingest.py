@@ -503,7 +503,7 @@ def test_field_over_the_size_limit(settings):
     settings.BATCHHUB_MAX_FIELD_BYTES = 100
     report = check(b"a,b\n1,short\n2," + b"x" * 101 + b"\n3,ok\n")
     assert only_error(report) == {
-        "line": 3, "column": None,
+        "line": 3, "column": 2,
         "message": "Line 3 has a field longer than the limit of 100 characters.",
     }  # fmt: skip
     jsonl = check(b'{"a": "short"}\n{"a": "' + b"y" * 150 + b'"}\n')
