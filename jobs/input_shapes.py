@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from django.core.files.base import ContentFile, File
 
 from batchhub.api import APIError
+from batchhub.jsonstream import JSONLines, loads_checked
 
 from . import uploads
 from .creation import Source
@@ -61,7 +63,10 @@ def source(user, data: dict[str, Any]) -> Source:
     if data.get("csv_base64") is not None:
         return Source(upload=ContentFile(_decoded(data["csv_base64"]), name="input.csv"))
     if data.get("documents") is not None:
-        return Source(rows=[_document_row(doc, n) for n, doc in enumerate(data["documents"], 1)])
+        documents = data["documents"]
+        if isinstance(documents, JSONLines):
+            return Source(rows=_document_lines(documents))
+        return Source(rows=[_document_row(doc, n) for n, doc in enumerate(documents, 1)])
     return Source(rows=data["rows"])
 
 
@@ -75,6 +80,16 @@ def _decoded(text: str) -> bytes:
     if not body:
         raise APIError("csv_base64 is empty.", details={"csv_base64": ["empty"]})
     return body
+
+
+def _document_lines(documents: JSONLines) -> JSONLines:
+    """Documents read from the body a line each, as rows a line each: a document at a time."""
+    rows = JSONLines()
+    for number, line in enumerate(documents.lines(), 1):
+        row = _document_row(loads_checked(line), number)
+        text = line if line.startswith("{") else json.dumps(row, ensure_ascii=False)
+        rows.add(row, text, 0, len(text))
+    return rows
 
 
 def _document_row(doc: Any, number: int) -> dict[str, Any]:

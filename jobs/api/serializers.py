@@ -111,6 +111,16 @@ class RowsField(serializers.ListField):
         return data if type(data) is list else list(data)
 
 
+class DocumentsField(serializers.ListField):
+    """Documents read from the body one at a time (a JSONLines) pass as they are: each becomes a
+    row, and is checked, in jobs/input_shapes.py; a list of them is checked item by item."""
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        if isinstance(data, JSONLines):
+            return data
+        return super().run_child_validation(data)
+
+
 # --- output serializers --------------------------------------------------------------------------
 
 
@@ -339,7 +349,7 @@ class JobCreateJSONSerializer(_JobInputBase):
     csv_base64 = serializers.CharField(
         required=False, help_text="A whole CSV (or JSONL) file, base64-encoded."
     )
-    documents = serializers.ListField(
+    documents = DocumentsField(
         child=serializers.JSONField(),
         required=False,
         help_text="Document objects (field → value), or strings (each becomes a `text` field).",

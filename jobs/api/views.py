@@ -122,7 +122,7 @@ class JobViewSet(viewsets.GenericViewSet):
     @property
     def streamed_json_fields(self) -> tuple[str, ...]:
         # A job's rows are read a row at a time into a file, never as a list of objects.
-        return ("rows",) if self.action in ("create", "validate") else ()
+        return ("rows", "documents") if self.action in ("create", "validate") else ()
 
     def initialize_request(self, request, *args: Any, **kwargs: Any) -> Request:
         drf_request = super().initialize_request(request, *args, **kwargs)

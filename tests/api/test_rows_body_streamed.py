@@ -96,3 +96,31 @@ def test_retry_still_takes_a_list_of_row_ids(api_alice, alice_job):
     )
     assert response.status_code in (200, 409), response.content[:300]
     assert "rows must" not in response.content.decode()
+
+
+def test_documents_are_read_one_at_a_time_into_rows(api_alice):
+    body = json.dumps(
+        {
+            "processor": "template",
+            "params": {"template": "{text}"},
+            "documents": ["hello\nworld", {"text": "b", "lang": "en"}, "c"],
+        }
+    )
+    report = _post(api_alice, "jobs/validate", body).json()
+    assert report["valid"] is True, report
+    assert report["row_count"] == 3
+    assert report["preview"][0] == {"text": "hello\nworld", "lang": None}
+    assert _post(api_alice, "jobs", body).status_code == 201
+    stored = Job.objects.get().input_file.read().decode().splitlines()
+    assert [json.loads(line) for line in stored] == [
+        {"text": "hello\nworld"},
+        {"text": "b", "lang": "en"},
+        {"text": "c"},
+    ]
+
+
+def test_a_document_that_is_neither_object_nor_string_is_named(api_alice):
+    body = '{"processor": "template", "params": {"template": "{text}"}, "documents": ["a", 5]}'
+    error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
+    assert "documents[1] must be an object or a string" in error["message"]
+    assert Job.objects.count() == 0

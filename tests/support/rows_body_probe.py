@@ -1,6 +1,7 @@
 """POST one large JSON `rows` body through the API in a fresh process; print time and peak RSS.
 
-`python -m tests.support.rows_body_probe PATH MB` (PATH: `jobs` or `jobs/validate`) prints
+`python -m tests.support.rows_body_probe PATH MB [FIELD]` (PATH: `jobs` or `jobs/validate`; FIELD:
+`rows`, the default, or `documents`) prints
 {"path", "body_mb", "rows", "status", "seconds", "peak_growth_mb"} as JSON. A fresh process with
 its own SQLite database under BATCHHUB_DATA_DIR (the caller's temporary folder), so the peak is
 this request's alone: the peak RSS (VmHWM) is reset after a warm-up request, then read again.
@@ -28,16 +29,16 @@ def _reset_peak() -> int:
     return _status_kb("VmRSS")
 
 
-def body_of(megabytes: float) -> tuple[bytes, int]:
+def body_of(megabytes: float, field: str = "rows") -> tuple[bytes, int]:
     """A body of small rows, the most objects per byte: what a parse builds the most of."""
-    head = b'{"processor": "template", "params": {"template": "{t}"}, "rows": ['
+    head = b'{"processor": "template", "params": {"template": "{t}"}, "%s": [' % field.encode()
     target = int(megabytes * (1 << 20))
     count = (target - len(head)) // len(b'{"t": "r0000000"}, ')
     rows = b", ".join(b'{"t": "r%07d"}' % i for i in range(count))
     return head + rows + b"]}", count
 
 
-def main(path: str, megabytes: float) -> None:
+def main(path: str, megabytes: float, field: str = "rows") -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchhub.settings")
     import django
 
@@ -51,8 +52,8 @@ def main(path: str, megabytes: float) -> None:
     client = APIClient(SERVER_NAME="127.0.0.1")
     client.force_authenticate(user)
     url = f"/api/v1/{path}"
-    body, count = body_of(megabytes)
-    warm, _ = body_of(0.01)
+    body, count = body_of(megabytes, field)
+    warm, _ = body_of(0.01, field)
     client.post(url, warm, content_type="application/json")  # imports, caches, connections
     from jobs.models import Job
 
@@ -83,4 +84,4 @@ def main(path: str, megabytes: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]))
+    main(sys.argv[1], float(sys.argv[2]), *sys.argv[3:])
