@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from batchhub.api import InvalidState
-from jobs import chunk_loop, chunks, finish, reaper, results, runner, services, states
+from jobs import chunk_loop, chunks, creation, finish, reaper, results, runner, services, states
 from jobs.ingest import db as ingest_db
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent, JobStatus, Row, RowStatus
@@ -535,3 +535,18 @@ def test_params_the_workers_refuse_fail_the_job_instead_of_every_lease(alice):
     assert (job.counts["cancelled"], job.counts["pending"], job.counts["running"]) == (5, 0, 0)
     assert not Chunk.objects.filter(job=job, lease_until__isnull=False).exists()
     assert JobEvent.objects.filter(job=job, type="failed").exists()
+
+
+def test_an_integer_past_64_bits_reaches_the_processor_whole(alice):
+    # The rows were read back with orjson, which takes such an integer for a float: the
+    # template wrote 1.2345678901234568e+22.
+    big = 12345678901234567890123
+    job, _ = creation.create_job(
+        alice,
+        processor="template",
+        params={"template": "{n}"},
+        source=creation.Source(rows=[{"n": big}, {"n": 7}]),
+    )
+    job = drive(job)
+    assert job.status == JobStatus.COMPLETED
+    assert [r["text"] for r in result_rows(job)] == [str(big), "7"]
