@@ -94,6 +94,17 @@ def receive(upload_id: str, token: str, stream, content_length: int) -> Upload:
     except APIError:
         _delete_partial(upload)
         raise
+    if body.size < content_length:
+        # The sender stopped before the end it declared (a dropped connection reads as the end
+        # of the body): a cut file is not kept, and an earlier PUT's file stays.
+        upload.file.name = old_name or None
+        _delete_partial(upload)
+        raise APIError(
+            f"The body ended after {body.size:,} of the {content_length:,} bytes its "
+            "Content-Length declared: the file was cut short, and none of it was kept. "
+            "PUT the whole file again.",
+            details={"body": ["shorter than its Content-Length"]},
+        )
     if body.size == 0:
         _delete_partial(upload)
         raise APIError("The body is empty; PUT the file's bytes.", details={"body": ["empty"]})

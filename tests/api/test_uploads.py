@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -88,6 +89,33 @@ def test_empty_body_is_400(api_alice):
     split = urlsplit(started["upload_url"])
     response = APIClient().generic("PUT", f"{split.path}?{split.query}", b"", CONTENT_LENGTH="0")
     assert_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("earlier", [None, b"name\nold\n"])
+def test_a_body_cut_short_of_its_content_length_is_400_and_not_kept(api_alice, settings, earlier):
+    # A connection dropped mid-body reads as the body's end: the first 13 bytes of a declared
+    # 1,000 were stored as the whole file, "received".
+    started = _start(api_alice)
+    if earlier is not None:
+        assert _put(started["upload_url"], earlier).status_code == 200
+    split = urlsplit(started["upload_url"])
+    response = APIClient().generic(
+        "PUT",
+        f"{split.path}?{split.query}",
+        b"",
+        CONTENT_LENGTH="1000",
+        **{"wsgi.input": io.BytesIO(b"name\nann\nbob\n")},
+    )
+    error = assert_error(response, 400, "invalid_request")
+    assert "ended after 13 of the 1,000 bytes" in error["message"]
+    upload = Upload.objects.get(public_id=started["id"])
+    files = list((settings.MEDIA_ROOT / "staged" / started["id"]).glob("*"))
+    if earlier is None:
+        assert upload.received_at is None and not upload.file and not files
+        assert api_alice.get(f"{API}/uploads/{started['id']}").json()["status"] == "waiting"
+    else:
+        assert [f.read_bytes() for f in files] == [earlier]
+        assert upload.file.read() == earlier
 
 
 def test_a_forged_or_expired_upload_url(api_alice, settings, monkeypatch):
