@@ -19,6 +19,7 @@ from . import jsonsafe
 _WS = re.compile(r"[ \t\n\r]*")
 # Whitespace inside a value: the only place a raw line break can be in valid JSON.
 _LINE_BREAK = re.compile(r"[\r\n]")
+_VALUE_STARTS = frozenset('{["-0123456789tfnNI')
 SPOOL_BYTES = 1024 * 1024
 _WRITE_LINES = 1000
 MAX_NAMED = 20
@@ -107,8 +108,13 @@ def loads_object(text: str, streamed: tuple[str, ...] = ()) -> dict[str, Any]:
     Raises NotAnObject for any other JSON document (unread past its first character),
     json.JSONDecodeError and jsonsafe.JSONLimitError as jsonsafe.loads does (paths from the top).
     """
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     at = _skip(text, 0)
-    if text[at : at + 1] != "{":
+    first = text[at : at + 1]
+    if not first or first not in _VALUE_STARTS:
+        raise json.JSONDecodeError("Expecting value", text, at)  # no JSON at all
+    if first != "{":
         raise NotAnObject("The JSON body is not an object.")
     at = _skip(text, at + 1)
     data: dict[str, Any] = {}

@@ -54,6 +54,19 @@ def test_a_body_that_is_not_an_object_is_a_400(api_alice, body):
     assert "must be an object" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('\ufeff{"processor": "template"}', "Unexpected UTF-8 BOM"),
+        ("   ", "Expecting value: line 1 column 4"),
+        ("<xml/>", "Expecting value: line 1 column 1"),
+    ],
+)
+def test_a_body_that_is_no_json_says_so(api_alice, body, words):
+    error = assert_error(_post(api_alice, "jobs/validate", body), 400, "invalid_request")
+    assert words in error["message"], error["message"]
+
+
 def test_text_after_the_body_is_a_400(api_alice):
     error = assert_error(
         _post(api_alice, "jobs", HEAD + '[{"name": "a"}]} {}'), 400, "invalid_request"
