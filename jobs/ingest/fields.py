@@ -17,14 +17,20 @@ _QUOTE = '"'
 
 
 def problem_field(
-    lines: Iterable[str], delimiter: str, field_limit: int, *, bad_char_only: bool = False
+    lines: Iterable[str],
+    delimiter: str,
+    field_limit: int,
+    *,
+    bad_char_only: bool = False,
+    one_record: bool = False,
 ) -> int | None:
     """The 1-based field number, in its record, of the first problem in `lines` (physical lines,
     newlines kept, the first starting a record): a bad byte or NUL (as text.BAD_CHAR marks it),
     text after a closing quote, a field longer than `field_limit`, or a quote never closed.
 
     `bad_char_only`: look for a bad byte or NUL only, reading the rest as the lenient reader
-    does (a quoted field may go on after its closing quote). None when no field has a problem.
+    does (a quoted field may go on after its closing quote). `one_record`: the problem is in
+    the first record; past its end, stop. None when no field has a problem.
     """
     lines = iter(lines)
     ends = re.compile(f"[{re.escape(delimiter)}\r\n]")
@@ -57,6 +63,8 @@ def problem_field(
             at, field = end + 1, field + 1
             continue
         # The record ends with its line: the next line starts one.
+        if one_record:
+            return None
         text, at, field = next(lines, ""), 0, 1
     return None
 

@@ -85,6 +85,7 @@ def _column_in_record(stream: TextStream, info: TableInfo, last: int) -> int | N
                 itertools.islice(lines, last, None),
                 info.delimiter,
                 settings.BATCHHUB_MAX_FIELD_BYTES,
+                one_record=True,
             )
     except Exception:  # noqa: BLE001 -- the column is a nicety; the line is already named
         return None
@@ -142,7 +143,11 @@ def _records_before_bad_char(
         return None
     number, match, line = found
     column = problem_field(
-        [*pending, line], info.delimiter, settings.BATCHHUB_MAX_FIELD_BYTES, bad_char_only=True
+        [*pending, line],
+        info.delimiter,
+        settings.BATCHHUB_MAX_FIELD_BYTES,
+        bad_char_only=True,
+        one_record=True,
     )
     return _problem_error(bad_char_problem(number, stream.encoding, match), column)
 
