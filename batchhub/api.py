@@ -119,6 +119,29 @@ def raise_if_chunked(meta: dict[str, Any]) -> None:
         raise LengthRequired()
 
 
+def raise_if_cut_short(request) -> None:
+    """A body read to its end that came short of its Content-Length: the sender stopped (a
+    dropped connection reads as the end of the body). Call only once the body was read to its
+    end: the parsers do (a multipart parse reads to the end, the JSON one reads all first).
+
+    Without this a cut multipart body was answered "No file was submitted" (its file part
+    never closed), or its fields as if the file had not been sent."""
+    declared = (getattr(request, "META", {}).get("CONTENT_LENGTH") or "").strip()
+    body = getattr(request, "_body", None)  # read whole as request.body (DRF, for JSON)
+    if body is not None:
+        received = len(body)
+    else:  # read as a stream, counted by Django's LimitedStream
+        received = getattr(getattr(request, "_stream", None), "_pos", None)
+    if not declared.isdigit() or not isinstance(received, int) or received >= int(declared):
+        return
+    declared = int(declared)
+    raise APIError(
+        f"The request body ended after {received:,} of the {declared:,} bytes its "
+        "Content-Length declared: it was cut short, and nothing was made of it. Send it again.",
+        details={"body": ["shorter than its Content-Length"]},
+    )
+
+
 class QuotaExceeded(APIError):
     """A limit that frees up with time (active jobs): a 429 with the seconds to wait."""
 

@@ -15,7 +15,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonsafe, jsonstream
-from .api import UnsupportedContentEncoding
+from .api import UnsupportedContentEncoding, raise_if_cut_short
 
 
 def refuse_content_coding(parser_context: dict | None) -> None:
@@ -25,10 +25,18 @@ def refuse_content_coding(parser_context: dict | None) -> None:
         raise UnsupportedContentEncoding(coding)
 
 
+def _django_request(parser_context: dict | None):
+    request = (parser_context or {}).get("request")
+    return getattr(request, "_request", request)
+
+
 class PlainMultiPartParser(MultiPartParser):
     def parse(self, stream, media_type=None, parser_context=None):
         refuse_content_coding(parser_context)
-        return super().parse(stream, media_type, parser_context)
+        parsed = super().parse(stream, media_type, parser_context)
+        # Django's parser reads the body to its end: a part cut off there was dropped unseen.
+        raise_if_cut_short(_django_request(parser_context))
+        return parsed
 
 
 class PlainFormParser(FormParser):
@@ -47,6 +55,7 @@ class BoundedJSONParser(JSONParser):
             raise ParseError(
                 f"The JSON body is not valid {encoding} text ({exc.reason})."
             ) from None
+        raise_if_cut_short(_django_request(parser_context))
         try:
             return self.loads(text)
         except jsonsafe.JSONLimitError as exc:

@@ -9,6 +9,7 @@ bodies of the API.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import time
 
@@ -589,3 +590,30 @@ def test_text_after_a_quote_and_an_over_long_field_name_their_column(api_alice, 
     body = b"id,name,city\n1,ann,x\n2,bob,y\n" + line + b"\n"
     first = assert_refused_file(api_alice, body, "in.csv", 4)
     assert first["column"] == column, first
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+@pytest.mark.parametrize("kind", ["multipart", "json"])
+def test_a_body_cut_short_of_its_content_length_says_so(api_alice, path, kind):
+    # A dropped connection reads as the body's end: a cut multipart body was "No file was
+    # submitted" (its file part never closed), a cut JSON body a parse error at its end.
+    if kind == "multipart":
+        rows = b"name\n" + b"".join(b"person%d\n" % i for i in range(1000))
+        fields = {"processor": "template", "params": TEMPLATE, "file": upload(rows)}
+        body = encode_multipart(BOUNDARY, fields)
+        content_type = MULTIPART_CONTENT
+    else:
+        rows = [{"name": f"person{i}"} for i in range(1000)]
+        body = json.dumps({"processor": "template", "params": {}, "rows": rows}).encode()
+        content_type = "application/json"
+    response = api_alice.generic(
+        "POST",
+        f"{API}/{path}",
+        b"",
+        content_type=content_type,
+        CONTENT_LENGTH=str(len(body)),
+        **{"wsgi.input": io.BytesIO(body[: len(body) - 4000])},
+    )
+    error = assert_error(response, 400, "invalid_request")
+    assert f"ended after {len(body) - 4000:,} of the {len(body):,} bytes" in error["message"]
+    assert Job.objects.count() == 0
