@@ -276,7 +276,7 @@ def take_over(job_pk: int, chunk: Chunk, *, died: bool = True) -> list[int]:
         job.running -= len(left)
         job.pending += len(left)
         message = (
-            f"A worker stopped with rows {first + 1}–{last + 1} in flight ({len(left)} rows); "
+            f"A worker stopped with rows {first + 1}–{last + 1} in flight ({len(left):,} rows); "
             "they run again in halves to find any row that stops workers."
         )
         suspects = [i for i, _, _ in left] if died else []

@@ -102,7 +102,7 @@ class Source:
 
 def _too_many_rows(count: int) -> TooManyRows:
     return TooManyRows(
-        f"The input has {count} rows; the limit is {settings.BATCHHUB_MAX_ROWS} rows per job.",
+        f"The input has {count:,} rows; the limit is {settings.BATCHHUB_MAX_ROWS:,} rows per job.",
         details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
     )
 
@@ -333,7 +333,8 @@ def create_job(
             states.record(
                 job,
                 "created",
-                f"Job created from {source.filename} ({report.row_count} rows) with {proc.name}.",
+                f"Job created from {source.filename} ({report.row_count:,} rows) "
+                f"with {proc.name}.",
                 actor=actor,
             )
             transaction.on_commit(lambda: enqueue.start_ingest(job.pk))
@@ -357,7 +358,7 @@ def check_active_quota(user) -> None:
     active = Job.objects.filter(owner=user, status__in=ACTIVE).count()
     if active >= settings.BATCHHUB_MAX_ACTIVE_JOBS:
         raise QuotaExceeded(
-            f"You have {active} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS}. "
+            f"You have {active:,} active jobs; the limit is {settings.BATCHHUB_MAX_ACTIVE_JOBS:,}. "
             "Wait for one to finish or cancel one.",
             retry_after=seconds_until_a_job_ends(user),
             details={"limit": "active_jobs", "max": settings.BATCHHUB_MAX_ACTIVE_JOBS},

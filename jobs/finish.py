@@ -118,9 +118,9 @@ def finalize(job_pk: int) -> Job | None:
         job.save(update_fields=[*counts, "samples", "updated_at"])
         job = states.transition(job, JobStatus.FINALIZING)
         final = _outcome(job)
-        summary = f"{job.succeeded} succeeded, {job.failed} failed"
+        summary = f"{job.succeeded:,} succeeded, {job.failed:,} failed"
         if job.cancelled:
-            summary += f", {job.cancelled} cancelled"
+            summary += f", {job.cancelled:,} cancelled"
         return states.transition(job, final, message=summary + ".")
 
 

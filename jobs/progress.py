@@ -52,6 +52,7 @@ class Segment:
     rows: int
     percent: float  # of the total: the bar's width
     offset: float  # percent of the total before this segment: where it starts on the bar
+    shown: str  # `rows` as the pages write counts (grouped)
 
 
 def segments(job: Job) -> list[Segment]:
@@ -62,7 +63,7 @@ def segments(job: Job) -> list[Segment]:
     for key, label in SEGMENTS:
         rows = max(0, getattr(job, key) or 0)
         percent = min(100.0 - offset, round(100 * rows / total, 2)) if total else 0.0
-        out.append(Segment(key, label, rows, percent, round(offset, 2)))
+        out.append(Segment(key, label, rows, percent, round(offset, 2), f"{rows:,}"))
         offset += percent
     return out
 
@@ -81,6 +82,20 @@ def still_moving(job: Job) -> bool:
     still running: a cancel's rows in a request finish, a failed job's leftovers are cancelled by
     the reaper; either way the counts move."""
     return job.is_active or job.running > 0
+
+
+def figures(job: Job, processed_rows: int) -> dict[str, str]:
+    """The live partial's counts as every page writes them (thousands grouped), written here:
+    a template filter per number costs the poll's render several times as much."""
+    return {
+        "total": f"{job.total:,}",
+        "processed": f"{processed_rows:,}",
+        "succeeded": f"{job.succeeded:,}",
+        "failed": f"{job.failed:,}",
+        "cancelled": f"{job.cancelled:,}",
+        "running": f"{job.running:,}",
+        "concurrency": f"{job.concurrency:,}",
+    }
 
 
 def processed(job: Job) -> int:
@@ -190,9 +205,9 @@ def waiting_for(job: Job, now=None) -> str:
                 .count()
             )
             text += (
-                f" Every worker is busy or none is running; you have {active} other active "
+                f" Every worker is busy or none is running; you have {active:,} other active "
                 f"job{'s' if active != 1 else ''} (the limit is "
-                f"{settings.BATCHHUB_MAX_ACTIVE_JOBS} active jobs per account)."
+                f"{settings.BATCHHUB_MAX_ACTIVE_JOBS:,} active jobs per account)."
             )
         return text
     if job.status == JobStatus.VALIDATING:
@@ -207,7 +222,7 @@ def waiting_for(job: Job, now=None) -> str:
         return "Finishing up: the last rows are being written."
     # Only a cancel leaves rows in a request to finish; a failed job's are stopped (the reaper).
     if job.finishing_after_cancel:
-        rows = f"{job.running} row{'s' if job.running != 1 else ''}"
+        rows = f"{job.running:,} row{'s' if job.running != 1 else ''}"
         return (
             f"{rows} started before it stopped still finish{'es' if job.running == 1 else ''}: "
             "they keep their results, and the counts change as they do."

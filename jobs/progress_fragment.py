@@ -113,6 +113,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     eta_in = progress.eta(job, rate, now.timestamp())
     worked = job.worked(now)
     average_rate = progress.average_rate(job, worked) if job.is_terminal else None
+    processed = progress.processed(job)
     return {
         "job": job,
         "stages": progress.stages(job),
@@ -120,7 +121,8 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "segments": progress.segments(job),
         "controls": controls(job),
         "counts": job.counts,
-        "processed": progress.processed(job),
+        "processed": processed,
+        "figures": progress.figures(job, processed),
         "percent": progress.percent_processed(job),
         "rate": rate,
         "average_rate": average_rate,

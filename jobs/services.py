@@ -215,7 +215,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
             # back (chunk_loop._Handover), their chunk held until then: a retry meanwhile would
             # let the job end with them still running, or run them a second time.
             raise InvalidState(
-                f"{locked.running} row{'s' if locked.running != 1 else ''} started before the "
+                f"{locked.running:,} row{'s' if locked.running != 1 else ''} started before the "
                 "cancel still finish; retry once they are done.",
                 details={"status": locked.status, "running": locked.running},
             )
@@ -255,7 +255,7 @@ def retry(job: Job, *, actor: str, row_ids: list[str] | None = None) -> Job:
             # checked above): kept, no loop could claim these rows until it ran out.
             reopen |= {"lease_until": None, "holder": ""}
         Chunk.objects.filter(job=locked).filter(Exists(pending_in_chunk)).update(**reopen)
-        message = f"{actor} retried {n} failed row{'s' if n != 1 else ''}."
+        message = f"{actor} retried {n:,} failed row{'s' if n != 1 else ''}."
         if locked.status == JobStatus.PAUSED:
             event = states.record(
                 locked,

@@ -77,7 +77,7 @@ def ingest(job_pk: int) -> None:
                 message = f"The input has no column '{missing[0]}', which {proc.name} needs."
                 raise InputError([{"line": 1, "column": None, "message": message}])
             if total > settings.BATCHHUB_MAX_ROWS:
-                message = f"The input has more than {settings.BATCHHUB_MAX_ROWS} rows."
+                message = f"The input has more than {settings.BATCHHUB_MAX_ROWS:,} rows."
                 raise InputError([{"line": None, "column": None, "message": message}])
             job.total = job.pending = total
             job.running = job.succeeded = job.failed = job.cancelled = 0
@@ -101,7 +101,7 @@ def ingest(job_pk: int) -> None:
             job = states.transition(
                 job,
                 JobStatus.PROCESSING,
-                message=f"{total} rows read ({_describe(info)}); processing with {proc.name}.",
+                message=f"{total:,} rows read ({_describe(info)}); processing with {proc.name}.",
             )
             transaction.on_commit(lambda: chunks.start_loops(job))
     except InputError as exc:

@@ -35,15 +35,15 @@ def fetch_document(
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise RowError(
-                f"The document is larger than {max_bytes} bytes ({declared} declared).",
-                reason=f"The document is larger than {max_bytes} bytes.",
+                f"The document is larger than {max_bytes:,} bytes ({int(declared):,} declared).",
+                reason=f"The document is larger than {max_bytes:,} bytes.",
             )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         body = bytearray()
         for piece in response.iter_bytes():
             body += piece
             if len(body) > max_bytes:
-                raise RowError(f"The document is larger than {max_bytes} bytes.")
+                raise RowError(f"The document is larger than {max_bytes:,} bytes.")
         charset = response.charset_encoding
     data = bytes(body)
     if content_type in _PDF_TYPES or data.startswith(b"%PDF-"):

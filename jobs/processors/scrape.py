@@ -158,8 +158,8 @@ class ScrapeProcessor(Processor):
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise RowError(
-                    f"The page is larger than {limit} bytes ({declared} declared).",
-                    reason=f"The page is larger than {limit} bytes.",
+                    f"The page is larger than {limit:,} bytes ({int(declared):,} declared).",
+                    reason=f"The page is larger than {limit:,} bytes.",
                 )
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type and content_type not in _HTML_TYPES and content_type != "text/plain":
@@ -168,7 +168,7 @@ class ScrapeProcessor(Processor):
             for piece in response.iter_bytes():
                 body += piece
                 if len(body) > limit:
-                    raise RowError(f"The page is larger than {limit} bytes.")
+                    raise RowError(f"The page is larger than {limit:,} bytes.")
             final_url = str(response.url)
             charset = response.charset_encoding
         output = {"final_url": final_url, "status": status}

@@ -57,6 +57,12 @@ def duration(value: timedelta | None) -> str:
 
 
 @register.filter
+def num(value: Any) -> Any:
+    """A count as every page writes one: thousands grouped ("100,000"), like the rates."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+@register.filter
 def rate(value: float | None) -> str:
     if not value:
         return "0"

@@ -396,7 +396,7 @@ def test_notification_when_a_watched_job_finishes(browser, live_server, media, a
         wait_for(lambda: page.evaluate("window.__notes.length") == 1, message="a notification")
         title, body = page.evaluate("window.__notes[0]")
         assert title == "tell-me: completed"
-        assert body == "3000 succeeded, 0 failed of 3000 rows."
+        assert body == "3,000 succeeded, 0 failed of 3,000 rows."
         assert page.title().startswith("Completed · tell-me")
 
         # The jobs list does the same for every job on it that finishes while it is open.

@@ -51,7 +51,7 @@ def test_html_and_text_documents(site_server):
     [
         ("/broken.pdf", {}, "The PDF could not be read"),
         ("/image.png", {}, "Not a PDF, HTML or text document"),
-        ("/report.pdf", {"max_bytes": 1024}, "larger than 1024 bytes"),
+        ("/report.pdf", {"max_bytes": 1024}, "larger than 1,024 bytes"),
         ("/missing", {}, "answered 404"),
     ],
 )

@@ -81,12 +81,12 @@ def test_redirect_to_another_scheme_is_refused(site_server):
 
 def test_oversized_page_stops_reading(site_server):
     result = fetch(scrape(max_bytes=50_000), site_server.url + "/big")
-    assert result.error == "The page is larger than 50000 bytes." and not result.retry
+    assert result.error == "The page is larger than 50,000 bytes." and not result.retry
 
 
 def test_oversized_declared_length_fails_before_reading(site_server):
     result = fetch(scrape(max_bytes=10_000), site_server.url + "/big-declared")
-    assert result.error.startswith("The page is larger than 10000 bytes")
+    assert result.error.startswith("The page is larger than 10,000 bytes")
 
 
 def test_non_html_is_a_row_error_and_plain_text_is_kept(site_server):
