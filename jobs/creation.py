@@ -94,6 +94,12 @@ class Source:
         return _safe_filename(self.filename), self.upload
 
     @property
+    def described(self) -> str:
+        """Where the rows came from, for the timeline: the file's name, or the JSON body's rows
+        (their JSONL file is ours, not a file the user sent)."""
+        return "JSON rows sent to the API" if self.rows is not None else self.filename
+
+    @property
     def size(self) -> int:
         if self.rows is not None:
             return 0
@@ -333,7 +339,7 @@ def create_job(
             states.record(
                 job,
                 "created",
-                f"Job created from {source.filename} ({report.row_count:,} rows) "
+                f"Job created from {source.described} ({report.row_count:,} rows) "
                 f"with {proc.name}.",
                 actor=actor,
             )

@@ -66,6 +66,11 @@ def upload_path(job: Job, filename: str) -> str:
 MAX_RATE_LIMIT = 2_147_483_647
 
 
+# What `input_format` holds, in words a user reads: "rows" is a JSON body's list of row objects.
+INPUT_ROWS = "rows"
+INPUT_FORMATS = {"csv": "CSV", "jsonl": "JSONL", INPUT_ROWS: "JSON rows (API)"}
+
+
 class Job(models.Model):
     public_id = models.CharField(
         max_length=40, unique=True, editable=False, default=partial(new_id, "job")
@@ -157,6 +162,15 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.public_id
+
+    @property
+    def input_description(self) -> str:
+        """The input's format in words for the pages ("CSV, utf-8"). Rows sent to the API as JSON
+        are kept as a JSONL file of ours: its format and encoding are not the user's to read."""
+        label = INPUT_FORMATS.get(self.input_format, self.input_format.upper())
+        if self.input_format == INPUT_ROWS or not self.encoding:
+            return label
+        return f"{label}, {self.encoding}"
 
     @property
     def is_terminal(self) -> bool:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from batchhub.api import APIError
 
 from .. import chunks, holders, livestatus, states
-from ..models import Chunk, Job, JobEvent, JobStatus, Row
+from ..models import INPUT_ROWS, Chunk, Job, JobEvent, JobStatus, Row
 from ..processor_setup import processor_for
 from .db import SQLITE_BATCH_ROWS, write_rows
 from .detect import InputError, TableInfo
@@ -82,9 +82,11 @@ def ingest(job_pk: int) -> None:
             job.total = job.pending = total
             job.running = job.succeeded = job.failed = job.cancelled = 0
             job.columns = info.columns
-            job.encoding = info.encoding or ""
-            job.delimiter = info.delimiter or ""
-            job.input_format = info.format
+            # Rows sent as JSON were stored as a JSONL file of ours: they stay JSON rows.
+            if job.input_format != INPUT_ROWS:
+                job.encoding = info.encoding or ""
+                job.delimiter = info.delimiter or ""
+                job.input_format = info.format
             job.save(update_fields=[*_INGESTED_FIELDS, "updated_at"])
             livestatus.publish(job)
             # The chunks are what loops claim: made here, with the job's status, so no row is
@@ -101,7 +103,8 @@ def ingest(job_pk: int) -> None:
             job = states.transition(
                 job,
                 JobStatus.PROCESSING,
-                message=f"{total:,} rows read ({_describe(info)}); processing with {proc.name}.",
+                message=f"{total:,} rows read ({_describe(job, info)}); "
+                f"processing with {proc.name}.",
             )
             transaction.on_commit(lambda: chunks.start_loops(job))
     except InputError as exc:
@@ -197,7 +200,9 @@ def _discard_rows(job_pk: int, in_batches: bool) -> None:
             rows.filter(index__gte=low).delete()
 
 
-def _describe(info: TableInfo) -> str:
+def _describe(job: Job, info: TableInfo) -> str:
+    if job.input_format == INPUT_ROWS:
+        return "sent to the API as JSON"
     parts = [info.format.upper()]
     if info.encoding:
         parts.append(info.encoding)
