@@ -110,6 +110,11 @@ class Job(models.Model):
     throttle_streak = models.PositiveIntegerField(default=0)
     resume_at = models.DateTimeField(null=True, blank=True)
     pause_reason = models.CharField(max_length=300, blank=True)
+    # The last sync point's rows given back to wait for another try: why (the failed try's
+    # reason) and when the next try is due; cleared by a sync point that gave none back. The
+    # page says why the job does not move while they wait.
+    retry_reason = models.CharField(max_length=200, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
     usage = models.JSONField(default=dict, blank=True)  # e.g. LLM token totals
     # [[unix seconds, rows done], …] sampled as chunks commit: the rate, the ETA and the chart.
     samples = models.JSONField(default=list, blank=True)

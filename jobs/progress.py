@@ -192,9 +192,13 @@ def eta(job: Job, rate: float | None, now: float | None = None) -> timedelta | N
     return timedelta(seconds=remaining / rate)
 
 
-def waiting_for(job: Job, now=None) -> str:
-    """Why nothing moves yet, in words; "" when the job is moving or done."""
+def waiting_for(job: Job, now=None, rate: float | None = None) -> str:
+    """Why nothing moves yet, in words; "" when the job is moving or done. `rate`: the job's
+    recent rows per second, when the caller has it (rows waiting for another try while others
+    still finish are not worth a word)."""
     now = now or timezone.now()
+    if job.status == JobStatus.PROCESSING and job.retry_reason and job.pending > 0 and not rate:
+        return retry_wait(job, now)
     if job.status == JobStatus.QUEUED:
         waited = (now - job.created_at).total_seconds()
         text = "Waiting for a worker to read the input file."
@@ -228,3 +232,27 @@ def waiting_for(job: Job, now=None) -> str:
             "they keep their results, and the counts change as they do."
         )
     return ""
+
+
+def retry_wait(job: Job, now) -> str:
+    """Rows given back to wait for another try: why the last try failed, and when the next is
+    due (the soonest the engine set; it may be taken a little later, when a worker is free)."""
+    text = f"Rows wait to be tried again: the last try failed ({job.retry_reason.rstrip('.')})."
+    if job.retry_at is None:
+        return text
+    left = (job.retry_at - now).total_seconds()
+    if left < 1:
+        return text + " The next try is due now."
+    return text + f" The next try is due in {_seconds(left)}."
+
+
+def _seconds(value: float) -> str:
+    seconds = int(round(value))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    return (
+        f"{minutes} min {sec:02d} s"
+        if minutes < 60
+        else f"{minutes // 60} h {minutes % 60:02d} min"
+    )

@@ -129,7 +129,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "eta": (now + eta_in) if eta_in else None,
         "eta_in": eta_in,
         "duration": worked,
-        "waiting_for": progress.waiting_for(job, now),
+        "waiting_for": progress.waiting_for(job, now, rate),
         # A finished job's chart states the same average as its counters.
         "chart": charts.throughput_svg(
             _chart_samples(job),

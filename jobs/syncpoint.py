@@ -308,6 +308,10 @@ class ChunkRun:
     succeeded_any: bool = False
     retry_after: float | None = None
     next_available: datetime | None = None
+    # Rows given back for another try since the last sync point: the last one's reason, and
+    # the soonest next try among them (the job row shows both to the page).
+    retry_reason: str = ""
+    retry_at: datetime | None = None
     last_sync: float = field(default_factory=time.monotonic)
     status: str = JobStatus.PROCESSING
     # Rows per CPU group, sized from the measured time per row; a task's next chunk starts at it
@@ -334,6 +338,8 @@ class ChunkRun:
                 self.next_available = (
                     at if self.next_available is None else min(self.next_available, at)
                 )
+                self.retry_reason = result.reason or reasons.reason_for(result.error) or ""
+                self.retry_at = at if self.retry_at is None else min(self.retry_at, at)
                 self.finished.append(
                     Done(item.index, RowStatus.PENDING, None, result.error, item.attempts)
                 )
@@ -495,6 +501,9 @@ class ChunkRun:
             self.rate_limited, self.succeeded_any = 0, False
             if finished and _add_sample(job, now):
                 update.append("samples")
+            if _note_retries(job, self.retry_reason, self.retry_at, finished, now):
+                update += ["retry_reason", "retry_at"]
+            self.retry_reason, self.retry_at = "", None
             inflight: tuple[int, int] | tuple[None, None] = (None, None)
             if to_start and job.status == JobStatus.PROCESSING:
                 started = to_start
@@ -549,6 +558,22 @@ class ChunkRun:
         self.job = job
         self.last_sync = time.monotonic()
         return started
+
+
+def _note_retries(
+    job: Job, reason: str, due: datetime | None, finished: list[Done], now: datetime
+) -> bool:
+    """Keep on the job why rows wait for another try and when the soonest is due, or forget it
+    once a sync point brings rows that ended (the service answers again); whether it changed."""
+    if reason:
+        if job.retry_at is not None and now < job.retry_at and (due is None or job.retry_at < due):
+            due = job.retry_at  # another chunk's rows are due sooner
+        reason = reasons.clip(reason)
+    elif not finished or not job.retry_reason:
+        return False
+    changed = (job.retry_reason, job.retry_at) != (reason, due)
+    job.retry_reason, job.retry_at = reason, due
+    return changed
 
 
 def _add_sample(job: Job, now: datetime) -> bool:
