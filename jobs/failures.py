@@ -11,6 +11,7 @@ cache for the job's state it was made in, so pages looking at the same state sha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
@@ -18,8 +19,16 @@ from django.db.models import Count, Max, Min
 from django.db.models.functions import Coalesce
 
 from .models import Job, Row, RowStatus
+from .reasons import GAP
+
+# A number of one to three digits standing alone: not part of a version, an address, a time or
+# a word. Longer numbers are already "…" in a reason.
+_SHORT_NUMBER = re.compile(r"(?<![\w.,:/-])\d{1,3}(?![\w]|[.,:/-]\w)")
+_SLOT = "\x00"
 
 MAX_REASONS = 20
+# Reasons read for merge_numbered: past the most frequent this many, rows count as "other".
+SCAN_GROUPS = 1000
 REASON_CHARS = 300
 NO_MESSAGE = "(no message)"
 CACHE_SECONDS = 600
@@ -75,8 +84,66 @@ def count(job: Job, limit: int = MAX_REASONS) -> list[Reason]:
         .annotate(rows=Count("index"), first=Min("error"), last=Max("error"))
         .order_by("-rows", "why")
     )
-    top = []
-    for item in counted[:limit]:
-        text = (item["why"] or NO_MESSAGE)[:REASON_CHARS]
-        top.append(Reason(text, item["rows"], _examples(text, item["first"], item["last"])))
-    return top
+    groups = [
+        _Group(
+            (item["why"] or NO_MESSAGE)[:REASON_CHARS], item["rows"], item["first"], item["last"]
+        )
+        for item in counted[:SCAN_GROUPS]
+    ]
+    merged = sorted(merge_numbered(groups), key=lambda g: (-g.rows, g.text))
+    return [Reason(g.text, g.rows, _examples(g.text, g.first, g.last)) for g in merged[:limit]]
+
+
+@dataclass
+class _Group:
+    text: str
+    rows: int
+    first: str | None
+    last: str | None
+
+
+def merge_numbered(groups: list[_Group]) -> list[_Group]:
+    """Reasons that differ only in short numbers, counted as one where those numbers are data.
+
+    A row's reason keeps its short numbers (jobs/reasons.py): alone, "answered 404" and "boom on
+    11" look alike. Across rows they do not: a number naming the cause takes a few values, each
+    shared by many rows; a row's own number (its line, an id) takes about as many values as
+    there are rows. So among reasons of one shape, a number's place holding more distinct values
+    than half the shape's rows reads "…"; the other places keep their values.
+    """
+    shapes: dict[str, list[tuple[list[str], _Group]]] = {}
+    for group in groups:
+        numbers = _SHORT_NUMBER.findall(group.text)
+        if numbers:
+            shape = _SHORT_NUMBER.sub(_SLOT, group.text)
+            shapes.setdefault(shape, []).append((numbers, group))
+    out: dict[str, _Group] = {g.text: g for g in groups}
+    for shape, members in shapes.items():
+        if len(members) < 2:
+            continue
+        rows = sum(group.rows for _, group in members)
+        places = len(members[0][0])
+        data = [len({numbers[i] for numbers, _ in members}) * 2 > rows for i in range(places)]
+        if not any(data):
+            continue
+        pieces = shape.split(_SLOT)
+        for numbers, group in members:
+            values = [GAP if data[i] else numbers[i] for i in range(places)]
+            text = pieces[0] + "".join(
+                v + piece for v, piece in zip(values, pieces[1:], strict=True)
+            )
+            if text == group.text:
+                continue
+            del out[group.text]
+            kept = out.get(text)
+            if kept is None:
+                out[text] = _Group(text, group.rows, group.first, group.last)
+            else:
+                kept.rows += group.rows
+                kept.first = _least(kept.first, group.first, min)
+                kept.last = _least(kept.last, group.last, max)
+    return list(out.values())
+
+
+def _least(a: str | None, b: str | None, pick) -> str | None:
+    return b if a is None else a if b is None else pick(a, b)

@@ -5,7 +5,9 @@ Processors that know the cause name it (``RowError(message, reason=…)``: "HTTP
 Internal Server Error" without the body that came with it). Any other error is taken as its
 reason with the parts that differ from row to row taken out, conservatively: ids (UUIDs, long hex
 or mixed letters-and-digits tokens), timestamps, long numbers, decimals and quoted values holding
-a digit. Short numbers stay: "answered 404" and "answered 500" are different causes.
+a digit. Short numbers stay here: "answered 404" and "answered 500" are different causes, and
+one row's error cannot tell them from a row's own number ("boom on 11"); the job page's count
+tells them apart across rows (jobs/failures.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _TOKEN = re.compile(
     r"\b(?:0x[0-9a-f]+|(?=[0-9a-f]*\d)[0-9a-f]{8,}|(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{8,})\b",
     re.I,
 )
+# A number with its thousands grouped ("5,000,000", as this project writes counts and sizes).
+_GROUPED = re.compile(r"(?<![\w./:-])\d{1,3}(?:,\d{3})+(?![\w]|[.,]\d)")
 _DECIMAL = re.compile(r"(?<![\w./:-])\d+[.,]\d+(?![\w.])")
 _LONG_NUMBER = re.compile(r"(?<![\w./:-])\d{4,}(?![\w])")
 _SPACE = re.compile(r"\s+")
@@ -52,6 +56,7 @@ def reason_for(error: str | None) -> str | None:
     text = _TIMESTAMP.sub(GAP, text)
     text = _QUOTED.sub(lambda m: m.group(1) + GAP + m.group(1), text)
     text = _TOKEN.sub(GAP, text)
+    text = _GROUPED.sub(GAP, text)
     text = _DECIMAL.sub(GAP, text)
     text = _LONG_NUMBER.sub(GAP, text)
     text = _GAPS.sub(GAP, text)

@@ -212,3 +212,56 @@ def test_the_count_is_made_once_for_a_jobs_state(alice, django_assert_num_querie
     job.failed = 3
     job.save(update_fields=["failed", "updated_at"])
     assert [(r.text, r.rows) for r in failures.reasons(job)[0]] == [("boom", 3)]
+
+
+def test_a_rows_own_short_number_does_not_split_a_cause(client_alice, alice, run_job, monkeypatch):
+    # "boom on 11" and "boom on 110" were two causes, each of one row: every row its own line.
+    # A number naming the cause (an exit code shared by many rows) still splits.
+    def upstream(self, row):
+        n = int(row.values["name"][1:])
+        if n % 2 == 0:
+            raise RowError(f"boom on {n}")
+        if n % 5 == 1:
+            raise RowError(f"worker exited with code {1 if n < 20 else 2}")
+        return {"text": "ok"}
+
+    monkeypatch.setattr(TemplateProcessor, "process_row", upstream)
+    job = run_job(make_job(alice, "name,text\n" + "".join(f"r{i},x\n" for i in range(40))))
+    assert job.failed == 24
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    shown = shown_reasons(body)
+    assert [(text, rows) for text, _, rows in shown] == [
+        ("boom on …", "20"),
+        ("worker exited with code 1", "2"),
+        ("worker exited with code 2", "2"),
+    ]
+    assert shown[0][1] == ["boom on 0", "boom on 8"]  # least and greatest, as text sorts
+
+
+def _groups(*items: tuple[str, int]) -> list[tuple[str, int]]:
+    merged = failures.merge_numbered(
+        [failures._Group(text, rows, text, text) for text, rows in items]
+    )
+    return sorted(((g.text, g.rows) for g in merged), key=lambda g: (-g[1], g[0]))
+
+
+def test_numbers_are_merged_only_where_rows_carry_their_own():
+    assert _groups(("boom on 11", 1), ("boom on 110", 1)) == [("boom on …", 2)]
+    # Few values, many rows each: causes.
+    assert _groups(("The API answered 404", 50), ("The API answered 500", 30)) == [
+        ("The API answered 404", 50),
+        ("The API answered 500", 30),
+    ]
+    # A row's number beside a cause's: only the row's reads "…".
+    rows = [(f"row {i}: answered {404 if i % 2 else 500}", 1) for i in range(40)]
+    assert _groups(*rows) == [("row …: answered 404", 20), ("row …: answered 500", 20)]
+    # Numbers inside versions, addresses and times are not a row's number.
+    kept = [("Connection refused by 10.0.0.12:8080 (HTTP/1.1)", 1), ("HTTP/2 stream reset", 1)]
+    assert _groups(*kept) == sorted(kept, key=lambda g: g[0])
+
+
+def test_a_grouped_number_is_taken_out_like_a_long_one():
+    assert (
+        reasons.reason_for("The file has 1,234,567 rows, over 1,000,000.")
+        == "The file has … rows, over …."
+    )
