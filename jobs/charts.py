@@ -74,7 +74,27 @@ def _nice(value: float) -> float:
     return 10 * magnitude
 
 
+def duration_text(seconds: float) -> str:
+    """How long, as every part of the pages writes it (the counters, the chart's summary): whole
+    seconds cut, not rounded, so a clock never reads ahead; "under 1 s" rather than a "0 s"
+    beside a rate of rows per second."""
+    if 0 < seconds < 1:
+        return "under 1 s"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
 def _duration(seconds: float) -> str:
+    # The time axis's end: whole steps of it, as the axis reads.
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
@@ -143,7 +163,7 @@ def _draw(
     area = f"{PAD_LEFT:.1f},{base_y:.1f} {line} {end_x:.1f},{base_y:.1f}"
     summary = (
         f"{title}: peak {_rate(peak)} rows per second, average {_rate(average[0])} rows per "
-        f"second over {_duration(average[1])}."
+        f"second over {duration_text(average[1])}."
     )
     grid = "".join(
         format_html(

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from . import rates
+from . import charts, rates
 from .models import ACTIVE, TERMINAL, Job, JobEvent, JobStatus
 
 STAGES = [
@@ -243,16 +243,4 @@ def retry_wait(job: Job, now) -> str:
     left = (job.retry_at - now).total_seconds()
     if left < 1:
         return text + " The next try is due now."
-    return text + f" The next try is due in {_seconds(left)}."
-
-
-def _seconds(value: float) -> str:
-    seconds = int(round(value))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, sec = divmod(seconds, 60)
-    return (
-        f"{minutes} min {sec:02d} s"
-        if minutes < 60
-        else f"{minutes // 60} h {minutes % 60:02d} min"
-    )
+    return text + f" The next try is due in {charts.duration_text(left)}."

@@ -40,20 +40,10 @@ def event_label(event_type: str) -> str:
 
 @register.filter
 def duration(value: timedelta | None) -> str:
-    """1 h 02 min, 3 min 07 s, 12 s; an em dash when there is none."""
+    """1 h 02 min, 3 min 07 s, 12 s, under 1 s; an em dash when there is none."""
     if value is None:
         return "—"
-    seconds = max(0, int(value.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
+    return charts.duration_text(value.total_seconds())
 
 
 @register.filter

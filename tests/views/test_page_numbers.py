@@ -100,3 +100,28 @@ def test_the_timeline_groups_its_counts(alice):
     messages = list(JobEvent.objects.filter(job=job).values_list("message", flat=True))
     assert any("(1,500 rows)" in m for m in messages), messages
     assert any(m.startswith("1,500 rows read") for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("worked", "shown"),
+    [(7.6, "7 s"), (0.6, "under 1 s"), (125.5, "2 min 05 s")],
+)
+def test_a_finished_job_states_one_duration(client_alice, alice, worked, shown):
+    # The counter cut 7.6 s to "7 s" and the chart's summary rounded it to "over 8 s"; a job
+    # of 0.6 s read "Duration 0 s" beside "Average rate 3.3 rows/s".
+    job = make_job(alice, rows_text(3))
+    t = timezone.now().timestamp()
+    job = set_published(
+        job,
+        status="completed",
+        total=1_500,
+        pending=0,
+        succeeded=1_500,
+        started_at=timezone.now() - timedelta(seconds=worked),
+        finished_at=timezone.now(),
+        worked_seconds=worked,
+        samples=[[t - worked / 2, 500], [t, 1_500]],
+    )
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    assert f'data-testid="duration">{shown}<' in body
+    assert f"rows per second over {shown}." in body
