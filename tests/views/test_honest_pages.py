@@ -16,7 +16,7 @@ from jobs.ingest import loading
 from jobs.models import Job, JobStatus
 from jobs.processors import RowError
 from jobs.processors.template import TemplateProcessor
-from tests.conftest import make_job
+from tests.conftest import make_job, rows_text, set_published
 
 pytestmark = pytest.mark.django_db
 
@@ -263,3 +263,18 @@ def test_styled_500_and_favicon(client_alice, monkeypatch):
     assert "boom" not in body
     page = client_alice.get(reverse("jobs:new")).content.decode()
     assert 'rel="icon" href="/static/img/favicon.svg"' in page
+
+
+def test_the_delete_note_holds_in_every_state_the_page_may_move_to(client_alice, alice):
+    # The section is not reloaded as the job moves: loaded while the job ran it said "(it is
+    # cancelled first)" after the job had finished, and loaded after the end it said nothing of
+    # a cancel once a retry set the job running again.
+    job = make_job(alice, rows_text(3))
+    notes = set()
+    for status in ("processing", "partial"):
+        set_published(job, status=status)
+        body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+        notes.add(body.split('data-testid="delete-note">', 1)[1].split("<", 1)[0])
+    assert notes == {
+        "Deletes the job, its input and its results (a job still running is cancelled first)."
+    }
