@@ -91,7 +91,8 @@ def test_the_jobs_list_groups_its_counts(client_alice, alice):
         assert 'title="failed">34,567<' in row
         assert 'title="cancelled">200,000<' in row
         assert 'title="total">1,234,567<' in row
-        assert "1,000,000 succeeded, 34,567 failed of 1,234,567 rows." in row
+        # What a notification says adds up, as the job page's does: the cancelled rows too.
+        assert "1,000,000 succeeded, 34,567 failed, 200,000 cancelled of 1,234,567 rows." in row
 
 
 def test_the_timeline_groups_its_counts(alice):
