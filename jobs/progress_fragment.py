@@ -114,6 +114,7 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
     worked = job.worked(now)
     average_rate = progress.average_rate(job, worked) if job.is_terminal else None
     processed = progress.processed(job)
+    percent = progress.percent_processed(job)
     return {
         "job": job,
         "stages": progress.stages(job),
@@ -123,7 +124,8 @@ def context(job: Job, *, announce: str = "") -> dict[str, Any]:
         "counts": job.counts,
         "processed": processed,
         "figures": progress.figures(job, processed),
-        "percent": progress.percent_processed(job),
+        "percent": percent,
+        "percent_whole": int(percent),  # the tab's title: cut, as the percent is
         "rate": rate,
         "average_rate": average_rate,
         "eta": (now + eta_in) if eta_in else None,

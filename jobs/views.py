@@ -73,6 +73,7 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
     for job in jobs:
         job.segments = progress.segments(job)
         job.processed = progress.processed(job)
+        job.percent = progress.percent_processed(job)
         job.status_label = progress.status_label(job)
     query = {k: v for k, v in (("q", search), ("status", status), ("processor", processor)) if v}
     filter_query = urlencode(query)

@@ -126,3 +126,21 @@ def test_a_finished_job_states_one_duration(client_alice, alice, worked, shown):
     body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
     assert f'data-testid="duration">{shown}<' in body
     assert f"rows per second over {shown}." in body
+
+
+def test_a_job_a_row_short_of_its_end_never_reads_100_percent(client_alice, alice):
+    # 999,999 of 1,000,000 rows read "(100.0%)", and the tab's title "100% · Processing".
+    job = _big(
+        alice,
+        status="processing",
+        total=1_000_000,
+        pending=1,
+        succeeded=999_999,
+        failed=0,
+        cancelled=0,
+    )
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    assert "rows processed (99.9%)" in body
+    assert 'data-percent="99"' in body
+    listed = client_alice.get(reverse("jobs:list")).content.decode()
+    assert ">99.9%</progress>" in listed
