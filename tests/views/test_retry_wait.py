@@ -71,3 +71,21 @@ def test_the_wait_is_forgotten_once_rows_end(client_alice, alice, service):
     job = Job.objects.get(pk=job.pk)
     assert job.succeeded == 3 and (job.retry_reason, job.retry_at) == ("", None)
     assert "tried again" not in _notice(client_alice, job)
+
+
+def test_a_row_waiting_for_a_retry_is_not_shown_as_failed_in_the_preview(
+    client_alice, alice, service
+):
+    # The preview showed "pending" beside the error of a try that failed, with no word of
+    # another try: a row that had failed for good, to a reader.
+    job = _job(alice, service, "/status/503")
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    cells = re.findall(r'<td class="error-text">(.*?)</td>', body.split('id="results"', 1)[1])
+    assert len(cells) == 3
+    assert all(
+        cell.startswith(
+            '<span data-testid="retry-note">To be tried again; the last try failed:</span> '
+            "The API answered 503 Service Unavailable"
+        )
+        for cell in cells
+    ), cells
