@@ -42,7 +42,13 @@ from .processors import all_processors
 PAGE_SIZE = 25
 STOP_POLLING = progress_fragment.STOP_POLLING
 
-STATUS_FILTERS = [("", "All"), ("active", "Active"), *[(s.value, s.label) for s in JobStatus]]
+# "partial" is never a badge: the pages say "Completed with failures" or "Every row failed".
+_FILTER_LABELS = {JobStatus.PARTIAL: "Finished with failed rows"}
+STATUS_FILTERS = [
+    ("", "All"),
+    ("active", "Active"),
+    *[(s.value, _FILTER_LABELS.get(s, s.label)) for s in JobStatus],
+]
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -278,3 +278,11 @@ def test_the_delete_note_holds_in_every_state_the_page_may_move_to(client_alice,
     assert notes == {
         "Deletes the job, its input and its results (a job still running is cancelled first)."
     }
+
+
+def test_the_status_filter_names_finished_with_failures_as_the_badges_do(client_alice, alice):
+    # The filter offered "Partial", a word no badge uses: its jobs read "Completed with failures"
+    # or "Every row failed".
+    body = client_alice.get(reverse("jobs:list")).content.decode()
+    assert '<option value="partial">Finished with failed rows</option>' in body
+    assert ">Partial<" not in body
