@@ -90,9 +90,9 @@ def test_cancelled_job_shows_what_ran_and_what_was_cancelled(
     # The words: what ran, out of the total, and the cancelled rows apart; never "100%".
     processed = job.succeeded + job.failed
     text = _text(page, "bar-text")
-    assert text.startswith(f"{processed} of {job.total} rows processed"), text
+    assert text.startswith(f"{processed:,} of {job.total:,} rows processed"), text
     assert "(100" not in text
-    assert f"{job.cancelled} cancelled before they ran" in text
+    assert f"{job.cancelled:,} cancelled before they ran" in text
 
     # The bar: a succeeded segment and a cancelled one, sized by their rows, and no pending left.
     segbar = page.locator("#progress [data-testid=segbar]")
@@ -468,7 +468,7 @@ def test_rows_failing_while_the_page_is_open_show_up_in_the_failed_rows_section(
     page.goto(f"{live_server.url}/jobs/{job.public_id}/")
     assert "No row has failed so far." in page.locator("#downloads").inner_text()
     page.wait_for_function(
-        "() => /Failed rows \\(\\d+\\)/.test(document.querySelector('#failed-title').innerText)",
+        "() => /Failed rows \\([\\d,]+\\)/.test(document.querySelector('#failed-title').innerText)",
         timeout=60_000,
     )
     assert _text(page, "status") == "Processing"  # while it runs, not at the end
@@ -477,5 +477,5 @@ def test_rows_failing_while_the_page_is_open_show_up_in_the_failed_rows_section(
     wait_for_status(page, "Completed with failures")
     # The end reloads it too, even right after a reload for rows failing.
     page.wait_for_function(
-        "() => document.querySelector('#failed-title').innerText === 'Failed rows (1500)'"
+        "() => document.querySelector('#failed-title').innerText === 'Failed rows (1,500)'"
     )
