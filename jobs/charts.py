@@ -105,8 +105,18 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _rate(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
+def rate_text(value: float | None) -> str:
+    """Rows per second, as every part of the pages writes them (the counters, the chart): a
+    slow job's 5 rows in 9 minutes is "under 0.01", not "0" or "0.0" as if none had run."""
+    if not value:
+        return "0"
+    if value >= 10:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.1f}".rstrip("0").rstrip(".")
+    if value < 0.01:
+        return "under 0.01"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def throughput_svg(
@@ -162,8 +172,8 @@ def _draw(
     end_x = PAD_LEFT + plot_w * (points[-1][0] / span)
     area = f"{PAD_LEFT:.1f},{base_y:.1f} {line} {end_x:.1f},{base_y:.1f}"
     summary = (
-        f"{title}: peak {_rate(peak)} rows per second, average {_rate(average[0])} rows per "
-        f"second over {duration_text(average[1])}."
+        f"{title}: peak {rate_text(peak)} rows per second, average {rate_text(average[0])} "
+        f"rows per second over {duration_text(average[1])}."
     )
     grid = "".join(
         format_html(
@@ -175,7 +185,7 @@ def _draw(
             y,
             PAD_LEFT - 6,
             y + 4,
-            _rate(value),
+            rate_text(value),
         )
         for value, y in ((top * f, PAD_TOP + plot_h * (1 - f)) for f in (0, 0.5, 1))
     )

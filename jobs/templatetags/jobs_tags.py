@@ -54,9 +54,7 @@ def num(value: Any) -> Any:
 
 @register.filter
 def rate(value: float | None) -> str:
-    if not value:
-        return "0"
-    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+    return charts.rate_text(value)
 
 
 @register.filter

@@ -144,3 +144,29 @@ def test_a_job_a_row_short_of_its_end_never_reads_100_percent(client_alice, alic
     assert 'data-percent="99"' in body
     listed = client_alice.get(reverse("jobs:list")).content.decode()
     assert ">99.9%</progress>" in listed
+
+
+@pytest.mark.parametrize(
+    ("rows", "worked", "shown"),
+    [(5, 520.0, "under 0.01"), (10, 40.0, "0.25"), (10, 3.0, "3.3"), (30_000, 4.0, "7,500")],
+)
+def test_a_finished_job_states_one_average_rate(client_alice, alice, rows, worked, shown):
+    # 5 rows in 8 min 40 s read "Average rate 0.0 rows/s" above a chart saying "average 0 rows
+    # per second": as if none had run, in two spellings.
+    job = make_job(alice, rows_text(3))
+    t = timezone.now().timestamp()
+    job = set_published(
+        job,
+        status="partial",
+        total=rows,
+        pending=0,
+        succeeded=0,
+        failed=rows,
+        started_at=timezone.now() - timedelta(seconds=worked),
+        finished_at=timezone.now(),
+        worked_seconds=worked,
+        samples=[[t - worked, 0], [t - worked / 2, rows // 2], [t, rows]],
+    )
+    body = client_alice.get(reverse("jobs:detail", args=[job.public_id])).content.decode()
+    assert f'data-testid="average-rate">{shown} rows/s<' in body
+    assert f"average {shown} rows per second over" in body
