@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, Q
 from django.utils import timezone
 
 from . import enqueue, holders, livestatus, states, steps
@@ -182,14 +182,18 @@ def claim_chunk(job_pk: int, generation: int | None = None) -> Chunk | None:
             chunk = _locked(claimable_chunks(job_pk, now).order_by("seq")).first()
             if chunk is None:
                 return None
-        chunk.lease_until = now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
-        chunk.claims += 1
-        chunk.holder = holders.current()
-        chunk.save(update_fields=["lease_until", "claims", "holder"])
-        # Read after the write: SQLite's busy waits come before it, and the reaper's restart
-        # (jobs/steps.py) may land in them; past it, the restart sees the chunk held.
-        if generation is not None and generation != steps.generation(job_pk):
+        lease_until = now + timedelta(seconds=settings.BATCHHUB_LEASE_SECONDS)
+        holder = holders.current()
+        claimed = Chunk.objects.filter(pk=chunk.pk)
+        if generation is not None:
+            # Read by the write itself: SQLite's busy waits come before it, and the reaper's
+            # restart (jobs/steps.py) may land in them; past it, the restart sees the chunk held.
+            current = Job.objects.filter(pk=job_pk, loop_generation=generation)
+            claimed = claimed.filter(Exists(current))
+        if not claimed.update(lease_until=lease_until, claims=F("claims") + 1, holder=holder):
             raise StaleStart
+        chunk.lease_until, chunk.holder = lease_until, holder
+        chunk.claims += 1
         chunk.suspects = take_over(job_pk, chunk)
     return chunk
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from . import enqueue, livestatus, states
+from . import enqueue, livestatus, states, steps
 from .chunk_loop import close_processor, process_chunk, release_chunk
 from .chunks import (
     _LEFT_BEHIND,
@@ -107,6 +107,9 @@ def _database_lost(job_pk: int, held: list[Chunk], exc: Exception) -> Step:
 class Step:
     action: str  # "continue": claim again; "wait": come back after `delay`; "stop"
     delay: float = 0.0
+    # Until when (time.monotonic) the job counts a next step queued now as queued already: its
+    # last sync point said so (jobs/steps.py, QUEUED_WITHIN).
+    queued_until: float | None = None
 
 
 def work_once(
@@ -149,7 +152,8 @@ def head_start(job_pk: int) -> None:
 def _work(
     job_pk: int, seconds: float, io_seconds: float, held: list[Chunk], generation: int | None
 ) -> Step:
-    job = Job.objects.filter(pk=job_pk).first()
+    # Its start stamped as the job is read (jobs/steps.py): a waiting step is not a lost one.
+    job = steps.start(job_pk)
     if job is None or job.status != JobStatus.PROCESSING:
         return Step("stop")
     if generation is not None and generation != job.loop_generation:
@@ -259,7 +263,7 @@ def _work(
                     # behind every step queued meanwhile.
                     finalize(job.pk)
                     return Step("stop")
-                return Step("continue")
+                return Step("continue", queued_until=run.queued_until)
             job, group_rows = run.job, run.group_rows  # as of the chunk's last sync point
     finally:
         if processor is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import DurationField, F, Q, Value
 from django.db.models.functions import Coalesce, Greatest, Now
 
@@ -31,6 +31,20 @@ logger = logging.getLogger(__name__)
 # each writing its time just around its send): a step counts as gone once one queued this much
 # later ran. One clock, the database's, stamps them all.
 ORDER_SLACK = timedelta(seconds=2)
+
+
+# A step that ends queues the job's next step moments after its last sync point: each sync point
+# counts the next step as queued up to this long after it (`queued_soon`), and a step that
+# queued it within that writes nothing more (jobs/tasks.py). Short of the stall, so that a job
+# whose loops were lost is restarted no later for it.
+QUEUED_WITHIN = 1.0
+
+
+def queued_soon():
+    """The job's step_queued_at as a sync point writes it: its step's next one, if it ends now,
+    will have been queued by QUEUED_WITHIN from now."""
+    due = Now() + Value(timedelta(seconds=QUEUED_WITHIN), output_field=DurationField())
+    return Greatest(Coalesce("step_queued_at", due), due)
 
 
 def queued(job_pk: int, delay: float = 0.0) -> None:
@@ -48,13 +62,25 @@ def queued(job_pk: int, delay: float = 0.0) -> None:
         logger.warning("job %s: step queued but not recorded (%s)", job_pk, exc)
 
 
-def started(job_pk: int) -> None:
-    """A step of the job starts; written before it reads which start of the loops it belongs to,
-    so that the reaper's restart (take_for_lost) and this step never both go on."""
-    try:
-        Job.objects.filter(pk=job_pk).update(step_started_at=Now())
-    except DatabaseError:
-        pass  # the step's own reads meet the same trouble, and reconnect (runner)
+def start(job_pk: int) -> Job | None:
+    """A step of the job starts: the job as it is now (None for a job gone), its start stamped
+    by the same statement. The stamp comes with the read of which start of the loops the step
+    belongs to, so that the reaper's restart (take_for_lost) and this step never both go on:
+    either the restart came first and the step reads the new count, or the stamp did and the
+    restart finds the job's step started."""
+    now_sql, now_params = Job.objects.all().query.get_compiler(connection=connection).compile(Now())
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in Job._meta.concrete_fields)
+    # UPDATE … RETURNING (PostgreSQL, SQLite 3.35+): one statement where a stamp and a read
+    # were two, on every step.
+    found = list(
+        Job.objects.raw(
+            f"UPDATE {quote(Job._meta.db_table)} SET {quote('step_started_at')} = {now_sql} "
+            f"WHERE {quote(Job._meta.pk.column)} = %s RETURNING {columns}",
+            [*now_params, job_pk],
+        )
+    )
+    return found[0] if found else None
 
 
 def sent_at(request) -> datetime | None:

@@ -18,7 +18,7 @@ from psycopg import Cursor as PgCursor
 
 from batchhub import jsonsafe
 
-from . import livestatus, reasons, states
+from . import livestatus, reasons, states, steps
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
 from .processors import Processor, RowResult
@@ -319,6 +319,8 @@ class ChunkRun:
     group_rows: int = CPU_GROUP_ROWS
     # Set at a cancel that left rows in a request (hand_over): their chunk's lease lasts this long.
     late_until: datetime | None = None
+    # Until when (time.monotonic) the last sync point counts the step's next one as queued.
+    queued_until: float | None = None
 
     # -- turning results into rows --
     def collect(self, item: _Item, result: RowResult) -> None:
@@ -459,6 +461,7 @@ class ChunkRun:
         started: list[_Item] = []
         refused: list[Done] = []
         now = timezone.now()
+        began = time.monotonic()  # no later than the database's clock in the job's UPDATE
         with transaction.atomic():
             # The rows first, before the job's lock: they belong to this chunk, which only its
             # holder writes, so loops of other worker processes are not kept waiting behind this
@@ -491,7 +494,8 @@ class ChunkRun:
                         status=RowStatus.CANCELLED
                     )
             _count_finished(job, finished)
-            update = [*_COUNTERS, "updated_at", "throttle_streak"]
+            update = [*_COUNTERS, "updated_at", "throttle_streak", "step_queued_at"]
+            queued_at, job.step_queued_at = job.step_queued_at, steps.queued_soon()
             if _add_usage(job, self.usage):
                 self.usage = {}
                 update.append("usage")
@@ -519,6 +523,7 @@ class ChunkRun:
                 job.pending -= len(started)
                 job.running += len(started)
             job.save(update_fields=update)
+            job.step_queued_at = queued_at  # as read: the expression is not read back
             event_id = livestatus.NO_NEW_EVENT
             if refused:
                 event_id = states.record(
@@ -557,6 +562,7 @@ class ChunkRun:
         self.status = job.status
         self.job = job
         self.last_sync = time.monotonic()
+        self.queued_until = began + steps.QUEUED_WITHIN
         return started
 
 

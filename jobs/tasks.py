@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 
@@ -41,9 +42,9 @@ def work(job_pk: int, generation: int | None = None) -> None:
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
     jobs share the workers fairly. The job records when its steps are queued and start
-    (jobs/steps.py), so that one waiting its turn is not taken for lost.
+    (jobs/steps.py; a step's start as it reads the job), so that one waiting its turn is not
+    taken for lost.
     """
-    steps.started(job_pk)
     step = runner.work_once(
         job_pk,
         seconds=runner.TASK_SECONDS,
@@ -52,7 +53,8 @@ def work(job_pk: int, generation: int | None = None) -> None:
     )
     if step.action == "continue":
         work.apply_async((job_pk, generation), retry=True, retry_policy=BROKER_RETRY)
-        steps.queued(job_pk)
+        if step.queued_until is None or time.monotonic() >= step.queued_until:
+            steps.queued(job_pk)
     elif step.action == "wait":
         work.apply_async(
             (job_pk, generation), countdown=step.delay, retry=True, retry_policy=BROKER_RETRY

@@ -3,13 +3,16 @@ reaper tells steps that wait their turn from lost ones by the order of the queue
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from celery import current_app
 from celery.app.task import Context
 from django.conf import settings
+from django.db import connection
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu import Connection
 
@@ -19,6 +22,7 @@ from batchhub.celery import SENT_HEADER
 from jobs import chunks, enqueue, reaper, runner, steps, tasks
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobEvent
+from jobs.syncpoint import ChunkRun
 from tests.conftest import make_job, rows_text
 from tests.jobs.test_recovery import GONE, recorded_sends, work_steps
 
@@ -49,11 +53,15 @@ def reap(now, **kwargs) -> int:
 def test_a_step_records_its_start_and_its_next_steps_queueing(queued_job, monkeypatch):
     queued = []
     monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: queued.append(kw))
-    monkeypatch.setattr(runner, "work_once", lambda *a, **kw: runner.Step("wait", 30.0))
     before = dbclock.now()
+    assert runner.work_once(queued_job.pk, generation=queued_job.loop_generation - 1).action == (
+        "stop"
+    )
+    # Stamped as the step reads the job, even by a step that then stops.
+    assert before <= Job.objects.get(pk=queued_job.pk).step_started_at <= dbclock.now()
+    monkeypatch.setattr(runner, "work_once", lambda *a, **kw: runner.Step("wait", 30.0))
     tasks.work(queued_job.pk, queued_job.loop_generation)
     job = Job.objects.get(pk=queued_job.pk)
-    assert before <= job.step_started_at <= dbclock.now()
     # A delayed step counts from when it is due (it cannot start before), and then from when
     # a pool process is free for it.
     assert queued[0]["countdown"] == 30.0
@@ -61,6 +69,66 @@ def test_a_step_records_its_start_and_its_next_steps_queueing(queued_job, monkey
     # A plain step queued meanwhile leaves the later due time standing.
     steps.queued(job.pk)
     assert Job.objects.get(pk=job.pk).step_queued_at == job.step_queued_at
+
+
+def two_chunk_job(alice, monkeypatch, django_capture_on_commit_callbacks) -> Job:
+    """A 10-row job read, in two chunks, whose steps run one chunk each."""
+    recorded_sends(monkeypatch)
+    monkeypatch.setattr(settings, "BATCHHUB_CHUNK_ROWS", 5)
+    monkeypatch.setattr(runner, "TASK_SECONDS", 0.0)
+    job = make_job(alice, rows_text(10), concurrency=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        loading.ingest(job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def test_a_step_reads_and_writes_its_job_row_no_more_than_its_sync_points_do(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The trace cost a step two writes of the job row (its start, its next step's queueing) and
+    # a read of its start count at each claim, beside the step's own read of the job.
+    job = two_chunk_job(alice, monkeypatch, django_capture_on_commit_callbacks)
+    queued = []
+    monkeypatch.setattr(tasks.work, "apply_async", lambda args, **kw: queued.append(args))
+    syncs = []
+    real_sync = ChunkRun._sync
+    monkeypatch.setattr(
+        ChunkRun, "_sync", lambda run, *a, **kw: syncs.append(1) or real_sync(run, *a, **kw)
+    )
+    before = dbclock.now()
+    with CaptureQueriesContext(connection) as captured:
+        tasks.work(job.pk, job.loop_generation)
+    assert queued == [(job.pk, job.loop_generation)]
+    done = Job.objects.get(pk=job.pk)
+    assert done.succeeded == 5
+    table = f'"{Job._meta.db_table}"'
+    job_row = [
+        q["sql"]
+        for q in captured.captured_queries
+        if q["sql"].startswith(f"UPDATE {table}")
+        or (q["sql"].startswith("SELECT") and f"FROM {table}" in q["sql"].split(" WHERE ")[0])
+    ]
+    # Each sync point reads the job under its lock and writes it; the step's start is the
+    # one statement more, and it counts the next step as queued once queued just after.
+    assert len(job_row) == 1 + 2 * len(syncs), job_row
+    assert before <= done.step_started_at
+    assert done.step_queued_at >= dbclock.now()
+
+
+def test_a_step_that_queues_its_next_one_late_records_when(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The broker was slow to take the message (retries through a restart): past what the last
+    # sync point counted, the step writes the time itself.
+    job = two_chunk_job(alice, monkeypatch, django_capture_on_commit_callbacks)
+    late = steps.QUEUED_WITHIN + 1.0
+    monkeypatch.setattr(tasks.work, "apply_async", lambda *a, **kw: time.sleep(late))
+    began = dbclock.now()
+    tasks.work(job.pk, job.loop_generation)
+    done = Job.objects.get(pk=job.pk)
+    assert done.succeeded == 5
+    assert done.step_queued_at >= began + timedelta(seconds=late)
 
 
 def test_a_step_that_has_just_started_keeps_its_job_from_a_restart(queued_job):
@@ -105,7 +173,6 @@ def test_a_step_that_starts_as_the_reaper_decides_stops_or_keeps_the_job(queued_
     assert generation == queued_job.loop_generation + 1
     # The step that was judged lost starts after all: it belongs to an earlier start and stops.
     old = queued_job.loop_generation
-    steps.started(queued_job.pk)
     assert runner.work_once(queued_job.pk, generation=old).action == "stop"
     assert Job.objects.get(pk=queued_job.pk).succeeded == 0
     # A step started first: the reaper leaves the job alone.
@@ -195,8 +262,6 @@ def test_the_reapers_time_and_the_steps_are_on_one_clock(queued_job, monkeypatch
     # Beat's clock ahead of the workers': a step queued after the reaper's message looked queued
     # before it, and its job was restarted as lost while the step waited its turn. Every one of
     # those times is the database's.
-    import time
-
     real_time, real_now = time.time, timezone.now
     monkeypatch.setattr(time, "time", lambda: real_time() + 60)
     headers = {}
