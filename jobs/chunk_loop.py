@@ -22,7 +22,7 @@ from batchhub import jsonsafe
 from . import livestatus
 from .chunks import Plan
 from .models import Chunk, Job, JobStatus, Row, RowStatus
-from .processors import Processor, RowInput, RowResult
+from .processors import Processor, RowInput, RowResult, calls
 from .ratelimit import RateLimitTimeout, acquire
 from .syncpoint import CPU_GROUP_ROWS, ChunkRun, _Item
 
@@ -184,7 +184,8 @@ def _start(job: Job, chunk: Chunk, processor: Processor, plan: Plan, group_rows:
     else:
 
         def run_group(items: list[_Item]) -> list[RowResult]:
-            return processor.process([to_input(item) for item in items])
+            # Guarded: a process (or run_one) of the processor's own may raise.
+            return calls.process(processor, [to_input(item) for item in items])
 
     # Rows in flight when a worker died: the first half runs as one group; if it comes back, the
     # row that stopped the worker (if one did) is in the other half, which is split again, down
@@ -329,10 +330,11 @@ def _run_threaded(
         if not begun:
             return handover.back(item, _NOT_STARTED)
         try:
-            result = processor.run_one(to_input(item))
+            row = to_input(item)
         except Exception as exc:
             return handover.back(item, None, exc)
-        return handover.back(item, result)
+        # Guarded: a run_one of the processor's own may raise.
+        return handover.back(item, calls.run_one(processor, row))
 
     # Finished calls come back through one queue (a done-callback each) rather than by waiting on
     # every future in flight: concurrent.futures.wait installs and removes a waiter on each of

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import credentials
 from .ingest.validation import missing_column_message
+from .processors import calls
 from .processors.base import (
     ParamsError,
     Processor,
@@ -82,7 +83,7 @@ def run_sample(
             _run_concurrently(processor, runnable, results, deadline, concurrency)
         elif runnable:
             for (i, _), result in zip(
-                runnable, processor.process([row for _, row in runnable]), strict=True
+                runnable, calls.process(processor, [row for _, row in runnable]), strict=True
             ):
                 results[i] = result
     finally:
@@ -121,7 +122,7 @@ def _run_concurrently(
         return
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="batchhub-sample")
     try:
-        futures = {pool.submit(processor.run_one, row): i for i, row in runnable}
+        futures = {pool.submit(calls.run_one, processor, row): i for i, row in runnable}
         done, _pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future in done:
             results[futures[future]] = future.result()

@@ -112,6 +112,38 @@ class RowResult:
         )
 
 
+def raised(processor: Processor, exc: Exception, what: str) -> RowResult:
+    """What the rows `what` names come to when the processor raised `exc` on them: a RowError
+    fails them with its message, a RetryableError retries them, anything else (a bug, logged)
+    fails them with its type and message."""
+    if isinstance(exc, RowError):
+        return RowResult(error=str(exc) or exc.__class__.__name__, reason=exc.reason)
+    if isinstance(exc, RetryableError):
+        return RowResult(
+            error=str(exc),
+            retry=True,
+            retry_after=exc.retry_after,
+            rate_limited=exc.rate_limited,
+            reason=exc.reason,
+        )
+    logger.error("processor %s raised on %s", processor.name, what, exc_info=exc)
+    return RowResult(error=f"{exc.__class__.__name__}: {exc}")
+
+
+def as_result(value: Any) -> RowResult:
+    """A row method's return as a result: a dict of outputs as run_one takes process_row's (a
+    value of any other type fails its row when collected: RowResult.checked)."""
+    return value if isinstance(value, RowResult) else RowResult.ok(value)
+
+
+def guarded_run_one(processor: Processor, row: RowInput) -> RowResult:
+    """processor.run_one(row), never raising: a run_one of a subclass's own may."""
+    try:
+        return as_result(processor.run_one(row))
+    except Exception as exc:
+        return raised(processor, exc, f"row {row.index}")
+
+
 def _with_defaults(validator_class):
     """A validator that also fills in schema defaults, so processors see complete params."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -235,25 +267,19 @@ class Processor:
         """One row, with the processor's errors turned into results (never raises)."""
         try:
             output = self.process_row(row)
-        except RowError as exc:
-            return RowResult(error=str(exc) or exc.__class__.__name__, reason=exc.reason)
-        except RetryableError as exc:
-            return RowResult(
-                error=str(exc),
-                retry=True,
-                retry_after=exc.retry_after,
-                rate_limited=exc.rate_limited,
-                reason=exc.reason,
-            )
         except Exception as exc:  # a processor bug must fail the row, not the worker loop
-            logger.exception("processor %s raised on row %s", self.name, row.index)
-            return RowResult(error=f"{exc.__class__.__name__}: {exc}")
+            return raised(self, exc, f"row {row.index}")
         if isinstance(output, RowResult):
             return output
         return RowResult.ok(output)
 
     def process(self, batch: list[RowInput]) -> list[RowResult]:
-        return [self.run_one(row) for row in batch]
+        if type(self).run_one is Processor.run_one and "run_one" not in getattr(
+            self, "__dict__", ()
+        ):
+            return [self.run_one(row) for row in batch]
+        # A run_one of the subclass's own may raise: each row gets its own error.
+        return [guarded_run_one(self, row) for row in batch]
 
     # --- positional rows (optional) -------------------------------------------------------------
     # A processor that can work on a row's values as they are stored (a list in the order of the

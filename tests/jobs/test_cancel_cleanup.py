@@ -11,6 +11,7 @@ from jobs import chunks, finish, reaper, runner, services
 from jobs.ingest import loading
 from jobs.models import Chunk, Job, JobStatus, Row, RowStatus
 from jobs.processors import base
+from jobs.processors import calls as processor_calls
 from jobs.tasks import cancel_leftovers, ingest_job
 from tests.conftest import make_job, rows_text
 from tests.jobs.test_engine import during_group, grouped_job
@@ -38,18 +39,22 @@ def test_a_loop_failing_mid_chunk_after_a_cancel_leaves_its_rows_cancelled(
     alice, settings, monkeypatch
 ):
     job = grouped_job(alice, settings, monkeypatch, chunk=1000, group=100)
-    real = base.Processor.process
+    real = processor_calls.process
     calls = {"n": 0}
 
-    def process(self, batch):
+    def process(processor, batch):
         calls["n"] += 1
         if calls["n"] == 3:
-            # The cancel arrives while this group runs, then the loop dies with an error.
+            # The cancel arrives while this group runs, then the loop dies with an error of its
+            # own (what a processor raises fails its rows instead: test_raising_processors).
             services.cancel(Job.objects.get(pk=job.pk), actor="alice")
-            raise RuntimeError("the processor broke")
-        return real(self, batch)
+            raise RuntimeError("the loop broke")
+        return real(processor, batch)
 
-    monkeypatch.setattr(base.Processor, "process", process)
+    monkeypatch.setattr(processor_calls, "process", process)
+    # Rows through process, not the template's positional shortcut.
+    by_rows = base.Processor.process
+    monkeypatch.setattr(base.Processor, "process", lambda self, batch: by_rows(self, batch))
     with pytest.raises(RuntimeError):
         runner.work_once(job.pk)
     job.refresh_from_db()
