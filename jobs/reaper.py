@@ -18,6 +18,7 @@ from . import (
     chunks,
     enqueue,
     finish,
+    held,
     holders,
     livestatus,
     runner,
@@ -81,10 +82,17 @@ def reap(now=None, probe=None) -> dict[str, int]:
     stall = min(lease, timedelta(seconds=runner.STALL_SECONDS))
     stale = Job.objects.filter(status=JobStatus.PROCESSING, updated_at__lt=now - stall)
     left_before = UNASKED  # asked once a round, when a job looks stalled
+    held_steps = UNASKED  # the workers asked once a round, when a job looks lost
     for job in stale:
         if chunks.needs_loops(job.pk, now):
             if left_before is UNASKED:
                 left_before = steps.left_queue_before(now, probe, lease)
+            if not steps.looks_lost(job.pk, now=now, stall=stall, left_before=left_before):
+                continue
+            if held_steps is UNASKED:
+                held_steps = held.held()
+            if held_steps and held.holds(held_steps, job.pk, job.loop_generation):
+                continue  # a live worker holds its step, past the queue: it runs once free
             if _restart(job, now, stall, left_before):
                 done["restarted"] += 1
         elif not Chunk.objects.filter(job=job, done=False).exists():

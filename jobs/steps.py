@@ -117,13 +117,23 @@ def take_for_lost(
     Returns the new start's count (None when the job is left alone), read under the same lock:
     a resume or retry starting the loops meanwhile gets a count of its own."""
     with transaction.atomic():
-        taken = (
-            Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
-            .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
-            .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
-            .update(**new_start(), step_queued_at=now, updated_at=now)
+        taken = _lost(job_pk, now, stall, left_before).update(
+            **new_start(), step_queued_at=now, updated_at=now
         )
         return generation(job_pk) if taken else None
+
+
+def looks_lost(job_pk: int, *, now: datetime, stall: timedelta, left_before: datetime) -> bool:
+    """Whether take_for_lost would take the job now (read only)."""
+    return _lost(job_pk, now, stall, left_before).exists()
+
+
+def _lost(job_pk: int, now: datetime, stall: timedelta, left_before: datetime):
+    return (
+        Job.objects.filter(pk=job_pk, status=JobStatus.PROCESSING, updated_at__lt=now - stall)
+        .filter(Q(step_started_at__isnull=True) | Q(step_started_at__lt=now - stall))
+        .filter(Q(step_queued_at__isnull=True) | Q(step_queued_at__lt=left_before))
+    )
 
 
 def new_start() -> dict:

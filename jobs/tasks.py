@@ -9,9 +9,10 @@ from celery import shared_task
 
 from batchhub import dbspace
 
-# webhook_tasks holds the webhook sender's task: imported here so that autodiscovery of
-# jobs.tasks registers it with the workers.
+# webhook_tasks holds the webhook sender's task, held the workers' answer to which steps they
+# hold: imported here so that autodiscovery of jobs.tasks registers them with the workers.
 from . import (
+    held,  # noqa: F401
     housekeeping,
     reaper,
     runner,

@@ -300,3 +300,15 @@ def redis_commands(monkeypatch):
         return sent
 
     return start
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_holds_steps(monkeypatch):
+    """No worker runs beside a test driven in process (the broker in memory): none holds a step,
+    and the reaper need not wait for the workers' answers (jobs/held.py) each round."""
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("memory://"):
+        from jobs import held
+
+        monkeypatch.setattr(held, "held", lambda: set())
