@@ -148,7 +148,7 @@ def process_chunk(
                 )
                 for item, result in zip(started, results, strict=True):
                     run.collect(item, result)
-    run.sync([])
+    run.sync([], last=True)
     return run
 
 

@@ -319,7 +319,7 @@ class ChunkRun:
     group_rows: int = CPU_GROUP_ROWS
     # Set at a cancel that left rows in a request (hand_over): their chunk's lease lasts this long.
     late_until: datetime | None = None
-    # Until when (time.monotonic) the last sync point counts the step's next one as queued.
+    # Until when (time.monotonic) the run's last sync point counts the step's next one as queued.
     queued_until: float | None = None
 
     # -- turning results into rows --
@@ -437,13 +437,15 @@ class ChunkRun:
         return True
 
     # -- the sync point --
-    def sync(self, to_start: list[_Item], *, mark_rows: bool = True) -> list[_Item]:
+    def sync(
+        self, to_start: list[_Item], *, mark_rows: bool = True, last: bool = False
+    ) -> list[_Item]:
         """Commit finished rows, start `to_start` if the job is still processing.
 
         Returns the started."""
         finished, self.finished = self.finished, []
         try:
-            return self._sync(finished, to_start, mark_rows)
+            return self._sync(finished, to_start, mark_rows, last=last)
         except _Refused as refused:
             # Raised by the first write, before anything else in the transaction: it was rolled
             # back whole, and nothing in memory changed yet. Failing the step instead held the
@@ -453,10 +455,16 @@ class ChunkRun:
                 self.job.public_id,
                 refused.__cause__,
             )
-            return self._sync(finished, to_start, mark_rows, each=True)
+            return self._sync(finished, to_start, mark_rows, each=True, last=last)
 
     def _sync(
-        self, finished: list[Done], to_start: list[_Item], mark_rows: bool, *, each: bool = False
+        self,
+        finished: list[Done],
+        to_start: list[_Item],
+        mark_rows: bool,
+        *,
+        each: bool = False,
+        last: bool = False,
     ) -> list[_Item]:
         started: list[_Item] = []
         refused: list[Done] = []
@@ -494,8 +502,12 @@ class ChunkRun:
                         status=RowStatus.CANCELLED
                     )
             _count_finished(job, finished)
-            update = [*_COUNTERS, "updated_at", "throttle_streak", "step_queued_at"]
-            queued_at, job.step_queued_at = job.step_queued_at, steps.queued_soon()
+            update = [*_COUNTERS, "updated_at", "throttle_streak"]
+            queued_at = job.step_queued_at
+            if last:
+                # The chunk's run ends here, and the step may queue its next one (jobs/steps.py).
+                update.append("step_queued_at")
+                job.step_queued_at = steps.queued_soon()
             if _add_usage(job, self.usage):
                 self.usage = {}
                 update.append("usage")
@@ -562,7 +574,8 @@ class ChunkRun:
         self.status = job.status
         self.job = job
         self.last_sync = time.monotonic()
-        self.queued_until = began + steps.QUEUED_WITHIN
+        if last:
+            self.queued_until = began + steps.QUEUED_WITHIN
         return started
 
 
