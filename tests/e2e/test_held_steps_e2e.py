@@ -21,6 +21,9 @@ pytestmark = pytest.mark.e2e
 DUE = 10  # seconds until the delayed step is due
 
 
+# Timed around a real pool (about 25 s, and the busy step must outlast the delayed one's due
+# time): for BATCHHUB_SLOW=1. tests/jobs/test_held_steps.py covers the reaper's use of the answer.
+@pytest.mark.slow
 def test_a_worker_says_which_due_step_it_holds_while_its_pool_is_busy(
     alice, worker_factory, monkeypatch
 ):
