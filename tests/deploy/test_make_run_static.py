@@ -11,12 +11,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def needs_collecting(static_root: Path) -> bool:
-    # `make -q` answers 1 when the target would be made again, 0 when it is up to date.
+    # `make -q` answers 1 when the target would be made again, 0 when it is up to date; `-o`
+    # leaves out the install's stamp, which a checkout whose pyproject.toml changed since the
+    # last install has out of date.
     manifest = static_root / "staticfiles.json"
     env = {**os.environ, "STATIC_ROOT": str(static_root)}
-    done = subprocess.run(
-        ["make", "-q", "--no-print-directory", str(manifest)], cwd=ROOT, env=env, check=False
-    )
+    command = ["make", "-q", "-o", ".venv/.installed", "--no-print-directory", str(manifest)]
+    done = subprocess.run(command, cwd=ROOT, env=env, check=False)
     assert done.returncode in (0, 1), done
     return done.returncode == 1
 
