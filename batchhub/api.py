@@ -84,6 +84,19 @@ class UnsupportedContentEncoding(APIError):
         )
 
 
+class UnsupportedCharset(APIError):
+    """A Content-Type charset that names a codec but not a text encoding (zlib, base64, an
+    escape codec): decoding with it unpacked or rewrote the body instead of reading it."""
+
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    error_code = "unsupported_media_type"
+
+    def __init__(self, charset: str):
+        from .charset import refusal
+
+        super().__init__(refusal(charset), details={"charset": charset[:40]})
+
+
 class RequestTimeout(APIError, BadRequest):
     """The client stopped sending its request body (batchhub/webworker.py). Also Django's
     BadRequest, so that a page's view that was reading the body answers 400, not 500."""

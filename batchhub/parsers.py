@@ -15,7 +15,8 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonsafe, jsonstream
-from .api import UnsupportedContentEncoding, raise_if_cut_short
+from .api import UnsupportedCharset, UnsupportedContentEncoding, raise_if_cut_short
+from .charset import is_text_encoding
 
 
 def refuse_content_coding(parser_context: dict | None) -> None:
@@ -23,6 +24,14 @@ def refuse_content_coding(parser_context: dict | None) -> None:
     coding = (getattr(request, "META", {}).get("HTTP_CONTENT_ENCODING") or "").strip()
     if coding and coding.lower() != "identity":
         raise UnsupportedContentEncoding(coding)
+
+
+def text_encoding(parser_context: dict | None) -> str:
+    """The request's charset, if it is a text encoding (batchhub/charset.py); else a 415."""
+    encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET
+    if not is_text_encoding(encoding):
+        raise UnsupportedCharset(encoding)
+    return encoding
 
 
 def _django_request(parser_context: dict | None):
@@ -33,6 +42,7 @@ def _django_request(parser_context: dict | None):
 class PlainMultiPartParser(MultiPartParser):
     def parse(self, stream, media_type=None, parser_context=None):
         refuse_content_coding(parser_context)
+        text_encoding(parser_context)
         parsed = super().parse(stream, media_type, parser_context)
         # Django's parser reads the body to its end: a part cut off there was dropped unseen.
         raise_if_cut_short(_django_request(parser_context))
@@ -42,13 +52,14 @@ class PlainMultiPartParser(MultiPartParser):
 class PlainFormParser(FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
         refuse_content_coding(parser_context)
+        text_encoding(parser_context)
         return super().parse(stream, media_type, parser_context)
 
 
 class BoundedJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         refuse_content_coding(parser_context)
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        encoding = text_encoding(parser_context)
         try:
             text = codecs.getreader(encoding)(stream).read()
         except UnicodeDecodeError as exc:

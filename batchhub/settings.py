@@ -81,6 +81,8 @@ MIDDLEWARE = [
     # ALLOWED_HOSTS check (a probe names the node's address): batchhub/health.py.
     "batchhub.health.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: a charset such as zlib is refused, not decoded.
+    "batchhub.charset.TextCharsetMiddleware",
     # The API status poll answered from the cache below the rest of the stack (jobs/fast_status).
     "jobs.fast_status.FastStatusMiddleware",
     # The job page's poll answered from the cache when a fragment of this second answers it.

@@ -8,6 +8,7 @@ bodies of the API.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -475,6 +476,65 @@ def test_other_json_bodies_refuse_a_compressed_body_too(api_alice):
         f"{API}/keys", body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
     )
     assert_error(response, 415, "unsupported_media_type")
+
+
+# --- a charset that is a codec but no text encoding ----------------------------------------------
+# Django takes any codec Python knows as the charset: charset=zlib unpacked a small body into
+# hundreds of megabytes of text before it was parsed, and the escape codecs rewrote it.
+
+NOT_TEXT = ["zlib", "bz2", "base64", "hex", "uu", "rot13", "unicode_escape", "raw_unicode_escape"]
+
+
+@pytest.mark.parametrize("path", ["jobs", "jobs/validate"])
+@pytest.mark.parametrize("charset", NOT_TEXT)
+def test_a_json_body_in_a_codec_that_is_not_text_is_415(api_alice, path, charset):
+    body = codecs.encode(ROWS_BODY.encode(), charset) if charset in ("zlib", "bz2") else ROWS_BODY
+    response = api_alice.post(
+        f"{API}/{path}", body, content_type=f"application/json; charset={charset}"
+    )
+    error = assert_error(response, 415, "unsupported_media_type")
+    assert f"charset={charset}" in error["message"]
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("charset", ["zlib", "unicode_escape"])
+def test_a_multipart_or_form_body_in_a_codec_that_is_not_text_is_415(api_alice, charset):
+    fields = {"file": upload(b"name\nann\n", "in.csv"), "processor": "template", "params": TEMPLATE}
+    response = api_alice.generic(
+        "POST",
+        f"{API}/jobs",
+        encode_multipart(BOUNDARY, fields),
+        content_type=f"{MULTIPART_CONTENT}; charset={charset}",
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    response = api_alice.generic(
+        "POST",
+        f"{API}/keys",
+        b"name=ci",
+        content_type=f"application/x-www-form-urlencoded; charset={charset}",
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert Job.objects.count() == 0
+
+
+def test_a_page_form_in_a_codec_that_is_not_text_is_415_not_500(client_alice):
+    body = encode_multipart(BOUNDARY, {"processor": "template", "file": upload(b"a\n", "a.csv")})
+    response = client_alice.generic(
+        "POST", "/jobs/new/", body, content_type=f"{MULTIPART_CONTENT}; charset=zlib"
+    )
+    assert response.status_code == 415
+    assert b"charset=zlib" in response.content
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16"])
+def test_a_json_body_in_a_text_charset_is_read_in_it(api_alice, charset):
+    body = ROWS_BODY.replace('"a"', '"é"').encode(charset)
+    response = api_alice.post(
+        f"{API}/jobs/validate", body, content_type=f"application/json; charset={charset}"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["valid"] is True
 
 
 # --- a JSONL row longer than the detection sample -------------------------------------------------
