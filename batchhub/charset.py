@@ -40,10 +40,10 @@ class TextCharsetMiddleware:
         encoding = request.encoding
         if encoding is None or is_text_encoding(encoding):
             return self.get_response(request)
-        from .api import error_body  # imports DRF: only on this rare path
-
         message = refusal(encoding)
         if request.path.startswith("/api/"):
-            body = error_body("unsupported_media_type", message, {"charset": encoding[:40]})
-            return JsonResponse(body, status=415)
+            # The API's error body (batchhub.api.error_body, which imports this module).
+            details = {"charset": encoding[:40]}
+            error = {"code": "unsupported_media_type", "message": message, "details": details}
+            return JsonResponse({"error": error}, status=415)
         return HttpResponse(message, status=415, content_type="text/plain; charset=utf-8")
