@@ -17,8 +17,6 @@ from typing import Any
 from . import jsonsafe
 
 _WS = re.compile(r"[ \t\n\r]*")
-# Whitespace inside a value: the only place a raw line break can be in valid JSON.
-_LINE_BREAK = re.compile(r"[\r\n]")
 _VALUE_STARTS = frozenset('{["-0123456789tfnNI')
 SPOOL_BYTES = 1024 * 1024
 _WRITE_LINES = 1000
@@ -31,7 +29,10 @@ class NotAnObject(ValueError):
 
 class JSONLines:
     """The items of a JSON list, one JSON text a line in a temporary file (in memory while
-    small): counted, the first kept, the ones that are not objects named."""
+    small): counted, the first kept, the ones that are not objects named, the longest line measured.
+
+    Each item is written as jsonsafe.dumps writes it (compact, key order and big integers kept),
+    not as the client's text: whitespace and escapes do not reach what a job stores."""
 
     def __init__(self) -> None:
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
@@ -40,18 +41,21 @@ class JSONLines:
         # (index, type name) of the first items that are not objects, and how many there were.
         self.not_objects: list[tuple[int, str]] = []
         self.not_object_count = 0
+        # The longest line in UTF-8 bytes, and the index of its item.
+        self.longest = (0, 0)
         self._pending: list[str] = []
 
-    def add(self, value: Any, text: str, start: int, end: int) -> None:
+    def add(self, value: Any) -> None:
         if self.count == 0:
             self.first = value
         if type(value) is not dict:
             self.not_object_count += 1
             if len(self.not_objects) < MAX_NAMED:
                 self.not_objects.append((self.count, type(value).__name__))
-        line = text[start:end]
-        if "\n" in line or "\r" in line:
-            line = _LINE_BREAK.sub(" ", line)
+        line = jsonsafe.dumps(value)
+        size = len(line) if line.isascii() else len(line.encode())
+        if size > self.longest[0]:
+            self.longest = (size, self.count)
         self._pending.append(line)
         self.count += 1
         if len(self._pending) >= _WRITE_LINES:
@@ -177,7 +181,7 @@ def _stream_list(text: str, at: int, key: str) -> tuple[JSONLines, int]:
             value, end = decode(text, at)
         except jsonsafe.JSONLimitError as exc:
             raise _within(exc, key, sink.count) from None
-        add(value, text, at, end)
+        add(value)
         at = skip(text, end).end()
         separator = text[at : at + 1]
         if separator == "]":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from batchhub.jsonstream import JSONLines
 
 from . import credentials, enqueue, states
 from . import ingest as ingest_mod
+from .ingest.read import max_line_bytes
 from .models import ACTIVE, MAX_RATE_LIMIT, Job, JobStatus
 from .processor_setup import check_column_map, processor_for
 from .processors import ParamsError, Processor
@@ -34,6 +36,18 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # Rows sent as JSON become a JSONL file: kept in memory while small, on disk past this.
 ROWS_SPOOL_BYTES = 1024 * 1024
 ROWS_PER_WRITE = 1000
+
+
+def _refuse_a_row_too_long(rows: JSONLines) -> None:
+    # Stored as a line of JSONL, a row longer than a line may be would fail only at ingest.
+    size, index = rows.longest
+    limit = max_line_bytes()
+    if size > limit:
+        message = (
+            f"rows[{index}] is {size:,} bytes of JSON, longer than the {limit:,} bytes a row "
+            "can take."
+        )
+        raise APIError(message, details={"rows": {index: [message]}})
 
 
 class Source:
@@ -47,18 +61,19 @@ class Source:
         self.upload = upload
         self.rows = rows
         self.filename = getattr(upload, "name", None) or "rows.jsonl"
-        if rows is not None:
-            if isinstance(rows, JSONLines):
-                if rows.not_objects:
-                    raise APIError(
-                        "rows must be a list of objects.",
-                        details={"rows": ["rows must be a list of objects."]},
-                    )
-            elif not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise APIError(
-                    "rows must be a list of objects.",
-                    details={"rows": ["rows must be a list of objects."]},
-                )
+        if rows is None:
+            return
+        if isinstance(rows, JSONLines):
+            objects = not rows.not_objects
+        else:
+            objects = isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+        if not objects:
+            raise APIError(
+                "rows must be a list of objects.",
+                details={"rows": ["rows must be a list of objects."]},
+            )
+        if isinstance(rows, JSONLines):
+            _refuse_a_row_too_long(rows)
 
     def report(self, **kwargs: Any) -> ingest_mod.Report:
         """The input read and checked; FileTooLarge (413) when its text is over the limit."""
@@ -218,9 +233,7 @@ def seconds_until_a_job_ends(user) -> int:
 def request_fingerprint(payload: dict[str, Any], upload: File | None) -> str:
     rows = payload.get("rows")
     if isinstance(rows, JSONLines):
-        # Hashed as the lines they are, a block at a time, not as one string of the table.
-        payload = {**payload, "rows": "lines"}
-        upload = File(rows.open())
+        return _fingerprint_with_rows(payload, rows)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     if upload is not None:
         fh = upload.open("rb") if hasattr(upload, "open") else upload
@@ -228,6 +241,21 @@ def request_fingerprint(payload: dict[str, Any], upload: File | None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
         fh.seek(0)
+    return digest.hexdigest()
+
+
+def _fingerprint_with_rows(payload: dict[str, Any], rows: JSONLines) -> str:
+    """The fingerprint of the payload with its rows as a list, a row at a time: the same hash
+    as of the list, so rows that differ only in whitespace, escapes or key order match."""
+    marker = f"rows-{uuid.uuid4().hex}"
+    text = json.dumps({**payload, "rows": marker}, sort_keys=True, default=str)
+    head, tail = text.split(json.dumps(marker), 1)
+    digest = hashlib.sha256((head + "[").encode())
+    separator = ""
+    for row in rows:
+        digest.update((separator + json.dumps(row, sort_keys=True, default=str)).encode())
+        separator = ", "
+    digest.update(("]" + tail).encode())
     return digest.hexdigest()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from django.core.files.base import ContentFile, File
@@ -86,9 +85,7 @@ def _document_lines(documents: JSONLines) -> JSONLines:
     """Documents read from the body a line each, as rows a line each: a document at a time."""
     rows = JSONLines()
     for number, line in enumerate(documents.lines(), 1):
-        row = _document_row(loads_checked(line), number)
-        text = line if line.startswith("{") else json.dumps(row, ensure_ascii=False)
-        rows.add(row, text, 0, len(text))
+        rows.add(_document_row(loads_checked(line), number))
     return rows
 
 

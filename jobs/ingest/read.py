@@ -30,15 +30,21 @@ def _raise(line: int | None, column: int | None, message: str) -> None:
     raise InputError([_error(line, column, message)])
 
 
+def max_line_bytes(columns: int | None = None) -> int:
+    """The most bytes one line may take: `columns` fields (a JSONL line: the column limit's)."""
+    field = settings.BATCHHUB_MAX_FIELD_BYTES
+    columns = settings.BATCHHUB_MAX_COLUMNS if columns is None else columns
+    return min(settings.BATCHHUB_MAX_ROW_BYTES, max(columns, 1) * (4 * field + 3) + 2)
+
+
 def read_limits(info: TableInfo, deadline: float | None = None) -> Limits:
     """The bounds for reading this input: decompressed bytes, and bytes in one physical line.
 
     A CSV line holds at most its header's columns, each at most the field size (a character
     can take 4 bytes in UTF-8, and a quote doubles); a JSONL line at most the column limit's.
     """
-    field = settings.BATCHHUB_MAX_FIELD_BYTES
     columns = len(info.columns) if info.format == "csv" else settings.BATCHHUB_MAX_COLUMNS
-    line = min(settings.BATCHHUB_MAX_ROW_BYTES, max(columns, 1) * (4 * field + 3) + 2)
+    line = max_line_bytes(columns)
     legacy = info.encoding is not None and single_byte(info.encoding)
     max_bytes = (
         settings.BATCHHUB_MAX_DECOMPRESSED_BYTES

@@ -137,3 +137,55 @@ def test_a_document_that_is_neither_object_nor_string_is_named(api_alice):
     error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
     assert "documents[1] must be an object or a string" in error["message"]
     assert Job.objects.count() == 0
+
+
+def test_a_row_is_stored_as_the_json_writer_writes_it_not_the_clients_text(api_alice):
+    # The client's spaces and escapes do not reach the stored input; key order and a big
+    # integer do (written by the stdlib, with its spacing: orjson cannot write it).
+    body = HEAD + '[ {  "name" :  "\\u0041\\/" ,\n "a": 123456789012345678901234567890 } ]}'
+    assert _post(api_alice, "jobs", body).status_code == 201
+    stored = Job.objects.get().input_file.read().decode()
+    assert stored == '{"name": "A/", "a": 123456789012345678901234567890}\n'
+
+
+def test_a_row_padded_with_whitespace_is_stored_without_it(api_alice, settings):
+    settings.BATCHHUB_MAX_ROW_BYTES = 4096
+    body = HEAD + '[{"name": "a"' + " " * 10_000 + "}]}"
+    assert _post(api_alice, "jobs", body).status_code == 201
+    assert Job.objects.get().input_file.read() == b'{"name":"a"}\n'
+
+
+def test_a_row_longer_than_a_line_may_be_is_refused_at_create(api_alice, settings):
+    settings.BATCHHUB_MAX_ROW_BYTES = 4096
+    body = HEAD + '[{"name": "a"}, {"name": "' + "x" * 5000 + '"}]}'
+    for path in ("jobs/validate", "jobs"):
+        error = assert_error(_post(api_alice, path, body), 400, "invalid_request")
+        assert error["message"].startswith("rows[1] is 5,011 bytes"), error["message"]
+        assert "4,096 bytes" in error["message"]
+    assert Job.objects.count() == 0
+
+
+def test_a_retry_whose_rows_differ_only_in_spelling_gets_the_first_job(api_alice):
+    bodies = [
+        HEAD + '[{"name": "a", "n": 1}]}',
+        HEAD + '[ { "n" : 1 ,  "name" : "\\u0061" } ]}',
+    ]
+    answers = [
+        api_alice.post(
+            f"{API}/jobs", body, content_type="application/json", headers={"Idempotency-Key": "k"}
+        )
+        for body in bodies
+    ]
+    assert [a.status_code for a in answers] == [201, 200], answers[1].content[:300]
+    assert answers[0].json()["id"] == answers[1].json()["id"]
+
+
+def test_the_fingerprint_of_streamed_rows_is_that_of_the_list():
+    # Keys sent before the rows were read a row at a time match as they did.
+    from batchhub.jsonstream import loads_object
+    from jobs.creation import request_fingerprint
+
+    text = '{"processor": "p", "rows": [{"b": 1, "a": [1.5, null]}, {"c": "é"}]}'
+    streamed = loads_object(text, ("rows",))
+    listed = json.loads(text)
+    assert request_fingerprint(streamed, None) == request_fingerprint(listed, None)
