@@ -8,6 +8,8 @@ memory is the body's text and one item, whatever the count.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import re
 import tempfile
@@ -23,6 +25,24 @@ _WRITE_LINES = 1000
 MAX_NAMED = 20
 
 
+# The JSONLines made inside closing_files(), closed at its end.
+_OPEN: contextvars.ContextVar[list | None] = contextvars.ContextVar("jsonlines_open", default=None)
+
+
+@contextlib.contextmanager
+def closing_files() -> Iterator[None]:
+    """Close every JSONLines made within, when it ends: a request's rows file is dropped when
+    the request is answered, not when the garbage collector breaks the cycles around it."""
+    opened: list[JSONLines] = []
+    token = _OPEN.set(opened)
+    try:
+        yield
+    finally:
+        _OPEN.reset(token)
+        for lines in opened:
+            lines.file.close()
+
+
 class NotAnObject(ValueError):
     """The document is not a JSON object."""
 
@@ -36,6 +56,9 @@ class JSONLines:
 
     def __init__(self) -> None:
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        opened = _OPEN.get()
+        if opened is not None:
+            opened.append(self)
         self.count = 0
         self.first: Any = None
         # (index, type name) of the first items that are not objects, and how many there were.

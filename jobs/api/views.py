@@ -19,6 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from batchhub import jsonstream
 from batchhub.api import (
     APIError,
     FileTooLarge,
@@ -123,6 +124,11 @@ class JobViewSet(viewsets.GenericViewSet):
     def streamed_json_fields(self) -> tuple[str, ...]:
         # A job's rows are read a row at a time into a file, never as a list of objects.
         return ("rows", "documents") if self.action in ("create", "validate") else ()
+
+    def dispatch(self, request, *args: Any, **kwargs: Any):
+        # The rows read from a body into temporary files are closed when the request ends.
+        with jsonstream.closing_files():
+            return super().dispatch(request, *args, **kwargs)
 
     def initialize_request(self, request, *args: Any, **kwargs: Any) -> Request:
         drf_request = super().initialize_request(request, *args, **kwargs)

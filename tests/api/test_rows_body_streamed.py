@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from batchhub import jsonstream
 from jobs.models import Job
 
 from .conftest import API, assert_error
@@ -189,3 +190,26 @@ def test_the_fingerprint_of_streamed_rows_is_that_of_the_list():
     streamed = loads_object(text, ("rows",))
     listed = json.loads(text)
     assert request_fingerprint(streamed, None) == request_fingerprint(listed, None)
+
+
+@pytest.mark.parametrize(
+    ("path", "tail"),
+    [("jobs", "]}"), ("jobs/validate", "]}"), ("jobs", '], "name": 5 ]}')],
+)
+def test_the_rows_file_is_closed_when_the_request_ends(api_alice, monkeypatch, path, tail):
+    # Also when the body is refused after the rows were read; not left to the garbage collector.
+    made = []
+    monkeypatch.setattr(jsonstream.JSONLines, "__init__", _recording(made))
+    _post(api_alice, path, HEAD + '[{"name": "a"}, {"name": "b"}' + tail)
+    assert made
+    assert all(lines.file.closed for lines in made)
+
+
+def _recording(made):
+    init = jsonstream.JSONLines.__init__
+
+    def record(self):
+        init(self)
+        made.append(self)
+
+    return record
