@@ -329,6 +329,21 @@ _OBJECT_START = re.compile(r"[ \t\n\r]*\{")
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
+def container_end(text: str, start: int) -> int:
+    """The index after the list or object whose inside starts at `start`, its brackets counted
+    and its strings skipped unread (not judged): for passing over the rest of a list that is
+    refused anyway."""
+    level = 1
+    for match in _TOKEN.finditer(text, start):
+        token = match.group()
+        if token[0] == '"':
+            continue
+        level += 1 if token in "[{" else -1
+        if level == 0:
+            return match.end()
+    raise json.JSONDecodeError("Expecting ']'", text, len(text))
+
+
 def _too_deep(text: str, max_depth: int, start: int = 0) -> JSONLimitError:
     # Only on the error path: find where the nesting passes the bound, and the last string seen
     # at the top level of an object (the key holding the deep value), in the value at `start`.

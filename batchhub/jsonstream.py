@@ -66,6 +66,8 @@ class JSONLines:
         self.not_object_count = 0
         # The longest line in UTF-8 bytes, and the index of its item.
         self.longest = (0, 0)
+        # True when the list was passed over unread after a limit (loads_object's stop_after).
+        self.stopped = False
         self._pending: list[str] = []
 
     def add(self, value: Any) -> None:
@@ -128,9 +130,19 @@ def _within(exc: jsonsafe.JSONLimitError, *prefix: str | int) -> jsonsafe.JSONLi
     return exc
 
 
-def loads_object(text: str, streamed: tuple[str, ...] = ()) -> dict[str, Any]:
+def loads_object(
+    text: str,
+    streamed: tuple[str, ...] = (),
+    *,
+    stop_after: int | None = None,
+    objects_only: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The JSON object in `text`, with jsonsafe's bounds; a field named in `streamed` whose value
     is a list becomes a JSONLines of its items.
+
+    A list that is refused anyway is passed over unread (its JSONLines `stopped`): one past
+    `stop_after` items, or one in `objects_only` once it holds as many items that are not
+    objects as an error names.
 
     Raises NotAnObject for any other JSON document (unread past its first character),
     json.JSONDecodeError and jsonsafe.JSONLimitError as jsonsafe.loads does (paths from the top).
@@ -162,7 +174,8 @@ def loads_object(text: str, streamed: tuple[str, ...] = ()) -> dict[str, Any]:
             raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
         at = _skip(text, at + 1)
         if key in streamed and text[at : at + 1] == "[":
-            data[key], at = _stream_list(text, at, key)
+            limit = MAX_NAMED if key in objects_only else None
+            data[key], at = _stream_list(text, at, key, stop_after, limit)
         else:
             try:
                 data[key], at = jsonsafe.raw_decode(text, at)
@@ -193,8 +206,11 @@ def _repeated(key: str) -> jsonsafe.JSONLimitError:
     return error
 
 
-def _stream_list(text: str, at: int, key: str) -> tuple[JSONLines, int]:
+def _stream_list(
+    text: str, at: int, key: str, stop_after: int | None, not_objects: int | None
+) -> tuple[JSONLines, int]:
     sink = JSONLines()
+    most = stop_after + 1 if stop_after is not None else None
     at = _skip(text, at + 1)
     if text[at : at + 1] == "]":
         return sink, at + 1
@@ -209,6 +225,9 @@ def _stream_list(text: str, at: int, key: str) -> tuple[JSONLines, int]:
         separator = text[at : at + 1]
         if separator == "]":
             return sink, at + 1
+        if sink.count == most or sink.not_object_count == not_objects:
+            sink.stopped = True
+            return sink, jsonsafe.container_end(text, end)
         if separator != ",":
             raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
         at = skip(text, at + 1).end()

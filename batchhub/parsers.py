@@ -91,13 +91,20 @@ class StreamedRowsJSONParser(BoundedJSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         view = (parser_context or {}).get("view")
         self.streamed = tuple(getattr(view, "streamed_json_fields", ()))
+        self.objects_only = tuple(getattr(view, "object_json_fields", ()))
         return super().parse(stream, media_type, parser_context)
 
     def loads(self, text: str):
         if not self.streamed:
             return jsonsafe.loads(text)
         try:
-            return jsonstream.loads_object(text, self.streamed)
+            # Past the rows a job may hold the rest is refused anyway: not read.
+            return jsonstream.loads_object(
+                text,
+                self.streamed,
+                stop_after=settings.BATCHHUB_MAX_ROWS,
+                objects_only=self.objects_only,
+            )
         except jsonstream.NotAnObject:
             # The fields come in an object; anything else is refused unread.
             raise ParseError(

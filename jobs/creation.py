@@ -121,9 +121,10 @@ class Source:
         return int(getattr(self.upload, "size", 0) or 0)
 
 
-def _too_many_rows(count: int) -> TooManyRows:
+def _too_many_rows(count: int, stopped: bool = False) -> TooManyRows:
+    counted = f"more than {count - 1:,}" if stopped else f"{count:,}"
     return TooManyRows(
-        f"The input has {count:,} rows; the limit is {settings.BATCHHUB_MAX_ROWS:,} rows per job.",
+        f"The input has {counted} rows; the limit is {settings.BATCHHUB_MAX_ROWS:,} rows per job.",
         details={"limit": "rows_per_job", "max": settings.BATCHHUB_MAX_ROWS},
     )
 
@@ -312,7 +313,7 @@ def create_job(
     check_active_quota(user)
     if source.rows is not None and len(source.rows) > settings.BATCHHUB_MAX_ROWS:
         # Counted already: no need to check a million rows to refuse the rest.
-        raise _too_many_rows(len(source.rows))
+        raise _too_many_rows(len(source.rows), getattr(source.rows, "stopped", False))
     concurrency = concurrency or settings.BATCHHUB_DEFAULT_CONCURRENCY
     report, proc = validate_input(
         user,

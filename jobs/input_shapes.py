@@ -86,6 +86,7 @@ def _document_lines(documents: JSONLines) -> JSONLines:
     rows = JSONLines()
     for number, line in enumerate(documents.lines(), 1):
         rows.add(_document_row(loads_checked(line), number))
+    rows.stopped = documents.stopped
     return rows
 
 

@@ -125,6 +125,9 @@ class JobViewSet(viewsets.GenericViewSet):
         # A job's rows are read a row at a time into a file, never as a list of objects.
         return ("rows", "documents") if self.action in ("create", "validate") else ()
 
+    # Items that are not objects are refused in these (documents may be strings).
+    object_json_fields = ("rows",)
+
     def dispatch(self, request, *args: Any, **kwargs: Any):
         # The rows read from a body into temporary files are closed when the request ends.
         with jsonstream.closing_files():

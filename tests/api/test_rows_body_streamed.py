@@ -213,3 +213,42 @@ def _recording(made):
         made.append(self)
 
     return record
+
+
+def test_rows_past_the_limit_are_not_read(api_alice, monkeypatch, settings):
+    settings.BATCHHUB_MAX_ROWS = 5
+    made = []
+    monkeypatch.setattr(jsonstream.JSONLines, "__init__", _recording(made))
+    rows = ", ".join(f'{{"name": "r{i}", "x": [1, "]"]}}' for i in range(100))
+    response = _post(api_alice, "jobs", HEAD + f"[{rows}], \"name\": \"after\"}}")
+    error = assert_error(response, 413, "too_many_rows")
+    assert error["message"].startswith("The input has more than 5 rows; the limit is 5")
+    assert made[0].count == 6
+    report = _post(api_alice, "jobs/validate", HEAD + f"[{rows}]}}").json()
+    assert report["valid"] is False
+    assert "more than 5 rows" in report["errors"][0]["message"], report["errors"]
+
+
+def test_documents_past_the_limit_are_not_read(api_alice, settings):
+    settings.BATCHHUB_MAX_ROWS = 5
+    body = '{"processor": "template", "params": {"template": "{text}"}, "documents": '
+    body += json.dumps(["d"] * 50) + "}"
+    error = assert_error(_post(api_alice, "jobs", body), 413, "too_many_rows")
+    assert error["message"].startswith("The input has more than 5 rows")
+
+
+def test_reading_stops_at_as_many_non_objects_as_the_error_names(api_alice, monkeypatch):
+    made = []
+    monkeypatch.setattr(jsonstream.JSONLines, "__init__", _recording(made))
+    body = HEAD + "[" + ",".join(["1"] * 10_000) + "]}"
+    error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
+    assert error["message"].startswith("rows[0]: "), error["message"]
+    assert len(error["details"]["rows"]) == jsonstream.MAX_NAMED
+    assert made[0].count == jsonstream.MAX_NAMED
+
+
+def test_a_list_passed_over_unread_must_still_close(api_alice, settings):
+    settings.BATCHHUB_MAX_ROWS = 1
+    body = HEAD + '[{"name": "a"}, {"name": "b"}, {"name": "c"'
+    error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
+    assert "Expecting ']'" in error["message"], error["message"]
