@@ -179,32 +179,37 @@ _LOOSE = json.JSONDecoder(
 )
 
 
-def raw_decode(text: str, start: int, *, max_depth: int = MAX_DEPTH) -> tuple[Any, int]:
+def raw_decode(
+    text: str, start: int, *, max_depth: int = MAX_DEPTH, within: int = 0
+) -> tuple[Any, int]:
     """The JSON value that starts at index `start` of `text` (no whitespace before it) and the
     index after it, with the bounds and errors of `loads` (unique keys, text only).
 
     For reading a long document one value at a time (the items of a large list) without
     building the rest. A problem's `path` is relative to this value; `char` counts in `text`.
+    `within` is how many lists and objects of the document hold the value: the depth bound is
+    the document's.
     """
+    room = max_depth - within
     try:
         value, end = _UNIQUE_DECODER.raw_decode(text, start)
     except RecursionError:
-        raise _too_deep(text, max_depth, start) from None
+        raise _too_deep(text, max_depth, start, within) from None
     except json.JSONDecodeError:
         raise
     except (_NonFinite, _RepeatedKey, ValueError):
         # Not finite, a key twice, or an integer too long: `loads` of this value alone says
-        # which and where.
+        # which and where (once its depth is known to be within the bound).
         try:
-            _value, end = _LOOSE.raw_decode(text, start)
+            loose, end = _LOOSE.raw_decode(text, start)
         except RecursionError:
-            raise _too_deep(text, max_depth, start) from None
+            raise _too_deep(text, max_depth, start, within) from None
+        if depth(loose) > room:
+            raise _too_deep(text, max_depth, start, within) from None
         loads(text[start:end], max_depth=max_depth)
         raise  # not reached: loads raised the same problem, located
-    if text.count("[", start, end) + text.count("{", start, end) > max_depth and (
-        depth(value) > max_depth
-    ):
-        raise _too_deep(text, max_depth, start)
+    if text.count("[", start, end) + text.count("{", start, end) > room and depth(value) > room:
+        raise _too_deep(text, max_depth, start, within)
     if text.find("\\u", start, end) >= 0 and _SURROGATE_ESCAPE.search(text, start, end):
         loads(text[start:end], max_depth=max_depth)
     return value, end
@@ -344,14 +349,15 @@ def container_end(text: str, start: int) -> int:
     raise json.JSONDecodeError("Expecting ']'", text, len(text))
 
 
-def _too_deep(text: str, max_depth: int, start: int = 0) -> JSONLimitError:
+def _too_deep(text: str, max_depth: int, start: int = 0, within: int = 0) -> JSONLimitError:
     # Only on the error path: find where the nesting passes the bound, and the last string seen
-    # at the top level of an object (the key holding the deep value), in the value at `start`.
-    level, key = 0, None
+    # at the top level of an object (the key holding the deep value), in the value at `start`
+    # (which `within` lists and objects hold).
+    level, key = within, None
     for match in _TOKEN.finditer(text, start):
         token = match.group()
         if token[0] == '"':
-            if level == 1:
+            if level == within + 1:
                 key = token
         elif token in "[{":
             level += 1

@@ -178,7 +178,7 @@ def loads_object(
             data[key], at = _stream_list(text, at, key, stop_after, limit)
         else:
             try:
-                data[key], at = jsonsafe.raw_decode(text, at)
+                data[key], at = jsonsafe.raw_decode(text, at, within=1)
             except jsonsafe.JSONLimitError as exc:
                 raise _within(exc, key) from None
         at = _skip(text, at)
@@ -217,7 +217,7 @@ def _stream_list(
     decode, skip, add = jsonsafe.raw_decode, _WS.match, sink.add
     while True:
         try:
-            value, end = decode(text, at)
+            value, end = decode(text, at, within=2)
         except jsonsafe.JSONLimitError as exc:
             raise _within(exc, key, sink.count) from None
         add(value)

@@ -18,6 +18,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
+from batchhub.jsonsafe import JSONLimitError, line_and_column
+from batchhub.jsonsafe import loads as json_safe_loads
 from jobs.forms import JSONTextField
 from jobs.ingest import loading
 from jobs.models import Job
@@ -85,6 +87,33 @@ def test_deep_rows_body_is_a_400_naming_line_and_column(api_alice, path):
     error = assert_error(response, 400, "invalid_request")
     assert "nested more than 64 levels deep at line 1, column" in error["message"]
     assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A row 62 levels deep, in a list in the body: 64 in all, the most a body may be.
+        '{"processor": "template", "rows": [{"name": ' + "[" * 61 + "]" * 61 + "}]}",
+        '{"processor": "template", "rows": [{"name": ' + "[" * 62 + "]" * 62 + "}]}",
+        '{"processor": "template", "params": {"a": ' + "[" * 63 + "]" * 63 + '}, "rows": []}',
+        '{"processor": "template", "params": {"a": ' + "[" * 62 + "]" * 62 + '}, "rows": []}',
+        '{"processor": "template", "documents": [{"a": ' + "[" * 62 + "]" * 62 + "}]}",
+    ],
+)
+def test_the_depth_bound_is_the_whole_bodys(api_alice, body):
+    # Rows are read one at a time, yet bounded and located as the body read whole was.
+    response = api_alice.post(f"{API}/jobs/validate", body, content_type="application/json")
+    try:
+        json_safe_loads(body)
+    except JSONLimitError as exc:
+        line, column = line_and_column(body, exc.char)
+        error = assert_error(response, 400, "invalid_request")
+        assert (
+            f"nested more than 64 levels deep at line {line}, column {column}."
+            in (error["message"])
+        ), error["message"]
+    else:
+        assert "nested" not in response.content.decode()
 
 
 def test_deep_params_string_is_a_400(api_alice):
