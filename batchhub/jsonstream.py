@@ -144,7 +144,7 @@ def loads_object(
     `stop_after` items, or one in `objects_only` once it holds as many items that are not
     objects as an error names.
 
-    Raises NotAnObject for any other JSON document (unread past its first character),
+    Raises NotAnObject for any other JSON document (a list unread past its first character),
     json.JSONDecodeError and jsonsafe.JSONLimitError as jsonsafe.loads does (paths from the top).
     """
     if text.startswith("\ufeff"):
@@ -154,6 +154,8 @@ def loads_object(
     if not first or first not in _VALUE_STARTS:
         raise json.JSONDecodeError("Expecting value", text, at)  # no JSON at all
     if first != "{":
+        if first != "[":
+            jsonsafe.loads(text)  # one value, read to say what is wrong with it, if anything
         raise NotAnObject("The JSON body is not an object.")
     at = _skip(text, at + 1)
     data: dict[str, Any] = {}

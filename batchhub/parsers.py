@@ -15,7 +15,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonsafe, jsonstream
-from .api import UnsupportedCharset, UnsupportedContentEncoding, raise_if_cut_short
+from .api import APIError, UnsupportedCharset, UnsupportedContentEncoding, raise_if_cut_short
 from .charset import is_text_encoding
 
 
@@ -106,8 +106,10 @@ class StreamedRowsJSONParser(BoundedJSONParser):
                 objects_only=self.objects_only,
             )
         except jsonstream.NotAnObject:
-            # The fields come in an object; anything else is refused unread.
-            raise ParseError(
+            # The fields come in an object; anything else is refused (a list unread), with the
+            # details a serializer gives a body that is not an object.
+            message = (
                 "The JSON body must be an object of the request's fields, such as "
                 '{"processor": …, "rows": […]}.'
-            ) from None
+            )
+            raise APIError(message, details={"non_field_errors": [message]}) from None

@@ -252,3 +252,16 @@ def test_a_list_passed_over_unread_must_still_close(api_alice, settings):
     body = HEAD + '[{"name": "a"}, {"name": "b"}, {"name": "c"'
     error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
     assert "Expecting ']'" in error["message"], error["message"]
+
+
+@pytest.mark.parametrize("body", ['[{"name": "a"}]', '"x"', "true", "null", "5"])
+def test_a_body_that_is_not_an_object_has_its_details(api_alice, body):
+    error = assert_error(_post(api_alice, "jobs", body), 400, "invalid_request")
+    assert error["details"] == {"non_field_errors": [error["message"]]}
+
+
+@pytest.mark.parametrize("body", ["NaN", "-Infinity", " Infinity "])
+def test_a_body_that_is_a_bad_number_names_it(api_alice, body):
+    error = assert_error(_post(api_alice, "jobs/validate", body), 400, "invalid_request")
+    assert body.strip() in error["message"], error["message"]
+    assert "must be an object" not in error["message"]
