@@ -51,8 +51,8 @@ class JSONLines:
     """The items of a JSON list, one JSON text a line in a temporary file (in memory while
     small): counted, the first kept, the ones that are not objects named, the longest line measured.
 
-    Each item is written as jsonsafe.dumps writes it (compact, key order and big integers kept),
-    not as the client's text: whitespace and escapes do not reach what a job stores."""
+    Each item is written as jsonsafe.dumps_exact writes it (compact, key order, big integers and
+    a NUL kept), not as the client's text: its whitespace and escapes are not stored."""
 
     def __init__(self) -> None:
         self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
@@ -77,7 +77,7 @@ class JSONLines:
             self.not_object_count += 1
             if len(self.not_objects) < MAX_NAMED:
                 self.not_objects.append((self.count, type(value).__name__))
-        line = jsonsafe.dumps(value)
+        line = jsonsafe.dumps_exact(value)
         size = len(line) if line.isascii() else len(line.encode())
         if size > self.longest[0]:
             self.longest = (size, self.count)

@@ -265,3 +265,10 @@ def test_a_body_that_is_a_bad_number_names_it(api_alice, body):
     error = assert_error(_post(api_alice, "jobs/validate", body), 400, "invalid_request")
     assert body.strip() in error["message"], error["message"]
     assert "must be an object" not in error["message"]
+
+
+def test_a_row_with_a_nul_is_refused_not_mended(api_alice):
+    body = HEAD + '[{"name": "a"}, {"name": "b\\u0000c"}]}'
+    report = _post(api_alice, "jobs/validate", body).json()
+    assert report["valid"] is False
+    assert "Row 2 contains a NUL character" in report["errors"][0]["message"], report["errors"]
