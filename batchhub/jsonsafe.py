@@ -240,6 +240,11 @@ def _repeated_key(text: str, key: str) -> JSONLimitError:
         pass  # too deep or too long a number further on: the key is still named
     if path is not None:
         key = functools.reduce(operator.getitem, path, marked).key
+    return repeated_key_error(key, path)
+
+
+def repeated_key_error(key: str, path: list[str | int] | None = None) -> JSONLimitError:
+    """The problem of an object that has `key` twice (at `path`, if known)."""
     shown = json.dumps(key if len(key) <= 60 else key[:60] + "…", ensure_ascii=False)
     # Braces in the key must not be read as the message's {where} slot.
     error = JSONLimitError(

@@ -168,9 +168,8 @@ def loads_object(
             )
         key, at = json.decoder.scanstring(text, at + 1)
         if key in data:
-            raise _repeated(key)
-        if jsonsafe._SURROGATE.search(key):
-            jsonsafe.check_value({key: None})  # raises, naming the half character
+            raise jsonsafe.repeated_key_error(key)
+        jsonsafe.check_value({key: None})  # a half character in the key
         at = _skip(text, at)
         if text[at : at + 1] != ":":
             raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
@@ -197,15 +196,6 @@ def _end(data: dict[str, Any], text: str, at: int) -> dict[str, Any]:
     if at != len(text):
         raise json.JSONDecodeError("Extra data", text, at)
     return data
-
-
-def _repeated(key: str) -> jsonsafe.JSONLimitError:
-    shown = json.dumps(key if len(key) <= 60 else key[:60] + "…", ensure_ascii=False)
-    error = jsonsafe.JSONLimitError(
-        jsonsafe._REPEATED_KEY.format(shown.replace("{", "{{").replace("}", "}}"))
-    )
-    error.key = key
-    return error
 
 
 def _stream_list(

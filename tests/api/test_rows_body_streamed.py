@@ -272,3 +272,9 @@ def test_a_row_with_a_nul_is_refused_not_mended(api_alice):
     report = _post(api_alice, "jobs/validate", body).json()
     assert report["valid"] is False
     assert "Row 2 contains a NUL character" in report["errors"][0]["message"], report["errors"]
+
+
+def test_a_half_character_in_a_top_level_key_is_named(api_alice):
+    body = '{"processor": "template", "\\ud800x": 1, "rows": []}'
+    error = assert_error(_post(api_alice, "jobs/validate", body), 400, "invalid_request")
+    assert "\\ud800" in error["message"], error["message"]
