@@ -334,13 +334,14 @@ class _JSONLRows:
             report(number, None, f"Line {number} is not valid JSON ({detail}).")
             return None
         if "\\u0000" in line:
-            report(
-                number,
-                None,
-                f"Line {number} contains a NUL character (\\u0000), which cannot be stored.",
-            )
+            report(number, None, _nul_message(f"Line {number}"))
             return None
         return self.objects.align(obj, number, f"Line {number}", len(line))
+
+
+def _nul_message(what: str) -> str:
+    # A NUL written as its escape in a JSON line: jsonb and text columns refuse it.
+    return f"{what} contains a NUL character (\\u0000), which cannot be stored."
 
 
 def _lines_before_bad_char(
@@ -388,11 +389,7 @@ def _iter_lines(rows: JSONLines, info: TableInfo, report) -> Iterator[tuple[int,
     loads = loads_checked
     for number, line in enumerate(rows.lines(), 1):
         if "\\u0000" in line:
-            report(
-                number,
-                None,
-                f"Row {number} contains a NUL character (\\u0000), which cannot be stored.",
-            )
+            report(number, None, _nul_message(f"Row {number}"))
             continue
         values = objects.align(loads(line), number, f"Row {number}", len(line))
         if values is not None:
@@ -415,11 +412,7 @@ def _iter_list(rows: list, info: TableInfo, report) -> Iterator[tuple[int, list]
                     report(number, None, f"Row {number} holds a value that is not JSON.")
                 continue
             if "\\u0000" in dumped:
-                report(
-                    number,
-                    None,
-                    f"Row {number} contains a NUL character (\\u0000), which cannot be stored.",
-                )
+                report(number, None, _nul_message(f"Row {number}"))
                 continue
             size = len(dumped)
         values = objects.align(obj, number, f"Row {number}", size)
