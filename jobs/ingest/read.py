@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -112,24 +113,20 @@ def _records_before_bad_char(
     their own problems unseen. They are read leniently here (the strict reader stopped on this
     block): a record with a stray quote among them passes.
     """
-    found: tuple[int, re.Match, str] | None = None
+    found: list[tuple[int, re.Match, str]] = []
     pending: list[str] = []  # the lines of the record being read
 
-    def up_to_bad(lines):
-        nonlocal found
-        for number, line in enumerate(lines, 1):
-            if number <= last:
-                continue
-            match = BAD_CHAR.search(line)
-            if match is not None:
-                found = (number, match, line)
-                raise _BadCharFound
+    def up_to_bad():
+        for _number, line in _lines_before_bad_char(stream, last, found):
             pending.append(line)
             yield line
+        if found:
+            raise _BadCharFound  # the record it cuts short is not one
 
     try:
-        with stream.marked_lines() as lines:
-            reader = csv.reader(up_to_bad(lines), **{**_dialect(info.delimiter), "strict": False})
+        # Closed here, so that the file's marked read ends here whatever stops the reader.
+        with contextlib.closing(up_to_bad()) as lines:
+            reader = csv.reader(lines, **{**_dialect(info.delimiter), "strict": False})
             done = 0
             try:
                 for record in reader:
@@ -145,9 +142,9 @@ def _records_before_bad_char(
         raise
     except Exception:  # noqa: BLE001 -- a damaged gzip further on: the caller names the line
         return None
-    if found is None:
+    if not found:
         return None
-    number, match, line = found
+    number, match, line = found[0]
     column = problem_field(
         [*pending, line],
         info.delimiter,
@@ -348,14 +345,14 @@ def _lines_before_bad_char(
     stream: TextStream, after: int, found: list
 ) -> Iterator[tuple[int, str]]:
     """The lines after line `after` up to the file's first bad byte, read again; that byte's
-    line and match are put in `found`."""
+    line number, match and line are put in `found`."""
     with stream.marked_lines() as lines:
         for number, line in enumerate(lines, 1):
             if number <= after:
                 continue
             match = BAD_CHAR.search(line)
             if match is not None:
-                found.append((number, match))
+                found.append((number, match, line))
                 return
             yield number, line
 
@@ -377,7 +374,7 @@ def _iter_jsonl(
                 found: list = []
                 yield from rows.rows(_lines_before_bad_char(stream, rows.number, found))
                 if found:
-                    number, match = found[0]
+                    number, match, _line = found[0]
                     raise _problem_error(bad_char_problem(number, stream.encoding, match)) from None
             raise _problem_error(stream.problem(exc, rows.number)) from None
 
