@@ -62,15 +62,31 @@ def waiting() -> int:
     return queue_length() or 0
 
 
+def waiting_express() -> tuple[int, int]:
+    """The same messages as (in the express queue, in the others); (0, 0) when the broker cannot
+    say. A long step gives its process up sooner to the express queue's: a new job's read or
+    first step, a webhook delivery, each short, which a person waits for."""
+    counts = _queue_counts()
+    if counts is None:
+        return 0, 0
+    express = counts.pop(settings.BATCHHUB_EXPRESS_QUEUE, 0)
+    return express, sum(counts.values())
+
+
 def queue_length() -> int | None:
     """The same count, None when the broker cannot say: the reaper takes only a real 0 for an
     empty queue (a step still queued through a broker blip is not lost)."""
+    counts = _queue_counts()
+    return None if counts is None else sum(counts.values())
+
+
+def _queue_counts() -> dict[str, int] | None:
     global _unanswered_until
     if time.monotonic() < _unanswered_until:
         return None
     names = set(current_app.amqp.queues.consume_from or [settings.CELERY_TASK_DEFAULT_QUEUE])
     names.add(settings.BATCHHUB_EXPRESS_QUEUE)  # every worker takes from it (batchhub/celery.py)
-    total = 0
+    counts = dict.fromkeys(names, 0)
     try:
         with current_app.pool.acquire(block=True, timeout=1.0) as conn:
             # One try: a job loop's own thread asks, and kombu's reconnecting would hold its
@@ -79,7 +95,7 @@ def queue_length() -> int | None:
             channel = conn.default_channel
             for name in names:
                 try:
-                    total += channel.queue_declare(queue=name, passive=True).message_count
+                    counts[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except ChannelError:
                     pass  # never declared, or empty (Redis drops an empty list)
     except Exception as exc:
@@ -88,4 +104,4 @@ def queue_length() -> int | None:
         _unanswered_until = time.monotonic() + WAITING_RETRY_SECONDS
         logger.info("could not count the messages waiting (%s); asking again in 30 s", exc)
         return None
-    return total
+    return counts

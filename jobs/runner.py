@@ -35,6 +35,7 @@ from . import enqueue, livestatus, states, steps
 from .chunk_loop import close_processor, process_chunk, release_chunk
 from .chunks import (
     _LEFT_BEHIND,
+    HEAD_START_ROWS,
     StaleStart,
     claim_chunk,
     give_back,
@@ -64,9 +65,13 @@ IO_TASK_SECONDS = 8.0
 # threads idling while the rows in flight come in, so a step runs at least TURN_ROW_TIMES of
 # its rows' time first. Past TURN_MAX_SECONDS it ends anyway, far inside the broker's
 # visibility timeout.
-TURN_CHECK_SECONDS = 2.0
+TURN_CHECK_SECONDS = 1.0
 TURN_ROW_TIMES = 20
 TURN_MAX_SECONDS = 300.0
+# A message in the express queue (a new job's read or first step, a webhook delivery: each short,
+# and a person waits for it) ends an I/O step once it has run this long (or its io_seconds),
+# whatever its rows' time. Such messages are few, and so are the drains they cost.
+EXPRESS_TURN_SECONDS = TASK_SECONDS
 # After losing the database a loop tries to reconnect this often, for this long within its task
 # (then its task is queued again), and gives its chunk back as soon as it is connected.
 RECONNECT_INTERVAL = 0.25
@@ -113,22 +118,24 @@ class Step:
 
 
 def work_once(
-    job_pk: int, *, seconds: float = 0.0, io_seconds: float = 0.0, generation: int | None = None
+    job_pk: int,
+    *,
+    seconds: float = 0.0,
+    io_seconds: float = 0.0,
+    generation: int | None = None,
+    head: bool = False,
 ) -> Step:
     """Claim a chunk of the job and process it, and go on to the next one while less than
     `seconds` have passed (an I/O processor's loop: claims the next one before the current one
-    drains while less than `io_seconds` have); say what the loop should do next."""
+    drains while less than `io_seconds` have); say what the loop should do next.
+
+    `head`: a step run by a task of the express queue (jobs.tasks.ingest_job), which gives its
+    process up to any message waiting once it has run `io_seconds`."""
     held: list[Chunk] = []
     try:
-        return _work(job_pk, seconds, io_seconds, held, generation)
+        return _work(job_pk, seconds, io_seconds, held, generation, head)
     except DATABASE_LOST as exc:
         return _database_lost(job_pk, held, exc)
-
-
-# Jobs of at most this many rows get a head start: the small jobs a person waits for in front of
-# the page. A step stops only between chunks, and a larger job's chunk of a slow CPU processor
-# (a pattern running into its timeout on every row) would hold the express queue's task long.
-HEAD_START_ROWS = 1000
 
 
 def head_start(job_pk: int) -> None:
@@ -139,18 +146,25 @@ def head_start(job_pk: int) -> None:
     minute or more for them while other jobs ran, though its whole work is one short step. Its
     read came through the express queue, so here it starts at once, and is often done. The
     loops, queued meanwhile, take what is left (and a job already done stops them at once).
+    Only jobs of at most HEAD_START_ROWS rows: a CPU step stops only between chunks, and a larger
+    job's chunk of a slow CPU processor would hold the express queue's task long.
     """
     job = Job.objects.filter(pk=job_pk).only("status", "processor", "total").first()
     if job is None or job.status != JobStatus.PROCESSING or job.total > HEAD_START_ROWS:
         return
     processor_cls = get_processor_class(job.processor)
     if processor_cls is None or processor_cls.io_bound:
-        return  # an I/O step may take minutes: it waits its turn, as any loop's
+        return  # a small I/O job's first loop is run by the task instead (chunks.start_loops)
     work_once(job_pk, seconds=TASK_SECONDS)
 
 
 def _work(
-    job_pk: int, seconds: float, io_seconds: float, held: list[Chunk], generation: int | None
+    job_pk: int,
+    seconds: float,
+    io_seconds: float,
+    held: list[Chunk],
+    generation: int | None,
+    head: bool = False,
 ) -> Step:
     # Its start stamped as the job is read (jobs/steps.py): a waiting step is not a lost one.
     job = steps.start(job_pk)
@@ -189,15 +203,17 @@ def _work(
 
     def turn_over(row_seconds: float) -> bool:
         now = time.monotonic()
+        ran = now - began
         # First: slow rows put their TURN_ROW_TIMES past it, and the step would run its chunk.
-        if now - began >= TURN_MAX_SECONDS:
+        if ran >= TURN_MAX_SECONDS:
             return True
-        if now - began < max(io_seconds, TURN_ROW_TIMES * row_seconds):
-            return False
-        if now - asked[0] < TURN_CHECK_SECONDS:
+        if ran < min(io_seconds, EXPRESS_TURN_SECONDS) or now - asked[0] < TURN_CHECK_SECONDS:
             return False
         asked[0] = now
-        return enqueue.waiting() > 0
+        express, others = enqueue.waiting_express()
+        if express or (head and others):
+            return True
+        return others > 0 and ran >= max(io_seconds, TURN_ROW_TIMES * row_seconds)
 
     def retire(done: ChunkRun) -> None:
         release_chunk(done)

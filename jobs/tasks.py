@@ -32,14 +32,24 @@ BROKER_RETRY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.25, "
 
 @shared_task(name="jobs.ingest", acks_late=True)
 def ingest_job(job_pk: int) -> None:
-    loading.ingest(job_pk)
-    runner.head_start(job_pk)
+    head = loading.ingest(job_pk)
+    if head is not None:
+        # A small I/O job's first loop, not queued (chunks.start_loops): its first step runs
+        # here, and its next ones are queued as any loop's. A redelivered read does not run it
+        # again: if this process dies, the reaper finds the loop gone and starts it afresh.
+        work(job_pk, head, head=True)
+    else:
+        runner.head_start(job_pk)
 
 
 @shared_task(name="jobs.work", acks_late=True)
-def work(job_pk: int, generation: int | None = None) -> None:
+def work(job_pk: int, generation: int | None = None, head: bool = False) -> None:
     """One step of a worker loop: a chunk or a few (up to runner.TASK_SECONDS; an I/O
     processor's chunks, up to runner.IO_TASK_SECONDS), then the loop goes on as a fresh task.
+
+    `head`: a small I/O job's first step, run by the task that read it (ingest_job), from the
+    express queue: short, as other messages there wait behind it; the loop's next steps go to
+    the usual queue.
 
     Short tasks keep every message far inside the broker's visibility timeout and let several
     jobs share the workers fairly. The job records when its steps are queued and start
@@ -49,8 +59,9 @@ def work(job_pk: int, generation: int | None = None) -> None:
     step = runner.work_once(
         job_pk,
         seconds=runner.TASK_SECONDS,
-        io_seconds=runner.IO_TASK_SECONDS,
+        io_seconds=runner.TASK_SECONDS if head else runner.IO_TASK_SECONDS,
         generation=generation,
+        head=head,
     )
     if step.action == "continue":
         work.apply_async((job_pk, generation), retry=True, retry_policy=BROKER_RETRY)

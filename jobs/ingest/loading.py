@@ -36,7 +36,9 @@ def reader_gone(job: Job) -> bool:
     return event is not None and holders.is_gone(event.data[HOLDER])
 
 
-def ingest(job_pk: int) -> None:
+def ingest(job_pk: int) -> int | None:
+    """Read the job's input and start its loops. Returns the start count of a loop left for the
+    caller to run at once (chunks.start_loops), else None."""
     job = Job.objects.filter(pk=job_pk).first()
     if job is None:
         return
@@ -55,6 +57,7 @@ def ingest(job_pk: int) -> None:
     else:
         return  # already ingested, cancelled or failed: a redelivered task does nothing
     in_batches = connection.vendor == "sqlite"
+    heads: list[int | None] = []
     try:
         proc = processor_for(job.processor, job.params)
         if in_batches:
@@ -106,7 +109,7 @@ def ingest(job_pk: int) -> None:
                 message=f"{total:,} rows read ({_describe(job, info)}); "
                 f"processing with {proc.name}.",
             )
-            transaction.on_commit(lambda: chunks.start_loops(job))
+            transaction.on_commit(lambda: heads.append(chunks.start_loops(job, first=True)))
     except InputError as exc:
         _fail(job_pk, in_batches, "invalid_csv", str(exc), {"errors": exc.errors})
     except APIError as exc:
@@ -125,8 +128,9 @@ def ingest(job_pk: int) -> None:
             # Another attempt of this ingest finished it first (this one then met its rows):
             # the job goes on with them.
             logger.warning("job %s: a second attempt of its ingest stopped (%r)", job_pk, exc)
-            return
+            return None
         raise
+    return heads[0] if heads else None
 
 
 _INGESTED_FIELDS = (

@@ -209,7 +209,9 @@ def test_a_long_step_gives_its_process_up_mid_chunk_and_loses_nothing(
     # their times pass the step's longest run still end it there (the broker's visibility
     # timeout is past it).
     monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
-    monkeypatch.setattr(runner.enqueue, "waiting", lambda: int(why == "a message waits"))
+    monkeypatch.setattr(
+        runner.enqueue, "waiting_express", lambda: (0, int(why == "a message waits"))
+    )
     if why != "a message waits":
         monkeypatch.setattr(runner, "TURN_MAX_SECONDS", 0.2)
     if why.startswith("rows too slow"):
@@ -231,7 +233,7 @@ def test_a_long_step_gives_its_process_up_mid_chunk_and_loses_nothing(
 
 def test_with_nothing_waiting_a_step_keeps_its_chunk_to_the_end(one_chunk_job, monkeypatch):
     monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
-    monkeypatch.setattr(runner.enqueue, "waiting", lambda: 0)
+    monkeypatch.setattr(runner.enqueue, "waiting_express", lambda: (0, 0))
     assert runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1).action == "stop"
     job = Job.objects.get(pk=one_chunk_job.pk)
     assert (job.status, job.succeeded) == (JobStatus.COMPLETED, ROWS)
@@ -263,7 +265,7 @@ def test_a_step_with_a_row_waiting_for_its_retry_keeps_its_chunk(one_chunk_job, 
 
     monkeypatch.setattr(SlowCall, "process_row", process_row)
     monkeypatch.setattr(runner, "TURN_CHECK_SECONDS", 0.05)
-    monkeypatch.setattr(runner.enqueue, "waiting", lambda: 1)
+    monkeypatch.setattr(runner.enqueue, "waiting_express", lambda: (0, 1))
     runner.work_once(one_chunk_job.pk, seconds=0.1, io_seconds=0.1)
     job = Job.objects.get(pk=one_chunk_job.pk)
     assert (job.succeeded, job.pending) == (ROWS - 1, 1)
