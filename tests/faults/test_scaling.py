@@ -15,12 +15,14 @@ from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.e2e
 
+ROWS = 480  # enough turns of a loop of 16 that one worker process and four differ clearly
+
 
 def run_with_workers(alice, worker_factory, n: int, url: str) -> tuple[Job, list[dict]]:
     workers = [worker_factory(concurrency=1) for _ in range(n)]
     # 64 requests in flight at most, in 4 loops of 16: one worker process runs one loop at a
     # time, four can run all of them.
-    job = make_job(alice, csv_of(800), processor="http", params=http_params(url), concurrency=64)
+    job = make_job(alice, csv_of(ROWS), processor="http", params=http_params(url), concurrency=64)
     job = wait_for(
         lambda: (j := Job.objects.get(pk=job.pk)).is_terminal and j, timeout=180, message="job"
     )
@@ -43,12 +45,12 @@ def test_four_workers_give_the_same_results_faster(alice, worker_factory):
         runs = {n: run_with_workers(alice, worker_factory, n, url) for n in (1, 4)}
     outputs = {}
     for n, (job, rows) in runs.items():
-        assert job.status == JobStatus.COMPLETED and job.succeeded == 800
+        assert job.status == JobStatus.COMPLETED and job.succeeded == ROWS
         # Same rows, same order, same inputs, every one succeeded (outputs carry no timing).
         outputs[n] = [(r["row"], r["input"], r["status"], r["output"]) for r in rows]
     assert outputs[1] == outputs[4]
     rate = {
-        n: 800 / (job.finished_at - job.started_at).total_seconds() for n, (job, _) in runs.items()
+        n: ROWS / (job.finished_at - job.started_at).total_seconds() for n, (job, _) in runs.items()
     }
     # Each worker process adds a loop of 16 requests in flight: four workers must clearly beat one.
     assert rate[4] > 1.5 * rate[1], rate
