@@ -91,6 +91,9 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
         "jobs": jobs,
         "status": status,
         "processor": processor,
+        # The words of the filters the user picked, for "No jobs match": not the raw values.
+        "status_label": dict(STATUS_FILTERS).get(status, status),
+        "processor_label": dict(processors).get(processor, processor),
         "q": search,
         "filtered": bool(status or processor or search),
         "status_filters": STATUS_FILTERS,

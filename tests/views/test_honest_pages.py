@@ -286,3 +286,12 @@ def test_the_status_filter_names_finished_with_failures_as_the_badges_do(client_
     body = client_alice.get(reverse("jobs:list")).content.decode()
     assert '<option value="partial">Finished with failed rows</option>' in body
     assert ">Partial<" not in body
+
+
+def test_no_jobs_match_names_the_filters_in_the_words_the_page_offers(client_alice, alice):
+    make_job(alice, "name,text\na,b\n", name="reviews", processor="sentiment", params={})
+    body = client_alice.get(
+        reverse("jobs:list"), {"status": "partial", "processor": "sentiment"}
+    ).content.decode()
+    assert "No jobs match, status “Finished with failed rows”, processor “" in body
+    assert "status partial" not in body and "processor sentiment<" not in body
