@@ -18,6 +18,14 @@ MESSAGES = 60
 BODY = "x" * 2_000_000  # large enough that writing it takes a while
 
 
+def _embedded_broker(load) -> dict:
+    """The settings of `make run`'s broker, its folders made as the worker's start makes them."""
+    settings = load(CELERY_BROKER_URL="filesystem://")
+    for folder in ("data_folder_out", "processed_folder", "control_folder"):
+        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    return settings
+
+
 def _connection(settings: dict) -> Connection:
     return Connection(
         settings["CELERY_BROKER_URL"],
@@ -27,9 +35,7 @@ def _connection(settings: dict) -> Connection:
 
 
 def test_a_reader_never_takes_a_message_being_written(load_settings):  # noqa: F811
-    settings = load_settings(CELERY_BROKER_URL="filesystem://")
-    for folder in ("data_folder_out", "processed_folder", "control_folder"):
-        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    settings = _embedded_broker(load_settings)
     received: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -72,9 +78,7 @@ def test_messages_leave_in_the_order_sent_when_the_uptime_gains_a_digit(
     # messages sorted ahead of older ones, and older steps waited behind them.
     from batchhub import fsbroker
 
-    settings = load_settings(CELERY_BROKER_URL="filesystem://")
-    for folder in ("data_folder_out", "processed_folder", "control_folder"):
-        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    settings = _embedded_broker(load_settings)
     clock = iter([999_999.998, 999_999.999, 1_000_000.0, 1_000_000.001])
     monkeypatch.setattr(fsbroker, "monotonic", lambda: next(clock))
     with _connection(settings) as conn:
@@ -95,9 +99,7 @@ def test_a_wait_for_a_message_ends_soon_after_the_worker_is_asked_to_stop(
 ):
     # Celery's loop for this transport looks for a stop between waits of 2 s: Ctrl-C on an idle
     # `make run` sat out the wait before the worker began to stop.
-    settings = load_settings(CELERY_BROKER_URL="filesystem://")
-    for folder in ("data_folder_out", "processed_folder", "control_folder"):
-        Path(settings["CELERY_BROKER_TRANSPORT_OPTIONS"][folder]).mkdir(parents=True, exist_ok=True)
+    settings = _embedded_broker(load_settings)
     with _connection(settings) as conn:
         conn.SimpleQueue("idle")  # declared, empty
         threading.Timer(0.3, lambda: monkeypatch.setattr(state, "should_stop", 0)).start()
